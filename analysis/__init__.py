@@ -1,0 +1,1 @@
+"""What scientists take away: embeddings, clusterings and evaluations."""

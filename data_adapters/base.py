@@ -1,0 +1,191 @@
+"""The adapter and pair-builder protocols, and the dataset that draws views from them.
+
+Data flow::
+
+    raw files --Adapter.read()--> Items --PairBuilder.build()--> pairs table
+    (Items, pairs table, seed, epoch) --ViewDataset--> (views, group ids) per batch
+
+An **items set** is a folder holding ``items.parquet`` (one row per object: a unique
+``item_id``, metadata columns such as labels, and the domain's payload columns, e.g.
+``sequence``), ``meta.json`` (facts the later steps need, e.g. the modality) and optional
+``<name>.npy`` arrays aligned with the table rows.
+
+A **pairs table** has one row per view: ``group_id`` (the object the view came from: views
+sharing it are positives for each other), ``item_id`` and ``view`` (a name the pair builder
+understands, e.g. ``forward`` or ``reverse_complement``). No randomness is stored in it: the
+random part of a view (a shift, an angle) is drawn when the view is materialised, from a
+generator seeded by ``(seed, epoch, group)``, so every epoch sees fresh views and a resumed
+run sees exactly the views an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from scicontrast.errors import InputDataError
+from scicontrast.io import atomic_path
+
+PAIRS_COLUMNS = ("group_id", "item_id", "view")
+
+
+@dataclass
+class Items:
+    """A table of objects plus aligned arrays and metadata; saved as one folder."""
+
+    table: pd.DataFrame
+    meta: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if "item_id" not in self.table.columns:
+            raise ValueError("items table needs an 'item_id' column")
+        duplicated = self.table["item_id"].duplicated()
+        if duplicated.any():
+            first = self.table.loc[duplicated, "item_id"].iloc[0]
+            raise ValueError(f"items table has duplicate item_id {first!r}")
+        for name, array in self.arrays.items():
+            if len(array) != len(self.table):
+                raise ValueError(f"array {name!r} has {len(array)} rows, table {len(self.table)}")
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def save(self, folder: str | Path) -> None:
+        """Write the folder atomically (all files appear together or not at all)."""
+        with atomic_path(folder) as tmp:
+            tmp.mkdir()
+            self.table.to_parquet(tmp / "items.parquet", index=False)
+            (tmp / "meta.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True))
+            for name, array in self.arrays.items():
+                np.save(tmp / f"{name}.npy", array)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Items:
+        folder = Path(folder)
+        table_path = folder / "items.parquet"
+        if not table_path.exists():
+            raise InputDataError(f"{folder}: not an items folder (no items.parquet)")
+        table = pd.read_parquet(table_path)
+        meta = json.loads((folder / "meta.json").read_text())
+        arrays = {p.stem: np.load(p) for p in sorted(folder.glob("*.npy"))}
+        return cls(table=table, meta=meta, arrays=arrays)
+
+
+class Adapter(ABC):
+    """Reads a lab's raw files into an :class:`Items` set.
+
+    To add a format: subclass, take your settings as keyword arguments in ``__init__`` (they
+    come from ``adapter.params`` in the config), implement :meth:`read` and
+    :meth:`input_files`, and register the class (see ``scicontrast.registry``).
+    ``read`` must raise :class:`~scicontrast.errors.InputDataError` naming the file and the
+    record or line for bad input; it must not write anything.
+    """
+
+    registry_name: ClassVar[str]
+
+    @abstractmethod
+    def input_files(self) -> list[Path]:
+        """The files ``read`` will open (the workflow declares them as inputs)."""
+
+    @abstractmethod
+    def read(self) -> Items:
+        """Read, validate and normalise the raw data."""
+
+
+class PairBuilder(ABC):
+    """Domain knowledge: which views of which items show the same object.
+
+    ``build`` writes down the pairing (a table that can be inspected); ``make_view`` turns
+    one row of it into a tensor, drawing any randomness from ``rng``. With ``rng=None``,
+    ``make_view`` returns the canonical, un-augmented input used for embedding.
+    """
+
+    registry_name: ClassVar[str]
+
+    @abstractmethod
+    def build(self, items: Items) -> pd.DataFrame:
+        """Return the pairs table: columns ``group_id``, ``item_id``, ``view``."""
+
+    @abstractmethod
+    def bind(self, items: Items) -> None:
+        """Prepare to materialise views of ``items`` (e.g. encode sequences once)."""
+
+    @abstractmethod
+    def make_view(
+        self, item_index: int, view: str, rng: np.random.Generator | None
+    ) -> torch.Tensor:
+        """The input tensor for row ``item_index`` of the bound items, seen as ``view``."""
+
+    def canonical(self, item_index: int) -> torch.Tensor:
+        """The un-augmented input of one item, for embedding."""
+        return self.make_view(item_index, self.canonical_view, None)
+
+    canonical_view: ClassVar[str] = "identity"
+
+
+def check_pairs_table(pairs: pd.DataFrame, items: Items, source: str) -> None:
+    """Raise ``InputDataError`` unless ``pairs`` is a valid pairs table over ``items``."""
+    missing = [c for c in PAIRS_COLUMNS if c not in pairs.columns]
+    if missing:
+        raise InputDataError(f"{source}: pairs table lacks columns {missing}")
+    unknown = ~pairs["item_id"].isin(items.table["item_id"])
+    if unknown.any():
+        row = int(np.flatnonzero(unknown.to_numpy())[0])
+        raise InputDataError(
+            f"{source}: row {row} names item_id {pairs['item_id'].iloc[row]!r}, "
+            "which is not in the items table"
+        )
+
+
+class ViewDataset(Dataset):
+    """One entry per group: all its views, materialised with fresh randomness per epoch.
+
+    ``dataset[g]`` returns ``(views, group_id)`` with ``views`` stacked along dim 0. The
+    generator for group ``g`` in epoch ``e`` is seeded by ``(seed, e, g)``, so the views do
+    not depend on batch order, worker count or where a run was resumed.
+    """
+
+    def __init__(
+        self, items: Items, pairs: pd.DataFrame, builder: PairBuilder, seed: int
+    ) -> None:
+        self.builder = builder
+        self.seed = seed
+        self.epoch = 0
+        builder.bind(items)
+        row_of = pd.Series(np.arange(len(items)), index=items.table["item_id"].to_numpy())
+        grouped = pairs.groupby("group_id", sort=True)
+        self.group_ids = np.asarray(list(grouped.groups.keys()))
+        self._views = [
+            (row_of.loc[g["item_id"].to_numpy()].to_numpy(), g["view"].tolist())
+            for _, g in grouped
+        ]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rows, views = self._views[index]
+        tensors = [self.builder.make_view(int(r), v, rng) for r, v in zip(rows, views)]
+        return torch.stack(tensors), int(index)
+
+
+def collate_views(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate the groups' views into ``(views [M, ...], group_ids [M])``."""
+    views = torch.cat([v for v, _ in batch])
+    group_ids = torch.cat(
+        [torch.full((len(v),), g, dtype=torch.long) for v, g in batch]
+    )
+    return views, group_ids

@@ -1,0 +1,1 @@
+"""Encoders, the InfoNCE loss and the training loop."""

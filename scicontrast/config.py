@@ -1,0 +1,109 @@
+"""Loading and validating the workflow configuration.
+
+``config.yaml`` declares named experiments (see ``schemas/config.schema.yaml``). The same
+schema validates the file in the Snakefile (``snakemake.utils.validate``) and in every CLI
+step, fills in defaults, and rejects a wrong key or type before any work starts, naming the
+file and the key.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from scicontrast.errors import ConfigError
+
+SCHEMA_PATH = Path(str(resources.files("scicontrast") / "schemas" / "config.schema.yaml"))
+
+
+def load_schema() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _validator_with_defaults():
+    """A Draft 2020-12 validator that also fills ``default:`` values, as Snakemake's does."""
+    base = jsonschema.Draft202012Validator
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = json.loads(json.dumps(subschema["default"]))
+        yield from base.VALIDATORS["properties"](validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(base, {"properties": set_defaults})
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    return ".".join(parts) if parts else "(top level)"
+
+
+def validate_config(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """Validate ``config`` against the schema, fill defaults, and return a private copy.
+
+    Raises ``ConfigError`` naming ``source`` and the offending key, for example
+    ``config.yaml: experiments.dna_demo.training.epochs: 'ten' is not of type 'integer'``.
+    """
+    config = json.loads(json.dumps(config))  # a private copy: defaults must not share objects
+    validator = _validator_with_defaults()(load_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        error = jsonschema.exceptions.best_match(errors)
+        message = error.message
+        if error.validator == "additionalProperties":
+            allowed = sorted(error.schema.get("properties", {}))
+            if allowed:
+                message += f"; allowed keys here: {', '.join(allowed)}"
+        raise ConfigError(f"{source}: {_key_path(error)}: {message}")
+    return config
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON config file and validate it."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with an 'experiments' key")
+    return validate_config(data, source=str(path))
+
+
+def select_experiment(config: dict[str, Any], name: str | None, source: str) -> dict[str, Any]:
+    """Return the validated experiment ``name`` (optional when the config has just one).
+
+    The returned dict carries its own name under ``"name"``.
+    """
+    experiments = config["experiments"]
+    if name is None:
+        if len(experiments) != 1:
+            raise ConfigError(
+                f"{source}: declares {len(experiments)} experiments "
+                f"({', '.join(experiments)}); choose one with --experiment"
+            )
+        name = next(iter(experiments))
+    if name not in experiments:
+        raise ConfigError(
+            f"{source}: no experiment {name!r}; declared: {', '.join(experiments)}"
+        )
+    return {"name": name, **experiments[name]}
+
+
+def load_experiment(path: str | Path, name: str | None = None) -> dict[str, Any]:
+    """Read ``path``, validate it, and return one experiment's settings (defaults filled)."""
+    return select_experiment(read_config_file(path), name, str(path))
+
+
+def experiment_as_config(experiment: dict[str, Any]) -> dict[str, Any]:
+    """Wrap one experiment (as returned by ``load_experiment``) back into a full config."""
+    body = {k: v for k, v in experiment.items() if k != "name"}
+    return {"experiments": {experiment["name"]: body}}
