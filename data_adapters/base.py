@@ -154,9 +154,7 @@ class ViewDataset(Dataset):
     not depend on batch order, worker count or where a run was resumed.
     """
 
-    def __init__(
-        self, items: Items, pairs: pd.DataFrame, builder: PairBuilder, seed: int
-    ) -> None:
+    def __init__(self, items: Items, pairs: pd.DataFrame, builder: PairBuilder, seed: int) -> None:
         self.builder = builder
         self.seed = seed
         self.epoch = 0
@@ -165,8 +163,7 @@ class ViewDataset(Dataset):
         grouped = pairs.groupby("group_id", sort=True)
         self.group_ids = np.asarray(list(grouped.groups.keys()))
         self._views = [
-            (row_of.loc[g["item_id"].to_numpy()].to_numpy(), g["view"].tolist())
-            for _, g in grouped
+            (row_of.loc[g["item_id"].to_numpy()].to_numpy(), g["view"].tolist()) for _, g in grouped
         ]
 
     def set_epoch(self, epoch: int) -> None:
@@ -178,14 +175,12 @@ class ViewDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
         rows, views = self._views[index]
-        tensors = [self.builder.make_view(int(r), v, rng) for r, v in zip(rows, views)]
+        tensors = [self.builder.make_view(int(r), v, rng) for r, v in zip(rows, views, strict=True)]
         return torch.stack(tensors), int(index)
 
 
 def collate_views(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Concatenate the groups' views into ``(views [M, ...], group_ids [M])``."""
     views = torch.cat([v for v, _ in batch])
-    group_ids = torch.cat(
-        [torch.full((len(v),), g, dtype=torch.long) for v, g in batch]
-    )
+    group_ids = torch.cat([torch.full((len(v),), g, dtype=torch.long) for v, g in batch])
     return views, group_ids

@@ -1,0 +1,202 @@
+"""The DNA pair builder: strand and shift views."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scicontrast.data_adapters.base import Items, ViewDataset, check_pairs_table
+from scicontrast.data_adapters.dna import DNAViews, FastaAdapter, one_hot
+from scicontrast.errors import ConfigError, InputDataError
+from scicontrast.registry import PAIR_BUILDERS
+
+WINDOW, FLANK = 30, 6
+
+
+@pytest.fixture
+def records() -> dict[str, str]:
+    rng = np.random.default_rng(0)
+    return {
+        f"r{i}": "".join(rng.choice(list("ACGTACGTACGTN"), size=n))
+        for i, n in enumerate([95, 64, 30])
+    }
+
+
+@pytest.fixture
+def items(tmp_path, records) -> Items:
+    path = tmp_path / "x.fa"
+    path.write_text("".join(f">{r}\n{s}\n" for r, s in records.items()))
+    adapter = FastaAdapter(
+        paths=[str(path)], window=WINDOW, stride=15, flank=FLANK, max_ambiguous_fraction=1.0
+    )
+    return adapter.read()
+
+
+def expected_view(record: str, start: int, shift: int) -> np.ndarray:
+    """One-hot of record[start+shift : start+shift+WINDOW], zero columns outside the record."""
+    columns = np.zeros((4, WINDOW), dtype=np.float32)
+    for j in range(WINDOW):
+        position = start + shift + j
+        if 0 <= position < len(record):
+            columns[:, j] = one_hot(record[position])[:, 0]
+    return columns
+
+
+def test_build_pairs_table(items):
+    pairs = DNAViews(max_shift=3).build(items)
+    check_pairs_table(pairs, items, "test")
+    assert len(pairs) == 2 * len(items)
+    assert pairs["group_id"].tolist() == np.repeat(np.arange(len(items)), 2).tolist()
+    assert pairs["view"].tolist()[:2] == ["forward", "reverse_complement"]
+    assert (pairs.groupby("group_id")["item_id"].nunique() == 1).all()
+    shift_only = DNAViews(reverse_complement=False, max_shift=3).build(items)
+    assert set(shift_only["view"]) == {"forward"}
+
+
+def test_group_by_makes_every_window_of_a_record_one_object(items):
+    pairs = DNAViews(max_shift=3, group_by="record_id").build(items)
+    check_pairs_table(pairs, items, "test")
+    record_of = dict(zip(items.table["item_id"], items.table["record_id"], strict=True))
+    records_per_group = pairs.groupby("group_id")["item_id"].agg(
+        lambda ids: {record_of[i] for i in ids}
+    )
+    assert all(len(r) == 1 for r in records_per_group)
+    assert pairs["group_id"].nunique() == items.table["record_id"].nunique()
+    windows_per_record = items.table.groupby("record_id").size()
+    views_per_group = pairs.groupby("group_id").size()
+    assert sorted(views_per_group) == sorted(2 * windows_per_record)
+    with pytest.raises(ConfigError, match=r"group_by names column 'genome'"):
+        DNAViews(group_by="genome").build(items)
+
+
+def test_config_errors(items):
+    with pytest.raises(ConfigError, match=r"reverse_complement.*max_shift"):
+        DNAViews(reverse_complement=False, max_shift=0)
+    with pytest.raises(ConfigError, match="max_shift"):
+        DNAViews(max_shift=-1)
+    too_far = DNAViews(max_shift=FLANK + 1)
+    with pytest.raises(ConfigError, match=f"max_shift={FLANK + 1}.*flank={FLANK}"):
+        too_far.bind(items)
+    with pytest.raises(ConfigError, match="flank"):
+        too_far.build(items)
+    other = Items(table=items.table, meta={**items.meta, "modality": "image"})
+    with pytest.raises(ConfigError, match="modality"):
+        DNAViews().bind(other)
+
+
+def test_views_shape_and_reverse_complement_without_shift(items):
+    builder = DNAViews(max_shift=0)
+    builder.bind(items)
+    rng = np.random.default_rng(0)
+    for i in range(len(items)):
+        forward = builder.make_view(i, "forward", rng)
+        reverse = builder.make_view(i, "reverse_complement", rng)
+        assert forward.shape == (4, WINDOW) and forward.dtype == torch.float32
+        assert torch.equal(reverse, forward.flip(-2).flip(-1))
+
+
+def test_shifted_views_are_the_expected_slices(items, records):
+    max_shift = FLANK
+    builder = DNAViews(max_shift=max_shift)
+    builder.bind(items)
+    shifts_seen = set()
+    for seed in range(20):
+        for i, row in enumerate(items.table.itertuples()):
+            rng = np.random.default_rng([seed, i])
+            shift = int(np.random.default_rng([seed, i]).integers(-max_shift, max_shift + 1))
+            shifts_seen.add(shift)
+            expected = expected_view(records[row.record_id], row.start, shift)
+            view = builder.make_view(i, "forward", rng).numpy()
+            np.testing.assert_array_equal(view, expected)
+    assert shifts_seen == set(range(-max_shift, max_shift + 1))
+
+
+def test_canonical_view_is_the_unshifted_window(items, records):
+    builder = DNAViews(max_shift=FLANK)
+    builder.bind(items)
+    assert builder.canonical_view == "forward"
+    for i, row in enumerate(items.table.itertuples()):
+        window = records[row.record_id][row.start : row.end]
+        np.testing.assert_array_equal(builder.canonical(i).numpy(), one_hot(window))
+
+
+def test_same_seed_same_view(items):
+    builder = DNAViews(max_shift=FLANK)
+    builder.bind(items)
+    first = builder.make_view(1, "reverse_complement", np.random.default_rng(7))
+    again = builder.make_view(1, "reverse_complement", np.random.default_rng(7))
+    assert torch.equal(first, again)
+    others = [builder.make_view(1, "forward", np.random.default_rng(s)) for s in range(10)]
+    assert any(not torch.equal(others[0], o) for o in others[1:])
+
+
+def test_padding_is_zero_and_distinct_from_n(tmp_path):
+    path = tmp_path / "x.fa"
+    path.write_text(">short\nACNNGT\n")
+    items = FastaAdapter(
+        paths=[str(path)], window=10, flank=2, short_sequences="pad", max_ambiguous_fraction=1
+    ).read()
+    builder = DNAViews(max_shift=2)
+    builder.bind(items)
+    view = builder.canonical(0).numpy()
+    np.testing.assert_array_equal(view[:, :6], one_hot("ACNNGT"))
+    np.testing.assert_array_equal(view[:, 6:], 0)
+    assert view[:, 2].sum() == pytest.approx(1.0)
+
+
+def test_unknown_view_and_unbound_builder(items):
+    builder = DNAViews()
+    with pytest.raises(RuntimeError, match="bind"):
+        builder.make_view(0, "forward", None)
+    builder.bind(items)
+    with pytest.raises(ValueError, match="unknown view 'sideways'"):
+        builder.make_view(0, "sideways", None)
+
+
+def test_bind_after_save_and_load(tmp_path, items):
+    items.save(tmp_path / "items")
+    loaded = Items.load(tmp_path / "items")
+    a, b = DNAViews(max_shift=2), DNAViews(max_shift=2)
+    a.bind(items)
+    b.bind(loaded)
+    for i in range(len(items)):
+        assert torch.equal(a.canonical(i), b.canonical(i))
+
+
+def test_bind_rejects_inconsistent_items(items):
+    broken = items.table.copy()
+    broken.loc[1, "sequence"] = broken.loc[1, "sequence"][:-2] + "X?"
+    with pytest.raises(InputDataError, match=f"{broken.loc[1, 'item_id']}.*'X'"):
+        DNAViews().bind(Items(table=broken, meta=items.meta))
+    broken = items.table.copy()
+    broken.loc[2, "left_pad"] += 1
+    with pytest.raises(InputDataError, match=f"{broken.loc[2, 'item_id']}.*window"):
+        DNAViews().bind(Items(table=broken, meta=items.meta))
+
+
+def test_view_dataset_draws_pairs(items):
+    builder = PAIR_BUILDERS.create({"name": "dna_views", "params": {"max_shift": 3}})
+    pairs = builder.build(items)
+    dataset = ViewDataset(items, pairs, builder, seed=0)
+    views, group = dataset[2]
+    assert views.shape == (2, 4, WINDOW) and group == 2
+    again, _ = dataset[2]
+    assert torch.equal(views, again)
+
+
+def test_bind_is_fast_enough_for_many_windows(tmp_path: Path):
+    rng = np.random.default_rng(1)
+    sequence = "".join(rng.choice(list("ACGT"), size=200_000))
+    path = tmp_path / "big.fa"
+    path.write_text(f">chr\n{sequence}\n")
+    items = FastaAdapter(paths=[str(path)], window=100, stride=10, flank=5).read()
+    assert len(items) > 19_000
+    builder = DNAViews(max_shift=5)
+    builder.bind(items)
+    row = items.table.iloc[-1]
+    np.testing.assert_array_equal(
+        builder.canonical(len(items) - 1).numpy(), one_hot(sequence[row["start"] : row["end"]])
+    )
