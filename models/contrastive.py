@@ -1,0 +1,122 @@
+"""The contrastive model (encoder + projection head + loss) and its file format.
+
+::
+
+    x --encoder--> h [N, D] --head--> z [N, output_dim] --InfoNCE(z, group_ids)--> loss
+                   (embed)            (forward)
+
+``embed`` returns ``h``, the embedding the analysis step exports; ``forward`` returns ``z``,
+which only the loss sees (see ``scicontrast.models.heads``). The loss is a submodule so that
+a learnable temperature is trained, saved and restored with the weights.
+
+File format of ``model.pt`` (``torch.save`` of a dict; read with ``weights_only=True``)::
+
+    {"format_version": 1,
+     "experiment": {...},     # the validated experiment the model was built from
+     "state_dict": {...}}     # ContrastiveModel.state_dict()
+
+The stored experiment is enough to rebuild the model, so a model file needs no config file
+beside it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from scicontrast.errors import ConfigError, InputDataError
+from scicontrast.io import atomic_path
+from scicontrast.models.heads import ProjectionHead
+from scicontrast.models.losses import InfoNCELoss
+from scicontrast.registry import ENCODERS
+
+FORMAT_VERSION = 1
+
+
+class ContrastiveModel(nn.Module):
+    """An encoder, the projection head on top of it, and the loss that trains both."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Module, loss: InfoNCELoss) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+        self.loss = loss
+
+    def embed(self, x: Tensor) -> Tensor:
+        """The encoder output ``h [N, D]``: what gets exported and analysed."""
+        return self.encoder(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The projection ``z = head(encoder(x))``: what the loss compares."""
+        return self.head(self.encoder(x))
+
+
+def build_model(experiment: dict[str, Any]) -> ContrastiveModel:
+    """Build a freshly initialised model from a validated experiment (defaults filled).
+
+    The encoder comes from the ``ENCODERS`` registry and must expose ``embedding_dim``.
+    """
+    where = f"experiments.{experiment.get('name', '?')}.encoder"
+    encoder = ENCODERS.create(experiment["encoder"], where=where)
+    embedding_dim = getattr(encoder, "embedding_dim", None)
+    if not isinstance(embedding_dim, int):
+        raise ConfigError(
+            f"{where}: encoder {experiment['encoder']['name']!r} has no integer attribute "
+            "'embedding_dim' (the size of its output), which the projection head needs"
+        )
+    head = ProjectionHead(
+        embedding_dim,
+        hidden_dim=experiment["head"]["hidden_dim"],
+        output_dim=experiment["head"]["output_dim"],
+    )
+    loss = InfoNCELoss(
+        temperature=experiment["loss"]["temperature"],
+        learnable_temperature=experiment["loss"]["learnable_temperature"],
+    )
+    return ContrastiveModel(encoder, head, loss)
+
+
+def save_model(path: str | Path, model: ContrastiveModel, experiment: dict[str, Any]) -> None:
+    """Write ``model`` and the experiment it was built from to ``path``, atomically."""
+    with atomic_path(path) as tmp:
+        torch.save(
+            {
+                "format_version": FORMAT_VERSION,
+                "experiment": experiment,
+                "state_dict": model.state_dict(),
+            },
+            tmp,
+        )
+
+
+def load_model(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[ContrastiveModel, dict[str, Any]]:
+    """Rebuild the model stored at ``path``; return it in eval mode with its experiment."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputDataError(f"{path}: model file not found")
+    try:
+        stored = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged or foreign file
+        raise InputDataError(f"{path}: not a readable model file ({exc})") from None
+    if not isinstance(stored, dict) or stored.get("format_version") != FORMAT_VERSION:
+        version = stored.get("format_version") if isinstance(stored, dict) else None
+        raise InputDataError(
+            f"{path}: not a scicontrast model file of format_version {FORMAT_VERSION} "
+            f"(found {version!r})"
+        )
+    experiment = stored["experiment"]
+    model = build_model(experiment)
+    try:
+        model.load_state_dict(stored["state_dict"])
+    except RuntimeError as exc:
+        raise InputDataError(
+            f"{path}: weights do not fit the model its experiment describes ({exc})"
+        ) from None
+    model.to(map_location)
+    model.eval()
+    return model, experiment

@@ -1,0 +1,370 @@
+"""The training loop, in one file, read top to bottom.
+
+``train`` turns an items set and its pairs table into a trained model::
+
+    items + pairs --ViewDataset--> batches of (views [M, ...], group_ids [M])
+        --model--> z [M, d] --InfoNCE--> loss --AdamW--> updated weights
+
+Each batch holds ``training.batch_size`` groups (objects) with all their views; views of the
+same group are positives for each other, every other view in the batch is a negative.
+
+Outputs in ``out_dir``:
+
+- ``metrics.jsonl``: one JSON object per line, flushed as it is written. Per optimiser step
+  ``{"kind": "step", "epoch", "step", "lr", "loss", ...}`` and per epoch
+  ``{"kind": "epoch", "epoch", <mean of the step metrics>, "seconds", "samples_per_second"}``.
+  ``epoch`` counts from 0 (it is the epoch seed of the views), ``step`` is the number of
+  optimiser steps taken so far, and a sample is one view.
+- ``checkpoint.pt``: written atomically after every epoch (weights, optimiser state, epochs
+  done, steps taken, torch RNG state and a hash of the experiment config).
+- ``model.pt``: written once every epoch is done (format: ``scicontrast.models.contrastive``).
+
+**Resuming.** With ``resume=True`` a run picks up after the last completed epoch, provided
+the checkpoint was written for the same config (same hash); lines of ``metrics.jsonl`` from
+an unfinished epoch are dropped. Because the views of an epoch are drawn from
+``(seed, epoch, group)``, the batch order from a generator seeded by ``(seed, epoch)``, and
+the checkpoint holds everything else that changes during training, an interrupted and resumed
+CPU run ends with the same weights, bit for bit, as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from scicontrast.data_adapters.base import Items, ViewDataset, check_pairs_table, collate_views
+from scicontrast.errors import ConfigError, InputDataError, ScicontrastError
+from scicontrast.io import atomic_path
+from scicontrast.models.contrastive import build_model, save_model
+from scicontrast.registry import PAIR_BUILDERS
+
+logger = logging.getLogger("scicontrast.train")
+
+CHECKPOINT_VERSION = 1
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without CUDA is a ConfigError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "training.device: 'cuda' was asked for but torch sees no CUDA device "
+            "(use 'auto' or 'cpu')"
+        )
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"training.device: {name!r} is not one of auto, cpu, cuda")
+    return torch.device(name)
+
+
+def experiment_hash(experiment: dict[str, Any]) -> str:
+    """SHA-256 of the settings that shape training (all but ``analysis`` and ``description``)."""
+    relevant = {k: v for k, v in experiment.items() if k not in ("analysis", "description")}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+
+
+def train(
+    experiment: dict[str, Any],
+    items_dir: str | Path,
+    pairs_path: str | Path,
+    out_dir: str | Path,
+    resume: bool = True,
+    progress: bool = True,
+    stop_after_epochs: int | None = None,
+    num_threads: int = 0,
+) -> Path:
+    """Train the experiment's model on an items set and its pairs table.
+
+    Args:
+        experiment: A validated experiment (defaults filled), as from ``load_experiment``.
+        items_dir: The items folder (``Items.save``).
+        pairs_path: The pairs table (Parquet) built over those items.
+        out_dir: Where ``metrics.jsonl``, ``checkpoint.pt`` and ``model.pt`` go.
+        resume: Continue from ``out_dir/checkpoint.pt`` when it was written for this config.
+        progress: Show a tqdm progress bar per epoch.
+        stop_after_epochs: Stop once this many epochs (counted from the start of training,
+            not of this call) are done, leaving the checkpoint but no ``model.pt``: simulates
+            preemption, or trains in pieces. ``None`` trains to ``training.epochs``.
+        num_threads: CPU threads for torch during training (e.g. Snakemake's ``threads``);
+            0 keeps torch's default.
+
+    Returns:
+        The path of ``model.pt`` (which exists only once all epochs are done).
+    """
+    settings = experiment["training"]
+    seed = settings["seed"]
+    epochs = settings["epochs"]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = out_dir / "checkpoint.pt"
+    metrics_path = out_dir / "metrics.jsonl"
+    model_path = out_dir / "model.pt"
+    device = resolve_device(settings["device"])
+
+    # Data: one dataset entry per group; a batch is `batch_size` groups with all their views.
+    items = Items.load(items_dir)
+    pairs = _read_pairs(pairs_path)
+    check_pairs_table(pairs, items, str(pairs_path))
+    builder = PAIR_BUILDERS.create(
+        experiment["pairs"], where=f"experiments.{experiment['name']}.pairs"
+    )
+    dataset = ViewDataset(items, pairs, builder, seed)
+    if len(dataset) < 2:
+        raise InputDataError(
+            f"{pairs_path}: {len(dataset)} group(s); contrastive training needs at least 2"
+        )
+    batch_size = settings["batch_size"]
+    shuffle_generator = torch.Generator()
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        generator=shuffle_generator,
+        collate_fn=collate_views,
+        num_workers=0,
+        # A batch of one group has no negatives, so its loss carries no signal.
+        drop_last=len(dataset) % batch_size == 1,
+    )
+
+    # Model and optimiser. As in nanoGPT, only matrices and kernels are weight-decayed, not
+    # biases, normalisation scales or the temperature.
+    torch.manual_seed(seed)
+    model = build_model(experiment).to(device)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [p for p in parameters if p.dim() >= 2]},
+            {"params": [p for p in parameters if p.dim() < 2], "weight_decay": 0.0},
+        ],
+        lr=settings["lr"],
+        weight_decay=settings["weight_decay"],
+    )
+
+    # Resume after the last completed epoch when the checkpoint belongs to this config.
+    config_hash = experiment_hash(experiment)
+    epochs_done, step = 0, 0
+    if resume and checkpoint_path.exists():
+        checkpoint = _load_checkpoint(checkpoint_path)
+        if checkpoint["config_hash"] == config_hash:
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            torch.set_rng_state(checkpoint["torch_rng_state"])
+            if device.type == "cuda" and "cuda_rng_state" in checkpoint:
+                torch.cuda.set_rng_state(checkpoint["cuda_rng_state"])
+            epochs_done, step = checkpoint["epochs_done"], checkpoint["global_step"]
+            logger.info(
+                "resuming from %s: %d of %d epochs done", checkpoint_path, epochs_done, epochs
+            )
+        else:
+            logger.warning(
+                "%s was written for a different experiment config; starting fresh",
+                checkpoint_path,
+            )
+    _keep_completed_epochs(metrics_path, epochs_done)
+    if epochs_done < epochs:
+        # A model.pt from an earlier run would not match the weights trained from here on.
+        model_path.unlink(missing_ok=True)
+
+    n_parameters = sum(p.numel() for p in parameters)
+    logger.info(
+        "training on %s: %d groups, %d views, %d steps per epoch (%d groups per batch), "
+        "%d parameters",
+        device,
+        len(dataset),
+        len(pairs),
+        len(loader),
+        batch_size,
+        n_parameters,
+    )
+
+    final_loss = math.nan
+    with _torch_settings(device, num_threads), open(metrics_path, "a") as metrics:
+        for epoch in range(epochs_done, epochs):
+            if stop_after_epochs is not None and epoch >= stop_after_epochs:
+                break
+            model.train()
+            dataset.set_epoch(epoch)
+            shuffle_generator.manual_seed(_epoch_seed(seed, epoch))
+            sums: dict[str, float] = defaultdict(float)
+            n_views = 0
+            started = time.perf_counter()
+            bar = tqdm(
+                loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False
+            )
+            for views, group_ids in bar:
+                views = views.to(device, non_blocking=True)
+                group_ids = group_ids.to(device, non_blocking=True)
+                # bf16 autocast for the network on GPU; the loss (a softmax over similarities
+                # divided by a small temperature) stays in float32.
+                with torch.autocast(
+                    device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
+                ):
+                    z = model(views)
+                output = model.loss(z.float(), group_ids)
+                optimizer.zero_grad(set_to_none=True)
+                output.loss.backward()
+                optimizer.step()
+                step += 1
+
+                record = output.metrics  # includes "loss"
+                if not math.isfinite(record["loss"]):
+                    raise ScicontrastError(
+                        f"training diverged: loss is {record['loss']} at epoch {epoch}, "
+                        f"step {step}; lower training.lr or raise loss.temperature"
+                    )
+                lr = optimizer.param_groups[0]["lr"]
+                _write_line(
+                    metrics, {"kind": "step", "epoch": epoch, "step": step, "lr": lr, **record}
+                )
+                for key, value in record.items():
+                    sums[key] += value
+                n_views += len(views)
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
+
+            seconds = time.perf_counter() - started
+            means = {key: total / len(loader) for key, total in sums.items()}
+            # The epoch line goes out before the checkpoint: a crash in between makes the
+            # resumed run drop the line and redo the epoch, never skip the line.
+            _write_line(
+                metrics,
+                {
+                    "kind": "epoch",
+                    "epoch": epoch,
+                    **means,
+                    "seconds": seconds,
+                    "samples_per_second": n_views / seconds,
+                },
+            )
+            epochs_done = epoch + 1
+            _save_checkpoint(
+                checkpoint_path, model, optimizer, epochs_done, step, config_hash, device
+            )
+            final_loss = means["loss"]
+            logger.info("epoch %d/%d: loss %.4f (%.1f s)", epochs_done, epochs, final_loss, seconds)
+
+    if epochs_done < epochs:
+        logger.info(
+            "stopped after %d of %d epochs as asked; run again to continue from %s",
+            epochs_done,
+            epochs,
+            checkpoint_path,
+        )
+        return model_path
+    save_model(model_path, model, experiment)
+    if math.isnan(final_loss):
+        logger.info("all %d epochs were done already; model written to %s", epochs, model_path)
+    else:
+        logger.info(
+            "finished %d epochs (final loss %.4f); model written to %s",
+            epochs,
+            final_loss,
+            model_path,
+        )
+    return model_path
+
+
+def _read_pairs(pairs_path: str | Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(pairs_path)
+    except FileNotFoundError:
+        raise InputDataError(f"{pairs_path}: pairs table not found") from None
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise InputDataError(f"{pairs_path}: not a readable Parquet pairs table ({exc})") from None
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """A seed for the batch order of one epoch, well mixed from ``(seed, epoch)``."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+@contextlib.contextmanager
+def _torch_settings(device: torch.device, num_threads: int) -> Iterator[None]:
+    """Deterministic kernels on CPU and the asked thread count, restored afterwards."""
+    previous_threads = torch.get_num_threads()
+    previous_deterministic = torch.are_deterministic_algorithms_enabled()
+    if num_threads > 0:
+        torch.set_num_threads(num_threads)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous_threads)
+        torch.use_deterministic_algorithms(previous_deterministic)
+
+
+def _write_line(file, record: dict[str, Any]) -> None:
+    file.write(json.dumps(record) + "\n")
+    file.flush()
+
+
+def _keep_completed_epochs(metrics_path: Path, epochs_done: int) -> None:
+    """Rewrite ``metrics.jsonl`` with only the records of the first ``epochs_done`` epochs.
+
+    Drops what an interrupted epoch wrote (including a half-written last line), so a resumed
+    run appends without duplicates; with ``epochs_done == 0`` the file starts empty.
+    """
+    kept = []
+    if metrics_path.exists() and epochs_done > 0:
+        for line in metrics_path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("epoch", epochs_done) < epochs_done:
+                kept.append(line + "\n")
+    with atomic_path(metrics_path) as tmp:
+        tmp.write_text("".join(kept))
+
+
+def _save_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epochs_done: int,
+    step: int,
+    config_hash: str,
+    device: torch.device,
+) -> None:
+    checkpoint = {
+        "format_version": CHECKPOINT_VERSION,
+        "config_hash": config_hash,
+        "epochs_done": epochs_done,
+        "global_step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "torch_rng_state": torch.get_rng_state(),
+    }
+    if device.type == "cuda":
+        checkpoint["cuda_rng_state"] = torch.cuda.get_rng_state()
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise InputDataError(
+            f"{path}: unreadable checkpoint ({exc}); delete it or train with resume off"
+        ) from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format_version") != CHECKPOINT_VERSION:
+        raise InputDataError(
+            f"{path}: not a scicontrast checkpoint of format_version {CHECKPOINT_VERSION}; "
+            "delete it or train with resume off"
+        )
+    return checkpoint

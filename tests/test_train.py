@@ -1,0 +1,313 @@
+"""The training loop, checkpoints, resuming, and the model file.
+
+The data here is a stand-in that needs no other part of the project: each item is a random
+one-hot "prototype" sequence and its views are copies of it with a few bases mutated, so a
+model that learns to tell the prototypes apart drives the loss down.
+"""
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from scicontrast.config import select_experiment, validate_config
+from scicontrast.data_adapters.base import Items, PairBuilder, ViewDataset, collate_views
+from scicontrast.errors import ConfigError, InputDataError
+from scicontrast.models.contrastive import ContrastiveModel, build_model, load_model, save_model
+from scicontrast.models.train import experiment_hash, resolve_device, train
+
+LENGTH = 24
+
+
+class NoisyCopies(PairBuilder):
+    """Views of an item are copies of its one-hot sequence with ``mutation_rate`` of the
+    positions redrawn at random."""
+
+    def __init__(self, views_per_item: int = 2, mutation_rate: float = 0.1) -> None:
+        self.views_per_item = views_per_item
+        self.mutation_rate = mutation_rate
+
+    def build(self, items: Items) -> pd.DataFrame:
+        ids = items.table["item_id"].to_numpy()
+        return pd.DataFrame(
+            {
+                "group_id": np.repeat(np.arange(len(ids)), self.views_per_item),
+                "item_id": np.repeat(ids, self.views_per_item),
+                "view": "noisy",
+            }
+        )
+
+    def bind(self, items: Items) -> None:
+        self.bases = items.arrays["bases"]
+
+    def make_view(self, item_index, view, rng):
+        bases = self.bases[item_index].copy()
+        if rng is not None:
+            mutated = rng.random(len(bases)) < self.mutation_rate
+            bases[mutated] = rng.integers(0, 4, int(mutated.sum()))
+        return torch.nn.functional.one_hot(torch.from_numpy(bases), 4).float().T
+
+
+class RecordingNoisyCopies(NoisyCopies):
+    """``NoisyCopies`` that keeps every view it makes, to see what training was shown."""
+
+    made: ClassVar[list[torch.Tensor]] = []
+
+    def make_view(self, item_index, view, rng):
+        x = super().make_view(item_index, view, rng)
+        self.made.append(x)
+        return x
+
+
+def make_experiment(**training) -> dict:
+    config = {
+        "experiments": {
+            "toy": {
+                "adapter": {"name": "unused_here"},
+                "pairs": {"name": f"{__name__}:NoisyCopies"},
+                "encoder": {
+                    "name": "dna_cnn",
+                    "params": {"channels": 8, "kernel_size": 5, "layers": 2, "embedding_dim": 8},
+                },
+                "head": {"hidden_dim": 16, "output_dim": 8},
+                "training": {"epochs": 3, "batch_size": 3, "lr": 0.01, "device": "cpu", **training},
+            }
+        }
+    }
+    return select_experiment(validate_config(config), "toy", "test")
+
+
+def write_toy_data(folder: Path, groups: int, seed: int = 0) -> tuple[Path, Path]:
+    rng = np.random.default_rng(seed)
+    items = Items(
+        table=pd.DataFrame({"item_id": [f"proto{i}" for i in range(groups)]}),
+        arrays={"bases": rng.integers(0, 4, (groups, LENGTH))},
+    )
+    items.save(folder / "items")
+    NoisyCopies().build(items).to_parquet(folder / "pairs.parquet", index=False)
+    return folder / "items", folder / "pairs.parquet"
+
+
+@pytest.fixture
+def toy_data(tmp_path) -> tuple[Path, Path]:
+    return write_toy_data(tmp_path, groups=8)
+
+
+def read_metrics(out_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def epoch_lines(records: list[dict]) -> list[dict]:
+    return [r for r in records if r["kind"] == "epoch"]
+
+
+def assert_same_weights(path_a: Path, path_b: Path) -> None:
+    a = torch.load(path_a, weights_only=True)["state_dict"]
+    b = torch.load(path_b, weights_only=True)["state_dict"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def without_timings(records: list[dict]) -> list[dict]:
+    return [
+        {k: v for k, v in r.items() if k not in ("seconds", "samples_per_second")} for r in records
+    ]
+
+
+def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path, toy_data):
+    experiment = make_experiment(epochs=3)
+    full = train(experiment, *toy_data, tmp_path / "full", progress=False)
+
+    pieces = tmp_path / "pieces"
+    model_path = train(experiment, *toy_data, pieces, progress=False, stop_after_epochs=1)
+    assert not model_path.exists()
+    # Preempted during epoch 1: its step lines, and half a line, were already written.
+    with open(pieces / "metrics.jsonl", "a") as metrics:
+        metrics.write(json.dumps({"kind": "step", "epoch": 1, "step": 4, "loss": 9.9}) + "\n")
+        metrics.write('{"kind": "step", "epo')
+    resumed = train(experiment, *toy_data, pieces, progress=False)
+
+    assert_same_weights(full, resumed)
+    full_records, resumed_records = read_metrics(full.parent), read_metrics(pieces)
+    assert [r["epoch"] for r in epoch_lines(resumed_records)] == [0, 1, 2]
+    assert without_timings(resumed_records) == without_timings(full_records)
+
+
+def test_training_in_three_pieces_checkpoints_atomically_after_each_epoch(tmp_path, toy_data):
+    experiment = make_experiment(epochs=3)
+    out = tmp_path / "run"
+    for epochs_done in (1, 2, 3):
+        train(experiment, *toy_data, out, progress=False, stop_after_epochs=epochs_done)
+        expected = {"checkpoint.pt", "metrics.jsonl"} | (
+            {"model.pt"} if epochs_done == 3 else set()
+        )
+        assert {p.name for p in out.iterdir()} == expected  # no temporary files left behind
+        checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+        assert checkpoint["epochs_done"] == epochs_done
+        assert checkpoint["global_step"] == 3 * epochs_done  # 8 groups in batches of 3
+        assert [r["epoch"] for r in epoch_lines(read_metrics(out))] == list(range(epochs_done))
+    assert_same_weights(
+        out / "model.pt", train(experiment, *toy_data, tmp_path / "full", progress=False)
+    )
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_checkpoint(tmp_path, toy_data, monkeypatch):
+    experiment = make_experiment(epochs=3)
+    out = tmp_path / "run"
+    train(experiment, *toy_data, out, progress=False, stop_after_epochs=1)
+    before = (out / "checkpoint.pt").read_bytes()
+
+    def crash_while_writing(obj, path, *args, **kwargs):
+        Path(path).write_bytes(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash_while_writing)
+    with pytest.raises(OSError, match="disk full"):
+        train(experiment, *toy_data, out, progress=False)
+    monkeypatch.undo()
+
+    assert (out / "checkpoint.pt").read_bytes() == before
+    assert {p.name for p in out.iterdir()} == {"checkpoint.pt", "metrics.jsonl"}
+    resumed = train(experiment, *toy_data, out, progress=False)
+    assert_same_weights(resumed, train(experiment, *toy_data, tmp_path / "full", progress=False))
+
+
+def test_changed_config_starts_fresh_with_a_warning(tmp_path, toy_data, caplog):
+    out = tmp_path / "run"
+    train(make_experiment(epochs=3), *toy_data, out, progress=False, stop_after_epochs=2)
+    changed = make_experiment(epochs=3, lr=0.005)
+    with caplog.at_level(logging.WARNING, logger="scicontrast.train"):
+        restarted = train(changed, *toy_data, out, progress=False)
+    assert "different experiment config" in caplog.text
+    assert [r["epoch"] for r in epoch_lines(read_metrics(out))] == [0, 1, 2]
+    assert_same_weights(restarted, train(changed, *toy_data, tmp_path / "fresh", progress=False))
+
+
+def test_config_hash_ignores_analysis_and_description_only():
+    experiment = make_experiment()
+    relabelled = {**experiment, "description": "new words", "analysis": {"knn_k": 3}}
+    assert experiment_hash(relabelled) == experiment_hash(experiment)
+    assert experiment_hash(make_experiment(seed=1)) != experiment_hash(experiment)
+
+
+def test_resume_off_ignores_the_checkpoint(tmp_path, toy_data):
+    experiment = make_experiment(epochs=2)
+    out = tmp_path / "run"
+    train(experiment, *toy_data, out, progress=False, stop_after_epochs=1)
+    train(experiment, *toy_data, out, progress=False, resume=False)
+    assert [r["step"] for r in read_metrics(out) if r["kind"] == "step"] == list(range(1, 7))
+
+
+def fixed_batch_loss(model: ContrastiveModel, items_dir: Path, pairs_path: Path) -> float:
+    """The loss over the same views of every group, with batch statistics."""
+    items, pairs = Items.load(items_dir), pd.read_parquet(pairs_path)
+    dataset = ViewDataset(items, pairs, NoisyCopies(), seed=123)
+    views, group_ids = collate_views([dataset[i] for i in range(len(dataset))])
+    model.train()
+    with torch.no_grad():
+        return model.loss(model(views), group_ids).loss.item()
+
+
+def test_loss_decreases_on_noisy_copies_of_prototypes(tmp_path, toy_data, caplog):
+    experiment = make_experiment(epochs=16, batch_size=4)
+    torch.manual_seed(experiment["training"]["seed"])
+    initial = build_model(experiment)  # the weights training starts from
+    with caplog.at_level(logging.INFO, logger="scicontrast.train"):
+        trained, _ = load_model(train(experiment, *toy_data, tmp_path / "run", progress=False))
+    assert fixed_batch_loss(trained, *toy_data) < 0.7 * fixed_batch_loss(initial, *toy_data)
+    assert "8 groups" in caplog.text and "final loss" in caplog.text
+    assert not torch.are_deterministic_algorithms_enabled()  # global setting restored
+
+
+def test_every_epoch_draws_fresh_views(tmp_path, toy_data, monkeypatch):
+    monkeypatch.setattr(RecordingNoisyCopies, "made", [])
+    experiment = make_experiment(epochs=2)
+    experiment["pairs"]["name"] = f"{__name__}:RecordingNoisyCopies"
+    train(experiment, *toy_data, tmp_path / "run", progress=False)
+    made = [x.numpy().tobytes() for x in RecordingNoisyCopies.made]
+    assert len(made) == 2 * 16  # 8 groups of 2 views, per epoch
+    assert set(made[:16]) != set(made[16:])
+
+
+def test_last_batch_of_a_single_group_is_dropped(tmp_path):
+    items, pairs = write_toy_data(tmp_path, groups=7)
+    train(make_experiment(epochs=2), items, pairs, tmp_path / "run", progress=False)
+    steps = [r for r in read_metrics(tmp_path / "run") if r["kind"] == "step"]
+    assert len(steps) == 4  # 7 groups in batches of 3: 3 + 3 per epoch, the single one dropped
+    assert all(r["anchors_without_positive"] == 0 for r in steps)
+
+
+def test_epoch_line_summarises_its_steps(tmp_path, toy_data):
+    train(make_experiment(epochs=1), *toy_data, tmp_path / "run", progress=False)
+    records = read_metrics(tmp_path / "run")
+    steps, (epoch,) = records[:-1], epoch_lines(records)
+    assert [r["kind"] for r in steps] == ["step"] * 3
+    assert all(r["lr"] == 0.01 for r in steps)
+    assert epoch["loss"] == pytest.approx(np.mean([r["loss"] for r in steps]))
+    assert epoch["samples_per_second"] > 0 and epoch["seconds"] > 0
+
+
+def test_a_single_group_is_rejected(tmp_path):
+    items, pairs = write_toy_data(tmp_path, groups=1)
+    with pytest.raises(InputDataError, match=re.escape(str(pairs))):
+        train(make_experiment(), items, pairs, tmp_path / "run", progress=False)
+
+
+def test_missing_pairs_table_names_the_file(tmp_path, toy_data):
+    items, _ = toy_data
+    with pytest.raises(InputDataError, match=re.escape(str(tmp_path / "nowhere.parquet"))):
+        train(make_experiment(), items, tmp_path / "nowhere.parquet", tmp_path / "run")
+
+
+def test_resolve_device(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match=r"training\.device"):
+        resolve_device("cuda")
+
+
+def test_save_and_load_model_give_identical_embeddings(tmp_path):
+    experiment = make_experiment()
+    torch.manual_seed(0)
+    model = build_model(experiment)
+    x = torch.nn.functional.one_hot(torch.randint(0, 4, (6, LENGTH)), 4).float().transpose(1, 2)
+    model(x)  # training-mode pass: BatchNorm running statistics now differ from their init
+    model.eval()
+    save_model(tmp_path / "model.pt", model, experiment)
+    loaded, stored_experiment = load_model(tmp_path / "model.pt")
+    assert isinstance(loaded, ContrastiveModel) and not loaded.training
+    assert stored_experiment == experiment
+    assert torch.equal(loaded.embed(x), model.embed(x))
+    assert loaded.embed(x).shape == (6, 8)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+def test_learnable_temperature_is_trained_and_saved(tmp_path, toy_data):
+    experiment = make_experiment(epochs=2)
+    experiment["loss"]["learnable_temperature"] = True
+    model, _ = load_model(train(experiment, *toy_data, tmp_path / "run", progress=False))
+    assert model.loss.temperature().item() != pytest.approx(0.1, abs=1e-6)
+
+
+@pytest.mark.parametrize("content", [b"not a torch file", None], ids=["corrupt", "not_a_model"])
+def test_load_model_rejects_a_bad_file_naming_it(tmp_path, content):
+    path = tmp_path / "model.pt"
+    if content is None:
+        torch.save({"weights": torch.zeros(2)}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(InputDataError, match=re.escape(str(path))):
+        load_model(path)
+
+
+def test_load_model_of_a_missing_file_names_it(tmp_path):
+    with pytest.raises(InputDataError, match=re.escape(str(tmp_path / "absent.pt"))):
+        load_model(tmp_path / "absent.pt")
