@@ -1,0 +1,145 @@
+"""Embed every item with a trained encoder and write the embeddings with their metadata.
+
+Each item is embedded from its canonical (un-augmented) view,
+``builder.canonical(i)``, through ``model.embed``: the encoder output, not the projection
+head, since the head is only there to serve the loss (SimCLR, Chen et al. 2020, §4.2).
+
+Output folder (written atomically, both files appear together or not at all):
+
+``embeddings.parquet``
+    One row per item, in items-table order: ``item_id``, every items column that is not
+    model input (``Items.meta["payload_columns"]``, e.g. ``sequence``), and ``embedding``,
+    an Arrow ``fixed_size_list<float32>[D]`` column. ``pandas.read_parquet`` gives one
+    float32 ``numpy`` array per row.
+``embeddings.npy``
+    The same vectors as one ``[N, D]`` float32 array, same row order, for fast loading.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from tqdm.auto import tqdm
+
+from scicontrast.data_adapters.base import Items, PairBuilder
+from scicontrast.errors import InputDataError
+from scicontrast.io import atomic_path
+
+EMBEDDINGS_TABLE = "embeddings.parquet"
+EMBEDDINGS_ARRAY = "embeddings.npy"
+EMBEDDING_COLUMN = "embedding"
+
+
+def embed_items(
+    model: torch.nn.Module,
+    builder: PairBuilder,
+    items: Items,
+    batch_size: int = 512,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> np.ndarray:
+    """Embed the canonical view of every item.
+
+    Args:
+        model: has ``embed(x) -> [B, D]`` and ``encoder.embedding_dim``; moved to
+            ``device`` and put in eval mode.
+        builder: the experiment's pair builder; bound to ``items`` here.
+        items: the items to embed.
+        batch_size: items per forward pass.
+        device: where the forward passes run.
+        progress: show a progress bar (only on a terminal).
+
+    Returns:
+        ``[N, D]`` float32 array, row ``i`` embedding ``items.table`` row ``i``.
+    """
+    model.to(device)
+    model.eval()
+    builder.bind(items)
+    chunks = [np.zeros((0, model.encoder.embedding_dim), dtype=np.float32)]
+    starts = range(0, len(items), batch_size)
+    with torch.no_grad():
+        for start in tqdm(starts, desc="embed", unit="batch", disable=None if progress else True):
+            stop = min(start + batch_size, len(items))
+            inputs = torch.stack([builder.canonical(i) for i in range(start, stop)])
+            chunks.append(model.embed(inputs.to(device)).float().cpu().numpy())
+    return np.concatenate(chunks)
+
+
+def item_metadata(items: Items, source: str = "items table") -> pd.DataFrame:
+    """``item_id`` and every column of the items table that is not model input.
+
+    ``source`` names the items folder in error messages.
+    """
+    payload = set(items.meta.get("payload_columns", []))
+    columns = [c for c in items.table.columns if c not in payload]
+    if EMBEDDING_COLUMN in columns:
+        raise InputDataError(
+            f"{source}: items table has a column named {EMBEDDING_COLUMN!r}, which the embeddings "
+            "table reserves; rename it in the adapter"
+        )
+    return items.table[columns].reset_index(drop=True)
+
+
+def write_embeddings(out_dir: str | Path, metadata: pd.DataFrame, embeddings: np.ndarray) -> None:
+    """Write ``embeddings.parquet`` and ``embeddings.npy`` into ``out_dir`` atomically."""
+    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+    if embeddings.ndim != 2 or len(embeddings) != len(metadata):
+        raise ValueError(
+            f"embeddings of shape {embeddings.shape} do not match {len(metadata)} metadata rows"
+        )
+    vectors = pa.FixedSizeListArray.from_arrays(
+        pa.array(embeddings.reshape(-1), type=pa.float32()), embeddings.shape[1]
+    )
+    table = pa.Table.from_pandas(metadata, preserve_index=False).append_column(
+        EMBEDDING_COLUMN, vectors
+    )
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        pq.write_table(table, tmp / EMBEDDINGS_TABLE)
+        np.save(tmp / EMBEDDINGS_ARRAY, embeddings)
+
+
+def load_embeddings(folder: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """Read an embeddings folder: ``(metadata without the embedding column, [N, D] array)``."""
+    folder = Path(folder)
+    table_path, array_path = folder / EMBEDDINGS_TABLE, folder / EMBEDDINGS_ARRAY
+    for path in (table_path, array_path):
+        if not path.exists():
+            raise InputDataError(f"{folder}: not an embeddings folder (no {path.name})")
+    metadata = pq.read_table(table_path).drop_columns([EMBEDDING_COLUMN]).to_pandas()
+    embeddings = np.load(array_path)
+    if len(embeddings) != len(metadata):
+        raise InputDataError(
+            f"{folder}: {array_path.name} has {len(embeddings)} rows but "
+            f"{table_path.name} has {len(metadata)}"
+        )
+    return metadata, embeddings
+
+
+def embed(
+    model_path: str | Path,
+    items_dir: str | Path,
+    out_dir: str | Path,
+    batch_size: int = 512,
+    device: str = "auto",
+) -> None:
+    """Embed the items in ``items_dir`` with the model at ``model_path``; write ``out_dir``.
+
+    The pair builder comes from the experiment config stored with the model, so the
+    canonical view is the one the model was trained around.
+    """
+    # Imported here: the array-level functions above must work without the model stack.
+    from scicontrast.models.contrastive import load_model
+    from scicontrast.models.train import resolve_device
+    from scicontrast.registry import PAIR_BUILDERS
+
+    model, experiment = load_model(model_path, map_location="cpu")
+    builder = PAIR_BUILDERS.create(experiment["pairs"], where=f"{model_path}: pairs")
+    items = Items.load(items_dir)
+    embeddings = embed_items(model, builder, items, batch_size, resolve_device(device))
+    write_embeddings(out_dir, item_metadata(items, str(items_dir)), embeddings)

@@ -1,0 +1,439 @@
+"""How good are the embeddings: label probes and the invariance the pairs were meant to teach.
+
+**Linear probe.** Per seed, a stratified split (``test_fraction`` held out), then
+``StandardScaler`` + ``LogisticRegression`` on the training part; test accuracy, balanced
+accuracy (mean per-class recall) and AUROC. Binary labels: AUROC of the positive class's
+probability, the positive class being the second in sorted order. More classes: macro
+one-vs-rest AUROC, the mean over classes of the AUROC of "this class vs the rest", taken
+over the classes present in the test part. Reported as mean and (population) std over
+seeds, plus per-seed values.
+
+**kNN.** Cosine k-nearest-neighbour majority vote on the same splits: accuracy and balanced
+accuracy. Unlike the probe it needs no training, so it shows how labels sit in the
+embedding's own geometry.
+
+**Invariance.** For each group of the pairs table (the views of one object), its views are
+materialised as in training epoch 0 (``ViewDataset``, generator seeded by
+``(seed, 0, group)``) and embedded. With unit-normalised embeddings ``z``::
+
+    cos_positive = mean over groups g of mean_{v > 0} cos(z_g0, z_gv)
+    cos_random   = mean over groups g and random other groups h of cos(z_g0, z_h0)
+    score        = (cos_positive - cos_random) / (1 - cos_random)
+
+``score`` is 1 when every view of an object embeds exactly like its first view, and 0 when
+a positive is no closer than a random other object (``None`` when ``cos_random`` is 1: a
+collapsed embedding, where the score is undefined).
+
+``evaluate`` writes one JSON file with ``n_items``, ``embedding_dim``, ``invariance``, and,
+when a label column is given, ``labels`` (how many items were usable), ``probe`` and
+``knn``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
+from sklearn.model_selection import train_test_split
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from scicontrast.analysis.embed import EMBEDDINGS_TABLE, load_embeddings
+from scicontrast.data_adapters.base import (
+    Items,
+    PairBuilder,
+    ViewDataset,
+    check_pairs_table,
+    collate_views,
+)
+from scicontrast.errors import ConfigError, InputDataError
+from scicontrast.io import write_json
+
+DEFAULT_SEEDS = (0, 1, 2, 3, 4)
+Split = tuple[np.ndarray, np.ndarray]
+
+
+def stratified_splits(codes: np.ndarray, test_fraction: float, seeds: Sequence[int]) -> list[Split]:
+    """One stratified ``(train_indices, test_indices)`` split per seed."""
+    indices = np.arange(len(codes))
+    return [
+        tuple(train_test_split(indices, test_size=test_fraction, stratify=codes, random_state=s))
+        for s in seeds
+    ]
+
+
+def _encode_labels(labels: Sequence | np.ndarray | pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Integer codes in sorted class order, and the class names."""
+    codes, classes = pd.factorize(pd.Series(np.asarray(labels, dtype=object)), sort=True)
+    if (codes < 0).any():
+        raise ValueError("labels must not be missing")
+    if len(classes) < 2:
+        raise ValueError(f"need at least 2 classes, got {len(classes)}")
+    return codes, classes
+
+
+def auroc(y_true: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> float | None:
+    """AUROC of class scores ``[n, C]`` (column ``j`` scores ``classes[j]``).
+
+    Two classes: AUROC of ``scores[:, 1]`` for ``classes[1]``. More: macro one-vs-rest over
+    the classes that occur in ``y_true`` but not alone. ``None`` where no class qualifies.
+    """
+    present = [j for j, c in enumerate(classes) if 0 < np.sum(y_true == c) < len(y_true)]
+    if not present:
+        return None
+    if len(classes) == 2:
+        return float(roc_auc_score(y_true == classes[1], scores[:, 1]))
+    return float(np.mean([roc_auc_score(y_true == classes[j], scores[:, j]) for j in present]))
+
+
+def _summary(values: list[float | None]) -> dict[str, float | None]:
+    known = [v for v in values if v is not None]
+    if not known:
+        return {"mean": None, "std": None}
+    return {"mean": float(np.mean(known)), "std": float(np.std(known))}
+
+
+def linear_probe(
+    embeddings: np.ndarray,
+    labels: Sequence | np.ndarray | pd.Series,
+    test_fraction: float = 0.2,
+    seeds: Sequence[int] = DEFAULT_SEEDS,
+) -> dict[str, Any]:
+    """Logistic-regression probe of ``labels`` from ``[N, D]`` embeddings (see module doc).
+
+    Every class needs at least 2 members, and each split part room for every class;
+    otherwise scikit-learn's ``ValueError`` says which condition failed.
+    """
+    codes, classes = _encode_labels(labels)
+    binary = len(classes) == 2
+    per_seed = []
+    for seed, (train, test) in zip(
+        seeds, stratified_splits(codes, test_fraction, seeds), strict=True
+    ):
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        model.fit(embeddings[train], codes[train])
+        scores = model.predict_proba(embeddings[test])
+        predicted = model.classes_[scores.argmax(axis=1)]
+        per_seed.append(
+            {
+                "seed": int(seed),
+                "accuracy": float(accuracy_score(codes[test], predicted)),
+                "balanced_accuracy": float(balanced_accuracy_score(codes[test], predicted)),
+                "auroc": auroc(codes[test], scores, model.classes_),
+            }
+        )
+    result: dict[str, Any] = {
+        "n_items": len(codes),
+        "n_classes": len(classes),
+        "test_fraction": test_fraction,
+        "majority_class_fraction": float(np.bincount(codes).max() / len(codes)),
+        "auroc_kind": "binary" if binary else "macro_one_vs_rest",
+    }
+    if binary:
+        result["positive_class"] = str(classes[1])
+    for metric in ("accuracy", "balanced_accuracy", "auroc"):
+        result[metric] = _summary([run[metric] for run in per_seed])
+    result["per_seed"] = per_seed
+    return result
+
+
+def knn_accuracy(
+    embeddings: np.ndarray,
+    labels: Sequence | np.ndarray | pd.Series,
+    k: int = 10,
+    test_fraction: float = 0.2,
+    seeds: Sequence[int] = DEFAULT_SEEDS,
+) -> dict[str, Any]:
+    """Cosine ``k``-nearest-neighbour accuracy on the probe's splits (``k`` capped at the
+    training-set size)."""
+    codes, _ = _encode_labels(labels)
+    per_seed = []
+    for seed, (train, test) in zip(
+        seeds, stratified_splits(codes, test_fraction, seeds), strict=True
+    ):
+        model = KNeighborsClassifier(n_neighbors=min(k, len(train)), metric="cosine")
+        predicted = model.fit(embeddings[train], codes[train]).predict(embeddings[test])
+        per_seed.append(
+            {
+                "seed": int(seed),
+                "accuracy": float(accuracy_score(codes[test], predicted)),
+                "balanced_accuracy": float(balanced_accuracy_score(codes[test], predicted)),
+            }
+        )
+    return {
+        "k": k,
+        "test_fraction": test_fraction,
+        "accuracy": _summary([run["accuracy"] for run in per_seed]),
+        "balanced_accuracy": _summary([run["balanced_accuracy"] for run in per_seed]),
+        "per_seed": per_seed,
+    }
+
+
+def invariance_score(
+    embed_fn: Callable[[torch.Tensor], torch.Tensor],
+    items: Items,
+    pairs: pd.DataFrame,
+    builder: PairBuilder,
+    negatives: int = 10,
+    seed: int = 0,
+    max_groups: int = 2000,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """How much closer an object's views embed to each other than to other objects.
+
+    Args:
+        embed_fn: ``[M, ...]`` views to ``[M, D]`` embeddings (called without gradients).
+        items, pairs, builder: as for training; views come from ``ViewDataset`` epoch 0.
+        negatives: random other groups each group's first view is compared with.
+        seed: seeds the views, the group subsample and the choice of negatives.
+        max_groups: use a seeded random subsample of at most this many groups.
+        batch_size: groups per ``embed_fn`` call.
+
+    Returns:
+        ``cos_positive``, ``cos_random``, ``score`` (see module doc), ``groups`` (used),
+        ``groups_total`` and ``negatives`` (per group, capped at ``groups - 1``).
+    """
+    dataset = ViewDataset(items, pairs, builder, seed)
+    dataset.set_epoch(0)
+    rng = np.random.default_rng(seed)
+    n_used = min(max_groups, len(dataset))
+    if n_used < 2:
+        raise ValueError(f"the invariance score needs at least 2 groups, got {n_used}")
+    chosen = np.sort(rng.choice(len(dataset), size=n_used, replace=False))
+
+    first_views, positive_sums, positive_counts = [], [], []
+    with torch.no_grad():
+        for start in range(0, n_used, batch_size):
+            views, owners = collate_views(
+                [dataset[int(g)] for g in chosen[start : start + batch_size]]
+            )
+            z = F.normalize(embed_fn(views).float(), dim=1)
+            _, counts = torch.unique_consecutive(owners, return_counts=True)
+            first_rows = torch.cumsum(counts, 0) - counts
+            group_of_row = torch.repeat_interleave(torch.arange(len(counts)), counts)
+            cos_to_first = (z * z[first_rows][group_of_row]).sum(dim=1)
+            is_other = torch.ones(len(z), dtype=torch.bool)
+            is_other[first_rows] = False
+            sums = torch.zeros(len(counts)).index_add_(
+                0, group_of_row[is_other], cos_to_first[is_other]
+            )
+            first_views.append(z[first_rows])
+            positive_sums.append(sums)
+            positive_counts.append(counts - 1)
+
+    sums, counts = torch.cat(positive_sums), torch.cat(positive_counts)
+    if not (counts > 0).any():
+        raise ValueError("no group has more than one view, so there are no positives")
+    with_positives = counts > 0
+    cos_positive = float((sums[with_positives] / counts[with_positives]).mean())
+
+    firsts = torch.cat(first_views)
+    n_negatives = min(negatives, n_used - 1)
+    others = np.stack(
+        [
+            (g + 1 + rng.choice(n_used - 1, size=n_negatives, replace=False)) % n_used
+            for g in range(n_used)
+        ]
+    )
+    cos_random = float((firsts[:, None, :] * firsts[torch.from_numpy(others)]).sum(-1).mean())
+    spread = 1.0 - cos_random
+    return {
+        "cos_positive": cos_positive,
+        "cos_random": cos_random,
+        "score": (cos_positive - cos_random) / spread if spread > 1e-8 else None,
+        "groups": n_used,
+        "groups_total": len(dataset),
+        "negatives": n_negatives,
+    }
+
+
+def _usable_labels(
+    metadata: pd.DataFrame, label_column: str, source: Path
+) -> tuple[np.ndarray, pd.Series, dict[str, Any]]:
+    """Rows with a label whose class has at least 2 members: ``(rows, labels, summary)``."""
+    if label_column not in metadata.columns:
+        raise ConfigError(
+            f"{source}: label column {label_column!r} is not in the table; "
+            f"available columns: {', '.join(map(str, metadata.columns))}"
+        )
+    labels = metadata[label_column]
+    present = labels.notna().to_numpy()
+    class_sizes = labels[present].value_counts()
+    rare = class_sizes.index[class_sizes < 2]
+    keep = present & ~labels.isin(rare).to_numpy()
+    if rare.size:
+        warnings.warn(
+            f"{source}: label column {label_column!r}: dropping {int((~keep & present).sum())} "
+            f"items whose class has fewer than 2 members: {', '.join(map(str, rare))}",
+            stacklevel=3,
+        )
+    n_classes = int(labels[keep].nunique())
+    if n_classes < 2:
+        raise InputDataError(
+            f"{source}: label column {label_column!r} has {n_classes} class(es) with at least "
+            "2 members; the probes need at least 2"
+        )
+    summary = {
+        "n_labelled": int(present.sum()),
+        "n_missing": int((~present).sum()),
+        "n_used": int(keep.sum()),
+        "dropped_classes": [str(c) for c in rare],
+    }
+    return np.flatnonzero(keep), labels[keep], summary
+
+
+def evaluate(
+    model_path: str | Path,
+    items_dir: str | Path,
+    pairs_path: str | Path,
+    embeddings_dir: str | Path,
+    out_path: str | Path,
+    label_column: str | None = None,
+    probe_test_fraction: float = 0.2,
+    probe_seeds: Sequence[int] = DEFAULT_SEEDS,
+    knn_k: int = 10,
+    invariance_negatives: int = 10,
+    seed: int = 0,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Probe the embeddings for ``label_column``, score the model's invariance, write JSON."""
+    metadata, embeddings = load_embeddings(embeddings_dir)
+    result: dict[str, Any] = {
+        "n_items": len(embeddings),
+        "embedding_dim": int(embeddings.shape[1]),
+        "label_column": label_column,
+    }
+    if label_column is not None:
+        source = Path(embeddings_dir) / EMBEDDINGS_TABLE
+        rows, labels, result["labels"] = _usable_labels(metadata, label_column, source)
+        try:
+            result["probe"] = linear_probe(
+                embeddings[rows], labels, probe_test_fraction, probe_seeds
+            )
+            result["knn"] = knn_accuracy(
+                embeddings[rows], labels, knn_k, probe_test_fraction, probe_seeds
+            )
+        except ValueError as exc:
+            raise InputDataError(f"{source}: label column {label_column!r}: {exc}") from None
+
+    # Imported here: the array-level functions above must work without the model stack.
+    from scicontrast.models.contrastive import load_model
+    from scicontrast.models.train import resolve_device
+    from scicontrast.registry import PAIR_BUILDERS
+
+    pairs_path = Path(pairs_path)
+    if not pairs_path.exists():
+        raise InputDataError(f"{pairs_path}: pairs table not found")
+    model, experiment = load_model(model_path, map_location="cpu")
+    torch_device = resolve_device(device)
+    model.to(torch_device).eval()
+    builder = PAIR_BUILDERS.create(experiment["pairs"], where=f"{model_path}: pairs")
+    items = Items.load(items_dir)
+    pairs = pd.read_parquet(pairs_path)
+    check_pairs_table(pairs, items, str(pairs_path))
+    result["invariance"] = invariance_score(
+        lambda views: model.embed(views.to(torch_device)).cpu(),
+        items,
+        pairs,
+        builder,
+        negatives=invariance_negatives,
+        seed=seed,
+    )
+    write_json(out_path, result)
+    return result
+
+
+def _number(value: float | None, percent: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:.1f}%" if percent else f"{value:.3f}"
+
+
+def _mean_std(summary: dict[str, float | None]) -> str:
+    if summary["mean"] is None:
+        return "-"
+    return f"{summary['mean']:.3f} ± {summary['std']:.3f}"
+
+
+def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        indent + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def format_report(evaluation: dict[str, Any], clusters: dict[str, Any] | None = None) -> str:
+    """A plain-text summary of ``evaluate``'s result and, optionally, ``cluster``'s metrics."""
+    lines = [f"Embeddings: {evaluation['n_items']} items, {evaluation['embedding_dim']} dimensions"]
+    invariance = evaluation.get("invariance")
+    if invariance is not None:
+        lines += ["", "Invariance (1 = views embed alike, 0 = no closer than random items)"]
+        lines += _table(
+            [
+                ["score", _number(invariance["score"])],
+                ["cos positive", _number(invariance["cos_positive"])],
+                ["cos random", _number(invariance["cos_random"])],
+                ["groups", f"{invariance['groups']} of {invariance['groups_total']}"],
+            ]
+        )
+    probe, knn = evaluation.get("probe"), evaluation.get("knn")
+    if probe is not None and knn is not None:
+        auroc_name = "AUROC" if probe["auroc_kind"] == "binary" else "AUROC (macro OvR)"
+        lines += [
+            "",
+            f"Label {evaluation['label_column']!r}: {probe['n_classes']} classes, "
+            f"{probe['n_items']} items, {len(probe['per_seed'])} splits, "
+            f"{_number(probe['test_fraction'], percent=True)} test, mean ± std",
+        ]
+        lines += _table(
+            [
+                ["", "accuracy", "balanced accuracy", auroc_name],
+                [
+                    "linear probe",
+                    _mean_std(probe["accuracy"]),
+                    _mean_std(probe["balanced_accuracy"]),
+                    _mean_std(probe["auroc"]),
+                ],
+                [
+                    f"kNN (k={knn['k']}, cosine)",
+                    _mean_std(knn["accuracy"]),
+                    _mean_std(knn["balanced_accuracy"]),
+                    "",
+                ],
+                [
+                    "chance",
+                    _number(probe["majority_class_fraction"]),
+                    _number(1 / probe["n_classes"]),
+                    _number(0.5),
+                ],
+            ]
+        )
+    if clusters is not None:
+        lines += ["", f"Clusters ({clusters['n_items']} items)"]
+        rows = [["method", "clusters", "silhouette", "ARI", "NMI", "noise"]]
+        for method in ("kmeans", "hdbscan"):
+            found = clusters[method]
+            rows.append(
+                [
+                    method,
+                    str(found["n_clusters"]),
+                    _number(found["silhouette"]),
+                    _number(found.get("ari")),
+                    _number(found.get("nmi")),
+                    _number(found["noise_fraction"], percent=True)
+                    if "noise_fraction" in found
+                    else "-",
+                ]
+            )
+        lines += _table(rows)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,384 @@
+"""Tests for embedding export, clustering and evaluation, on synthetic data.
+
+The model and pair builder are small stand-ins defined here, so these tests do not depend
+on the encoder or training code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from scicontrast.analysis import embed as embed_module
+from scicontrast.analysis.cluster import cluster, cluster_embeddings
+from scicontrast.analysis.embed import embed, embed_items, load_embeddings
+from scicontrast.analysis.evaluate import (
+    auroc,
+    evaluate,
+    format_report,
+    invariance_score,
+    knn_accuracy,
+    linear_probe,
+)
+from scicontrast.data_adapters.base import Items, PairBuilder
+from scicontrast.errors import ConfigError, InputDataError
+
+FEATURES = 8
+
+
+class OffsetPairs(PairBuilder):
+    """Two views per item: its features plus a random value on one extra nuisance input.
+
+    Canonical view (``rng=None``): the nuisance input is 0.
+    """
+
+    def build(self, items: Items) -> pd.DataFrame:
+        ids = items.table["item_id"].tolist()
+        return pd.DataFrame(
+            {
+                "group_id": [i for i in range(len(ids)) for _ in range(2)],
+                "item_id": [item for item in ids for _ in range(2)],
+                "view": ["identity", "offset"] * len(ids),
+            }
+        )
+
+    def bind(self, items: Items) -> None:
+        self.features = torch.from_numpy(items.arrays["features"]).float()
+
+    def make_view(
+        self, item_index: int, view: str, rng: np.random.Generator | None
+    ) -> torch.Tensor:
+        nuisance = 0.0 if rng is None else 5.0 * rng.normal()
+        return torch.cat([self.features[item_index], torch.tensor([nuisance])])
+
+
+class LinearModel(nn.Module):
+    """``embed(x) = x @ W.T``: the features, plus ``nuisance_weight`` times the nuisance input
+    in every output dimension."""
+
+    def __init__(self, nuisance_weight: float) -> None:
+        super().__init__()
+        self.encoder = nn.Linear(FEATURES + 1, FEATURES, bias=False)
+        self.encoder.embedding_dim = FEATURES
+        with torch.no_grad():
+            self.encoder.weight.copy_(torch.eye(FEATURES, FEATURES + 1))
+            self.encoder.weight[:, -1] = nuisance_weight
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+
+def make_items(n: int = 60, seed: int = 0) -> Items:
+    rng = np.random.default_rng(seed)
+    table = pd.DataFrame(
+        {
+            "item_id": [f"item{i}" for i in range(n)],
+            "source": [f"s{i % 3}" for i in range(n)],
+            "gc": rng.uniform(0.3, 0.7, size=n),
+            "sequence": ["ACGT" * 3] * n,
+        }
+    )
+    features = rng.normal(size=(n, FEATURES)).astype(np.float32)
+    return Items(table=table, meta={"payload_columns": ["sequence"]}, arrays={"features": features})
+
+
+@pytest.fixture
+def stand_in_model_stack(monkeypatch):
+    """Make ``load_model`` return the invariant stand-in model with the OffsetPairs builder."""
+    experiment = {"name": "stand_in", "pairs": {"name": f"{__name__}:OffsetPairs", "params": {}}}
+    contrastive = types.ModuleType("scicontrast.models.contrastive")
+    contrastive.load_model = lambda path, map_location="cpu": (LinearModel(0.0).eval(), experiment)
+    train = types.ModuleType("scicontrast.models.train")
+    train.resolve_device = lambda name: torch.device("cpu")
+    monkeypatch.setitem(sys.modules, "scicontrast.models.contrastive", contrastive)
+    monkeypatch.setitem(sys.modules, "scicontrast.models.train", train)
+
+
+def blobs(n_per_blob: int = 50, n_blobs: int = 4, dim: int = 16, seed: int = 0):
+    """Tight Gaussian blobs around random orthogonal directions, and their labels."""
+    rng = np.random.default_rng(seed)
+    centres = np.linalg.qr(rng.normal(size=(dim, dim)))[0][:n_blobs] * 10
+    labels = np.repeat(np.arange(n_blobs), n_per_blob)
+    return centres[labels] + rng.normal(scale=0.5, size=(len(labels), dim)), labels
+
+
+# ---------------------------------------------------------------- embed
+
+
+def test_embed_items_embeds_canonical_views_in_any_batching():
+    items = make_items(n=23)
+    model = LinearModel(nuisance_weight=1.0)
+    small = embed_items(model, OffsetPairs(), items, batch_size=5, progress=False)
+    large = embed_items(model, OffsetPairs(), items, batch_size=512, progress=False)
+    assert small.shape == (23, FEATURES) and small.dtype == np.float32
+    # Canonical views carry no nuisance, so the embedding is exactly the features.
+    np.testing.assert_allclose(small, items.arrays["features"], atol=1e-6)
+    np.testing.assert_array_equal(small, large)
+
+
+def test_embed_writes_parquet_and_npy_that_agree(tmp_path, stand_in_model_stack):
+    items = make_items()
+    items.save(tmp_path / "items")
+    embed("model.pt", tmp_path / "items", tmp_path / "embeddings")
+
+    array = np.load(tmp_path / "embeddings" / "embeddings.npy")
+    assert array.shape == (len(items), FEATURES) and array.dtype == np.float32
+
+    schema = pq.read_schema(tmp_path / "embeddings" / "embeddings.parquet")
+    assert schema.field("embedding").type == pa.list_(pa.float32(), FEATURES)
+
+    frame = pd.read_parquet(tmp_path / "embeddings" / "embeddings.parquet")
+    assert list(frame.columns) == ["item_id", "source", "gc", "embedding"]
+    np.testing.assert_array_equal(np.stack(frame["embedding"].to_numpy()), array)
+    pd.testing.assert_frame_equal(
+        frame.drop(columns="embedding"), items.table.drop(columns="sequence")
+    )
+
+    metadata, loaded = load_embeddings(tmp_path / "embeddings")
+    assert "embedding" not in metadata.columns and "sequence" not in metadata.columns
+    np.testing.assert_array_equal(loaded, array)
+
+
+def test_failed_embedding_write_leaves_nothing(tmp_path, stand_in_model_stack, monkeypatch):
+    items = make_items()
+    items.save(tmp_path / "items")
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    # The parquet file is already written when the array write fails.
+    monkeypatch.setattr(embed_module.np, "save", fail)
+    out = tmp_path / "results"
+    with pytest.raises(OSError, match="disk full"):
+        embed("model.pt", tmp_path / "items", out / "embeddings")
+    assert list(out.iterdir()) == []
+
+
+def test_load_embeddings_rejects_a_folder_without_them(tmp_path):
+    with pytest.raises(InputDataError, match=r"embeddings\.parquet"):
+        load_embeddings(tmp_path)
+
+
+# ---------------------------------------------------------------- cluster
+
+
+def test_clustering_recovers_separated_blobs():
+    X, labels = blobs()
+    assignments, metrics = cluster_embeddings(X, labels, hdbscan_min_cluster_size=10)
+    assert list(assignments.columns) == ["kmeans", "hdbscan"] and len(assignments) == len(X)
+    assert metrics["kmeans"]["n_clusters"] == 4  # k from the number of labels
+    assert metrics["kmeans"]["ari"] > 0.95 and metrics["kmeans"]["nmi"] > 0.95
+    assert metrics["hdbscan"]["ari"] > 0.95
+    assert metrics["hdbscan"]["noise_fraction"] < 0.05
+    assert metrics["kmeans"]["silhouette"] > 0.5
+
+
+def test_clustering_sees_past_a_shared_offset():
+    """Encoder outputs often share a large offset (random items at cosine ~0.98)."""
+    X, labels = blobs(dim=64)
+    offset = np.full(64, 60.0)
+    unit = (X + offset) / np.linalg.norm(X + offset, axis=1, keepdims=True)
+    assert (unit @ unit.T).mean() > 0.9
+    _, metrics = cluster_embeddings(X + offset, labels, hdbscan_min_cluster_size=10)
+    assert metrics["kmeans"]["ari"] > 0.95
+    assert metrics["hdbscan"]["ari"] > 0.95
+    assert metrics["hdbscan"]["pca_components"] == 5
+
+
+def test_clustering_against_random_labels_scores_near_zero():
+    X, _ = blobs()
+    random_labels = np.random.default_rng(1).integers(0, 4, size=len(X))
+    _, metrics = cluster_embeddings(X, random_labels)
+    assert abs(metrics["kmeans"]["ari"]) < 0.05
+    assert abs(metrics["hdbscan"]["ari"]) < 0.05
+
+
+def test_silhouette_without_labels_and_default_k():
+    X, _ = blobs()
+    _, metrics = cluster_embeddings(X)
+    assert metrics["kmeans"]["n_clusters"] == 8
+    assert isinstance(metrics["kmeans"]["silhouette"], float)
+    assert metrics["hdbscan"]["silhouette"] > 0.5
+    assert "ari" not in metrics["kmeans"] and "n_missing_labels" not in metrics
+
+
+def test_missing_labels_are_skipped_and_counted():
+    X, labels = blobs()
+    labels = labels.astype(object)
+    labels[::10] = None
+    _, metrics = cluster_embeddings(X, labels)
+    assert metrics["n_missing_labels"] == 20 and metrics["n_labelled"] == 180
+    assert metrics["kmeans"]["ari"] > 0.95
+
+
+def test_cluster_writes_assignments_and_metrics(tmp_path):
+    X, labels = blobs()
+    metadata = pd.DataFrame({"item_id": [f"i{i}" for i in range(len(X))], "kind": labels})
+    embed_module.write_embeddings(tmp_path / "emb", metadata, X)
+    metrics = cluster(tmp_path / "emb", tmp_path / "clusters", label_column="kind")
+    assignments = pd.read_parquet(tmp_path / "clusters" / "assignments.parquet")
+    assert list(assignments.columns) == ["item_id", "kmeans", "hdbscan", "kind"]
+    assert json.loads((tmp_path / "clusters" / "metrics.json").read_text()) == metrics
+    assert metrics["label_column"] == "kind"
+
+
+def test_cluster_wrong_label_column_names_it(tmp_path):
+    X, _ = blobs()
+    metadata = pd.DataFrame({"item_id": [f"i{i}" for i in range(len(X))], "kind": 0})
+    embed_module.write_embeddings(tmp_path / "emb", metadata, X)
+    with pytest.raises(ConfigError, match=r"'species'.*available columns: item_id, kind"):
+        cluster(tmp_path / "emb", tmp_path / "clusters", label_column="species")
+    assert not (tmp_path / "clusters").exists()
+
+
+# ---------------------------------------------------------------- probes
+
+
+def test_linear_probe_separable_data_scores_one():
+    X, labels = blobs(n_per_blob=30, n_blobs=2)
+    result = linear_probe(X, labels)
+    assert result["accuracy"]["mean"] == 1.0 and result["auroc"]["mean"] == 1.0
+    assert len(result["per_seed"]) == 5 and result["auroc_kind"] == "binary"
+    assert result["positive_class"] == "1"
+
+
+def test_linear_probe_on_noise_is_near_chance():
+    rng = np.random.default_rng(0)
+    # Large enough that the split-to-split spread of the scores stays well inside 0.06.
+    X, labels = rng.normal(size=(2000, 8)), rng.integers(0, 2, size=2000)
+    result = linear_probe(X, labels)
+    assert abs(result["accuracy"]["mean"] - 0.5) < 0.06
+    assert abs(result["auroc"]["mean"] - 0.5) < 0.06
+    assert result["accuracy"]["std"] > 0  # different splits, different scores
+
+
+def test_auroc_binary_and_multiclass_match_sklearn():
+    rng = np.random.default_rng(0)
+    y_binary = rng.integers(0, 2, size=50)
+    scores = rng.dirichlet(np.ones(2), size=50)
+    assert auroc(y_binary, scores, np.array([0, 1])) == pytest.approx(
+        roc_auc_score(y_binary, scores[:, 1])
+    )
+    y_multi = rng.integers(0, 3, size=60)
+    scores = rng.dirichlet(np.ones(3), size=60)
+    assert auroc(y_multi, scores, np.array([0, 1, 2])) == pytest.approx(
+        roc_auc_score(y_multi, scores, multi_class="ovr", average="macro")
+    )
+
+
+def test_linear_probe_multiclass_uses_macro_one_vs_rest():
+    X, labels = blobs(n_per_blob=20, n_blobs=3)
+    result = linear_probe(X, np.array(["a", "b", "c"])[labels], seeds=(0, 1))
+    assert result["auroc_kind"] == "macro_one_vs_rest" and "positive_class" not in result
+    assert result["auroc"]["mean"] == pytest.approx(1.0)
+
+
+def test_knn_accuracy_on_separable_and_noise():
+    X, labels = blobs(n_per_blob=30, n_blobs=3)
+    assert knn_accuracy(X, labels, k=5)["accuracy"]["mean"] == 1.0
+    rng = np.random.default_rng(0)
+    noise = knn_accuracy(rng.normal(size=(300, 16)), rng.integers(0, 2, size=300))
+    assert abs(noise["balanced_accuracy"]["mean"] - 0.5) < 0.1
+
+
+# ---------------------------------------------------------------- invariance
+
+
+def _invariance(nuisance_weight: float, seed: int = 0) -> dict:
+    items = make_items(n=40)
+    builder = OffsetPairs()
+    model = LinearModel(nuisance_weight)
+    return invariance_score(
+        model.embed, items, builder.build(items), builder, negatives=5, seed=seed, batch_size=16
+    )
+
+
+def test_invariance_is_one_for_an_encoder_that_ignores_the_augmentation():
+    result = _invariance(nuisance_weight=0.0)
+    assert result["cos_positive"] == pytest.approx(1.0, abs=1e-6)
+    assert result["score"] == pytest.approx(1.0, abs=1e-5)
+    assert abs(result["cos_random"]) < 0.3
+    assert result["groups"] == 40 and result["negatives"] == 5
+
+
+def test_invariance_is_below_one_for_an_encoder_that_sees_the_augmentation():
+    result = _invariance(nuisance_weight=1.0)
+    assert result["score"] < 0.8
+    assert result == _invariance(nuisance_weight=1.0)  # seeded: reproducible
+    assert result != _invariance(nuisance_weight=1.0, seed=1)
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def _prepare(tmp_path, items: Items) -> None:
+    items.save(tmp_path / "items")
+    OffsetPairs().build(items).to_parquet(tmp_path / "pairs.parquet")
+    embed("model.pt", tmp_path / "items", tmp_path / "embeddings")
+
+
+def test_evaluate_writes_all_sections(tmp_path, stand_in_model_stack):
+    items = make_items(n=60)
+    items.table.loc[0, "source"] = "singleton"
+    _prepare(tmp_path, items)
+    with pytest.warns(UserWarning, match="singleton"):
+        result = evaluate(
+            "model.pt",
+            tmp_path / "items",
+            tmp_path / "pairs.parquet",
+            tmp_path / "embeddings",
+            tmp_path / "evaluation.json",
+            label_column="source",
+            probe_seeds=(0, 1),
+            knn_k=3,
+        )
+    assert json.loads((tmp_path / "evaluation.json").read_text()) == json.loads(json.dumps(result))
+    assert result["n_items"] == 60 and result["embedding_dim"] == FEATURES
+    assert result["labels"]["n_used"] == 59 and result["labels"]["dropped_classes"] == ["singleton"]
+    assert result["probe"]["n_classes"] == 3 and len(result["knn"]["per_seed"]) == 2
+    assert result["invariance"]["score"] == pytest.approx(1.0, abs=1e-5)
+
+    X, labels = blobs()
+    _, clusters = cluster_embeddings(X, labels)
+    report = format_report(result, clusters)
+    for expected in ("60 items", "linear probe", "kNN (k=3", "AUROC (macro OvR)", "hdbscan"):
+        assert expected in report
+
+
+def test_evaluate_without_labels_has_no_probe(tmp_path, stand_in_model_stack):
+    _prepare(tmp_path, make_items(n=30))
+    result = evaluate(
+        "model.pt",
+        tmp_path / "items",
+        tmp_path / "pairs.parquet",
+        tmp_path / "embeddings",
+        tmp_path / "evaluation.json",
+    )
+    assert "probe" not in result and "knn" not in result and "invariance" in result
+    assert "Invariance" in format_report(result)
+
+
+def test_evaluate_with_one_usable_class_fails_without_output(tmp_path, stand_in_model_stack):
+    items = make_items(n=30)
+    items.table["source"] = ["common"] * 29 + ["rare"]
+    _prepare(tmp_path, items)
+    with pytest.warns(UserWarning), pytest.raises(InputDataError, match="'source'"):
+        evaluate(
+            "model.pt",
+            tmp_path / "items",
+            tmp_path / "pairs.parquet",
+            tmp_path / "embeddings",
+            tmp_path / "evaluation.json",
+            label_column="source",
+        )
+    assert not (tmp_path / "evaluation.json").exists()
