@@ -92,9 +92,7 @@ def select_experiment(config: dict[str, Any], name: str | None, source: str) -> 
             )
         name = next(iter(experiments))
     if name not in experiments:
-        raise ConfigError(
-            f"{source}: no experiment {name!r}; declared: {', '.join(experiments)}"
-        )
+        raise ConfigError(f"{source}: no experiment {name!r}; declared: {', '.join(experiments)}")
     return {"name": name, **experiments[name]}
 
 

@@ -104,9 +104,7 @@ class Registry(Generic[T]):
             ) from None
 
 
-ADAPTERS: Registry = Registry(
-    "adapter", "scicontrast.adapters", ["scicontrast.data_adapters.dna"]
-)
+ADAPTERS: Registry = Registry("adapter", "scicontrast.adapters", ["scicontrast.data_adapters.dna"])
 PAIR_BUILDERS: Registry = Registry(
     "pair builder", "scicontrast.pairs", ["scicontrast.data_adapters.dna"]
 )

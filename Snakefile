@@ -1,0 +1,33 @@
+"""scicontrast: positive pairs from domain knowledge -> InfoNCE -> invariant embeddings.
+
+Run the default demo with `snakemake --cores 2`; every step is also a `scicontrast`
+subcommand (see README). Outputs: results/{experiment}/{config.json,items,pairs.parquet,
+model,embeddings,clusters,metrics}.
+"""
+
+from snakemake.utils import min_version, validate
+
+min_version("8.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, schema="scicontrast/schemas/config.schema.yaml")
+
+
+include: "workflows/common.smk"
+include: "workflows/demo_data.smk"
+include: "workflows/prepare.smk"
+include: "workflows/train.smk"
+include: "workflows/analysis.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        expand("results/{experiment}/metrics/summary.txt", experiment=EXPERIMENTS),
+
+
+onsuccess:
+    print_summaries(EXPERIMENTS)

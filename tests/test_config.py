@@ -1,0 +1,96 @@
+"""The config schema: defaults are filled, and a wrong key or type is named."""
+
+import json
+
+import pytest
+import yaml
+from conftest import REPO, minimal_experiment
+
+from scicontrast.config import (
+    experiment_as_config,
+    load_experiment,
+    read_config_file,
+    validate_config,
+)
+from scicontrast.errors import ConfigError
+
+
+def test_defaults_are_filled_and_not_shared():
+    config = validate_config(
+        {"experiments": {"a": minimal_experiment(), "b": minimal_experiment()}}
+    )
+    training = config["experiments"]["a"]["training"]
+    assert training["epochs"] == 10 and training["device"] == "auto"
+    assert config["experiments"]["a"]["loss"] == {
+        "name": "nt_xent",
+        "temperature": 0.1,
+        "learnable_temperature": False,
+    }
+    config["experiments"]["a"]["analysis"]["probe_seeds"].append(99)
+    assert config["experiments"]["b"]["analysis"]["probe_seeds"] == [0, 1, 2, 3, 4]
+
+
+def test_validation_does_not_modify_the_input():
+    raw = {"experiments": {"a": minimal_experiment()}}
+    before = json.dumps(raw, sort_keys=True)
+    validate_config(raw)
+    assert json.dumps(raw, sort_keys=True) == before
+
+
+@pytest.mark.parametrize(
+    ("patch", "expected"),
+    [
+        ({"training": {"epochs": "ten"}}, "experiments.a.training.epochs: 'ten' is not of type"),
+        ({"trainig": {}}, "'trainig' was unexpected"),
+        ({"training": {"device": "tpu"}}, "experiments.a.training.device"),
+        ({"loss": {"temperature": 0}}, "experiments.a.loss.temperature"),
+        ({"training": {"batch_size": 1}}, "experiments.a.training.batch_size"),
+        ({"adapter": {"params": {}}}, "'name' is a required property"),
+    ],
+)
+def test_bad_config_names_file_and_key(patch, expected):
+    experiment = minimal_experiment()
+    experiment.update(patch)
+    with pytest.raises(ConfigError) as info:
+        validate_config({"experiments": {"a": experiment}}, source="my.yaml")
+    assert str(info.value).startswith("my.yaml: ")
+    assert expected in str(info.value)
+
+
+def test_unknown_top_level_key_lists_allowed_keys():
+    with pytest.raises(ConfigError, match="allowed keys here: demo_data, experiments"):
+        validate_config({"experiments": {"a": minimal_experiment()}, "experiment": {}})
+
+
+def test_experiment_selection(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        yaml.safe_dump({"experiments": {"a": minimal_experiment(), "b": minimal_experiment()}})
+    )
+    assert load_experiment(path, "b")["name"] == "b"
+    with pytest.raises(ConfigError, match=r"choose one with --experiment"):
+        load_experiment(path)
+    with pytest.raises(ConfigError, match=r"no experiment 'c'; declared: a, b"):
+        load_experiment(path, "c")
+
+
+def test_resolved_single_experiment_roundtrips(tmp_path):
+    experiment = validate_config({"experiments": {"a": minimal_experiment()}})
+    selected = {"name": "a", **experiment["experiments"]["a"]}
+    path = tmp_path / "resolved.json"
+    path.write_text(json.dumps(experiment_as_config(selected)))
+    assert load_experiment(path) == selected
+
+
+def test_unreadable_config_files_are_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"missing\.yaml: config file not found"):
+        read_config_file(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("experiments: [\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml: not valid YAML"):
+        read_config_file(broken)
+
+
+def test_shipped_config_is_valid():
+    config = read_config_file(REPO / "config.yaml")
+    assert "dna_demo" in config["experiments"]

@@ -1,0 +1,157 @@
+"""The Snakemake workflow, run for real on a tiny config in a temporary folder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO
+
+RULES_PER_EXPERIMENT = [
+    "resolve_config",
+    "prepare",
+    "pairs",
+    "train",
+    "embed",
+    "cluster",
+    "evaluate",
+]
+
+
+def tiny_config(workdir: Path) -> dict:
+    demo = workdir / "results" / "demo_data" / "dna"
+    return {
+        "demo_data": {
+            "dna": {"out_dir": str(demo), "sources": 2, "sequences_per_source": 20, "length": 120}
+        },
+        "experiments": {
+            "tiny": {
+                "adapter": {
+                    "name": "dna_fasta",
+                    "params": {
+                        "paths": [str(demo / "source_0.fa"), str(demo / "source_1.fa")],
+                        "window": 60,
+                        "stride": 30,
+                        "flank": 2,
+                        "label_from_filename": r"(?P<source>source_\d+)\.fa$",
+                    },
+                },
+                "pairs": {"name": "dna_views", "params": {"max_shift": 2}},
+                "encoder": {"name": "dna_cnn", "params": {"channels": 16, "embedding_dim": 16}},
+                "head": {"hidden_dim": 16, "output_dim": 8},
+                "training": {"epochs": 2, "batch_size": 32, "device": "cpu"},
+                "analysis": {"label_column": "source", "probe_seeds": [0, 1]},
+            }
+        },
+    }
+
+
+def run_snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
+    config_path = workdir / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(config_path),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    workdir = tmp_path_factory.mktemp("workflow")
+    result = run_snakemake(workdir, tiny_config(workdir), "--cores", "2")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir, result
+
+
+def test_outputs_of_every_step(finished_run):
+    workdir, _ = finished_run
+    results = workdir / "results" / "tiny"
+    items = pd.read_parquet(results / "items" / "items.parquet")
+    # 2 sources x 20 sequences x 3 windows (120 nt, window 60, stride 30)
+    assert len(items) == 120
+    pairs = pd.read_parquet(results / "pairs.parquet")
+    assert pairs.groupby("group_id").size().eq(2).all()
+    embeddings = pd.read_parquet(results / "embeddings" / "embeddings.parquet")
+    assert list(embeddings["item_id"]) == list(items["item_id"])
+    assert len(embeddings["embedding"].iloc[0]) == 16
+    clusters = json.loads((results / "clusters" / "metrics.json").read_text())
+    assert -1 <= clusters["kmeans"]["ari"] <= 1
+    evaluation = json.loads((results / "metrics" / "evaluation.json").read_text())
+    assert 0 <= evaluation["probe"]["balanced_accuracy"]["mean"] <= 1
+    assert "score" in evaluation["invariance"]
+    assert (results / "model" / "checkpoint.pt").exists()
+    epochs = [
+        json.loads(line)
+        for line in (results / "model" / "metrics.jsonl").read_text().splitlines()
+        if json.loads(line)["kind"] == "epoch"
+    ]
+    assert [e["epoch"] for e in epochs] == [0, 1]
+
+
+def test_every_rule_logs_and_benchmarks(finished_run):
+    workdir, _ = finished_run
+    results = workdir / "results" / "tiny"
+    for rule in RULES_PER_EXPERIMENT:
+        assert (results / "logs" / f"{rule}.log").exists(), rule
+        assert (results / "benchmarks" / f"{rule}.tsv").exists(), rule
+
+
+def test_summary_is_printed(finished_run):
+    workdir, result = finished_run
+    summary = (workdir / "results" / "tiny" / "metrics" / "summary.txt").read_text()
+    assert "ARI" in summary
+    assert summary.strip() in result.stdout + result.stderr
+
+
+def test_rerun_has_nothing_to_do(finished_run):
+    workdir, _ = finished_run
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    result = run_snakemake(workdir, config, "--cores", "1", "-n")
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_lint_is_clean(tmp_path):
+    result = run_snakemake(tmp_path, tiny_config(tmp_path), "--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("patch", "expected"),
+    [
+        (
+            {"adapter": {"name": "fastaa", "params": {}}},
+            "experiments.tiny.adapter: unknown adapter 'fastaa'",
+        ),
+        ({"training": {"epochs": "many"}}, "'many' is not of type 'integer'"),
+        (
+            {"encoder": {"name": "dna_cnn", "params": {"no_such_option": 1}}},
+            "experiments.tiny.encoder",
+        ),
+    ],
+)
+def test_bad_config_fails_before_any_job(tmp_path, patch, expected):
+    config = tiny_config(tmp_path)
+    config["experiments"]["tiny"].update(patch)
+    result = run_snakemake(tmp_path, config, "--cores", "1")
+    assert result.returncode != 0
+    assert expected in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()

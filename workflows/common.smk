@@ -1,0 +1,33 @@
+import os
+import re
+from pathlib import Path
+
+from scicontrast.workflow import adapter_inputs, check_components, experiment_json
+
+# Resolve every named component now, so a typo fails before any job runs.
+check_components(config)
+
+EXPERIMENTS = list(config["experiments"])
+
+
+wildcard_constraints:
+    experiment="|".join(re.escape(name) for name in EXPERIMENTS),
+
+
+def experiment_config(wildcards):
+    return experiment_json(config, wildcards.experiment)
+
+
+def prepare_inputs(wildcards):
+    return adapter_inputs(config, wildcards.experiment)
+
+
+def training_gpus(wildcards):
+    return config["experiments"][wildcards.experiment]["training"]["gpus"]
+
+
+def print_summaries(experiments):
+    for name in experiments:
+        summary = Path(f"results/{name}/metrics/summary.txt")
+        if summary.exists():
+            print(summary.read_text())
