@@ -288,6 +288,10 @@ class FastaAdapter(Adapter):
             (``re.search``) in each file's path as listed by :meth:`input_files`, so it may
             capture folder names too; each group becomes a metadata column. A file it does
             not match is an error. Example: ``"(?P<source>[^/.]+)\\.fa"``.
+        duplicate_ids: A record id that occurs again in the same file: ``"error"`` stops
+            (a repeated id usually means a concatenated or mislabelled file), ``"number"``
+            renames the n-th occurrence to ``"<id>#<n>"`` (n >= 2) and counts them in
+            ``meta["renamed_duplicate_ids"]``.
     """
 
     def __init__(
@@ -304,6 +308,7 @@ class FastaAdapter(Adapter):
         labels_missing: str = "error",
         label_from_filename: str | None = None,
         format: str | None = None,
+        duplicate_ids: str = "error",
     ) -> None:
         self.paths = [paths] if isinstance(paths, str) else [str(p) for p in paths]
         self.window = window
@@ -316,6 +321,7 @@ class FastaAdapter(Adapter):
         self.labels_key = labels_key
         self.labels_missing = labels_missing
         self.format = format
+        self.duplicate_ids = duplicate_ids
         self._check_params()
         self.filename_pattern = self._compile_filename_pattern(label_from_filename)
 
@@ -340,6 +346,7 @@ class FastaAdapter(Adapter):
             ("ambiguous", self.ambiguous, AMBIGUOUS_POLICIES),
             ("labels_missing", self.labels_missing, ("error", "allow")),
             ("format", self.format, (None, "fasta", "fastq")),
+            ("duplicate_ids", self.duplicate_ids, ("error", "number")),
         ):
             require(value in allowed, key, f"must be one of {list(allowed)}, got {value!r}")
         require(
@@ -409,6 +416,7 @@ class FastaAdapter(Adapter):
         windows: list[_Windows] = []
         record_files: dict[str, list[Path]] = {}
         dropped = Counter({"too_ambiguous": 0, "short_record": 0})
+        self._renamed_duplicates = 0
         for path in files:
             for record_id, sequence in self._records(path, formats[path]):
                 record_files.setdefault(record_id, []).append(path)
@@ -442,6 +450,7 @@ class FastaAdapter(Adapter):
             "records": n_records,
             "source_files": [str(p) for p in files],
             "unmatched_label_rows": unmatched_label_rows,
+            "renamed_duplicate_ids": self._renamed_duplicates,
         }
         return Items(table=table, meta=meta)
 
@@ -462,9 +471,16 @@ class FastaAdapter(Adapter):
                     if not record_id:
                         raise InputDataError(f"{path}: record #{number} has an empty id")
                     if record_id in seen:
-                        raise InputDataError(
-                            f"{path}: record {record_id!r} occurs twice (record #{number})"
-                        )
+                        if self.duplicate_ids == "error":
+                            raise InputDataError(
+                                f"{path}: record {record_id!r} occurs twice (record #{number});"
+                                " set params.duplicate_ids: number to rename repeats"
+                            )
+                        occurrence = 2
+                        while f"{record_id}#{occurrence}" in seen:
+                            occurrence += 1
+                        record_id = f"{record_id}#{occurrence}"
+                        self._renamed_duplicates += 1
                     sequence = str(record.seq)
                     if not sequence:
                         raise InputDataError(f"{path}: record {record_id!r} has no sequence")

@@ -413,3 +413,15 @@ def test_label_from_filename(tmp_path):
     odd = write_fasta(tmp_path / "odd.fasta", {"r3": "ACGT" * 5})
     with pytest.raises(InputDataError, match=r"odd\.fasta.*label_from_filename"):
         FastaAdapter(paths=[str(odd)], window=20, label_from_filename=pattern).read()
+
+
+def test_duplicate_record_ids_error_or_number(tmp_path):
+    path = tmp_path / "dups.fa"
+    path.write_text(">DNA a\nACGTACGTAC\n>DNA b\nGGGGCCCCAA\n>DNA c\nTTTTAAAACC\n")
+    with pytest.raises(InputDataError, match=r"dups\.fa: record 'DNA' occurs twice"):
+        FastaAdapter(paths=[str(path)], window=10).read()
+    items = FastaAdapter(paths=[str(path)], window=10, duplicate_ids="number").read()
+    assert items.table["record_id"].tolist() == ["DNA", "DNA#2", "DNA#3"]
+    assert items.table["item_id"].is_unique
+    assert items.table["sequence"].tolist() == ["ACGTACGTAC", "GGGGCCCCAA", "TTTTAAAACC"]
+    assert items.meta["renamed_duplicate_ids"] == 2
