@@ -59,15 +59,15 @@ def embed_items(
     """
     model.to(device)
     model.eval()
-    builder.bind(items)
     chunks = [np.zeros((0, model.encoder.embedding_dim), dtype=np.float32)]
-    starts = range(0, len(items), batch_size)
+    batches = builder.embedding_batches(items, batch_size)
     with torch.no_grad():
-        for start in tqdm(starts, desc="embed", unit="batch", disable=None if progress else True):
-            stop = min(start + batch_size, len(items))
-            inputs = torch.stack([builder.canonical(i) for i in range(start, stop)])
+        for inputs in tqdm(batches, desc="embed", unit="batch", disable=None if progress else True):
             chunks.append(model.embed(inputs.to(device)).float().cpu().numpy())
-    return np.concatenate(chunks)
+    embeddings = np.concatenate(chunks)
+    if len(embeddings) != len(items):
+        raise ValueError(f"embedded {len(embeddings)} rows for {len(items)} items")
+    return embeddings
 
 
 def item_metadata(items: Items, source: str = "items table") -> pd.DataFrame:

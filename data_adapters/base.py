@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from scicontrast.errors import InputDataError
 from scicontrast.io import atomic_path
@@ -131,6 +132,28 @@ class PairBuilder(ABC):
 
     canonical_view: ClassVar[str] = "identity"
 
+    def training_batches(
+        self, items: Items, pairs: pd.DataFrame, seed: int, batch_size: int
+    ) -> TrainingBatches:
+        """What one epoch of training iterates over.
+
+        The default draws ``batch_size`` groups per batch with all their views (see
+        :class:`GroupBatches`). A domain whose objects cannot be batched independently
+        (nodes of one graph) overrides this and yields its own ``(inputs, group_ids)``.
+        """
+        return GroupBatches(ViewDataset(items, pairs, self, seed), batch_size)
+
+    def embedding_batches(self, items: Items, batch_size: int) -> Iterator[Any]:
+        """Canonical inputs of every item, in table order, ``batch_size`` items at a time.
+
+        The encoder maps each yielded input to ``[n, D]`` embeddings; the rows of all
+        batches together are the items' rows.
+        """
+        self.bind(items)
+        for start in range(0, len(items), batch_size):
+            stop = min(start + batch_size, len(items))
+            yield torch.stack([self.canonical(i) for i in range(start, stop)])
+
 
 def check_pairs_table(pairs: pd.DataFrame, items: Items, source: str) -> None:
     """Raise ``InputDataError`` unless ``pairs`` is a valid pairs table over ``items``."""
@@ -177,6 +200,60 @@ class ViewDataset(Dataset):
         rows, views = self._views[index]
         tensors = [self.builder.make_view(int(r), v, rng) for r, v in zip(rows, views, strict=True)]
         return torch.stack(tensors), int(index)
+
+
+class TrainingBatches(Protocol):
+    """An epoch's batches: iterating yields ``(inputs, group_ids [M])``.
+
+    ``inputs`` is whatever the encoder takes (a tensor, a PyG batch) and has ``.to(device)``;
+    row ``m`` of the encoder's output is the view with ``group_ids[m]``.
+    """
+
+    n_groups: int
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[tuple[Any, torch.Tensor]]: ...
+
+
+class GroupBatches:
+    """``batch_size`` groups per batch, all their views, in a fresh order every epoch.
+
+    The order comes from a generator seeded by ``(seed, epoch)``, the views from
+    :class:`ViewDataset`, so an epoch's batches are the same whenever it runs.
+    """
+
+    def __init__(self, dataset: ViewDataset, batch_size: int) -> None:
+        self.dataset = dataset
+        self.n_groups = len(dataset)
+        self._generator = torch.Generator()
+        self._loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=True,
+            generator=self._generator,
+            collate_fn=collate_views,
+            num_workers=0,
+            # A batch of one group has no negatives, so its loss carries no signal.
+            drop_last=len(dataset) % batch_size == 1,
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+        self._generator.manual_seed(epoch_seed(self.dataset.seed, epoch))
+
+    def __len__(self) -> int:
+        return len(self._loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return iter(self._loader)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A seed for one epoch's batch order, well mixed from ``(seed, epoch)``."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
 def collate_views(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,7 +2,7 @@
 
 ``train`` turns an items set and its pairs table into a trained model::
 
-    items + pairs --ViewDataset--> batches of (views [M, ...], group_ids [M])
+    items + pairs --pair builder--> batches of (views [M, ...], group_ids [M])
         --model--> z [M, d] --InfoNCE--> loss --AdamW--> updated weights
 
 Each batch holds ``training.batch_size`` groups (objects) with all their views; views of the
@@ -40,13 +40,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from scicontrast.data_adapters.base import Items, ViewDataset, check_pairs_table, collate_views
+from scicontrast.data_adapters.base import Items, check_pairs_table
 from scicontrast.errors import ConfigError, InputDataError, ScicontrastError
 from scicontrast.io import atomic_path
 from scicontrast.models.contrastive import build_model, save_model
@@ -115,30 +113,20 @@ def train(
     model_path = out_dir / "model.pt"
     device = resolve_device(settings["device"])
 
-    # Data: one dataset entry per group; a batch is `batch_size` groups with all their views.
+    # Data: by default a batch is `batch_size` groups with all their views, drawn afresh
+    # each epoch (the pair builder decides; see PairBuilder.training_batches).
     items = Items.load(items_dir)
     pairs = _read_pairs(pairs_path)
     check_pairs_table(pairs, items, str(pairs_path))
     builder = PAIR_BUILDERS.create(
         experiment["pairs"], where=f"experiments.{experiment['name']}.pairs"
     )
-    dataset = ViewDataset(items, pairs, builder, seed)
-    if len(dataset) < 2:
-        raise InputDataError(
-            f"{pairs_path}: {len(dataset)} group(s); contrastive training needs at least 2"
-        )
     batch_size = settings["batch_size"]
-    shuffle_generator = torch.Generator()
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=True,
-        generator=shuffle_generator,
-        collate_fn=collate_views,
-        num_workers=0,
-        # A batch of one group has no negatives, so its loss carries no signal.
-        drop_last=len(dataset) % batch_size == 1,
-    )
+    batches = builder.training_batches(items, pairs, seed, batch_size)
+    if batches.n_groups < 2:
+        raise InputDataError(
+            f"{pairs_path}: {batches.n_groups} group(s); contrastive training needs at least 2"
+        )
 
     # Model and optimiser. As in nanoGPT, only matrices and kernels are weight-decayed, not
     # biases, normalisation scales or the temperature.
@@ -184,9 +172,9 @@ def train(
         "training on %s: %d groups, %d views, %d steps per epoch (%d groups per batch), "
         "%d parameters",
         device,
-        len(dataset),
+        batches.n_groups,
         len(pairs),
-        len(loader),
+        len(batches),
         batch_size,
         n_parameters,
     )
@@ -197,23 +185,22 @@ def train(
             if stop_after_epochs is not None and epoch >= stop_after_epochs:
                 break
             model.train()
-            dataset.set_epoch(epoch)
-            shuffle_generator.manual_seed(_epoch_seed(seed, epoch))
+            batches.set_epoch(epoch)
             sums: dict[str, float] = defaultdict(float)
             n_views = 0
             started = time.perf_counter()
             bar = tqdm(
-                loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False
+                batches, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False
             )
-            for views, group_ids in bar:
-                views = views.to(device, non_blocking=True)
+            for inputs, group_ids in bar:
+                inputs = inputs.to(device, non_blocking=True)
                 group_ids = group_ids.to(device, non_blocking=True)
                 # bf16 autocast for the network on GPU; the loss (a softmax over similarities
                 # divided by a small temperature) stays in float32.
                 with torch.autocast(
                     device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
                 ):
-                    z = model(views)
+                    z = model(inputs)
                 output = model.loss(z.float(), group_ids)
                 optimizer.zero_grad(set_to_none=True)
                 output.loss.backward()
@@ -232,11 +219,11 @@ def train(
                 )
                 for key, value in record.items():
                     sums[key] += value
-                n_views += len(views)
+                n_views += len(group_ids)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
 
             seconds = time.perf_counter() - started
-            means = {key: total / len(loader) for key, total in sums.items()}
+            means = {key: total / len(batches) for key, total in sums.items()}
             # The epoch line goes out before the checkpoint: a crash in between makes the
             # resumed run drop the line and redo the epoch, never skip the line.
             _write_line(
@@ -284,11 +271,6 @@ def _read_pairs(pairs_path: str | Path) -> pd.DataFrame:
         raise InputDataError(f"{pairs_path}: pairs table not found") from None
     except Exception as exc:  # pyarrow raises several types for a damaged file
         raise InputDataError(f"{pairs_path}: not a readable Parquet pairs table ({exc})") from None
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    """A seed for the batch order of one epoch, well mixed from ``(seed, epoch)``."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
 @contextlib.contextmanager
