@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from scicontrast.errors import InputDataError
 from scicontrast.io import atomic_path
@@ -133,15 +133,23 @@ class PairBuilder(ABC):
     canonical_view: ClassVar[str] = "identity"
 
     def training_batches(
-        self, items: Items, pairs: pd.DataFrame, seed: int, batch_size: int
+        self,
+        items: Items,
+        pairs: pd.DataFrame,
+        seed: int,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> TrainingBatches:
-        """What one epoch of training iterates over.
+        """What one epoch of training iterates over, for process ``rank`` of ``world_size``.
 
-        The default draws ``batch_size`` groups per batch with all their views (see
-        :class:`GroupBatches`). A domain whose objects cannot be batched independently
+        The default draws ``batch_size`` groups per batch and process with all their views
+        (see :class:`GroupBatches`). A domain whose objects cannot be batched independently
         (nodes of one graph) overrides this and yields its own ``(inputs, group_ids)``.
         """
-        return GroupBatches(ViewDataset(items, pairs, self, seed), batch_size)
+        return GroupBatches(
+            ViewDataset(items, pairs, self, seed), batch_size, rank=rank, world_size=world_size
+        )
 
     def embedding_batches(self, items: Items, batch_size: int) -> Iterator[Any]:
         """Canonical inputs of every item, in table order, ``batch_size`` items at a time.
@@ -206,12 +214,14 @@ class TrainingBatches(Protocol):
     """An epoch's batches: iterating yields ``(inputs, group_ids [M])``.
 
     ``inputs`` is whatever the encoder takes (a tensor, a PyG batch) and has ``.to(device)``;
-    row ``m`` of the encoder's output is the view with ``group_ids[m]``.
+    row ``m`` of the encoder's output is the view with ``group_ids[m]``. ``set_epoch(epoch,
+    start_batch)`` makes the next iteration yield that epoch's batches from ``start_batch``
+    on, identical to the ones an uninterrupted run yields (resuming after preemption).
     """
 
     n_groups: int
 
-    def set_epoch(self, epoch: int) -> None: ...
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None: ...
 
     def __len__(self) -> int: ...
 
@@ -219,36 +229,55 @@ class TrainingBatches(Protocol):
 
 
 class GroupBatches:
-    """``batch_size`` groups per batch, all their views, in a fresh order every epoch.
+    """``batch_size`` groups per batch and process, all their views, in a fresh order per epoch.
 
-    The order comes from a generator seeded by ``(seed, epoch)``, the views from
-    :class:`ViewDataset`, so an epoch's batches are the same whenever it runs.
+    Each epoch's order is a permutation from a generator seeded by ``(seed, epoch)``, cut into
+    global batches of ``batch_size * world_size`` groups; process ``rank`` takes its slice of
+    each, so the processes of a distributed run together see exactly the batches that one
+    process with ``batch_size * world_size`` sees. A last global batch that cannot give every
+    process at least two groups is dropped (a process with one group has no negative of its
+    own). Views come from :class:`ViewDataset`, so the batches do not depend on when they run.
     """
 
-    def __init__(self, dataset: ViewDataset, batch_size: int) -> None:
+    def __init__(
+        self, dataset: ViewDataset, batch_size: int, rank: int = 0, world_size: int = 1
+    ) -> None:
         self.dataset = dataset
         self.n_groups = len(dataset)
-        self._generator = torch.Generator()
-        self._loader = DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=True,
-            generator=self._generator,
-            collate_fn=collate_views,
-            num_workers=0,
-            # A batch of one group has no negatives, so its loss carries no signal.
-            drop_last=len(dataset) % batch_size == 1,
-        )
+        self.batch_size = batch_size
+        self.rank = rank
+        self.world_size = world_size
+        self._epoch = 0
+        self._start_batch = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def _global_batches(self) -> list[torch.Tensor]:
+        generator = torch.Generator().manual_seed(epoch_seed(self.dataset.seed, self._epoch))
+        order = torch.randperm(self.n_groups, generator=generator)
+        size = self.batch_size * self.world_size
+        batches = list(order.split(size))
+        if batches and len(batches[-1]) < 2 * self.world_size:
+            batches.pop()
+        return batches
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.dataset.set_epoch(epoch)
-        self._generator.manual_seed(epoch_seed(self.dataset.seed, epoch))
+        self._epoch = epoch
+        self._start_batch = start_batch
 
     def __len__(self) -> int:
-        return len(self._loader)
+        size = self.batch_size * self.world_size
+        full, rest = divmod(self.n_groups, size)
+        return full + (rest >= 2 * self.world_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return iter(self._loader)
+        for indices in self.group_indices():
+            yield collate_views([self.dataset[g] for g in indices])
+
+    def group_indices(self) -> Iterator[list[int]]:
+        """This process's group indices for each remaining batch of the epoch."""
+        for batch in self._global_batches()[self._start_batch :]:
+            share = -(-len(batch) // self.world_size)
+            yield batch[self.rank * share : (self.rank + 1) * share].tolist()
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

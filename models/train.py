@@ -34,20 +34,31 @@ import hashlib
 import json
 import logging
 import math
+import signal
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from scicontrast.data_adapters.base import Items, check_pairs_table
-from scicontrast.errors import ConfigError, InputDataError, ScicontrastError
+from scicontrast.errors import ConfigError, InputDataError, Preempted, ScicontrastError
 from scicontrast.io import atomic_path
 from scicontrast.models.contrastive import build_model, save_model
+from scicontrast.models.distributed import (
+    any_process,
+    gathered_info_nce,
+    start_process_group,
+    stop_process_group,
+    sync_batchnorm,
+)
 from scicontrast.registry import PAIR_BUILDERS
 
 logger = logging.getLogger("scicontrast.train")
@@ -102,19 +113,27 @@ def train(
 
     Returns:
         The path of ``model.pt`` (which exists only once all epochs are done).
+
+    Raises:
+        Preempted: on SIGTERM (a cluster preempting the job), after finishing the current
+            step and saving a checkpoint from which a rerun resumes mid-epoch.
     """
     settings = experiment["training"]
     seed = settings["seed"]
     epochs = settings["epochs"]
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out_dir / "checkpoint.pt"
     metrics_path = out_dir / "metrics.jsonl"
     model_path = out_dir / "model.pt"
-    device = resolve_device(settings["device"])
+    # Under torchrun every process runs this function; it learns its rank here. Only the
+    # main process (rank 0) writes files.
+    group = start_process_group(resolve_device(settings["device"]))
+    device = group.device
+    if group.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
 
-    # Data: by default a batch is `batch_size` groups with all their views, drawn afresh
-    # each epoch (the pair builder decides; see PairBuilder.training_batches).
+    # Data: by default a batch is `batch_size` groups (per process) with all their views,
+    # drawn afresh each epoch (the pair builder decides; see PairBuilder.training_batches).
     items = Items.load(items_dir)
     pairs = _read_pairs(pairs_path)
     check_pairs_table(pairs, items, str(pairs_path))
@@ -122,7 +141,9 @@ def train(
         experiment["pairs"], where=f"experiments.{experiment['name']}.pairs"
     )
     batch_size = settings["batch_size"]
-    batches = builder.training_batches(items, pairs, seed, batch_size)
+    batches = builder.training_batches(
+        items, pairs, seed, batch_size, rank=group.rank, world_size=group.world_size
+    )
     if batches.n_groups < 2:
         raise InputDataError(
             f"{pairs_path}: {batches.n_groups} group(s); contrastive training needs at least 2"
@@ -132,6 +153,8 @@ def train(
     # biases, normalisation scales or the temperature.
     torch.manual_seed(seed)
     model = build_model(experiment).to(device)
+    if group.distributed:
+        model = sync_batchnorm(model, device)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         [
@@ -142,9 +165,10 @@ def train(
         weight_decay=settings["weight_decay"],
     )
 
-    # Resume after the last completed epoch when the checkpoint belongs to this config.
+    # Resume where the last checkpoint left off, when it belongs to this config: after a
+    # completed epoch, or mid-epoch after a preemption.
     config_hash = experiment_hash(experiment)
-    epochs_done, step = 0, 0
+    position = _Position()
     if resume and checkpoint_path.exists():
         checkpoint = _load_checkpoint(checkpoint_path)
         if checkpoint["config_hash"] == config_hash:
@@ -153,46 +177,73 @@ def train(
             torch.set_rng_state(checkpoint["torch_rng_state"])
             if device.type == "cuda" and "cuda_rng_state" in checkpoint:
                 torch.cuda.set_rng_state(checkpoint["cuda_rng_state"])
-            epochs_done, step = checkpoint["epochs_done"], checkpoint["global_step"]
+            position = _Position.from_checkpoint(checkpoint)
             logger.info(
-                "resuming from %s: %d of %d epochs done", checkpoint_path, epochs_done, epochs
+                "resuming from %s: %d of %d epochs done%s",
+                checkpoint_path,
+                position.epochs_done,
+                epochs,
+                f" and {position.batches_done} batches of the next"
+                if position.batches_done
+                else "",
             )
         else:
             logger.warning(
                 "%s was written for a different experiment config; starting fresh",
                 checkpoint_path,
             )
-    _keep_completed_epochs(metrics_path, epochs_done)
-    if epochs_done < epochs:
-        # A model.pt from an earlier run would not match the weights trained from here on.
-        model_path.unlink(missing_ok=True)
+    if group.is_main:
+        _keep_lines_up_to(metrics_path, position)
+        if position.epochs_done < epochs:
+            # A model.pt from an earlier run would not match the weights trained from here on.
+            model_path.unlink(missing_ok=True)
 
-    n_parameters = sum(p.numel() for p in parameters)
+    # Several processes: each holds a replica; DDP averages their gradients.
+    network = model
+    if group.distributed:
+        network = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
     logger.info(
-        "training on %s: %d groups, %d views, %d steps per epoch (%d groups per batch), "
+        "training on %s%s: %d groups, %d views, %d steps per epoch (%d groups per batch%s), "
         "%d parameters",
         device,
+        f" (process {group.rank} of {group.world_size})" if group.distributed else "",
         batches.n_groups,
         len(pairs),
         len(batches),
         batch_size,
-        n_parameters,
+        " and process" if group.distributed else "",
+        sum(p.numel() for p in parameters),
     )
 
+    step = position.step
     final_loss = math.nan
-    with _torch_settings(device, num_threads), open(metrics_path, "a") as metrics:
-        for epoch in range(epochs_done, epochs):
+    metrics = open(metrics_path, "a") if group.is_main else contextlib.nullcontext()
+    with (
+        _torch_settings(device, num_threads),
+        _sigterm_flag() as sigterm,
+        metrics as metrics_file,
+    ):
+        for epoch in range(position.epochs_done, epochs):
             if stop_after_epochs is not None and epoch >= stop_after_epochs:
                 break
             model.train()
-            batches.set_epoch(epoch)
-            sums: dict[str, float] = defaultdict(float)
-            n_views = 0
+            start_batch = position.batches_done if epoch == position.epochs_done else 0
+            batches.set_epoch(epoch, start_batch=start_batch)
+            sums = defaultdict(float, position.sums if start_batch else {})
+            n_views = position.n_views if start_batch else 0
             started = time.perf_counter()
             bar = tqdm(
-                batches, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False
+                batches,
+                desc=f"epoch {epoch + 1}/{epochs}",
+                total=len(batches),
+                initial=start_batch,
+                disable=not (progress and group.is_main),
+                leave=False,
             )
-            for inputs, group_ids in bar:
+            for batch_index, (inputs, group_ids) in enumerate(bar, start=start_batch):
                 inputs = inputs.to(device, non_blocking=True)
                 group_ids = group_ids.to(device, non_blocking=True)
                 # bf16 autocast for the network on GPU; the loss (a softmax over similarities
@@ -200,8 +251,11 @@ def train(
                 with torch.autocast(
                     device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
                 ):
-                    z = model(inputs)
-                output = model.loss(z.float(), group_ids)
+                    z = network(inputs)
+                if group.distributed:
+                    output = gathered_info_nce(model.loss, z.float(), group_ids)
+                else:
+                    output = model.loss(z.float(), group_ids)
                 optimizer.zero_grad(set_to_none=True)
                 output.loss.backward()
                 optimizer.step()
@@ -214,44 +268,66 @@ def train(
                         f"step {step}; lower training.lr or raise loss.temperature"
                     )
                 lr = optimizer.param_groups[0]["lr"]
-                _write_line(
-                    metrics, {"kind": "step", "epoch": epoch, "step": step, "lr": lr, **record}
-                )
+                if group.is_main:
+                    _write_line(
+                        metrics_file,
+                        {"kind": "step", "epoch": epoch, "step": step, "lr": lr, **record},
+                    )
                 for key, value in record.items():
                     sums[key] += value
                 n_views += len(group_ids)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
 
+                # Preempted (SLURM sends SIGTERM before killing a job): keep this step's
+                # work, so a rerun resumes right after it.
+                if any_process(sigterm.is_set(), group) and batch_index + 1 < len(batches):
+                    position = _Position(epoch, batch_index + 1, step, dict(sums), n_views)
+                    if group.is_main:
+                        _save_checkpoint(
+                            checkpoint_path, model, optimizer, position, config_hash, device
+                        )
+                    raise Preempted(
+                        f"stopped by SIGTERM at epoch {epoch + 1}, batch {batch_index + 1}; "
+                        f"checkpoint saved to {checkpoint_path}: run again to resume"
+                    )
+
             seconds = time.perf_counter() - started
             means = {key: total / len(batches) for key, total in sums.items()}
             # The epoch line goes out before the checkpoint: a crash in between makes the
             # resumed run drop the line and redo the epoch, never skip the line.
-            _write_line(
-                metrics,
-                {
-                    "kind": "epoch",
-                    "epoch": epoch,
-                    **means,
-                    "seconds": seconds,
-                    "samples_per_second": n_views / seconds,
-                },
-            )
-            epochs_done = epoch + 1
-            _save_checkpoint(
-                checkpoint_path, model, optimizer, epochs_done, step, config_hash, device
-            )
+            if group.is_main:
+                _write_line(
+                    metrics_file,
+                    {
+                        "kind": "epoch",
+                        "epoch": epoch,
+                        **means,
+                        "seconds": seconds,
+                        "samples_per_second": n_views * group.world_size / seconds,
+                    },
+                )
+            position = _Position(epoch + 1, 0, step)
+            if group.is_main:
+                _save_checkpoint(checkpoint_path, model, optimizer, position, config_hash, device)
             final_loss = means["loss"]
-            logger.info("epoch %d/%d: loss %.4f (%.1f s)", epochs_done, epochs, final_loss, seconds)
+            logger.info("epoch %d/%d: loss %.4f (%.1f s)", epoch + 1, epochs, final_loss, seconds)
+            if any_process(sigterm.is_set(), group):
+                raise Preempted(
+                    f"stopped by SIGTERM after epoch {epoch + 1}; checkpoint saved to "
+                    f"{checkpoint_path}: run again to resume"
+                )
 
-    if epochs_done < epochs:
+    stop_process_group(group)
+    if position.epochs_done < epochs:
         logger.info(
             "stopped after %d of %d epochs as asked; run again to continue from %s",
-            epochs_done,
+            position.epochs_done,
             epochs,
             checkpoint_path,
         )
         return model_path
-    save_model(model_path, model, experiment)
+    if group.is_main:
+        save_model(model_path, model, experiment)
     if math.isnan(final_loss):
         logger.info("all %d epochs were done already; model written to %s", epochs, model_path)
     else:
@@ -262,6 +338,49 @@ def train(
             model_path,
         )
     return model_path
+
+
+@dataclass
+class _Position:
+    """How far training got: whole epochs, batches of the next one, optimiser steps.
+
+    Mid-epoch (after a preemption) it also carries the epoch's running metric sums, so the
+    resumed epoch's summary line equals an uninterrupted one.
+    """
+
+    epochs_done: int = 0
+    batches_done: int = 0
+    step: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+    n_views: int = 0
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict[str, Any]) -> _Position:
+        return cls(
+            checkpoint["epochs_done"],
+            checkpoint.get("batches_done", 0),
+            checkpoint["global_step"],
+            dict(checkpoint.get("epoch_sums", {})),
+            checkpoint.get("epoch_views", 0),
+        )
+
+
+@contextlib.contextmanager
+def _sigterm_flag() -> Iterator[threading.Event]:
+    """An event set by SIGTERM while training runs; the previous handler is restored after.
+
+    Only the main thread may install signal handlers; elsewhere (e.g. a test runner's
+    worker thread) the flag simply never gets set.
+    """
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: flag.set())
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _read_pairs(pairs_path: str | Path) -> pd.DataFrame:
@@ -294,20 +413,27 @@ def _write_line(file, record: dict[str, Any]) -> None:
     file.flush()
 
 
-def _keep_completed_epochs(metrics_path: Path, epochs_done: int) -> None:
-    """Rewrite ``metrics.jsonl`` with only the records of the first ``epochs_done`` epochs.
+def _keep_lines_up_to(metrics_path: Path, position: _Position) -> None:
+    """Rewrite ``metrics.jsonl`` with only the records up to the checkpointed ``position``.
 
-    Drops what an interrupted epoch wrote (including a half-written last line), so a resumed
-    run appends without duplicates; with ``epochs_done == 0`` the file starts empty.
+    Keeps step lines up to the checkpoint's step and epoch lines of completed epochs; drops
+    what an interrupted stretch wrote after it (including a half-written last line), so a
+    resumed run appends without duplicates. Without a checkpoint the file starts empty.
     """
     kept = []
-    if metrics_path.exists() and epochs_done > 0:
+    if metrics_path.exists() and position.step > 0:
         for line in metrics_path.read_text().splitlines():
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if isinstance(record, dict) and record.get("epoch", epochs_done) < epochs_done:
+            if not isinstance(record, dict):
+                continue
+            if record.get("kind") == "step" and record.get("step", math.inf) <= position.step:
+                kept.append(line + "\n")
+            elif record.get("kind") == "epoch" and record.get("epoch", math.inf) < (
+                position.epochs_done
+            ):
                 kept.append(line + "\n")
     with atomic_path(metrics_path) as tmp:
         tmp.write_text("".join(kept))
@@ -317,16 +443,18 @@ def _save_checkpoint(
     path: Path,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    epochs_done: int,
-    step: int,
+    position: _Position,
     config_hash: str,
     device: torch.device,
 ) -> None:
     checkpoint = {
         "format_version": CHECKPOINT_VERSION,
         "config_hash": config_hash,
-        "epochs_done": epochs_done,
-        "global_step": step,
+        "epochs_done": position.epochs_done,
+        "batches_done": position.batches_done,
+        "global_step": position.step,
+        "epoch_sums": position.sums,
+        "epoch_views": position.n_views,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "torch_rng_state": torch.get_rng_state(),

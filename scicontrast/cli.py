@@ -23,10 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
-from scicontrast.errors import ScicontrastError
+from scicontrast.errors import Preempted, ScicontrastError
 
 log = logging.getLogger("scicontrast")
 
@@ -260,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.captureWarnings(True)
     try:
         args.func(args)
+    except Preempted as exc:
+        print(f"scicontrast {args.command}: {exc}", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except ScicontrastError as exc:
         print(f"scicontrast {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -15,3 +15,7 @@ class InputDataError(ScicontrastError):
 
 class UnknownComponentError(ScicontrastError):
     """A registry name (adapter, pair builder, encoder) does not resolve."""
+
+
+class Preempted(ScicontrastError):
+    """Training stopped on SIGTERM after saving a checkpoint; rerunning resumes it."""
