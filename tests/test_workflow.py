@@ -155,3 +155,17 @@ def test_bad_config_fails_before_any_job(tmp_path, patch, expected):
     assert result.returncode != 0
     assert expected in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_slurm_profile_dry_run_launches_torchrun_for_several_gpus(tmp_path):
+    config = tiny_config(tmp_path)
+    config["experiments"]["tiny"]["training"].update({"gpus": 2, "gpu_model": "a100"})
+    result = run_snakemake(
+        tmp_path, config, "--workflow-profile", str(REPO / "profiles" / "slurm"), "-n", "-p"
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "torchrun --standalone --nproc_per_node=2 -m scicontrast.cli train" in output
+    train_job = output[output.index("rule train:") :]
+    assert "gpu=2" in train_job and "gpu_model=a100" in train_job
+    assert "cpus_per_gpu=8" in train_job

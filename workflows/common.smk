@@ -26,6 +26,19 @@ def training_gpus(wildcards):
     return config["experiments"][wildcards.experiment]["training"]["gpus"]
 
 
+def training_gpu_model(wildcards):
+    return config["experiments"][wildcards.experiment]["training"]["gpu_model"] or ""
+
+
+def training_launcher(wildcards, resources):
+    """One process per GPU under torchrun when training asks for several GPUs."""
+    if resources.gpu > 1:
+        return (
+            f"torchrun --standalone --nproc_per_node={resources.gpu} -m scicontrast.cli"
+        )
+    return "scicontrast"
+
+
 def print_summaries(experiments):
     for name in experiments:
         summary = Path(f"results/{name}/metrics/summary.txt")

@@ -4,10 +4,10 @@ rule train:
         items_dir="results/{experiment}/items",
         pairs="results/{experiment}/pairs.parquet",
     output:
-        # The checkpoint beside model.pt is not a declared output, so Snakemake keeps it
-        # when a job fails or is killed, and the rerun resumes from it.
+        # checkpoint.pt and metrics.jsonl beside model.pt are not declared outputs, so
+        # Snakemake keeps them when a job fails, is preempted or is killed, and the rerun
+        # resumes from the checkpoint and appends to the metrics.
         model="results/{experiment}/model/model.pt",
-        metrics="results/{experiment}/model/metrics.jsonl",
     log:
         "results/{experiment}/logs/train.log",
     benchmark:
@@ -19,9 +19,11 @@ rule train:
         mem_mb=8000,
         runtime=240,
         gpu=training_gpus,
+        gpu_model=training_gpu_model,
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
+        launcher=training_launcher,
     shell:
-        "scicontrast train --config {input.config} --items {input.items_dir}"
+        "{params.launcher} train --config {input.config} --items {input.items_dir}"
         " --pairs {input.pairs} --out {params.out_dir} --threads {threads}"
         " > {log} 2>&1"
