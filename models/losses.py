@@ -23,7 +23,9 @@ views sharing an id are positives of each other.
 Three forms share that core (:func:`contrastive_cross_entropy`):
 
 * :meth:`InfoNCELoss.forward` (SimCLR, generalised): ``z [M, D]`` with ``group_ids [M]``;
-  every view is an anchor against the other ``M - 1`` views.
+  every view is an anchor against the other ``M - 1`` views. Optional ``positive_pairs
+  [2, P]`` (anchor row, candidate row) add positives that shared ids cannot express, because
+  they are not an equivalence (a node's graph neighbours, GRACE-style multi-positive).
 * :meth:`InfoNCELoss.against_keys` (MoCo / CPC): queries ``[N, D]`` against keys ``[M, D]``
   and an optional key bank ``[K, D]`` whose entries are always negatives.
 * :meth:`InfoNCELoss.symmetric` (CLIP): ``0.5 * (L(a -> b) + L(b -> a))`` for two towers.
@@ -252,12 +254,17 @@ class InfoNCELoss(nn.Module):
             temperature, learnable=learnable_temperature, max_inverse=max_inverse_temperature
         )
 
-    def forward(self, z: Tensor, group_ids: Tensor) -> InfoNCEOutput:
+    def forward(
+        self, z: Tensor, group_ids: Tensor, positive_pairs: Tensor | None = None
+    ) -> InfoNCEOutput:
         """In-batch loss: every view against all other views (NT-Xent, generalised).
 
         Args:
             z: ``[M, D]`` views (L2-normalised here).
             group_ids: ``[M]`` id of the object each view came from.
+            positive_pairs: ``[2, P]`` long, row indices ``(anchor, candidate)``: candidate
+                is a positive of anchor, besides the views sharing its id. One-directional:
+                list both orders for a symmetric relation. Pairs ``(a, a)`` are ignored.
 
         Returns:
             Mean of the per-anchor loss over anchors that have a positive, and metrics.
@@ -266,7 +273,11 @@ class InfoNCELoss(nn.Module):
         _check_ids("group_ids", group_ids, z.shape[0])
         z = F.normalize(z, dim=1)
         not_self = ~torch.eye(z.shape[0], dtype=torch.bool, device=z.device)
-        positive = (group_ids[:, None] == group_ids[None, :]) & not_self
+        positive = group_ids[:, None] == group_ids[None, :]
+        if positive_pairs is not None:
+            _check_pairs("positive_pairs", positive_pairs, z.shape[0])
+            positive[positive_pairs[0], positive_pairs[1]] = True
+        positive &= not_self
         similarity = z @ z.T
         tau = self.temperature()
         per_anchor, has_positive = _cross_entropy_from_similarity(
@@ -512,6 +523,15 @@ def _check_embeddings(name: str, x: Tensor, dim: int | None = None) -> None:
     if x.ndim != 2 or (dim is not None and x.shape[1] != dim):
         expected = f"[rows, {dim}]" if dim is not None else "[rows, dim]"
         raise ValueError(f"{name} must have shape {expected}, got {tuple(x.shape)}")
+
+
+def _check_pairs(name: str, pairs: Tensor, rows: int) -> None:
+    if pairs.ndim != 2 or pairs.shape[0] != 2 or pairs.dtype != torch.long:
+        raise ValueError(
+            f"{name} must be a long tensor of shape [2, P], got {pairs.dtype} {tuple(pairs.shape)}"
+        )
+    if pairs.numel() and (int(pairs.min()) < 0 or int(pairs.max()) >= rows):
+        raise ValueError(f"{name} must index rows 0..{rows - 1}")
 
 
 def _check_ids(name: str, ids: Tensor, rows: int) -> None:
