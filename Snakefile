@@ -2,7 +2,8 @@
 
 Run the default demo with `snakemake --cores 2`; every step is also a `scicontrast`
 subcommand (see README). Outputs: results/{experiment}/{config.json,items,pairs.parquet,
-model,embeddings,clusters,metrics}.
+model,embeddings,clusters,diagnostics,metrics,export,plots}; `snakemake --report report.html`
+builds the visual report.
 """
 
 from snakemake.utils import min_version, validate
@@ -16,17 +17,26 @@ configfile: "config.yaml"
 validate(config, schema="scicontrast/schemas/config.schema.yaml")
 
 
+report: "workflows/report/workflow.rst"
+
+
 include: "workflows/common.smk"
 include: "workflows/demo_data.smk"
+include: "workflows/segment.smk"
 include: "workflows/prepare.smk"
 include: "workflows/train.smk"
 include: "workflows/analysis.smk"
+include: "workflows/report.smk"
 
 
 rule all:
     default_target: True
     input:
-        expand("results/{experiment}/metrics/summary.txt", experiment=EXPERIMENTS),
+        expand(
+            "results/{experiment}/{output}",
+            experiment=EXPERIMENTS,
+            output=["metrics/summary.txt", "export", "plots"],
+        ),
 
 
 onsuccess:

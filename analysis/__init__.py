@@ -1,1 +1,2 @@
-"""What scientists take away: embeddings, clusterings and evaluations."""
+"""What scientists take away: embeddings, clusterings, evaluations, diagnostics, exports and
+figures (``embed``, ``cluster``, ``evaluate``, ``diagnostics``, ``export``, ``plots``)."""

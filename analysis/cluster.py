@@ -1,6 +1,6 @@
-"""Cluster embeddings with k-means and HDBSCAN, and score the clusterings.
+"""Cluster embeddings with k-means, HDBSCAN and Leiden, and score and compare the clusterings.
 
-Both methods run on centred, L2-normalised embeddings: there ``||a - b||^2 = 2 - 2 cos(a,
+Every method runs on centred, L2-normalised embeddings: there ``||a - b||^2 = 2 - 2 cos(a,
 b)``, so Euclidean k-means and HDBSCAN group by cosine similarity, the similarity the
 contrastive loss trains. Centring first removes the offset that encoder outputs often share
 (random items at cosine 0.98 are common), which otherwise crowds every point into one cap.
@@ -12,8 +12,13 @@ contrastive loss trains. Centring first removes the offset that encoder outputs 
   many dimensions, so it runs on the first ``hdbscan_pca_components`` principal components
   (default 5; ``None`` keeps every dimension), as topic-modelling pipelines reduce to about
   5 dimensions before HDBSCAN.
+* **Leiden** (Traag et al. 2019, ``leidenalg`` on ``igraph``) partitions the symmetrised,
+  unweighted ``leiden_neighbors``-nearest-neighbour graph (cosine), maximising the
+  Reichardt-Bornholdt modularity with resolution ``leiden_resolution`` (1 is ordinary
+  modularity; larger values give more, smaller clusters), as single-cell pipelines cluster
+  a kNN graph of their embedding. Seeded, so it is deterministic.
 
-Metrics, per method:
+``methods`` chooses which run (config ``analysis.cluster_methods``). Metrics, per method:
 
 ``n_clusters``
     Clusters found (HDBSCAN: noise not counted).
@@ -29,13 +34,16 @@ Metrics, per method:
 ``noise_fraction``
     HDBSCAN only: the fraction of points labelled noise.
 
-Output folder (written atomically): ``assignments.parquet`` with ``item_id``, ``kmeans``,
-``hdbscan`` (and the label column when one is given), and ``metrics.json``.
+Output folder (written atomically): ``assignments.parquet`` with ``item_id``, one integer
+column per method (and the label column when one is given), ``metrics.json`` (the metrics
+above per method, and ``methods``: the methods in order), and ``comparison.csv``: one row per
+method with ``n_clusters``, ``silhouette``, ``ari``, ``nmi``, ``noise_fraction``.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +52,7 @@ import pandas as pd
 from sklearn.cluster import HDBSCAN, KMeans
 from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
+from sklearn.neighbors import NearestNeighbors
 
 from scicontrast.analysis.embed import EMBEDDINGS_TABLE, load_embeddings
 from scicontrast.errors import ConfigError, InputDataError
@@ -52,6 +61,8 @@ from scicontrast.io import atomic_path
 SILHOUETTE_MAX_POINTS = 5000
 DEFAULT_KMEANS_CLUSTERS = 8
 NOISE = -1
+METHODS = ("kmeans", "hdbscan", "leiden")
+COMPARISON_COLUMNS = ("method", "n_clusters", "silhouette", "ari", "nmi", "noise_fraction")
 
 
 def cluster_embeddings(
@@ -61,6 +72,9 @@ def cluster_embeddings(
     hdbscan_min_cluster_size: int = 10,
     hdbscan_pca_components: int | None = 5,
     seed: int = 0,
+    methods: Sequence[str] = METHODS,
+    leiden_resolution: float = 1.0,
+    leiden_neighbors: int = 15,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Cluster ``[N, D]`` embeddings; return per-item assignments and metrics.
 
@@ -70,15 +84,21 @@ def cluster_embeddings(
         kmeans_clusters: ``k`` for k-means (capped at ``N``).
         hdbscan_min_cluster_size: HDBSCAN's smallest cluster (capped at ``N``).
         hdbscan_pca_components: principal components HDBSCAN runs on; ``None``: all.
-        seed: seeds k-means and the silhouette subsample.
+        seed: seeds k-means, Leiden and the silhouette subsample.
+        methods: which of ``kmeans``, ``hdbscan``, ``leiden`` to run, in this order.
+        leiden_resolution: Leiden's resolution parameter.
+        leiden_neighbors: neighbours per point in Leiden's kNN graph (capped at ``N - 1``).
 
     Returns:
-        ``(assignments, metrics)``: assignments has integer columns ``kmeans`` and
-        ``hdbscan`` (``-1`` = noise) in input order; metrics as in the module docstring.
+        ``(assignments, metrics)``: assignments has one integer column per method
+        (``-1`` = HDBSCAN noise) in input order; metrics as in the module docstring.
     """
     n_items = len(embeddings)
     if n_items < 2:
         raise ValueError(f"clustering needs at least 2 embeddings, got {n_items}")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"unknown clustering methods {unknown}; known: {list(METHODS)}")
     centred = embeddings - embeddings.mean(axis=0, keepdims=True)
     norms = np.linalg.norm(centred, axis=1, keepdims=True)
     unit = centred / np.maximum(norms, np.finfo(np.float32).tiny)
@@ -92,39 +112,100 @@ def cluster_embeddings(
 
     if kmeans_clusters is None:
         kmeans_clusters = known.nunique() if known is not None and len(known) else None
-    k = min(kmeans_clusters or DEFAULT_KMEANS_CLUSTERS, n_items)
-    kmeans = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(unit)
-    min_cluster_size = max(2, min(hdbscan_min_cluster_size, n_items))
-    density_space = unit
-    if hdbscan_pca_components is not None and hdbscan_pca_components < min(unit.shape):
-        density_space = PCA(hdbscan_pca_components, random_state=seed).fit_transform(unit)
-    hdbscan = HDBSCAN(min_cluster_size=min_cluster_size, copy=True).fit_predict(density_space)
-
-    is_noise = hdbscan == NOISE
-    metrics: dict[str, Any] = {
-        "n_items": n_items,
-        "kmeans": {
-            "n_clusters": len(np.unique(kmeans)),
-            "silhouette": _silhouette(unit, kmeans, seed),
-        },
-        "hdbscan": {
-            "min_cluster_size": min_cluster_size,
-            "pca_components": density_space.shape[1],
-            "n_clusters": len(np.unique(hdbscan[~is_noise])),
-            "noise_fraction": float(is_noise.mean()),
-            "silhouette": _silhouette(unit[~is_noise], hdbscan[~is_noise], seed),
-        },
-    }
+    assignments = pd.DataFrame(index=range(n_items))
+    metrics: dict[str, Any] = {"n_items": n_items, "methods": list(methods)}
+    for method in methods:
+        if method == "kmeans":
+            k = min(kmeans_clusters or DEFAULT_KMEANS_CLUSTERS, n_items)
+            found = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(unit)
+            metrics[method] = {}
+        elif method == "hdbscan":
+            found, metrics[method] = _hdbscan(
+                unit, hdbscan_min_cluster_size, hdbscan_pca_components, seed
+            )
+        else:
+            found, metrics[method] = leiden(unit, leiden_neighbors, leiden_resolution, seed)
+        clustered = found != NOISE
+        metrics[method]["n_clusters"] = len(np.unique(found[clustered]))
+        # Noise has no cluster to be compact in, so the silhouette skips it.
+        metrics[method]["silhouette"] = _silhouette(unit[clustered], found[clustered], seed)
+        assignments[method] = found
     if known is not None:
         metrics["n_labelled"] = len(known)
         metrics["n_missing_labels"] = n_items - len(known)
         codes = pd.factorize(known)[0]
-        for method, assignment in (("kmeans", kmeans), ("hdbscan", hdbscan)):
-            predicted = assignment[known.index.to_numpy()]
+        for method in methods:
+            predicted = assignments[method].to_numpy()[known.index.to_numpy()]
             metrics[method]["ari"] = _score(adjusted_rand_score, codes, predicted)
             metrics[method]["nmi"] = _score(normalized_mutual_info_score, codes, predicted)
-    assignments = pd.DataFrame({"kmeans": kmeans, "hdbscan": hdbscan})
     return assignments, metrics
+
+
+def _hdbscan(
+    unit: np.ndarray, min_cluster_size: int, pca_components: int | None, seed: int
+) -> tuple[np.ndarray, dict[str, Any]]:
+    min_cluster_size = max(2, min(min_cluster_size, len(unit)))
+    density_space = unit
+    if pca_components is not None and pca_components < min(unit.shape):
+        density_space = PCA(pca_components, random_state=seed).fit_transform(unit)
+    found = HDBSCAN(min_cluster_size=min_cluster_size, copy=True).fit_predict(density_space)
+    return found, {
+        "min_cluster_size": min_cluster_size,
+        "pca_components": density_space.shape[1],
+        "noise_fraction": float((found == NOISE).mean()),
+    }
+
+
+def knn_graph_edges(unit: np.ndarray, neighbors: int) -> np.ndarray:
+    """Undirected edges ``[E, 2]`` (``i < j``) of the symmetrised cosine kNN graph.
+
+    ``i`` and ``j`` are joined when either is among the other's ``neighbors`` nearest
+    points (the point itself excluded; ``neighbors`` capped at ``N - 1``).
+    """
+    neighbors = max(1, min(neighbors, len(unit) - 1))
+    index = NearestNeighbors(n_neighbors=neighbors + 1, metric="cosine").fit(unit)
+    nearest = index.kneighbors(unit, return_distance=False)
+    sources = np.repeat(np.arange(len(unit)), neighbors + 1)
+    targets = nearest.reshape(-1)
+    keep = sources != targets
+    edges = np.sort(np.stack([sources[keep], targets[keep]], axis=1), axis=1)
+    return np.unique(edges, axis=0)
+
+
+def leiden(
+    unit: np.ndarray, neighbors: int = 15, resolution: float = 1.0, seed: int = 0
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Leiden communities of the kNN graph of ``unit`` (see module docstring).
+
+    Returns ``(assignment [N], facts)`` with ``facts``: ``neighbors``, ``resolution``,
+    ``graph_edges`` and ``modularity`` (Newman's, of the partition found, on that graph).
+    """
+    import igraph
+    import leidenalg
+
+    edges = knn_graph_edges(unit, neighbors)
+    graph = igraph.Graph(n=len(unit), edges=edges.tolist())
+    partition = leidenalg.find_partition(
+        graph,
+        leidenalg.RBConfigurationVertexPartition,
+        resolution_parameter=resolution,
+        seed=seed,
+    )
+    return np.asarray(partition.membership, dtype=np.int64), {
+        "neighbors": max(1, min(neighbors, len(unit) - 1)),
+        "resolution": resolution,
+        "graph_edges": len(edges),
+        "modularity": float(graph.modularity(partition.membership)),
+    }
+
+
+def comparison_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    """One row per method of ``cluster_embeddings``'s metrics: ``COMPARISON_COLUMNS``."""
+    rows = [
+        {"method": method, **{c: metrics[method].get(c) for c in COMPARISON_COLUMNS[1:]}}
+        for method in metrics["methods"]
+    ]
+    return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
 
 
 def _silhouette(unit: np.ndarray, assignment: np.ndarray, seed: int) -> float | None:
@@ -152,6 +233,9 @@ def cluster(
     hdbscan_min_cluster_size: int = 10,
     hdbscan_pca_components: int | None = 5,
     seed: int = 0,
+    methods: Sequence[str] = METHODS,
+    leiden_resolution: float = 1.0,
+    leiden_neighbors: int = 15,
 ) -> dict[str, Any]:
     """Cluster the embeddings in ``embeddings_dir``; write ``out_dir``; return the metrics."""
     metadata, embeddings = load_embeddings(embeddings_dir)
@@ -173,6 +257,9 @@ def cluster(
         hdbscan_min_cluster_size=hdbscan_min_cluster_size,
         hdbscan_pca_components=hdbscan_pca_components,
         seed=seed,
+        methods=methods,
+        leiden_resolution=leiden_resolution,
+        leiden_neighbors=leiden_neighbors,
     )
     metrics["label_column"] = label_column
     assignments.insert(0, "item_id", metadata["item_id"].to_numpy())
@@ -182,4 +269,5 @@ def cluster(
         tmp.mkdir()
         assignments.to_parquet(tmp / "assignments.parquet", index=False)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        comparison_table(metrics).to_csv(tmp / "comparison.csv", index=False)
     return metrics

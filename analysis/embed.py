@@ -13,6 +13,9 @@ Output folder (written atomically, both files appear together or not at all):
     float32 ``numpy`` array per row.
 ``embeddings.npy``
     The same vectors as one ``[N, D]`` float32 array, same row order, for fast loading.
+
+:func:`embed` embeds a prepared items folder; :func:`embed_files` reads new raw files with
+the adapter settings stored in the model file first (``scicontrast embed --model M FILE...``).
 """
 
 from __future__ import annotations
@@ -133,6 +136,44 @@ def embed(
     The pair builder comes from the experiment config stored with the model, so the
     canonical view is the one the model was trained around.
     """
+    _embed_and_write(
+        model_path,
+        lambda experiment: Items.load(items_dir),
+        str(items_dir),
+        out_dir,
+        batch_size,
+        device,
+    )
+
+
+def embed_files(
+    model_path: str | Path,
+    paths: list[str | Path],
+    out_dir: str | Path,
+    batch_size: int = 512,
+    device: str = "auto",
+) -> None:
+    """Read new raw files with the adapter the model was trained with, embed them, write.
+
+    The adapter's settings come from the model's stored experiment, with its input files
+    replaced by ``paths`` and its training-only settings (label tables) dropped, see
+    :meth:`~scicontrast.data_adapters.base.Adapter.params_for_new_inputs`. The result
+    equals preparing the same files with that adapter and embedding the items folder.
+    """
+    from scicontrast.registry import ADAPTERS
+
+    def read(experiment: dict) -> Items:
+        spec = experiment["adapter"]
+        where = f"{model_path}: adapter"
+        params = ADAPTERS.get(spec["name"]).params_for_new_inputs(
+            spec.get("params", {}), [str(p) for p in paths]
+        )
+        return ADAPTERS.create({"name": spec["name"], "params": params}, where=where).read()
+
+    _embed_and_write(model_path, read, ", ".join(map(str, paths)), out_dir, batch_size, device)
+
+
+def _embed_and_write(model_path, read_items, source, out_dir, batch_size, device) -> None:
     # Imported here: the array-level functions above must work without the model stack.
     from scicontrast.models.contrastive import load_model
     from scicontrast.models.train import resolve_device
@@ -140,6 +181,6 @@ def embed(
 
     model, experiment = load_model(model_path, map_location="cpu")
     builder = PAIR_BUILDERS.create(experiment["pairs"], where=f"{model_path}: pairs")
-    items = Items.load(items_dir)
+    items = read_items(experiment)
     embeddings = embed_items(model, builder, items, batch_size, resolve_device(device))
-    write_embeddings(out_dir, item_metadata(items, str(items_dir)), embeddings)
+    write_embeddings(out_dir, item_metadata(items, source), embeddings)

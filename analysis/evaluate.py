@@ -31,6 +31,7 @@ when a label column is given, ``labels`` (how many items were usable), ``probe``
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -305,7 +306,27 @@ def evaluate(
     seed: int = 0,
     device: str = "auto",
 ) -> dict[str, Any]:
-    """Probe the embeddings for ``label_column``, score the model's invariance, write JSON."""
+    """Probe the embeddings for ``label_column``, score the model's invariance, write JSON.
+
+    Graph items (``meta["modality"] == "graph"``) are evaluated node-wise instead, by
+    :func:`scicontrast.analysis.graph_eval.evaluate_graph` (random 10/10/80 splits over
+    ``probe_seeds``, the public split, training cost; ``probe_test_fraction`` is unused).
+    """
+    if _modality(items_dir) == "graph":
+        from scicontrast.analysis.graph_eval import evaluate_graph
+
+        return evaluate_graph(
+            model_path,
+            items_dir,
+            embeddings_dir,
+            out_path,
+            label_column=label_column,
+            probe_seeds=probe_seeds,
+            knn_k=knn_k,
+            invariance_negatives=invariance_negatives,
+            seed=seed,
+            device=device,
+        )
     metadata, embeddings = load_embeddings(embeddings_dir)
     result: dict[str, Any] = {
         "n_items": len(embeddings),
@@ -350,6 +371,11 @@ def evaluate(
     )
     write_json(out_path, result)
     return result
+
+
+def _modality(items_dir: str | Path) -> str | None:
+    meta_path = Path(items_dir) / "meta.json"
+    return json.loads(meta_path.read_text()).get("modality") if meta_path.is_file() else None
 
 
 def _number(value: float | None, percent: bool = False) -> str:
@@ -418,10 +444,33 @@ def format_report(evaluation: dict[str, Any], clusters: dict[str, Any] | None = 
                 ],
             ]
         )
+    public = evaluation.get("public_split")
+    if public is not None:
+        lines += [
+            "",
+            f"Public split ({public['n_train']} train / {public['n_val']} val / "
+            f"{public['n_test']} test; C = {public['C']:g} chosen on val)",
+        ]
+        lines += _table(
+            [
+                ["accuracy", _number(public["accuracy"])],
+                ["balanced accuracy", _number(public["balanced_accuracy"])],
+            ]
+        )
+    training = evaluation.get("training")
+    if training is not None:
+        peak = training["peak_memory_mb"]
+        lines += ["", f"Training ({training['epochs']} epochs)"]
+        lines += _table(
+            [
+                ["seconds per epoch", f"{training['seconds_per_epoch']:.3f}"],
+                ["peak memory", "-" if peak is None else f"{peak:.0f} MiB"],
+            ]
+        )
     if clusters is not None:
         lines += ["", f"Clusters ({clusters['n_items']} items)"]
         rows = [["method", "clusters", "silhouette", "ARI", "NMI", "noise"]]
-        for method in ("kmeans", "hdbscan"):
+        for method in clusters.get("methods", ["kmeans", "hdbscan"]):
             found = clusters[method]
             rows.append(
                 [

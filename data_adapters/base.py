@@ -7,8 +7,9 @@ Data flow::
 
 An **items set** is a folder holding ``items.parquet`` (one row per object: a unique
 ``item_id``, metadata columns such as labels, and the domain's payload columns, e.g.
-``sequence``), ``meta.json`` (facts the later steps need, e.g. the modality) and optional
-``<name>.npy`` arrays aligned with the table rows.
+``sequence``), ``meta.json`` (facts the later steps need, e.g. the modality), optional
+``<name>.npy`` arrays aligned with the table rows, and optional ``<name>.extra.npy`` arrays
+that are not (e.g. a graph's edge index ``[2, E]``).
 
 A **pairs table** has one row per view: ``group_id`` (the object the view came from: views
 sharing it are positives for each other), ``item_id`` and ``view`` (a name the pair builder
@@ -32,19 +33,25 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from scicontrast.errors import InputDataError
+from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.io import atomic_path
 
 PAIRS_COLUMNS = ("group_id", "item_id", "view")
+EXTRA_SUFFIX = ".extra.npy"
 
 
 @dataclass
 class Items:
-    """A table of objects plus aligned arrays and metadata; saved as one folder."""
+    """A table of objects plus aligned arrays and metadata; saved as one folder.
+
+    ``arrays`` have one row per table row; ``extras`` are arrays of any shape that belong to
+    the set as a whole (a graph's edges).
+    """
 
     table: pd.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if "item_id" not in self.table.columns:
@@ -56,6 +63,8 @@ class Items:
         for name, array in self.arrays.items():
             if len(array) != len(self.table):
                 raise ValueError(f"array {name!r} has {len(array)} rows, table {len(self.table)}")
+            if f"{name}.npy".endswith(EXTRA_SUFFIX):
+                raise ValueError(f"array name {name!r} would be read back as an extra")
 
     def __len__(self) -> int:
         return len(self.table)
@@ -68,6 +77,8 @@ class Items:
             (tmp / "meta.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True))
             for name, array in self.arrays.items():
                 np.save(tmp / f"{name}.npy", array)
+            for name, array in self.extras.items():
+                np.save(tmp / f"{name}{EXTRA_SUFFIX}", array)
 
     @classmethod
     def load(cls, folder: str | Path) -> Items:
@@ -77,8 +88,13 @@ class Items:
             raise InputDataError(f"{folder}: not an items folder (no items.parquet)")
         table = pd.read_parquet(table_path)
         meta = json.loads((folder / "meta.json").read_text())
-        arrays = {p.stem: np.load(p) for p in sorted(folder.glob("*.npy"))}
-        return cls(table=table, meta=meta, arrays=arrays)
+        arrays, extras = {}, {}
+        for path in sorted(folder.glob("*.npy")):
+            if path.name.endswith(EXTRA_SUFFIX):
+                extras[path.name.removesuffix(EXTRA_SUFFIX)] = np.load(path)
+            else:
+                arrays[path.stem] = np.load(path)
+        return cls(table=table, meta=meta, arrays=arrays, extras=extras)
 
 
 class Adapter(ABC):
@@ -89,9 +105,33 @@ class Adapter(ABC):
     :meth:`input_files`, and register the class (see ``scicontrast.registry``).
     ``read`` must raise :class:`~scicontrast.errors.InputDataError` naming the file and the
     record or line for bad input; it must not write anything.
+
+    To let ``scicontrast embed --model model.pt NEW_FILE...`` read new files with the settings
+    a model was trained with, name the parameter that lists the input files in
+    ``input_param`` and the parameters that only describe the training data (label tables)
+    in ``training_only_params``; override :meth:`params_for_new_inputs` when that is not
+    enough.
     """
 
     registry_name: ClassVar[str]
+    input_param: ClassVar[str | None] = None
+    training_only_params: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def params_for_new_inputs(cls, params: dict[str, Any], paths: list[str]) -> dict[str, Any]:
+        """The constructor parameters that read ``paths`` instead of the training inputs.
+
+        The default replaces ``params[input_param]`` with ``paths`` and drops
+        ``training_only_params``; raises ``ConfigError`` when ``input_param`` is ``None``.
+        """
+        if cls.input_param is None:
+            raise ConfigError(
+                f"adapter {getattr(cls, 'registry_name', cls.__name__)!r} does not say which "
+                "parameter holds its input files (Adapter.input_param); write a config for the "
+                "new data, run 'scicontrast prepare' and embed the items folder instead"
+            )
+        kept = {k: v for k, v in params.items() if k not in cls.training_only_params}
+        return {**kept, cls.input_param: list(paths)}
 
     @abstractmethod
     def input_files(self) -> list[Path]:
@@ -131,6 +171,15 @@ class PairBuilder(ABC):
         return self.make_view(item_index, self.canonical_view, None)
 
     canonical_view: ClassVar[str] = "identity"
+
+    def specificity(self, items: Items) -> tuple[str, np.ndarray] | None:
+        """A domain proxy for how specific each item is: ``(name, values [N])`` or ``None``.
+
+        Higher means more specific (rarer content, fewer neighbours); the diagnostics
+        correlate it with the embedding norm (``scicontrast.analysis.diagnostics``). The
+        default has no proxy.
+        """
+        return None
 
     def training_batches(
         self,
@@ -278,6 +327,20 @@ class GroupBatches:
         for batch in self._global_batches()[self._start_batch :]:
             share = -(-len(batch) // self.world_size)
             yield batch[self.rank * share : (self.rank + 1) * share].tolist()
+
+
+def held_out_groups(pairs: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
+    """The group ids training leaves out (``training.holdout_fraction``), sorted.
+
+    A seeded random ``round(fraction * n_groups)`` of the distinct groups, the same for
+    training and for the diagnostics that are computed on them.
+    """
+    groups = np.unique(pairs["group_id"].to_numpy())
+    count = round(fraction * len(groups))
+    if count == 0:
+        return groups[:0]
+    chosen = np.random.default_rng([seed, 0x401D]).choice(len(groups), size=count, replace=False)
+    return np.sort(groups[chosen])
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

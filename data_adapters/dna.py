@@ -292,7 +292,13 @@ class FastaAdapter(Adapter):
             (a repeated id usually means a concatenated or mislabelled file), ``"number"``
             renames the n-th occurrence to ``"<id>#<n>"`` (n >= 2) and counts them in
             ``meta["renamed_duplicate_ids"]``.
+
+    New files embedded through a trained model (``scicontrast embed --model``) replace
+    ``paths`` and are read without the label parameters, which describe the training files.
     """
+
+    input_param = "paths"
+    training_only_params = ("labels", "labels_key", "labels_missing", "label_from_filename")
 
     def __init__(
         self,
@@ -816,3 +822,36 @@ class DNAViews(PairBuilder):
         if view == "reverse_complement":
             columns = columns[::-1, ::-1]
         return torch.from_numpy(np.ascontiguousarray(columns))
+
+    def specificity(self, items: Items, k: int = 4) -> tuple[str, np.ndarray]:
+        """Mean k-mer surprisal of each window: ``mean_j -log f(kmer_j)``.
+
+        ``f`` is the frequency of a k-mer among all k-mers of all windows, a k-mer and its
+        reverse complement pooled (so both strands of a window score alike); k-mers with an
+        ambiguous base or padding are skipped. A window made of rare k-mers scores high: it
+        is specific. A window without a single clean k-mer gets ``NaN``.
+        """
+        self.bind(items)
+        window = self._codes[:, self._flank : self._flank + self._window].astype(np.int64)
+        clean = (window >= 1) & (window <= 4)  # codes 1..4 are A, C, G, T
+        base = np.where(clean, window - 1, 0)
+        n_kmers = max(self._window - k + 1, 0)
+        index = np.zeros((len(window), n_kmers), dtype=np.int64)
+        valid = np.ones((len(window), n_kmers), dtype=bool)
+        for offset in range(k):
+            index = index * 4 + base[:, offset : offset + n_kmers]
+            valid &= clean[:, offset : offset + n_kmers]
+        counts = np.bincount(index[valid], minlength=4**k).astype(np.float64)
+        counts += counts[_reverse_complement_kmers(k)]
+        surprisal = -np.log(np.maximum(counts, 1.0) / max(counts.sum(), 1.0))
+        totals = np.where(valid, surprisal[index], 0.0).sum(axis=1)
+        per_window = valid.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return f"{k}-mer surprisal", np.where(per_window > 0, totals / per_window, np.nan)
+
+
+def _reverse_complement_kmers(k: int) -> np.ndarray:
+    """``[4**k]``: the index of each k-mer's reverse complement (base codes A0 C1 G2 T3)."""
+    powers = 4 ** np.arange(k - 1, -1, -1)
+    digits = (np.arange(4**k)[:, None] // powers) % 4
+    return (3 - digits[:, ::-1]) @ powers

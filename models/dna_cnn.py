@@ -8,8 +8,16 @@ Input and output::
 The trunk :math:`g` is a stem convolution followed by ``layers - 1`` residual blocks whose
 dilation doubles at every block (receptive field
 :math:`k + (k - 1)(2 + 4 + \dots + 2^{\text{layers}-1})`), so the length never shrinks and
-any ``L >= 1`` works; a global pooling over positions (mean, max or both concatenated)
-turns the feature map into one vector per sequence.
+any ``L >= 1`` works; a pooling over positions (mean, max or both concatenated) turns the
+feature map into one vector per sequence.
+
+**Position bins.** Global pooling forgets *where* a feature fired. With
+``position_bins = B > 1`` the length axis is cut into ``B`` near-equal segments (adaptive
+pooling: segment ``b`` covers positions ``[floor(bL/B), ceil((b+1)L/B))``, counted from the
+5' end of the strand read) and each is pooled on its own; the ``B`` pooled vectors are
+concatenated, ``[N, C, L] -> [N, (2) C B]``. This suits sequences aligned to a landmark, such
+as promoters cut around the transcription start site, where a motif's distance from the
+landmark carries signal; ``B = 1`` is global pooling.
 
 **Reverse-complement invariance by construction.** With channels ordered ACGT, the
 complement swaps A<->T and C<->G, which is a flip of the channel axis, and reversing the
@@ -24,10 +32,19 @@ strand is a flip of the position axis:
 
 .. math::
 
-    h(x) = W \bigl[g(x) + g(\operatorname{rc}(x))\bigr] + b,
+    h(x) = W \bigl[g(x) + g(\operatorname{rc}(x))\bigr] + b
 
-so :math:`h(\operatorname{rc}(x)) = W[g(\operatorname{rc}(x)) + g(x)] + b = h(x)` for every
-weight setting, trained or not, and for soft inputs as well as one-hot ones. Both strands go
+(``W = I``, ``b = 0`` with ``embedding_dim=None``), so
+:math:`h(\operatorname{rc}(x)) = W[g(\operatorname{rc}(x)) + g(x)] + b = h(x)` for every
+weight setting, trained or not, and for soft inputs as well as one-hot ones. With position
+bins, :math:`g` bins each strand from its own 5' end and the two are summed bin by bin, so
+the identity above still holds term by term. Bin ``b`` of the sum thus mixes the locus at
+``b`` on the forward strand with the mirrored locus ``B - 1 - b`` read on the other strand:
+an invariant encoder cannot tell a motif at ``-35`` on one strand from the same motif at the
+mirrored place on the other, which is exactly the information strand invariance gives up.
+(Reversing the bin order of the reverse strand before summing would align the bins to loci
+instead, but the result is then *equivariant*, :math:`g'(\operatorname{rc}(x))` being
+:math:`g'(x)` with its bins reversed, and ``W`` would break the invariance.) Both strands go
 through the trunk in one batched pass (``x`` and ``rc(x)`` concatenated along the batch), so
 BatchNorm normalises them with the same statistics; in training mode the statistics of the
 batch ``[x; rc(x)]`` and of ``[rc(x); x]`` are the same numbers summed in a different order,
@@ -44,6 +61,7 @@ equivariance for deep learning models in genomics" (MLCB 2021).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scicontrast.errors import ConfigError
@@ -80,11 +98,16 @@ class DNAConvEncoder(nn.Module):
         kernel_size: Width of every convolution (in bases; dilated in the residual blocks).
         layers: Number of convolutions: one stem plus ``layers - 1`` residual blocks with
             dilation ``2, 4, 8, ...``.
-        embedding_dim: Size of the output embedding.
+        embedding_dim: Size of the output embedding, made by a linear layer from the pooled
+            features; ``None``: no output layer, the embedding is the pooled features
+            themselves (``channels * position_bins``, twice that for ``"mean_max"``), so a
+            linear probe sees every pooled feature.
         rc_invariant: Pool the two strands, making the embedding exactly invariant to the
             reverse complement (see the module docstring).
-        pooling: Global pooling over positions: ``"mean_max"`` (both, concatenated),
-            ``"mean"`` or ``"max"``.
+        pooling: Pooling over positions: ``"mean_max"`` (both, concatenated), ``"mean"``
+            or ``"max"``.
+        position_bins: Pool each of this many near-equal segments of the sequence
+            separately and concatenate them (see the module docstring); 1 pools globally.
     """
 
     def __init__(
@@ -92,16 +115,18 @@ class DNAConvEncoder(nn.Module):
         channels: int = 64,
         kernel_size: int = 9,
         layers: int = 3,
-        embedding_dim: int = 64,
+        embedding_dim: int | None = 64,
         rc_invariant: bool = True,
         pooling: str = "mean_max",
+        position_bins: int = 1,
     ) -> None:
         super().__init__()
         for key, value in (
             ("channels", channels),
             ("kernel_size", kernel_size),
             ("layers", layers),
-            ("embedding_dim", embedding_dim),
+            ("embedding_dim", 1 if embedding_dim is None else embedding_dim),
+            ("position_bins", position_bins),
         ):
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(
@@ -111,9 +136,9 @@ class DNAConvEncoder(nn.Module):
             raise ConfigError(
                 f"encoder dna_cnn: pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}"
             )
-        self.embedding_dim = embedding_dim
         self.rc_invariant = rc_invariant
         self.pooling = pooling
+        self.position_bins = position_bins
         self.stem = nn.Sequential(
             nn.Conv1d(4, channels, kernel_size, padding="same", bias=False),
             nn.BatchNorm1d(channels),
@@ -122,17 +147,24 @@ class DNAConvEncoder(nn.Module):
         self.blocks = nn.Sequential(
             *(_DilatedResidualBlock(channels, kernel_size, 2**i) for i in range(1, layers))
         )
-        pooled_dim = 2 * channels if pooling == "mean_max" else channels
-        self.output = nn.Linear(pooled_dim, embedding_dim)
+        pooled_dim = (2 if pooling == "mean_max" else 1) * channels * position_bins
+        self.output = (
+            nn.Identity() if embedding_dim is None else nn.Linear(pooled_dim, embedding_dim)
+        )
+        self.embedding_dim = pooled_dim if embedding_dim is None else embedding_dim
 
     def _trunk(self, x: Tensor) -> Tensor:
-        """:math:`g`: ``[N, 4, L]`` -> pooled features ``[N, pooled_dim]``."""
+        """:math:`g`: ``[N, 4, L]`` -> pooled features ``[N, pooled_dim]``.
+
+        Layout: pooling kind (mean, then max), then channel, then bin (5' first).
+        """
         features = self.blocks(self.stem(x))
-        if self.pooling == "mean":
-            return features.mean(dim=-1)
-        if self.pooling == "max":
-            return features.amax(dim=-1)
-        return torch.cat([features.mean(dim=-1), features.amax(dim=-1)], dim=-1)
+        pooled = []
+        if self.pooling in ("mean", "mean_max"):
+            pooled.append(F.adaptive_avg_pool1d(features, self.position_bins))
+        if self.pooling in ("max", "mean_max"):
+            pooled.append(F.adaptive_max_pool1d(features, self.position_bins))
+        return torch.cat(pooled, dim=1).flatten(start_dim=1)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 3 or x.shape[1] != 4:

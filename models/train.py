@@ -12,7 +12,9 @@ Outputs in ``out_dir``:
 
 - ``metrics.jsonl``: one JSON object per line, flushed as it is written. Per optimiser step
   ``{"kind": "step", "epoch", "step", "lr", "loss", ...}`` and per epoch
-  ``{"kind": "epoch", "epoch", <mean of the step metrics>, "seconds", "samples_per_second"}``.
+  ``{"kind": "epoch", "epoch", <mean of the step metrics>, "seconds", "samples_per_second",
+  "peak_memory_mb"}`` (peak memory so far: CUDA memory allocated by torch when training on
+  a GPU, else the process's peak resident set size).
   ``epoch`` counts from 0 (it is the epoch seed of the views), ``step`` is the number of
   optimiser steps taken so far, and a sample is one view.
 - ``checkpoint.pt``: written atomically after every epoch (weights, optimiser state, epochs
@@ -34,7 +36,9 @@ import hashlib
 import json
 import logging
 import math
+import resource
 import signal
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -46,9 +50,10 @@ from typing import Any
 import pandas as pd
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from torch.nn.parameter import UninitializedParameter
 from tqdm.auto import tqdm
 
-from scicontrast.data_adapters.base import Items, check_pairs_table
+from scicontrast.data_adapters.base import Items, check_pairs_table, held_out_groups
 from scicontrast.errors import ConfigError, InputDataError, Preempted, ScicontrastError
 from scicontrast.io import atomic_path
 from scicontrast.models.contrastive import build_model, save_model
@@ -137,6 +142,9 @@ def train(
     items = Items.load(items_dir)
     pairs = _read_pairs(pairs_path)
     check_pairs_table(pairs, items, str(pairs_path))
+    # Groups set aside for the diagnostics (scicontrast.analysis.diagnostics) never train.
+    held_out = held_out_groups(pairs, settings.get("holdout_fraction", 0.0), seed)
+    pairs = pairs[~pairs["group_id"].isin(held_out)]
     builder = PAIR_BUILDERS.create(
         experiment["pairs"], where=f"experiments.{experiment['name']}.pairs"
     )
@@ -152,7 +160,14 @@ def train(
     # Model and optimiser. As in nanoGPT, only matrices and kernels are weight-decayed, not
     # biases, normalisation scales or the temperature.
     torch.manual_seed(seed)
-    model = build_model(experiment).to(device)
+    model = build_model(experiment)
+    if any(isinstance(p, UninitializedParameter) for p in model.parameters()):
+        # Lazy layers (PyG's in_channels=-1) learn their input size from one forward pass,
+        # in eval mode so that it leaves no batch-norm statistics behind.
+        model.eval()
+        with torch.no_grad():
+            model.embed(next(iter(builder.embedding_batches(items, batch_size))))
+    model = model.to(device)
     if group.distributed:
         model = sync_batchnorm(model, device)
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -255,7 +270,10 @@ def train(
                 if group.distributed:
                     output = gathered_info_nce(model.loss, z.float(), group_ids)
                 else:
-                    output = model.loss(z.float(), group_ids)
+                    # Positives beyond shared ids (graph neighbours) ride along with the inputs.
+                    positive_pairs = getattr(inputs, "positive_pairs", None)
+                    extra = {} if positive_pairs is None else {"positive_pairs": positive_pairs}
+                    output = model.loss(z.float(), group_ids, **extra)
                 optimizer.zero_grad(set_to_none=True)
                 output.loss.backward()
                 optimizer.step()
@@ -304,6 +322,7 @@ def train(
                         **means,
                         "seconds": seconds,
                         "samples_per_second": n_views * group.world_size / seconds,
+                        "peak_memory_mb": _peak_memory_mb(device),
                     },
                 )
             position = _Position(epoch + 1, 0, step)
@@ -338,6 +357,16 @@ def train(
             model_path,
         )
     return model_path
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far in MiB: torch's CUDA allocations on a GPU, else the peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # ru_maxrss is in KiB on Linux, in bytes on macOS.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (
+        2**20 if sys.platform == "darwin" else 2**10
+    )
 
 
 @dataclass

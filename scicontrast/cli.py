@@ -4,6 +4,9 @@ Each subcommand is a thin shell around a plain Python function, so every step ru
 tested) without Snakemake; the Snakemake rules call these same commands.
 
     scicontrast demo-data dna --out results/demo_data/dna
+    scicontrast demo-data graph --out results/demo_data/graph
+    scicontrast demo-data grains --out results/demo_data/grains
+    scicontrast segment results/demo_data/grains/micrographs --out results/segmentations/S
     scicontrast resolve-config --config config.yaml --experiment dna_demo --out R/config.json
     scicontrast prepare  --config R/config.json --out R/items
     scicontrast pairs    --config R/config.json --items R/items --out R/pairs.parquet
@@ -11,11 +14,20 @@ tested) without Snakemake; the Snakemake rules call these same commands.
                          --out R/model
     scicontrast embed R/items --model R/model/model.pt --out R/embeddings
     scicontrast cluster  --config R/config.json --embeddings R/embeddings --out R/clusters
+    scicontrast diagnostics --config R/config.json --model R/model/model.pt --items R/items \
+                         --pairs R/pairs.parquet --out R/diagnostics
     scicontrast evaluate --config R/config.json --model R/model/model.pt --items R/items \
                          --pairs R/pairs.parquet --embeddings R/embeddings \
-                         --clusters R/clusters --out R/metrics
+                         --clusters R/clusters --diagnostics R/diagnostics --out R/metrics
+    scicontrast export   --model R/model/model.pt --items R/items --embeddings R/embeddings \
+                         --clusters R/clusters --out R/export
+    scicontrast plots    --config R/config.json --embeddings R/embeddings \
+                         --clusters R/clusters --training-metrics R/model/metrics.jsonl \
+                         --diagnostics R/diagnostics --out R/plots
 
-with R = results/dna_demo.
+with R = results/dna_demo. New raw files go through the adapter a model was trained with:
+
+    scicontrast embed new.fa more.fa --model R/model/model.pt --out new_embeddings
 """
 
 from __future__ import annotations
@@ -62,6 +74,10 @@ def cmd_resolve_config(args: argparse.Namespace) -> None:
 
 
 def cmd_demo_data(args: argparse.Namespace) -> None:
+    if args.domain == "graph":
+        return _demo_graph(args)
+    if args.domain == "grains":
+        return _demo_grains(args)
     from scicontrast.data_adapters.demo_dna import generate_demo_dna
 
     paths = generate_demo_dna(
@@ -72,6 +88,69 @@ def cmd_demo_data(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     log.info("wrote %d demo FASTA files to %s", len(paths), args.out)
+
+
+def _demo_graph(args: argparse.Namespace) -> None:
+    from scicontrast.data_adapters.demo_graph import generate_demo_graph
+
+    paths = generate_demo_graph(
+        args.out,
+        blocks=args.blocks,
+        nodes_per_block=args.nodes_per_block,
+        p_in=args.p_in,
+        p_out=args.p_out,
+        features=args.features,
+        seed=args.seed,
+    )
+    log.info("wrote the demo graph (%s) to %s", ", ".join(p.name for p in paths), args.out)
+
+
+def _demo_grains(args: argparse.Namespace) -> None:
+    from scicontrast.data_adapters.demo_grains import generate_demo_grains
+
+    paths = generate_demo_grains(
+        args.out,
+        images=args.images,
+        size=args.size,
+        grains_per_image=args.grains_per_image,
+        classes=args.classes,
+        noise=args.noise,
+        blur=args.blur,
+        seed=args.seed,
+    )
+    log.info("wrote %d demo micrographs and their ground truth to %s", len(paths), args.out)
+
+
+def cmd_segment(args: argparse.Namespace) -> None:
+    from scicontrast.data_adapters.grains import segment
+    from scicontrast.errors import ConfigError
+
+    try:
+        params = json.loads(args.params)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"segment --params: not valid JSON: {exc}") from None
+    if not isinstance(params, dict):
+        raise ConfigError("segment --params: expected a JSON object of parameters")
+    annotations = {}
+    for entry in args.annotation:
+        column, sep, location = entry.partition("=")
+        if not sep or not column or not location:
+            raise ConfigError(f"segment --annotation {entry!r}: write COLUMN=LOCATION")
+        annotations[column] = location
+    summary = segment(
+        args.paths,
+        args.out,
+        params=params,
+        pixel_size_um=args.pixel_size_um,
+        annotations=annotations,
+    )
+    log.info(
+        "segmented %d images into %d grains (%d skipped) in %s",
+        len(summary["images"]),
+        summary["grains"],
+        len(summary["skipped"]),
+        args.out,
+    )
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -117,9 +196,17 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
-    from scicontrast.analysis.embed import embed
+    from scicontrast.analysis.embed import embed, embed_files
 
-    embed(args.model, args.items, args.out, batch_size=args.batch_size, device=args.device)
+    items_folders = [p for p in args.inputs if (p / "items.parquet").is_file()]
+    if items_folders and len(args.inputs) > 1:
+        raise ScicontrastError(
+            f"{items_folders[0]} is an items folder: embed one items folder, or raw files"
+        )
+    if items_folders:
+        embed(args.model, args.inputs[0], args.out, args.batch_size, args.device)
+    else:
+        embed_files(args.model, args.inputs, args.out, args.batch_size, args.device)
     log.info("wrote embeddings to %s", args.out)
 
 
@@ -136,8 +223,55 @@ def cmd_cluster(args: argparse.Namespace) -> None:
         hdbscan_min_cluster_size=analysis["hdbscan_min_cluster_size"],
         hdbscan_pca_components=analysis["hdbscan_pca_components"],
         seed=experiment["training"]["seed"],
+        methods=analysis["cluster_methods"],
+        leiden_resolution=analysis["leiden_resolution"],
+        leiden_neighbors=analysis["leiden_neighbors"],
     )
     print(json.dumps(metrics, indent=2))
+
+
+def cmd_diagnostics(args: argparse.Namespace) -> None:
+    from scicontrast.analysis.diagnostics import diagnose, format_diagnostics
+
+    analysis = _experiment(args)["analysis"]
+    result = diagnose(
+        args.model,
+        args.items,
+        args.pairs,
+        args.out,
+        label_column=analysis["label_column"],
+        max_groups=analysis["diagnostics_max_groups"],
+        projections=analysis["gaussianity_projections"],
+        knn_k=analysis["knn_k"],
+        device=args.device,
+    )
+    print("\n".join(format_diagnostics(result)))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from scicontrast.analysis.export import export
+
+    card = export(args.model, args.items, args.embeddings, args.out, args.clusters)
+    log.info("wrote %s to %s", ", ".join(card["files"].values()), args.out)
+
+
+def cmd_plots(args: argparse.Namespace) -> None:
+    from scicontrast.analysis.plots import make_plots
+
+    experiment = _experiment(args)
+    written = make_plots(
+        args.embeddings,
+        args.clusters,
+        args.training_metrics,
+        args.diagnostics,
+        args.out,
+        experiment_name=experiment["name"],
+        label_column=experiment["analysis"]["label_column"],
+        max_points=experiment["analysis"]["map_max_points"],
+        seed=experiment["training"]["seed"],
+        threads=args.threads,
+    )
+    log.info("wrote %s to %s", ", ".join(written), args.out)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -167,6 +301,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         if args.clusters:
             clusters = json.loads((Path(args.clusters) / "metrics.json").read_text())
         report = format_report(evaluation, clusters)
+        if args.diagnostics:
+            from scicontrast.analysis.diagnostics import format_diagnostics
+
+            diagnostics = json.loads((Path(args.diagnostics) / "diagnostics.json").read_text())
+            report += "\n" + "\n".join(format_diagnostics(diagnostics)) + "\n"
         header = f"experiment {experiment['name']}"
         (tmp / "summary.txt").write_text(f"{header}\n{report}\n")
     print(f"{header}\n{report}")
@@ -195,13 +334,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_resolve_config)
 
     p = sub.add_parser("demo-data", help="generate an embedded demo data set")
-    p.add_argument("domain", choices=["dna"])
+    p.add_argument("domain", choices=["dna", "graph", "grains"])
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--sources", type=int, default=4)
     p.add_argument("--sequences-per-source", type=int, default=150)
     p.add_argument("--length", type=int, default=300)
+    p.add_argument("--blocks", type=int, default=4, help="graph: stochastic-block-model blocks")
+    p.add_argument("--nodes-per-block", type=int, default=100, help="graph")
+    p.add_argument("--p-in", type=float, default=0.06, help="graph: edge probability in a block")
+    p.add_argument("--p-out", type=float, default=0.0075, help="graph: ... between blocks")
+    p.add_argument("--features", type=int, default=64, help="graph: bag-of-words size")
+    p.add_argument("--images", type=int, default=8, help="grains: micrographs")
+    p.add_argument("--size", type=int, default=320, help="grains: micrograph side (pixels)")
+    p.add_argument("--grains-per-image", type=int, default=60, help="grains: Voronoi seeds")
+    p.add_argument("--classes", type=int, default=4, help="grains: orientation classes")
+    p.add_argument("--noise", type=float, default=0.04, help="grains: noise std (0..1 scale)")
+    p.add_argument("--blur", type=float, default=0.8, help="grains: Gaussian blur (pixels)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser("segment", help="segment micrographs into grains (labels, tables, overlays)")
+    p.add_argument("paths", nargs="+", help="image files, glob patterns or folders")
+    p.add_argument("--out", required=True, type=Path, help="segmentation folder to write")
+    p.add_argument(
+        "--params", default="{}", help="segmentation parameters as JSON, e.g. '{\"h\": 2}'"
+    )
+    p.add_argument("--pixel-size-um", type=float, help="micrometres per pixel")
+    p.add_argument(
+        "--annotation",
+        action="append",
+        default=[],
+        metavar="COLUMN=LOCATION",
+        help="per-pixel integer annotation: a template with {image} or a folder of <image>.png",
+    )
+    p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("prepare", help="read raw data with the adapter into an items folder")
     with_config(p)
@@ -224,15 +390,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("embed", help="embed an items folder with a trained model")
-    p.add_argument("items", type=Path, help="items folder (from 'prepare')")
+    p = sub.add_parser(
+        "embed", help="embed an items folder, or new raw files, with a trained model"
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        type=Path,
+        metavar="ITEMS_OR_FILE",
+        help="an items folder (from 'prepare'), or raw files read with the model's adapter",
+    )
     p.add_argument("--model", required=True, type=Path, help="model.pt from 'train'")
     p.add_argument("--out", required=True, type=Path, help="embeddings folder to write")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser("cluster", help="k-means and HDBSCAN on the embeddings")
+    p = sub.add_parser("cluster", help="k-means, HDBSCAN and Leiden on the embeddings")
     with_config(p)
     p.add_argument("--embeddings", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
@@ -245,9 +419,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", required=True, type=Path)
     p.add_argument("--embeddings", required=True, type=Path)
     p.add_argument("--clusters", type=Path, help="clusters folder, to include in the summary")
+    p.add_argument("--diagnostics", type=Path, help="diagnostics folder, to include in the summary")
     p.add_argument("--out", required=True, type=Path, help="metrics folder to write")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "diagnostics", help="InfoNCE diagnostics on held-out data, against the untrained model"
+    )
+    with_config(p)
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--items", required=True, type=Path)
+    p.add_argument("--pairs", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="diagnostics folder to write")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=cmd_diagnostics)
+
+    p = sub.add_parser("export", help="AnnData (.h5ad), TorchScript encoder and model card")
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--items", required=True, type=Path)
+    p.add_argument("--embeddings", required=True, type=Path)
+    p.add_argument("--clusters", type=Path, help="clusters folder: categorical obs columns")
+    p.add_argument("--out", required=True, type=Path, help="export folder to write")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("plots", help="t-SNE maps, training curves and diagnostics as PNG")
+    with_config(p)
+    p.add_argument("--embeddings", required=True, type=Path)
+    p.add_argument("--clusters", required=True, type=Path)
+    p.add_argument("--training-metrics", required=True, type=Path, help="model/metrics.jsonl")
+    p.add_argument("--diagnostics", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="plots folder to write")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for t-SNE")
+    p.set_defaults(func=cmd_plots)
     return parser
 
 

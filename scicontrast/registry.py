@@ -104,8 +104,31 @@ class Registry(Generic[T]):
             ) from None
 
 
-ADAPTERS: Registry = Registry("adapter", "scicontrast.adapters", ["scicontrast.data_adapters.dna"])
-PAIR_BUILDERS: Registry = Registry(
-    "pair builder", "scicontrast.pairs", ["scicontrast.data_adapters.dna"]
+ADAPTERS: Registry = Registry(
+    "adapter",
+    "scicontrast.adapters",
+    [
+        "scicontrast.data_adapters.dna",
+        "scicontrast.data_adapters.graphs",
+        "scicontrast.data_adapters.images",
+        "scicontrast.data_adapters.grains",
+    ],
 )
-ENCODERS: Registry = Registry("encoder", "scicontrast.encoders", ["scicontrast.models.dna_cnn"])
+PAIR_BUILDERS: Registry = Registry(
+    "pair builder",
+    "scicontrast.pairs",
+    [
+        "scicontrast.data_adapters.dna",
+        "scicontrast.data_adapters.rotations",
+        "scicontrast.data_adapters.graphs",
+    ],
+)
+ENCODERS: Registry = Registry(
+    "encoder",
+    "scicontrast.encoders",
+    [
+        "scicontrast.models.dna_cnn",
+        "scicontrast.models.image_cnn",
+        "scicontrast.models.gnn",
+    ],
+)

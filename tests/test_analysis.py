@@ -175,7 +175,8 @@ def test_load_embeddings_rejects_a_folder_without_them(tmp_path):
 def test_clustering_recovers_separated_blobs():
     X, labels = blobs()
     assignments, metrics = cluster_embeddings(X, labels, hdbscan_min_cluster_size=10)
-    assert list(assignments.columns) == ["kmeans", "hdbscan"] and len(assignments) == len(X)
+    assert list(assignments.columns) == ["kmeans", "hdbscan", "leiden"]
+    assert len(assignments) == len(X)
     assert metrics["kmeans"]["n_clusters"] == 4  # k from the number of labels
     assert metrics["kmeans"]["ari"] > 0.95 and metrics["kmeans"]["nmi"] > 0.95
     assert metrics["hdbscan"]["ari"] > 0.95
@@ -227,7 +228,7 @@ def test_cluster_writes_assignments_and_metrics(tmp_path):
     embed_module.write_embeddings(tmp_path / "emb", metadata, X)
     metrics = cluster(tmp_path / "emb", tmp_path / "clusters", label_column="kind")
     assignments = pd.read_parquet(tmp_path / "clusters" / "assignments.parquet")
-    assert list(assignments.columns) == ["item_id", "kmeans", "hdbscan", "kind"]
+    assert list(assignments.columns) == ["item_id", "kmeans", "hdbscan", "leiden", "kind"]
     assert json.loads((tmp_path / "clusters" / "metrics.json").read_text()) == metrics
     assert metrics["label_column"] == "kind"
 

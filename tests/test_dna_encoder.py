@@ -20,7 +20,9 @@ def soft(batch: int, length: int, generator: torch.Generator) -> torch.Tensor:
 
 def small_encoder(**params) -> DNAConvEncoder:
     torch.manual_seed(0)
-    return DNAConvEncoder(channels=16, kernel_size=5, layers=3, embedding_dim=12, **params)
+    return DNAConvEncoder(
+        **{"channels": 16, "kernel_size": 5, "layers": 3, "embedding_dim": 12, **params}
+    )
 
 
 def test_reverse_complement_is_the_strand_reversal_of_acgt_one_hot():
@@ -48,6 +50,66 @@ def test_invariance_holds_for_every_pooling(pooling):
     encoder = small_encoder(rc_invariant=True, pooling=pooling).eval()
     x = one_hot(4, 40, torch.Generator().manual_seed(1))
     torch.testing.assert_close(encoder(reverse_complement(x)), encoder(x), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("length", [3, 50, 81, 251])
+@pytest.mark.parametrize("position_bins", [2, 5, 8])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_rc_invariance_is_exact_with_position_bins(length, position_bins, training):
+    """Bins of each strand counted from its own 5' end keep h(rc x) = h(x) term by term,
+    also when the length is not a multiple of the bin count, or shorter than it."""
+    encoder = small_encoder(rc_invariant=True, position_bins=position_bins).train(training)
+    x = soft(5, length, torch.Generator().manual_seed(length + position_bins))
+    h = encoder(x)
+    assert h.abs().max() > 1e-2
+    torch.testing.assert_close(encoder(reverse_complement(x)), h, rtol=0, atol=1e-6)
+
+
+def test_one_position_bin_is_global_pooling():
+    encoder = small_encoder(rc_invariant=False, position_bins=1).eval()
+    x = one_hot(3, 45, torch.Generator().manual_seed(6))
+    features = encoder.blocks(encoder.stem(x))
+    pooled = torch.cat([features.mean(dim=-1), features.amax(dim=-1)], dim=-1)
+    torch.testing.assert_close(encoder(x), encoder.output(pooled), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("pooling", ["mean_max", "mean", "max"])
+def test_position_bins_multiply_the_pooled_width(pooling):
+    encoder = DNAConvEncoder(channels=8, position_bins=4, pooling=pooling, embedding_dim=5)
+    assert encoder.output.in_features == (2 if pooling == "mean_max" else 1) * 8 * 4
+    assert encoder(one_hot(2, 30, torch.Generator().manual_seed(7))).shape == (2, 5)
+
+
+def test_position_bins_tell_where_a_segment_sits():
+    """Swapping the two halves of a sequence barely moves a globally mean-pooled embedding
+    (only the junction and the ends change), but moves a two-bin one a lot."""
+    generator = torch.Generator().manual_seed(8)
+    first, second = one_hot(1, 200, generator), one_hot(1, 200, generator)
+    x, swapped = torch.cat([first, second], dim=-1), torch.cat([second, first], dim=-1)
+
+    @torch.no_grad()
+    def moved(position_bins: int) -> float:
+        torch.manual_seed(0)
+        encoder = DNAConvEncoder(
+            channels=16, kernel_size=5, layers=1, pooling="mean", position_bins=position_bins
+        ).eval()
+        return float((encoder(x) - encoder(swapped)).norm() / encoder(x).norm())
+
+    assert moved(2) > 10 * moved(1)
+
+
+@pytest.mark.parametrize("rc_invariant", [True, False])
+def test_without_output_layer_the_embedding_is_the_pooled_features(rc_invariant):
+    encoder = small_encoder(rc_invariant=rc_invariant, embedding_dim=None, position_bins=3).eval()
+    assert encoder.embedding_dim == 2 * 16 * 3
+    assert not list(encoder.output.parameters())
+    x = soft(4, 61, torch.Generator().manual_seed(9))
+    pooled = encoder._trunk(x)
+    if rc_invariant:
+        pooled = pooled + encoder._trunk(reverse_complement(x))
+        torch.testing.assert_close(encoder(reverse_complement(x)), encoder(x), rtol=0, atol=1e-6)
+    assert encoder(x).shape == (4, encoder.embedding_dim)
+    torch.testing.assert_close(encoder(x), pooled, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
@@ -95,6 +157,8 @@ def test_registered_as_dna_cnn():
         ({"pooling": "median"}, "pooling"),
         ({"layers": 0}, "layers"),
         ({"channels": 2.5}, "channels"),
+        ({"position_bins": 0}, "position_bins"),
+        ({"embedding_dim": 0}, "embedding_dim"),
     ],
 )
 def test_bad_params_raise_config_error_naming_the_key(params, key):

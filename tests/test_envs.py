@@ -12,6 +12,7 @@ CONDA_NAME = {
     "torch-geometric": "pytorch_geometric",
     "snakemake": "snakemake-minimal",
     "matplotlib": "matplotlib-base",
+    "igraph": "python-igraph",
 }
 
 

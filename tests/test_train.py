@@ -117,7 +117,8 @@ def assert_same_weights(path_a: Path, path_b: Path) -> None:
 
 def without_timings(records: list[dict]) -> list[dict]:
     return [
-        {k: v for k, v in r.items() if k not in ("seconds", "samples_per_second")} for r in records
+        {k: v for k, v in r.items() if k not in ("seconds", "samples_per_second", "peak_memory_mb")}
+        for r in records
     ]
 
 

@@ -19,7 +19,10 @@ RULES_PER_EXPERIMENT = [
     "train",
     "embed",
     "cluster",
+    "diagnostics",
     "evaluate",
+    "export",
+    "plots",
 ]
 
 
@@ -104,6 +107,31 @@ def test_outputs_of_every_step(finished_run):
         if json.loads(line)["kind"] == "epoch"
     ]
     assert [e["epoch"] for e in epochs] == [0, 1]
+
+
+def test_takeaway_outputs(finished_run):
+    """Diagnostics, exports and figures are written for every experiment."""
+    workdir, _ = finished_run
+    results = workdir / "results" / "tiny"
+    diagnostics = json.loads((results / "diagnostics" / "diagnostics.json").read_text())
+    assert diagnostics["trained"]["gaussianity"]["projections"] > 0
+    assert (results / "export" / "embeddings.h5ad").is_file()
+    assert (results / "export" / "encoder.torchscript.pt").is_file()
+    card = json.loads((results / "export" / "model_card.json").read_text())
+    assert card["torchscript"]["max_abs_difference_to_eager"] <= 1e-4
+    pngs = {p.name for p in (results / "plots").glob("*.png")}
+    assert {"training_curves.png", "map_label.png", "map_leiden.png", "diagnostics.png"} <= pngs
+    summary = (results / "metrics" / "summary.txt").read_text()
+    assert "Diagnostics" in summary and "leiden" in summary
+
+
+def test_report_is_self_contained_html(finished_run):
+    workdir, _ = finished_run
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    result = run_snakemake(workdir, config, "--report", str(workdir / "report.html"))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    html = (workdir / "report.html").read_text()
+    assert "training_curves.png" in html and "map_label.png" in html
 
 
 def test_every_rule_logs_and_benchmarks(finished_run):

@@ -45,6 +45,7 @@ rule evaluate:
         pairs="results/{experiment}/pairs.parquet",
         embeddings="results/{experiment}/embeddings",
         clusters="results/{experiment}/clusters",
+        diagnostics="results/{experiment}/diagnostics",
     output:
         evaluation="results/{experiment}/metrics/evaluation.json",
         summary="results/{experiment}/metrics/summary.txt",
@@ -62,4 +63,5 @@ rule evaluate:
     shell:
         "scicontrast evaluate --config {input.config} --model {input.model}"
         " --items {input.items_dir} --pairs {input.pairs} --embeddings {input.embeddings}"
-        " --clusters {input.clusters} --out {params.out_dir} > {log} 2>&1"
+        " --clusters {input.clusters} --diagnostics {input.diagnostics}"
+        " --out {params.out_dir} > {log} 2>&1"

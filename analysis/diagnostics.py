@@ -1,0 +1,531 @@
+r"""Diagnostics from the theory of InfoNCE: should a scientist trust these embeddings?
+
+Every number is computed for the trained model and, as a baseline, for the untrained one (the
+same architecture and seed, before the first step), on the same items and views. The page
+``docs/diagnostics.md`` says what each number means and what a good value looks like.
+
+**Which data.** When training held groups out (``training.holdout_fraction > 0``), the
+diagnostics use those groups (at most ``max_groups`` of them), and the contrastive numbers are
+also computed on as many training groups, so a gap between the two shows overfitting. Without
+a hold-out they use a seeded sample of all groups (``held_out_from_training: false``). Views
+are drawn for epoch :data:`VIEW_EPOCH`, which training never reaches, so they are fresh either
+way. A pair builder that batches the whole set itself (full-graph training) is evaluated on
+its own full batches.
+
+**Contrastive numbers** (per batch of ``training.batch_size`` groups, as in training; then
+averaged over batches), in two spaces: the projection ``z`` the loss sees and the embedding
+``h`` that is exported:
+
+* ``loss`` ``L`` and the mutual-information lower bound ``log(K + 1) - L`` (Oord et al. 2018),
+  ``K`` the mean number of negatives per anchor;
+* ``pos_sim``, ``neg_sim``: mean cosine of positive and of negative pairs, their gap
+  ``pos_sim - neg_sim`` and the effective margin ``tau * ln(K)``: with ``K`` negatives at
+  cosine ``neg`` the positive takes half the softmax mass when
+  ``(pos - neg) / tau = ln K``, so ``gap_over_margin >= 1`` means positives are resolved;
+* ``alignment`` ``E ||f(x) - f(y)||^2`` over positive pairs and ``uniformity``
+  ``log E exp(-2 ||f(x) - f(y)||^2)`` over all pairs (Wang & Isola 2020), on the unit sphere;
+* ``invariance`` ``(pos_sim - neg_sim) / (1 - neg_sim)`` of ``h``: 1 when an object's views
+  embed alike, 0 when they are no closer than other objects (the score of
+  ``scicontrast.analysis.evaluate``, on batch negatives).
+
+**Gaussianity** (arXiv:2602.24012: contrastive training drives one-dimensional projections of
+the embedding towards a Gaussian). The L2-normalised embeddings of at most
+:data:`GAUSSIANITY_MAX_POINTS` items are projected on ``projections`` random unit directions;
+each projection is standardised and summarised by ``|skewness|``, ``|excess kurtosis|``, the
+Kolmogorov-Smirnov distance to ``N(0, 1)`` and whether D'Agostino-Pearson's test rejects
+normality at 5 %. Reported as means over projections, beside ``gaussian_reference``: the same
+statistics of truly Gaussian samples of the same size, the floor set by sampling noise.
+
+**Norm as specificity** (arXiv:2606.30625): the Spearman correlation between the unnormalised
+embedding norm ``||h||`` and a specificity proxy (higher = more specific), per proxy:
+
+* ``knn_label_purity`` (needs labels): ``1 - H / ln C``, ``H`` the entropy of the labels of an
+  item's ``k`` nearest neighbours (cosine, in the same model's embedding) and ``C`` the number
+  of classes: 1 deep inside a class, 0 where all classes mix;
+* the pair builder's domain proxy, :meth:`PairBuilder.specificity` (DNA: mean k-mer surprisal).
+
+Output folder (written atomically): ``diagnostics.json`` (the numbers above under
+``trained``, ``untrained``, ``gaussian_reference``), ``per_item.parquet`` (``item_id``,
+``norm_trained``, ``norm_untrained``, one column per proxy and model) and
+``projections.npz`` (per-projection ``skew_*``, ``kurtosis_*``, ``ks_*`` and a few
+standardised projections ``sample_*``, for the plots).
+
+References:
+    - Oord, Li, Vinyals 2018, https://arxiv.org/abs/1807.03748
+    - Wang & Isola 2020, https://arxiv.org/abs/2005.10242
+    - D'Agostino & Pearson 1973, Biometrika 60:613 (``scipy.stats.normaltest``)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+from sklearn.neighbors import NearestNeighbors
+from torch.nn.parameter import UninitializedParameter
+
+from scicontrast.data_adapters.base import Items, PairBuilder, check_pairs_table, held_out_groups
+from scicontrast.errors import InputDataError
+from scicontrast.io import atomic_path
+
+VIEW_EPOCH = 1_000_003
+GAUSSIANITY_MAX_POINTS = 2000
+SAMPLE_PROJECTIONS = 4
+CONTRASTIVE_KEYS = ("loss", "mi_lower_bound", "num_negatives", "pos_sim", "neg_sim")
+GEOMETRY_KEYS = ("alignment", "uniformity")
+
+
+# --------------------------------------------------------------------- array-level pieces
+
+
+def similarity_gap(
+    pos_sim: float, neg_sim: float, temperature: float, num_negatives: float
+) -> dict[str, float | None]:
+    """``gap = pos - neg``, ``margin = tau * ln K`` and ``gap / margin`` (None when K <= 1)."""
+    gap = pos_sim - neg_sim
+    margin = temperature * math.log(num_negatives) if num_negatives > 1 else None
+    return {
+        "similarity_gap": gap,
+        "effective_margin": margin,
+        "gap_over_margin": gap / margin if margin else None,
+    }
+
+
+def invariance_from_similarities(pos_sim: float, neg_sim: float) -> float | None:
+    """``(pos - neg) / (1 - neg)``: 1 = views embed alike, 0 = no closer than others."""
+    spread = 1.0 - neg_sim
+    return (pos_sim - neg_sim) / spread if spread > 1e-8 else None
+
+
+def projection_statistics(
+    embeddings: np.ndarray, projections: int = 256, seed: int = 0, normalise: bool = True
+) -> dict[str, np.ndarray]:
+    """Per-projection normality statistics of ``[n, D]`` points on random unit directions.
+
+    Rows are L2-normalised first (``normalise``), then centred; each of the ``projections``
+    directions (seeded Gaussian vectors, normalised) gives ``n`` values, standardised.
+
+    Returns arrays ``[P']`` (``P'`` = projections with non-zero spread): ``skew``,
+    ``kurtosis`` (excess), ``ks`` (distance to ``N(0, 1)``), ``normaltest_p`` (all ``NaN``
+    below 20 points, where the test is undefined), and ``sample [n, min(P', 4)]``.
+    """
+    points = np.asarray(embeddings, dtype=np.float64)
+    if normalise:
+        points = points / np.maximum(np.linalg.norm(points, axis=1, keepdims=True), 1e-12)
+    points = points - points.mean(axis=0, keepdims=True)
+    directions = np.random.default_rng([seed, 0x6A55]).standard_normal(
+        (points.shape[1], projections)
+    )
+    directions /= np.linalg.norm(directions, axis=0, keepdims=True)
+    values = points @ directions
+    spread = values.std(axis=0)
+    values = values[:, spread > 1e-12 * max(float(spread.max(initial=0.0)), 1e-300)]
+    values = (values - values.mean(axis=0)) / values.std(axis=0)
+    n = len(values)
+    ordered = np.sort(values, axis=0)
+    cdf = stats.norm.cdf(ordered)
+    steps = np.arange(1, n + 1)[:, None] / n
+    ks = np.maximum(steps - cdf, cdf - (steps - 1.0 / n)).max(axis=0)
+    if n >= 20:
+        normaltest_p = stats.normaltest(values, axis=0).pvalue
+    else:
+        normaltest_p = np.full(values.shape[1], np.nan)
+    return {
+        "skew": stats.skew(values, axis=0),
+        "kurtosis": stats.kurtosis(values, axis=0),
+        "ks": ks,
+        "normaltest_p": normaltest_p,
+        "sample": values[:, :SAMPLE_PROJECTIONS],
+    }
+
+
+def summarise_gaussianity(per_projection: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Means over projections of :func:`projection_statistics` (see module docstring)."""
+    p_values = per_projection["normaltest_p"]
+    return {
+        "projections": len(per_projection["skew"]),
+        "points": len(per_projection["sample"]),
+        "mean_abs_skew": float(np.mean(np.abs(per_projection["skew"]))),
+        "mean_abs_excess_kurtosis": float(np.mean(np.abs(per_projection["kurtosis"]))),
+        "mean_ks_distance": float(np.mean(per_projection["ks"])),
+        "normality_rejected_fraction": None
+        if np.isnan(p_values).all()
+        else float(np.mean(p_values < 0.05)),
+    }
+
+
+def knn_label_purity(embeddings: np.ndarray, labels: np.ndarray, k: int = 10) -> np.ndarray:
+    """``1 - H / ln C`` of each item's ``k`` nearest neighbours' labels (cosine, self excluded).
+
+    ``labels`` has no missing values and at least 2 classes; ``k`` is capped at ``n - 1``.
+    """
+    codes, classes = pd.factorize(pd.Series(np.asarray(labels, dtype=object)))
+    if len(classes) < 2:
+        raise ValueError(f"label purity needs at least 2 classes, got {len(classes)}")
+    k = max(1, min(k, len(codes) - 1))
+    index = NearestNeighbors(n_neighbors=k + 1, metric="cosine").fit(embeddings)
+    neighbours = index.kneighbors(embeddings, return_distance=False)
+    rows = np.arange(len(codes))[:, None]
+    # Drop the item itself wherever it appears (ties can move it from column 0).
+    is_self = neighbours == rows
+    keep = np.where(is_self.any(axis=1, keepdims=True), ~is_self, np.arange(k + 1) < k)
+    neighbour_codes = codes[neighbours[keep].reshape(len(codes), k)]
+    counts = np.zeros((len(codes), len(classes)))
+    np.add.at(counts, (np.repeat(np.arange(len(codes)), k), neighbour_codes.reshape(-1)), 1.0)
+    shares = counts / k
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.where(shares > 0, shares * np.log(shares), 0.0).sum(axis=1)
+    return 1.0 - entropy / math.log(len(classes))
+
+
+def norm_specificity(norms: np.ndarray, proxy: np.ndarray) -> dict[str, Any]:
+    """Spearman correlation of embedding norms with a specificity proxy (NaN rows skipped)."""
+    finite = np.isfinite(proxy) & np.isfinite(norms)
+    n = int(finite.sum())
+    if n < 3 or np.ptp(proxy[finite]) == 0 or np.ptp(norms[finite]) == 0:
+        return {"spearman": None, "p_value": None, "n": n}
+    result = stats.spearmanr(norms[finite], proxy[finite])
+    return {"spearman": float(result.statistic), "p_value": float(result.pvalue), "n": n}
+
+
+# --------------------------------------------------------------------- model-level pieces
+
+
+def untrained_model(experiment: dict[str, Any], builder: PairBuilder, items: Items):
+    """The model exactly as training starts it: seeded like ``train``, lazy layers sized."""
+    from scicontrast.models.contrastive import build_model
+
+    torch.manual_seed(experiment["training"]["seed"])
+    model = build_model(experiment)
+    model.eval()
+    if any(isinstance(p, UninitializedParameter) for p in model.parameters()):
+        with torch.no_grad():
+            model.embed(next(iter(builder.embedding_batches(items, 1))))
+    return model
+
+
+def contrastive_metrics(model, batches, device: torch.device) -> dict[str, dict[str, float]]:
+    """Loss-side numbers over one pass of ``batches``, for ``z`` (projection) and ``h``.
+
+    ``batches`` yields ``(inputs, group_ids)`` as in training. Returns ``{"projection":
+    {...}, "embedding": {...}}``: batch means of the metrics, plus the gap, margin and (for
+    ``h``) the invariance of the module docstring.
+    """
+    sums = {"projection": defaultdict(float), "embedding": defaultdict(float)}
+    n_batches = 0
+    model.to(device).eval()
+    with torch.no_grad():
+        for inputs, group_ids in batches:
+            inputs, group_ids = inputs.to(device), group_ids.to(device)
+            positive_pairs = getattr(inputs, "positive_pairs", None)
+            extra = {} if positive_pairs is None else {"positive_pairs": positive_pairs}
+            h = model.embed(inputs).float()
+            for space, vectors in (("projection", model.head(h)), ("embedding", h)):
+                record = model.loss(vectors, group_ids, **extra).metrics
+                for key in (*CONTRASTIVE_KEYS, *GEOMETRY_KEYS, "temperature"):
+                    sums[space][key] += record[key]
+            n_batches += 1
+    if n_batches == 0:
+        raise ValueError("no batch to compute the diagnostics on")
+    result: dict[str, dict[str, float]] = {}
+    for space, totals in sums.items():
+        means = {key: value / n_batches for key, value in totals.items()}
+        means.update(
+            similarity_gap(
+                means["pos_sim"], means["neg_sim"], means["temperature"], means["num_negatives"]
+            )
+        )
+        if space == "embedding":
+            means["invariance"] = invariance_from_similarities(means["pos_sim"], means["neg_sim"])
+            # The loss value at the model's temperature means little for h: keep the geometry.
+            for key in ("loss", "mi_lower_bound", "temperature"):
+                means.pop(key)
+        means["batches"] = n_batches
+        result[space] = means
+    return result
+
+
+def _batches_by_default(builder: PairBuilder) -> bool:
+    """Whether ``builder`` batches groups from the pairs table (the default), so subsets work."""
+    return type(builder).training_batches is PairBuilder.training_batches
+
+
+def choose_groups(
+    pairs: pd.DataFrame, holdout_fraction: float, seed: int, max_groups: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(diagnostic groups, as many training groups or None)`` (see module docstring)."""
+    held_out = held_out_groups(pairs, holdout_fraction, seed)
+    rng = np.random.default_rng([seed, 0xD1A6])
+    if len(held_out) == 0:
+        groups = np.unique(pairs["group_id"].to_numpy())
+        return np.sort(rng.choice(groups, size=min(max_groups, len(groups)), replace=False)), None
+    chosen = np.sort(rng.choice(held_out, size=min(max_groups, len(held_out)), replace=False))
+    training = np.setdiff1d(np.unique(pairs["group_id"].to_numpy()), held_out)
+    size = min(len(chosen), len(training))
+    return chosen, np.sort(rng.choice(training, size=size, replace=False))
+
+
+def _subset(items: Items, rows: np.ndarray) -> Items:
+    return Items(
+        table=items.table.iloc[rows].reset_index(drop=True),
+        meta=items.meta,
+        arrays={name: array[rows] for name, array in items.arrays.items()},
+        extras=items.extras,
+    )
+
+
+def diagnose(
+    model_path: str | Path,
+    items_dir: str | Path,
+    pairs_path: str | Path,
+    out_dir: str | Path,
+    label_column: str | None = None,
+    max_groups: int = 1000,
+    projections: int = 256,
+    knn_k: int = 10,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Compute every diagnostic for the model at ``model_path``; write ``out_dir``.
+
+    The experiment (pair builder, seed, batch size, hold-out) comes from the model file.
+    Returns what ``diagnostics.json`` holds.
+    """
+    from scicontrast.analysis.embed import embed_items
+    from scicontrast.models.contrastive import load_model
+    from scicontrast.models.train import resolve_device
+    from scicontrast.registry import PAIR_BUILDERS
+
+    pairs_path = Path(pairs_path)
+    if not pairs_path.exists():
+        raise InputDataError(f"{pairs_path}: pairs table not found")
+    model, experiment = load_model(model_path, map_location="cpu")
+    torch_device = resolve_device(device)
+    builder = PAIR_BUILDERS.create(experiment["pairs"], where=f"{model_path}: pairs")
+    items = Items.load(items_dir)
+    pairs = pd.read_parquet(pairs_path)
+    check_pairs_table(pairs, items, str(pairs_path))
+    training = experiment["training"]
+    seed, batch_size = training["seed"], training["batch_size"]
+    baseline = untrained_model(experiment, builder, items)
+
+    subset = _batches_by_default(builder)
+    if subset:
+        groups, training_groups = choose_groups(
+            pairs, training.get("holdout_fraction", 0.0), seed, max_groups
+        )
+        chosen_pairs = pairs[pairs["group_id"].isin(groups)]
+    else:
+        groups, training_groups, chosen_pairs = np.unique(pairs["group_id"]), None, pairs
+    held_out = training_groups is not None
+
+    def batches(selected: pd.DataFrame):
+        epoch = builder.training_batches(items, selected, seed, batch_size)
+        epoch.set_epoch(VIEW_EPOCH)
+        return epoch
+
+    result: dict[str, Any] = {
+        "subset": {
+            "held_out_from_training": held_out,
+            "groups": len(groups),
+            "groups_total": int(pairs["group_id"].nunique()),
+            "views": len(chosen_pairs),
+            "view_epoch": VIEW_EPOCH,
+        },
+        "label_column": label_column,
+    }
+    for name, net in (("untrained", baseline), ("trained", model)):
+        result[name] = contrastive_metrics(net, batches(chosen_pairs), torch_device)
+    if training_groups is not None:
+        result["trained"]["projection_on_training_groups"] = contrastive_metrics(
+            model, batches(pairs[pairs["group_id"].isin(training_groups)]), torch_device
+        )["projection"]
+
+    # Embeddings of the chosen items (all items when the builder embeds the whole set).
+    item_rows = np.flatnonzero(items.table["item_id"].isin(chosen_pairs["item_id"]).to_numpy())
+    embed_set = _subset(items, item_rows) if subset else items
+    embedded = {
+        name: embed_items(net, builder, embed_set, 512, torch_device, progress=False)
+        for name, net in (("untrained", baseline), ("trained", model))
+    }
+    if not subset:
+        embedded = {name: vectors[item_rows] for name, vectors in embedded.items()}
+    table = items.table.iloc[item_rows].reset_index(drop=True)
+    result["subset"]["items"] = len(table)
+
+    proxies = _specificity_proxies(builder, items, item_rows, table, label_column, embedded, knn_k)
+    per_item = pd.DataFrame({"item_id": table["item_id"].to_numpy()})
+    arrays: dict[str, np.ndarray] = {}
+    sample = np.random.default_rng([seed, 0x5A3E]).permutation(len(table))[:GAUSSIANITY_MAX_POINTS]
+    for name, vectors in embedded.items():
+        norms = np.linalg.norm(vectors, axis=1)
+        per_item[f"norm_{name}"] = norms
+        statistics = projection_statistics(vectors[sample], projections, seed)
+        result[name]["gaussianity"] = summarise_gaussianity(statistics)
+        result[name]["norm_specificity"] = []
+        for proxy, values in proxies.items():
+            proxy_values = values[name] if isinstance(values, dict) else values
+            per_item[f"{proxy} ({name})" if isinstance(values, dict) else proxy] = proxy_values
+            result[name]["norm_specificity"].append(
+                {"proxy": proxy, **norm_specificity(norms, proxy_values)}
+            )
+        for key in ("skew", "kurtosis", "ks", "sample"):
+            arrays[f"{key}_{name}"] = statistics[key]
+    gaussian = np.random.default_rng([seed, 0x6A56]).standard_normal(
+        (len(sample), max(projections, 1))
+    )
+    reference = projection_statistics(gaussian, projections, seed, normalise=False)
+    result["gaussian_reference"] = summarise_gaussianity(reference)
+    for key in ("skew", "kurtosis", "ks", "sample"):
+        arrays[f"{key}_gaussian"] = reference[key]
+
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        (tmp / "diagnostics.json").write_text(
+            json.dumps(result, indent=2, sort_keys=True, default=_plain) + "\n"
+        )
+        per_item.to_parquet(tmp / "per_item.parquet", index=False)
+        np.savez(tmp / "projections.npz", **arrays)
+    return result
+
+
+def _specificity_proxies(
+    builder: PairBuilder,
+    items: Items,
+    item_rows: np.ndarray,
+    table: pd.DataFrame,
+    label_column: str | None,
+    embedded: dict[str, np.ndarray],
+    knn_k: int,
+) -> dict[str, np.ndarray | dict[str, np.ndarray]]:
+    """Proxy name -> values for the chosen items (per model where the proxy depends on it)."""
+    proxies: dict[str, np.ndarray | dict[str, np.ndarray]] = {}
+    domain = builder.specificity(items)
+    if domain is not None:
+        name, values = domain
+        proxies[name] = np.asarray(values, dtype=np.float64)[item_rows]
+    if label_column is not None and label_column in table.columns:
+        labels = table[label_column]
+        known = labels.notna().to_numpy()
+        if labels[known].nunique() >= 2:
+            per_model = {}
+            for name, vectors in embedded.items():
+                purity = np.full(len(table), np.nan)
+                purity[known] = knn_label_purity(vectors[known], labels[known].to_numpy(), knn_k)
+                per_model[name] = purity
+            proxies["knn_label_purity"] = per_model
+    return proxies
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+# --------------------------------------------------------------------- reporting
+
+#: ``(label, path into a model's result, what is good)`` rows of the diagnostics table.
+TABLE_ROWS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("loss (z)", ("projection", "loss"), "lower"),
+    ("MI bound log(K+1)-L (z)", ("projection", "mi_lower_bound"), "higher, <= log(K+1)"),
+    ("negatives K", ("projection", "num_negatives"), ""),
+    ("pos - neg cosine (z)", ("projection", "similarity_gap"), ">= margin"),
+    ("margin tau*ln K", ("projection", "effective_margin"), ""),
+    ("gap / margin (z)", ("projection", "gap_over_margin"), ">= 1"),
+    ("alignment (h)", ("embedding", "alignment"), "lower, near 0"),
+    ("uniformity (h)", ("embedding", "uniformity"), "lower (more negative)"),
+    ("invariance (h)", ("embedding", "invariance"), "near 1"),
+    ("|skew| of projections", ("gaussianity", "mean_abs_skew"), "near the Gaussian floor"),
+    ("|excess kurtosis|", ("gaussianity", "mean_abs_excess_kurtosis"), "near the floor"),
+    ("KS distance to N(0,1)", ("gaussianity", "mean_ks_distance"), "near the floor"),
+    ("normality rejected", ("gaussianity", "normality_rejected_fraction"), "near 5%"),
+)
+
+
+def _lookup(block: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(block, dict) or key not in block:
+            return None
+        block = block[key]
+    return block
+
+
+def diagnostics_table(diagnostics: dict[str, Any]) -> pd.DataFrame:
+    """The diagnostics as rows ``diagnostic, untrained, trained, gaussian, good`` (floats)."""
+    rows = []
+    for label, path, good in TABLE_ROWS:
+        gaussian = (
+            _lookup(diagnostics["gaussian_reference"], path[1:])
+            if path[0] == "gaussianity"
+            else None
+        )
+        rows.append(
+            {
+                "diagnostic": label,
+                "untrained": _lookup(diagnostics["untrained"], path),
+                "trained": _lookup(diagnostics["trained"], path),
+                "gaussian": gaussian,
+                "good": good,
+            }
+        )
+    on_training = diagnostics["trained"].get("projection_on_training_groups")
+    if on_training is not None:
+        rows.append(
+            {
+                "diagnostic": "loss (z), training groups",
+                "untrained": None,
+                "trained": on_training["loss"],
+                "gaussian": None,
+                "good": "close to held-out loss",
+            }
+        )
+    for name in ("untrained", "trained"):
+        for entry in diagnostics[name]["norm_specificity"]:
+            label = f"Spearman(norm, {entry['proxy']})"
+            row = next((r for r in rows if r["diagnostic"] == label), None)
+            if row is None:
+                row = {"diagnostic": label, "untrained": None, "trained": None, "gaussian": None}
+                row["good"] = "> 0"
+                rows.append(row)
+            row[name] = entry["spearman"]
+    return pd.DataFrame(rows, columns=["diagnostic", "untrained", "trained", "gaussian", "good"])
+
+
+def format_diagnostics(diagnostics: dict[str, Any]) -> list[str]:
+    """Plain-text lines: a heading and the table of :func:`diagnostics_table`."""
+    subset = diagnostics["subset"]
+    where = "held-out" if subset["held_out_from_training"] else "sampled (not held-out)"
+    lines = [
+        f"Diagnostics ({subset['groups']} {where} groups of {subset['groups_total']}, "
+        f"{subset['items']} items, fresh views; z = projection, h = embedding)"
+    ]
+    table = diagnostics_table(diagnostics)
+    rows = [["", "untrained", "trained", "Gaussian", "good"]]
+    for row in table.itertuples(index=False):
+        rows.append(
+            [
+                row.diagnostic,
+                _cell(row.untrained),
+                _cell(row.trained),
+                _cell(row.gaussian),
+                row.good,
+            ]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines += [
+        "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
+    return lines
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"

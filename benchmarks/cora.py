@@ -1,0 +1,193 @@
+"""Cora benchmark: frozen GRACE-style node embeddings against untrained feature baselines.
+
+Run the workflow on ``benchmarks/cora.yaml`` first (see BENCHMARKS.md), then::
+
+    python benchmarks/cora.py              # plain-text table
+    python benchmarks/cora.py --markdown   # the table in BENCHMARKS.md
+
+For every experiment of the config this reads ``results/<experiment>/items``,
+``results/<experiment>/embeddings``, ``results/<experiment>/metrics/evaluation.json`` (the
+node probes of :mod:`scicontrast.analysis.graph_eval`) and
+``results/<experiment>/clusters/metrics.json`` (k-means). On the first experiment's items,
+with the same splits, it scores two baselines that need no training:
+
+* node features: logistic regression on the items' feature matrix ``X`` (as the adapter
+  prepared it, e.g. row-normalised bag-of-words);
+* SGC features (Wu et al., "Simplifying Graph Convolutional Networks", 2019):
+  ``S^2 X`` with ``S = D^-1/2 (A + I) D^-1/2`` (PyG's ``gcn_norm``), the propagation a
+  2-layer GCN performs, without any weights.
+
+Every row uses :func:`~scicontrast.analysis.graph_eval.node_probe` (10 % / 10 % / 80 %
+stratified random splits, one per seed of the experiment's ``analysis.probe_seeds``, ``C``
+chosen on the validation nodes) and
+:func:`~scicontrast.analysis.graph_eval.public_split_probe` (Planetoid's 140 / 500 / 1000),
+and k-means with as many clusters as classes
+(:func:`~scicontrast.analysis.cluster.cluster_embeddings`). Epoch time and peak memory come
+from the training log (``metrics.jsonl``).
+
+Targets (issue 4): random splits >= 84.0 %, public split >= 83.0 %. When the data folder is
+absent (a fresh clone has no ``../shared/data``) the script says so and exits with status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch_geometric.nn.conv.gcn_conv import gcn_norm
+
+from scicontrast.analysis.cluster import cluster_embeddings
+from scicontrast.analysis.embed import load_embeddings
+from scicontrast.analysis.graph_eval import node_probe, public_split_probe, training_cost
+from scicontrast.config import read_config_file
+from scicontrast.data_adapters.base import Items
+from scicontrast.data_adapters.graphs import graph_data
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO / "benchmarks" / "cora.yaml"
+TARGET_RANDOM = 0.840
+TARGET_PUBLIC = 0.830
+
+
+def sgc_features(items: Items, hops: int = 2) -> np.ndarray:
+    """``S^hops X`` with the symmetric GCN normalisation ``S`` (self-loops added)."""
+    data = graph_data(items)
+    edge_index, weight = gcn_norm(data.edge_index, num_nodes=data.num_nodes, add_self_loops=True)
+    propagation = torch.sparse_coo_tensor(edge_index, weight, (data.num_nodes,) * 2)
+    x = data.x.double()
+    for _ in range(hops):
+        x = torch.sparse.mm(propagation.double(), x)
+    return x.numpy()
+
+
+def score(
+    name: str, features: np.ndarray, items: Items, label_column: str, seeds: list[int]
+) -> dict[str, Any]:
+    """Probe, public split and k-means of one embedding (or feature matrix)."""
+    labels = items.table[label_column]
+    labelled = labels.notna().to_numpy()
+    probe = node_probe(features[labelled], labels[labelled], seeds)
+    public = public_split_probe(features, items.table, label_column)
+    _, clusters = cluster_embeddings(features, labels, seed=0)
+    return {
+        "name": name,
+        "random": probe["accuracy"],
+        "public": None if public is None else public["accuracy"],
+        "nmi": clusters["kmeans"]["nmi"],
+        "ari": clusters["kmeans"]["ari"],
+    }
+
+
+def experiment_row(name: str, results: Path) -> dict[str, Any]:
+    """The workflow's own numbers for one experiment."""
+    folder = results / name
+    evaluation = json.loads((folder / "metrics" / "evaluation.json").read_text())
+    clusters = json.loads((folder / "clusters" / "metrics.json").read_text())
+    public = evaluation.get("public_split")
+    cost = training_cost(folder / "model" / "metrics.jsonl") or {}
+    return {
+        "name": name,
+        "random": evaluation["probe"]["accuracy"],
+        "public": None if public is None else public["accuracy"],
+        "nmi": clusters["kmeans"]["nmi"],
+        "ari": clusters["kmeans"]["ari"],
+        "epochs": cost.get("epochs"),
+        "seconds_per_epoch": cost.get("seconds_per_epoch"),
+        "peak_memory_mb": cost.get("peak_memory_mb"),
+    }
+
+
+def table(rows: list[dict[str, Any]], markdown: bool) -> str:
+    header = ["method", "random splits (10/10/80)", "public split", "k-means NMI", "k-means ARI"]
+    header += ["epochs", "s / epoch", "peak MiB"]
+    lines = []
+    for row in rows:
+        random = row["random"]
+        cells = [
+            row["name"],
+            f"{100 * random['mean']:.1f} ± {100 * random['std']:.1f}",
+            "-" if row["public"] is None else f"{100 * row['public']:.1f}",
+            f"{row['nmi']:.3f}",
+            f"{row['ari']:.3f}",
+        ]
+        for key, form in (
+            ("epochs", "{}"),
+            ("seconds_per_epoch", "{:.2f}"),
+            ("peak_memory_mb", "{:.0f}"),
+        ):
+            value = row.get(key)
+            cells.append("-" if value is None else form.format(value))
+        lines.append(cells)
+    if markdown:
+        out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        out += ["| " + " | ".join(cells) + " |" for cells in lines]
+        return "\n".join(out)
+    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *lines]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    parser.add_argument("--results", type=Path, default=REPO / "results")
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args(argv)
+
+    config = read_config_file(args.config)
+    experiments = config["experiments"]
+    first_name, first = next(iter(experiments.items()))
+    root = Path(first["adapter"]["params"]["root"])
+    root = root if root.is_absolute() else REPO / root
+    if not root.is_dir():
+        print(f"{root}: data set not found; nothing to benchmark")
+        return 0
+    missing = [
+        n for n in experiments if not (args.results / n / "metrics" / "evaluation.json").exists()
+    ]
+    if missing:
+        print(
+            f"no workflow results for {', '.join(missing)}; run first:\n"
+            f"  snakemake --cores 2 --configfile {args.config} "
+            + " ".join(f"results/{n}/metrics/summary.txt" for n in missing),
+            file=sys.stderr,
+        )
+        return 1
+
+    items = Items.load(args.results / first_name / "items")
+    analysis = first["analysis"]
+    label_column, seeds = analysis["label_column"], analysis["probe_seeds"]
+    rows = [experiment_row(name, args.results) for name in experiments]
+    for name in experiments:
+        metadata, _ = load_embeddings(args.results / name / "embeddings")
+        if not metadata["item_id"].equals(items.table["item_id"]):
+            raise SystemExit(f"{name}: embeddings are not in the node order of {first_name}")
+    rows.append(
+        score("node features, no training", items.arrays["features"], items, label_column, seeds)
+    )
+    rows.append(
+        score("SGC features S²X, no training", sgc_features(items), items, label_column, seeds)
+    )
+
+    print(table(rows, args.markdown))
+    best = rows[: len(experiments)]
+    random_best = max(r["random"]["mean"] for r in best)
+    public_best = max(r["public"] or 0.0 for r in best)
+    print(
+        f"\nseeds {seeds}; targets: random splits >= {100 * TARGET_RANDOM:.1f} % "
+        f"({'met' if random_best >= TARGET_RANDOM else 'not met'}: best {100 * random_best:.1f}), "
+        f"public split >= {100 * TARGET_PUBLIC:.1f} % "
+        f"({'met' if public_best >= TARGET_PUBLIC else 'not met'}: best {100 * public_best:.1f})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

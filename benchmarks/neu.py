@@ -1,0 +1,284 @@
+"""NEU steel surface defects: frozen contrastive embeddings against texture baselines.
+
+Run the workflow on ``benchmarks/neu.yaml`` first (see BENCHMARKS.md), then::
+
+    python benchmarks/neu.py              # plain-text table
+    python benchmarks/neu.py --markdown   # the table in BENCHMARKS.md
+
+For every experiment of the config this reads ``results/<experiment>/items`` (the items the
+workflow prepared), ``results/<experiment>/embeddings`` (the frozen encoder's embedding of
+every image's canonical view) and ``results/<experiment>/metrics/evaluation.json`` (for the
+rotation-invariance score, computed by :func:`scicontrast.analysis.evaluate.invariance_score`
+on the experiment's own rotated views). On the same images, in the same row order, it
+computes two baselines from the original files at full resolution (200 x 200 for NEU):
+
+* raw pixels: the grey image resized to 32 x 32 (``skimage.transform.resize`` with
+  anti-aliasing), 1,024 values;
+* multi-scale rotation-invariant uniform local binary patterns (Ojala, Pietikainen and
+  Maenpaa, IEEE TPAMI 24:971, 2002): ``skimage.feature.local_binary_pattern`` with
+  ``method="uniform"`` at ``(P, R) = (8, 1), (16, 2), (24, 3)``; the normalised histograms
+  of the ``P + 2`` codes of each scale are concatenated (10 + 18 + 26 = 54 features).
+
+Every row, embeddings and baselines alike, is scored with the workflow's own
+:func:`~scicontrast.analysis.evaluate.linear_probe` (``StandardScaler`` +
+``LogisticRegression``) and :func:`~scicontrast.analysis.evaluate.knn_accuracy` (cosine,
+``knn_k`` neighbours) on the splits of :func:`~scicontrast.analysis.evaluate.stratified_splits`
+with the experiment's ``probe_test_fraction`` and ``probe_seeds``, so every row is tested on
+the same images. Metrics are mean ± population std over the seeds. Pre-training saw every
+image without its label (the usual self-supervised protocol); the probe saw only the
+training part of each split.
+
+Targets of issue 3: linear-probe accuracy >= 98.5 % and rotation-invariance score >= 0.99.
+
+When the data folder is absent (a fresh clone has no ``../shared/data``) the script says so
+and exits with status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from skimage.color import rgb2gray
+from skimage.feature import local_binary_pattern
+from skimage.io import imread
+from skimage.transform import resize
+
+from scicontrast.analysis.embed import load_embeddings
+from scicontrast.analysis.evaluate import knn_accuracy, linear_probe
+from scicontrast.config import read_config_file
+from scicontrast.data_adapters.base import Items
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO / "benchmarks" / "neu.yaml"
+LBP_SCALES = ((8, 1), (16, 2), (24, 3))
+RAW_SIZE = 32
+TARGET_PROBE = 0.985
+TARGET_INVARIANCE = 0.99
+
+
+def grey_image(path: str | Path) -> np.ndarray:
+    """The file as ``float64 [H, W]`` in ``[0, 1]`` (RGB averaged to luminance)."""
+    image = imread(path)
+    if image.ndim == 3:
+        image = rgb2gray(image[..., :3])
+    elif image.dtype == np.uint8:
+        image = image / 255.0
+    return np.asarray(image, dtype=np.float64)
+
+
+def raw_pixels(image: np.ndarray, size: int = RAW_SIZE) -> np.ndarray:
+    """The image resized to ``size x size`` with anti-aliasing, flattened."""
+    return resize(image, (size, size), anti_aliasing=True).ravel()
+
+
+def lbp_histograms(image: np.ndarray, scales=LBP_SCALES) -> np.ndarray:
+    """Concatenated normalised histograms of rotation-invariant uniform LBP codes.
+
+    With ``method="uniform"`` scikit-image gives codes ``0..P+1`` (``P + 1`` rotation
+    invariant uniform patterns and one bin for all others).
+    """
+    # LBP compares grey levels only by sign, so quantising to 8 bits (as the JPEGs are)
+    # loses nothing and avoids scikit-image's warning about float input.
+    grey = np.round(image * 255).astype(np.uint8)
+    histograms = []
+    for points, radius in scales:
+        codes = local_binary_pattern(grey, points, radius, method="uniform").astype(np.int64)
+        counts = np.bincount(codes.ravel(), minlength=points + 2)
+        histograms.append(counts / counts.sum())
+    return np.concatenate(histograms)
+
+
+@dataclass
+class Row:
+    """One line of the table."""
+
+    method: str
+    probe: dict[str, Any]
+    knn: dict[str, Any]
+    invariance: dict[str, Any] | None = None
+    train_seconds: float | None = None
+    workflow_seconds: float | None = None
+
+
+def rule_seconds(results: Path, name: str) -> tuple[float | None, float | None]:
+    """Wall seconds of the ``train`` rule and of all rules of one experiment (Snakemake's
+    benchmark tables), or ``None`` where they are missing."""
+    tables = sorted((results / name / "benchmarks").glob("*.tsv"))
+    if not tables:
+        return None, None
+    seconds = {path.stem: float(pd.read_csv(path, sep="\t")["s"].iloc[0]) for path in tables}
+    return seconds.get("train"), sum(seconds.values())
+
+
+def describe(experiment: dict[str, Any]) -> str:
+    mode = experiment["encoder"]["params"].get("rotation_invariant", "c4")
+    encoder = "plain CNN" if mode == "none" else f"{mode.upper()}-pooled CNN"
+    return f"contrastive, {encoder} ({experiment['name']})"
+
+
+def benchmark_rows(experiments: list[dict[str, Any]], results: Path) -> tuple[Items, list[Row]]:
+    """The baselines and one row per experiment, all on the first experiment's splits."""
+    first = experiments[0]
+    analysis = first["analysis"]
+    label_column = analysis["label_column"]
+    split = {"test_fraction": analysis["probe_test_fraction"], "seeds": analysis["probe_seeds"]}
+    items = Items.load(results / first["name"] / "items")
+    labels = items.table[label_column]
+    if labels.isna().any():
+        raise SystemExit(f"{results / first['name'] / 'items'}: {label_column!r} has gaps")
+
+    rows = []
+    for experiment in experiments:
+        name = experiment["name"]
+        if experiment["analysis"] != analysis:
+            raise SystemExit(f"{name}: analysis settings differ from {first['name']}'s")
+        metadata, embeddings = load_embeddings(results / name / "embeddings")
+        if not metadata["item_id"].equals(items.table["item_id"]):
+            raise SystemExit(f"{name}: items differ from {first['name']}'s, splits would differ")
+        evaluation = json.loads((results / name / "metrics" / "evaluation.json").read_text())
+        rows.append(
+            Row(
+                describe(experiment),
+                linear_probe(embeddings, labels, **split),
+                knn_accuracy(embeddings, labels, analysis["knn_k"], **split),
+                evaluation["invariance"],
+                *rule_seconds(results, name),
+            )
+        )
+
+    # The adapter stores file paths as configured: relative to the repository root.
+    images = [grey_image(REPO / path) for path in items.table["file"]]
+    baselines = {
+        f"raw pixels {RAW_SIZE}x{RAW_SIZE}": np.stack([raw_pixels(image) for image in images]),
+        "multi-scale rotation-invariant uniform LBP": np.stack(
+            [lbp_histograms(image) for image in images]
+        ),
+    }
+    baseline_rows = [
+        Row(
+            f"{method} + logistic regression",
+            linear_probe(features, labels, **split),
+            knn_accuracy(features, labels, analysis["knn_k"], **split),
+        )
+        for method, features in baselines.items()
+    ]
+    return items, baseline_rows + rows
+
+
+def percent(summary: dict[str, float | None]) -> str:
+    return f"{100 * summary['mean']:.2f} ± {100 * summary['std']:.2f}"
+
+
+def invariance_text(invariance: dict[str, Any] | None) -> str:
+    if invariance is None:
+        return ""
+    score = "-" if invariance["score"] is None else f"{invariance['score']:.4f}"
+    return (
+        f"{score} (cos+ {invariance['cos_positive']:.3f}, cos rand {invariance['cos_random']:.3f})"
+    )
+
+
+def verdict(row: Row) -> str:
+    if row.invariance is None:
+        return ""
+    probe = row.probe["accuracy"]["mean"]
+    score = row.invariance["score"]
+    probe_ok = probe >= TARGET_PROBE
+    invariance_ok = score is not None and score >= TARGET_INVARIANCE
+    return (
+        f"probe {'yes' if probe_ok else 'no'} ({100 * (probe - TARGET_PROBE):+.2f} pt), "
+        f"invariance {'yes' if invariance_ok else 'no'}"
+    )
+
+
+def seconds_text(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds:.0f}"
+
+
+def render(items: Items, rows: list[Row], label_column: str, markdown: bool) -> str:
+    header = [
+        "method",
+        "linear probe acc. %",
+        "kNN acc. %",
+        "rotation invariance",
+        "targets met",
+        "train s",
+        "workflow s",
+    ]
+    table = [
+        [
+            row.method,
+            percent(row.probe["accuracy"]),
+            f"{percent(row.knn['accuracy'])} (k={row.knn['k']})",
+            invariance_text(row.invariance),
+            verdict(row),
+            seconds_text(row.train_seconds),
+            seconds_text(row.workflow_seconds),
+        ]
+        for row in rows
+    ]
+    counts = items.table[label_column].value_counts().sort_index()
+    first = rows[0].probe
+    heading = (
+        f"NEU: {len(items)} images, {len(counts)} classes ("
+        + ", ".join(f"{label} {n}" for label, n in counts.items())
+        + f"); {len(first['per_seed'])} stratified splits, "
+        f"{100 * first['test_fraction']:.0f} % test"
+    )
+    target = (
+        f"targets: linear probe >= {100 * TARGET_PROBE:.1f} %, "
+        f"rotation-invariance score >= {TARGET_INVARIANCE}"
+    )
+    if markdown:
+        out = [f"**{heading}**; {target}.", ""]
+        out.append("| " + " | ".join(header) + " |")
+        out.append("| " + " | ".join("---" for _ in header) + " |")
+        out += ["| " + " | ".join(cells) + " |" for cells in table]
+    else:
+        widths = [max(len(str(c)) for c in column) for column in zip(header, *table, strict=True)]
+        out = [heading, target]
+        for cells in [header, *table]:
+            out.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    parser.add_argument("--results", type=Path, default=REPO / "results")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    args = parser.parse_args(argv)
+
+    config = read_config_file(args.config)
+    experiments = [{"name": name, **e} for name, e in config["experiments"].items()]
+    data = Path(experiments[0]["adapter"]["params"]["labels"])
+    if not (REPO / data).is_file():
+        print(f"skipping the NEU benchmark: {data} not found (no ../shared/data)")
+        return 0
+    unfinished = [
+        e["name"]
+        for e in experiments
+        if not (args.results / e["name"] / "metrics" / "evaluation.json").is_file()
+    ]
+    if unfinished:
+        print(
+            f"no evaluation for {', '.join(unfinished)} under {args.results}; run the workflow "
+            "first (command in BENCHMARKS.md)",
+            file=sys.stderr,
+        )
+        return 1
+    items, rows = benchmark_rows(experiments, args.results)
+    label_column = experiments[0]["analysis"]["label_column"]
+    print(render(items, rows, label_column, args.markdown))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""Promoter benchmark: frozen contrastive embeddings against k-mer frequencies.
+
+Run the workflow on ``benchmarks/promoters.yaml`` first (see BENCHMARKS.md), then::
+
+    python benchmarks/promoters.py              # plain-text table
+    python benchmarks/promoters.py --markdown   # the table in BENCHMARKS.md
+
+For every experiment of the config this reads ``results/<experiment>/items`` (the items
+table the workflow prepared) and ``results/<experiment>/metrics/evaluation.json`` (the
+linear probe of its frozen embedding). Experiments reading the same files form one data
+set; on its items table, in the same row order, it computes the baselines
+
+* forward-strand k-mer frequencies, ``k = 3, 4, 5``: ``x_w = n_w / sum_v n_v`` over the
+  ``4^k`` words ``w`` of the window as read (words with an ambiguity code are skipped);
+* canonical (both-strand) k-mer frequencies: a word and its reverse complement share one
+  feature, ``(4^k + 4^(k/2) [k even]) / 2`` features, invariant to the strand read;
+
+and probes them with the workflow's own :func:`scicontrast.analysis.evaluate.linear_probe`
+(``StandardScaler`` + ``LogisticRegression``) on the splits of
+:func:`~scicontrast.analysis.evaluate.stratified_splits` with the experiment's
+``probe_test_fraction`` and ``probe_seeds``, so every row of the table is scored on the
+same test items. Metrics are mean ± population std over the seeds.
+
+With ``--untrained`` each contrastive experiment also gets a control row: the same encoder
+at its initial weights (built with the experiment's training seed, as training starts),
+embedded and probed the same way, to separate what the architecture gives (position bins,
+width) from what contrastive training adds.
+
+The target of issue 2: an embedding's balanced accuracy at least 3 points above the best
+k-mer row and its AUROC above the best k-mer AUROC (both maxima over the six k-mer rows).
+
+When the data set folder is absent (a fresh clone has no ``../shared/data``) the script
+says so and exits with status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from scicontrast.analysis.evaluate import linear_probe
+from scicontrast.config import read_config_file
+from scicontrast.data_adapters.base import Items
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO / "benchmarks" / "promoters.yaml"
+KS = (3, 4, 5)
+METRICS = ("accuracy", "balanced_accuracy", "auroc")
+TARGET_MARGIN = 0.03
+
+_BASE_CODE = np.full(256, -1, dtype=np.int64)
+for _code, _base in enumerate("ACGT"):
+    _BASE_CODE[ord(_base)] = _BASE_CODE[ord(_base.lower())] = _code
+
+
+def kmer_frequencies(sequences: Sequence[str], k: int, canonical: bool = False) -> np.ndarray:
+    """k-mer frequencies ``float64 [N, F]`` (see module docstring).
+
+    Columns follow the lexicographic order of the words over ``ACGT``; with ``canonical``
+    only the columns of words that are not larger than their reverse complement remain.
+    A sequence without any countable word gives a zero row.
+    """
+    n_words = 4**k
+    counts = np.zeros((len(sequences), n_words))
+    powers = 4 ** np.arange(k - 1, -1, -1)
+    for row, sequence in enumerate(sequences):
+        codes = _BASE_CODE[np.frombuffer(sequence.encode("ascii"), dtype=np.uint8)]
+        if len(codes) < k:
+            continue
+        windows = np.lib.stride_tricks.sliding_window_view(codes, k)
+        valid = (windows >= 0).all(axis=1)
+        counts[row] = np.bincount(windows[valid] @ powers, minlength=n_words)
+    if canonical:
+        words = np.arange(n_words)
+        digits = (words[:, None] // powers) % 4
+        reverse_complement = ((3 - digits[:, ::-1]) * powers).sum(axis=1)
+        representative = np.minimum(words, reverse_complement)
+        merged = np.zeros_like(counts)
+        np.add.at(merged.T, representative, counts.T)
+        counts = merged[:, np.unique(representative)]
+    totals = counts.sum(axis=1, keepdims=True)
+    return counts / np.maximum(totals, 1)
+
+
+def window_sequences(items: Items) -> list[str]:
+    """Each item's window as read (without flanks), from the ``dna_fasta`` payload."""
+    window = int(items.meta["window"])
+    table = items.table
+    return [
+        sequence[start : start + window]
+        for sequence, start in zip(table["sequence"], table["window_start"], strict=True)
+    ]
+
+
+@dataclass
+class Row:
+    """One line of the table: a method's probe summary on one data set."""
+
+    method: str
+    kind: str  # "kmer", "contrastive" or "untrained"
+    probe: dict[str, Any]
+    experiment: str | None = None
+    train_seconds: float | None = None
+    workflow_seconds: float | None = None
+
+
+def describe(experiment: dict[str, Any]) -> str:
+    """Encoder and positives of an experiment, in words."""
+    invariant = experiment["encoder"]["params"].get("rc_invariant", True)
+    pairs = experiment["pairs"]["params"]
+    encoder = "RC-invariant encoder" if invariant else "plain encoder"
+    positives = (
+        "RC + shift positives" if pairs.get("reverse_complement", True) else "shift-only positives"
+    )
+    return f"contrastive: {encoder}, {positives}"
+
+
+def rule_seconds(results: Path, name: str) -> tuple[float | None, float | None]:
+    """Wall seconds of the ``train`` rule and of all rules of one experiment (Snakemake's
+    benchmark tables), or ``None`` where they are missing."""
+    folder = results / name / "benchmarks"
+    tables = sorted(folder.glob("*.tsv"))
+    if not tables:
+        return None, None
+    seconds = {path.stem: float(pd.read_csv(path, sep="\t")["s"].iloc[0]) for path in tables}
+    return seconds.get("train"), sum(seconds.values())
+
+
+def untrained_probe(experiment: dict[str, Any], items: Items, labels: pd.Series) -> dict[str, Any]:
+    """Probe of the experiment's encoder at its initial weights (the ``--untrained`` row)."""
+    import torch
+
+    from scicontrast.analysis.embed import embed_items
+    from scicontrast.models.contrastive import build_model
+    from scicontrast.registry import PAIR_BUILDERS
+
+    torch.manual_seed(experiment["training"]["seed"])  # as models.train.train does
+    model = build_model(experiment)
+    builder = PAIR_BUILDERS.create(experiment["pairs"], where=experiment["name"])
+    embeddings = embed_items(model, builder, items, progress=False)
+    analysis = experiment["analysis"]
+    return linear_probe(
+        embeddings, labels, analysis["probe_test_fraction"], analysis["probe_seeds"]
+    )
+
+
+def data_set_rows(
+    experiments: list[dict[str, Any]], results: Path, untrained: bool = False
+) -> tuple[str, int, dict[str, int], list[Row]]:
+    """Baselines and contrastive probes of experiments that read the same files."""
+    first = experiments[0]
+    analysis = first["analysis"]
+    label_column = analysis["label_column"]
+    items = Items.load(results / first["name"] / "items")
+    labels = items.table[label_column]
+    if labels.isna().any():
+        raise SystemExit(
+            f"{results / first['name'] / 'items'}: column {label_column!r} has missing labels"
+        )
+
+    rows = []
+    for experiment in experiments:
+        name = experiment["name"]
+        if experiment["analysis"] != analysis:
+            raise SystemExit(f"{name}: analysis settings differ from {first['name']}'s")
+        item_ids = Items.load(results / name / "items").table["item_id"]
+        if not item_ids.equals(items.table["item_id"]):
+            raise SystemExit(f"{name}: items differ from {first['name']}'s, splits would differ")
+        evaluation = json.loads((results / name / "metrics" / "evaluation.json").read_text())
+        probe = evaluation["probe"]
+        if probe["n_items"] != len(items) or len(probe["per_seed"]) != len(analysis["probe_seeds"]):
+            raise SystemExit(f"{name}: evaluation.json was not probed on every item and seed")
+        train_seconds, workflow_seconds = rule_seconds(results, name)
+        rows.append(
+            Row(describe(experiment), "contrastive", probe, name, train_seconds, workflow_seconds)
+        )
+        if untrained:
+            control = untrained_probe(experiment, items, labels)
+            rows.append(Row(f"{describe(experiment)}, untrained control", "untrained", control))
+
+    sequences = window_sequences(items)
+    baselines = []
+    for k, canonical in itertools.product(KS, (False, True)):
+        features = kmer_frequencies(sequences, k, canonical)
+        strand = "canonical (both strands)" if canonical else "forward strand"
+        probe = linear_probe(
+            features, labels, analysis["probe_test_fraction"], analysis["probe_seeds"]
+        )
+        baselines.append(Row(f"{k}-mer frequencies, {strand}", "kmer", probe))
+    stems = [Path(p).name.split(".")[0] for p in first["adapter"]["params"]["paths"]]
+    return " vs ".join(stems), len(items), labels.value_counts().to_dict(), baselines + rows
+
+
+def mean_std(summary: dict[str, float | None]) -> str:
+    return f"{summary['mean']:.3f} ± {summary['std']:.3f}"
+
+
+def seconds_text(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds:.0f}"
+
+
+def verdict(row: Row, best: dict[str, float]) -> str:
+    """Whether a contrastive row meets the target against the best k-mer rows."""
+    if row.kind == "kmer":
+        return ""
+    gain = row.probe["balanced_accuracy"]["mean"] - best["balanced_accuracy"]
+    auroc_ok = row.probe["auroc"]["mean"] > best["auroc"]
+    met = gain >= TARGET_MARGIN and auroc_ok
+    return f"{'yes' if met else 'no'} ({100 * gain:+.1f} pt, AUROC {'>' if auroc_ok else '<='})"
+
+
+def render(data_sets: list[tuple[str, int, dict[str, int], list[Row]]], markdown: bool) -> str:
+    header = [
+        "method",
+        "accuracy",
+        "balanced acc.",
+        "AUROC",
+        "target met (bal. acc. vs best k-mer)",
+        "train s",
+        "workflow s",
+    ]
+    out = []
+    for title, n_items, counts, rows in data_sets:
+        kmer_rows = [r for r in rows if r.kind == "kmer"]
+        best = {m: max(r.probe[m]["mean"] for r in kmer_rows) for m in METRICS}
+        table = [
+            [
+                r.method,
+                *(mean_std(r.probe[m]) for m in METRICS),
+                verdict(r, best),
+                seconds_text(r.train_seconds),
+                seconds_text(r.workflow_seconds),
+            ]
+            for r in rows
+        ]
+        class_counts = ", ".join(f"{label} {n}" for label, n in sorted(counts.items()))
+        heading = f"{title}: {n_items} sequences ({class_counts})"
+        target = (
+            f"target: balanced accuracy >= {best['balanced_accuracy'] + TARGET_MARGIN:.3f} "
+            f"and AUROC > {best['auroc']:.3f}"
+        )
+        if markdown:
+            out += [f"**{heading}**; {target}.", ""]
+            out.append("| " + " | ".join(header) + " |")
+            out.append("| " + " | ".join("---" for _ in header) + " |")
+            out += ["| " + " | ".join(cells) + " |" for cells in table]
+        else:
+            widths = [
+                max(len(str(c)) for c in column) for column in zip(header, *table, strict=True)
+            ]
+            out += [heading, target]
+            for cells in [header, *table]:
+                out.append(
+                    "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+                )
+        out.append("")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    parser.add_argument("--results", type=Path, default=REPO / "results")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument(
+        "--untrained", action="store_true", help="add each encoder at its initial weights"
+    )
+    args = parser.parse_args(argv)
+
+    config = read_config_file(args.config)
+    by_files: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for name, experiment in config["experiments"].items():
+        paths = tuple(experiment["adapter"]["params"]["paths"])
+        missing = [p for p in paths if not (REPO / p).is_file()]
+        if missing:
+            print(f"skipping the promoter benchmark: {missing[0]} not found (no ../shared/data)")
+            return 0
+        by_files.setdefault(paths, []).append({"name": name, **experiment})
+    unfinished = [
+        e["name"]
+        for group in by_files.values()
+        for e in group
+        if not (args.results / e["name"] / "metrics" / "evaluation.json").is_file()
+    ]
+    if unfinished:
+        print(
+            f"no evaluation for {', '.join(unfinished)} under {args.results}; run the workflow "
+            "first (command in BENCHMARKS.md)",
+            file=sys.stderr,
+        )
+        return 1
+    data_sets = [data_set_rows(group, args.results, args.untrained) for group in by_files.values()]
+    print(render(data_sets, args.markdown))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

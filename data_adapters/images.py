@@ -1,0 +1,675 @@
+"""Images: reading micrographs, and the ``image_folder`` adapter (one item per image or tile).
+
+Reading
+-------
+PNG, JPEG and TIFF files (``.png``, ``.jpg``, ``.jpeg``, ``.tif``, ``.tiff``). PNG and JPEG
+are read with ``skimage.io.imread``; TIFF with ``tifffile`` (the reader scikit-image uses),
+page by page, so a multi-page TIFF gives one image per page (reduced-resolution thumbnail
+pages are skipped). Every image becomes ``float32 [H, W, C]`` in ``[0, 1]`` with
+``C = 1`` (grey) or ``3`` (RGB):
+
+* ``uint8`` is divided by 255, ``uint16`` by 65535, ``bool`` is 0/1; a float image must
+  already lie in ``[0, 1]``; any other pixel type is an error;
+* an alpha channel (grey + alpha, RGBA) is dropped.
+
+A file that is empty, truncated or not an image, or an image with no pixels, raises
+:class:`~scicontrast.errors.InputDataError` naming the file (and the page).
+
+Image ids
+---------
+An image's id is its file's stem (``grain_07.png -> grain_07``); page ``k`` of a multi-page
+TIFF (counted from 0) is ``<stem>_page<k>``. When two files share a stem, their ids are
+their paths relative to the files' common folder, without suffix, with ``/`` replaced by
+``__``. Ids name output files, so they stay file-system safe.
+
+Items (``image_folder``)
+------------------------
+One item per image, or per tile with ``tiles``. ``items.arrays["images"]`` holds
+``[N, C, S, S]``: ``uint8`` when every source image is 8-bit, else ``float32`` in
+``[0, 1]``. Size policy for a whole image (``resize``):
+
+``"crop"`` (default)
+    scale so that the shorter side is ``S``, then cut the centred ``S x S`` square;
+``"fit"``
+    scale so that the longer side is ``S`` and pad the rest with zeros, centred;
+    ``items.arrays["masks"]`` (``bool [N, S, S]``) then marks the image's pixels;
+``"none"``
+    no scaling: cut the centred ``S x S`` square (an image smaller than ``S`` is an error).
+
+With ``tiles = k`` an image is cut, unscaled, into the grid of non-overlapping ``S x S``
+tiles (the grid centred in the image, the leftover margin split evenly) and ``k`` tiles
+spread evenly over the grid in raster order are kept (all of them when the grid has at most
+``k``). Scaling uses ``skimage.transform.resize`` with anti-aliasing.
+
+Items table columns: ``item_id`` (the image id, ``<id>:r<i>c<j>`` for tile ``(i, j)``),
+``file``, ``image``, ``page``, ``height``, ``width`` (of the source image), ``scale`` (crop
+pixels per source pixel), ``tile_row``, ``tile_col`` (``-1`` without tiles), then metadata
+columns from ``label_from_filename`` and the labels table. ``meta`` follows the image
+contract: ``modality = "image"``, ``channels``, ``size``, ``pixel_size_um`` (of the source
+images, or ``None``) and ``payload_columns = []`` (pixels live in the arrays).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import re
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import tifffile
+from skimage import io as skio
+from skimage.color import rgb2gray
+from skimage.transform import resize
+
+from scicontrast.data_adapters.base import Adapter, Items
+from scicontrast.errors import ConfigError, InputDataError
+from scicontrast.registry import ADAPTERS
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+TIFF_SUFFIXES = (".tif", ".tiff")
+RESIZE_POLICIES = ("crop", "fit", "none")
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_TABLE_COLUMNS = (
+    "item_id",
+    "file",
+    "image",
+    "page",
+    "height",
+    "width",
+    "scale",
+    "tile_row",
+    "tile_col",
+)
+
+
+@dataclass
+class Micrograph:
+    """One image as read: ``pixels`` is ``float32 [H, W, C]`` in ``[0, 1]``, ``C`` 1 or 3."""
+
+    image_id: str
+    path: Path
+    page: int
+    pixels: np.ndarray
+    bit_depth: int
+    pages: int = 1
+
+    @property
+    def where(self) -> str:
+        """The file, and the page when the file has several, for messages."""
+        return f"{self.path} (page {self.page})" if self.pages > 1 else str(self.path)
+
+
+# --- finding files -----------------------------------------------------------------------
+
+
+def expand_image_paths(paths: list[str] | str) -> list[Path]:
+    """Files, glob patterns (``**`` allowed) and folders -> the image files, in order.
+
+    A folder stands for the image files directly inside it (sorted); a glob pattern keeps
+    its matches that are image files (sorted). A literal file path is returned as given,
+    even when it does not exist yet (a workflow may build it). A folder or pattern with no
+    image file raises ``InputDataError``.
+    """
+    entries = [paths] if isinstance(paths, str) else [str(p) for p in paths]
+    files: list[Path] = []
+    for entry in entries:
+        if _GLOB_CHARS.search(entry):
+            matches = [Path(p) for p in sorted(glob.glob(entry, recursive=True))]
+            matches = [p for p in matches if p.is_file() and _is_image_name(p)]
+            if not matches:
+                raise InputDataError(f"{entry}: glob pattern matches no image file")
+            files.extend(matches)
+        elif Path(entry).is_dir():
+            matches = sorted(p for p in Path(entry).iterdir() if p.is_file() and _is_image_name(p))
+            if not matches:
+                raise InputDataError(
+                    f"{entry}: folder holds no image file ({', '.join(IMAGE_SUFFIXES)})"
+                )
+            files.extend(matches)
+        else:
+            files.append(Path(entry))
+    return list(dict.fromkeys(files))
+
+
+def _is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def file_ids(files: list[Path]) -> dict[Path, str]:
+    """The id of each file (see module docstring): its stem, or its path when stems clash."""
+    stems = Counter(p.stem for p in files)
+    clashing = [p for p in files if stems[p.stem] > 1]
+    ids = {p: p.stem for p in files}
+    if clashing:
+        resolved = [p.resolve() for p in clashing]
+        common = Path(*_common_parts([r.parent.parts for r in resolved]))
+        for path, full in zip(clashing, resolved, strict=True):
+            ids[path] = full.relative_to(common).with_suffix("").as_posix().replace("/", "__")
+    return ids
+
+
+def _common_parts(parts: list[tuple[str, ...]]) -> tuple[str, ...]:
+    common = parts[0]
+    for other in parts[1:]:
+        n = 0
+        while n < min(len(common), len(other)) and common[n] == other[n]:
+            n += 1
+        common = common[:n]
+    return common
+
+
+# --- reading -----------------------------------------------------------------------------
+
+
+class _TiffWarnings(logging.Handler):
+    """Collects tifffile's logged warnings: it logs, instead of raising, on a truncated file."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _read_tiff_pages(path: Path) -> list[np.ndarray]:
+    handler = _TiffWarnings()
+    logger = logging.getLogger("tifffile")
+    logger.addHandler(handler)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            pages = []
+            for page in tif.pages:
+                if getattr(page, "is_reduced", False):
+                    continue
+                array = page.asarray()
+                if page.axes.startswith("S") and array.ndim == 3:
+                    array = np.moveaxis(array, 0, -1)  # planar RGB -> interleaved
+                pages.append(array)
+    finally:
+        logger.removeHandler(handler)
+    if handler.messages:
+        raise InputDataError(f"{path}: corrupt or truncated TIFF ({handler.messages[0]})")
+    return pages
+
+
+def read_image_pages(path: str | Path) -> list[np.ndarray]:
+    """The raw arrays of an image file, one per page (PNG and JPEG have one page).
+
+    Raises ``InputDataError`` naming the file when it is missing, empty, truncated or not an
+    image of a known format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputDataError(f"{path}: image file not found")
+    if path.stat().st_size == 0:
+        raise InputDataError(f"{path}: empty file (0 bytes), not an image")
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise InputDataError(
+            f"{path}: unknown image format {suffix!r}; known: {', '.join(IMAGE_SUFFIXES)}"
+        )
+    try:
+        if suffix in TIFF_SUFFIXES:
+            pages = _read_tiff_pages(path)
+        else:
+            pages = [np.asarray(skio.imread(path))]
+    except InputDataError:
+        raise
+    except Exception as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise InputDataError(
+            f"{path}: cannot read image (corrupt, truncated or not a "
+            f"{suffix.lstrip('.').upper()} file): {type(exc).__name__}: {detail}"
+        ) from None
+    if not pages:
+        raise InputDataError(f"{path}: TIFF file holds no image page")
+    return pages
+
+
+def normalise_pixels(array: np.ndarray, where: str) -> tuple[np.ndarray, int]:
+    """Raw image array -> ``(float32 [H, W, C] in [0, 1] with C in {1, 3}, bit depth)``.
+
+    ``where`` (file and page) names the image in error messages.
+    """
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
+        raise InputDataError(
+            f"{where}: unsupported image shape {array.shape}; expected H x W grey or "
+            "H x W x 3 RGB (an alpha channel is dropped)"
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise InputDataError(f"{where}: image has no pixels (shape {array.shape})")
+    if array.shape[2] in (2, 4):
+        array = array[:, :, :-1]
+    if array.dtype == np.uint8:
+        pixels, depth = array.astype(np.float32) / 255.0, 8
+    elif array.dtype == np.uint16:
+        pixels, depth = array.astype(np.float32) / 65535.0, 16
+    elif array.dtype == bool:
+        pixels, depth = array.astype(np.float32), 8
+    elif np.issubdtype(array.dtype, np.floating):
+        pixels, depth = array.astype(np.float32), 32
+        if not np.isfinite(pixels).all() or pixels.min() < 0.0 or pixels.max() > 1.0:
+            raise InputDataError(
+                f"{where}: floating-point pixels must lie in [0, 1] (found "
+                f"{np.nanmin(pixels):.4g} .. {np.nanmax(pixels):.4g})"
+            )
+    else:
+        raise InputDataError(
+            f"{where}: unsupported pixel type {array.dtype}; expected 8- or 16-bit unsigned "
+            "integers or floats in [0, 1]"
+        )
+    return np.ascontiguousarray(pixels), depth
+
+
+def read_micrographs(files: list[Path]) -> Iterator[Micrograph]:
+    """Read every page of every file, one file at a time (ids as in the module docstring)."""
+    ids = file_ids(files)
+    for path in files:
+        pages = read_image_pages(path)
+        for page, raw in enumerate(pages):
+            where = f"{path} (page {page})" if len(pages) > 1 else str(path)
+            pixels, depth = normalise_pixels(raw, where)
+            image_id = ids[path] if len(pages) == 1 else f"{ids[path]}_page{page}"
+            yield Micrograph(image_id, path, page, pixels, depth, pages=len(pages))
+
+
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """``[0, 1]`` floats -> ``uint8``, rounding to nearest (exact for 8-bit sources)."""
+    return np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
+
+
+def to_rgb(pixels: np.ndarray) -> np.ndarray:
+    """``[H, W, C]`` -> ``[H, W, 3]`` (a grey image is repeated)."""
+    return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
+
+
+# --- labels tables (shared with the grains adapter) ----------------------------------------
+
+
+def read_table(path: str | Path, key: str) -> pd.DataFrame:
+    """A CSV/TSV/Parquet table with unique, present values in column ``key``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputDataError(f"{path}: labels table not found")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            frame = pd.read_csv(path, dtype={key: str})
+        elif suffix in (".tsv", ".tab", ".txt"):
+            frame = pd.read_csv(path, sep="\t", dtype={key: str})
+        elif suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        else:
+            raise ConfigError(f"{path}: labels table must be .csv, .tsv/.tab/.txt or .parquet/.pq")
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        raise InputDataError(f"{path}: cannot read labels table: {exc}") from None
+    if key not in frame.columns:
+        raise InputDataError(
+            f"{path}: no column {key!r} (labels_key); columns: {list(frame.columns)}"
+        )
+    keys = frame[key]
+    if keys.isna().any():
+        row = int(np.flatnonzero(keys.isna().to_numpy())[0]) + 1
+        raise InputDataError(f"{path}: row {row} has no {key!r} (rows counted from 1)")
+    keys = keys.astype(str)
+    duplicated = keys.duplicated()
+    if duplicated.any():
+        row = int(np.flatnonzero(duplicated.to_numpy())[0])
+        raise InputDataError(
+            f"{path}: row {row + 1}: duplicate {key} {keys.iloc[row]!r} (rows counted from 1)"
+        )
+    return frame.assign(**{key: keys})
+
+
+def match_table_to_files(
+    table: pd.DataFrame, key: str, files: list[Path], table_path: Path
+) -> tuple[dict[Path, int], list[str]]:
+    """Which table row describes which file.
+
+    A key names a file when it is, in this order of preference, the file's path relative to
+    the table's folder, its path as listed, its name, or its stem (name and stem only when
+    unique among the files). Returns ``(row of each matched file, keys matching no file)``.
+    """
+    resolved = {p.resolve(): p for p in files}
+    as_listed = {p.as_posix(): p for p in files}
+    names = Counter(p.name for p in files)
+    stems = Counter(p.stem for p in files)
+    by_name = {p.name: p for p in files if names[p.name] == 1}
+    by_stem = {p.stem: p for p in files if stems[p.stem] == 1}
+    rows: dict[Path, int] = {}
+    unmatched: list[str] = []
+    for row, value in enumerate(table[key].tolist()):
+        candidate = (table_path.parent / value).resolve()
+        path = (
+            resolved.get(candidate)
+            or as_listed.get(Path(value).as_posix())
+            or by_name.get(value)
+            or by_stem.get(value)
+        )
+        if path is None:
+            unmatched.append(value)
+            continue
+        if path in rows:
+            raise InputDataError(
+                f"{table_path}: rows {rows[path] + 1} and {row + 1} both name file {path}"
+            )
+        rows[path] = row
+    return rows, unmatched
+
+
+def compile_filename_pattern(
+    pattern: str | None, adapter: str, reserved: tuple[str, ...]
+) -> re.Pattern | None:
+    """Compile ``label_from_filename``: a regex with named groups, none a reserved column."""
+    if pattern is None:
+        return None
+    where = f"adapter {adapter}: params.label_from_filename"
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"{where}: invalid regular expression {pattern!r}: {exc}") from None
+    if not compiled.groupindex:
+        raise ConfigError(f"{where}: {pattern!r} has no named group; write e.g. (?P<label>...)")
+    clashes = sorted(set(compiled.groupindex) & set(reserved))
+    if clashes:
+        raise ConfigError(f"{where}: group names {clashes} are reserved column names")
+    return compiled
+
+
+def filename_groups(pattern: re.Pattern | None, path: Path) -> dict[str, str]:
+    """The named groups of ``pattern`` searched in ``path`` (an error when it does not match)."""
+    if pattern is None:
+        return {}
+    match = pattern.search(path.as_posix())
+    if match is None:
+        raise InputDataError(
+            f"{path}: file name does not match label_from_filename {pattern.pattern!r}"
+        )
+    return match.groupdict()
+
+
+# --- cropping ----------------------------------------------------------------------------
+
+
+def _scaled(pixels: np.ndarray, scale: float) -> np.ndarray:
+    if scale == 1.0:
+        return pixels
+    height, width = pixels.shape[:2]
+    shape = (max(1, round(height * scale)), max(1, round(width * scale)), pixels.shape[2])
+    return resize(pixels, shape, order=1, anti_aliasing=scale < 1.0, preserve_range=True).astype(
+        np.float32
+    )
+
+
+def _centre_square(pixels: np.ndarray, size: int) -> np.ndarray:
+    height, width = pixels.shape[:2]
+    top, left = (height - size) // 2, (width - size) // 2
+    return pixels[top : top + size, left : left + size]
+
+
+def square_image(
+    pixels: np.ndarray, size: int, policy: str, where: str
+) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """One ``[S, S, C]`` crop of a whole image, its valid-pixel mask (``fit`` only), scale."""
+    height, width = pixels.shape[:2]
+    if policy == "none":
+        if min(height, width) < size:
+            raise InputDataError(
+                f"{where}: image is {height} x {width}, smaller than size={size} "
+                "(resize: none does not scale; use resize: crop or fit)"
+            )
+        return _centre_square(pixels, size), None, 1.0
+    if policy == "crop":
+        scale = size / min(height, width)
+        return _centre_square(_scaled(pixels, scale), size), None, scale
+    scale = size / max(height, width)
+    scaled = _scaled(pixels, scale)
+    out = np.zeros((size, size, pixels.shape[2]), dtype=np.float32)
+    mask = np.zeros((size, size), dtype=bool)
+    top, left = (size - scaled.shape[0]) // 2, (size - scaled.shape[1]) // 2
+    out[top : top + scaled.shape[0], left : left + scaled.shape[1]] = scaled
+    mask[top : top + scaled.shape[0], left : left + scaled.shape[1]] = True
+    return out, mask, scale
+
+
+def tile_grid(height: int, width: int, size: int, keep: int) -> list[tuple[int, int, int, int]]:
+    """``(row, col, top, left)`` of the kept tiles (policy in the module docstring)."""
+    rows, cols = height // size, width // size
+    top0, left0 = (height - rows * size) // 2, (width - cols * size) // 2
+    grid = [(r, c) for r in range(rows) for c in range(cols)]
+    if len(grid) > keep:
+        chosen = np.unique(np.rint(np.linspace(0, len(grid) - 1, keep)).astype(int))
+        grid = [grid[i] for i in chosen]
+    return [(r, c, top0 + r * size, left0 + c * size) for r, c in grid]
+
+
+# --- adapter -----------------------------------------------------------------------------
+
+
+def stack_images(crops: list[np.ndarray], all_8bit: bool, channels: int) -> np.ndarray:
+    """``[S, S, C]`` float crops -> ``[N, channels, S, S]``, uint8 when every source is 8-bit."""
+    arrays = [to_rgb(c) if channels == 3 else c for c in crops]
+    stacked = np.stack(arrays).transpose(0, 3, 1, 2)
+    return to_uint8(stacked) if all_8bit else np.ascontiguousarray(stacked, dtype=np.float32)
+
+
+def check_positive_int(value: Any, adapter: str, key: str, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(
+            f"adapter {adapter}: params.{key} must be an integer >= {minimum}, got {value!r}"
+        )
+
+
+def check_pixel_size(value: Any, adapter: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(
+            f"adapter {adapter}: params.pixel_size_um must be a number > 0 (micrometres per "
+            f"pixel) or null, got {value!r}"
+        )
+    return float(value)
+
+
+@ADAPTERS.register("image_folder")
+class ImageFolderAdapter(Adapter):
+    """Folders of PNG, JPEG and TIFF images as ``S x S`` crops (formats: module docstring).
+
+    Args:
+        paths: Files, glob patterns (``**`` allowed) or folders (their image files). A
+            single string is read as one entry.
+        size: Side ``S`` of the square crops, in pixels.
+        resize: Whole-image policy, ``"crop"``, ``"fit"`` or ``"none"`` (module docstring);
+            ignored with ``tiles``.
+        tiles: ``None``: one item per image. ``k >= 1``: cut each image, unscaled, into
+            non-overlapping ``S x S`` tiles and keep ``k`` of them spread over the image.
+        grayscale: ``True`` converts RGB to grey (luminance, ``skimage.color.rgb2gray``):
+            ``C = 1``. ``False`` gives ``C = 3`` (grey repeated). ``None``: ``C = 1`` when
+            every image is grey, else 3.
+        labels: A CSV (``.csv``), TSV (``.tsv``, ``.tab``, ``.txt``) or Parquet table with
+            one row per file; its other columns become metadata columns of the file's items.
+            A column ``pixel_size_um`` sets the pixel size per file.
+        labels_key: The labels table's column naming files: a path relative to the table's
+            folder, a path as listed, a file name or a stem.
+        labels_missing: A file with no row: ``"error"`` stops, ``"allow"`` leaves its
+            metadata missing. Rows naming no file are reported in a warning.
+        label_from_filename: A regular expression with named groups, searched in each
+            file's path; each group becomes a metadata column. Example:
+            ``"(?P<label>[a-z_-]+)_\\d+\\.jpg$"``.
+        pixel_size_um: Micrometres per source pixel, for every file (a labels-table column
+            ``pixel_size_um`` overrides it per file).
+    """
+
+    def __init__(
+        self,
+        paths: list[str] | str,
+        size: int = 128,
+        resize: str = "crop",
+        tiles: int | None = None,
+        grayscale: bool | None = None,
+        labels: str | None = None,
+        labels_key: str = "file",
+        labels_missing: str = "error",
+        label_from_filename: str | None = None,
+        pixel_size_um: float | None = None,
+    ) -> None:
+        name = "image_folder"
+        self.paths = [paths] if isinstance(paths, str) else [str(p) for p in paths]
+        if not self.paths:
+            raise ConfigError(f"adapter {name}: params.paths: give at least one file or folder")
+        check_positive_int(size, name, "size")
+        if tiles is not None:
+            check_positive_int(tiles, name, "tiles")
+        for key, value, allowed in (
+            ("resize", resize, RESIZE_POLICIES),
+            ("labels_missing", labels_missing, ("error", "allow")),
+            ("grayscale", grayscale, (None, True, False)),
+        ):
+            if value not in allowed:
+                raise ConfigError(
+                    f"adapter {name}: params.{key} must be one of {list(allowed)}, got {value!r}"
+                )
+        self.size = size
+        self.resize = resize
+        self.tiles = tiles
+        self.grayscale = grayscale
+        self.labels = labels
+        self.labels_key = labels_key
+        self.labels_missing = labels_missing
+        self.pixel_size_um = check_pixel_size(pixel_size_um, name)
+        self.filename_pattern = compile_filename_pattern(label_from_filename, name, _TABLE_COLUMNS)
+
+    def input_files(self) -> list[Path]:
+        files = expand_image_paths(self.paths)
+        return [*files, Path(self.labels)] if self.labels is not None else files
+
+    def read(self) -> Items:
+        files = expand_image_paths(self.paths)
+        groups = {path: filename_groups(self.filename_pattern, path) for path in files}
+        labels, rows = self._labels(files)
+
+        records: list[dict[str, Any]] = []
+        crops: list[np.ndarray] = []
+        masks: list[np.ndarray | None] = []
+        depths: set[int] = set()
+        any_colour = False
+        for micrograph in read_micrographs(files):
+            pixels = micrograph.pixels
+            if self.grayscale and pixels.shape[2] == 3:
+                pixels = rgb2gray(pixels)[:, :, None].astype(np.float32)
+            any_colour |= pixels.shape[2] == 3
+            depths.add(micrograph.bit_depth)
+            base = {
+                "file": str(micrograph.path),
+                "image": micrograph.image_id,
+                "page": micrograph.page,
+                "height": pixels.shape[0],
+                "width": pixels.shape[1],
+            }
+            for record, crop, mask in self._crops(micrograph, pixels):
+                records.append({**base, **record, **groups[micrograph.path]})
+                crops.append(crop)
+                masks.append(mask)
+        if not crops:
+            raise InputDataError(f"{', '.join(map(str, files))}: no image gave a crop")
+
+        channels = 1 if self.grayscale or (self.grayscale is None and not any_colour) else 3
+        table = pd.DataFrame.from_records(records)
+        if labels is not None:
+            row_of_file = {str(p): r for p, r in rows.items()}
+            columns = labels.drop(columns=[self.labels_key]).reset_index(drop=True)
+            positions = table["file"].map(row_of_file)
+            joined = columns.reindex(positions.to_numpy()).reset_index(drop=True)
+            table = pd.concat([table, joined], axis=1)
+        pixel_size = self._pixel_size(table)
+        arrays = {"images": stack_images(crops, depths == {8}, channels)}
+        if any(m is not None for m in masks):
+            full = np.ones((self.size, self.size), dtype=bool)
+            arrays["masks"] = np.stack([full if m is None else m for m in masks])
+        meta = {
+            "modality": "image",
+            "channels": channels,
+            "size": self.size,
+            "pixel_size_um": pixel_size,
+            "payload_columns": [],
+            "metadata_columns": [c for c in table.columns if c not in _TABLE_COLUMNS],
+            "resize": None if self.tiles else self.resize,
+            "tiles": self.tiles,
+            "source_files": [str(p) for p in files],
+            "images": int(table["image"].nunique()),
+        }
+        return Items(table=table, meta=meta, arrays=arrays)
+
+    def _crops(
+        self, micrograph: Micrograph, pixels: np.ndarray
+    ) -> Iterator[tuple[dict[str, Any], np.ndarray, np.ndarray | None]]:
+        """``(table columns, [S, S, C] crop, valid-pixel mask or None)`` per item."""
+        where = micrograph.where
+        if self.tiles is None:
+            crop, mask, scale = square_image(pixels, self.size, self.resize, where)
+            record = {"item_id": micrograph.image_id, "scale": scale, "tile_row": -1}
+            yield {**record, "tile_col": -1}, crop, mask
+            return
+        height, width = pixels.shape[:2]
+        grid = tile_grid(height, width, self.size, self.tiles)
+        if not grid:
+            raise InputDataError(
+                f"{where}: image is {height} x {width}, smaller than one {self.size} x "
+                f"{self.size} tile"
+            )
+        for row, col, top, left in grid:
+            record = {
+                "item_id": f"{micrograph.image_id}:r{row}c{col}",
+                "scale": 1.0,
+                "tile_row": row,
+                "tile_col": col,
+            }
+            yield record, pixels[top : top + self.size, left : left + self.size], None
+
+    def _labels(self, files: list[Path]) -> tuple[pd.DataFrame | None, dict[Path, int]]:
+        if self.labels is None:
+            return None, {}
+        path = Path(self.labels)
+        table = read_table(path, self.labels_key)
+        taken = set(_TABLE_COLUMNS) | set(
+            self.filename_pattern.groupindex if self.filename_pattern else ()
+        )
+        clashes = sorted((set(map(str, table.columns)) - {self.labels_key}) & taken)
+        if clashes:
+            raise InputDataError(
+                f"{path}: columns {clashes} clash with item-table or label_from_filename "
+                "columns; rename them"
+            )
+        rows, unmatched = match_table_to_files(table, self.labels_key, files, path)
+        if unmatched:
+            warnings.warn(
+                f"{path}: {len(unmatched)} rows name no input file (first: {unmatched[0]!r})",
+                stacklevel=3,
+            )
+        missing = [p for p in files if p not in rows]
+        if missing and self.labels_missing == "error":
+            raise InputDataError(
+                f"{path}: no row for image file {missing[0]} ({len(missing)} files in all); "
+                "set adapter params.labels_missing to 'allow' to keep them unlabelled"
+            )
+        return table, rows
+
+    def _pixel_size(self, table: pd.DataFrame) -> float | None:
+        """The source pixel size; a per-file column wins, and must then be one value."""
+        if "pixel_size_um" not in table.columns:
+            return self.pixel_size_um
+        values = pd.to_numeric(table["pixel_size_um"], errors="coerce")
+        if values.isna().all():
+            return self.pixel_size_um
+        distinct = values.dropna().unique()
+        return float(distinct[0]) if len(distinct) == 1 and not values.isna().any() else None

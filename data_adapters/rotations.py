@@ -1,0 +1,383 @@
+r"""Rotation pair builder for images: the same crop (or grain) seen at any angle.
+
+Items
+-----
+An image items set (written by the ``image_folder`` or ``grains`` adapter) has
+``meta["modality"] == "image"``, ``meta["channels"]`` ``C`` (1 or 3), ``meta["size"]`` ``S``
+and the arrays
+
+``images``
+    ``uint8 [N, C, S, S]`` or ``float32 [N, C, S, S]`` with values in ``[0, 1]``;
+``masks`` (optional)
+    ``bool [N, S, S]``: ``True`` inside the object (e.g. the grain); absent means the whole
+    crop is the object.
+
+Views
+-----
+A view of item ``i`` is
+
+.. math::
+
+    v = \operatorname{jitter}\bigl(\operatorname{crop}_o\,R_\theta\,F^{f}\,x_i\bigr)
+        \cdot \operatorname{crop}_o\,R_\theta\,F^{f}\,m_i \cdot D_o,
+
+read right to left: an optional horizontal mirror ``F`` (``f ~ Bernoulli(1/2)`` when
+``flips``), a rotation ``R_theta`` about the image centre, the central ``o x o`` crop
+(``o = out_size``, default ``S``), intensity jitter, and multiplication by the rotated
+object mask ``m_i`` (all ones without ``masks``) and by the disc ``D_o`` inscribed in the
+crop (pixel centres within ``o / 2`` of the centre). Because every view is cut to the same
+disc, the corners, which a rotation fills with padding or with content from outside the
+crop, cannot tell the network the angle. With ``out_size <= S / sqrt(2)`` the disc only
+ever holds real image content, at every angle.
+
+The angle ``theta`` (degrees, counter-clockwise as displayed with rows going down, the
+sense of ``torch.rot90(x, 1, dims=(-2, -1))``) is drawn per view:
+
+``angles="continuous"``
+    ``theta ~ U[0, 360)``;
+``angles="c4"`` / ``"c8"``
+    ``theta ~ U{0, 90, 180, 270}`` / ``U{0, 45, ..., 315}``.
+
+Sampling is one ``torch.nn.functional.affine_grid`` + ``grid_sample`` call per view with
+``interpolation`` ``"bilinear"`` (default), ``"bicubic"`` (clamped to ``[0, 1]``) or
+``"nearest"``, border padding and ``align_corners=False``, so the rotation centre is the
+geometric centre of the image and a rotation by a multiple of 90 degrees samples pixel
+centres exactly (it equals ``torch.rot90`` up to float rounding of ``cos``/``sin``).
+
+Jitter, drawn per view and applied inside the disc, in this order: contrast
+``x <- mu + c (x - mu)`` with ``c ~ U[1 - contrast, 1 + contrast]`` and ``mu`` the mean of
+the view over the object, brightness ``x <- x + b`` with ``b ~ U[-brightness, brightness]``,
+and for RGB a per-channel gain ``g_k ~ U[1 - colour, 1 + colour]`` (a mild tint); then
+``x`` is clamped to ``[0, 1]``.
+
+The canonical view (``"identity"``, also what ``rng=None`` gives) is ``theta = 0``, no
+mirror, no jitter, cropped and masked the same way, so the embedding step sees the object
+exactly as training framed it. All randomness comes from the generator passed to
+:meth:`RotationViews.make_view`: the angle, then the mirror (if ``flips``), then the jitter
+factors (those that are non-zero), in that order.
+
+References: rotation as a positive-pair augmentation for rotation-invariant microscopy
+features follows e.g. Lafarge et al., "Learning domain-invariant representations of
+histological images" (2019) and Chen et al., SimCLR (2020) for the jitter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from scicontrast.data_adapters.base import Items, PairBuilder
+from scicontrast.errors import ConfigError, InputDataError
+from scicontrast.registry import PAIR_BUILDERS
+
+ANGLE_MODES = {"continuous": None, "c4": 90.0, "c8": 45.0}
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+JITTER_KEYS = ("brightness", "contrast", "colour")
+DEFAULT_JITTER = {"brightness": 0.05, "contrast": 0.05, "colour": 0.02}
+
+
+def disc_mask(size: int) -> Tensor:
+    """``bool [size, size]``: pixel centres within ``size / 2`` of the image centre.
+
+    The grid of pixel centres is symmetric about the centre, so the disc is invariant to
+    exact 90-degree rotations and to mirrors.
+    """
+    centres = torch.arange(size, dtype=torch.float64) + 0.5 - size / 2
+    return centres[:, None] ** 2 + centres[None, :] ** 2 <= (size / 2) ** 2
+
+
+def rotate(
+    images: Tensor,
+    angles: Tensor,
+    out_size: int | None = None,
+    flips: Tensor | None = None,
+    interpolation: str = "bilinear",
+    shifts: Tensor | None = None,
+) -> Tensor:
+    """Rotate a batch about the image centre and keep the central ``out_size`` square.
+
+    Args:
+        images: ``float [B, C, S, S]``.
+        angles: ``[B]`` degrees, counter-clockwise as displayed (``torch.rot90``'s sense).
+        out_size: Side of the central crop of the rotated image; ``None`` keeps ``S``.
+        flips: ``bool [B]``: mirror left-right before rotating; ``None`` mirrors nothing.
+        interpolation: ``"bilinear"``, ``"bicubic"`` or ``"nearest"``.
+        shifts: ``[B, 2]`` pixels ``(right, down)`` by which the rotation centre (and so the
+            crop) moves away from the image centre; ``None`` moves nothing.
+
+    Returns:
+        ``[B, C, out_size, out_size]``, same dtype. No mask is applied.
+    """
+    batch, channels, size = images.shape[0], images.shape[1], images.shape[-1]
+    out_size = size if out_size is None else out_size
+    radians = torch.deg2rad(angles.to(torch.float64))
+    cos, sin = torch.cos(radians), torch.sin(radians)
+    mirror = torch.ones(batch, dtype=torch.float64)
+    if flips is not None:
+        mirror = torch.where(flips, -1.0, 1.0).to(torch.float64)
+    # affine_grid maps output (x right, y down) to input coordinates. Showing the image
+    # turned counter-clockwise by theta means sampling at R(-theta) in these y-down axes,
+    # [[cos, -sin], [sin, cos]]; the mirror negates the input's x, and out_size / S scales
+    # normalised output coordinates to the central crop.
+    scale = out_size / size
+    theta = torch.zeros(batch, 2, 3, dtype=torch.float64)
+    theta[:, 0, 0] = mirror * cos * scale
+    theta[:, 0, 1] = -mirror * sin * scale
+    theta[:, 1, 0] = sin * scale
+    theta[:, 1, 1] = cos * scale
+    if shifts is not None:
+        theta[:, :, 2] = shifts.to(torch.float64) * (2 / size)
+    grid = F.affine_grid(
+        theta.to(images.dtype), [batch, channels, out_size, out_size], align_corners=False
+    )
+    return F.grid_sample(
+        images, grid, mode=interpolation, padding_mode="border", align_corners=False
+    )
+
+
+def _check_number(name: str, value: Any, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < high:
+        raise ConfigError(
+            f"pairs rotations: params.{name} must be a number in [{low}, {high}), got {value!r}"
+        )
+    return float(value)
+
+
+def _parse_jitter(jitter: Mapping[str, Any] | bool | None) -> dict[str, float]:
+    if jitter is None or jitter is False:
+        return dict.fromkeys(JITTER_KEYS, 0.0)
+    if jitter is True:
+        return dict(DEFAULT_JITTER)
+    if not isinstance(jitter, Mapping):
+        raise ConfigError(
+            f"pairs rotations: params.jitter must be a mapping with keys {list(JITTER_KEYS)}, "
+            f"true (defaults {DEFAULT_JITTER}) or false/null (off), got {jitter!r}"
+        )
+    unknown = sorted(set(jitter) - set(JITTER_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"pairs rotations: params.jitter.{unknown[0]} is not a jitter setting; "
+            f"known: {', '.join(JITTER_KEYS)}"
+        )
+    return {
+        key: _check_number(f"jitter.{key}", jitter.get(key, 0.0), 0.0, 1.0) for key in JITTER_KEYS
+    }
+
+
+@PAIR_BUILDERS.register("rotations")
+class RotationViews(PairBuilder):
+    """Views of an image (or a segmented grain) under random rotations by any angle.
+
+    Args:
+        views: Views per item (>= 2), each with its own angle, mirror and jitter; all are
+            positives of each other.
+        angles: ``"continuous"`` (any angle), ``"c4"`` or ``"c8"`` (multiples of 90 / 45
+            degrees).
+        flips: Also mirror each view left-right with probability 1/2.
+        jitter: Intensity jitter half-ranges ``{brightness, contrast, colour}`` (missing
+            keys are 0; ``colour`` only acts on RGB); ``true`` gives the defaults
+            ``{brightness: 0.05, contrast: 0.05, colour: 0.02}``, ``false``/``null`` none.
+        out_size: Side of the central crop each view keeps (``<= S``); ``None`` keeps
+            ``S``. ``out_size <= S / sqrt(2)`` keeps padding out of the disc at any angle.
+        interpolation: ``"bilinear"``, ``"bicubic"`` or ``"nearest"``.
+
+    ``make_view`` returns ``float32 [C, out_size, out_size]``, zero outside the disc (and
+    outside the object mask, if the items have one). See the module docstring.
+    """
+
+    canonical_view = "identity"
+    VIEWS = ("identity", "rotated")
+
+    def __init__(
+        self,
+        views: int = 2,
+        angles: str = "continuous",
+        flips: bool = False,
+        jitter: Mapping[str, Any] | bool | None = True,
+        out_size: int | None = None,
+        max_shift: int = 0,
+        interpolation: str = "bilinear",
+    ) -> None:
+        if isinstance(views, bool) or not isinstance(views, int) or views < 2:
+            raise ConfigError(
+                f"pairs rotations: params.views must be an integer >= 2, got {views!r}"
+            )
+        if angles not in ANGLE_MODES:
+            raise ConfigError(
+                f"pairs rotations: params.angles must be one of {', '.join(ANGLE_MODES)}, "
+                f"got {angles!r}"
+            )
+        if not isinstance(flips, bool):
+            raise ConfigError(f"pairs rotations: params.flips must be true or false, got {flips!r}")
+        if out_size is not None and (
+            isinstance(out_size, bool) or not isinstance(out_size, int) or out_size < 1
+        ):
+            raise ConfigError(
+                f"pairs rotations: params.out_size must be a positive integer or null, "
+                f"got {out_size!r}"
+            )
+        if isinstance(max_shift, bool) or not isinstance(max_shift, int) or max_shift < 0:
+            raise ConfigError(
+                f"pairs rotations: params.max_shift must be an integer >= 0, got {max_shift!r}"
+            )
+        if interpolation not in INTERPOLATIONS:
+            raise ConfigError(
+                f"pairs rotations: params.interpolation must be one of "
+                f"{', '.join(INTERPOLATIONS)}, got {interpolation!r}"
+            )
+        self.views = views
+        self.angles = angles
+        self.flips = flips
+        self.jitter = _parse_jitter(jitter)
+        self.out_size = out_size
+        self.max_shift = max_shift
+        self.interpolation = interpolation
+        self._images: Tensor | None = None
+
+    def _check_items(self, items: Items) -> int:
+        """Validate an image items set; return the view side ``out_size`` (or ``S``)."""
+        modality = items.meta.get("modality")
+        if modality != "image":
+            raise ConfigError(
+                f"pairs rotations: needs image items (meta modality 'image'), got {modality!r}"
+            )
+        images = items.arrays.get("images")
+        if images is None:
+            raise InputDataError("image items: no 'images' array (images.npy)")
+        channels, size = items.meta.get("channels"), items.meta.get("size")
+        expected = (len(items), channels, size, size)
+        if images.ndim != 4 or images.shape != expected:
+            raise InputDataError(
+                f"image items: 'images' has shape {list(images.shape)}, expected [N, C, S, S] = "
+                f"{list(expected)} from meta channels and size"
+            )
+        if images.dtype not in (np.uint8, np.float32):
+            raise InputDataError(
+                f"image items: 'images' must be uint8 or float32, got {images.dtype}"
+            )
+        masks = items.arrays.get("masks")
+        if masks is not None and (
+            masks.dtype != np.bool_ or masks.shape != (len(items), size, size)
+        ):
+            raise InputDataError(
+                f"image items: 'masks' must be bool [N, S, S] = {[len(items), size, size]}, "
+                f"got {masks.dtype} {list(masks.shape)}"
+            )
+        if self.out_size is not None and self.out_size > size:
+            raise ConfigError(
+                f"pairs rotations: params.out_size={self.out_size} exceeds the image size "
+                f"S={size}; use out_size <= S or null"
+            )
+        out_size = size if self.out_size is None else self.out_size
+        if out_size + 2 * self.max_shift > size:
+            raise ConfigError(
+                f"pairs rotations: params.max_shift={self.max_shift} moves the disc of "
+                f"out_size={out_size} past the edge of S={size} images; need "
+                "out_size + 2 * max_shift <= S"
+            )
+        return out_size
+
+    def build(self, items: Items) -> pd.DataFrame:
+        self._check_items(items)
+        n = len(items)
+        return pd.DataFrame(
+            {
+                "group_id": np.repeat(np.arange(n, dtype=np.int64), self.views),
+                "item_id": np.repeat(items.table["item_id"].to_numpy(), self.views),
+                "view": np.full(n * self.views, "rotated"),
+            }
+        )
+
+    def bind(self, items: Items) -> None:
+        """Keep the images (and object masks, as an extra channel) as one tensor.
+
+        Images stay in their stored dtype (uint8 takes a quarter of float32's memory) and
+        are scaled to ``[0, 1]`` per view.
+        """
+        self._out_size = self._check_items(items)
+        images = torch.from_numpy(np.ascontiguousarray(items.arrays["images"]))
+        masks = items.arrays.get("masks")
+        self._has_masks = masks is not None
+        if self._has_masks:
+            ones = 255 if images.dtype == torch.uint8 else 1.0
+            masks = torch.from_numpy(np.ascontiguousarray(masks))[:, None].to(images.dtype)
+            images = torch.cat([images, masks * ones], dim=1)
+        self._images = images
+        self._scale = 1 / 255 if images.dtype == torch.uint8 else 1.0
+        self._channels = int(items.meta["channels"])
+        self._disc = disc_mask(self._out_size).float()
+
+    def render(
+        self,
+        item_index: int,
+        angle: float = 0.0,
+        flip: bool = False,
+        shift: tuple[int, int] = (0, 0),
+        contrast: float = 1.0,
+        brightness: float = 0.0,
+        gains: tuple[float, ...] | None = None,
+    ) -> Tensor:
+        """Item ``item_index`` turned by ``angle`` degrees (and mirrored first if ``flip``)
+        about a centre moved by ``shift`` pixels ``(right, down)``, cropped, jittered
+        (contrast factor, brightness offset, per-channel ``gains``) and masked:
+        ``float32 [C, out_size, out_size]``."""
+        if self._images is None:
+            raise RuntimeError("rotations: call bind(items) before making views")
+        image = self._images[item_index : item_index + 1].float() * self._scale
+        if angle == 0.0 and not flip and shift == (0, 0) and self._out_size == image.shape[-1]:
+            view = image[0]
+        else:
+            view = rotate(
+                image,
+                torch.tensor([angle]),
+                self._out_size,
+                torch.tensor([flip]),
+                self.interpolation,
+                torch.tensor([shift]),
+            )[0]
+        mask = self._disc
+        if self._has_masks:
+            view, object_mask = view[: self._channels], view[self._channels :]
+            mask = mask * object_mask[0].clamp(0.0, 1.0)
+        if contrast != 1.0:
+            weight = mask.sum().clamp_min(1e-6) * view.shape[0]
+            mean = (view * mask).sum() / weight
+            view = mean + contrast * (view - mean)
+        if brightness != 0.0:
+            view = view + brightness
+        if gains is not None:
+            view = view * torch.tensor(gains, dtype=view.dtype)[:, None, None]
+        return view.clamp(0.0, 1.0) * mask
+
+    def make_view(self, item_index: int, view: str, rng: np.random.Generator | None) -> Tensor:
+        if view not in self.VIEWS:
+            raise ValueError(f"rotations: unknown view {view!r}; known: {list(self.VIEWS)}")
+        if rng is None or view == "identity":
+            return self.render(item_index)
+        step = ANGLE_MODES[self.angles]
+        if step is None:
+            angle = float(rng.uniform(0.0, 360.0))
+        else:
+            angle = float(rng.integers(round(360 / step))) * step
+        flip = bool(rng.random() < 0.5) if self.flips else False
+        shift = (0, 0)
+        if self.max_shift > 0:
+            dx, dy = rng.integers(-self.max_shift, self.max_shift + 1, size=2).tolist()
+            shift = (int(dx), int(dy))
+        jitter = self.jitter
+        contrast = 1.0
+        if jitter["contrast"] > 0:
+            contrast = float(rng.uniform(1 - jitter["contrast"], 1 + jitter["contrast"]))
+        brightness = 0.0
+        if jitter["brightness"] > 0:
+            brightness = float(rng.uniform(-jitter["brightness"], jitter["brightness"]))
+        gains = None
+        if jitter["colour"] > 0 and self._channels == 3:
+            gains = tuple(rng.uniform(1 - jitter["colour"], 1 + jitter["colour"], size=3).tolist())
+        return self.render(item_index, angle, flip, shift, contrast, brightness, gains)

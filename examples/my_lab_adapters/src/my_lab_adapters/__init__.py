@@ -1,0 +1,1 @@
+"""A lab's scicontrast plug-ins: the ``amplicon_table`` adapter."""

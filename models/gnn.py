@@ -1,0 +1,154 @@
+r"""Graph encoders: a stack of PyG message-passing layers, node features in, node embeddings out.
+
+Input and output::
+
+    data.x:          [N, F] float node features (N: nodes of all graphs in a PyG batch)
+    data.edge_index: [2, E] long, edges source -> target, indices into the rows of x
+    h:               [N, embedding_dim]
+
+Layer ``l`` computes :math:`H^{(l)} = \sigma(\mathrm{conv}_l(H^{(l-1)}, A))` with
+:math:`H^{(0)} = X`; as in GRACE (Zhu et al. 2020) the activation also follows the last
+layer, and the embedding is :math:`H^{(L)}`, or with ``jumping_knowledge="cat"`` the
+concatenation :math:`[H^{(1)} \| \dots \| H^{(L)}]` of every layer's output (Xu et al.,
+"Representation Learning on Graphs with Jumping Knowledge Networks", ICML 2018). Hidden
+layers have ``hidden_channels`` (GRACE: twice ``embedding_dim``), the last has
+``embedding_dim`` channels, so with ``"cat"`` the embedding is
+``(num_layers - 1) * hidden_channels + embedding_dim`` wide.
+
+The convolutions (Kipf & Welling 2017; Veličković et al. 2018; Xu et al. 2019):
+
+* ``gcn``: ``GCNConv``, :math:`\hat D^{-1/2} (A + I) \hat D^{-1/2} H W`.
+* ``gat``: ``GATConv`` with ``heads`` attention heads of ``width / heads`` channels each,
+  concatenated (``width`` must be divisible by ``heads``).
+* ``gin``: ``GINConv`` with a learnable :math:`\epsilon` and a two-layer MLP with batch norm,
+  :math:`\mathrm{MLP}((1 + \epsilon) h_v + \sum_{u \in N(v)} h_u)`.
+
+The input size is inferred on the first forward pass (PyG's lazy ``in_channels=-1``), so one
+config fits any data set; the training loop runs that pass before building the optimiser,
+and loading a saved model fills the sizes from its weights.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.data import Data
+from torch_geometric.nn import MLP, GATConv, GCNConv, GINConv
+
+from scicontrast.errors import ConfigError
+from scicontrast.registry import ENCODERS
+
+ACTIVATIONS = {"prelu": nn.PReLU, "elu": nn.ELU, "relu": nn.ReLU}
+JUMPING_KNOWLEDGE = ("last", "cat")
+
+
+class GraphEncoder(nn.Module):
+    """``num_layers`` message-passing layers with activations; see the module docstring.
+
+    Subclasses say how to build one layer (:meth:`conv`).
+
+    Args:
+        embedding_dim: Channels of the last layer.
+        hidden_channels: Channels of the other layers; ``None`` means ``2 * embedding_dim``.
+        num_layers: Message-passing layers, at least 1.
+        activation: ``"prelu"`` (one learnable slope per layer, as GRACE), ``"elu"``,
+            ``"relu"``.
+        jumping_knowledge: ``"last"`` embeds with the last layer's output, ``"cat"`` with the
+            concatenation of every layer's output.
+        in_channels: Node feature size; ``-1`` infers it from the first batch.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(
+        self,
+        embedding_dim: int = 128,
+        hidden_channels: int | None = None,
+        num_layers: int = 2,
+        activation: str = "prelu",
+        jumping_knowledge: str = "last",
+        in_channels: int = -1,
+    ) -> None:
+        super().__init__()
+        hidden_channels = 2 * embedding_dim if hidden_channels is None else hidden_channels
+        self._require(
+            all(isinstance(v, int) and v >= 1 for v in (embedding_dim, hidden_channels)),
+            "embedding_dim and hidden_channels must be integers >= 1",
+        )
+        self._require(isinstance(num_layers, int) and num_layers >= 1, "num_layers must be >= 1")
+        self._require(activation in ACTIVATIONS, f"activation must be one of {sorted(ACTIVATIONS)}")
+        self._require(
+            jumping_knowledge in JUMPING_KNOWLEDGE,
+            f"jumping_knowledge must be one of {list(JUMPING_KNOWLEDGE)}",
+        )
+        widths = [hidden_channels] * (num_layers - 1) + [embedding_dim]
+        self.convs = nn.ModuleList(
+            self.conv(width_in, width)
+            for width_in, width in zip([in_channels, *widths[:-1]], widths, strict=True)
+        )
+        self.activations = nn.ModuleList(ACTIVATIONS[activation]() for _ in widths)
+        self.jumping_knowledge = jumping_knowledge
+        self.embedding_dim = sum(widths) if jumping_knowledge == "cat" else embedding_dim
+
+    def _require(self, ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(f"encoder {self.name}: {message}")
+
+    def conv(self, in_channels: int, out_channels: int) -> nn.Module:
+        """One message-passing layer ``[n, in_channels] -> [n, out_channels]``."""
+        raise NotImplementedError
+
+    def forward(self, data: Data) -> Tensor:
+        """``[N, embedding_dim]`` embeddings of the nodes of ``data`` (a PyG Data or Batch)."""
+        h, edge_index = data.x, data.edge_index
+        outputs = []
+        for conv, activation in zip(self.convs, self.activations, strict=True):
+            h = activation(conv(h, edge_index))
+            outputs.append(h)
+        return torch.cat(outputs, dim=1) if self.jumping_knowledge == "cat" else h
+
+
+@ENCODERS.register("gcn")
+class GCNEncoder(GraphEncoder):
+    """Graph convolutional layers (``GCNConv``); the default graph encoder."""
+
+    name = "gcn"
+
+    def conv(self, in_channels: int, out_channels: int) -> nn.Module:
+        return GCNConv(in_channels, out_channels)
+
+
+@ENCODERS.register("gat")
+class GATEncoder(GraphEncoder):
+    """Graph attention layers (``GATConv``), ``heads`` concatenated heads per layer.
+
+    Args:
+        heads: Attention heads per layer; every layer width must be divisible by it.
+        **kwargs: As for :class:`GraphEncoder`.
+    """
+
+    name = "gat"
+
+    def __init__(self, heads: int = 4, **kwargs) -> None:
+        self.heads = heads
+        super().__init__(**kwargs)
+
+    def conv(self, in_channels: int, out_channels: int) -> nn.Module:
+        self._require(
+            isinstance(self.heads, int) and self.heads >= 1 and out_channels % self.heads == 0,
+            f"layer width {out_channels} is not divisible by heads={self.heads!r}",
+        )
+        return GATConv(in_channels, out_channels // self.heads, heads=self.heads)
+
+
+@ENCODERS.register("gin")
+class GINEncoder(GraphEncoder):
+    """Graph isomorphism layers (``GINConv``, learnable epsilon, 2-layer MLP with batch norm)."""
+
+    name = "gin"
+
+    def conv(self, in_channels: int, out_channels: int) -> nn.Module:
+        mlp = MLP([in_channels, out_channels, out_channels], norm="batch_norm")
+        return GINConv(mlp, train_eps=True)

@@ -1,0 +1,263 @@
+"""Exports: AnnData that scanpy reads as it is, a TorchScript encoder that embeds like the
+model, and `scicontrast embed --model` on new raw files through the model's own adapter."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from scicontrast.analysis.cluster import cluster
+from scicontrast.analysis.embed import embed, embed_files
+from scicontrast.analysis.export import EMBEDDING_KEY, export, load_torchscript, to_anndata
+from scicontrast.config import validate_config
+from scicontrast.data_adapters.base import Adapter
+from scicontrast.data_adapters.demo_dna import generate_demo_dna
+from scicontrast.errors import ConfigError
+from scicontrast.models.contrastive import build_model, save_model
+from scicontrast.registry import ADAPTERS
+
+
+@pytest.fixture(scope="module")
+def trained_stand_in(tmp_path_factory) -> dict[str, Path]:
+    """A small DNA experiment: FASTA files, its items, a model file (initial weights)."""
+    folder = tmp_path_factory.mktemp("export")
+    fasta = generate_demo_dna(folder / "fasta", sources=2, sequences_per_source=6, length=90)
+    experiment = validate_config(
+        {
+            "experiments": {
+                "small": {
+                    "adapter": {
+                        "name": "dna_fasta",
+                        "params": {
+                            "paths": [str(p) for p in fasta],
+                            "window": 40,
+                            "stride": 20,
+                            "flank": 2,
+                            "label_from_filename": r"(?P<source>source_\d+)\.fa$",
+                        },
+                    },
+                    "pairs": {"name": "dna_views", "params": {"max_shift": 2}},
+                    "encoder": {"name": "dna_cnn", "params": {"channels": 8, "embedding_dim": 12}},
+                    "head": {"hidden_dim": 8, "output_dim": 4},
+                    "analysis": {"label_column": "source"},
+                }
+            }
+        }
+    )["experiments"]["small"]
+    experiment["name"] = "small"
+    torch.manual_seed(0)
+    model = build_model(experiment)
+    save_model(folder / "model.pt", model, experiment)
+    ADAPTERS.create(experiment["adapter"]).read().save(folder / "items")
+    embed(folder / "model.pt", folder / "items", folder / "embeddings")
+    cluster(folder / "embeddings", folder / "clusters", label_column="source")
+    return {
+        "folder": folder,
+        "fasta": fasta,
+        "model": folder / "model.pt",
+        "items": folder / "items",
+        "embeddings": folder / "embeddings",
+        "clusters": folder / "clusters",
+    }
+
+
+def test_anndata_holds_embedding_metadata_and_categorical_clusters(tmp_path):
+    metadata = pd.DataFrame(
+        {
+            "item_id": ["a", "b", "c", "d"],
+            "sample": ["x", "y", None, "x"],
+            "mixed": ["t", 3, None, 4.5],  # h5ad stores one type per column
+            "depth": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
+    embeddings = np.arange(12, dtype=np.float32).reshape(4, 3)
+    assignments = pd.DataFrame(
+        {"item_id": ["a", "b", "c", "d"], "kmeans": [1, 0, 1, 0], "hdbscan": [0, -1, 0, 2]}
+    )
+    to_anndata(metadata, embeddings, assignments, uns={"note": "hi"}).write_h5ad(
+        tmp_path / "e.h5ad"
+    )
+    adata = anndata.read_h5ad(tmp_path / "e.h5ad")
+    assert list(adata.obs_names) == ["a", "b", "c", "d"]
+    assert adata.n_vars == 0
+    np.testing.assert_array_equal(adata.obsm[EMBEDDING_KEY], embeddings)
+    assert adata.obs["depth"].tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert adata.obs["mixed"].astype(object).tolist()[:2] == ["t", "3"]
+    assert isinstance(adata.obs["kmeans"].dtype, pd.CategoricalDtype)
+    assert list(adata.obs["kmeans"].cat.categories) == ["0", "1"]
+    hdbscan = adata.obs["hdbscan"]
+    assert list(hdbscan.cat.categories) == ["0", "2"] and hdbscan.isna().tolist()[1]
+    assert adata.uns["scicontrast"]["note"] == "hi"
+
+
+def test_export_writes_h5ad_torchscript_and_model_card(trained_stand_in, tmp_path):
+    card = export(
+        trained_stand_in["model"],
+        trained_stand_in["items"],
+        trained_stand_in["embeddings"],
+        tmp_path / "export",
+        trained_stand_in["clusters"],
+    )
+    out = tmp_path / "export"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "embeddings.h5ad",
+        "encoder.torchscript.pt",
+        "model_card.json",
+    ]
+    assert json.loads((out / "model_card.json").read_text()) == json.loads(json.dumps(card))
+    assert card["torchscript"]["inputs"] == {"x": ["batch", "4", "40", "float32"]}
+
+    embeddings = np.load(trained_stand_in["embeddings"] / "embeddings.npy")
+    adata = anndata.read_h5ad(out / "embeddings.h5ad")
+    np.testing.assert_array_equal(adata.obsm[EMBEDDING_KEY], embeddings)
+    assert set(adata.obs["source"]) == {"source_0", "source_1"}
+    for method in ("kmeans", "hdbscan", "leiden"):
+        assert isinstance(adata.obs[method].dtype, pd.CategoricalDtype), method
+    assert json.loads(adata.uns["scicontrast"]["experiment"])["name"] == "small"
+
+    # The TorchScript encoder, loaded without the model stack, embeds one-hot windows
+    # exactly as the workflow did.
+    scripted, experiment = load_torchscript(out / "encoder.torchscript.pt")
+    assert experiment["encoder"]["name"] == "dna_cnn"
+    from scicontrast.data_adapters.dna import one_hot
+
+    items = pd.read_parquet(trained_stand_in["items"] / "items.parquet")
+    starts = zip(items["sequence"], items["window_start"], strict=True)
+    windows = np.stack([one_hot(s[o : o + 40]) for s, o in starts])
+    with torch.no_grad():
+        again = scripted(torch.from_numpy(windows)).numpy()
+    np.testing.assert_allclose(again, embeddings, atol=1e-5)
+
+
+def test_embed_new_files_through_the_models_adapter(trained_stand_in, tmp_path):
+    """New FASTA through `scicontrast embed --model` equals the workflow's embedding."""
+    new_file = tmp_path / "new_reads.fa"  # no longer matches label_from_filename
+    new_file.write_text(Path(trained_stand_in["fasta"][1]).read_text())
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scicontrast.cli",
+            "embed",
+            str(new_file),
+            "--model",
+            str(trained_stand_in["model"]),
+            "--out",
+            str(tmp_path / "new"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    new = pd.read_parquet(tmp_path / "new" / "embeddings.parquet")
+    assert "source" not in new.columns  # labels describe the training files only
+
+    workflow = pd.read_parquet(trained_stand_in["embeddings"] / "embeddings.parquet")
+    workflow = workflow[workflow["source"] == "source_1"].reset_index(drop=True)
+    assert list(new["item_id"]) == list(workflow["item_id"])
+    np.testing.assert_array_equal(np.stack(new["embedding"]), np.stack(workflow["embedding"]))
+
+
+def test_embed_new_files_needs_an_adapter_that_names_its_input(tmp_path, monkeypatch):
+    class Opaque(Adapter):
+        def input_files(self):
+            return []
+
+        def read(self):
+            raise AssertionError("not reached")
+
+    with pytest.raises(ConfigError, match="does not say which parameter holds its input"):
+        Opaque.params_for_new_inputs({"folder": "x"}, ["y"])
+    params = ADAPTERS.get("dna_fasta").params_for_new_inputs(
+        {"paths": ["a.fa"], "window": 9, "labels": "t.csv", "label_from_filename": "(?P<s>a)"},
+        ["b.fa"],
+    )
+    assert params == {"paths": ["b.fa"], "window": 9}
+
+
+def test_embed_refuses_an_items_folder_mixed_with_files(trained_stand_in, tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scicontrast.cli",
+            "embed",
+            str(trained_stand_in["items"]),
+            str(trained_stand_in["fasta"][0]),
+            "--model",
+            str(trained_stand_in["model"]),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "is an items folder" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_embed_files_bad_file_names_the_record(trained_stand_in, tmp_path):
+    bad = tmp_path / "bad.fa"
+    bad.write_text(">r1\n" + "ACGT" * 12 + "\n>r2\nACGTXACGT" + "A" * 40 + "\n")
+    from scicontrast.errors import InputDataError
+
+    with pytest.raises(InputDataError, match="record 'r2': invalid character 'X'"):
+        embed_files(trained_stand_in["model"], [bad], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_graph_encoder_exports_as_torchscript_on_x_and_edge_index(tmp_path):
+    from scicontrast.data_adapters.demo_graph import generate_demo_graph
+    from scicontrast.io import write_parquet
+    from scicontrast.registry import PAIR_BUILDERS
+
+    nodes, edges = generate_demo_graph(tmp_path / "g", blocks=2, nodes_per_block=20, features=8)
+    experiment = validate_config(
+        {
+            "experiments": {
+                "g": {
+                    "adapter": {
+                        "name": "graph_table",
+                        "params": {
+                            "nodes": str(nodes),
+                            "edges": str(edges),
+                            "label_column": "block",
+                        },
+                    },
+                    "pairs": {"name": "graph_views"},
+                    "encoder": {"name": "gcn", "params": {"embedding_dim": 8}},
+                }
+            }
+        }
+    )["experiments"]["g"]
+    experiment["name"] = "g"
+    items = ADAPTERS.create(experiment["adapter"]).read()
+    items.save(tmp_path / "items")
+    builder = PAIR_BUILDERS.create(experiment["pairs"])
+    write_parquet(tmp_path / "pairs.parquet", builder.build(items))
+    from scicontrast.analysis.diagnostics import untrained_model
+
+    save_model(tmp_path / "model.pt", untrained_model(experiment, builder, items), experiment)
+    embed(tmp_path / "model.pt", tmp_path / "items", tmp_path / "embeddings")
+    card = export(
+        tmp_path / "model.pt", tmp_path / "items", tmp_path / "embeddings", tmp_path / "x"
+    )
+    assert card["torchscript"]["inputs"]["edge_index"] == ["2", "edges", "int64"]
+    scripted, _ = load_torchscript(tmp_path / "x" / "encoder.torchscript.pt")
+    data = next(iter(builder.embedding_batches(items, 1)))
+    with torch.no_grad():
+        again = scripted(data.x, data.edge_index).numpy()
+    np.testing.assert_allclose(
+        again, np.load(tmp_path / "embeddings" / "embeddings.npy"), atol=1e-5
+    )

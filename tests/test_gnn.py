@@ -1,0 +1,102 @@
+"""Graph encoders: shapes, lazy input size, permutation equivariance, save and load."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import minimal_experiment
+from torch_geometric.data import Batch, Data
+
+from scicontrast.config import validate_config
+from scicontrast.errors import ConfigError
+from scicontrast.models.contrastive import build_model, load_model, save_model
+from scicontrast.models.gnn import GATEncoder, GCNEncoder, GINEncoder
+from scicontrast.registry import ENCODERS
+
+ENCODER_CLASSES = [GCNEncoder, GATEncoder, GINEncoder]
+
+
+def toy_graph(n_nodes: int = 7, n_features: int = 5, seed: int = 0) -> Data:
+    generator = torch.Generator().manual_seed(seed)
+    source = torch.arange(n_nodes)
+    target = (source + 1) % n_nodes
+    edge_index = torch.cat([torch.stack([source, target]), torch.stack([target, source])], dim=1)
+    edge_index = torch.cat([edge_index, torch.tensor([[0, 3], [3, 0]])], dim=1)  # a chord
+    return Data(x=torch.randn(n_nodes, n_features, generator=generator), edge_index=edge_index)
+
+
+def test_registered_names():
+    assert ENCODERS.get("gcn") is GCNEncoder
+    assert ENCODERS.get("gat") is GATEncoder
+    assert ENCODERS.get("gin") is GINEncoder
+
+
+@pytest.mark.parametrize("cls", ENCODER_CLASSES)
+@pytest.mark.parametrize("jumping_knowledge", ["last", "cat"])
+def test_output_shape_matches_embedding_dim(cls, jumping_knowledge):
+    encoder = cls(
+        embedding_dim=8, hidden_channels=12, num_layers=3, jumping_knowledge=jumping_knowledge
+    )
+    h = encoder(toy_graph())
+    assert h.shape == (7, encoder.embedding_dim)
+    assert encoder.embedding_dim == (8 if jumping_knowledge == "last" else 12 + 12 + 8)
+
+
+def test_grace_defaults_two_gcn_layers_twice_as_wide_then_embedding():
+    encoder = GCNEncoder(embedding_dim=16)
+    encoder(toy_graph())
+    assert [conv.lin.weight.shape for conv in encoder.convs] == [(32, 5), (16, 32)]
+    assert all(isinstance(a, torch.nn.PReLU) for a in encoder.activations)
+
+
+@pytest.mark.parametrize("cls", ENCODER_CLASSES)
+def test_permuting_nodes_permutes_embeddings(cls):
+    torch.manual_seed(0)
+    encoder = cls(embedding_dim=8).eval()
+    data = toy_graph()
+    permutation = torch.randperm(data.num_nodes)
+    inverse = torch.empty_like(permutation)
+    inverse[permutation] = torch.arange(len(permutation))
+    permuted = Data(x=data.x[permutation], edge_index=inverse[data.edge_index])
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(permuted), encoder(data)[permutation])
+
+
+@pytest.mark.parametrize("cls", ENCODER_CLASSES)
+def test_graphs_in_one_batch_do_not_see_each_other(cls):
+    torch.manual_seed(0)
+    encoder = cls(embedding_dim=8).eval()
+    first, second = toy_graph(seed=1), toy_graph(n_nodes=5, seed=2)
+    with torch.no_grad():
+        together = encoder(Batch.from_data_list([first, second]))
+        torch.testing.assert_close(together, torch.cat([encoder(first), encoder(second)]))
+
+
+def test_bad_settings_are_config_errors():
+    with pytest.raises(ConfigError, match="encoder gat: layer width 10 is not divisible"):
+        GATEncoder(embedding_dim=10, hidden_channels=8, heads=4)
+    with pytest.raises(ConfigError, match="encoder gcn: activation"):
+        GCNEncoder(activation="tanh")
+    with pytest.raises(ConfigError, match="num_layers"):
+        GINEncoder(num_layers=0)
+
+
+@pytest.mark.parametrize("name", ["gcn", "gat", "gin"])
+def test_model_with_lazy_input_size_saves_and_loads(tmp_path, name):
+    experiment = minimal_experiment(
+        adapter={"name": "graph_table", "params": {"nodes": "n.csv", "edges": "e.csv"}},
+        pairs={"name": "graph_views"},
+        encoder={"name": name, "params": {"embedding_dim": 8}},
+    )
+    experiment = {
+        "name": "g",
+        **validate_config({"experiments": {"g": experiment}})["experiments"]["g"],
+    }
+    model = build_model(experiment).eval()
+    data = toy_graph()
+    with torch.no_grad():
+        expected = model.embed(data)  # the first pass fixes the input size
+    save_model(tmp_path / "model.pt", model, experiment)
+    loaded, _ = load_model(tmp_path / "model.pt")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.embed(data), expected, rtol=0, atol=0)

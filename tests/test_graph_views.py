@@ -1,0 +1,235 @@
+"""GRACE views of a graph, the multi-positive loss they feed, and training on them."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import minimal_experiment
+from torch_geometric.utils import erdos_renyi_graph
+
+from scicontrast.data_adapters.base import Items
+from scicontrast.data_adapters.graphs import EDGE_INDEX, FEATURES, GraphViews, graph_data
+from scicontrast.errors import ConfigError, InputDataError
+from scicontrast.models.losses import InfoNCELoss
+from scicontrast.models.train import train
+
+
+def random_graph_items(n_nodes: int = 300, n_features: int = 200, p: float = 0.05) -> Items:
+    generator = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        edge_index = erdos_renyi_graph(n_nodes, p)
+    x = torch.rand(n_nodes, n_features, generator=generator) + 0.1  # no zero entry
+    return Items(
+        pd.DataFrame(
+            {"item_id": [f"n{i}" for i in range(n_nodes)], "block": np.arange(n_nodes) % 3}
+        ),
+        meta={"modality": "graph", "num_nodes": n_nodes},
+        arrays={FEATURES: x.numpy()},
+        extras={EDGE_INDEX: edge_index.numpy()},
+    )
+
+
+def edge_keys(edge_index: torch.Tensor, n_nodes: int) -> set[int]:
+    return set((edge_index[0] * n_nodes + edge_index[1]).tolist())
+
+
+def test_pairs_table_has_both_views_of_every_node():
+    items = random_graph_items(n_nodes=5)
+    pairs = GraphViews().build(items)
+    assert pairs["group_id"].tolist() == [0, 1, 2, 3, 4] * 2
+    assert pairs["item_id"].tolist() == ["n0", "n1", "n2", "n3", "n4"] * 2
+    assert pairs["view"].tolist() == ["view_1"] * 5 + ["view_2"] * 5
+
+
+def test_views_keep_every_node_and_drop_only_existing_edges():
+    items = random_graph_items()
+    data = graph_data(items)
+    batch, group_ids = GraphViews().views(data, seed=0, epoch=0)
+    n = data.num_nodes
+    assert batch.num_nodes == 2 * n and batch.x.shape == (2 * n, data.x.shape[1])
+    assert group_ids.tolist() == list(range(n)) * 2
+    original = edge_keys(data.edge_index, n)
+    first = batch.edge_index[:, batch.edge_index[0] < n]
+    second = batch.edge_index[:, batch.edge_index[0] >= n] - n
+    assert (first[1] < n).all() and (second >= 0).all()  # no edge between the views
+    assert edge_keys(first, n) <= original and edge_keys(second, n) <= original
+
+
+def test_drop_and_mask_rates_are_respected_per_view():
+    items = random_graph_items(n_nodes=400, n_features=2000, p=0.1)
+    data = graph_data(items)
+    builder = GraphViews(
+        drop_edge_rate_1=0.1, drop_edge_rate_2=0.5, mask_feature_rate_1=0.2, mask_feature_rate_2=0.6
+    )
+    batch, _ = builder.views(data, seed=3, epoch=7)
+    n, n_edges = data.num_nodes, data.edge_index.shape[1]
+    kept = [(batch.edge_index[0] < n).sum().item(), (batch.edge_index[0] >= n).sum().item()]
+    for view, (drop, mask) in enumerate([(0.1, 0.2), (0.5, 0.6)]):
+        # Binomial: 5 standard deviations either side.
+        assert abs(kept[view] / n_edges - (1 - drop)) < 5 * math.sqrt(drop * (1 - drop) / n_edges)
+        x = batch.x[view * n : (view + 1) * n]
+        masked_columns = (x == 0).all(dim=0)
+        assert ((x == 0) == masked_columns).all()  # whole columns, the same for every node
+        assert abs(masked_columns.float().mean().item() - mask) < 5 * math.sqrt(mask / 2000)
+
+
+def test_views_are_a_function_of_seed_and_epoch_and_leave_global_rng_alone():
+    data = graph_data(random_graph_items())
+    builder = GraphViews()
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    a, _ = builder.views(data, seed=1, epoch=4)
+    assert torch.equal(torch.rand(3), expected_next)
+    b, _ = builder.views(data, seed=1, epoch=4)
+    c, _ = builder.views(data, seed=1, epoch=5)
+    d, _ = builder.views(data, seed=2, epoch=4)
+    assert torch.equal(a.edge_index, b.edge_index) and torch.equal(a.x, b.x)
+    for other in (c, d):
+        assert not torch.equal(a.edge_index, other.edge_index)
+
+
+def test_neighbour_positives_are_the_out_neighbours_in_the_other_view():
+    data = graph_data(random_graph_items(n_nodes=50))
+    batch, _ = GraphViews(neighbours_as_positives=True).views(data, seed=0, epoch=0)
+    n = data.num_nodes
+    first = batch.edge_index[:, batch.edge_index[0] < n]
+    second = batch.edge_index[:, batch.edge_index[0] >= n] - n
+    pairs = batch.positive_pairs
+    from_first = pairs[:, pairs[0] < n]
+    from_second = pairs[:, pairs[0] >= n]
+    assert edge_keys(torch.stack([from_first[0], from_first[1] - n]), n) == edge_keys(second, n)
+    assert edge_keys(torch.stack([from_second[0] - n, from_second[1]]), n) == edge_keys(first, n)
+
+
+def test_training_batches_are_one_full_graph_step_per_epoch():
+    items = random_graph_items(n_nodes=20)
+    builder = GraphViews()
+    batches = builder.training_batches(items, builder.build(items), seed=0, batch_size=4)
+    assert batches.n_groups == 20 and len(batches) == 1
+    batches.set_epoch(2)
+    [(inputs, group_ids)] = list(batches)
+    assert group_ids.tolist() == list(range(20)) * 2
+    expected, _ = builder.views(graph_data(items), seed=0, epoch=2)
+    assert torch.equal(inputs.edge_index, expected.edge_index)
+    batches.set_epoch(2, start_batch=1)  # resumed after the epoch's only step
+    assert list(batches) == []
+    [clean] = list(builder.embedding_batches(items, batch_size=4))
+    assert clean.num_nodes == 20 and torch.equal(clean.x, graph_data(items).x)
+
+
+def test_bad_settings_and_inputs_are_rejected():
+    items = random_graph_items(n_nodes=10)
+    with pytest.raises(ConfigError, match="drop_edge_rate_2"):
+        GraphViews(drop_edge_rate_2=1.0)
+    with pytest.raises(ConfigError, match="one process"):
+        GraphViews().training_batches(items, GraphViews().build(items), 0, 8, world_size=2)
+    with pytest.raises(InputDataError, match="not built by graph_views"):
+        GraphViews().training_batches(items, GraphViews().build(items).iloc[:5], 0, 8)
+    not_a_graph = Items(pd.DataFrame({"item_id": [1, 2]}), meta={"modality": "dna"})
+    with pytest.raises(InputDataError, match="not a graph items set"):
+        GraphViews().build(not_a_graph)
+
+
+# --- the loss ------------------------------------------------------------------------------
+
+
+def hand_info_nce(z: np.ndarray, positives: list[set[int]], tau: float) -> float:
+    """SupCon L_out by loops: mean over anchors with a positive of mean_p -log softmax."""
+    u = z / np.linalg.norm(z, axis=1, keepdims=True)
+    losses = []
+    for a in range(len(u)):
+        if not positives[a]:
+            continue
+        logits = {k: u[a] @ u[k] / tau for k in range(len(u)) if k != a}
+        log_denominator = math.log(sum(math.exp(v) for v in logits.values()))
+        losses.append(np.mean([log_denominator - logits[p] for p in positives[a]]))
+    return float(np.mean(losses))
+
+
+def test_positive_pairs_extend_the_id_positives_float64():
+    generator = torch.Generator().manual_seed(0)
+    z = torch.randn(6, 4, dtype=torch.float64, generator=generator)
+    group_ids = torch.tensor([0, 1, 2, 0, 1, 2])
+    pairs = torch.tensor([[0, 0, 4, 5], [4, 0, 2, 3]])  # (0, 0) is self: ignored
+    positives = [{3, 4}, {4}, {5}, {0}, {1, 2}, {2, 3}]
+    out = InfoNCELoss(temperature=0.3)(z, group_ids, positive_pairs=pairs)
+    assert out.loss.dtype == torch.float64
+    assert out.loss.item() == pytest.approx(hand_info_nce(z.numpy(), positives, 0.3), abs=1e-12)
+    plain = InfoNCELoss(temperature=0.3)(z, group_ids)
+    by_ids = [{3}, {4}, {5}, {0}, {1}, {2}]
+    assert plain.loss.item() == pytest.approx(hand_info_nce(z.numpy(), by_ids, 0.3), abs=1e-12)
+    with pytest.raises(ValueError, match=r"rows 0\.\.5"):
+        InfoNCELoss()(z, group_ids, positive_pairs=torch.tensor([[0], [6]]))
+
+
+def test_two_view_loss_is_grace_objective_float64():
+    """GRACE's l(u_i, v_i): positive v_i, negatives v_k and u_k (k != i), mean over 2N."""
+    generator = torch.Generator().manual_seed(1)
+    u = torch.randn(5, 3, dtype=torch.float64, generator=generator)
+    v = torch.randn(5, 3, dtype=torch.float64, generator=generator)
+    tau = 0.4
+
+    def grace_l(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        a, b = torch.nn.functional.normalize(a), torch.nn.functional.normalize(b)
+        between, within = torch.exp(a @ b.T / tau), torch.exp(a @ a.T / tau)
+        return -torch.log(between.diag() / (between.sum(1) + within.sum(1) - within.diag()))
+
+    expected = 0.5 * (grace_l(u, v) + grace_l(v, u)).mean()
+    got = InfoNCELoss(temperature=tau)(torch.cat([u, v]), torch.arange(5).repeat(2)).loss
+    assert got.item() == pytest.approx(expected.item(), abs=1e-12)
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+def graph_experiment(**pairs_params) -> dict:
+    from scicontrast.config import validate_config
+
+    experiment = minimal_experiment(
+        adapter={"name": "graph_table", "params": {"nodes": "n.csv", "edges": "e.csv"}},
+        pairs={"name": "graph_views", "params": pairs_params},
+        encoder={"name": "gcn", "params": {"embedding_dim": 8}},
+        head={"hidden_dim": 8, "output_dim": 8},
+        training={"epochs": 3, "device": "cpu", "lr": 0.01},
+    )
+    config = validate_config({"experiments": {"g": experiment}})
+    return {"name": "g", **config["experiments"]["g"]}
+
+
+@pytest.fixture
+def graph_files(tmp_path):
+    items = random_graph_items(n_nodes=40, n_features=12, p=0.15)
+    items.save(tmp_path / "items")
+    GraphViews().build(items).to_parquet(tmp_path / "pairs.parquet")
+    return tmp_path / "items", tmp_path / "pairs.parquet"
+
+
+def test_resumed_graph_training_equals_uninterrupted_bit_for_bit(tmp_path, graph_files):
+    experiment = graph_experiment(neighbours_as_positives=True)
+    full = train(experiment, *graph_files, tmp_path / "full", progress=False)
+    pieces = tmp_path / "pieces"
+    train(experiment, *graph_files, pieces, progress=False, stop_after_epochs=1)
+    resumed = train(experiment, *graph_files, pieces, progress=False)
+    a = torch.load(full, weights_only=True)["state_dict"]
+    b = torch.load(resumed, weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_graph_training_lowers_the_loss(tmp_path, graph_files):
+    experiment = graph_experiment()
+    experiment["training"]["epochs"] = 30
+    train(experiment, *graph_files, tmp_path / "run", progress=False)
+    epochs = [
+        json.loads(line)
+        for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+        if '"kind": "epoch"' in line
+    ]
+    assert len(epochs) == 30 and epochs[-1]["loss"] < epochs[0]["loss"] - 0.2
+    assert epochs[-1]["peak_memory_mb"] > 0
