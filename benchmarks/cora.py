@@ -155,8 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(
             f"no workflow results for {', '.join(missing)}; run first:\n"
-            f"  snakemake --cores 2 --configfile {args.config} "
-            + " ".join(f"results/{n}/metrics/summary.txt" for n in missing),
+            "  snakemake --cores 2 "
+            + " ".join(f"results/{n}/metrics/summary.txt" for n in missing)
+            + f" --configfile {args.config}",
             file=sys.stderr,
         )
         return 1

@@ -29,21 +29,49 @@ from torch import Tensor, nn
 
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.io import atomic_path
+from scicontrast.models.chunked_loss import ChunkedInfoNCELoss
 from scicontrast.models.heads import ProjectionHead
 from scicontrast.models.losses import InfoNCELoss
+from scicontrast.models.moco import KeyQueue, MomentumEncoder
 from scicontrast.registry import ENCODERS
 
 FORMAT_VERSION = 1
 
 
 class ContrastiveModel(nn.Module):
-    """An encoder, the projection head on top of it, and the loss that trains both."""
+    """An encoder, the projection head on top of it, and the loss that trains both.
 
-    def __init__(self, encoder: nn.Module, head: nn.Module, loss: InfoNCELoss) -> None:
+    With a MoCo key queue (``loss.queue_size > 0``) the model also owns the momentum copy of
+    encoder + head and the queue of past keys, so that checkpoints restore them exactly.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        head: nn.Module,
+        loss: InfoNCELoss,
+        key_queue: KeyQueue | None = None,
+        momentum: float = 0.999,
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = head
         self.loss = loss
+        self.key_queue = key_queue
+        self.momentum_encoder = (
+            None if key_queue is None else MomentumEncoder(_Projection(encoder, head), momentum)
+        )
+
+    def keys(self, x: Tensor) -> Tensor:
+        """MoCo keys ``[N, output_dim]`` from the momentum encoder, without a graph."""
+        if self.momentum_encoder is None:
+            raise RuntimeError("this model has no key queue (loss.queue_size is 0)")
+        return self.momentum_encoder(x)
+
+    def update_momentum_encoder(self) -> None:
+        """Move the momentum encoder towards the current weights (after an optimiser step)."""
+        if self.momentum_encoder is not None:
+            self.momentum_encoder.update(_Projection(self.encoder, self.head))
 
     def embed(self, x: Tensor) -> Tensor:
         """The encoder output ``h [N, D]``: what gets exported and analysed."""
@@ -51,6 +79,18 @@ class ContrastiveModel(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """The projection ``z = head(encoder(x))``: what the loss compares."""
+        return self.head(self.encoder(x))
+
+
+class _Projection(nn.Module):
+    """``head(encoder(x))`` over shared modules: what the momentum encoder copies."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, x: Tensor) -> Tensor:
         return self.head(self.encoder(x))
 
 
@@ -72,11 +112,19 @@ def build_model(experiment: dict[str, Any]) -> ContrastiveModel:
         hidden_dim=experiment["head"]["hidden_dim"],
         output_dim=experiment["head"]["output_dim"],
     )
-    loss = InfoNCELoss(
-        temperature=experiment["loss"]["temperature"],
-        learnable_temperature=experiment["loss"]["learnable_temperature"],
+    settings = experiment["loss"]
+    loss_class = ChunkedInfoNCELoss if settings["implementation"] == "chunked" else InfoNCELoss
+    loss = loss_class(
+        temperature=settings["temperature"],
+        learnable_temperature=settings["learnable_temperature"],
     )
-    return ContrastiveModel(encoder, head, loss)
+    key_queue = None
+    if settings["queue_size"]:
+        key_queue = KeyQueue(settings["queue_size"], experiment["head"]["output_dim"])
+    try:
+        return ContrastiveModel(encoder, head, loss, key_queue, settings["momentum"])
+    except ConfigError as exc:
+        raise ConfigError(f"experiments.{experiment.get('name', '?')}.loss: {exc}") from None
 
 
 def save_model(path: str | Path, model: ContrastiveModel, experiment: dict[str, Any]) -> None:

@@ -300,6 +300,7 @@ class InfoNCELoss(nn.Module):
         query_ids: Tensor | None = None,
         key_ids: Tensor | None = None,
         bank: Tensor | None = None,
+        exclude_diagonal: bool = False,
     ) -> InfoNCEOutput:
         """One-directional loss (MoCo / CPC): each query against the keys and the bank.
 
@@ -311,6 +312,9 @@ class InfoNCELoss(nn.Module):
             key_ids: ``[M]``, given together with ``query_ids``.
             bank: ``[K, D]`` extra keys (e.g. a MoCo queue), always negatives; detach it
                 yourself if it should get no gradient.
+            exclude_diagonal: Query ``i`` and key ``i`` are two encodings of the same view
+                (MoCo over all views of a batch): key ``i`` is neither a positive nor a
+                negative of query ``i``, as the anchor itself is in the in-batch form.
 
         Returns:
             Mean over queries that have a positive, and metrics.
@@ -339,6 +343,13 @@ class InfoNCELoss(nn.Module):
                 [positive, positive.new_zeros(positive.shape[0], bank.shape[0])], dim=1
             )
         valid = torch.ones_like(positive)
+        if exclude_diagonal:
+            if queries.shape[0] != keys.shape[0]:
+                raise ValueError(
+                    f"exclude_diagonal pairs queries and keys by row and needs the same count, "
+                    f"got {queries.shape[0]} and {keys.shape[0]}"
+                )
+            valid[:, : keys.shape[0]].fill_diagonal_(False)
         similarity = queries @ candidates.T
         tau = self.temperature()
         per_anchor, has_positive = _cross_entropy_from_similarity(similarity, positive, valid, tau)

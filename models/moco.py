@@ -173,6 +173,7 @@ def moco_info_nce(
     ids: Tensor,
     queue: KeyQueue,
     exclude_same_ids: bool = True,
+    exclude_diagonal: bool = False,
 ) -> InfoNCEOutput:
     """One MoCo loss step: queries against the batch's keys and the queue, then enqueue.
 
@@ -184,11 +185,15 @@ def moco_info_nce(
             are the batch keys with its id.
         queue: Past keys, used as negatives and then extended with ``keys``.
         exclude_same_ids: Leave queued keys whose id occurs in the batch out of the negatives.
+        exclude_diagonal: ``queries[i]`` and ``keys[i]`` encode the same view, so key ``i`` is
+            left out of query ``i``'s candidates (see ``InfoNCELoss.against_keys``).
 
     Returns:
         The loss output of ``against_keys``.
     """
     bank = queue.negatives(ids if exclude_same_ids else None)
-    output = loss_fn.against_keys(queries, keys.detach(), ids, ids, bank=bank)
+    output = loss_fn.against_keys(
+        queries, keys.detach(), ids, ids, bank=bank, exclude_diagonal=exclude_diagonal
+    )
     queue.enqueue(keys, ids)
     return output

@@ -56,7 +56,7 @@ from tqdm.auto import tqdm
 from scicontrast.data_adapters.base import Items, check_pairs_table, held_out_groups
 from scicontrast.errors import ConfigError, InputDataError, Preempted, ScicontrastError
 from scicontrast.io import atomic_path
-from scicontrast.models.contrastive import build_model, save_model
+from scicontrast.models.contrastive import ContrastiveModel, build_model, save_model
 from scicontrast.models.distributed import (
     any_process,
     gathered_info_nce,
@@ -64,6 +64,9 @@ from scicontrast.models.distributed import (
     stop_process_group,
     sync_batchnorm,
 )
+from scicontrast.models.grad_cache import grad_cache_step
+from scicontrast.models.losses import InfoNCEOutput
+from scicontrast.models.moco import moco_info_nce
 from scicontrast.registry import PAIR_BUILDERS
 
 logger = logging.getLogger("scicontrast.train")
@@ -261,22 +264,12 @@ def train(
             for batch_index, (inputs, group_ids) in enumerate(bar, start=start_batch):
                 inputs = inputs.to(device, non_blocking=True)
                 group_ids = group_ids.to(device, non_blocking=True)
-                # bf16 autocast for the network on GPU; the loss (a softmax over similarities
-                # divided by a small temperature) stays in float32.
-                with torch.autocast(
-                    device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
-                ):
-                    z = network(inputs)
-                if group.distributed:
-                    output = gathered_info_nce(model.loss, z.float(), group_ids)
-                else:
-                    # Positives beyond shared ids (graph neighbours) ride along with the inputs.
-                    positive_pairs = getattr(inputs, "positive_pairs", None)
-                    extra = {} if positive_pairs is None else {"positive_pairs": positive_pairs}
-                    output = model.loss(z.float(), group_ids, **extra)
                 optimizer.zero_grad(set_to_none=True)
-                output.loss.backward()
+                output = _forward_backward(
+                    network, model, inputs, group_ids, settings, device, group.distributed
+                )
                 optimizer.step()
+                model.update_momentum_encoder()
                 step += 1
 
                 record = output.metrics  # includes "loss"
@@ -357,6 +350,66 @@ def train(
             model_path,
         )
     return model_path
+
+
+def _forward_backward(
+    network: torch.nn.Module,
+    model: ContrastiveModel,
+    inputs: Any,
+    group_ids: torch.Tensor,
+    settings: dict[str, Any],
+    device: torch.device,
+    distributed: bool,
+) -> InfoNCEOutput:
+    """One batch's loss in the form the batch and the config ask for, backpropagated.
+
+    ``network`` is ``model`` or its DDP wrapper. Forms: across processes, every view against
+    the views of all processes (``gathered_info_nce``); two towers (batches with ``towers``),
+    the symmetric CLIP loss; a MoCo key queue, queries against momentum keys and the queue;
+    otherwise in-batch InfoNCE, with extra positives when the batch has ``positive_pairs``
+    (graph neighbours). ``training.grad_cache_views`` runs the encoder in chunks of views.
+    """
+
+    def embed(x: Any) -> torch.Tensor:
+        # bf16 autocast for the network on GPU; the loss (a softmax over similarities divided
+        # by a small temperature) stays in float32.
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            return network(x).float()
+
+    towers = getattr(inputs, "towers", None)
+    if distributed and (
+        towers is not None or model.key_queue is not None or settings["grad_cache_views"]
+    ):
+        raise ConfigError(
+            "with several processes (training.gpus > 1) only the in-batch loss is implemented; "
+            "two-tower batches, loss.queue_size and training.grad_cache_views need one process"
+        )
+    if towers is not None and model.key_queue is not None:
+        raise ConfigError("loss.queue_size (MoCo) does not apply to two-tower batches")
+    if settings["grad_cache_views"]:
+        if not isinstance(inputs, torch.Tensor) or model.key_queue is not None:
+            raise ConfigError(
+                "training.grad_cache_views needs the in-batch loss on batches that are one "
+                f"tensor of views (DNA, images); got {type(inputs).__name__} batches"
+                + (" and loss.queue_size" if model.key_queue is not None else "")
+            )
+        return grad_cache_step(embed, inputs, group_ids, model.loss, settings["grad_cache_views"])
+    z = embed(inputs)
+    if distributed:
+        output = gathered_info_nce(model.loss, z, group_ids)
+    elif towers is not None:
+        output = model.loss.symmetric(z[towers[0]], z[towers[1]], group_ids[towers[0]])
+    elif model.key_queue is not None:
+        keys = model.keys(inputs).float()
+        output = moco_info_nce(
+            model.loss, z, keys, group_ids, model.key_queue, exclude_diagonal=True
+        )
+    else:
+        positive_pairs = getattr(inputs, "positive_pairs", None)
+        extra = {} if positive_pairs is None else {"positive_pairs": positive_pairs}
+        output = model.loss(z, group_ids, **extra)
+    output.loss.backward()
+    return output
 
 
 def _peak_memory_mb(device: torch.device) -> float:

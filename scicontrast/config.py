@@ -60,15 +60,36 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
             allowed = sorted(error.schema.get("properties", {}))
             if allowed:
                 message += f"; allowed keys here: {', '.join(allowed)}"
+        if _reads_as_number(error.instance) and error.validator == "type":
+            message += (
+                "; YAML reads an exponent without a decimal point as text: write "
+                f"{float(error.instance)!r} or put a '.0' before the 'e'"
+            )
         raise ConfigError(f"{source}: {_key_path(error)}: {message}")
     return config
+
+
+def _reads_as_number(value: Any) -> bool:
+    """Whether ``value`` is text that Python reads as a float (YAML 1.1 reads ``1e-5`` as text)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML or JSON config file and validate it."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        # JSON (written by resolve-config) is not quite YAML: json.dumps writes 1e-05, which
+        # YAML 1.1 reads as a string.
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from None
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except yaml.YAMLError as exc:

@@ -25,6 +25,9 @@ def test_defaults_are_filled_and_not_shared():
         "name": "nt_xent",
         "temperature": 0.1,
         "learnable_temperature": False,
+        "implementation": "dense",
+        "queue_size": 0,
+        "momentum": 0.999,
     }
     config["experiments"]["a"]["analysis"]["probe_seeds"].append(99)
     assert config["experiments"]["b"]["analysis"]["probe_seeds"] == [0, 1, 2, 3, 4]
@@ -80,6 +83,28 @@ def test_resolved_single_experiment_roundtrips(tmp_path):
     path = tmp_path / "resolved.json"
     path.write_text(json.dumps(experiment_as_config(selected)))
     assert load_experiment(path) == selected
+
+
+def test_small_floats_survive_the_json_roundtrip(tmp_path):
+    # json.dumps writes 1e-05, which a YAML 1.1 reader would take for a string.
+    experiment = minimal_experiment()
+    experiment["training"] = {"weight_decay": 0.00001}
+    config = validate_config({"experiments": {"a": experiment}})
+    path = tmp_path / "resolved.json"
+    path.write_text(json.dumps(config))
+    assert "1e-05" in path.read_text()
+    assert read_config_file(path)["experiments"]["a"]["training"]["weight_decay"] == 1e-05
+
+
+def test_exponent_without_decimal_point_gets_a_hint(tmp_path):
+    path = tmp_path / "config.yaml"
+    experiment = minimal_experiment()
+    experiment["training"] = {"weight_decay": "PLACEHOLDER"}
+    path.write_text(
+        yaml.safe_dump({"experiments": {"a": experiment}}).replace("PLACEHOLDER", "1e-5")
+    )
+    with pytest.raises(ConfigError, match=r"weight_decay: '1e-5' is not of type 'number'.*1e-05"):
+        read_config_file(path)
 
 
 def test_unreadable_config_files_are_named(tmp_path):

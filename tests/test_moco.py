@@ -165,3 +165,16 @@ def test_bad_arguments_are_rejected():
         queue.enqueue(torch.randn(2, 5), torch.arange(2))
     with pytest.raises(ValueError, match="ids must have shape"):
         queue.enqueue(torch.randn(2, 4), torch.arange(3))
+
+
+def test_excluding_the_diagonal_with_keys_equal_to_queries_is_the_in_batch_loss():
+    # Keys that are the queries themselves, with key i left out of query i's candidates:
+    # every view against all other views, which is the in-batch (SimCLR) form.
+    z = _randn(8, 5, seed=3).requires_grad_()
+    ids = torch.tensor([0, 0, 1, 1, 2, 2, 3, 4])
+    loss_fn = InfoNCELoss(0.3)
+    in_batch = loss_fn(z, ids)
+    against = loss_fn.against_keys(z, z, ids, ids, exclude_diagonal=True)
+    torch.testing.assert_close(against.loss, in_batch.loss, **EXACT)
+    included = loss_fn.against_keys(z, z, ids, ids)
+    assert included.loss < in_batch.loss  # each view's own copy is an easy positive
