@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from scicontrast.config import experiment_as_config, select_experiment, validate_config
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.io import atomic_path
 from scicontrast.models.chunked_loss import ChunkedInfoNCELoss
@@ -157,7 +158,15 @@ def load_model(
             f"{path}: not a scicontrast model file of format_version {FORMAT_VERSION} "
             f"(found {version!r})"
         )
-    experiment = stored["experiment"]
+    # Validating fills the defaults of settings added since the file was written.
+    try:
+        experiment = select_experiment(
+            validate_config(experiment_as_config(stored["experiment"]), source=str(path)),
+            stored["experiment"]["name"],
+            str(path),
+        )
+    except ConfigError as exc:
+        raise InputDataError(f"{path}: the stored experiment is not valid ({exc})") from None
     model = build_model(experiment)
     try:
         model.load_state_dict(stored["state_dict"])

@@ -291,6 +291,16 @@ def test_save_and_load_model_give_identical_embeddings(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
 
 
+def test_a_model_file_from_before_a_new_setting_loads_with_its_default(tmp_path):
+    experiment = make_experiment()
+    model = build_model(experiment)
+    older = {**experiment, "loss": {"temperature": 0.2}}  # written before loss.implementation
+    save_model(tmp_path / "model.pt", model, older)
+    _, stored_experiment = load_model(tmp_path / "model.pt")
+    assert stored_experiment["loss"]["implementation"] == "dense"
+    assert stored_experiment["loss"]["temperature"] == 0.2
+
+
 def test_learnable_temperature_is_trained_and_saved(tmp_path, toy_data):
     experiment = make_experiment(epochs=2)
     experiment["loss"]["learnable_temperature"] = True
