@@ -226,9 +226,15 @@ def contrastive_metrics(model, batches, device: torch.device) -> dict[str, dict[
             inputs, group_ids = inputs.to(device), group_ids.to(device)
             positive_pairs = getattr(inputs, "positive_pairs", None)
             extra = {} if positive_pairs is None else {"positive_pairs": positive_pairs}
+            # Two towers train with the symmetric loss: only cross-modal comparisons count.
+            towers = getattr(inputs, "towers", None)
             h = model.embed(inputs).float()
             for space, vectors in (("projection", model.head(h)), ("embedding", h)):
-                record = model.loss(vectors, group_ids, **extra).metrics
+                if towers is None:
+                    record = model.loss(vectors, group_ids, **extra).metrics
+                else:
+                    a, b = vectors[towers[0]], vectors[towers[1]]
+                    record = model.loss.symmetric(a, b, group_ids[towers[0]]).metrics
                 for key in (*CONTRASTIVE_KEYS, *GEOMETRY_KEYS, "temperature"):
                     sums[space][key] += record[key]
             n_batches += 1

@@ -311,7 +311,23 @@ def evaluate(
     Graph items (``meta["modality"] == "graph"``) are evaluated node-wise instead, by
     :func:`scicontrast.analysis.graph_eval.evaluate_graph` (random 10/10/80 splits over
     ``probe_seeds``, the public split, training cost; ``probe_test_fraction`` is unused).
+    Audio-image items (``"audio_image"``) are evaluated by cross-modal retrieval and
+    zero-shot classification instead, by
+    :func:`scicontrast.analysis.retrieval.evaluate_audio_image`.
     """
+    if _modality(items_dir) == "audio_image":
+        from scicontrast.analysis.retrieval import evaluate_audio_image
+
+        return evaluate_audio_image(
+            model_path,
+            items_dir,
+            pairs_path,
+            embeddings_dir,
+            out_path,
+            label_column=label_column,
+            invariance_negatives=invariance_negatives,
+            seed=seed,
+        )
     if _modality(items_dir) == "graph":
         from scicontrast.analysis.graph_eval import evaluate_graph
 
@@ -457,6 +473,10 @@ def format_report(evaluation: dict[str, Any], clusters: dict[str, Any] | None = 
                 ["balanced accuracy", _number(public["balanced_accuracy"])],
             ]
         )
+    if evaluation.get("retrieval") is not None:
+        from scicontrast.analysis.retrieval import format_audio_image
+
+        lines += format_audio_image(evaluation)
     training = evaluation.get("training")
     if training is not None:
         peak = training["peak_memory_mb"]

@@ -7,6 +7,9 @@ tested) without Snakemake; the Snakemake rules call these same commands.
     scicontrast demo-data graph --out results/demo_data/graph
     scicontrast demo-data grains --out results/demo_data/grains
     scicontrast segment results/demo_data/grains/micrographs --out results/segmentations/S
+    scicontrast demo-data audio-image --out results/demo_data/audio_image
+    scicontrast synchronize results/demo_data/audio_image/manifest.csv \
+                         --out results/synchronizations/S --truth-column true_event
     scicontrast resolve-config --config config.yaml --experiment dna_demo --out R/config.json
     scicontrast prepare  --config R/config.json --out R/items
     scicontrast pairs    --config R/config.json --items R/items --out R/pairs.parquet
@@ -78,6 +81,8 @@ def cmd_demo_data(args: argparse.Namespace) -> None:
         return _demo_graph(args)
     if args.domain == "grains":
         return _demo_grains(args)
+    if args.domain == "audio-image":
+        return _demo_audio_image(args)
     from scicontrast.data_adapters.demo_dna import generate_demo_dna
 
     paths = generate_demo_dna(
@@ -119,6 +124,54 @@ def _demo_grains(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     log.info("wrote %d demo micrographs and their ground truth to %s", len(paths), args.out)
+
+
+def _demo_audio_image(args: argparse.Namespace) -> None:
+    from scicontrast.data_adapters.demo_audio_image import generate_demo_audio_image
+
+    manifest = generate_demo_audio_image(
+        args.out,
+        events=args.events,
+        classes=args.classes,
+        clock_offset_s=args.clock_offset_s,
+        jitter_s=args.jitter_s,
+        dropout=args.dropout,
+        image_size=args.image_size,
+        seed=args.seed,
+    )
+    log.info("wrote the demo recordings and %s", manifest)
+
+
+def cmd_synchronize(args: argparse.Namespace) -> None:
+    from scicontrast.data_adapters.audio_image import synchronize
+
+    summary = synchronize(
+        args.manifests,
+        args.out,
+        reference_device=args.reference_device,
+        tolerance_s=args.tolerance_s,
+        max_offset_s=args.max_offset_s,
+        truth_column=args.truth_column,
+        device_column=args.device_column,
+        file_column=args.file_column,
+        time_column=args.time_column,
+        modality_column=args.modality_column,
+    )
+    offsets = ", ".join(
+        f"{device} {info['offset_s']:+.3f} s" for device, info in summary["devices"].items()
+    )
+    log.info(
+        "%d pairs (unmatched: %d audio, %d image); offsets vs %s: %s; wrote %s",
+        summary["pairs"],
+        summary["unmatched"]["audio"],
+        summary["unmatched"]["image"],
+        summary["reference_device"],
+        offsets,
+        args.out,
+    )
+    if "pairing" in summary:
+        precision = summary["pairing"]["precision"]
+        log.info("pairing precision against %s: %.4f", args.truth_column, precision)
 
 
 def cmd_segment(args: argparse.Namespace) -> None:
@@ -334,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_resolve_config)
 
     p = sub.add_parser("demo-data", help="generate an embedded demo data set")
-    p.add_argument("domain", choices=["dna", "graph", "grains"])
+    p.add_argument("domain", choices=["dna", "graph", "grains", "audio-image"])
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--sources", type=int, default=4)
     p.add_argument("--sequences-per-source", type=int, default=150)
@@ -350,6 +403,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=int, default=4, help="grains: orientation classes")
     p.add_argument("--noise", type=float, default=0.04, help="grains: noise std (0..1 scale)")
     p.add_argument("--blur", type=float, default=0.8, help="grains: Gaussian blur (pixels)")
+    p.add_argument("--events", type=int, default=240, help="audio-image: events on the timeline")
+    p.add_argument(
+        "--clock-offset-s", type=float, default=3.7, help="audio-image: camera clock offset (s)"
+    )
+    p.add_argument("--jitter-s", type=float, default=0.05, help="audio-image: clock jitter (s)")
+    p.add_argument(
+        "--dropout", type=float, default=0.05, help="audio-image: events missing one side"
+    )
+    p.add_argument("--image-size", type=int, default=24, help="audio-image: image side (pixels)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo_data)
 
@@ -368,6 +430,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-pixel integer annotation: a template with {image} or a folder of <image>.png",
     )
     p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser(
+        "synchronize", help="estimate device clock offsets and pair audio with image events"
+    )
+    p.add_argument("manifests", nargs="+", type=Path, help="manifests (CSV, TSV or Parquet)")
+    p.add_argument("--out", required=True, type=Path, help="synchronisation folder to write")
+    p.add_argument("--reference-device", help="default: the audio device with most events")
+    p.add_argument("--tolerance-s", type=float, default=0.25, help="pairing tolerance (s)")
+    p.add_argument("--max-offset-s", type=float, default=10.0, help="offset search range (s)")
+    p.add_argument("--truth-column", help="ground-truth event id column: scores the pairing")
+    p.add_argument("--device-column", default="device")
+    p.add_argument("--file-column", default="file")
+    p.add_argument("--time-column", default="time")
+    p.add_argument("--modality-column", default="modality")
+    p.set_defaults(func=cmd_synchronize)
 
     p = sub.add_parser("prepare", help="read raw data with the adapter into an items folder")
     with_config(p)

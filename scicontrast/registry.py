@@ -112,6 +112,7 @@ ADAPTERS: Registry = Registry(
         "scicontrast.data_adapters.graphs",
         "scicontrast.data_adapters.images",
         "scicontrast.data_adapters.grains",
+        "scicontrast.data_adapters.audio_image",
     ],
 )
 PAIR_BUILDERS: Registry = Registry(
@@ -121,6 +122,7 @@ PAIR_BUILDERS: Registry = Registry(
         "scicontrast.data_adapters.dna",
         "scicontrast.data_adapters.rotations",
         "scicontrast.data_adapters.graphs",
+        "scicontrast.data_adapters.audio_image",
     ],
 )
 ENCODERS: Registry = Registry(
@@ -130,5 +132,6 @@ ENCODERS: Registry = Registry(
         "scicontrast.models.dna_cnn",
         "scicontrast.models.image_cnn",
         "scicontrast.models.gnn",
+        "scicontrast.models.audio_image",
     ],
 )

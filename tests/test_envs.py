@@ -13,6 +13,7 @@ CONDA_NAME = {
     "snakemake": "snakemake-minimal",
     "matplotlib": "matplotlib-base",
     "igraph": "python-igraph",
+    "soundfile": "pysoundfile",
 }
 
 

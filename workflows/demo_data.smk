@@ -99,3 +99,34 @@ rule demo_grains:
         " --size {params.size} --grains-per-image {params.grains_per_image}"
         " --classes {params.classes} --noise {params.noise} --blur {params.blur}"
         " --seed {params.seed} > {log} 2>&1"
+
+
+DEMO_AUDIO_IMAGE = config["demo_data"]["audio_image"]
+
+
+rule demo_audio_image:
+    output:
+        os.path.join(DEMO_AUDIO_IMAGE["out_dir"], "manifest.csv"),
+    log:
+        "results/logs/demo_data/audio_image.log",
+    benchmark:
+        "results/benchmarks/demo_data/audio_image.tsv"
+    conda:
+        "../envs/scicontrast.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(output[0]),
+        events=DEMO_AUDIO_IMAGE["events"],
+        classes=DEMO_AUDIO_IMAGE["classes"],
+        clock_offset_s=DEMO_AUDIO_IMAGE["clock_offset_s"],
+        jitter_s=DEMO_AUDIO_IMAGE["jitter_s"],
+        dropout=DEMO_AUDIO_IMAGE["dropout"],
+        image_size=DEMO_AUDIO_IMAGE["image_size"],
+        seed=DEMO_AUDIO_IMAGE["seed"],
+    shell:
+        "scicontrast demo-data audio-image --out {params.out_dir} --events {params.events}"
+        " --classes {params.classes} --clock-offset-s {params.clock_offset_s}"
+        " --jitter-s {params.jitter_s} --dropout {params.dropout}"
+        " --image-size {params.image_size} --seed {params.seed} > {log} 2>&1"

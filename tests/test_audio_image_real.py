@@ -1,0 +1,66 @@
+"""The AV-MNIST field simulation on the real data (FSDD x MNIST): timelines and pairing.
+
+The IDX reader is tested without data. The ``slow`` tests read ``../shared/data/fsdd`` and
+``../shared/data/mnist_test`` and skip when they are absent; counts are those of DATA.md.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO
+
+from scicontrast.data_adapters.audio_image import AudioImageAdapter, synchronize
+
+
+def load_benchmark_script():
+    spec = importlib.util.spec_from_file_location(
+        "av_mnist_benchmark", REPO / "benchmarks" / "av_mnist.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+benchmark = load_benchmark_script()
+
+
+def test_idx_reader(tmp_path):
+    array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    header = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    path = tmp_path / "x.gz"
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.tobytes())
+    assert np.array_equal(benchmark.read_idx(path), array)
+
+
+@pytest.mark.slow
+def test_simulated_field_session_pairs_by_timestamp(shared_data, tmp_path):
+    mnist = shared_data / "mnist_test"
+    images = benchmark.read_idx(mnist / "t10k-images-idx3-ubyte.gz")
+    labels = benchmark.read_idx(mnist / "t10k-labels-idx1-ubyte.gz")
+    assert images.shape == (10000, 28, 28) and labels.shape == (10000,)
+    recordings = sorted((shared_data / "fsdd" / "recordings").glob("*_theo_*.wav"))
+    assert len(recordings) == 500
+    indices = np.arange(5000, 10000)
+    microphone, camera = benchmark.field_timeline(
+        recordings[::5], images, labels[indices], indices, tmp_path, 3.7, 0.05, seed=0
+    )
+    # the image shown at an event has the spoken digit
+    shown = camera["file"].str.extract(r"mnist_(\d+)\.png")[0].astype(int)
+    assert (labels[shown] == camera["label"]).all()
+    paths = benchmark.write_manifests((microphone, camera), tmp_path)
+    summary = synchronize(paths, tmp_path / "sync", truth_column="true_event")
+    assert summary["devices"]["camera"]["offset_s"] == pytest.approx(3.7, abs=0.02)
+    assert summary["pairing"]["precision"] >= 0.99
+    items = AudioImageAdapter(str(tmp_path / "sync"), sample_rate=8000, clip_seconds=1.0).read()
+    assert items.extras["audio"].shape == (summary["pairs"], 8000)
+    assert items.extras["images"].shape == (summary["pairs"], 1, 28, 28)
+    audio = items.table[items.table["modality"] == "audio"]
+    assert set(audio["speaker"]) == {"theo"}
+    assert audio["duration_s"].between(0.1, 2.5).all()

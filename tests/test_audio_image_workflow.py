@@ -1,0 +1,153 @@
+"""The audio-image demo through the CLI steps, and its Snakemake rules."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+
+from scicontrast.cli import main
+
+
+def tiny_config(workdir: Path | None = None) -> dict:
+    """The tiny experiment; paths under ``workdir``, or relative (as Snakemake needs them)."""
+    root = Path(".") if workdir is None else workdir
+    demo = root / "results" / "demo_data" / "audio_image"
+    return {
+        "demo_data": {"audio_image": {"out_dir": str(demo), "events": 40, "classes": 3}},
+        "synchronizations": {
+            "tiny_sync": {"manifests": [str(demo / "manifest.csv")], "truth_column": "true_event"}
+        },
+        "experiments": {
+            "tiny_av": {
+                "adapter": {
+                    "name": "audio_image",
+                    "params": {
+                        "synchronization": str(root / "results/synchronizations/tiny_sync"),
+                        "clip_seconds": 0.5,
+                        "image_size": 16,
+                    },
+                },
+                "pairs": {"name": "synchronized_pairs", "params": {"image_shift": 1}},
+                "encoder": {
+                    "name": "two_tower",
+                    "params": {
+                        "embedding_dim": 8,
+                        "n_mels": 16,
+                        "audio_channels": [4, 8],
+                        "image_channels": [4, 8],
+                        "image_pool": [2, 2],
+                    },
+                },
+                "head": {"hidden_dim": 8, "output_dim": 8},
+                "loss": {"learnable_temperature": True},
+                "training": {
+                    "epochs": 2,
+                    "batch_size": 8,
+                    "holdout_fraction": 0.25,
+                    "device": "cpu",
+                },
+                "analysis": {
+                    "label_column": "label",
+                    "probe_seeds": [0],
+                    "gaussianity_projections": 8,
+                    "cluster_methods": ["kmeans"],
+                },
+            }
+        },
+    }
+
+
+def test_every_step_through_the_cli(tmp_path, capsys):
+    config = tiny_config(tmp_path)
+    demo = Path(config["demo_data"]["audio_image"]["out_dir"])
+    sync = tmp_path / "results/synchronizations/tiny_sync"
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    r = tmp_path / "results/tiny_av"
+
+    def run(*args: str) -> None:
+        assert main(["-q", *args]) == 0, capsys.readouterr().err
+
+    run("demo-data", "audio-image", "--out", str(demo), "--events", "40", "--classes", "3")
+    run(
+        "synchronize",
+        str(demo / "manifest.csv"),
+        "--out",
+        str(sync),
+        "--truth-column",
+        "true_event",
+    )
+    run("resolve-config", "--config", str(config_path), "--out", str(r / "config.json"))
+    c = str(r / "config.json")
+    run("prepare", "--config", c, "--out", str(r / "items"))
+    run("pairs", "--config", c, "--items", str(r / "items"), "--out", str(r / "pairs.parquet"))
+    common = ["--items", str(r / "items"), "--pairs", str(r / "pairs.parquet")]
+    run("train", "--config", c, *common, "--out", str(r / "model"), "--no-progress")
+    model = str(r / "model/model.pt")
+    run("embed", str(r / "items"), "--model", model, "--out", str(r / "embeddings"))
+    run(
+        "cluster",
+        "--config",
+        c,
+        "--embeddings",
+        str(r / "embeddings"),
+        "--out",
+        str(r / "clusters"),
+    )
+    run("diagnostics", "--config", c, "--model", model, *common, "--out", str(r / "diagnostics"))
+    run(
+        "evaluate", "--config", c, "--model", model, *common,
+        "--embeddings", str(r / "embeddings"), "--clusters", str(r / "clusters"),
+        "--diagnostics", str(r / "diagnostics"), "--out", str(r / "metrics"),
+    )  # fmt: skip
+    run(
+        "export", "--model", model, "--items", str(r / "items"),
+        "--embeddings", str(r / "embeddings"), "--out", str(r / "export"),
+    )  # fmt: skip
+
+    evaluation = json.loads((r / "metrics/evaluation.json").read_text())
+    assert evaluation["evaluation_events"] == "held out from training"
+    assert evaluation["events"] == round(0.25 * evaluation["synchronization"]["pairs"])
+    for direction in ("audio_to_image", "image_to_audio"):
+        found = evaluation["retrieval"][direction]
+        assert 0 <= found["class_r1"] <= found["class_r5"] <= 1
+        assert found["queries"] == found["candidates"] == evaluation["events"]
+    assert evaluation["zero_shot"]["classes"] == 3
+    assert evaluation["synchronization"]["pairing"]["precision"] == 1.0
+    summary = (r / "metrics/summary.txt").read_text()
+    assert "Cross-modal retrieval" in summary and "pairing vs ground truth" in summary
+    card = json.loads((r / "export/model_card.json").read_text())
+    assert card["torchscript"]["exported"] is False
+
+
+def run_snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
+    config_path = workdir / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+    command += ["--directory", str(workdir), "--configfile", str(config_path), *args]
+    return subprocess.run(command, capture_output=True, text=True, check=False)
+
+
+def test_rules_chain_demo_synchronize_and_training(tmp_path):
+    result = run_snakemake(tmp_path, tiny_config(), "-n", "results/tiny_av/model/model.pt")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    for rule in ("demo_audio_image", "synchronize", "prepare", "pairs", "train"):
+        assert f"rule {rule}:" in output or f"\n{rule}" in output, rule
+
+
+@pytest.mark.slow
+def test_snakemake_runs_the_audio_image_demo(tmp_path):
+    result = run_snakemake(tmp_path, tiny_config(), "--cores", "2")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    summary = (tmp_path / "results/tiny_av/metrics/summary.txt").read_text()
+    assert "Cross-modal retrieval" in summary
+    assert (tmp_path / "results/synchronizations/tiny_sync/time_differences.png").is_file()
+    assert (tmp_path / "results/logs/synchronizations/tiny_sync.log").is_file()
+    assert (tmp_path / "results/benchmarks/demo_data/audio_image.tsv").is_file()
