@@ -157,10 +157,22 @@ def knn_accuracy(
     """Cosine ``k``-nearest-neighbour accuracy on the probe's splits (``k`` capped at the
     training-set size)."""
     codes, _ = _encode_labels(labels)
+    splits = stratified_splits(codes, test_fraction, seeds)
+    return knn_on_splits(embeddings, codes, seeds, splits, k, test_fraction)
+
+
+def knn_on_splits(
+    embeddings: np.ndarray,
+    codes: np.ndarray,
+    seeds: Sequence[int],
+    splits: Sequence[tuple[np.ndarray, ...]],
+    k: int,
+    test_fraction: float,
+) -> dict[str, Any]:
+    """Cosine kNN scored per split; each split is ``(train, ..., test)`` index arrays."""
     per_seed = []
-    for seed, (train, test) in zip(
-        seeds, stratified_splits(codes, test_fraction, seeds), strict=True
-    ):
+    for seed, split in zip(seeds, splits, strict=True):
+        train, test = split[0], split[-1]
         model = KNeighborsClassifier(n_neighbors=min(k, len(train)), metric="cosine")
         predicted = model.fit(embeddings[train], codes[train]).predict(embeddings[test])
         per_seed.append(

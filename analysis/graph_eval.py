@@ -39,12 +39,11 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from sklearn.model_selection import train_test_split
-from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from scicontrast.analysis.embed import EMBEDDINGS_TABLE, load_embeddings
-from scicontrast.analysis.evaluate import _summary, _usable_labels, auroc
+from scicontrast.analysis.evaluate import _summary, _usable_labels, auroc, knn_on_splits
 from scicontrast.data_adapters.base import Items
 from scicontrast.data_adapters.graphs import SPLIT_MASKS, GraphViews, graph_data
 from scicontrast.errors import InputDataError
@@ -133,24 +132,8 @@ def node_knn(
 ) -> dict[str, Any]:
     """Cosine kNN accuracy on the test nodes of the random splits (train nodes as reference)."""
     codes, _ = pd.factorize(pd.Series(np.asarray(labels, dtype=object)), sort=True)
-    per_seed = []
-    for seed, (train, _, test) in zip(seeds, random_node_splits(codes, seeds), strict=True):
-        model = KNeighborsClassifier(n_neighbors=min(k, len(train)), metric="cosine")
-        predicted = model.fit(embeddings[train], codes[train]).predict(embeddings[test])
-        per_seed.append(
-            {
-                "seed": int(seed),
-                "accuracy": float(accuracy_score(codes[test], predicted)),
-                "balanced_accuracy": float(balanced_accuracy_score(codes[test], predicted)),
-            }
-        )
-    return {
-        "k": k,
-        "test_fraction": 1 - TRAIN_FRACTION - VAL_FRACTION,
-        "accuracy": _summary([run["accuracy"] for run in per_seed]),
-        "balanced_accuracy": _summary([run["balanced_accuracy"] for run in per_seed]),
-        "per_seed": per_seed,
-    }
+    splits = random_node_splits(codes, seeds)
+    return knn_on_splits(embeddings, codes, seeds, splits, k, 1 - TRAIN_FRACTION - VAL_FRACTION)
 
 
 def public_split_probe(
