@@ -22,6 +22,7 @@ the per-channel statistics over processes with the same autograd-aware collectiv
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 from dataclasses import dataclass
 
@@ -79,7 +80,17 @@ def start_process_group(device: torch.device) -> ProcessGroup:
 
 
 def stop_process_group(group: ProcessGroup) -> None:
+    """Leave the process group; drop every ``DistributedDataParallel`` wrapper first.
+
+    A DDP wrapper's C++ reducer holds a reference to the process group. Were it the last
+    one, the group's destructor would run inside the wrapper's deallocation, holding the
+    GIL, and join gloo's worker threads, one of which may be waiting for the GIL to release
+    a finished collective's tensor: a deadlock seen in about one run in five on 2 CPU
+    cores (pytorch/pytorch#56297). Destroyed here, the group's own binding releases the
+    GIL first. The collection frees wrappers kept alive only by reference cycles.
+    """
     if group.distributed and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -236,100 +236,108 @@ def train(
         sum(p.numel() for p in parameters),
     )
 
-    step = position.step
-    final_loss = math.nan
-    metrics = open(metrics_path, "a") if group.is_main else contextlib.nullcontext()
-    with (
-        _torch_settings(device, num_threads),
-        _sigterm_flag() as sigterm,
-        metrics as metrics_file,
-    ):
-        for epoch in range(position.epochs_done, epochs):
-            if stop_after_epochs is not None and epoch >= stop_after_epochs:
-                break
-            model.train()
-            start_batch = position.batches_done if epoch == position.epochs_done else 0
-            batches.set_epoch(epoch, start_batch=start_batch)
-            sums = defaultdict(float, position.sums if start_batch else {})
-            n_views = position.n_views if start_batch else 0
-            started = time.perf_counter()
-            bar = tqdm(
-                batches,
-                desc=f"epoch {epoch + 1}/{epochs}",
-                total=len(batches),
-                initial=start_batch,
-                disable=not (progress and group.is_main),
-                leave=False,
-            )
-            for batch_index, (inputs, group_ids) in enumerate(bar, start=start_batch):
-                inputs = inputs.to(device, non_blocking=True)
-                group_ids = group_ids.to(device, non_blocking=True)
-                optimizer.zero_grad(set_to_none=True)
-                output = _forward_backward(
-                    network, model, inputs, group_ids, settings, device, group.distributed
+    try:
+        step = position.step
+        final_loss = math.nan
+        metrics = open(metrics_path, "a") if group.is_main else contextlib.nullcontext()
+        with (
+            _torch_settings(device, num_threads),
+            _sigterm_flag() as sigterm,
+            metrics as metrics_file,
+        ):
+            for epoch in range(position.epochs_done, epochs):
+                if stop_after_epochs is not None and epoch >= stop_after_epochs:
+                    break
+                model.train()
+                start_batch = position.batches_done if epoch == position.epochs_done else 0
+                batches.set_epoch(epoch, start_batch=start_batch)
+                sums = defaultdict(float, position.sums if start_batch else {})
+                n_views = position.n_views if start_batch else 0
+                started = time.perf_counter()
+                bar = tqdm(
+                    batches,
+                    desc=f"epoch {epoch + 1}/{epochs}",
+                    total=len(batches),
+                    initial=start_batch,
+                    disable=not (progress and group.is_main),
+                    leave=False,
                 )
-                optimizer.step()
-                model.update_momentum_encoder()
-                step += 1
-
-                record = output.metrics  # includes "loss"
-                if not math.isfinite(record["loss"]):
-                    raise ScicontrastError(
-                        f"training diverged: loss is {record['loss']} at epoch {epoch}, "
-                        f"step {step}; lower training.lr or raise loss.temperature"
+                for batch_index, (inputs, group_ids) in enumerate(bar, start=start_batch):
+                    inputs = inputs.to(device, non_blocking=True)
+                    group_ids = group_ids.to(device, non_blocking=True)
+                    optimizer.zero_grad(set_to_none=True)
+                    output = _forward_backward(
+                        network, model, inputs, group_ids, settings, device, group.distributed
                     )
-                lr = optimizer.param_groups[0]["lr"]
+                    optimizer.step()
+                    model.update_momentum_encoder()
+                    step += 1
+
+                    record = output.metrics  # includes "loss"
+                    if not math.isfinite(record["loss"]):
+                        raise ScicontrastError(
+                            f"training diverged: loss is {record['loss']} at epoch {epoch}, "
+                            f"step {step}; lower training.lr or raise loss.temperature"
+                        )
+                    lr = optimizer.param_groups[0]["lr"]
+                    if group.is_main:
+                        _write_line(
+                            metrics_file,
+                            {"kind": "step", "epoch": epoch, "step": step, "lr": lr, **record},
+                        )
+                    for key, value in record.items():
+                        sums[key] += value
+                    n_views += len(group_ids)
+                    bar.set_postfix(loss=f"{record['loss']:.4f}")
+
+                    # Preempted (SLURM sends SIGTERM before killing a job): keep this step's
+                    # work, so a rerun resumes right after it.
+                    if any_process(sigterm.is_set(), group) and batch_index + 1 < len(batches):
+                        position = _Position(epoch, batch_index + 1, step, dict(sums), n_views)
+                        if group.is_main:
+                            _save_checkpoint(
+                                checkpoint_path, model, optimizer, position, config_hash, device
+                            )
+                        raise Preempted(
+                            f"stopped by SIGTERM at epoch {epoch + 1}, batch {batch_index + 1}; "
+                            f"checkpoint saved to {checkpoint_path}: run again to resume"
+                        )
+
+                seconds = time.perf_counter() - started
+                means = {key: total / len(batches) for key, total in sums.items()}
+                # The epoch line goes out before the checkpoint: a crash in between makes the
+                # resumed run drop the line and redo the epoch, never skip the line.
                 if group.is_main:
                     _write_line(
                         metrics_file,
-                        {"kind": "step", "epoch": epoch, "step": step, "lr": lr, **record},
+                        {
+                            "kind": "epoch",
+                            "epoch": epoch,
+                            **means,
+                            "seconds": seconds,
+                            "samples_per_second": n_views * group.world_size / seconds,
+                            "peak_memory_mb": _peak_memory_mb(device),
+                        },
                     )
-                for key, value in record.items():
-                    sums[key] += value
-                n_views += len(group_ids)
-                bar.set_postfix(loss=f"{record['loss']:.4f}")
-
-                # Preempted (SLURM sends SIGTERM before killing a job): keep this step's
-                # work, so a rerun resumes right after it.
-                if any_process(sigterm.is_set(), group) and batch_index + 1 < len(batches):
-                    position = _Position(epoch, batch_index + 1, step, dict(sums), n_views)
-                    if group.is_main:
-                        _save_checkpoint(
-                            checkpoint_path, model, optimizer, position, config_hash, device
-                        )
+                position = _Position(epoch + 1, 0, step)
+                if group.is_main:
+                    _save_checkpoint(
+                        checkpoint_path, model, optimizer, position, config_hash, device
+                    )
+                final_loss = means["loss"]
+                logger.info(
+                    "epoch %d/%d: loss %.4f (%.1f s)", epoch + 1, epochs, final_loss, seconds
+                )
+                if any_process(sigterm.is_set(), group):
                     raise Preempted(
-                        f"stopped by SIGTERM at epoch {epoch + 1}, batch {batch_index + 1}; "
-                        f"checkpoint saved to {checkpoint_path}: run again to resume"
+                        f"stopped by SIGTERM after epoch {epoch + 1}; checkpoint saved to "
+                        f"{checkpoint_path}: run again to resume"
                     )
 
-            seconds = time.perf_counter() - started
-            means = {key: total / len(batches) for key, total in sums.items()}
-            # The epoch line goes out before the checkpoint: a crash in between makes the
-            # resumed run drop the line and redo the epoch, never skip the line.
-            if group.is_main:
-                _write_line(
-                    metrics_file,
-                    {
-                        "kind": "epoch",
-                        "epoch": epoch,
-                        **means,
-                        "seconds": seconds,
-                        "samples_per_second": n_views * group.world_size / seconds,
-                        "peak_memory_mb": _peak_memory_mb(device),
-                    },
-                )
-            position = _Position(epoch + 1, 0, step)
-            if group.is_main:
-                _save_checkpoint(checkpoint_path, model, optimizer, position, config_hash, device)
-            final_loss = means["loss"]
-            logger.info("epoch %d/%d: loss %.4f (%.1f s)", epoch + 1, epochs, final_loss, seconds)
-            if any_process(sigterm.is_set(), group):
-                raise Preempted(
-                    f"stopped by SIGTERM after epoch {epoch + 1}; checkpoint saved to "
-                    f"{checkpoint_path}: run again to resume"
-                )
-
-    stop_process_group(group)
+    finally:
+        # The DDP wrapper goes first: see stop_process_group.
+        del network
+        stop_process_group(group)
     if position.epochs_done < epochs:
         logger.info(
             "stopped after %d of %d epochs as asked; run again to continue from %s",

@@ -55,11 +55,10 @@ GRADIENT_WORKER = textwrap.dedent(
     """
     import sys
     import torch
-    import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
     from scicontrast.models.contrastive import build_model
     from scicontrast.models.distributed import (
-        gathered_info_nce, start_process_group, sync_batchnorm
+        gathered_info_nce, start_process_group, stop_process_group, sync_batchnorm
     )
 
     torch.set_default_dtype(torch.float64)
@@ -75,7 +74,8 @@ GRADIENT_WORKER = textwrap.dedent(
     if group.rank == 0:
         grads = {n: p.grad for n, p in model.named_parameters()}
         torch.save({"loss": output.metrics["loss"], "grads": grads}, out)
-    dist.destroy_process_group()
+    del network
+    stop_process_group(group)
     """
 )
 
