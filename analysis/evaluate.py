@@ -1,7 +1,10 @@
 """How good are the embeddings: label probes and the invariance the pairs were meant to teach.
 
 **Linear probe.** Per seed, a stratified split (``test_fraction`` held out), then
-``StandardScaler`` + ``LogisticRegression`` on the training part; test accuracy, balanced
+``LogisticRegression`` on the training part after the embedding's ``scaling``
+(:func:`probe_model`: ``"standard"`` standardises each dimension, ``StandardScaler``;
+``"l2"`` scales each embedding to unit length, ``Normalizer``, the protocol of GRACE's and
+DGI's linear evaluation, which suits a cosine-trained embedding); test accuracy, balanced
 accuracy (mean per-class recall) and AUROC. Binary labels: AUROC of the positive class's
 probability, the positive class being the second in sorted order. More classes: macro
 one-vs-rest AUROC, the mean over classes of the AUROC of "this class vs the rest", taken
@@ -45,8 +48,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 from sklearn.model_selection import train_test_split
 from sklearn.neighbors import KNeighborsClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import Normalizer, StandardScaler
 
 from scicontrast.analysis.embed import EMBEDDINGS_TABLE, load_embeddings
 from scicontrast.data_adapters.base import (
@@ -61,6 +64,17 @@ from scicontrast.io import write_json
 
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 Split = tuple[np.ndarray, np.ndarray]
+
+
+PROBE_SCALINGS = ("standard", "l2")
+
+
+def probe_model(scaling: str = "standard", C: float = 1.0) -> Pipeline:
+    """The probe: ``scaling`` of the embeddings, then ``LogisticRegression(C)`` (module doc)."""
+    if scaling not in PROBE_SCALINGS:
+        raise ConfigError(f"probe scaling must be one of {PROBE_SCALINGS}, not {scaling!r}")
+    scaler = StandardScaler() if scaling == "standard" else Normalizer()
+    return make_pipeline(scaler, LogisticRegression(C=C, max_iter=2000))
 
 
 def stratified_splits(codes: np.ndarray, test_fraction: float, seeds: Sequence[int]) -> list[Split]:
@@ -108,6 +122,7 @@ def linear_probe(
     labels: Sequence | np.ndarray | pd.Series,
     test_fraction: float = 0.2,
     seeds: Sequence[int] = DEFAULT_SEEDS,
+    scaling: str = "standard",
 ) -> dict[str, Any]:
     """Logistic-regression probe of ``labels`` from ``[N, D]`` embeddings (see module doc).
 
@@ -120,7 +135,7 @@ def linear_probe(
     for seed, (train, test) in zip(
         seeds, stratified_splits(codes, test_fraction, seeds), strict=True
     ):
-        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        model = probe_model(scaling)
         model.fit(embeddings[train], codes[train])
         scores = model.predict_proba(embeddings[test])
         predicted = model.classes_[scores.argmax(axis=1)]
@@ -136,6 +151,7 @@ def linear_probe(
         "n_items": len(codes),
         "n_classes": len(classes),
         "test_fraction": test_fraction,
+        "scaling": scaling,
         "majority_class_fraction": float(np.bincount(codes).max() / len(codes)),
         "auroc_kind": "binary" if binary else "macro_one_vs_rest",
     }
@@ -317,6 +333,7 @@ def evaluate(
     invariance_negatives: int = 10,
     seed: int = 0,
     device: str = "auto",
+    probe_scaling: str = "standard",
 ) -> dict[str, Any]:
     """Probe the embeddings for ``label_column``, score the model's invariance, write JSON.
 
@@ -354,6 +371,7 @@ def evaluate(
             invariance_negatives=invariance_negatives,
             seed=seed,
             device=device,
+            probe_scaling=probe_scaling,
         )
     metadata, embeddings = load_embeddings(embeddings_dir)
     result: dict[str, Any] = {
@@ -366,7 +384,7 @@ def evaluate(
         rows, labels, result["labels"] = _usable_labels(metadata, label_column, source)
         try:
             result["probe"] = linear_probe(
-                embeddings[rows], labels, probe_test_fraction, probe_seeds
+                embeddings[rows], labels, probe_test_fraction, probe_seeds, probe_scaling
             )
             result["knn"] = knn_accuracy(
                 embeddings[rows], labels, knn_k, probe_test_fraction, probe_seeds

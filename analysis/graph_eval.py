@@ -3,7 +3,8 @@
 **Random splits.** Per seed, the labelled nodes are split 10 % train / 10 % validation /
 80 % test, stratified by class (``sklearn.model_selection.train_test_split`` seeded with the
 seed, once for train vs rest and once for validation vs test). A logistic-regression probe
-(``StandardScaler`` + ``LogisticRegression``) is fitted on the train nodes for each inverse
+(:func:`scicontrast.analysis.evaluate.probe_model`: ``scaling`` of the embeddings, then
+``LogisticRegression``) is fitted on the train nodes for each inverse
 regularisation strength ``C`` in :data:`C_GRID`; the ``C`` with the best validation
 accuracy (the smallest on ties) is scored on the test nodes. The test nodes never choose
 anything. Reported: mean and (population) std over seeds of test accuracy, balanced
@@ -36,14 +37,17 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from sklearn.model_selection import train_test_split
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from scicontrast.analysis.embed import EMBEDDINGS_TABLE, load_embeddings
-from scicontrast.analysis.evaluate import _summary, _usable_labels, auroc, knn_on_splits
+from scicontrast.analysis.evaluate import (
+    _summary,
+    _usable_labels,
+    auroc,
+    knn_on_splits,
+    probe_model,
+)
 from scicontrast.data_adapters.base import Items
 from scicontrast.data_adapters.graphs import SPLIT_MASKS, GraphViews, graph_data
 from scicontrast.errors import InputDataError
@@ -79,13 +83,17 @@ def random_node_splits(
 
 
 def validated_probe(
-    embeddings: np.ndarray, codes: np.ndarray, split: NodeSplit, c_grid: Sequence[float] = C_GRID
+    embeddings: np.ndarray,
+    codes: np.ndarray,
+    split: NodeSplit,
+    scaling: str = "standard",
+    c_grid: Sequence[float] = C_GRID,
 ) -> dict[str, Any]:
     """Fit the probe per ``C`` on ``train``, choose ``C`` on ``val``, score on ``test``."""
     train, val, test = split
     best_val, best_model, best_c = -1.0, None, None
     for c in c_grid:
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
+        model = probe_model(scaling, c)
         model.fit(embeddings[train], codes[train])
         val_accuracy = float(model.score(embeddings[val], codes[val]))
         if val_accuracy > best_val:
@@ -97,6 +105,7 @@ def validated_probe(
         "balanced_accuracy": float(balanced_accuracy_score(codes[test], predicted)),
         "auroc": auroc(codes[test], scores, best_model.classes_),
         "C": best_c,
+        "scaling": scaling,
         "val_accuracy": best_val,
         "n_train": len(train),
         "n_val": len(val),
@@ -105,12 +114,15 @@ def validated_probe(
 
 
 def node_probe(
-    embeddings: np.ndarray, labels: Sequence | pd.Series, seeds: Sequence[int]
+    embeddings: np.ndarray,
+    labels: Sequence | pd.Series,
+    seeds: Sequence[int],
+    scaling: str = "standard",
 ) -> dict[str, Any]:
     """The validated probe on random 10/10/80 splits; shaped like ``linear_probe``'s result."""
     codes, classes = pd.factorize(pd.Series(np.asarray(labels, dtype=object)), sort=True)
     per_seed = [
-        {"seed": int(seed), **validated_probe(embeddings, codes, split)}
+        {"seed": int(seed), **validated_probe(embeddings, codes, split, scaling)}
         for seed, split in zip(seeds, random_node_splits(codes, seeds), strict=True)
     ]
     result: dict[str, Any] = {
@@ -118,6 +130,7 @@ def node_probe(
         "n_items": len(codes),
         "n_classes": len(classes),
         "test_fraction": 1 - TRAIN_FRACTION - VAL_FRACTION,
+        "scaling": scaling,
         "majority_class_fraction": float(np.bincount(codes).max() / len(codes)),
         "auroc_kind": "binary" if len(classes) == 2 else "macro_one_vs_rest",
     }
@@ -137,7 +150,7 @@ def node_knn(
 
 
 def public_split_probe(
-    embeddings: np.ndarray, table: pd.DataFrame, label_column: str
+    embeddings: np.ndarray, table: pd.DataFrame, label_column: str, scaling: str = "standard"
 ) -> dict[str, Any] | None:
     """The validated probe on the table's ``train/val/test_mask``; ``None`` without them."""
     masks = list(SPLIT_MASKS.values())
@@ -148,7 +161,7 @@ def public_split_probe(
     split = tuple(np.flatnonzero(table[mask].to_numpy(dtype=bool) & labelled) for mask in masks)
     if any(len(part) == 0 for part in split):
         return None
-    return validated_probe(embeddings, codes, split)
+    return validated_probe(embeddings, codes, split, scaling)
 
 
 def graph_invariance(
@@ -217,6 +230,7 @@ def evaluate_graph(
     invariance_negatives: int = 10,
     seed: int = 0,
     device: str = "auto",
+    probe_scaling: str = "standard",
 ) -> dict[str, Any]:
     """Probe, kNN, public split, invariance and training cost of a graph model; write JSON."""
     metadata, embeddings = load_embeddings(embeddings_dir)
@@ -229,9 +243,11 @@ def evaluate_graph(
         source = Path(embeddings_dir) / EMBEDDINGS_TABLE
         rows, labels, result["labels"] = _usable_labels(metadata, label_column, source)
         try:
-            result["probe"] = node_probe(embeddings[rows], labels, probe_seeds)
+            result["probe"] = node_probe(embeddings[rows], labels, probe_seeds, probe_scaling)
             result["knn"] = node_knn(embeddings[rows], labels, probe_seeds, knn_k)
-            result["public_split"] = public_split_probe(embeddings, metadata, label_column)
+            result["public_split"] = public_split_probe(
+                embeddings, metadata, label_column, probe_scaling
+            )
         except ValueError as exc:
             raise InputDataError(f"{source}: label column {label_column!r}: {exc}") from None
 

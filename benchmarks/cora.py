@@ -5,11 +5,11 @@ Run the workflow on ``benchmarks/cora.yaml`` first (see BENCHMARKS.md), then::
     python benchmarks/cora.py              # plain-text table
     python benchmarks/cora.py --markdown   # the table in BENCHMARKS.md
 
-For every experiment of the config this reads ``results/<experiment>/items``,
-``results/<experiment>/embeddings``, ``results/<experiment>/metrics/evaluation.json`` (the
-node probes of :mod:`scicontrast.analysis.graph_eval`) and
-``results/<experiment>/clusters/metrics.json`` (k-means). On the first experiment's items,
-with the same splits, it scores two baselines that need no training:
+For every experiment of the config this reads ``results/<experiment>/embeddings`` and the
+training log, and scores the embeddings with the node probes of
+:mod:`scicontrast.analysis.graph_eval` (the functions the workflow's ``evaluate`` step
+runs). On the first experiment's items, with the same splits, it scores two baselines that
+need no training:
 
 * node features: logistic regression on the items' feature matrix ``X`` (as the adapter
   prepared it, e.g. row-normalised bag-of-words);
@@ -19,7 +19,8 @@ with the same splits, it scores two baselines that need no training:
 
 Every row uses :func:`~scicontrast.analysis.graph_eval.node_probe` (10 % / 10 % / 80 %
 stratified random splits, one per seed of the experiment's ``analysis.probe_seeds``, ``C``
-chosen on the validation nodes) and
+chosen on the validation nodes, embeddings scaled as ``--probe-scaling`` says, by default the
+experiment's ``analysis.probe_scaling``) and
 :func:`~scicontrast.analysis.graph_eval.public_split_probe` (Planetoid's 140 / 500 / 1000),
 and k-means with as many clusters as classes
 (:func:`~scicontrast.analysis.cluster.cluster_embeddings`). Epoch time and peak memory come
@@ -32,7 +33,6 @@ absent (a fresh clone has no ``../shared/data``) the script says so and exits wi
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
 from scicontrast.analysis.cluster import cluster_embeddings
 from scicontrast.analysis.embed import load_embeddings
+from scicontrast.analysis.evaluate import PROBE_SCALINGS
 from scicontrast.analysis.graph_eval import node_probe, public_split_probe, training_cost
 from scicontrast.config import read_config_file
 from scicontrast.data_adapters.base import Items
@@ -66,13 +67,18 @@ def sgc_features(items: Items, hops: int = 2) -> np.ndarray:
 
 
 def score(
-    name: str, features: np.ndarray, items: Items, label_column: str, seeds: list[int]
+    name: str,
+    features: np.ndarray,
+    items: Items,
+    label_column: str,
+    seeds: list[int],
+    scaling: str,
 ) -> dict[str, Any]:
     """Probe, public split and k-means of one embedding (or feature matrix)."""
     labels = items.table[label_column]
     labelled = labels.notna().to_numpy()
-    probe = node_probe(features[labelled], labels[labelled], seeds)
-    public = public_split_probe(features, items.table, label_column)
+    probe = node_probe(features[labelled], labels[labelled], seeds, scaling)
+    public = public_split_probe(features, items.table, label_column, scaling)
     _, clusters = cluster_embeddings(features, labels, seed=0)
     return {
         "name": name,
@@ -83,19 +89,17 @@ def score(
     }
 
 
-def experiment_row(name: str, results: Path) -> dict[str, Any]:
-    """The workflow's own numbers for one experiment."""
+def experiment_row(
+    name: str, results: Path, items: Items, label_column: str, seeds: list[int], scaling: str
+) -> dict[str, Any]:
+    """One experiment's embeddings scored as the baselines are, plus its training cost."""
     folder = results / name
-    evaluation = json.loads((folder / "metrics" / "evaluation.json").read_text())
-    clusters = json.loads((folder / "clusters" / "metrics.json").read_text())
-    public = evaluation.get("public_split")
+    metadata, embeddings = load_embeddings(folder / "embeddings")
+    if not metadata["item_id"].equals(items.table["item_id"]):
+        raise SystemExit(f"{name}: embeddings are not in the node order of the first experiment")
     cost = training_cost(folder / "model" / "metrics.jsonl") or {}
     return {
-        "name": name,
-        "random": evaluation["probe"]["accuracy"],
-        "public": None if public is None else public["accuracy"],
-        "nmi": clusters["kmeans"]["nmi"],
-        "ari": clusters["kmeans"]["ari"],
+        **score(name, embeddings, items, label_column, seeds, scaling),
         "epochs": cost.get("epochs"),
         "seconds_per_epoch": cost.get("seconds_per_epoch"),
         "peak_memory_mb": cost.get("peak_memory_mb"),
@@ -139,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--results", type=Path, default=REPO / "results")
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument(
+        "--probe-scaling",
+        choices=PROBE_SCALINGS,
+        help="scaling of embeddings before the probe (default: the config's probe_scaling)",
+    )
     args = parser.parse_args(argv)
 
     config = read_config_file(args.config)
@@ -149,9 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     if not root.is_dir():
         print(f"{root}: data set not found; nothing to benchmark")
         return 0
-    missing = [
-        n for n in experiments if not (args.results / n / "metrics" / "evaluation.json").exists()
-    ]
+    missing = [n for n in experiments if not (args.results / n / "embeddings").exists()]
     if missing:
         print(
             f"no workflow results for {', '.join(missing)}; run first:\n"
@@ -165,24 +172,27 @@ def main(argv: list[str] | None = None) -> int:
     items = Items.load(args.results / first_name / "items")
     analysis = first["analysis"]
     label_column, seeds = analysis["label_column"], analysis["probe_seeds"]
-    rows = [experiment_row(name, args.results) for name in experiments]
-    for name in experiments:
-        metadata, _ = load_embeddings(args.results / name / "embeddings")
-        if not metadata["item_id"].equals(items.table["item_id"]):
-            raise SystemExit(f"{name}: embeddings are not in the node order of {first_name}")
-    rows.append(
-        score("node features, no training", items.arrays["features"], items, label_column, seeds)
-    )
-    rows.append(
-        score("SGC features S²X, no training", sgc_features(items), items, label_column, seeds)
-    )
+    scaling = args.probe_scaling or analysis.get("probe_scaling", "standard")
+    baselines = {
+        "node features, no training": items.arrays["features"],
+        "SGC features S²X, no training": sgc_features(items),
+    }
+    rows = [
+        experiment_row(name, args.results, items, label_column, seeds, scaling)
+        for name in experiments
+    ]
+    rows += [
+        score(name, features, items, label_column, seeds, scaling)
+        for name, features in baselines.items()
+    ]
 
     print(table(rows, args.markdown))
     best = rows[: len(experiments)]
     random_best = max(r["random"]["mean"] for r in best)
     public_best = max(r["public"] or 0.0 for r in best)
     print(
-        f"\nseeds {seeds}; targets: random splits >= {100 * TARGET_RANDOM:.1f} % "
+        f"\nprobe scaling {scaling}; seeds {seeds}; "
+        f"targets: random splits >= {100 * TARGET_RANDOM:.1f} % "
         f"({'met' if random_best >= TARGET_RANDOM else 'not met'}: best {100 * random_best:.1f}), "
         f"public split >= {100 * TARGET_PUBLIC:.1f} % "
         f"({'met' if public_best >= TARGET_PUBLIC else 'not met'}: best {100 * public_best:.1f})"

@@ -345,6 +345,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             label_column=analysis["label_column"],
             probe_test_fraction=analysis["probe_test_fraction"],
             probe_seeds=analysis["probe_seeds"],
+            probe_scaling=analysis["probe_scaling"],
             knn_k=analysis["knn_k"],
             invariance_negatives=analysis["invariance_negatives"],
             seed=experiment["training"]["seed"],

@@ -263,6 +263,28 @@ def test_linear_probe_on_noise_is_near_chance():
     assert result["accuracy"]["std"] > 0  # different splits, different scores
 
 
+def test_l2_probe_sees_only_directions():
+    """Rescaling each embedding changes nothing under the l2 probe, and does so under the
+    per-dimension one: the information it keeps is the cosine geometry alone."""
+    X, labels = blobs(n_per_blob=40, n_blobs=3)
+    lengths = np.exp(np.random.default_rng(1).uniform(-4, 4, size=len(X)))
+    unit = linear_probe(X, labels, seeds=(0, 1), scaling="l2")
+    rescaled = linear_probe(X * lengths[:, None], labels, seeds=(0, 1), scaling="l2")
+    assert unit["scaling"] == "l2" and unit["accuracy"]["mean"] > 0.9
+    for before, after in zip(unit["per_seed"], rescaled["per_seed"], strict=True):
+        assert before["accuracy"] == after["accuracy"]
+        assert before["auroc"] == pytest.approx(after["auroc"], abs=1e-12)
+    standard = linear_probe(X, labels, seeds=(0, 1))
+    standard_rescaled = linear_probe(X * lengths[:, None], labels, seeds=(0, 1))
+    assert standard["per_seed"] != standard_rescaled["per_seed"]
+
+
+def test_unknown_probe_scaling_is_a_config_error():
+    X, labels = blobs(n_per_blob=10, n_blobs=2)
+    with pytest.raises(ConfigError, match=r"probe scaling must be one of \('standard', 'l2'\)"):
+        linear_probe(X, labels, scaling="minmax")
+
+
 def test_auroc_binary_and_multiclass_match_sklearn():
     rng = np.random.default_rng(0)
     y_binary = rng.integers(0, 2, size=50)

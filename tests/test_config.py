@@ -48,6 +48,7 @@ def test_validation_does_not_modify_the_input():
         ({"training": {"device": "tpu"}}, "experiments.a.training.device"),
         ({"loss": {"temperature": 0}}, "experiments.a.loss.temperature"),
         ({"training": {"batch_size": 1}}, "experiments.a.training.batch_size"),
+        ({"analysis": {"probe_scaling": "l1"}}, "experiments.a.analysis.probe_scaling"),
         ({"adapter": {"params": {}}}, "'name' is a required property"),
     ],
 )
