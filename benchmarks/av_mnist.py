@@ -159,6 +159,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     experiment = load_experiment(args.config, "av_mnist")
     if args.epochs is not None:
         experiment["training"]["epochs"] = args.epochs
+    if args.audio_speed is not None:
+        experiment["pairs"]["params"]["audio_speed"] = args.audio_speed
     images = read_idx(mnist / "t10k-images-idx3-ubyte.gz")
     labels = read_idx(mnist / "t10k-labels-idx1-ubyte.gz")
     out = args.out
@@ -407,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jitter", type=float, default=DEFAULT_JITTER_S, help="clock jitter (s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, help="override training.epochs of the config")
+    parser.add_argument(
+        "--audio-speed", type=float, help="override pairs.params.audio_speed of the config"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--validate",
