@@ -85,8 +85,8 @@ def stop_process_group(group: ProcessGroup) -> None:
     A DDP wrapper's C++ reducer holds a reference to the process group. Were it the last
     one, the group's destructor would run inside the wrapper's deallocation, holding the
     GIL, and join gloo's worker threads, one of which may be waiting for the GIL to release
-    a finished collective's tensor: a deadlock seen in about one run in five on 2 CPU
-    cores (pytorch/pytorch#56297). Destroyed here, the group's own binding releases the
+    a finished collective's tensor: a deadlock seen in 3 of 8 torchrun runs on 2
+    CPU cores (pytorch/pytorch#56297). Destroyed here, the group's own binding releases the
     GIL first. The collection frees wrappers kept alive only by reference cycles.
     """
     if group.distributed and dist.is_initialized():
