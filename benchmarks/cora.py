@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     items = Items.load(args.results / first_name / "items")
     analysis = first["analysis"]
     label_column, seeds = analysis["label_column"], analysis["probe_seeds"]
-    scaling = args.probe_scaling or analysis.get("probe_scaling", "standard")
+    scaling = args.probe_scaling or analysis["probe_scaling"]
     baselines = {
         "node features, no training": items.arrays["features"],
         "SGC features S²X, no training": sgc_features(items),
