@@ -182,5 +182,12 @@ def _embed_and_write(model_path, read_items, source, out_dir, batch_size, device
     model, experiment = load_model(model_path, map_location="cpu")
     builder = PAIR_BUILDERS.create(experiment["pairs"], where=f"{model_path}: pairs")
     items = read_items(experiment)
-    embeddings = embed_items(model, builder, items, batch_size, resolve_device(device))
+    try:
+        embeddings = embed_items(model, builder, items, batch_size, resolve_device(device))
+    except RuntimeError as exc:
+        # Usually a shape mismatch, e.g. a graph with other node features than the training one.
+        raise InputDataError(
+            f"{source}: the data does not fit the model {model_path} (same adapter settings, "
+            f"but other input sizes?): {' '.join(str(exc).split())}"
+        ) from exc
     write_embeddings(out_dir, item_metadata(items, source), embeddings)

@@ -15,9 +15,11 @@ Output folder ``results/{experiment}/export/`` (written atomically):
     loadable without this package: ``torch.jit.load(path)(x)`` maps a batch of canonical
     inputs (the shape in the model card; DNA: one-hot ``float32 [B, 4, window]``, channels
     A, C, G, T) to ``[B, D]`` embeddings equal to the workflow's (checked on export); a graph
-    encoder takes ``(x [nodes, F], edge_index [2, E])``. The experiment config travels inside
-    the file (``_extra_files["experiment.json"]``). Absent, with the reason in the model
-    card, for an encoder whose input is neither.
+    encoder takes ``(x [nodes, F], edge_index [2, E])``; the audio-image two-tower encoder has
+    one method per tower, ``embed_audio(waveforms [A, T])`` and ``embed_images(images [I, C,
+    S, S])``, both to ``[*, D]`` in the shared space. The experiment config travels inside the
+    file (``_extra_files["experiment.json"]``). Absent, with the reason in the model card, for
+    an encoder whose input is none of these.
 ``model_card.json``
     What the encoder is and how to use it: experiment name and config, embedding size, input
     shape and dtype, the files, the largest difference between TorchScript and eager
@@ -49,6 +51,8 @@ TORCHSCRIPT_FILE = "encoder.torchscript.pt"
 MODEL_CARD_FILE = "model_card.json"
 EXPERIMENT_EXTRA_FILE = "experiment.json"
 PARITY_TOLERANCE = 1e-4
+# Batch attribute -> TorchScript method of a two-tower encoder.
+TOWER_INPUTS = {"audio": "embed_audio", "images": "embed_images"}
 
 
 def to_anndata(
@@ -203,7 +207,8 @@ def _traceable_encoder(model, builder, items: Items) -> tuple[Any, dict[str, Any
     """``(traced encoder or None, model-card entry)``, checked against the eager model.
 
     Tensor inputs (DNA, images) trace as they are and are checked on a batch of another
-    size; graph inputs (``x``, ``edge_index``) trace through :class:`GraphInputs`.
+    size; graph inputs (``x``, ``edge_index``) trace through :class:`GraphInputs`; audio-image
+    batches trace one method per tower (:func:`_traced_towers`).
     """
     example = next(iter(builder.embedding_batches(items, min(16, len(items)))))
     if isinstance(example, torch.Tensor):
@@ -224,25 +229,75 @@ def _traceable_encoder(model, builder, items: Items) -> tuple[Any, dict[str, Any
             "x": ["nodes", *example.x.shape[1:], str(example.x.dtype)],
             "edge_index": [2, "edges", str(example.edge_index.dtype)],
         }
+    elif all(isinstance(getattr(example, side, None), torch.Tensor) for side in TOWER_INPUTS):
+        return _traced_towers(model, builder, items)
     else:
         reason = f"the encoder takes a {type(example).__name__}, not tensors"
         return None, {"exported": False, "reason": reason}
     with torch.no_grad(), _quiet_jit():
         difference = float((run_traced(check) - model.embed(check)).abs().max())
+    _check_parity(difference)
+    return traced, {
+        "exported": True,
+        "inputs": _shapes(inputs),
+        "output": ["rows", str(model.encoder.embedding_dim), "float32"],
+        "max_abs_difference_to_eager": difference,
+        "load": f"torch.jit.load('{TORCHSCRIPT_FILE}')",
+    }
+
+
+def _traced_towers(model, builder, items: Items) -> tuple[Any, dict[str, Any]]:
+    """The two-tower encoder traced per tower: ``embed_audio`` and ``embed_images``.
+
+    The examples are the first audio and the first image rows of the items (up to 16 each);
+    the check runs each method on 5 rows, a batch of another size.
+    """
+    examples: dict[str, torch.Tensor] = {}
+    for batch in builder.embedding_batches(items, min(16, len(items))):
+        for side in TOWER_INPUTS:
+            if side not in examples and len(getattr(batch, side)):
+                examples[side] = getattr(batch, side)
+        if len(examples) == len(TOWER_INPUTS):
+            break
+    if len(examples) < len(TOWER_INPUTS):
+        missing = [side for side in TOWER_INPUTS if side not in examples]
+        return None, {"exported": False, "reason": f"the items hold no {missing[0]} to trace"}
+    encoder = model.encoder.eval()
+    methods = {method: examples[side] for side, method in TOWER_INPUTS.items()}
+    with torch.no_grad(), _quiet_jit():
+        traced = torch.jit.trace_module(encoder, methods, check_trace=True)
+        difference = max(
+            float((getattr(traced, method)(x[:5]) - getattr(encoder, method)(x[:5])).abs().max())
+            for method, x in methods.items()
+        )
+    _check_parity(difference)
+    inputs = {
+        side: ["rows", *examples[side].shape[1:], str(examples[side].dtype)]
+        for side in TOWER_INPUTS
+    }
+    return traced, {
+        "exported": True,
+        "inputs": _shapes(inputs),
+        "methods": {method: side for side, method in TOWER_INPUTS.items()},
+        "output": ["rows", str(encoder.embedding_dim), "float32"],
+        "max_abs_difference_to_eager": difference,
+        "load": (
+            f"m = torch.jit.load('{TORCHSCRIPT_FILE}'); m.embed_audio(audio); "
+            "m.embed_images(images)"
+        ),
+    }
+
+
+def _check_parity(difference: float) -> None:
     if not difference <= PARITY_TOLERANCE:
         raise RuntimeError(
             f"TorchScript encoder differs from the model by {difference:.3g} "
             f"(tolerance {PARITY_TOLERANCE}); not exporting it"
         )
-    return traced, {
-        "exported": True,
-        "inputs": {
-            name: [str(v).removeprefix("torch.") for v in spec] for name, spec in inputs.items()
-        },
-        "output": ["rows", str(model.encoder.embedding_dim), "float32"],
-        "max_abs_difference_to_eager": difference,
-        "load": f"torch.jit.load('{TORCHSCRIPT_FILE}')",
-    }
+
+
+def _shapes(inputs: dict[str, list]) -> dict[str, list[str]]:
+    return {name: [str(v).removeprefix("torch.") for v in spec] for name, spec in inputs.items()}
 
 
 def cluster_columns(assignments: pd.DataFrame | None, metadata: pd.DataFrame) -> list[str]:

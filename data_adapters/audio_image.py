@@ -86,6 +86,12 @@ order. Arrays are extras (``Items.extras``), one per modality: ``audio`` ``float
 and ``images`` ``float32 [I, C, S, S]`` in ``[0, 1]``. ``meta["modality"] ==
 "audio_image"``; ``meta["synchronization"]`` holds ``offsets.json``.
 
+New recordings, unpaired (``files``). ``scicontrast embed --model model.pt FILE...`` reads
+audio clips and images one by one, with the trained model's settings (modality by suffix,
+as in a manifest): one item per file, in the order given, ``item_id``
+``<modality>/<file as given>``, columns ``modality``, ``file``, ``duration_s``,
+``modality_row``. Such items have no events, so they embed but do not train.
+
 Pairs (``synchronized_pairs``)
 ------------------------------
 One group per event, views ``audio`` and ``image``. A training view may be augmented:
@@ -706,6 +712,8 @@ class AudioImageAdapter(Adapter):
 
     Args:
         synchronization: A folder written by ``scicontrast synchronize``.
+        files: Instead of ``synchronization``: audio and image files read one by one,
+            without pairs (module docstring); what ``scicontrast embed --model`` passes.
         sample_rate: Audio is resampled to this rate (Hz).
         clip_seconds: Audio is cut or zero-padded to this length around its centre.
         image_size: Side ``S`` of the square images.
@@ -714,9 +722,13 @@ class AudioImageAdapter(Adapter):
             to ``S``, zero-padded).
     """
 
+    input_param = "files"
+    training_only_params = ("synchronization",)
+
     def __init__(
         self,
-        synchronization: str,
+        synchronization: str | None = None,
+        files: list[str] | None = None,
         sample_rate: int = 8000,
         clip_seconds: float = 1.0,
         image_size: int = 28,
@@ -724,6 +736,13 @@ class AudioImageAdapter(Adapter):
         resize: str = "crop",
     ) -> None:
         name = "adapter audio_image"
+        if (synchronization is None) == (files is None):
+            raise ConfigError(
+                f"{name}: give params.synchronization (a folder written by 'scicontrast "
+                "synchronize') or params.files, not both or neither"
+            )
+        if files is not None and (isinstance(files, str) or not files):
+            raise ConfigError(f"{name}: params.files must be a non-empty list of files")
         for key, value in (("sample_rate", sample_rate), ("image_size", image_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name}: params.{key} must be a positive integer, got {value!r}")
@@ -735,7 +754,8 @@ class AudioImageAdapter(Adapter):
             raise ConfigError(f"{name}: params.channels must be 1 or 3, got {channels!r}")
         if resize not in ("crop", "fit"):
             raise ConfigError(f"{name}: params.resize must be 'crop' or 'fit', got {resize!r}")
-        self.folder = Path(synchronization)
+        self.folder = None if synchronization is None else Path(synchronization)
+        self.files = None if files is None else [str(f) for f in files]
         self.sample_rate = sample_rate
         self.clip_samples = round(clip_seconds * sample_rate)
         self.image_size = image_size
@@ -743,9 +763,11 @@ class AudioImageAdapter(Adapter):
         self.resize = resize
 
     def input_files(self) -> list[Path]:
-        return [self.folder]
+        return [self.folder] if self.files is None else [Path(f) for f in self.files]
 
     def read(self) -> Items:
+        if self.files is not None:
+            return self._read_files()
         summary, pairs = load_synchronization(self.folder)
         if len(pairs) == 0:
             raise InputDataError(f"{self.folder}/{PAIRS_FILE}: no pairs")
@@ -777,6 +799,52 @@ class AudioImageAdapter(Adapter):
         }
         extras = {"audio": np.stack(clips), "images": np.stack(pictures)}
         return Items(table=table, meta=meta, extras=extras)
+
+    def _read_files(self) -> Items:
+        """One unpaired item per file of ``files`` (module docstring)."""
+        arrays: dict[str, list[np.ndarray]] = {"audio": [], "image": []}
+        rows = []
+        for position, file in enumerate(self.files):
+            where = f"adapter audio_image: params.files[{position}]: {file}"
+            modality = _modality_of(file, f"adapter audio_image: params.files[{position}]")
+            duration = np.nan
+            if modality == "audio":
+                signal = read_audio(file, self.sample_rate, where)
+                duration = len(signal) / self.sample_rate
+                arrays["audio"].append(fit_length(signal, self.clip_samples))
+            else:
+                arrays["image"].append(
+                    read_picture(file, self.image_size, self.channels, self.resize, where)
+                )
+            rows.append(
+                {
+                    "item_id": f"{modality}/{file}",
+                    "modality": modality,
+                    "file": str(Path(file).resolve()),
+                    "duration_s": duration,
+                    "modality_row": len(arrays[modality]) - 1,
+                }
+            )
+        shapes = {
+            "audio": (self.clip_samples,),
+            "image": (self.channels, self.image_size, self.image_size),
+        }
+        extras = {
+            store: np.stack(arrays[modality])
+            if arrays[modality]
+            else np.zeros((0, *shapes[modality]), dtype=np.float32)
+            for store, modality in (("audio", "audio"), ("images", "image"))
+        }
+        meta = {
+            "modality": "audio_image",
+            "sample_rate": self.sample_rate,
+            "clip_samples": self.clip_samples,
+            "image_size": self.image_size,
+            "channels": self.channels,
+            "payload_columns": ["modality_row"],
+            "metadata_columns": ["modality", "file", "duration_s"],
+        }
+        return Items(table=pd.DataFrame(rows), meta=meta, extras=extras)
 
     @staticmethod
     def _side(pairs: pd.DataFrame, side: str, durations: list[float] | None) -> pd.DataFrame:
@@ -883,6 +951,11 @@ class SynchronizedPairs(PairBuilder):
     def build(self, items: Items) -> pd.DataFrame:
         """Two rows per event: its audio item (view ``audio``) and image item (``image``)."""
         table = _check_items(items)
+        if "event" not in table.columns:
+            raise InputDataError(
+                "items: read from single files (adapter params.files), so they have no events "
+                "to pair; training needs params.synchronization"
+            )
         counts = table.groupby(["event", "modality"]).size().unstack(fill_value=0)
         incomplete = counts[(counts.get("audio", 0) != 1) | (counts.get("image", 0) != 1)]
         if len(incomplete):

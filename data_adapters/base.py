@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -107,31 +107,36 @@ class Adapter(ABC):
     record or line for bad input; it must not write anything.
 
     To let ``scicontrast embed --model model.pt NEW_FILE...`` read new files with the settings
-    a model was trained with, name the parameter that lists the input files in
-    ``input_param`` and the parameters that only describe the training data (label tables)
-    in ``training_only_params``; override :meth:`params_for_new_inputs` when that is not
-    enough.
+    a model was trained with, name the parameter that holds the input files in
+    ``input_param``: a string names a parameter that takes a list of any number of paths, a
+    tuple names parameters that take one path each, filled in order (``("nodes", "edges")``).
+    Name the parameters that only describe the training data (label tables) in
+    ``training_only_params``; override :meth:`params_for_new_inputs` when that is not enough.
     """
 
     registry_name: ClassVar[str]
-    input_param: ClassVar[str | None] = None
+    input_param: ClassVar[str | tuple[str, ...] | None] = None
     training_only_params: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def params_for_new_inputs(cls, params: dict[str, Any], paths: list[str]) -> dict[str, Any]:
         """The constructor parameters that read ``paths`` instead of the training inputs.
 
-        The default replaces ``params[input_param]`` with ``paths`` and drops
-        ``training_only_params``; raises ``ConfigError`` when ``input_param`` is ``None``.
+        The default puts ``paths`` into ``input_param`` (see the class docstring) and drops
+        ``training_only_params``; raises ``ConfigError`` when ``input_param`` is ``None`` or
+        names parameters for another number of paths.
         """
+        name = getattr(cls, "registry_name", cls.__name__)
         if cls.input_param is None:
             raise ConfigError(
-                f"adapter {getattr(cls, 'registry_name', cls.__name__)!r} does not say which "
-                "parameter holds its input files (Adapter.input_param); write a config for the "
-                "new data, run 'scicontrast prepare' and embed the items folder instead"
+                f"adapter {name!r} does not say which parameter holds its input files "
+                "(Adapter.input_param); write a config for the new data, run "
+                "'scicontrast prepare' and embed the items folder instead"
             )
         kept = {k: v for k, v in params.items() if k not in cls.training_only_params}
-        return {**kept, cls.input_param: list(paths)}
+        if isinstance(cls.input_param, str):
+            return {**kept, cls.input_param: list(paths)}
+        return {**kept, **one_path_each(name, cls.input_param, paths)}
 
     @abstractmethod
     def input_files(self) -> list[Path]:
@@ -140,6 +145,16 @@ class Adapter(ABC):
     @abstractmethod
     def read(self) -> Items:
         """Read, validate and normalise the raw data."""
+
+
+def one_path_each(adapter: str, names: Sequence[str], paths: Sequence[str]) -> dict[str, str]:
+    """``{names[i]: paths[i]}``; ``ConfigError`` unless there is one path per name."""
+    if len(paths) != len(names):
+        raise ConfigError(
+            f"adapter {adapter!r} reads {len(names)} input path(s), {', '.join(names)} in that "
+            f"order; got {len(paths)}: {' '.join(map(str, paths)) or '(none)'}"
+        )
+    return {name: str(path) for name, path in zip(names, paths, strict=True)}
 
 
 class PairBuilder(ABC):

@@ -657,7 +657,12 @@ class GrainsAdapter(Adapter):
         keep_border_grains: Grains cut by the image border are left out unless ``True``
             (their shape, size and texture are incomplete).
         grayscale: ``True``: crops in grey (``C = 1``); otherwise the micrographs' channels.
+
+    ``scicontrast embed --model`` reads new segmentation folders in place of
+    ``segmentation`` (segment new micrographs with ``scicontrast segment`` first).
     """
+
+    input_param = "segmentation"
 
     def __init__(
         self,

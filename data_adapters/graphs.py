@@ -35,6 +35,13 @@ Adapters (all share the edge and node policies below):
   ``graph_table``) give the features and labels. An undirected networkx graph is always
   read as undirected.
 
+A trained model embeds a new graph through the adapter it was trained with, with every
+other setting unchanged (``scicontrast embed --model model.pt PATH... --out FOLDER``):
+``planetoid`` takes the new folder, ``pyg_data`` the new file, ``graph_table`` the new node
+and edge tables in that order, ``networkx`` the new graph file and, when the model was
+trained with one, the new node table. The features must be the training graph's features
+(same columns, same meaning); node tables need the columns the config names.
+
 Bad input. Rows are counted from 1 after the header; every error names the file and the row,
 node or edge, and nothing is written:
 
@@ -93,7 +100,7 @@ from torch_geometric.data.storage import GlobalStorage
 from torch_geometric.io.planetoid import read_file, read_planetoid_data
 from torch_geometric.utils import coalesce, dropout_edge, mask_feature, to_undirected
 
-from scicontrast.data_adapters.base import Adapter, Items, PairBuilder
+from scicontrast.data_adapters.base import Adapter, Items, PairBuilder, one_path_each
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import ADAPTERS, PAIR_BUILDERS
 
@@ -251,6 +258,8 @@ class PlanetoidAdapter(_GraphAdapter):
             ``normalize_features`` (module docstring).
     """
 
+    input_param = ("root",)
+
     def __init__(self, root: str, name: str | None = None, **policies: Any) -> None:
         super().__init__(**policies)
         self.root = Path(root)
@@ -347,6 +356,8 @@ class PyGDataAdapter(_GraphAdapter):
         missing_features: A NaN feature: ``"error"`` or ``"zero"``.
         **policies: As for every graph adapter (module docstring).
     """
+
+    input_param = ("path",)
 
     def __init__(
         self,
@@ -696,6 +707,8 @@ class GraphTableAdapter(_GraphAdapter):
         + "\n    "
     )
 
+    input_param = ("nodes", "edges")
+
     def __init__(
         self,
         nodes: str,
@@ -813,6 +826,12 @@ class NetworkxAdapter(_GraphAdapter):
             split_column,
             missing_features,
         )
+
+    @classmethod
+    def params_for_new_inputs(cls, params: dict[str, Any], paths: list[str]) -> dict[str, Any]:
+        """A new graph file, and a new node table when the model was trained with one."""
+        names = ("path", "node_table") if params.get("node_table") is not None else ("path",)
+        return {**params, **one_path_each(cls.registry_name, names, paths)}
 
     def input_files(self) -> list[Path]:
         return [self.path] + ([self.node_table] if self.node_table is not None else [])

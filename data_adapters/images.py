@@ -508,7 +508,13 @@ class ImageFolderAdapter(Adapter):
             ``"(?P<label>[a-z_-]+)_\\d+\\.jpg$"``.
         pixel_size_um: Micrometres per source pixel, for every file (a labels-table column
             ``pixel_size_um`` overrides it per file).
+
+    New files embedded through a trained model (``scicontrast embed --model``) replace
+    ``paths`` and are read without the label parameters, which describe the training files.
     """
+
+    input_param = "paths"
+    training_only_params = ("labels", "labels_key", "labels_missing", "label_from_filename")
 
     def __init__(
         self,

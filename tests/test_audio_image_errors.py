@@ -128,3 +128,40 @@ def test_a_file_that_breaks_after_synchronisation_fails_prepare(tmp_path):
     (tmp_path / "s" / "audio" / "a3.wav").write_bytes(b"garbage" * 20)
     with pytest.raises(InputDataError, match=r"row 7: .*a3\.wav: cannot read audio"):
         AudioImageAdapter(str(tmp_path / "sync")).read()
+
+
+def test_single_files_name_a_bad_file_by_its_position(tmp_path):
+    manifest = write_station(tmp_path / "s")
+    clip, picture = manifest.parent / "audio/a0.wav", manifest.parent / "images/i0.png"
+    (tmp_path / "notes.txt").write_text("not a recording")
+    with pytest.raises(InputDataError, match=r"params.files\[2\]: .*notes.txt: unsupported format"):
+        AudioImageAdapter(files=[str(clip), str(picture), str(tmp_path / "notes.txt")]).read()
+    with pytest.raises(
+        InputDataError, match=r"params.files\[1\]: .*gone.wav: audio file not found"
+    ):
+        AudioImageAdapter(files=[str(picture), str(tmp_path / "gone.wav")]).read()
+
+
+def test_single_files_embed_but_do_not_train(tmp_path):
+    from scicontrast.data_adapters.audio_image import SynchronizedPairs
+
+    manifest = write_station(tmp_path / "s")
+    items = AudioImageAdapter(
+        files=[str(manifest.parent / "images/i1.png"), str(manifest.parent / "audio/a1.wav")],
+        clip_seconds=0.5,
+        image_size=12,
+    ).read()
+    assert items.table["modality"].tolist() == ["image", "audio"]
+    assert items.extras["audio"].shape == (1, 4000)
+    assert items.extras["images"].shape == (1, 1, 12, 12)
+    assert items.table["duration_s"].iloc[1] == pytest.approx(0.1)
+    with pytest.raises(InputDataError, match="no events to pair"):
+        SynchronizedPairs().build(items)
+
+
+@pytest.mark.parametrize("sources", [{}, {"synchronization": "s", "files": ["a.wav"]}])
+def test_the_adapter_reads_a_synchronisation_or_files(sources):
+    from scicontrast.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"params\.synchronization .* or params\.files"):
+        AudioImageAdapter(**sources)

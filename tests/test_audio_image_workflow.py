@@ -7,11 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
 from conftest import REPO
 
+from scicontrast.analysis.embed import load_embeddings
 from scicontrast.cli import main
+from scicontrast.data_adapters.base import Items
 
 
 def tiny_config(workdir: Path | None = None) -> dict:
@@ -122,8 +126,28 @@ def test_every_step_through_the_cli(tmp_path, capsys):
     assert evaluation["synchronization"]["pairing"]["precision"] == 1.0
     summary = (r / "metrics/summary.txt").read_text()
     assert "Cross-modal retrieval" in summary and "pairing vs ground truth" in summary
+    # The exported TorchScript towers, loaded without this package, embed like the workflow.
     card = json.loads((r / "export/model_card.json").read_text())
-    assert card["torchscript"]["exported"] is False
+    assert card["torchscript"]["methods"] == {"embed_audio": "audio", "embed_images": "images"}
+    metadata, embeddings = load_embeddings(r / "embeddings")
+    items = Items.load(r / "items")
+    towers = torch.jit.load(str(r / "export/encoder.torchscript.pt"))
+    with torch.no_grad():
+        audio = towers.embed_audio(torch.from_numpy(items.extras["audio"])).numpy()
+        images = towers.embed_images(torch.from_numpy(items.extras["images"])).numpy()
+    is_audio = (metadata["modality"] == "audio").to_numpy()
+    np.testing.assert_allclose(audio, embeddings[is_audio], atol=1e-5)
+    np.testing.assert_allclose(images, embeddings[~is_audio], atol=1e-5)
+
+    # New recordings, unpaired, embed through the model's adapter like the same prepared items.
+    chosen = metadata.iloc[[0, len(metadata) - 1, 1]]
+    files = chosen["file"].tolist()
+    run("embed", *files, "--model", model, "--out", str(tmp_path / "new"))
+    new_metadata, new_embeddings = load_embeddings(tmp_path / "new")
+    assert new_metadata["modality"].tolist() == chosen["modality"].tolist()
+    expected_ids = [f"{m}/{f}" for m, f in zip(chosen["modality"], files, strict=True)]
+    assert new_metadata["item_id"].tolist() == expected_ids
+    np.testing.assert_allclose(new_embeddings, embeddings[chosen.index], atol=1e-5)
 
 
 def run_snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:

@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from scicontrast.analysis.cluster import cluster
-from scicontrast.analysis.embed import embed, embed_files
+from scicontrast.analysis.embed import embed, embed_files, load_embeddings
 from scicontrast.analysis.export import EMBEDDING_KEY, export, load_torchscript, to_anndata
 from scicontrast.config import validate_config
 from scicontrast.data_adapters.base import Adapter
 from scicontrast.data_adapters.demo_dna import generate_demo_dna
-from scicontrast.errors import ConfigError
+from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.models.contrastive import build_model, save_model
 from scicontrast.registry import ADAPTERS
 
@@ -184,6 +184,60 @@ def test_embed_new_files_needs_an_adapter_that_names_its_input(tmp_path, monkeyp
     assert params == {"paths": ["b.fa"], "window": 9}
 
 
+@pytest.mark.parametrize(
+    ("adapter", "trained_with", "new_paths", "expected"),
+    [
+        (
+            "image_folder",
+            {"paths": "old/", "size": 32, "labels": "l.csv", "labels_missing": "allow"},
+            ["a.png", "b.tif"],
+            {"paths": ["a.png", "b.tif"], "size": 32},
+        ),
+        (
+            "grains",
+            {"segmentation": ["s1"], "size": 48},
+            ["s2"],
+            {"segmentation": ["s2"], "size": 48},
+        ),
+        (
+            "planetoid",
+            {"root": "cora", "name": "cora"},
+            ["pubmed"],
+            {"root": "pubmed", "name": "cora"},
+        ),
+        ("pyg_data", {"path": "g.pt"}, ["h.pt"], {"path": "h.pt"}),
+        (
+            "graph_table",
+            {"nodes": "n.csv", "edges": "e.csv", "label_column": "y"},
+            ["n2.csv", "e2.csv"],
+            {"nodes": "n2.csv", "edges": "e2.csv", "label_column": "y"},
+        ),
+        ("networkx", {"path": "g.gml"}, ["h.gml"], {"path": "h.gml"}),
+        (
+            "networkx",
+            {"path": "g.gml", "node_table": "n.csv"},
+            ["h.gml", "m.csv"],
+            {"path": "h.gml", "node_table": "m.csv"},
+        ),
+        (
+            "audio_image",
+            {"synchronization": "sync", "clip_seconds": 0.5},
+            ["a.wav", "b.png"],
+            {"files": ["a.wav", "b.png"], "clip_seconds": 0.5},
+        ),
+    ],
+)
+def test_every_adapter_reads_new_inputs(adapter, trained_with, new_paths, expected):
+    assert ADAPTERS.get(adapter).params_for_new_inputs(trained_with, new_paths) == expected
+
+
+def test_an_adapter_with_named_inputs_needs_one_path_each():
+    with pytest.raises(ConfigError, match=r"reads 2 input path\(s\), nodes, edges in that order"):
+        ADAPTERS.get("graph_table").params_for_new_inputs({"nodes": "n", "edges": "e"}, ["n2"])
+    with pytest.raises(ConfigError, match="reads 1 input path"):
+        ADAPTERS.get("planetoid").params_for_new_inputs({"root": "r"}, ["a", "b"])
+
+
 def test_embed_refuses_an_items_folder_mixed_with_files(trained_stand_in, tmp_path):
     result = subprocess.run(
         [
@@ -210,8 +264,6 @@ def test_embed_refuses_an_items_folder_mixed_with_files(trained_stand_in, tmp_pa
 def test_embed_files_bad_file_names_the_record(trained_stand_in, tmp_path):
     bad = tmp_path / "bad.fa"
     bad.write_text(">r1\n" + "ACGT" * 12 + "\n>r2\nACGTXACGT" + "A" * 40 + "\n")
-    from scicontrast.errors import InputDataError
-
     with pytest.raises(InputDataError, match="record 'r2': invalid character 'X'"):
         embed_files(trained_stand_in["model"], [bad], tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -260,4 +312,67 @@ def test_graph_encoder_exports_as_torchscript_on_x_and_edge_index(tmp_path):
         again = scripted(data.x, data.edge_index).numpy()
     np.testing.assert_allclose(
         again, np.load(tmp_path / "embeddings" / "embeddings.npy"), atol=1e-5
+    )
+
+    # A new graph (here the same tables) embeds through the model's adapter as prepared.
+    embed_files(tmp_path / "model.pt", [nodes, edges], tmp_path / "new")
+    new_metadata, new_embeddings = load_embeddings(tmp_path / "new")
+    assert new_metadata["item_id"].tolist() == items.table["item_id"].tolist()
+    np.testing.assert_array_equal(new_embeddings, np.load(tmp_path / "embeddings/embeddings.npy"))
+
+    # A graph with other node features than the training graph's is refused, naming it.
+    table = pd.read_csv(nodes)
+    wider = tmp_path / "wider_nodes.csv"
+    table.assign(extra_feature=1.0).to_csv(wider, index=False)
+    with pytest.raises(InputDataError, match=r"wider_nodes\.csv.*does not fit the model"):
+        embed_files(tmp_path / "model.pt", [wider, edges], tmp_path / "wider")
+    assert not (tmp_path / "wider").exists()
+
+
+def test_new_images_embed_through_the_models_adapter(tmp_path):
+    from skimage.io import imsave
+
+    from scicontrast.analysis.diagnostics import untrained_model
+    from scicontrast.registry import PAIR_BUILDERS
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("crack_1", "crack_2", "pit_1"):
+        imsave(folder / f"{name}.png", rng.integers(0, 256, (40, 40), dtype=np.uint8))
+    experiment = validate_config(
+        {
+            "experiments": {
+                "img": {
+                    "adapter": {
+                        "name": "image_folder",
+                        "params": {
+                            "paths": str(folder),
+                            "size": 16,
+                            "label_from_filename": r"(?P<defect>[a-z]+)_\d\.png$",
+                        },
+                    },
+                    "pairs": {"name": "rotations"},
+                    "encoder": {"name": "image_cnn", "params": {"embedding_dim": 6}},
+                }
+            }
+        }
+    )["experiments"]["img"]
+    experiment["name"] = "img"
+    items = ADAPTERS.create(experiment["adapter"]).read()
+    items.save(tmp_path / "items")
+    builder = PAIR_BUILDERS.create(experiment["pairs"])
+    torch.manual_seed(0)
+    save_model(tmp_path / "model.pt", untrained_model(experiment, builder, items), experiment)
+    embed(tmp_path / "model.pt", tmp_path / "items", tmp_path / "embeddings")
+
+    renamed = tmp_path / "new.png"  # no longer matches label_from_filename
+    renamed.write_bytes((folder / "pit_1.png").read_bytes())
+    embed_files(tmp_path / "model.pt", [renamed], tmp_path / "new")
+    new_metadata, new_embeddings = load_embeddings(tmp_path / "new")
+    assert "defect" not in new_metadata.columns
+    metadata, embeddings = load_embeddings(tmp_path / "embeddings")
+    # One image per batch instead of three: the same numbers up to float rounding.
+    np.testing.assert_allclose(
+        new_embeddings, embeddings[metadata["defect"] == "pit"], rtol=1e-5, atol=1e-7
     )
