@@ -258,11 +258,6 @@ def contrastive_metrics(model, batches, device: torch.device) -> dict[str, dict[
     return result
 
 
-def _batches_by_default(builder: PairBuilder) -> bool:
-    """Whether ``builder`` batches groups from the pairs table (the default), so subsets work."""
-    return type(builder).training_batches is PairBuilder.training_batches
-
-
 def choose_groups(
     pairs: pd.DataFrame, holdout_fraction: float, seed: int, max_groups: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -321,7 +316,7 @@ def diagnose(
     seed, batch_size = training["seed"], training["batch_size"]
     baseline = untrained_model(experiment, builder, items)
 
-    subset = _batches_by_default(builder)
+    subset = not builder.trains_on_all_groups
     if subset:
         groups, training_groups = choose_groups(
             pairs, training.get("holdout_fraction", 0.0), seed, max_groups

@@ -16,7 +16,8 @@ one figure and returns it; :func:`make_plots` writes them all into one folder
 ``training_curves.png``
     Per-epoch means over training batches from ``metrics.jsonl`` (loss, MI bound with its
     ceiling ``log(K + 1)``, positive and negative cosine, gap against the margin
-    ``tau * ln K``, alignment, uniformity), with the diagnostics' held-out values of the
+    ``tau * ln K``, alignment, uniformity), beside the same numbers on the held-out groups
+    after every epoch when training held groups out, with the diagnostics' values of the
     untrained model (at epoch 0) and the trained one (at the last epoch) as markers.
 ``diagnostics.png``, ``diagnostics.html``
     The diagnostics table (``scicontrast.analysis.diagnostics.diagnostics_table``).
@@ -105,10 +106,25 @@ def plot_map(
     return figure
 
 
+HELD_OUT_PREFIX = "heldout_"
+HELD_OUT_LABEL = "held-out groups"
+
+
 def read_epochs(metrics_path: str | Path) -> pd.DataFrame:
-    """The per-epoch records of ``metrics.jsonl`` as a table (one row per epoch)."""
+    """The per-epoch records of ``metrics.jsonl`` as a table (one row per epoch).
+
+    Held-out records (projection space) join as ``heldout_<metric>`` columns.
+    """
     records = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line]
-    return pd.DataFrame([r for r in records if r.get("kind") == "epoch"])
+    epochs = pd.DataFrame([r for r in records if r.get("kind") == "epoch"])
+    held_out = [
+        {"epoch": r["epoch"], **{HELD_OUT_PREFIX + k: v for k, v in r["projection"].items()}}
+        for r in records
+        if r.get("kind") == "heldout"
+    ]
+    if held_out and len(epochs):
+        epochs = epochs.merge(pd.DataFrame(held_out), on="epoch", how="left")
+    return epochs
 
 
 def plot_training_curves(
@@ -123,11 +139,24 @@ def plot_training_curves(
         subset = "held-out" if diagnostics["subset"]["held_out_from_training"] else "sampled"
     ceiling = np.log1p(epochs["num_negatives"]) if "num_negatives" in epochs else None
     margin = epochs["temperature"] * np.log(epochs["num_negatives"])
+
+    def held_out(key: str) -> tuple[str, pd.Series | None]:
+        return HELD_OUT_LABEL, epochs.get(HELD_OUT_PREFIX + key)
+
     panels = [
-        ("InfoNCE loss", [("training batches", epochs["loss"])], "loss", "lower is better"),
+        (
+            "InfoNCE loss",
+            [("training batches", epochs["loss"]), held_out("loss")],
+            "loss",
+            "lower is better",
+        ),
         (
             "MI lower bound log(K+1) - L",
-            [("training batches", epochs["mi_lower_bound"]), ("ceiling log(K+1)", ceiling)],
+            [
+                ("training batches", epochs["mi_lower_bound"]),
+                held_out("mi_lower_bound"),
+                ("ceiling log(K+1)", ceiling),
+            ],
             "mi_lower_bound",
             "nats",
         ),
@@ -139,14 +168,23 @@ def plot_training_curves(
         ),
         (
             "similarity gap vs effective margin",
-            [("pos - neg", epochs["pos_sim"] - epochs["neg_sim"]), ("tau ln K", margin)],
+            [
+                ("pos - neg", epochs["pos_sim"] - epochs["neg_sim"]),
+                held_out("similarity_gap"),
+                ("tau ln K", margin),
+            ],
             "similarity_gap",
             "cosine",
         ),
-        ("alignment (positives)", [("training batches", epochs["alignment"])], "alignment", ""),
+        (
+            "alignment (positives)",
+            [("training batches", epochs["alignment"]), held_out("alignment")],
+            "alignment",
+            "",
+        ),
         (
             "uniformity (all pairs)",
-            [("training batches", epochs["uniformity"])],
+            [("training batches", epochs["uniformity"]), held_out("uniformity")],
             "uniformity",
             "",
         ),
@@ -155,7 +193,7 @@ def plot_training_curves(
     for axes, (panel_title, lines, held_key, unit) in zip(grid.flat, panels, strict=True):
         for index, (label, values) in enumerate(lines):
             if values is not None:
-                style = "-o" if index == 0 else "--"
+                style = "-o" if index == 0 else "-s" if label == HELD_OUT_LABEL else "--"
                 axes.plot(x, values, style, markersize=4, label=label)
         for name, position, marker in (("untrained", 0, "s"), ("trained", last, "*")):
             if held_key is not None and held.get(name, {}).get(held_key) is not None:

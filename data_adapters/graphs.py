@@ -927,6 +927,7 @@ class GraphViews(PairBuilder):
     """
 
     canonical_view = "clean"
+    trains_on_all_groups = True
 
     def __init__(
         self,

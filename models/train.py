@@ -16,7 +16,11 @@ Outputs in ``out_dir``:
   "peak_memory_mb"}`` (peak memory so far: CUDA memory allocated by torch when training on
   a GPU, else the process's peak resident set size).
   ``epoch`` counts from 0 (it is the epoch seed of the views), ``step`` is the number of
-  optimiser steps taken so far, and a sample is one view.
+  optimiser steps taken so far, and a sample is one view. When training holds groups out
+  (``training.holdout_fraction > 0``), each epoch also writes ``{"kind": "heldout",
+  "epoch", "projection": {...}, "embedding": {...}}``: the diagnostics' contrastive numbers
+  (:func:`scicontrast.analysis.diagnostics.contrastive_metrics`) on the held-out groups, with
+  the same fixed views every epoch, so overfitting shows as a gap to the training curve.
 - ``checkpoint.pt``: written atomically after every epoch (weights, optimiser state, epochs
   done, steps taken, torch RNG state and a hash of the experiment config).
 - ``model.pt``: written once every epoch is done (format: ``scicontrast.models.contrastive``).
@@ -147,10 +151,16 @@ def train(
     check_pairs_table(pairs, items, str(pairs_path))
     # Groups set aside for the diagnostics (scicontrast.analysis.diagnostics) never train.
     held_out = held_out_groups(pairs, settings.get("holdout_fraction", 0.0), seed)
+    held_out_pairs = pairs[pairs["group_id"].isin(held_out)]
     pairs = pairs[~pairs["group_id"].isin(held_out)]
-    builder = PAIR_BUILDERS.create(
-        experiment["pairs"], where=f"experiments.{experiment['name']}.pairs"
-    )
+    where = f"experiments.{experiment['name']}.pairs"
+    builder = PAIR_BUILDERS.create(experiment["pairs"], where=where)
+    if len(held_out) and builder.trains_on_all_groups:
+        raise ConfigError(
+            f"experiments.{experiment['name']}.training.holdout_fraction: pairs "
+            f"{experiment['pairs']['name']} trains on every group at once, so none can be held "
+            "out; set it to 0"
+        )
     batch_size = settings["batch_size"]
     batches = builder.training_batches(
         items, pairs, seed, batch_size, rank=group.rank, world_size=group.world_size
@@ -158,6 +168,12 @@ def train(
     if batches.n_groups < 2:
         raise InputDataError(
             f"{pairs_path}: {batches.n_groups} group(s); contrastive training needs at least 2"
+        )
+    # Its own builder, so that the held-out pass leaves the training batches' state alone.
+    held_out_batches = None
+    if group.is_main and len(held_out) >= 2:
+        held_out_batches = PAIR_BUILDERS.create(experiment["pairs"], where=where).training_batches(
+            items, held_out_pairs, seed, batch_size
         )
 
     # Model and optimiser. As in nanoGPT, only matrices and kernels are weight-decayed, not
@@ -319,6 +335,15 @@ def train(
                             "peak_memory_mb": _peak_memory_mb(device),
                         },
                     )
+                if held_out_batches is not None:
+                    _write_line(
+                        metrics_file,
+                        {
+                            "kind": "heldout",
+                            "epoch": epoch,
+                            **_held_out_metrics(model, held_out_batches, device),
+                        },
+                    )
                 position = _Position(epoch + 1, 0, step)
                 if group.is_main:
                     _save_checkpoint(
@@ -358,6 +383,20 @@ def train(
             model_path,
         )
     return model_path
+
+
+def _held_out_metrics(
+    model: ContrastiveModel, batches: Any, device: torch.device
+) -> dict[str, dict[str, float]]:
+    """The diagnostics' contrastive numbers on the held-out groups, with fixed views.
+
+    Eval mode and seeded views: the pass draws nothing from torch's global generator and
+    changes no weights or batch-norm statistics, so a resumed run stays bitwise equal.
+    """
+    from scicontrast.analysis.diagnostics import VIEW_EPOCH, contrastive_metrics
+
+    batches.set_epoch(VIEW_EPOCH)
+    return contrastive_metrics(model, batches, device)
 
 
 def _forward_backward(
@@ -506,9 +545,10 @@ def _write_line(file, record: dict[str, Any]) -> None:
 def _keep_lines_up_to(metrics_path: Path, position: _Position) -> None:
     """Rewrite ``metrics.jsonl`` with only the records up to the checkpointed ``position``.
 
-    Keeps step lines up to the checkpoint's step and epoch lines of completed epochs; drops
-    what an interrupted stretch wrote after it (including a half-written last line), so a
-    resumed run appends without duplicates. Without a checkpoint the file starts empty.
+    Keeps step lines up to the checkpoint's step, and epoch and held-out lines of completed
+    epochs; drops what an interrupted stretch wrote after it (including a half-written last
+    line), so a resumed run appends without duplicates. Without a checkpoint the file starts
+    empty.
     """
     kept = []
     if metrics_path.exists() and position.step > 0:
@@ -521,7 +561,7 @@ def _keep_lines_up_to(metrics_path: Path, position: _Position) -> None:
                 continue
             if record.get("kind") == "step" and record.get("step", math.inf) <= position.step:
                 kept.append(line + "\n")
-            elif record.get("kind") == "epoch" and record.get("epoch", math.inf) < (
+            elif record.get("kind") in ("epoch", "heldout") and record.get("epoch", math.inf) < (
                 position.epochs_done
             ):
                 kept.append(line + "\n")

@@ -233,3 +233,11 @@ def test_graph_training_lowers_the_loss(tmp_path, graph_files):
     ]
     assert len(epochs) == 30 and epochs[-1]["loss"] < epochs[0]["loss"] - 0.2
     assert epochs[-1]["peak_memory_mb"] > 0
+
+
+def test_full_graph_training_refuses_to_hold_nodes_out(tmp_path, graph_files):
+    experiment = graph_experiment()
+    experiment["training"]["holdout_fraction"] = 0.2
+    with pytest.raises(ConfigError, match="holdout_fraction: pairs graph_views trains on every"):
+        train(experiment, *graph_files, tmp_path / "run", progress=False)
+    assert not list((tmp_path / "run").iterdir())

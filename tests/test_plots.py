@@ -50,7 +50,12 @@ def finished(tmp_path_factory):
                     "pairs": {"name": "dna_views", "params": {"max_shift": 2}},
                     "encoder": {"name": "dna_cnn", "params": {"channels": 8, "embedding_dim": 12}},
                     "head": {"hidden_dim": 8, "output_dim": 4},
-                    "training": {"batch_size": 8, "epochs": 2, "device": "cpu"},
+                    "training": {
+                        "batch_size": 8,
+                        "epochs": 2,
+                        "holdout_fraction": 0.25,
+                        "device": "cpu",
+                    },
                     "analysis": {"label_column": "source"},
                 }
             }
@@ -114,12 +119,18 @@ def test_training_curves_are_labelled_and_show_held_out_markers(finished, tmp_pa
         assert axes.get_xlabel() == "epochs completed"
         assert axes.get_legend() is not None
     loss_legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
-    assert loss_legend == ["training batches", "sampled, untrained", "sampled, trained"]
-    trained_marker = figure.axes[0].get_lines()[-1]
+    assert loss_legend == [
+        "training batches",
+        "held-out groups",
+        "held-out, untrained",
+        "held-out, trained",
+    ]
+    held_out_curve, trained_marker = figure.axes[0].get_lines()[1], figure.axes[0].get_lines()[-1]
     assert trained_marker.get_xdata()[0] == 2
-    assert trained_marker.get_ydata()[0] == pytest.approx(
-        diagnostics["trained"]["projection"]["loss"]
-    )
+    trained_loss = diagnostics["trained"]["projection"]["loss"]
+    assert trained_marker.get_ydata()[0] == pytest.approx(trained_loss)
+    # The curve tracked during training ends where the diagnostics of the final model are.
+    assert held_out_curve.get_ydata()[-1] == pytest.approx(trained_loss, abs=1e-6)
 
 
 def test_map_legend_lists_categories_and_noise(tmp_path):

@@ -122,8 +122,9 @@ def without_timings(records: list[dict]) -> list[dict]:
     ]
 
 
-def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path, toy_data):
-    experiment = make_experiment(epochs=3)
+@pytest.mark.parametrize("holdout_fraction", [0.0, 0.25])
+def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path, toy_data, holdout_fraction):
+    experiment = make_experiment(epochs=3, holdout_fraction=holdout_fraction)
     full = train(experiment, *toy_data, tmp_path / "full", progress=False)
 
     pieces = tmp_path / "pieces"
@@ -139,6 +140,26 @@ def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path, toy_data):
     full_records, resumed_records = read_metrics(full.parent), read_metrics(pieces)
     assert [r["epoch"] for r in epoch_lines(resumed_records)] == [0, 1, 2]
     assert without_timings(resumed_records) == without_timings(full_records)
+
+
+def test_held_out_groups_are_tracked_every_epoch_as_the_diagnostics_compute_them(
+    tmp_path, toy_data
+):
+    from scicontrast.analysis.diagnostics import diagnose
+
+    experiment = make_experiment(epochs=3, holdout_fraction=0.25)
+    model_path = train(experiment, *toy_data, tmp_path / "run", progress=False)
+    held_out = [r for r in read_metrics(tmp_path / "run") if r["kind"] == "heldout"]
+    assert [r["epoch"] for r in held_out] == [0, 1, 2]
+    assert len({r["projection"]["loss"] for r in held_out}) == 3  # the model changes
+    # 8 groups, 2 held out: one batch of 2 groups, each with 2 views -> 2 negatives per anchor.
+    assert held_out[-1]["projection"]["num_negatives"] == 2
+
+    diagnostics = diagnose(model_path, *toy_data, tmp_path / "diagnostics", device="cpu")
+    assert diagnostics["subset"]["held_out_from_training"] is True
+    for space in ("projection", "embedding"):
+        for key, value in diagnostics["trained"][space].items():
+            assert held_out[-1][space][key] == pytest.approx(value, abs=1e-6), (space, key)
 
 
 def test_training_in_three_pieces_checkpoints_atomically_after_each_epoch(tmp_path, toy_data):
