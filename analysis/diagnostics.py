@@ -9,8 +9,8 @@ diagnostics use those groups (at most ``max_groups`` of them), and the contrasti
 also computed on as many training groups, so a gap between the two shows overfitting. Without
 a hold-out they use a seeded sample of all groups (``held_out_from_training: false``). Views
 are drawn for epoch :data:`VIEW_EPOCH`, which training never reaches, so they are fresh either
-way. A pair builder that batches the whole set itself (full-graph training) is evaluated on
-its own full batches.
+way. Graph nodes are scored in full-graph batches whose loss covers only the chosen nodes
+(``graph_views``, "Held-out nodes").
 
 **Contrastive numbers** (per batch of ``training.batch_size`` groups, as in training; then
 averaged over batches), in two spaces: the projection ``z`` the loss sees and the embedding
@@ -229,6 +229,9 @@ def contrastive_metrics(model, batches, device: torch.device) -> dict[str, dict[
             # Two towers train with the symmetric loss: only cross-modal comparisons count.
             towers = getattr(inputs, "towers", None)
             h = model.embed(inputs).float()
+            loss_rows = getattr(inputs, "loss_rows", None)
+            if loss_rows is not None:
+                h = h[loss_rows]
             for space, vectors in (("projection", model.head(h)), ("embedding", h)):
                 if towers is None:
                     record = model.loss(vectors, group_ids, **extra).metrics
@@ -316,14 +319,10 @@ def diagnose(
     seed, batch_size = training["seed"], training["batch_size"]
     baseline = untrained_model(experiment, builder, items)
 
-    subset = not builder.trains_on_all_groups
-    if subset:
-        groups, training_groups = choose_groups(
-            pairs, training.get("holdout_fraction", 0.0), seed, max_groups
-        )
-        chosen_pairs = pairs[pairs["group_id"].isin(groups)]
-    else:
-        groups, training_groups, chosen_pairs = np.unique(pairs["group_id"]), None, pairs
+    groups, training_groups = choose_groups(
+        pairs, training.get("holdout_fraction", 0.0), seed, max_groups
+    )
+    chosen_pairs = pairs[pairs["group_id"].isin(groups)]
     held_out = training_groups is not None
 
     def batches(selected: pd.DataFrame):
@@ -348,14 +347,15 @@ def diagnose(
             model, batches(pairs[pairs["group_id"].isin(training_groups)]), torch_device
         )["projection"]
 
-    # Embeddings of the chosen items (all items when the builder embeds the whole set).
+    # Embeddings of the chosen items (graph nodes are embedded with the whole graph).
     item_rows = np.flatnonzero(items.table["item_id"].isin(chosen_pairs["item_id"]).to_numpy())
-    embed_set = _subset(items, item_rows) if subset else items
+    whole = builder.embeds_whole_set
+    embed_set = items if whole else _subset(items, item_rows)
     embedded = {
         name: embed_items(net, builder, embed_set, 512, torch_device, progress=False)
         for name, net in (("untrained", baseline), ("trained", model))
     }
-    if not subset:
+    if whole:
         embedded = {name: vectors[item_rows] for name, vectors in embedded.items()}
     table = items.table.iloc[item_rows].reset_index(drop=True)
     result["subset"]["items"] = len(table)

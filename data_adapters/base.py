@@ -186,9 +186,9 @@ class PairBuilder(ABC):
         return self.make_view(item_index, self.canonical_view, None)
 
     canonical_view: ClassVar[str] = "identity"
-    # True when training_batches always batches every group (full-graph training), so that
-    # no group can be held out from training.
-    trains_on_all_groups: ClassVar[bool] = False
+    # True when an item can only be embedded together with all the others (graph nodes need
+    # their neighbours), so that a subset of the items is embedded by embedding all of them.
+    embeds_whole_set: ClassVar[bool] = False
 
     def specificity(self, items: Items) -> tuple[str, np.ndarray] | None:
         """A domain proxy for how specific each item is: ``(name, values [N])`` or ``None``.

@@ -81,6 +81,12 @@ The randomness of step ``(seed, epoch)`` and view ``k`` comes from a torch seed 
 ``(seed, epoch, k)`` inside ``torch.random.fork_rng``, so views are reproducible, a resumed
 run sees the same views, and the caller's random state is untouched. A training epoch is one
 optimisation step on the full graph (``training.batch_size`` is unused).
+
+Held-out nodes (``training.holdout_fraction``). Training on a pairs table that lacks some
+nodes still propagates over the whole graph (the transductive setting of GRACE), but the
+loss leaves those nodes out entirely: not anchors, not positives, not negatives. The batch
+then carries ``loss_rows``, the rows of the two views that enter the loss, and the loss sees
+``z[loss_rows]``; the diagnostics score the held-out nodes the same way.
 """
 
 from __future__ import annotations
@@ -927,7 +933,7 @@ class GraphViews(PairBuilder):
     """
 
     canonical_view = "clean"
-    trains_on_all_groups = True
+    embeds_whole_set = True
 
     def __init__(
         self,
@@ -1014,13 +1020,17 @@ class GraphViews(PairBuilder):
         rank: int = 0,
         world_size: int = 1,
     ) -> GraphViewBatches:
-        """One full-graph batch of both views per epoch (``batch_size`` is unused)."""
+        """One full-graph batch of both views per epoch (``batch_size`` is unused).
+
+        The loss covers the nodes of ``pairs`` (a subset of the nodes when some are held out).
+        """
         if world_size != 1:
             raise ConfigError(
                 "pairs graph_views: full-graph training runs in one process; "
                 f"got {world_size} processes"
             )
         expected = self.build(items)
+        expected = expected[expected["group_id"].isin(pairs["group_id"])]
         if (
             len(pairs) != len(expected)
             or not (pairs["group_id"].to_numpy() == expected["group_id"].to_numpy()).all()
@@ -1029,7 +1039,8 @@ class GraphViews(PairBuilder):
                 "the pairs table was not built by graph_views for these items "
                 f"({len(pairs)} rows, expected {len(expected)}); rebuild it"
             )
-        return GraphViewBatches(self, graph_data(items), seed)
+        nodes = np.unique(pairs["group_id"].to_numpy())
+        return GraphViewBatches(self, graph_data(items), seed, torch.as_tensor(nodes))
 
     def embedding_batches(self, items: Items, batch_size: int) -> Iterator[Data]:
         """The clean graph, once (``batch_size`` is unused)."""
@@ -1037,13 +1048,19 @@ class GraphViews(PairBuilder):
 
 
 class GraphViewBatches:
-    """An epoch of graph training: one step on both views of the full graph."""
+    """An epoch of graph training: one step on both views of the full graph.
 
-    def __init__(self, builder: GraphViews, data: Data, seed: int) -> None:
+    With ``nodes`` short of every node, the batch carries ``loss_rows`` (those nodes' rows in
+    both views), ``group_ids`` and ``positive_pairs`` are given for those rows only, in their
+    order (module docstring, "Held-out nodes").
+    """
+
+    def __init__(self, builder: GraphViews, data: Data, seed: int, nodes: torch.Tensor) -> None:
         self.builder = builder
         self.data = data
         self.seed = seed
-        self.n_groups = data.num_nodes
+        self.nodes = nodes
+        self.n_groups = len(nodes)
         self._epoch = 0
         self._start_batch = 0
 
@@ -1055,8 +1072,22 @@ class GraphViewBatches:
         return 1
 
     def __iter__(self) -> Iterator[tuple[Batch, torch.Tensor]]:
-        if self._start_batch == 0:
-            yield self.builder.views(self.data, self.seed, self._epoch)
+        if self._start_batch != 0:
+            return
+        batch, group_ids = self.builder.views(self.data, self.seed, self._epoch)
+        n_nodes = self.data.num_nodes
+        if self.n_groups == n_nodes:
+            yield batch, group_ids
+            return
+        rows = torch.cat([self.nodes, self.nodes + n_nodes])
+        batch.loss_rows = rows
+        if getattr(batch, "positive_pairs", None) is not None:
+            # Old row -> position among the loss rows; -1 for rows outside the loss.
+            position = torch.full((2 * n_nodes,), -1, dtype=torch.long)
+            position[rows] = torch.arange(len(rows))
+            kept = position[batch.positive_pairs]
+            batch.positive_pairs = kept[:, (kept >= 0).all(dim=0)]
+        yield batch, group_ids[rows]
 
 
 def _view_seed(seed: int, epoch: int, view: int) -> int:

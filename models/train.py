@@ -155,12 +155,6 @@ def train(
     pairs = pairs[~pairs["group_id"].isin(held_out)]
     where = f"experiments.{experiment['name']}.pairs"
     builder = PAIR_BUILDERS.create(experiment["pairs"], where=where)
-    if len(held_out) and builder.trains_on_all_groups:
-        raise ConfigError(
-            f"experiments.{experiment['name']}.training.holdout_fraction: pairs "
-            f"{experiment['pairs']['name']} trains on every group at once, so none can be held "
-            "out; set it to 0"
-        )
     batch_size = settings["batch_size"]
     batches = builder.training_batches(
         items, pairs, seed, batch_size, rank=group.rank, world_size=group.world_size
@@ -442,6 +436,10 @@ def _forward_backward(
             )
         return grad_cache_step(embed, inputs, group_ids, model.loss, settings["grad_cache_views"])
     z = embed(inputs)
+    loss_rows = getattr(inputs, "loss_rows", None)
+    if loss_rows is not None:
+        # Rows that are computed but held out of the loss (graph nodes; see graph_views).
+        z = z[loss_rows]
     if distributed:
         output = gathered_info_nce(model.loss, z, group_ids)
     elif towers is not None:

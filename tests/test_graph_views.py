@@ -211,17 +211,6 @@ def graph_files(tmp_path):
     return tmp_path / "items", tmp_path / "pairs.parquet"
 
 
-def test_resumed_graph_training_equals_uninterrupted_bit_for_bit(tmp_path, graph_files):
-    experiment = graph_experiment(neighbours_as_positives=True)
-    full = train(experiment, *graph_files, tmp_path / "full", progress=False)
-    pieces = tmp_path / "pieces"
-    train(experiment, *graph_files, pieces, progress=False, stop_after_epochs=1)
-    resumed = train(experiment, *graph_files, pieces, progress=False)
-    a = torch.load(full, weights_only=True)["state_dict"]
-    b = torch.load(resumed, weights_only=True)["state_dict"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
 def test_graph_training_lowers_the_loss(tmp_path, graph_files):
     experiment = graph_experiment()
     experiment["training"]["epochs"] = 30
@@ -235,9 +224,61 @@ def test_graph_training_lowers_the_loss(tmp_path, graph_files):
     assert epochs[-1]["peak_memory_mb"] > 0
 
 
-def test_full_graph_training_refuses_to_hold_nodes_out(tmp_path, graph_files):
-    experiment = graph_experiment()
-    experiment["training"]["holdout_fraction"] = 0.2
-    with pytest.raises(ConfigError, match="holdout_fraction: pairs graph_views trains on every"):
-        train(experiment, *graph_files, tmp_path / "run", progress=False)
-    assert not list((tmp_path / "run").iterdir())
+def test_held_out_nodes_are_propagated_but_left_out_of_the_loss():
+    items = random_graph_items(n_nodes=30, n_features=10, p=0.2)
+    builder = GraphViews(neighbours_as_positives=True)
+    pairs = builder.build(items)
+    kept = np.array([0, 3, 4, 10, 17, 29])
+    batches = builder.training_batches(
+        items, pairs[pairs["group_id"].isin(kept)], seed=1, batch_size=8
+    )
+    assert batches.n_groups == len(kept)
+    ((batch, group_ids),) = list(batches)
+    full_batch, _ = builder.views(graph_data(items), seed=1, epoch=0)
+    # Both views of the whole graph go through the encoder ...
+    assert torch.equal(batch.x, full_batch.x) and torch.equal(
+        batch.edge_index, full_batch.edge_index
+    )
+    # ... but the loss sees only the kept nodes' rows, and positives among them.
+    rows = batch.loss_rows.tolist()
+    assert rows == [*kept, *(kept + 30)]
+    assert group_ids.tolist() == [*kept, *kept]
+    expected = {
+        (rows.index(a), rows.index(b))
+        for a, b in full_batch.positive_pairs.t().tolist()
+        if a in rows and b in rows
+    }
+    assert set(map(tuple, batch.positive_pairs.t().tolist())) == expected
+
+
+@pytest.mark.parametrize("holdout_fraction", [0.0, 0.25])
+def test_graph_training_with_held_out_nodes_tracks_them_and_resumes_exactly(
+    tmp_path, graph_files, holdout_fraction
+):
+    from scicontrast.analysis.diagnostics import diagnose
+
+    experiment = graph_experiment(neighbours_as_positives=True)
+    experiment["training"]["holdout_fraction"] = holdout_fraction
+    full = train(experiment, *graph_files, tmp_path / "full", progress=False)
+    pieces = tmp_path / "pieces"
+    train(experiment, *graph_files, pieces, progress=False, stop_after_epochs=1)
+    resumed = train(experiment, *graph_files, pieces, progress=False)
+    a = torch.load(full, weights_only=True)["state_dict"]
+    b = torch.load(resumed, weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    records = [
+        json.loads(line) for line in (tmp_path / "full/metrics.jsonl").read_text().splitlines()
+    ]
+    held_out = [r for r in records if r["kind"] == "heldout"]
+    diagnostics = diagnose(full, *graph_files, tmp_path / "diagnostics", device="cpu")
+    assert diagnostics["subset"]["held_out_from_training"] is (holdout_fraction > 0)
+    if holdout_fraction == 0:
+        assert held_out == []
+        return
+    # 40 nodes, a quarter held out: the loss on those 10, every epoch and in the diagnostics.
+    assert [r["epoch"] for r in held_out] == [0, 1, 2]
+    assert diagnostics["subset"]["groups"] == 10
+    last = held_out[-1]["projection"]
+    for key, value in diagnostics["trained"]["projection"].items():
+        assert last[key] == pytest.approx(value, abs=1e-6), key
