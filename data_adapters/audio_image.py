@@ -785,8 +785,13 @@ class AudioImageAdapter(Adapter):
             [self._side(pairs, "audio", durations), self._side(pairs, "image", None)],
             ignore_index=True,
         )
+        meta = self._meta(table, synchronization=summary, synchronization_folder=str(self.folder))
+        extras = {"audio": np.stack(clips), "images": np.stack(pictures)}
+        return Items(table=table, meta=meta, extras=extras)
+
+    def _meta(self, table: pd.DataFrame, **more: Any) -> dict[str, Any]:
         payload = ["modality_row"]
-        meta = {
+        return {
             "modality": "audio_image",
             "sample_rate": self.sample_rate,
             "clip_samples": self.clip_samples,
@@ -794,11 +799,8 @@ class AudioImageAdapter(Adapter):
             "channels": self.channels,
             "payload_columns": payload,
             "metadata_columns": [c for c in table.columns if c not in ("item_id", *payload)],
-            "synchronization": summary,
-            "synchronization_folder": str(self.folder),
+            **more,
         }
-        extras = {"audio": np.stack(clips), "images": np.stack(pictures)}
-        return Items(table=table, meta=meta, extras=extras)
 
     def _read_files(self) -> Items:
         """One unpaired item per file of ``files`` (module docstring)."""
@@ -835,16 +837,8 @@ class AudioImageAdapter(Adapter):
             else np.zeros((0, *shapes[modality]), dtype=np.float32)
             for store, modality in (("audio", "audio"), ("images", "image"))
         }
-        meta = {
-            "modality": "audio_image",
-            "sample_rate": self.sample_rate,
-            "clip_samples": self.clip_samples,
-            "image_size": self.image_size,
-            "channels": self.channels,
-            "payload_columns": ["modality_row"],
-            "metadata_columns": ["modality", "file", "duration_s"],
-        }
-        return Items(table=pd.DataFrame(rows), meta=meta, extras=extras)
+        table = pd.DataFrame(rows)
+        return Items(table=table, meta=self._meta(table), extras=extras)
 
     @staticmethod
     def _side(pairs: pd.DataFrame, side: str, durations: list[float] | None) -> pd.DataFrame:
