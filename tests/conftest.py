@@ -27,3 +27,46 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def small_dna_experiment(
+    folder: Path, sequences_per_source: int, training: dict | None = None
+) -> tuple[dict, list[Path]]:
+    """A small two-source DNA experiment named ``small`` on demo FASTA written to ``folder``.
+
+    Saves its items to ``folder/items`` and its pairs table to ``folder/pairs.parquet``;
+    returns the validated experiment and the FASTA files. Labels: ``source`` from file names.
+    """
+    from scicontrast.config import validate_config
+    from scicontrast.data_adapters.demo_dna import generate_demo_dna
+    from scicontrast.io import write_parquet
+    from scicontrast.registry import ADAPTERS, PAIR_BUILDERS
+
+    fasta = generate_demo_dna(
+        folder / "fa", sources=2, sequences_per_source=sequences_per_source, length=90
+    )
+    small = {
+        "adapter": {
+            "name": "dna_fasta",
+            "params": {
+                "paths": [str(p) for p in fasta],
+                "window": 40,
+                "stride": 20,
+                "flank": 2,
+                "label_from_filename": r"(?P<source>source_\d+)\.fa$",
+            },
+        },
+        "pairs": {"name": "dna_views", "params": {"max_shift": 2}},
+        "encoder": {"name": "dna_cnn", "params": {"channels": 8, "embedding_dim": 12}},
+        "head": {"hidden_dim": 8, "output_dim": 4},
+        "training": training or {},
+        "analysis": {"label_column": "source"},
+    }
+    experiment = {
+        "name": "small",
+        **validate_config({"experiments": {"small": small}})["experiments"]["small"],
+    }
+    items = ADAPTERS.create(experiment["adapter"]).read()
+    items.save(folder / "items")
+    write_parquet(folder / "pairs.parquet", PAIR_BUILDERS.create(experiment["pairs"]).build(items))
+    return experiment, fasta

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import small_dna_experiment
 
 from scicontrast.analysis.diagnostics import (
     diagnose,
@@ -21,13 +22,9 @@ from scicontrast.analysis.diagnostics import (
     similarity_gap,
     summarise_gaussianity,
 )
-from scicontrast.config import validate_config
 from scicontrast.data_adapters.base import Items, held_out_groups
-from scicontrast.data_adapters.demo_dna import generate_demo_dna
 from scicontrast.data_adapters.dna import DNAViews
-from scicontrast.io import write_parquet
 from scicontrast.models.contrastive import build_model, save_model
-from scicontrast.registry import ADAPTERS, PAIR_BUILDERS
 
 
 def test_similarity_gap_against_the_effective_margin():
@@ -118,36 +115,9 @@ def test_kmer_surprisal_is_strand_symmetric_and_ranks_rare_content_high():
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("diagnostics")
-    fasta = generate_demo_dna(folder / "fa", sources=2, sequences_per_source=10, length=90)
-    config = validate_config(
-        {
-            "experiments": {
-                "small": {
-                    "adapter": {
-                        "name": "dna_fasta",
-                        "params": {
-                            "paths": [str(p) for p in fasta],
-                            "window": 40,
-                            "stride": 20,
-                            "flank": 2,
-                            "label_from_filename": r"(?P<source>source_\d+)\.fa$",
-                        },
-                    },
-                    "pairs": {"name": "dna_views", "params": {"max_shift": 2}},
-                    "encoder": {"name": "dna_cnn", "params": {"channels": 8, "embedding_dim": 12}},
-                    "head": {"hidden_dim": 8, "output_dim": 4},
-                    "training": {"batch_size": 8, "holdout_fraction": 0.25, "epochs": 1},
-                    "analysis": {"label_column": "source"},
-                }
-            }
-        }
-    )
-    experiment = {"name": "small", **config["experiments"]["small"]}
-    items = ADAPTERS.create(experiment["adapter"]).read()
-    items.save(folder / "items")
-    pairs = PAIR_BUILDERS.create(experiment["pairs"]).build(items)
-    write_parquet(folder / "pairs.parquet", pairs)
-    return folder, experiment, pairs
+    training = {"batch_size": 8, "holdout_fraction": 0.25, "epochs": 1}
+    experiment, _ = small_dna_experiment(folder, sequences_per_source=10, training=training)
+    return folder, experiment, pd.read_parquet(folder / "pairs.parquet")
 
 
 def test_untrained_model_file_gives_identical_trained_and_untrained_columns(small_run):

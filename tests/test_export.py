@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import small_dna_experiment
 
 from scicontrast.analysis.cluster import cluster
 from scicontrast.analysis.embed import embed, embed_files, load_embeddings
 from scicontrast.analysis.export import EMBEDDING_KEY, export, load_torchscript, to_anndata
 from scicontrast.config import validate_config
 from scicontrast.data_adapters.base import Adapter
-from scicontrast.data_adapters.demo_dna import generate_demo_dna
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.models.contrastive import build_model, save_model
 from scicontrast.registry import ADAPTERS
@@ -29,34 +29,10 @@ from scicontrast.registry import ADAPTERS
 def trained_stand_in(tmp_path_factory) -> dict[str, Path]:
     """A small DNA experiment: FASTA files, its items, a model file (initial weights)."""
     folder = tmp_path_factory.mktemp("export")
-    fasta = generate_demo_dna(folder / "fasta", sources=2, sequences_per_source=6, length=90)
-    experiment = validate_config(
-        {
-            "experiments": {
-                "small": {
-                    "adapter": {
-                        "name": "dna_fasta",
-                        "params": {
-                            "paths": [str(p) for p in fasta],
-                            "window": 40,
-                            "stride": 20,
-                            "flank": 2,
-                            "label_from_filename": r"(?P<source>source_\d+)\.fa$",
-                        },
-                    },
-                    "pairs": {"name": "dna_views", "params": {"max_shift": 2}},
-                    "encoder": {"name": "dna_cnn", "params": {"channels": 8, "embedding_dim": 12}},
-                    "head": {"hidden_dim": 8, "output_dim": 4},
-                    "analysis": {"label_column": "source"},
-                }
-            }
-        }
-    )["experiments"]["small"]
-    experiment["name"] = "small"
+    experiment, fasta = small_dna_experiment(folder, sequences_per_source=6)
     torch.manual_seed(0)
     model = build_model(experiment)
     save_model(folder / "model.pt", model, experiment)
-    ADAPTERS.create(experiment["adapter"]).read().save(folder / "items")
     embed(folder / "model.pt", folder / "items", folder / "embeddings")
     cluster(folder / "embeddings", folder / "clusters", label_column="source")
     return {

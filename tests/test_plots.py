@@ -8,6 +8,7 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import small_dna_experiment
 
 from scicontrast.analysis.cluster import cluster, cluster_embeddings
 from scicontrast.analysis.diagnostics import diagnose, diagnostics_table
@@ -21,50 +22,15 @@ from scicontrast.analysis.plots import (
     read_epochs,
     tsne_map,
 )
-from scicontrast.config import validate_config
-from scicontrast.data_adapters.demo_dna import generate_demo_dna
-from scicontrast.io import write_parquet
 from scicontrast.models.train import train
-from scicontrast.registry import ADAPTERS, PAIR_BUILDERS
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """A 2-epoch DNA run with every input the plots step reads."""
     folder = tmp_path_factory.mktemp("plots")
-    fasta = generate_demo_dna(folder / "fa", sources=2, sequences_per_source=8, length=90)
-    experiment = validate_config(
-        {
-            "experiments": {
-                "small": {
-                    "adapter": {
-                        "name": "dna_fasta",
-                        "params": {
-                            "paths": [str(p) for p in fasta],
-                            "window": 40,
-                            "stride": 20,
-                            "flank": 2,
-                            "label_from_filename": r"(?P<source>source_\d+)\.fa$",
-                        },
-                    },
-                    "pairs": {"name": "dna_views", "params": {"max_shift": 2}},
-                    "encoder": {"name": "dna_cnn", "params": {"channels": 8, "embedding_dim": 12}},
-                    "head": {"hidden_dim": 8, "output_dim": 4},
-                    "training": {
-                        "batch_size": 8,
-                        "epochs": 2,
-                        "holdout_fraction": 0.25,
-                        "device": "cpu",
-                    },
-                    "analysis": {"label_column": "source"},
-                }
-            }
-        }
-    )["experiments"]["small"]
-    experiment["name"] = "small"
-    items = ADAPTERS.create(experiment["adapter"]).read()
-    items.save(folder / "items")
-    write_parquet(folder / "pairs.parquet", PAIR_BUILDERS.create(experiment["pairs"]).build(items))
+    training = {"batch_size": 8, "epochs": 2, "holdout_fraction": 0.25, "device": "cpu"}
+    experiment, _ = small_dna_experiment(folder, sequences_per_source=8, training=training)
     model = train(
         experiment, folder / "items", folder / "pairs.parquet", folder / "model", progress=False
     )
