@@ -28,8 +28,10 @@ from the training log (``metrics.jsonl``). The validation accuracies (mean over 
 splits, and the public split's 500 nodes) are what training settings are chosen by, so that
 the test nodes choose nothing (``benchmarks/cora_search.yaml``).
 
-Targets (issue 4): random splits >= 84.0 %, public split >= 83.0 %. When the data folder is
-absent (a fresh clone has no ``../shared/data``) the script says so and exits with status 0.
+Targets (issue 4): random splits >= 84.0 %, public split >= 83.0 %, judged on the experiment
+with the best validation accuracy (random splits first, then the public split's). When the
+data folder is absent (a fresh clone has no ``../shared/data``) the script says so and exits
+with status 0.
 """
 
 from __future__ import annotations
@@ -193,15 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     ]
 
     print(table(rows, args.markdown))
-    best = rows[: len(experiments)]
-    random_best = max(r["random"]["mean"] for r in best)
-    public_best = max(r["public"] or 0.0 for r in best)
+    # The test nodes choose nothing: the setting is the one best on the validation nodes.
+    chosen = max(rows[: len(experiments)], key=lambda r: (r["random_val"], r["public_val"] or 0))
+    random_score, public_score = chosen["random"]["mean"], chosen["public"] or 0.0
     print(
-        f"\nprobe scaling {scaling}; seeds {seeds}; "
+        f"\nprobe scaling {scaling}; seeds {seeds}; chosen on validation nodes: {chosen['name']}; "
         f"targets: random splits >= {100 * TARGET_RANDOM:.1f} % "
-        f"({'met' if random_best >= TARGET_RANDOM else 'not met'}: best {100 * random_best:.1f}), "
+        f"({'met' if random_score >= TARGET_RANDOM else 'not met'}: {100 * random_score:.1f}), "
         f"public split >= {100 * TARGET_PUBLIC:.1f} % "
-        f"({'met' if public_best >= TARGET_PUBLIC else 'not met'}: best {100 * public_best:.1f})"
+        f"({'met' if public_score >= TARGET_PUBLIC else 'not met'}: {100 * public_score:.1f})"
     )
     return 0
 
