@@ -141,8 +141,6 @@ def train(
     # main process (rank 0) writes files.
     group = start_process_group(resolve_device(settings["device"]))
     device = group.device
-    if group.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
 
     # Data: by default a batch is `batch_size` groups (per process) with all their views,
     # drawn afresh each epoch (the pair builder decides; see PairBuilder.training_batches).
@@ -221,6 +219,8 @@ def train(
                 checkpoint_path,
             )
     if group.is_main:
+        # Created only now, so that bad input or settings found above leave nothing behind.
+        out_dir.mkdir(parents=True, exist_ok=True)
         _keep_lines_up_to(metrics_path, position)
         if position.epochs_done < epochs:
             # A model.pt from an earlier run would not match the weights trained from here on.

@@ -280,6 +280,7 @@ def test_a_single_group_is_rejected(tmp_path):
     items, pairs = write_toy_data(tmp_path, groups=1)
     with pytest.raises(InputDataError, match=re.escape(str(pairs))):
         train(make_experiment(), items, pairs, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_missing_pairs_table_names_the_file(tmp_path, toy_data):
