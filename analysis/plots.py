@@ -140,13 +140,22 @@ def plot_training_curves(
     ceiling = np.log1p(epochs["num_negatives"]) if "num_negatives" in epochs else None
     margin = epochs["temperature"] * np.log(epochs["num_negatives"])
 
+    # The loss grows with the number of negatives K, and held-out batches may have fewer.
+    held_out_negatives = epochs.get(HELD_OUT_PREFIX + "num_negatives")
+    held_out_label = HELD_OUT_LABEL
+    if held_out_negatives is not None:
+        held_out_label += f" (K = {held_out_negatives.iloc[-1]:.0f})"
+
     def held_out(key: str) -> tuple[str, pd.Series | None]:
-        return HELD_OUT_LABEL, epochs.get(HELD_OUT_PREFIX + key)
+        return held_out_label, epochs.get(HELD_OUT_PREFIX + key)
 
     panels = [
         (
             "InfoNCE loss",
-            [("training batches", epochs["loss"]), held_out("loss")],
+            [
+                (f"training batches (K = {epochs['num_negatives'].iloc[-1]:.0f})", epochs["loss"]),
+                held_out("loss"),
+            ],
             "loss",
             "lower is better",
         ),
@@ -193,7 +202,7 @@ def plot_training_curves(
     for axes, (panel_title, lines, held_key, unit) in zip(grid.flat, panels, strict=True):
         for index, (label, values) in enumerate(lines):
             if values is not None:
-                style = "-o" if index == 0 else "-s" if label == HELD_OUT_LABEL else "--"
+                style = "-o" if index == 0 else "-s" if label == held_out_label else "--"
                 axes.plot(x, values, style, markersize=4, label=label)
         for name, position, marker in (("untrained", 0, "s"), ("trained", last, "*")):
             if held_key is not None and held.get(name, {}).get(held_key) is not None:

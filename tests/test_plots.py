@@ -85,9 +85,11 @@ def test_training_curves_are_labelled_and_show_held_out_markers(finished, tmp_pa
         assert axes.get_xlabel() == "epochs completed"
         assert axes.get_legend() is not None
     loss_legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    training_negatives = epochs["num_negatives"].iloc[-1]
+    held_out_negatives = diagnostics["trained"]["projection"]["num_negatives"]
     assert loss_legend == [
-        "training batches",
-        "held-out groups",
+        f"training batches (K = {training_negatives:.0f})",
+        f"held-out groups (K = {held_out_negatives:.0f})",
         "held-out, untrained",
         "held-out, trained",
     ]
