@@ -259,8 +259,8 @@ def _traced_towers(model, builder, items: Items) -> tuple[Any, dict[str, Any]]:
                 examples[side] = getattr(batch, side)
         if len(examples) == len(TOWER_INPUTS):
             break
-    if len(examples) < len(TOWER_INPUTS):
-        missing = [side for side in TOWER_INPUTS if side not in examples]
+    missing = [side for side in TOWER_INPUTS if side not in examples]
+    if missing:
         return None, {"exported": False, "reason": f"the items hold no {missing[0]} to trace"}
     encoder = model.encoder.eval()
     methods = {method: examples[side] for side, method in TOWER_INPUTS.items()}

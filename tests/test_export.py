@@ -19,7 +19,7 @@ from scicontrast.analysis.cluster import cluster
 from scicontrast.analysis.embed import embed, embed_files, load_embeddings
 from scicontrast.analysis.export import EMBEDDING_KEY, export, load_torchscript, to_anndata
 from scicontrast.config import validate_config
-from scicontrast.data_adapters.base import Adapter
+from scicontrast.data_adapters.base import Adapter, Items, PairBuilder
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.models.contrastive import build_model, save_model
 from scicontrast.registry import ADAPTERS
@@ -245,39 +245,39 @@ def test_embed_files_bad_file_names_the_record(trained_stand_in, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_graph_encoder_exports_as_torchscript_on_x_and_edge_index(tmp_path):
-    from scicontrast.data_adapters.demo_graph import generate_demo_graph
-    from scicontrast.io import write_parquet
+def untrained_and_embedded(
+    folder: Path, name: str, **components
+) -> tuple[dict, Items, PairBuilder]:
+    """An experiment of ``components`` (adapter, pairs, encoder): its items, its untrained model
+    saved as ``model.pt`` and the embeddings the workflow makes; returns (experiment, items,
+    pair builder)."""
+    from scicontrast.analysis.diagnostics import untrained_model
     from scicontrast.registry import PAIR_BUILDERS
 
-    nodes, edges = generate_demo_graph(tmp_path / "g", blocks=2, nodes_per_block=20, features=8)
-    experiment = validate_config(
-        {
-            "experiments": {
-                "g": {
-                    "adapter": {
-                        "name": "graph_table",
-                        "params": {
-                            "nodes": str(nodes),
-                            "edges": str(edges),
-                            "label_column": "block",
-                        },
-                    },
-                    "pairs": {"name": "graph_views"},
-                    "encoder": {"name": "gcn", "params": {"embedding_dim": 8}},
-                }
-            }
-        }
-    )["experiments"]["g"]
-    experiment["name"] = "g"
+    experiment = validate_config({"experiments": {name: components}})["experiments"][name]
+    experiment["name"] = name
     items = ADAPTERS.create(experiment["adapter"]).read()
-    items.save(tmp_path / "items")
+    items.save(folder / "items")
     builder = PAIR_BUILDERS.create(experiment["pairs"])
-    write_parquet(tmp_path / "pairs.parquet", builder.build(items))
-    from scicontrast.analysis.diagnostics import untrained_model
+    save_model(folder / "model.pt", untrained_model(experiment, builder, items), experiment)
+    embed(folder / "model.pt", folder / "items", folder / "embeddings")
+    return experiment, items, builder
 
-    save_model(tmp_path / "model.pt", untrained_model(experiment, builder, items), experiment)
-    embed(tmp_path / "model.pt", tmp_path / "items", tmp_path / "embeddings")
+
+def test_graph_encoder_exports_as_torchscript_on_x_and_edge_index(tmp_path):
+    from scicontrast.data_adapters.demo_graph import generate_demo_graph
+
+    nodes, edges = generate_demo_graph(tmp_path / "g", blocks=2, nodes_per_block=20, features=8)
+    _, items, builder = untrained_and_embedded(
+        tmp_path,
+        "g",
+        adapter={
+            "name": "graph_table",
+            "params": {"nodes": str(nodes), "edges": str(edges), "label_column": "block"},
+        },
+        pairs={"name": "graph_views"},
+        encoder={"name": "gcn", "params": {"embedding_dim": 8}},
+    )
     card = export(
         tmp_path / "model.pt", tmp_path / "items", tmp_path / "embeddings", tmp_path / "x"
     )
@@ -308,39 +308,25 @@ def test_graph_encoder_exports_as_torchscript_on_x_and_edge_index(tmp_path):
 def test_new_images_embed_through_the_models_adapter(tmp_path):
     from skimage.io import imsave
 
-    from scicontrast.analysis.diagnostics import untrained_model
-    from scicontrast.registry import PAIR_BUILDERS
-
     rng = np.random.default_rng(0)
     folder = tmp_path / "images"
     folder.mkdir()
     for name in ("crack_1", "crack_2", "pit_1"):
         imsave(folder / f"{name}.png", rng.integers(0, 256, (40, 40), dtype=np.uint8))
-    experiment = validate_config(
-        {
-            "experiments": {
-                "img": {
-                    "adapter": {
-                        "name": "image_folder",
-                        "params": {
-                            "paths": str(folder),
-                            "size": 16,
-                            "label_from_filename": r"(?P<defect>[a-z]+)_\d\.png$",
-                        },
-                    },
-                    "pairs": {"name": "rotations"},
-                    "encoder": {"name": "image_cnn", "params": {"embedding_dim": 6}},
-                }
-            }
-        }
-    )["experiments"]["img"]
-    experiment["name"] = "img"
-    items = ADAPTERS.create(experiment["adapter"]).read()
-    items.save(tmp_path / "items")
-    builder = PAIR_BUILDERS.create(experiment["pairs"])
-    torch.manual_seed(0)
-    save_model(tmp_path / "model.pt", untrained_model(experiment, builder, items), experiment)
-    embed(tmp_path / "model.pt", tmp_path / "items", tmp_path / "embeddings")
+    untrained_and_embedded(
+        tmp_path,
+        "img",
+        adapter={
+            "name": "image_folder",
+            "params": {
+                "paths": str(folder),
+                "size": 16,
+                "label_from_filename": r"(?P<defect>[a-z]+)_\d\.png$",
+            },
+        },
+        pairs={"name": "rotations"},
+        encoder={"name": "image_cnn", "params": {"embedding_dim": 6}},
+    )
 
     renamed = tmp_path / "new.png"  # no longer matches label_from_filename
     renamed.write_bytes((folder / "pit_1.png").read_bytes())
