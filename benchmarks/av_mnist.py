@@ -156,7 +156,7 @@ def joint_embeddings(model, embeddings_dir: Path) -> tuple[pd.DataFrame, np.ndar
 def run(args: argparse.Namespace) -> dict[str, Any]:
     fsdd = args.data / "fsdd" / "recordings"
     mnist = args.data / "mnist_test"
-    experiment = load_experiment(args.config, "av_mnist")
+    experiment = load_experiment(args.config, args.experiment)
     if args.epochs is not None:
         experiment["training"]["epochs"] = args.epochs
     if args.audio_speed is not None:
@@ -293,20 +293,25 @@ def sweep(folder: Path, seed: int) -> list[dict[str, Any]]:
     return rows
 
 
+def format_table(header: list[str], rows: list[list[str]], markdown: bool) -> list[str]:
+    """The lines of a Markdown table, or of a plain one with aligned columns."""
+    if markdown:
+        return [
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+            *("| " + " | ".join(row) + " |" for row in rows),
+        ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]]
+
+
 def format_report(report: dict[str, Any], markdown: bool) -> str:
     metrics = report["metrics"]
     eval_sync = report["sets"]["eval"]["synchronization"]
     lines = []
 
     def table(header: list[str], rows: list[list[str]]) -> None:
-        if markdown:
-            lines.append("| " + " | ".join(header) + " |")
-            lines.append("|" + "---|" * len(header))
-            lines.extend("| " + " | ".join(row) + " |" for row in rows)
-        else:
-            widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-            for row in [header, *rows]:
-                lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+        lines.extend(format_table(header, rows, markdown))
         lines.append("")
 
     def pct(value: float | None) -> str:
@@ -400,10 +405,31 @@ def format_report(report: dict[str, Any], markdown: bool) -> str:
     return "\n".join(lines)
 
 
+def format_cross_validation(reports: dict[str, dict[str, Any]], markdown: bool) -> str:
+    """Each validation speaker's scores, and their mean over the speakers' events."""
+    header = ["validation speaker", "events", "audio -> image class R@1",
+              "image -> audio class R@1", "zero-shot audio"]  # fmt: skip
+    rows, scores = [], []
+    for speaker, report in reports.items():
+        metrics = report["metrics"]
+        values = [
+            metrics["retrieval"]["audio_to_image"]["class_r1"],
+            metrics["retrieval"]["image_to_audio"]["class_r1"],
+            metrics["zero_shot"]["accuracy"],
+        ]
+        scores.append(values)
+        rows.append([speaker, str(metrics["events"]), *(f"{100 * v:.2f} %" for v in values)])
+    events = np.array([report["metrics"]["events"] for report in reports.values()])
+    pooled = np.average(np.array(scores), axis=0, weights=events)
+    rows.append(["all (pooled)", str(events.sum()), *(f"{100 * v:.2f} %" for v in pooled)])
+    return "\n".join(format_table(header, rows, markdown))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    parser.add_argument("--experiment", default="av_mnist", help="experiment of --config")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "av_mnist")
     parser.add_argument("--offset", type=float, default=DEFAULT_OFFSET_S, help="camera offset (s)")
     parser.add_argument("--jitter", type=float, default=DEFAULT_JITTER_S, help="clock jitter (s)")
@@ -415,18 +441,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--validate",
-        choices=TRAIN_SPEAKERS,
+        choices=(*TRAIN_SPEAKERS, "all"),
         help="train on the other training speakers and score this one (for choosing "
-        "settings; the held-out speakers and their images stay untouched)",
+        "settings; the held-out speakers and their images stay untouched); 'all' does so "
+        "for every training speaker in turn and reports the mean",
     )
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
     if not (args.data / "fsdd" / "recordings").is_dir() or not (args.data / "mnist_test").is_dir():
         print(f"AV-MNIST data not found under {args.data}; nothing to do")
         return 0
-    report = run(args)
     print(f"CPU: {platform.processor() or platform.machine()}, torch threads {args.threads}")
-    print(format_report(report, args.markdown))
+    if args.validate == "all":
+        reports = {}
+        for speaker in TRAIN_SPEAKERS:
+            reports[speaker] = run(
+                argparse.Namespace(**{**vars(args), "validate": speaker, "out": args.out / speaker})
+            )
+        print(format_cross_validation(reports, args.markdown))
+        return 0
+    print(format_report(run(args), args.markdown))
     return 0
 
 

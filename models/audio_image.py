@@ -32,8 +32,13 @@ which peak at 1 on ``g_{j+1}`` (``torchaudio.functional.melscale_fbanks`` with
 ``2 / (g_{j+2} - g_j)`` so that every filter has the same area. The output is
 ``log(F^T P + eps)``, ``[B, n_mels, frames]`` with ``frames = 1 + T // H``.
 
-**Audio tower.** The log-mel image of each clip is standardised (its own mean and standard
-deviation over all bins and frames, which removes the recording gain), then
+**Audio tower.** The log-mel image of each clip is standardised: with
+``spectrogram_norm="clip"`` by its own mean and standard deviation over all bins and frames,
+which removes the recording gain; with ``"band"`` each mel band by its mean and standard
+deviation over the clip's frames (cepstral mean and variance normalisation, Viikki & Laurila
+1998), which also removes a fixed coloration of the spectrum, such as one microphone's
+frequency response or one room's, since a filter multiplies every frame's spectrum by the
+same gain per band. Then
 :class:`ConvTower`. In training mode, SpecAugment's masks (Park et al., Interspeech 2019)
 may hide one band of up to ``freq_mask`` mel bands and one stretch of up to ``time_mask``
 frames of each clip (set to 0, the clip's mean after standardisation), so that no single
@@ -59,6 +64,7 @@ from scicontrast.errors import ConfigError
 from scicontrast.registry import ENCODERS
 
 MEL_NORMS = (None, "slaney")
+SPECTROGRAM_NORMS = ("clip", "band")
 
 
 def hz_to_mel(frequency: Tensor | float) -> Tensor:
@@ -202,6 +208,8 @@ class TwoTowerEncoder(nn.Module):
         image_channels: Channels of the image tower's stages.
         image_pool: ``(rows, cols)`` grid the image features are pooled to.
         freq_mask, time_mask: Widest SpecAugment masks in training (0: none).
+        spectrogram_norm: Standardise each clip's log-mel image as a whole (``"clip"``) or
+            each mel band on its own (``"band"``); see the module docstring.
     """
 
     def __init__(
@@ -221,6 +229,7 @@ class TwoTowerEncoder(nn.Module):
         image_pool: list[int] | tuple[int, int] = (4, 4),
         freq_mask: int = 0,
         time_mask: int = 0,
+        spectrogram_norm: str = "clip",
     ) -> None:
         super().__init__()
         for key, value in (
@@ -249,8 +258,15 @@ class TwoTowerEncoder(nn.Module):
                 raise ConfigError(f"encoder two_tower: {key} must have {length} entries")
             for entry in value:
                 _check_positive_int(key, entry)
+        if spectrogram_norm not in SPECTROGRAM_NORMS:
+            raise ConfigError(
+                f"encoder two_tower: spectrogram_norm must be one of {SPECTROGRAM_NORMS}, "
+                f"not {spectrogram_norm!r}"
+            )
         self.embedding_dim = embedding_dim
         self.sample_rate = sample_rate
+        # The axes each clip's statistics are taken over: all bins and frames, or frames only.
+        self.norm_dims = (1, 2) if spectrogram_norm == "clip" else (2,)
         self.freq_mask = freq_mask
         self.time_mask = time_mask
         self.log_mel = LogMelSpectrogram(
@@ -262,8 +278,8 @@ class TwoTowerEncoder(nn.Module):
     def embed_audio(self, waveforms: Tensor) -> Tensor:
         """``[A, T]`` -> ``[A, embedding_dim]``."""
         spectrogram = self.log_mel(waveforms)
-        mean = spectrogram.mean(dim=(1, 2), keepdim=True)
-        std = spectrogram.std(dim=(1, 2), keepdim=True)
+        mean = spectrogram.mean(dim=self.norm_dims, keepdim=True)
+        std = spectrogram.std(dim=self.norm_dims, keepdim=True)
         standardised = (spectrogram - mean) / (std + 1e-5)
         if self.training:
             standardised = standardised * self._keep_mask(standardised)

@@ -7,6 +7,7 @@
 
 Each batch holds ``training.batch_size`` groups (objects) with all their views; views of the
 same group are positives for each other, every other view in the batch is a negative.
+The learning rate of each step follows ``training.lr_schedule`` (:func:`learning_rate`).
 
 Outputs in ``out_dir``:
 
@@ -96,6 +97,30 @@ def experiment_hash(experiment: dict[str, Any]) -> str:
     """SHA-256 of the settings that shape training (all but ``analysis`` and ``description``)."""
     relevant = {k: v for k, v in experiment.items() if k not in ("analysis", "description")}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+
+
+def learning_rate(
+    base_lr: float, step: int, total_steps: int, warmup_steps: int, schedule: str
+) -> float:
+    r"""The learning rate of optimiser step ``step`` (counted from 0) of ``total_steps``.
+
+    Linear warm-up over the first ``W = warmup_steps`` steps, ``lr_s = base_lr (s + 1) / W``,
+    then ``constant`` keeps ``base_lr`` and ``cosine`` follows half a cosine to 0 (SGDR
+    without restarts, Loshchilov & Hutter, ICLR 2017):
+
+    .. math:: lr_s = \tfrac{1}{2}\, base\_lr \left(1 + \cos\frac{\pi (s - W)}{T - W}\right),
+              \qquad W \le s < T.
+
+    A function of the step alone, so a resumed run needs no scheduler state.
+    """
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return base_lr
+    if schedule == "cosine":
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * base_lr * (1.0 + math.cos(math.pi * progress))
+    raise ConfigError(f"training.lr_schedule: {schedule!r} is not one of constant, cosine")
 
 
 def train(
@@ -246,6 +271,10 @@ def train(
         sum(p.numel() for p in parameters),
     )
 
+    schedule = settings.get("lr_schedule", "constant")
+    total_steps = epochs * len(batches)
+    warmup_steps = round(settings.get("warmup_epochs", 0) * len(batches))
+
     try:
         step = position.step
         final_loss = math.nan
@@ -275,6 +304,9 @@ def train(
                 for batch_index, (inputs, group_ids) in enumerate(bar, start=start_batch):
                     inputs = inputs.to(device, non_blocking=True)
                     group_ids = group_ids.to(device, non_blocking=True)
+                    lr = learning_rate(settings["lr"], step, total_steps, warmup_steps, schedule)
+                    for param_group in optimizer.param_groups:
+                        param_group["lr"] = lr
                     optimizer.zero_grad(set_to_none=True)
                     output = _forward_backward(
                         network, model, inputs, group_ids, settings, device, group.distributed
@@ -289,7 +321,6 @@ def train(
                             f"training diverged: loss is {record['loss']} at epoch {epoch}, "
                             f"step {step}; lower training.lr or raise loss.temperature"
                         )
-                    lr = optimizer.param_groups[0]["lr"]
                     if group.is_main:
                         _write_line(
                             metrics_file,

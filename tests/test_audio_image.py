@@ -24,6 +24,7 @@ from scicontrast.data_adapters.audio_image import (
     synchronize,
 )
 from scicontrast.data_adapters.demo_audio_image import generate_demo_audio_image
+from scicontrast.errors import ConfigError
 from scicontrast.models.audio_image import (
     LogMelSpectrogram,
     TwoTowerEncoder,
@@ -341,3 +342,25 @@ def test_spec_augment_masks_one_band_and_stretch_in_training_only():
     waveforms = torch.randn(2, 4000)
     encoder.eval()
     assert torch.equal(encoder.embed_audio(waveforms), encoder.embed_audio(waveforms))
+
+
+@pytest.mark.parametrize("spectrogram_norm", ["clip", "band"])
+def test_band_norm_removes_a_fixed_coloration_of_the_spectrum(spectrogram_norm):
+    torch.manual_seed(0)
+    encoder = TwoTowerEncoder(n_mels=20, spectrogram_norm=spectrogram_norm).eval()
+    # Fed log-mel images directly: a microphone's response adds log(gain) to each band.
+    encoder.log_mel = torch.nn.Identity()
+    spectrogram = torch.randn(3, 20, 40)
+    gain_db = torch.linspace(-12.0, 6.0, 20)[None, :, None]
+    coloured = spectrogram + gain_db / 10 * math.log(10)
+    with torch.no_grad():
+        plain, filtered = encoder.embed_audio(spectrogram), encoder.embed_audio(coloured)
+    if spectrogram_norm == "band":
+        assert torch.allclose(plain, filtered, atol=1e-5)
+    else:
+        assert (plain - filtered).abs().max() > 1e-2
+
+
+def test_an_unknown_spectrogram_norm_is_refused():
+    with pytest.raises(ConfigError, match="spectrogram_norm"):
+        TwoTowerEncoder(spectrogram_norm="frame")

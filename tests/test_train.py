@@ -20,7 +20,7 @@ from scicontrast.config import select_experiment, validate_config
 from scicontrast.data_adapters.base import Items, PairBuilder, ViewDataset, collate_views
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.models.contrastive import ContrastiveModel, build_model, load_model, save_model
-from scicontrast.models.train import experiment_hash, resolve_device, train
+from scicontrast.models.train import experiment_hash, learning_rate, resolve_device, train
 
 LENGTH = 24
 
@@ -122,9 +122,16 @@ def without_timings(records: list[dict]) -> list[dict]:
     ]
 
 
-@pytest.mark.parametrize("holdout_fraction", [0.0, 0.25])
-def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path, toy_data, holdout_fraction):
-    experiment = make_experiment(epochs=3, holdout_fraction=holdout_fraction)
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"holdout_fraction": 0.0},
+        {"holdout_fraction": 0.25},
+        {"lr_schedule": "cosine", "warmup_epochs": 1},
+    ],
+)
+def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path, toy_data, settings):
+    experiment = make_experiment(epochs=3, **settings)
     full = train(experiment, *toy_data, tmp_path / "full", progress=False)
 
     pieces = tmp_path / "pieces"
@@ -274,6 +281,36 @@ def test_epoch_line_summarises_its_steps(tmp_path, toy_data):
     assert all(r["lr"] == 0.01 for r in steps)
     assert epoch["loss"] == pytest.approx(np.mean([r["loss"] for r in steps]))
     assert epoch["samples_per_second"] > 0 and epoch["seconds"] > 0
+
+
+def test_learning_rate_warms_up_linearly_then_follows_half_a_cosine():
+    steps = [learning_rate(0.1, s, 10, 2, "cosine") for s in range(10)]
+    expected = [0.05, 0.1] + [0.05 * (1 + np.cos(np.pi * k / 8)) for k in range(8)]
+    assert steps == pytest.approx(expected, abs=1e-15)
+    assert [learning_rate(0.1, s, 10, 2, "constant") for s in range(4)] == [0.05, 0.1, 0.1, 0.1]
+    assert learning_rate(0.1, 0, 10, 0, "cosine") == 0.1
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        learning_rate(0.1, 5, 10, 0, "step")
+
+
+def test_every_step_trains_at_its_scheduled_learning_rate(tmp_path, toy_data, monkeypatch):
+    used = []
+    step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        used.append(self.param_groups[0]["lr"])
+        assert all(group["lr"] == used[-1] for group in self.param_groups)
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    experiment = make_experiment(epochs=3, lr_schedule="cosine", warmup_epochs=0.5)
+    train(experiment, *toy_data, tmp_path / "run", progress=False)
+    # 8 groups in batches of 3: 3 steps per epoch, 9 in all, the first 2 (round(1.5)) warm up.
+    expected = [learning_rate(0.01, s, 9, 2, "cosine") for s in range(9)]
+    assert used == expected
+    logged = [r["lr"] for r in read_metrics(tmp_path / "run") if r["kind"] == "step"]
+    assert logged == expected
+    assert expected[0] == 0.005 and expected[1] == 0.01 and 0 < expected[-1] < 0.001
 
 
 def test_a_single_group_is_rejected(tmp_path):
