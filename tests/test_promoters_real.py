@@ -13,9 +13,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
+from scicontrast.analysis.evaluate import stratified_splits
 from scicontrast.config import read_config_file
 from scicontrast.data_adapters.dna import reverse_complement
 from scicontrast.registry import ADAPTERS
@@ -170,3 +172,20 @@ def test_one_epoch_of_the_ecoli_benchmark_beats_plain_5mers(shared_data, tmp_pat
     assert [s["seed"] for s in contrastive["per_seed"]] == [0, 1, 2, 3, 4]
     assert contrastive["balanced_accuracy"]["mean"] > five_mers["balanced_accuracy"]["mean"] + 0.01
     assert contrastive["auroc"]["mean"] > five_mers["auroc"]["mean"]
+
+
+def test_validation_scores_never_see_the_outer_test_items():
+    rng = np.random.default_rng(0)
+    labels = pd.Series(np.repeat(["non_prom", "prom"], [150, 50]))
+    features = rng.normal(size=(200, 6)) + (labels == "prom").to_numpy()[:, None]
+    analysis = {"probe_test_fraction": 0.2, "probe_seeds": [0]}
+    codes = (labels == "prom").to_numpy().astype(int)
+    ((_train, test),) = stratified_splits(codes, 0.2, [0])
+    scrambled = features.copy()
+    scrambled[test] = rng.normal(size=(len(test), 6))
+
+    before = benchmark.scored_row(features, labels, analysis, method="m", kind="kmer")
+    after = benchmark.scored_row(scrambled, labels, analysis, method="m", kind="kmer")
+    assert after.validation == before.validation
+    assert 0.6 < before.validation["balanced_accuracy"] < 1.0
+    assert after.probe["auroc"]["mean"] != before.probe["auroc"]["mean"]
