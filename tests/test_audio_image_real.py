@@ -39,6 +39,20 @@ def test_idx_reader(tmp_path):
     assert np.array_equal(benchmark.read_idx(path), array)
 
 
+def test_cross_validation_pools_the_speakers_by_their_events():
+    def report(events, a2i, i2a, zero):
+        retrieval = {"audio_to_image": {"class_r1": a2i}, "image_to_audio": {"class_r1": i2a}}
+        return {
+            "metrics": {"events": events, "retrieval": retrieval, "zero_shot": {"accuracy": zero}}
+        }
+
+    table = benchmark.format_cross_validation(
+        {"a": report(300, 0.5, 0.6, 0.7), "b": report(100, 0.9, 1.0, 0.3)}, markdown=True
+    )
+    *_, pooled = table.splitlines()
+    assert pooled == "| all (pooled) | 400 | 60.00 % | 70.00 % | 60.00 % |"
+
+
 @pytest.mark.slow
 def test_simulated_field_session_pairs_by_timestamp(shared_data, tmp_path):
     mnist = shared_data / "mnist_test"
