@@ -214,8 +214,11 @@ def data_set_rows(
         )
 
     rows = []
-    for experiment in experiments:
+    descriptions = [describe(e) for e in experiments]
+    for experiment, description in zip(experiments, descriptions, strict=True):
         name = experiment["name"]
+        if descriptions.count(description) > 1:  # a settings search: name each run
+            description = f"{description} ({name})"
         if experiment["analysis"] != analysis:
             raise SystemExit(f"{name}: analysis settings differ from {first['name']}'s")
         item_ids = Items.load(results / name / "items").table["item_id"]
@@ -230,7 +233,7 @@ def data_set_rows(
             labels,
             analysis,
             probe,
-            method=describe(experiment),
+            method=description,
             kind="contrastive",
             experiment=name,
         )
@@ -242,7 +245,7 @@ def data_set_rows(
                     untrained_embeddings(experiment, items),
                     labels,
                     analysis,
-                    method=f"{describe(experiment)}, untrained control",
+                    method=f"{description}, untrained control",
                     kind="untrained",
                 )
             )
