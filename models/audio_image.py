@@ -42,8 +42,22 @@ same gain per band. Then
 :class:`ConvTower`. In training mode, SpecAugment's masks (Park et al., Interspeech 2019)
 may hide one band of up to ``freq_mask`` mel bands and one stretch of up to ``time_mask``
 frames of each clip (set to 0, the clip's mean after standardisation), so that no single
-band or moment, say one speaker's formant, decides; the masks are drawn from torch's
-generator, which training checkpoints, so a resumed run draws the same ones.
+band or moment, say one speaker's formant, decides. With ``vtlp = w > 0``, vocal tract
+length perturbation (Jaitly & Hinton, ICML 2013 workshop) warps each training clip's
+frequency axis by a factor ``alpha ~ U[1 - w, 1 + w]``, as a shorter or longer vocal tract
+moves every formant by the same ratio while the tempo and the pitch contour stay: bin
+``f_k``'s power is counted at
+
+.. math::
+
+    f'_k = \begin{cases} \alpha f_k & f_k \le b \\
+        N - \frac{N - \alpha b}{N - b} (N - f_k) & f_k > b \end{cases},
+    \qquad b = 0.8\, N \min(\alpha, 1) / \alpha,
+
+with ``N = sample_rate / 2``: linear up to the boundary ``b``, then the straight line to
+``(N, N)``, so the whole band stays covered; the mel filters are applied at ``f'_k``
+instead of ``f_k``. The masks and warp factors are drawn from torch's generator, which
+training checkpoints, so a resumed run draws the same ones.
 **Image tower.** :class:`ConvTower` on the images.
 
 **ConvTower.** ``len(channels)`` stages of ``Conv3x3 -> BatchNorm -> ReLU``, each striding
@@ -65,6 +79,9 @@ from scicontrast.registry import ENCODERS
 
 MEL_NORMS = (None, "slaney")
 SPECTROGRAM_NORMS = ("clip", "band")
+# The fraction of the Nyquist frequency below which a VTLP warp is a pure scaling (for
+# alpha <= 1): formants F1-F3 of speech lie below it at 8 kHz and above.
+VTLP_BOUNDARY = 0.8
 
 
 def hz_to_mel(frequency: Tensor | float) -> Tensor:
@@ -84,10 +101,13 @@ def mel_filterbank(
     f_min: float = 0.0,
     f_max: float | None = None,
     norm: str | None = None,
+    bins: Tensor | None = None,
 ) -> Tensor:
-    """Triangular mel filters ``float32 [n_freqs, n_mels]`` (formula in the module docstring).
+    """Triangular mel filters ``float32 [..., n_freqs, n_mels]`` (module docstring).
 
-    ``n_freqs`` is ``n_fft // 2 + 1``; ``f_max`` defaults to the Nyquist frequency.
+    ``n_freqs`` is ``n_fft // 2 + 1``; ``f_max`` defaults to the Nyquist frequency. ``bins``
+    (``[..., n_freqs]`` Hz) evaluates the filters at other frequencies than the bins' own,
+    one filterbank per leading index (a VTLP warp, :func:`vtlp_warp`).
     """
     f_max = sample_rate / 2 if f_max is None else f_max
     if not 0 <= f_min < f_max <= sample_rate / 2:
@@ -97,15 +117,27 @@ def mel_filterbank(
         )
     if norm not in MEL_NORMS:
         raise ConfigError(f"mel filterbank: norm must be one of {MEL_NORMS}, got {norm!r}")
-    bins = torch.linspace(0, sample_rate / 2, n_freqs, dtype=torch.float64)
+    if bins is None:
+        bins = torch.linspace(0, sample_rate / 2, n_freqs, dtype=torch.float64)
     points = mel_to_hz(torch.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2))
+    points = points.to(bins.device)
     lower, centre, upper = points[:-2], points[1:-1], points[2:]
-    rising = (bins[:, None] - lower) / (centre - lower)
-    falling = (upper - bins[:, None]) / (upper - centre)
+    frequencies = bins.double()[..., None]
+    rising = (frequencies - lower) / (centre - lower)
+    falling = (upper - frequencies) / (upper - centre)
     filters = torch.clamp(torch.minimum(rising, falling), min=0.0)
     if norm == "slaney":
         filters = filters * (2.0 / (upper - lower))
     return filters.float()
+
+
+def vtlp_warp(frequencies: Tensor, alpha: Tensor, nyquist: float) -> Tensor:
+    """VTLP's piecewise-linear warp ``[K]`` x ``[B]`` -> ``[B, K]`` Hz (module docstring)."""
+    alpha = alpha.double()[:, None]
+    frequencies = frequencies.double()[None, :]
+    boundary = VTLP_BOUNDARY * nyquist * torch.clamp(alpha, max=1.0) / alpha
+    above = nyquist - (nyquist - alpha * boundary) / (nyquist - boundary) * (nyquist - frequencies)
+    return torch.where(frequencies <= boundary, alpha * frequencies, above)
 
 
 class LogMelSpectrogram(nn.Module):
@@ -137,6 +169,8 @@ class LogMelSpectrogram(nn.Module):
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.eps = eps
+        self.n_mels = n_mels
+        self.f_min, self.f_max, self.norm = f_min, f_max, norm
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
         self.register_buffer(
             "filters",
@@ -144,7 +178,8 @@ class LogMelSpectrogram(nn.Module):
             persistent=False,
         )
 
-    def forward(self, waveforms: Tensor) -> Tensor:
+    def forward(self, waveforms: Tensor, warp: Tensor | None = None) -> Tensor:
+        """``warp`` (``[B]``, optional): each clip's VTLP factor ``alpha``."""
         if waveforms.dim() != 2:
             raise ValueError(f"expected waveforms [B, T], got {list(waveforms.shape)}")
         # The FFT and the logarithm of small powers need full precision (no bf16 autocast).
@@ -159,7 +194,20 @@ class LogMelSpectrogram(nn.Module):
                 return_complex=True,
             )
             power = spectrum.real.square() + spectrum.imag.square()
-            return torch.log(torch.einsum("bkt,km->bmt", power, self.filters) + self.eps)
+            if warp is None:
+                return torch.log(torch.einsum("bkt,km->bmt", power, self.filters) + self.eps)
+            nyquist = self.sample_rate / 2
+            bins = torch.linspace(0, nyquist, self.n_fft // 2 + 1, device=power.device)
+            filters = mel_filterbank(
+                len(bins),
+                self.n_mels,
+                self.sample_rate,
+                self.f_min,
+                self.f_max,
+                self.norm,
+                bins=vtlp_warp(bins, warp.to(power.device), nyquist),
+            )
+            return torch.log(torch.einsum("bkt,bkm->bmt", power, filters) + self.eps)
 
 
 class ConvTower(nn.Module):
@@ -210,6 +258,8 @@ class TwoTowerEncoder(nn.Module):
         freq_mask, time_mask: Widest SpecAugment masks in training (0: none).
         spectrogram_norm: Standardise each clip's log-mel image as a whole (``"clip"``) or
             each mel band on its own (``"band"``); see the module docstring.
+        vtlp: Widest VTLP warp in training, ``alpha ~ U[1 - vtlp, 1 + vtlp]`` (0: none;
+            below 0.5).
     """
 
     def __init__(
@@ -230,6 +280,7 @@ class TwoTowerEncoder(nn.Module):
         freq_mask: int = 0,
         time_mask: int = 0,
         spectrogram_norm: str = "clip",
+        vtlp: float = 0.0,
     ) -> None:
         super().__init__()
         for key, value in (
@@ -263,6 +314,9 @@ class TwoTowerEncoder(nn.Module):
                 f"encoder two_tower: spectrogram_norm must be one of {SPECTROGRAM_NORMS}, "
                 f"not {spectrogram_norm!r}"
             )
+        if isinstance(vtlp, bool) or not isinstance(vtlp, (int, float)) or not 0 <= vtlp < 0.5:
+            raise ConfigError(f"encoder two_tower: vtlp must be a number in [0, 0.5), not {vtlp!r}")
+        self.vtlp = float(vtlp)
         self.embedding_dim = embedding_dim
         self.sample_rate = sample_rate
         # The axes each clip's statistics are taken over: all bins and frames, or frames only.
@@ -277,7 +331,10 @@ class TwoTowerEncoder(nn.Module):
 
     def embed_audio(self, waveforms: Tensor) -> Tensor:
         """``[A, T]`` -> ``[A, embedding_dim]``."""
-        spectrogram = self.log_mel(waveforms)
+        warp = None
+        if self.training and self.vtlp > 0:
+            warp = 1.0 + self.vtlp * (2.0 * torch.rand(waveforms.shape[0]) - 1.0)
+        spectrogram = self.log_mel(waveforms, warp)
         mean = spectrogram.mean(dim=self.norm_dims, keepdim=True)
         std = spectrogram.std(dim=self.norm_dims, keepdim=True)
         standardised = (spectrogram - mean) / (std + 1e-5)

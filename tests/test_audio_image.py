@@ -31,6 +31,7 @@ from scicontrast.models.audio_image import (
     hz_to_mel,
     mel_filterbank,
     mel_to_hz,
+    vtlp_warp,
 )
 from scicontrast.models.losses import InfoNCELoss
 
@@ -212,6 +213,58 @@ def test_a_pure_tone_peaks_in_its_mel_band():
     assert band == int(torch.argmin((centres - pitch).abs()))
 
 
+def test_vtlp_warp_is_the_piecewise_linear_map():
+    nyquist = 4000.0
+    frequencies = torch.linspace(0, nyquist, 129)
+    alpha = torch.tensor([0.9, 1.0, 1.1])
+    warped = vtlp_warp(frequencies, alpha, nyquist)
+    assert torch.allclose(warped[1], frequencies.double())
+    assert torch.allclose(warped[:, 0], torch.zeros(3, dtype=torch.float64))
+    assert torch.allclose(warped[:, -1], torch.full((3,), nyquist, dtype=torch.float64))
+    assert (warped.diff(dim=1) > 0).all()  # monotone: no two bins swap
+    # Below the boundary 0.8 N min(alpha, 1) / alpha the warp is a pure scaling.
+    for row, a in enumerate(alpha.tolist()):
+        below = frequencies <= 0.8 * nyquist * min(a, 1.0) / a
+        assert torch.allclose(warped[row, below], a * frequencies[below].double())
+    # Continuous at the boundary: the two pieces meet.
+    a, boundary = 1.1, 0.8 * nyquist / 1.1
+    just_above = vtlp_warp(torch.tensor([boundary + 1e-6]), torch.tensor([a]), nyquist)
+    assert float(just_above) == pytest.approx(a * boundary, abs=1e-3)
+
+
+def test_a_vtlp_warp_moves_a_tone_to_the_band_of_the_scaled_pitch():
+    rate = 8000
+    t = torch.arange(rate) / rate
+    module = LogMelSpectrogram(rate, 256, 80, n_mels=32)
+    tone = torch.sin(2 * np.pi * 1000.0 * t)[None]
+    higher = torch.sin(2 * np.pi * 1200.0 * t)[None]
+    warped = module(tone, warp=torch.tensor([1.2]))
+    assert int(warped[0].mean(dim=1).argmax()) == int(module(higher)[0].mean(dim=1).argmax())
+    assert int(warped[0].mean(dim=1).argmax()) != int(module(tone)[0].mean(dim=1).argmax())
+    # alpha = 1 is no warp at all
+    assert torch.allclose(module(tone, warp=torch.ones(1)), module(tone), atol=1e-5)
+
+
+def test_vtlp_warps_training_clips_only_and_each_clip_on_its_own():
+    torch.manual_seed(0)
+    warping = TwoTowerEncoder(n_mels=20, vtlp=0.2)
+    waveforms = torch.randn(2, 4000).repeat(2, 1)  # clips 0, 2 and 1, 3 are the same sound
+    with torch.no_grad():
+        trained = warping.train().embed_audio(waveforms)
+    assert (trained[0] - trained[2]).abs().max() > 1e-4  # two draws of alpha
+    plain = TwoTowerEncoder(n_mels=20)
+    plain.load_state_dict(warping.state_dict())
+    warping.eval(), plain.eval()
+    with torch.no_grad():
+        assert torch.equal(warping.embed_audio(waveforms), plain.embed_audio(waveforms))
+
+
+@pytest.mark.parametrize("vtlp", [-0.1, 0.5, True, "0.1"])
+def test_an_out_of_range_vtlp_is_refused(vtlp):
+    with pytest.raises(ConfigError, match="vtlp"):
+        TwoTowerEncoder(vtlp=vtlp)
+
+
 # --- two towers and the CLIP loss ----------------------------------------------------------
 
 
@@ -344,12 +397,19 @@ def test_spec_augment_masks_one_band_and_stretch_in_training_only():
     assert torch.equal(encoder.embed_audio(waveforms), encoder.embed_audio(waveforms))
 
 
+class _LogMelPassThrough(torch.nn.Module):
+    """Stands in for the log-mel front end when a test feeds log-mel images directly."""
+
+    def forward(self, spectrogram: torch.Tensor, warp: torch.Tensor | None = None):
+        return spectrogram
+
+
 @pytest.mark.parametrize("spectrogram_norm", ["clip", "band"])
 def test_band_norm_removes_a_fixed_coloration_of_the_spectrum(spectrogram_norm):
     torch.manual_seed(0)
     encoder = TwoTowerEncoder(n_mels=20, spectrogram_norm=spectrogram_norm).eval()
     # Fed log-mel images directly: a microphone's response adds log(gain) to each band.
-    encoder.log_mel = torch.nn.Identity()
+    encoder.log_mel = _LogMelPassThrough()
     spectrogram = torch.randn(3, 20, 40)
     gain_db = torch.linspace(-12.0, 6.0, 20)[None, :, None]
     coloured = spectrogram + gain_db / 10 * math.log(10)
