@@ -11,6 +11,10 @@ one-vs-rest AUROC, the mean over classes of the AUROC of "this class vs the rest
 over the classes present in the test part. Reported as mean and (population) std over
 seeds, plus per-seed values.
 
+**Validation probe.** Settings are chosen without the test items: within each seed's training
+part, a second stratified split (same ``test_fraction`` and seed) fits the probe on the rest
+and scores it on that part (:func:`validation_probe`); the test part takes no part.
+
 **kNN.** Cosine k-nearest-neighbour majority vote on the same splits: accuracy and balanced
 accuracy. Unlike the probe it needs no training, so it shows how labels sit in the
 embedding's own geometry.
@@ -161,6 +165,29 @@ def linear_probe(
         result[metric] = _summary([run[metric] for run in per_seed])
     result["per_seed"] = per_seed
     return result
+
+
+def validation_probe(
+    embeddings: np.ndarray,
+    labels: Sequence | np.ndarray | pd.Series,
+    test_fraction: float = 0.2,
+    seeds: Sequence[int] = DEFAULT_SEEDS,
+    scaling: str = "standard",
+) -> dict[str, float | None]:
+    """Mean ``accuracy``, ``balanced_accuracy`` and ``auroc`` of the probe on validation items
+    (module doc): the only scores a setting should be chosen by."""
+    codes, _ = _encode_labels(labels)
+    labels = np.asarray(labels, dtype=object)
+    runs = []
+    for seed, (train, _test) in zip(
+        seeds, stratified_splits(codes, test_fraction, seeds), strict=True
+    ):
+        inner = linear_probe(embeddings[train], labels[train], test_fraction, [seed], scaling)
+        runs.append(inner["per_seed"][0])
+    return {
+        metric: _summary([run[metric] for run in runs])["mean"]
+        for metric in ("accuracy", "balanced_accuracy", "auroc")
+    }
 
 
 def knn_accuracy(

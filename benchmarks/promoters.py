@@ -52,7 +52,7 @@ import numpy as np
 import pandas as pd
 
 from scicontrast.analysis.embed import load_embeddings
-from scicontrast.analysis.evaluate import linear_probe, stratified_splits
+from scicontrast.analysis.evaluate import linear_probe, validation_probe
 from scicontrast.config import read_config_file
 from scicontrast.data_adapters.base import Items
 
@@ -143,22 +143,12 @@ def rule_seconds(results: Path, name: str) -> tuple[float | None, float | None]:
 
 def validation_scores(
     features: np.ndarray, labels: pd.Series, analysis: dict[str, Any]
-) -> dict[str, float]:
-    """Balanced accuracy and AUROC on validation items, the only scores settings are chosen by.
-
-    Each seed's training part of the outer split is split again, stratified, with the same
-    fraction and seed: the probe fits on the rest and is scored on that part. The outer test
-    items take no part. Means over the seeds.
-    """
-    labels = labels.to_numpy()
-    codes = pd.factorize(labels, sort=True)[0]
-    fraction, seeds = analysis["probe_test_fraction"], analysis["probe_seeds"]
-    scores = []
-    for seed, (train, _test) in zip(seeds, stratified_splits(codes, fraction, seeds), strict=True):
-        inner = linear_probe(features[train], labels[train], fraction, [seed])
-        scores.append([inner["balanced_accuracy"]["mean"], inner["auroc"]["mean"]])
-    balanced_accuracy, auroc = np.mean(scores, axis=0)
-    return {"balanced_accuracy": float(balanced_accuracy), "auroc": float(auroc)}
+) -> dict[str, float | None]:
+    """Validation accuracy, balanced accuracy and AUROC (``validation_probe``): the only scores
+    settings are chosen by; the outer test items take no part."""
+    return validation_probe(
+        features, labels, analysis["probe_test_fraction"], analysis["probe_seeds"]
+    )
 
 
 def scored_row(

@@ -29,6 +29,8 @@ from scicontrast.analysis.evaluate import (
     invariance_score,
     knn_accuracy,
     linear_probe,
+    stratified_splits,
+    validation_probe,
 )
 from scicontrast.data_adapters.base import Items, PairBuilder
 from scicontrast.errors import ConfigError, InputDataError
@@ -277,6 +279,30 @@ def test_l2_probe_sees_only_directions():
     standard = linear_probe(X, labels, seeds=(0, 1))
     standard_rescaled = linear_probe(X * lengths[:, None], labels, seeds=(0, 1))
     assert standard["per_seed"] != standard_rescaled["per_seed"]
+
+
+def test_validation_probe_is_the_probe_refit_inside_each_training_part():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(["a", "b", "c"], 60)
+    embeddings = rng.normal(size=(180, 5)) + (labels == "b")[:, None] - (labels == "c")[:, None]
+    seeds = [0, 1]
+    codes = pd.factorize(labels, sort=True)[0]
+    splits = stratified_splits(codes, 0.25, seeds)
+    expected = np.mean(
+        [
+            linear_probe(embeddings[train], labels[train], 0.25, [seed])["accuracy"]["mean"]
+            for seed, (train, _test) in zip(seeds, splits, strict=True)
+        ]
+    )
+    before = validation_probe(embeddings, labels, 0.25, seeds)
+    assert before["accuracy"] == pytest.approx(expected)
+    # A seed's test part chooses nothing: replacing it leaves that seed's validation unchanged
+    # (one seed, since one seed's test items are another's training items).
+    single = validation_probe(embeddings, labels, 0.25, [0])
+    scrambled = embeddings.copy()
+    scrambled[splits[0][1]] = rng.normal(size=(len(splits[0][1]), 5))
+    assert validation_probe(scrambled, labels, 0.25, [0]) == single
+    assert linear_probe(scrambled, labels, 0.25, [0]) != linear_probe(embeddings, labels, 0.25, [0])
 
 
 def test_unknown_probe_scaling_is_a_config_error():
