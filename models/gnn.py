@@ -4,6 +4,7 @@ Input and output::
 
     data.x:          [N, F] float node features (N: nodes of all graphs in a PyG batch)
     data.edge_index: [2, E] long, edges source -> target, indices into the rows of x
+    data.edge_weight: [E] float, optional (``gcn`` only; see below)
     h:               [N, embedding_dim]
 
 Layer ``l`` computes :math:`H^{(l)} = \sigma(\mathrm{conv}_l(H^{(l-1)}, A))` with
@@ -17,11 +18,19 @@ layers have ``hidden_channels`` (GRACE: twice ``embedding_dim``), the last has
 
 The convolutions (Kipf & Welling 2017; Veličković et al. 2018; Xu et al. 2019):
 
-* ``gcn``: ``GCNConv``, :math:`\hat D^{-1/2} (A + I) \hat D^{-1/2} H W`.
+* ``gcn``: ``GCNConv``, :math:`\hat D^{-1/2} (A + I) \hat D^{-1/2} H W`. When the graph
+  carries ``edge_weight`` (the diffusion view of ``graph_views``, whose PyG ``Batch``
+  concatenates the views' weights), ``A`` is the weighted adjacency and :math:`\hat D` its
+  weighted in-degrees (self-loop included); a node without a self-loop gets one of weight
+  1, an existing self-loop keeps its weight (``add_remaining_self_loops``), so all-ones
+  weights give plain GCN.
 * ``gat``: ``GATConv`` with ``heads`` attention heads of ``width / heads`` channels each,
   concatenated (``width`` must be divisible by ``heads``).
 * ``gin``: ``GINConv`` with a learnable :math:`\epsilon` and a two-layer MLP with batch norm,
   :math:`\mathrm{MLP}((1 + \epsilon) h_v + \sum_{u \in N(v)} h_u)`.
+
+``gat`` and ``gin`` have no use for edge weights; a graph that carries ``edge_weight`` is a
+``ConfigError`` for them rather than being silently read as unweighted.
 
 The input size is inferred on the first forward pass (PyG's lazy ``in_channels=-1``), so one
 config fits any data set; the training loop runs that pass before building the optimiser,
@@ -61,6 +70,8 @@ class GraphEncoder(nn.Module):
     """
 
     name: ClassVar[str]
+    #: Whether the layers take ``edge_weight`` (``conv(h, edge_index, edge_weight)``).
+    uses_edge_weight: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -103,18 +114,29 @@ class GraphEncoder(nn.Module):
     def forward(self, data: Data) -> Tensor:
         """``[N, embedding_dim]`` embeddings of the nodes of ``data`` (a PyG Data or Batch)."""
         h, edge_index = data.x, data.edge_index
+        edge_weight = getattr(data, "edge_weight", None)
+        if edge_weight is not None and not self.uses_edge_weight:
+            raise ConfigError(
+                f"encoder {self.name}: the graph carries edge weights (pairs graph_views with "
+                f"a diffusion_view), which {self.name} layers cannot use; use encoder gcn"
+            )
+        graph = (edge_index,) if edge_weight is None else (edge_index, edge_weight)
         outputs = []
         for conv, activation in zip(self.convs, self.activations, strict=True):
-            h = activation(conv(h, edge_index))
+            h = activation(conv(h, *graph))
             outputs.append(h)
         return torch.cat(outputs, dim=1) if self.jumping_knowledge == "cat" else h
 
 
 @ENCODERS.register("gcn")
 class GCNEncoder(GraphEncoder):
-    """Graph convolutional layers (``GCNConv``); the default graph encoder."""
+    """Graph convolutional layers (``GCNConv``); the default graph encoder.
+
+    Uses ``data.edge_weight`` when the graph carries it (module docstring).
+    """
 
     name = "gcn"
+    uses_edge_weight = True
 
     def conv(self, in_channels: int, out_channels: int) -> nn.Module:
         return GCNConv(in_channels, out_channels)

@@ -81,6 +81,56 @@ def test_bad_settings_are_config_errors():
         GINEncoder(num_layers=0)
 
 
+def test_gcn_with_unit_edge_weights_is_gcn_without_weights():
+    torch.manual_seed(0)
+    encoder = GCNEncoder(embedding_dim=8, num_layers=2).eval()
+    first, second = toy_graph(seed=1), toy_graph(n_nodes=5, seed=2)
+    for graph in (first, second):
+        graph.edge_weight = torch.ones(graph.edge_index.shape[1])
+    with torch.no_grad():
+        weighted = encoder(Batch.from_data_list([first, second]))
+        for graph in (first, second):
+            del graph.edge_weight
+        plain = encoder(Batch.from_data_list([first, second]))
+    assert torch.equal(weighted, plain)
+
+
+def test_gcn_uses_edge_weights_as_the_weighted_normalised_adjacency():
+    """One layer by hand: relu(Â^T X W^T + b), Â_ij = w_ij / sqrt(d_i d_j), d the in-degree."""
+    torch.manual_seed(0)
+    data = toy_graph()
+    n = data.num_nodes
+    generator = torch.Generator().manual_seed(3)
+    data.edge_weight = torch.rand(data.edge_index.shape[1], generator=generator) + 0.1
+    # Node 2 brings its own self-loop (weight 0.3): kept; every other node gets weight 1.
+    data.edge_index = torch.cat([data.edge_index, torch.tensor([[2], [2]])], dim=1)
+    data.edge_weight = torch.cat([data.edge_weight, torch.tensor([0.3])])
+    encoder = GCNEncoder(embedding_dim=4, num_layers=1, activation="relu").eval()
+    with torch.no_grad():
+        got = encoder(data)
+    a = torch.eye(n, dtype=torch.float64)
+    a[2, 2] = 0.3
+    a[data.edge_index[0, :-1], data.edge_index[1, :-1]] = data.edge_weight[:-1].double()
+    d = a.sum(dim=0).rsqrt()
+    a_hat = d[:, None] * a * d[None, :]
+    conv = encoder.convs[0]
+    expected = torch.relu(
+        a_hat.T @ data.x.double() @ conv.lin.weight.double().T + conv.bias.double()
+    )
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        del data.edge_weight
+        assert not torch.allclose(encoder(data), got)  # the weights matter
+
+
+@pytest.mark.parametrize("cls", [GATEncoder, GINEncoder])
+def test_encoders_without_edge_weights_refuse_weighted_graphs(cls):
+    data = toy_graph()
+    data.edge_weight = torch.ones(data.edge_index.shape[1])
+    with pytest.raises(ConfigError, match=f"encoder {cls.name}: the graph carries edge weights"):
+        cls(embedding_dim=8)(data)
+
+
 @pytest.mark.parametrize("name", ["gcn", "gat", "gin"])
 def test_model_with_lazy_input_size_saves_and_loads(tmp_path, name):
     experiment = minimal_experiment(

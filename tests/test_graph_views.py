@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import minimal_experiment
+from torch_geometric.data import Data
 from torch_geometric.utils import erdos_renyi_graph
 
 from scicontrast.data_adapters.base import Items
@@ -137,6 +139,153 @@ def test_bad_settings_and_inputs_are_rejected():
         GraphViews().build(not_a_graph)
 
 
+# --- the diffusion view (MVGRL) -----------------------------------------------------------
+
+# sha256 of x, edge_index, positive_pairs and batch of the views below, computed with the code
+# before the diffusion view existed: the default views must not change by a bit.
+DEFAULT_VIEWS_SHA256 = "e750e2fcdadb8a6bf7c696937e151ac721e0fa12285914d0e230ac70023233de"
+
+
+@pytest.mark.parametrize("params", [{}, {"diffusion_view": None}])
+def test_default_views_are_bitwise_unchanged(params):
+    data = graph_data(random_graph_items(n_nodes=60, n_features=20, p=0.1))
+    batch, _ = GraphViews(neighbours_as_positives=True, **params).views(data, seed=3, epoch=5)
+    digest = hashlib.sha256()
+    for tensor in (batch.x, batch.edge_index, batch.positive_pairs, batch.batch):
+        digest.update(tensor.numpy().tobytes())
+    assert digest.hexdigest() == DEFAULT_VIEWS_SHA256
+    assert getattr(batch, "edge_weight", None) is None
+
+
+def closed_form_ppr(edge_index: torch.Tensor, n_nodes: int, alpha: float) -> np.ndarray:
+    """``alpha (I - (1 - alpha) T)^-1``, ``T = D^-1/2 (A + I) D^-1/2``, float64 numpy."""
+    a = np.eye(n_nodes)
+    a[edge_index[0].numpy(), edge_index[1].numpy()] = 1.0
+    d = 1.0 / np.sqrt(a.sum(axis=0))
+    t = d[:, None] * a * d[None, :]
+    return alpha * np.linalg.inv(np.eye(n_nodes) - (1 - alpha) * t)
+
+
+def dense(edge_index: torch.Tensor, edge_weight: torch.Tensor, n_nodes: int) -> np.ndarray:
+    matrix = np.zeros((n_nodes, n_nodes))
+    matrix[edge_index[0].numpy(), edge_index[1].numpy()] = edge_weight.double().numpy()
+    return matrix
+
+
+def tiny_graph() -> Data:
+    """Path 0-1-2-3-4 with chord 0-2, an edge 5-6 and an isolated node 7: three components."""
+    pairs = torch.tensor([[0, 1], [1, 2], [2, 3], [3, 4], [0, 2], [5, 6]]).t()
+    edge_index = torch.cat([pairs, pairs.flip(0)], dim=1)
+    return Data(x=torch.ones(8, 3), edge_index=edge_index, num_nodes=8)
+
+
+@pytest.mark.parametrize("alpha", [0.15, 0.4])
+def test_ppr_diffusion_is_the_closed_form_column_normalised(alpha):
+    data = tiny_graph()
+    builder = GraphViews(diffusion_view="ppr", ppr_alpha=alpha, ppr_top_k=8)  # k = N: no top-k
+    edge_index, edge_weight = builder.diffusion(data)
+    assert edge_weight.dtype == torch.float32
+    s = closed_form_ppr(data.edge_index, 8, alpha)
+    # Nothing diffuses between components: those zero entries are not edges.
+    blocks = np.zeros((8, 8), dtype=bool)
+    for component in ([0, 1, 2, 3, 4], [5, 6], [7]):
+        blocks[np.ix_(component, component)] = True
+    assert (np.abs(s[~blocks]) < 1e-12).all() and (s[blocks] > 0).all()
+    assert {(i, j) for i, j in edge_index.t().tolist()} == set(
+        zip(*np.nonzero(blocks), strict=True)
+    )
+    np.testing.assert_allclose(dense(edge_index, edge_weight, 8), s / s.sum(axis=0), atol=1e-6)
+    assert dense(edge_index, edge_weight, 8)[7, 7] == 1.0  # the isolated node: itself only
+
+
+def test_ppr_top_k_keeps_the_k_largest_entries_of_every_node():
+    data = graph_data(random_graph_items(n_nodes=40, n_features=5, p=0.15))
+    n, k = data.num_nodes, 6
+    edge_index, edge_weight = GraphViews(diffusion_view="ppr", ppr_top_k=k).diffusion(data)
+    s = closed_form_ppr(data.edge_index, n, 0.15)
+    assert (s > 0).all()  # connected: every column has at least k nonzero entries
+    got = dense(edge_index, edge_weight, n)
+    for j in range(n):
+        kept = np.flatnonzero(got[:, j])
+        assert (edge_index[1] == j).sum().item() == k and len(kept) == k
+        others = np.setdiff1d(np.arange(n), kept)
+        assert s[kept, j].min() >= s[others, j].max() - 1e-9  # the k largest of column j
+        np.testing.assert_allclose(got[kept, j], s[kept, j] / s[kept, j].sum(), atol=1e-6)
+        assert j in kept  # its own entry, the largest here
+
+
+def test_diffusion_view_carries_weights_and_drops_only_diffusion_edges():
+    data = graph_data(random_graph_items(n_nodes=200, n_features=300, p=0.05))
+    n = data.num_nodes
+    builder = GraphViews(diffusion_view="ppr", ppr_top_k=16, drop_edge_rate_2=0.5)
+    diffusion_index, diffusion_weight = builder.diffusion(data)
+    batch, _ = builder.views(data, seed=1, epoch=2)
+    plain, _ = GraphViews(drop_edge_rate_2=0.5).views(data, seed=1, epoch=2)
+    in_view_2 = batch.edge_index[0] >= n
+    # View 1 is GRACE's view, unchanged, with unit weights.
+    assert torch.equal(
+        batch.edge_index[:, ~in_view_2], plain.edge_index[:, plain.edge_index[0] < n]
+    )
+    assert torch.equal(batch.x[:n], plain.x[:n])
+    assert torch.equal(batch.edge_weight[~in_view_2], torch.ones(int((~in_view_2).sum())))
+    # View 2: a subset of the diffusion edges, each with its diffusion weight.
+    second, weight = batch.edge_index[:, in_view_2] - n, batch.edge_weight[in_view_2]
+    weights = dict(
+        zip((diffusion_index[0] * n + diffusion_index[1]).tolist(), diffusion_weight, strict=True)
+    )
+    keys = (second[0] * n + second[1]).tolist()
+    assert set(keys) <= set(weights)
+    assert torch.equal(weight, torch.stack([weights[key] for key in keys]))
+    # Every self-loop is kept; the other diffusion edges are dropped at the rate.
+    loops = second[0] == second[1]
+    assert loops.sum().item() == n
+    off_diagonal = (diffusion_index[0] != diffusion_index[1]).sum().item()
+    kept = (~loops).sum().item() / off_diagonal
+    assert abs(kept - 0.5) < 5 * math.sqrt(0.25 / off_diagonal)
+    # Feature masking still applies to view 2: whole columns.
+    x = batch.x[n:]
+    masked = (x == 0).all(dim=0)
+    assert ((x == 0) == masked).all() and 0 < masked.sum().item() < x.shape[1]
+
+
+def test_diffusion_view_positives_are_view_1_neighbours_both_ways():
+    data = graph_data(random_graph_items(n_nodes=50))
+    n = data.num_nodes
+    builder = GraphViews(diffusion_view="ppr", ppr_top_k=8, neighbours_as_positives=True)
+    batch, _ = builder.views(data, seed=0, epoch=0)
+    first = batch.edge_index[:, batch.edge_index[0] < n]
+    pairs = batch.positive_pairs
+    from_first, from_second = pairs[:, pairs[0] < n], pairs[:, pairs[0] >= n]
+    assert edge_keys(torch.stack([from_first[0], from_first[1] - n]), n) == edge_keys(first, n)
+    assert edge_keys(torch.stack([from_second[0] - n, from_second[1]]), n) == edge_keys(first, n)
+    assert pairs.shape[1] == 2 * first.shape[1]
+
+
+def test_diffusion_is_computed_once_per_graph():
+    builder = GraphViews(diffusion_view="ppr", ppr_top_k=4)
+    data = graph_data(random_graph_items(n_nodes=30, n_features=4, p=0.2))
+    first = builder.diffusion(data)
+    assert builder.diffusion(data)[0] is first[0]  # reused
+    other = graph_data(random_graph_items(n_nodes=30, n_features=4, p=0.3))
+    assert not torch.equal(builder.diffusion(other)[0], first[0])  # another graph: recomputed
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"diffusion_view": "heat"}, "diffusion_view must be null or one of"),
+        ({"diffusion_view": "ppr", "ppr_alpha": 0.0}, "ppr_alpha must be in"),
+        ({"diffusion_view": "ppr", "ppr_alpha": 1.0}, "ppr_alpha must be in"),
+        ({"diffusion_view": "ppr", "ppr_alpha": True}, "ppr_alpha must be in"),
+        ({"diffusion_view": "ppr", "ppr_top_k": 0}, "ppr_top_k must be an integer >= 1"),
+        ({"diffusion_view": "ppr", "ppr_top_k": 2.5}, "ppr_top_k must be an integer >= 1"),
+    ],
+)
+def test_bad_diffusion_settings_are_config_errors(params, message):
+    with pytest.raises(ConfigError, match=f"pairs graph_views: params.{message}"):
+        GraphViews(**params)
+
+
 # --- the loss ------------------------------------------------------------------------------
 
 
@@ -222,6 +371,28 @@ def test_graph_training_lowers_the_loss(tmp_path, graph_files):
     ]
     assert len(epochs) == 30 and epochs[-1]["loss"] < epochs[0]["loss"] - 0.2
     assert epochs[-1]["peak_memory_mb"] > 0
+
+
+def test_graph_training_with_a_diffusion_view_lowers_the_loss_and_resumes_exactly(
+    tmp_path, graph_files
+):
+    experiment = graph_experiment(diffusion_view="ppr", ppr_top_k=8, neighbours_as_positives=True)
+    experiment["training"]["epochs"] = 30
+    full = train(experiment, *graph_files, tmp_path / "full", progress=False)
+    epochs = [
+        json.loads(line)
+        for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+        if '"kind": "epoch"' in line
+    ]
+    assert len(epochs) == 30 and epochs[-1]["loss"] < epochs[0]["loss"] - 0.2
+    experiment["training"]["epochs"] = 3
+    full = train(experiment, *graph_files, tmp_path / "short", progress=False)
+    pieces = tmp_path / "pieces"
+    train(experiment, *graph_files, pieces, progress=False, stop_after_epochs=1)
+    resumed = train(experiment, *graph_files, pieces, progress=False)
+    a = torch.load(full, weights_only=True)["state_dict"]
+    b = torch.load(resumed, weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_held_out_nodes_are_propagated_but_left_out_of_the_loss():
