@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -378,7 +379,7 @@ def test_graph_training_with_a_diffusion_view_lowers_the_loss_and_resumes_exactl
 ):
     experiment = graph_experiment(diffusion_view="ppr", ppr_top_k=8, neighbours_as_positives=True)
     experiment["training"]["epochs"] = 30
-    full = train(experiment, *graph_files, tmp_path / "full", progress=False)
+    train(experiment, *graph_files, tmp_path / "full", progress=False)
     epochs = [
         json.loads(line)
         for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
@@ -386,8 +387,12 @@ def test_graph_training_with_a_diffusion_view_lowers_the_loss_and_resumes_exactl
     ]
     assert len(epochs) == 30 and epochs[-1]["loss"] < epochs[0]["loss"] - 0.2
     experiment["training"]["epochs"] = 3
-    full = train(experiment, *graph_files, tmp_path / "short", progress=False)
-    pieces = tmp_path / "pieces"
+    short = train(experiment, *graph_files, tmp_path / "short", progress=False)
+    assert_resumed_run_equals(short, experiment, graph_files, tmp_path / "pieces")
+
+
+def assert_resumed_run_equals(full: Path, experiment: dict, graph_files, pieces: Path) -> None:
+    """A run of ``experiment`` stopped after one epoch and resumed ends with ``full``'s weights."""
     train(experiment, *graph_files, pieces, progress=False, stop_after_epochs=1)
     resumed = train(experiment, *graph_files, pieces, progress=False)
     a = torch.load(full, weights_only=True)["state_dict"]
@@ -431,12 +436,7 @@ def test_graph_training_with_held_out_nodes_tracks_them_and_resumes_exactly(
     experiment = graph_experiment(neighbours_as_positives=True)
     experiment["training"]["holdout_fraction"] = holdout_fraction
     full = train(experiment, *graph_files, tmp_path / "full", progress=False)
-    pieces = tmp_path / "pieces"
-    train(experiment, *graph_files, pieces, progress=False, stop_after_epochs=1)
-    resumed = train(experiment, *graph_files, pieces, progress=False)
-    a = torch.load(full, weights_only=True)["state_dict"]
-    b = torch.load(resumed, weights_only=True)["state_dict"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_resumed_run_equals(full, experiment, graph_files, tmp_path / "pieces")
 
     records = [
         json.loads(line) for line in (tmp_path / "full/metrics.jsonl").read_text().splitlines()
