@@ -197,7 +197,9 @@ class LogMelSpectrogram(nn.Module):
             if warp is None:
                 return torch.log(torch.einsum("bkt,km->bmt", power, self.filters) + self.eps)
             nyquist = self.sample_rate / 2
-            bins = torch.linspace(0, nyquist, self.n_fft // 2 + 1, device=power.device)
+            bins = torch.linspace(
+                0, nyquist, self.n_fft // 2 + 1, dtype=torch.float64, device=power.device
+            )
             filters = mel_filterbank(
                 len(bins),
                 self.n_mels,
