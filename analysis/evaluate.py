@@ -11,9 +11,20 @@ one-vs-rest AUROC, the mean over classes of the AUROC of "this class vs the rest
 over the classes present in the test part. Reported as mean and (population) std over
 seeds, plus per-seed values.
 
+The inverse regularisation strength ``C`` is chosen inside the training part, as linear
+evaluations tune their weight decay (Kolesnikov et al., "Revisiting self-supervised visual
+representation learning", CVPR 2019): a second stratified split of it (same
+``test_fraction`` and seed) fits the probe for each ``C`` of :data:`C_GRID` on the rest and
+keeps the ``C`` with the best accuracy on that part (the smallest on ties); the probe is then
+refitted on the whole training part. No single ``C`` suits every embedding: k-mer
+frequencies want strong regularisation (``C`` near 0.001), a 128-dimensional image
+embedding hardly any (``C`` near 100). A training part too small to split for every class
+keeps ``C = 1`` and says so (``C_chosen_on: "default"``).
+
 **Validation probe.** Settings are chosen without the test items: within each seed's training
-part, a second stratified split (same ``test_fraction`` and seed) fits the probe on the rest
-and scores it on that part (:func:`validation_probe`); the test part takes no part.
+part, a second stratified split (same ``test_fraction`` and seed) fits the probe on the rest,
+which chooses its own ``C`` on a third split inside it, and scores it on that part
+(:func:`validation_probe`); the test part takes no part.
 
 **kNN.** Cosine k-nearest-neighbour majority vote on the same splits: accuracy and balanced
 accuracy. Unlike the probe it needs no training, so it shows how labels sit in the
@@ -71,9 +82,11 @@ Split = tuple[np.ndarray, np.ndarray]
 
 
 PROBE_SCALINGS = ("standard", "l2")
+C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
+DEFAULT_C = 1.0
 
 
-def probe_model(scaling: str = "standard", C: float = 1.0) -> Pipeline:
+def probe_model(scaling: str = "standard", C: float = DEFAULT_C) -> Pipeline:
     """The probe: ``scaling`` of the embeddings, then ``LogisticRegression(C)`` (module doc)."""
     if scaling not in PROBE_SCALINGS:
         raise ConfigError(f"probe scaling must be one of {PROBE_SCALINGS}, not {scaling!r}")
@@ -88,6 +101,43 @@ def stratified_splits(codes: np.ndarray, test_fraction: float, seeds: Sequence[i
         tuple(train_test_split(indices, test_size=test_fraction, stratify=codes, random_state=s))
         for s in seeds
     ]
+
+
+def best_C(
+    embeddings: np.ndarray,
+    codes: np.ndarray,
+    fit_rows: np.ndarray,
+    val_rows: np.ndarray,
+    scaling: str = "standard",
+    c_grid: Sequence[float] = C_GRID,
+) -> tuple[Pipeline, float, float]:
+    """The probe of each ``C`` in ``c_grid`` fitted on ``fit_rows``; the one with the best
+    accuracy on ``val_rows`` (the smallest ``C`` on ties), as ``(model, C, accuracy)``."""
+    best_model, best_c, best_accuracy = None, None, -1.0
+    for c in c_grid:
+        model = probe_model(scaling, c).fit(embeddings[fit_rows], codes[fit_rows])
+        accuracy = float(model.score(embeddings[val_rows], codes[val_rows]))
+        if accuracy > best_accuracy:
+            best_model, best_c, best_accuracy = model, c, accuracy
+    return best_model, best_c, best_accuracy
+
+
+def _choose_C(
+    embeddings: np.ndarray,
+    codes: np.ndarray,
+    train: np.ndarray,
+    test_fraction: float,
+    seed: int,
+    scaling: str,
+) -> tuple[float, str]:
+    """``C`` for the probe of one seed, chosen inside its training part (module doc), and
+    where it was chosen: ``"validation"`` or ``"default"``."""
+    try:
+        ((fit_rows, val_rows),) = stratified_splits(codes[train], test_fraction, [seed])
+    except ValueError:  # a class too small to appear on both sides of the inner split
+        return DEFAULT_C, "default"
+    _, c, _ = best_C(embeddings[train], codes[train], fit_rows, val_rows, scaling)
+    return c, "validation"
 
 
 def _encode_labels(labels: Sequence | np.ndarray | pd.Series) -> tuple[np.ndarray, pd.Index]:
@@ -139,8 +189,8 @@ def linear_probe(
     for seed, (train, test) in zip(
         seeds, stratified_splits(codes, test_fraction, seeds), strict=True
     ):
-        model = probe_model(scaling)
-        model.fit(embeddings[train], codes[train])
+        c, chosen_on = _choose_C(embeddings, codes, train, test_fraction, seed, scaling)
+        model = probe_model(scaling, c).fit(embeddings[train], codes[train])
         scores = model.predict_proba(embeddings[test])
         predicted = model.classes_[scores.argmax(axis=1)]
         per_seed.append(
@@ -149,6 +199,8 @@ def linear_probe(
                 "accuracy": float(accuracy_score(codes[test], predicted)),
                 "balanced_accuracy": float(balanced_accuracy_score(codes[test], predicted)),
                 "auroc": auroc(codes[test], scores, model.classes_),
+                "C": c,
+                "C_chosen_on": chosen_on,
             }
         )
     result: dict[str, Any] = {
@@ -156,6 +208,7 @@ def linear_probe(
         "n_classes": len(classes),
         "test_fraction": test_fraction,
         "scaling": scaling,
+        "C_grid": list(C_GRID),
         "majority_class_fraction": float(np.bincount(codes).max() / len(codes)),
         "auroc_kind": "binary" if binary else "macro_one_vs_rest",
     }
@@ -517,6 +570,8 @@ def format_report(evaluation: dict[str, Any], clusters: dict[str, Any] | None = 
                 ],
             ]
         )
+        chosen = ", ".join(f"{run['C']:g}" for run in probe["per_seed"])
+        lines.append(f"  probe C per split (chosen without the test items): {chosen}")
     public = evaluation.get("public_split")
     if public is not None:
         lines += [

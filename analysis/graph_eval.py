@@ -42,18 +42,18 @@ from sklearn.model_selection import train_test_split
 
 from scicontrast.analysis.embed import EMBEDDINGS_TABLE, load_embeddings
 from scicontrast.analysis.evaluate import (
+    C_GRID,
     _summary,
     _usable_labels,
     auroc,
+    best_C,
     knn_on_splits,
-    probe_model,
 )
 from scicontrast.data_adapters.base import Items
 from scicontrast.data_adapters.graphs import SPLIT_MASKS, GraphViews, graph_data
 from scicontrast.errors import InputDataError
 from scicontrast.io import write_json
 
-C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
 TRAIN_FRACTION = 0.1
 VAL_FRACTION = 0.1
 NodeSplit = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -91,13 +91,7 @@ def validated_probe(
 ) -> dict[str, Any]:
     """Fit the probe per ``C`` on ``train``, choose ``C`` on ``val``, score on ``test``."""
     train, val, test = split
-    best_val, best_model, best_c = -1.0, None, None
-    for c in c_grid:
-        model = probe_model(scaling, c)
-        model.fit(embeddings[train], codes[train])
-        val_accuracy = float(model.score(embeddings[val], codes[val]))
-        if val_accuracy > best_val:
-            best_val, best_model, best_c = val_accuracy, model, c
+    best_model, best_c, best_val = best_C(embeddings, codes, train, val, scaling, c_grid)
     scores = best_model.predict_proba(embeddings[test])
     predicted = best_model.classes_[scores.argmax(axis=1)]
     return {

@@ -6,17 +6,19 @@ Run the workflow on ``benchmarks/promoters.yaml`` first (see BENCHMARKS.md), the
     python benchmarks/promoters.py --markdown   # the table in BENCHMARKS.md
 
 For every experiment of the config this reads ``results/<experiment>/items`` (the items
-table the workflow prepared) and ``results/<experiment>/metrics/evaluation.json`` (the
-linear probe of its frozen embedding). Experiments reading the same files form one data
-set; on its items table, in the same row order, it computes the baselines
+table the workflow prepared) and ``results/<experiment>/embeddings`` (its frozen embedding),
+and probes the embedding here, so that runs made before a change of the probe are scored
+by the current one. Experiments reading the same files form one data set; on its items
+table, in the same row order, it computes the baselines
 
 * forward-strand k-mer frequencies, ``k = 3, 4, 5``: ``x_w = n_w / sum_v n_v`` over the
   ``4^k`` words ``w`` of the window as read (words with an ambiguity code are skipped);
 * canonical (both-strand) k-mer frequencies: a word and its reverse complement share one
   feature, ``(4^k + 4^(k/2) [k even]) / 2`` features, invariant to the strand read;
 
-and probes them with the workflow's own :func:`scicontrast.analysis.evaluate.linear_probe`
-(``StandardScaler`` + ``LogisticRegression``) on the splits of
+and probes them, like the embeddings, with the workflow's own
+:func:`scicontrast.analysis.evaluate.linear_probe` (``StandardScaler`` +
+``LogisticRegression``, its ``C`` chosen inside each training part) on the splits of
 :func:`~scicontrast.analysis.evaluate.stratified_splits` with the experiment's
 ``probe_test_fraction`` and ``probe_seeds``, so every row of the table is scored on the
 same test items. Metrics are mean ± population std over the seeds.
@@ -41,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scicontrast.analysis.embed import load_embeddings
+from scicontrast.analysis.embed import EMBEDDINGS_TABLE, load_embeddings
 from scicontrast.analysis.evaluate import linear_probe, validation_probe
 from scicontrast.config import read_config_file
 from scicontrast.data_adapters.base import Items
@@ -151,19 +152,9 @@ def validation_scores(
     )
 
 
-def scored_row(
-    features: np.ndarray,
-    labels: pd.Series,
-    analysis: dict[str, Any],
-    probe: dict[str, Any] | None = None,
-    **row,
-) -> Row:
-    """A table row: the probe on the outer splits (computed unless given), and the validation
-    scores."""
-    if probe is None:
-        probe = linear_probe(
-            features, labels, analysis["probe_test_fraction"], analysis["probe_seeds"]
-        )
+def scored_row(features: np.ndarray, labels: pd.Series, analysis: dict[str, Any], **row) -> Row:
+    """A table row: the probe on the outer splits, and the validation scores."""
+    probe = linear_probe(features, labels, analysis["probe_test_fraction"], analysis["probe_seeds"])
     return Row(probe=probe, validation=validation_scores(features, labels, analysis), **row)
 
 
@@ -214,15 +205,10 @@ def data_set_rows(
         item_ids = Items.load(results / name / "items").table["item_id"]
         if not item_ids.equals(items.table["item_id"]):
             raise SystemExit(f"{name}: items differ from {first['name']}'s, splits would differ")
-        evaluation = json.loads((results / name / "metrics" / "evaluation.json").read_text())
-        probe = evaluation["probe"]
-        if probe["n_items"] != len(items) or len(probe["per_seed"]) != len(analysis["probe_seeds"]):
-            raise SystemExit(f"{name}: evaluation.json was not probed on every item and seed")
         row = scored_row(
             trained_embeddings(results, name, items),
             labels,
             analysis,
-            probe,
             method=description,
             kind="contrastive",
             experiment=name,
@@ -353,11 +339,11 @@ def main(argv: list[str] | None = None) -> int:
         e["name"]
         for group in by_files.values()
         for e in group
-        if not (args.results / e["name"] / "metrics" / "evaluation.json").is_file()
+        if not (args.results / e["name"] / "embeddings" / EMBEDDINGS_TABLE).is_file()
     ]
     if unfinished:
         print(
-            f"no evaluation for {', '.join(unfinished)} under {args.results}; run the workflow "
+            f"no embeddings for {', '.join(unfinished)} under {args.results}; run the workflow "
             "first (command in BENCHMARKS.md)",
             file=sys.stderr,
         )

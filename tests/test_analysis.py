@@ -17,18 +17,22 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import train_test_split
 from torch import nn
 
 from scicontrast.analysis import embed as embed_module
 from scicontrast.analysis.cluster import cluster, cluster_embeddings
 from scicontrast.analysis.embed import embed, embed_items, load_embeddings
 from scicontrast.analysis.evaluate import (
+    C_GRID,
+    DEFAULT_SEEDS,
     auroc,
     evaluate,
     format_report,
     invariance_score,
     knn_accuracy,
     linear_probe,
+    probe_model,
     stratified_splits,
     validation_probe,
 )
@@ -279,6 +283,62 @@ def test_l2_probe_sees_only_directions():
     standard = linear_probe(X, labels, seeds=(0, 1))
     standard_rescaled = linear_probe(X * lengths[:, None], labels, seeds=(0, 1))
     assert standard["per_seed"] != standard_rescaled["per_seed"]
+
+
+def test_probe_chooses_C_on_a_split_inside_the_training_part():
+    """Each seed's ``C`` is the grid value whose probe, fitted on the inner split's rest,
+    scores best on its held-out part (first, i.e. smallest, on ties); the reported scores are
+    the probe with that ``C`` refitted on the whole training part."""
+    rng = np.random.default_rng(3)
+    labels = np.repeat(["a", "b"], 50)
+    embeddings = rng.normal(size=(100, 6)) + 0.8 * (labels == "b")[:, None]
+    codes = pd.factorize(labels, sort=True)[0]
+    result = linear_probe(embeddings, labels, 0.2, [0, 1])
+    assert result["C_grid"] == list(C_GRID)
+    for run, (train, test) in zip(
+        result["per_seed"], stratified_splits(codes, 0.2, [0, 1]), strict=True
+    ):
+        fit_rows, val_rows = train_test_split(
+            train, test_size=0.2, stratify=codes[train], random_state=run["seed"]
+        )
+        accuracies = [
+            probe_model("standard", c)
+            .fit(embeddings[fit_rows], codes[fit_rows])
+            .score(embeddings[val_rows], codes[val_rows])
+            for c in C_GRID
+        ]
+        assert run["C"] == C_GRID[int(np.argmax(accuracies))]
+        assert run["C_chosen_on"] == "validation"
+        refit = probe_model("standard", run["C"]).fit(embeddings[train], codes[train])
+        assert run["accuracy"] == refit.score(embeddings[test], codes[test])
+
+
+def test_probe_loosens_regularisation_when_the_signal_needs_it():
+    """The labels sit along the difference of two strongly correlated dimensions, the
+    direction of least variance: a strongly regularised probe (small ``C``) shrinks towards
+    the shared, uninformative direction and scores near chance, so the choice must land on a
+    weak regularisation, as no fixed small ``C`` would."""
+    rng = np.random.default_rng(0)
+    shared, own = 10 * rng.normal(size=400), rng.normal(size=(400, 2))
+    labels = (own[:, 0] > own[:, 1]).astype(int)
+    embeddings = shared[:, None] + own
+    chosen = linear_probe(embeddings, labels)
+    assert all(run["C"] >= 1.0 for run in chosen["per_seed"])
+    assert chosen["accuracy"]["mean"] > 0.95
+    strong = [
+        probe_model("standard", C_GRID[0])
+        .fit(embeddings[train], labels[train])
+        .score(embeddings[test], labels[test])
+        for train, test in stratified_splits(labels, 0.2, DEFAULT_SEEDS)
+    ]
+    assert np.mean(strong) < 0.7
+
+
+def test_probe_on_a_training_part_too_small_to_split_keeps_the_default_C():
+    embeddings = np.random.default_rng(0).normal(size=(6, 3))
+    result = linear_probe(embeddings, np.array([0, 0, 0, 1, 1, 1]), 0.34, [0])
+    assert result["per_seed"][0]["C"] == 1.0
+    assert result["per_seed"][0]["C_chosen_on"] == "default"
 
 
 def test_validation_probe_is_the_probe_refit_inside_each_training_part():
