@@ -21,7 +21,8 @@ computes two baselines from the original files at full resolution (200 x 200 for
 
 Every row, embeddings and baselines alike, is scored with the workflow's own
 :func:`~scicontrast.analysis.evaluate.linear_probe` (``StandardScaler`` +
-``LogisticRegression``) and :func:`~scicontrast.analysis.evaluate.knn_accuracy` (cosine,
+``LogisticRegression``, its ``C`` chosen inside each training part) and
+:func:`~scicontrast.analysis.evaluate.knn_accuracy` (cosine,
 ``knn_k`` neighbours) on the splits of :func:`~scicontrast.analysis.evaluate.stratified_splits`
 with the experiment's ``probe_test_fraction`` and ``probe_seeds``, so every row is tested on
 the same images. Metrics are mean ± population std over the seeds. Pre-training saw every
