@@ -199,6 +199,17 @@ class PairBuilder(ABC):
         """
         return None
 
+    def symmetry_only(self) -> tuple[str, PairBuilder] | None:
+        """The same pairing with only the symmetry the domain knowledge names, or ``None``.
+
+        Training views may add nuisance augmentations on top of the symmetry (intensity
+        jitter on a rotated grain, a shifted window on a reverse-complemented locus) that an
+        encoder is not built to ignore exactly. The invariance score over this builder's
+        views measures the symmetry alone. Returns ``(name of the symmetry, builder)``, an
+        unbound copy, or ``None`` when the views add nothing to it (the default).
+        """
+        return None
+
     def training_batches(
         self,
         items: Items,

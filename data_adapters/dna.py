@@ -55,6 +55,7 @@ with ``s ~ U{-max_shift, ..., max_shift}``, reverse-complemented for the
 
 from __future__ import annotations
 
+import copy
 import glob
 import gzip
 import re
@@ -732,6 +733,14 @@ class DNAViews(PairBuilder):
         self.max_shift = max_shift
         self.group_by = group_by
         self._codes: np.ndarray | None = None
+
+    def symmetry_only(self) -> tuple[str, PairBuilder] | None:
+        """The reverse complement without shifts (for per-window groups only)."""
+        if not self.reverse_complement or self.max_shift == 0 or self.group_by is not None:
+            return None
+        symmetry = copy.copy(self)
+        symmetry.max_shift = 0
+        return "reverse complement", symmetry
 
     def _check_items(self, items: Items) -> None:
         modality = items.meta.get("modality")

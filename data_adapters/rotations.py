@@ -63,6 +63,7 @@ histological images" (2019) and Chen et al., SimCLR (2020) for the jitter.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -239,6 +240,15 @@ class RotationViews(PairBuilder):
         self.max_shift = max_shift
         self.interpolation = interpolation
         self._images: Tensor | None = None
+
+    def symmetry_only(self) -> tuple[str, PairBuilder] | None:
+        """Rotations (and mirrors, with ``flips``) without intensity jitter or centre shift."""
+        if self.max_shift == 0 and not any(self.jitter.values()):
+            return None
+        symmetry = copy.copy(self)
+        symmetry.jitter = _parse_jitter(None)
+        symmetry.max_shift = 0
+        return ("rotation and mirror" if self.flips else "rotation"), symmetry
 
     def _check_items(self, items: Items) -> int:
         """Validate an image items set; return the view side ``out_size`` (or ``S``)."""

@@ -68,6 +68,22 @@ class OffsetPairs(PairBuilder):
         return torch.cat([self.features[item_index], torch.tensor([nuisance])])
 
 
+class JitteredOffsetPairs(OffsetPairs):
+    """OffsetPairs whose views also get noise on the features: a nuisance beside the offset,
+    which ``symmetry_only`` leaves out."""
+
+    def make_view(
+        self, item_index: int, view: str, rng: np.random.Generator | None
+    ) -> torch.Tensor:
+        x = super().make_view(item_index, view, rng)
+        if rng is not None:
+            x[:FEATURES] += torch.from_numpy(rng.normal(scale=0.5, size=FEATURES)).float()
+        return x
+
+    def symmetry_only(self) -> tuple[str, PairBuilder]:
+        return "offset", OffsetPairs()
+
+
 class LinearModel(nn.Module):
     """``embed(x) = x @ W.T``: the features, plus ``nuisance_weight`` times the nuisance input
     in every output dimension."""
@@ -462,6 +478,31 @@ def test_evaluate_writes_all_sections(tmp_path, stand_in_model_stack):
     report = format_report(result, clusters)
     for expected in ("60 items", "linear probe", "kNN (k=3", "AUROC (macro OvR)", "hdbscan"):
         assert expected in report
+
+
+def test_evaluate_scores_the_symmetry_alone_beside_the_training_views(
+    tmp_path, stand_in_model_stack
+):
+    experiment = {"name": "stand_in", "pairs": {"name": f"{__name__}:JitteredOffsetPairs"}}
+    sys.modules["scicontrast.models.contrastive"].load_model = lambda path, map_location: (
+        LinearModel(0.0).eval(),
+        experiment,
+    )
+    _prepare(tmp_path, make_items(n=40))
+    result = evaluate(
+        "model.pt",
+        tmp_path / "items",
+        tmp_path / "pairs.parquet",
+        tmp_path / "embeddings",
+        tmp_path / "evaluation.json",
+    )
+    # The model ignores the offset input but not the feature noise.
+    assert result["invariance"]["score"] < 0.99
+    symmetry = result["invariance_symmetry"]
+    assert symmetry["symmetry"] == "offset"
+    assert symmetry["score"] == pytest.approx(1.0, abs=1e-5)
+    report = format_report(result)
+    assert "training views" in report and "offset alone" in report
 
 
 def test_evaluate_without_labels_has_no_probe(tmp_path, stand_in_model_stack):

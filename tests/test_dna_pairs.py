@@ -200,3 +200,18 @@ def test_bind_is_fast_enough_for_many_windows(tmp_path: Path):
     np.testing.assert_array_equal(
         builder.canonical(len(items) - 1).numpy(), one_hot(sequence[row["start"] : row["end"]])
     )
+
+
+def test_symmetry_only_is_the_reverse_complement_without_shift(items):
+    builder = DNAViews(max_shift=FLANK)
+    name, symmetry = builder.symmetry_only()
+    assert name == "reverse complement" and builder.max_shift == FLANK
+    symmetry.bind(items)
+    rng = np.random.default_rng(0)
+    for i in range(len(items)):
+        reverse = symmetry.make_view(i, "reverse_complement", rng)
+        assert torch.equal(reverse, symmetry.canonical(i).flip(-2).flip(-1))
+    # Nothing to drop: no shift, shift-only views, or windows grouped by record.
+    assert DNAViews(max_shift=0).symmetry_only() is None
+    assert DNAViews(reverse_complement=False, max_shift=2).symmetry_only() is None
+    assert DNAViews(max_shift=2, group_by="record_id").symmetry_only() is None

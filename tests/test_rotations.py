@@ -282,3 +282,23 @@ def test_images_that_do_not_match_the_meta_are_refused():
 def test_registry_create_passes_params():
     builder = PAIR_BUILDERS.create({"name": "rotations", "params": {"views": 4, "angles": "c8"}})
     assert builder.views == 4 and builder.angles == "c8"
+
+
+def test_symmetry_only_drops_jitter_and_shift_but_keeps_the_angles():
+    items = image_items(n=3, size=20, dtype=np.float32)
+    builder = RotationViews(angles="c4", jitter={"contrast": 0.3}, max_shift=2, out_size=14)
+    name, symmetry = builder.symmetry_only()
+    assert name == "rotation"
+    # The training builder is left as configured.
+    assert builder.jitter["contrast"] == 0.3 and builder.max_shift == 2
+    symmetry.bind(items)
+    canonical = symmetry.canonical(1)
+    turns = [torch.rot90(canonical, k, dims=(-2, -1)) for k in range(4)]
+    for seed in range(8):
+        view = symmetry.make_view(1, "rotated", np.random.default_rng(seed))
+        assert any(torch.allclose(view, turn, atol=1e-5) for turn in turns)
+
+
+def test_symmetry_only_names_mirrors_and_is_none_without_nuisances():
+    assert RotationViews(jitter=False).symmetry_only() is None
+    assert RotationViews(flips=True).symmetry_only()[0] == "rotation and mirror"
