@@ -452,21 +452,24 @@ def _prepare(tmp_path, items: Items) -> None:
     embed("model.pt", tmp_path / "items", tmp_path / "embeddings")
 
 
+def _evaluate(tmp_path, **options) -> dict:
+    """``evaluate`` on the files ``_prepare`` wrote, into ``evaluation.json``."""
+    return evaluate(
+        "model.pt",
+        tmp_path / "items",
+        tmp_path / "pairs.parquet",
+        tmp_path / "embeddings",
+        tmp_path / "evaluation.json",
+        **options,
+    )
+
+
 def test_evaluate_writes_all_sections(tmp_path, stand_in_model_stack):
     items = make_items(n=60)
     items.table.loc[0, "source"] = "singleton"
     _prepare(tmp_path, items)
     with pytest.warns(UserWarning, match="singleton"):
-        result = evaluate(
-            "model.pt",
-            tmp_path / "items",
-            tmp_path / "pairs.parquet",
-            tmp_path / "embeddings",
-            tmp_path / "evaluation.json",
-            label_column="source",
-            probe_seeds=(0, 1),
-            knn_k=3,
-        )
+        result = _evaluate(tmp_path, label_column="source", probe_seeds=(0, 1), knn_k=3)
     assert json.loads((tmp_path / "evaluation.json").read_text()) == json.loads(json.dumps(result))
     assert result["n_items"] == 60 and result["embedding_dim"] == FEATURES
     assert result["labels"]["n_used"] == 59 and result["labels"]["dropped_classes"] == ["singleton"]
@@ -489,13 +492,7 @@ def test_evaluate_scores_the_symmetry_alone_beside_the_training_views(
         experiment,
     )
     _prepare(tmp_path, make_items(n=40))
-    result = evaluate(
-        "model.pt",
-        tmp_path / "items",
-        tmp_path / "pairs.parquet",
-        tmp_path / "embeddings",
-        tmp_path / "evaluation.json",
-    )
+    result = _evaluate(tmp_path)
     # The model ignores the offset input but not the feature noise.
     assert result["invariance"]["score"] < 0.99
     symmetry = result["invariance_symmetry"]
@@ -507,13 +504,7 @@ def test_evaluate_scores_the_symmetry_alone_beside_the_training_views(
 
 def test_evaluate_without_labels_has_no_probe(tmp_path, stand_in_model_stack):
     _prepare(tmp_path, make_items(n=30))
-    result = evaluate(
-        "model.pt",
-        tmp_path / "items",
-        tmp_path / "pairs.parquet",
-        tmp_path / "embeddings",
-        tmp_path / "evaluation.json",
-    )
+    result = _evaluate(tmp_path)
     assert "probe" not in result and "knn" not in result and "invariance" in result
     assert "Invariance" in format_report(result)
 
@@ -523,12 +514,5 @@ def test_evaluate_with_one_usable_class_fails_without_output(tmp_path, stand_in_
     items.table["source"] = ["common"] * 29 + ["rare"]
     _prepare(tmp_path, items)
     with pytest.warns(UserWarning), pytest.raises(InputDataError, match="'source'"):
-        evaluate(
-            "model.pt",
-            tmp_path / "items",
-            tmp_path / "pairs.parquet",
-            tmp_path / "embeddings",
-            tmp_path / "evaluation.json",
-            label_column="source",
-        )
+        _evaluate(tmp_path, label_column="source")
     assert not (tmp_path / "evaluation.json").exists()
