@@ -205,8 +205,8 @@ class PairBuilder(ABC):
         Training views may add nuisance augmentations on top of the symmetry (intensity
         jitter on a rotated grain, a shifted window on a reverse-complemented locus) that an
         encoder is not built to ignore exactly. The invariance score over this builder's
-        views measures the symmetry alone. Returns ``(name of the symmetry, builder)``, an
-        unbound copy, or ``None`` when the views add nothing to it (the default).
+        views measures the symmetry alone. Returns ``(name of the symmetry, builder)``, a copy
+        to ``bind`` before use, or ``None`` when the views add nothing to it (the default).
         """
         return None
 
