@@ -120,10 +120,12 @@ def best_C(
 ) -> tuple[Pipeline, float, float]:
     """The probe of each ``C`` in ``c_grid`` fitted on ``fit_rows``; the one with the best
     accuracy on ``val_rows`` (the smallest ``C`` on ties), as ``(model, C, accuracy)``."""
+    fit_x, fit_y = embeddings[fit_rows], codes[fit_rows]
+    val_x, val_y = embeddings[val_rows], codes[val_rows]
     best_model, best_c, best_accuracy = None, None, -1.0
     for c in c_grid:
-        model = probe_model(scaling, c).fit(embeddings[fit_rows], codes[fit_rows])
-        accuracy = float(model.score(embeddings[val_rows], codes[val_rows]))
+        model = probe_model(scaling, c).fit(fit_x, fit_y)
+        accuracy = float(model.score(val_x, val_y))
         if accuracy > best_accuracy:
             best_model, best_c, best_accuracy = model, c, accuracy
     return best_model, best_c, best_accuracy
