@@ -416,6 +416,35 @@ def test_knn_accuracy_on_separable_and_noise():
     assert abs(noise["balanced_accuracy"]["mean"] - 0.5) < 0.1
 
 
+def test_probes_fit_on_one_blas_thread_whatever_the_caller_allows(monkeypatch):
+    # The solver's path depends on how BLAS splits its sums, so a probe run under two threads
+    # may choose another C than under one; the probes pin one thread to score the same anywhere.
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    blas_threads_seen = []
+
+    def recording(method):
+        def wrapper(self, *args, **kwargs):
+            pools = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+            blas_threads_seen.extend(pool["num_threads"] for pool in pools)
+            return method(self, *args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(LogisticRegression, "fit", recording(LogisticRegression.fit))
+    monkeypatch.setattr(KNeighborsClassifier, "predict", recording(KNeighborsClassifier.predict))
+    X, labels = blobs(n_per_blob=20, n_blobs=3)
+    with threadpool_limits(limits=2, user_api="blas"):
+        if not any(pool["num_threads"] == 2 for pool in threadpool_info()):
+            pytest.skip("this BLAS cannot run two threads here")
+        linear_probe(X, labels, seeds=(0,))
+        validation_probe(X, labels, seeds=(0,))
+        knn_accuracy(X, labels, k=5, seeds=(0,))
+    assert blas_threads_seen and set(blas_threads_seen) == {1}
+
+
 # ---------------------------------------------------------------- invariance
 
 
