@@ -22,7 +22,8 @@ A view of item ``i`` is
         \cdot \operatorname{crop}_o\,R_\theta\,F^{f}\,m_i \cdot D_o,
 
 read right to left: an optional horizontal mirror ``F`` (``f ~ Bernoulli(1/2)`` when
-``flips``), a rotation ``R_theta`` about the image centre, the central ``o x o`` crop
+``flips``), a rotation ``R_theta`` about the image centre (moved by a random whole-pixel
+shift of up to ``max_shift`` per axis), the ``o x o`` crop around that centre
 (``o = out_size``, default ``S``), intensity jitter, and multiplication by the rotated
 object mask ``m_i`` (all ones without ``masks``) and by the disc ``D_o`` inscribed in the
 crop (pixel centres within ``o / 2`` of the centre). Because every view is cut to the same
@@ -53,8 +54,8 @@ and for RGB a per-channel gain ``g_k ~ U[1 - colour, 1 + colour]`` (a mild tint)
 The canonical view (``"identity"``, also what ``rng=None`` gives) is ``theta = 0``, no
 mirror, no jitter, cropped and masked the same way, so the embedding step sees the object
 exactly as training framed it. All randomness comes from the generator passed to
-:meth:`RotationViews.make_view`: the angle, then the mirror (if ``flips``), then the jitter
-factors (those that are non-zero), in that order.
+:meth:`RotationViews.make_view`: the angle, then the mirror (if ``flips``), then the centre
+shift (if ``max_shift``), then the jitter factors (those that are non-zero), in that order.
 
 References: rotation as a positive-pair augmentation for rotation-invariant microscopy
 features follows e.g. Lafarge et al., "Learning domain-invariant representations of
@@ -186,6 +187,10 @@ class RotationViews(PairBuilder):
             ``{brightness: 0.05, contrast: 0.05, colour: 0.02}``, ``false``/``null`` none.
         out_size: Side of the central crop each view keeps (``<= S``); ``None`` keeps
             ``S``. ``out_size <= S / sqrt(2)`` keeps padding out of the disc at any angle.
+        max_shift: Largest move, in whole pixels, of the rotation centre (and so of the
+            crop) along each axis, drawn uniformly per view from
+            ``{-max_shift, ..., max_shift}``; needs ``out_size + 2 * max_shift <= S``.
+            0 (default) keeps every view centred.
         interpolation: ``"bilinear"``, ``"bicubic"`` or ``"nearest"``.
 
     ``make_view`` returns ``float32 [C, out_size, out_size]``, zero outside the disc (and
