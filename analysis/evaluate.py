@@ -94,8 +94,8 @@ Split = tuple[np.ndarray, np.ndarray]
 
 # The probes' small BLAS products run on one thread: the solver's path, and so the chosen
 # ``C`` and the scores, then do not depend on the machine's core count (two OpenBLAS threads
-# moved a NEU validation score by 0.35 pt), and for these sizes one thread is also several
-# times faster (a NEU validation probe: 4 s against 48 s with two threads on two cores).
+# moved a NEU validation score by 0.35 pt, BENCHMARKS.md), and for products this small more
+# threads cost more in synchronisation than they save.
 _one_blas_thread = threadpool_limits.wrap(limits=1, user_api="blas")
 
 PROBE_SCALINGS = ("standard", "l2")
