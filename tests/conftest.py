@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def load_benchmark(script: str) -> ModuleType:
+    """Import ``benchmarks/<script>.py`` (a script folder, not a package) as a module."""
+    spec = importlib.util.spec_from_file_location(
+        f"{script}_benchmark", REPO / "benchmarks" / f"{script}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def minimal_experiment(**overrides) -> dict:

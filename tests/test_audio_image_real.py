@@ -7,27 +7,14 @@ The IDX reader is tested without data. The ``slow`` tests read ``../shared/data/
 from __future__ import annotations
 
 import gzip
-import importlib.util
-import sys
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import load_benchmark
 
 from scicontrast.data_adapters.audio_image import AudioImageAdapter, synchronize
 
-
-def load_benchmark_script():
-    spec = importlib.util.spec_from_file_location(
-        "av_mnist_benchmark", REPO / "benchmarks" / "av_mnist.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-benchmark = load_benchmark_script()
+benchmark = load_benchmark("av_mnist")
 
 
 def test_idx_reader(tmp_path):

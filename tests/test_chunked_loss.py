@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_benchmark
 
 import scicontrast.models
 from scicontrast.errors import ConfigError
@@ -18,7 +17,6 @@ from scicontrast.models import chunked_loss
 from scicontrast.models.chunked_loss import ChunkedInfoNCELoss, chunked_info_nce
 from scicontrast.models.losses import InfoNCELoss, nt_xent, uniformity
 
-REPO = Path(__file__).resolve().parents[1]
 EXACT = {"rtol": 1e-10, "atol": 1e-12}
 FLOAT32 = {"rtol": 1e-5, "atol": 1e-6}
 
@@ -244,16 +242,8 @@ def test_bad_input_is_rejected():
         scicontrast.models.nt_xent(z, z[:3], 0.1)
 
 
-def _load_benchmark():
-    path = REPO / "benchmarks" / "loss_bench.py"
-    spec = importlib.util.spec_from_file_location("loss_bench", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_benchmark_report_judges_the_targets():
-    bench = _load_benchmark()
+    bench = load_benchmark("loss_bench")
     rate = 1e11
     floor = bench.floor_seconds(8192, rate)
     report = {

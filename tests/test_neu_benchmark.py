@@ -2,21 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load_benchmark():
-    path = REPO / "benchmarks" / "neu.py"
-    spec = importlib.util.spec_from_file_location("neu_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    # Its dataclass looks its module up by name while the class is created.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark
 
 
 def _row(bench, name: str, accuracy: float, auroc: float, test: float, invariant: bool = True):
@@ -30,7 +16,7 @@ def _row(bench, name: str, accuracy: float, auroc: float, test: float, invariant
 
 
 def test_choice_follows_validation_accuracy_then_auroc_never_the_test_score():
-    bench = _load_benchmark()
+    bench = load_benchmark("neu")
     rows = [
         _row(bench, "baseline", 0.999, 1.0, 0.999, invariant=False),
         _row(bench, "short", 0.9875, 0.99966, 0.990),

@@ -151,25 +151,13 @@ def test_diagnostics_html_escapes_and_formats(finished):
     assert "&lt;= log(K+1)" in html
 
 
-def load_temperature_script():
-    import importlib.util
-
-    from conftest import REPO
-
-    spec = importlib.util.spec_from_file_location(
-        "temperature_study", REPO / "benchmarks" / "temperature.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_temperature_study_tabulates_and_plots_every_finished_run(finished, tmp_path):
     import shutil
 
     import yaml
+    from conftest import load_benchmark
 
-    study = load_temperature_script()
+    study = load_benchmark("temperature")
     experiment = {
         "adapter": {"name": "dna_fasta", "params": {"paths": ["x.fa"], "window": 40}},
         "pairs": {"name": "dna_views"},

@@ -7,36 +7,24 @@ skip when that folder is absent; the counts they check are those of ``DATA.md``.
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import REPO, load_benchmark
 
 from scicontrast.analysis.evaluate import stratified_splits
 from scicontrast.config import read_config_file
 from scicontrast.data_adapters.dna import reverse_complement
 from scicontrast.registry import ADAPTERS
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "benchmarks" / "promoters.yaml"
 
 
-def load_benchmark_script():
-    spec = importlib.util.spec_from_file_location(
-        "promoters_benchmark", REPO / "benchmarks" / "promoters.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-benchmark = load_benchmark_script()
+benchmark = load_benchmark("promoters")
 
 
 def random_sequences(n: int, length: int, seed: int) -> list[str]:
