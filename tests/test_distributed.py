@@ -41,6 +41,36 @@ def experiment(**training) -> dict:
     return select_experiment(validate_config(config), "dist", "test")
 
 
+def cli_train_arguments(config: Path, items: Path, pairs: Path, out: Path) -> list[str]:
+    """``-m scicontrast.cli train ...`` without a progress bar."""
+    return [
+        "-m",
+        "scicontrast.cli",
+        "train",
+        "--config",
+        str(config),
+        "--items",
+        str(items),
+        "--pairs",
+        str(pairs),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+
+
+def torchrun_train(
+    config: Path, items: Path, pairs: Path, out: Path
+) -> subprocess.CompletedProcess:
+    """Run ``scicontrast train`` in 2 processes under torchrun and capture its output."""
+    return subprocess.run(
+        [*TORCHRUN, *cli_train_arguments(config, items, pairs, out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 @pytest.fixture(scope="module")
 def dna_data(tmp_path_factory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("dist-data")
@@ -122,26 +152,7 @@ def test_torchrun_training_equals_one_process_with_the_global_batch(tmp_path, dn
     config_path = tmp_path / "two.json"
     exp = experiment(epochs=2, batch_size=6)
     config_path.write_text(json.dumps(experiment_as_config(exp)))
-    result = subprocess.run(
-        [
-            *TORCHRUN,
-            "-m",
-            "scicontrast.cli",
-            "train",
-            "--config",
-            str(config_path),
-            "--items",
-            str(items_dir),
-            "--pairs",
-            str(pairs_path),
-            "--out",
-            str(tmp_path / "two"),
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = torchrun_train(config_path, items_dir, pairs_path, tmp_path / "two")
     assert result.returncode == 0, result.stderr[-3000:]
     one = torch.load(single, weights_only=True)["state_dict"]
     two = torch.load(tmp_path / "two" / "model.pt", weights_only=True)["state_dict"]
@@ -166,21 +177,7 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_ends_bitwise_equal(tmp_path, d
     config_path = tmp_path / "config.json"
     config_path.write_text(json.dumps(experiment_as_config(exp)))
     out = tmp_path / "preempted"
-    command = [
-        sys.executable,
-        "-m",
-        "scicontrast.cli",
-        "train",
-        "--config",
-        str(config_path),
-        "--items",
-        str(items_dir),
-        "--pairs",
-        str(pairs_path),
-        "--out",
-        str(out),
-        "--no-progress",
-    ]
+    command = [sys.executable, *cli_train_arguments(config_path, items_dir, pairs_path, out)]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     metrics = out / "metrics.jsonl"
     for _ in range(600):
@@ -209,3 +206,14 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_ends_bitwise_equal(tmp_path, d
     ]
     assert [r["step"] for r in step_lines] == list(range(1, len(step_lines) + 1))
     shutil.rmtree(out)
+
+
+def test_weight_averaging_with_several_processes_is_refused_before_any_output(tmp_path, dna_data):
+    items_dir, pairs_path = dna_data
+    config_path = tmp_path / "swa.json"
+    config_path.write_text(json.dumps(experiment_as_config(experiment(epochs=2, swa_epochs=1))))
+    out = tmp_path / "two"
+    result = torchrun_train(config_path, items_dir, pairs_path, out)
+    assert result.returncode != 0
+    assert "dist.training.swa_epochs needs one process" in result.stderr
+    assert not out.exists()

@@ -128,6 +128,7 @@ def without_timings(records: list[dict]) -> list[dict]:
         {"holdout_fraction": 0.0},
         {"holdout_fraction": 0.25},
         {"lr_schedule": "cosine", "warmup_epochs": 1},
+        {"swa_epochs": 2},
     ],
 )
 def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path, toy_data, settings):
@@ -206,6 +207,69 @@ def test_a_failed_checkpoint_write_leaves_the_previous_checkpoint(tmp_path, toy_
     assert {p.name for p in out.iterdir()} == {"checkpoint.pt", "metrics.jsonl"}
     resumed = train(experiment, *toy_data, out, progress=False)
     assert_same_weights(resumed, train(experiment, *toy_data, tmp_path / "full", progress=False))
+
+
+def batchnorm_input_means(model: ContrastiveModel, batches) -> dict[str, torch.Tensor]:
+    """Each batch-norm layer's per-channel input mean, averaged over ``batches`` equally."""
+    layers = {
+        name: module
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
+    }
+    means = {name: [] for name in layers}
+    hooks = [
+        module.register_forward_hook(
+            lambda module, inputs, output, name=name: means[name].append(
+                inputs[0].transpose(0, 1).flatten(1).mean(dim=1)
+            )
+        )
+        for name, module in layers.items()
+    ]
+    model.train()
+    with torch.no_grad():
+        for views, _ in batches:
+            model(views)
+    for hook in hooks:
+        hook.remove()
+    return {name: torch.stack(values).mean(dim=0) for name, values in means.items()}
+
+
+def test_weight_averaging_exports_the_mean_of_the_last_epochs_with_fresh_batchnorm_statistics(
+    tmp_path, toy_data
+):
+    from scicontrast.registry import PAIR_BUILDERS
+
+    experiment = make_experiment(epochs=4, swa_epochs=2)
+    out = tmp_path / "run"
+    last_weights = []
+    for epochs_done in (1, 2, 3, 4):
+        train(experiment, *toy_data, out, progress=False, stop_after_epochs=epochs_done)
+        last_weights.append(torch.load(out / "checkpoint.pt", weights_only=True)["model"])
+    exported = torch.load(out / "model.pt", weights_only=True)["state_dict"]
+
+    parameters = dict(build_model(experiment).named_parameters())
+    assert any(name.endswith("running_mean") for name in exported)  # dna_cnn has batch norm
+    for name in parameters:
+        mean = (last_weights[2][name] + last_weights[3][name]) / 2
+        assert torch.allclose(exported[name], mean, atol=1e-7), name
+        assert not torch.allclose(exported[name], last_weights[3][name]), name
+
+    # Batch-norm statistics: those of the averaged weights over one further epoch's views
+    # (epoch 4), not the last weights' running estimates.
+    averaged, _ = load_model(out / "model.pt")
+    batches = PAIR_BUILDERS.create(experiment["pairs"]).training_batches(
+        Items.load(toy_data[0]), pd.read_parquet(toy_data[1]), 0, 3
+    )
+    batches.set_epoch(4)
+    for name, mean in batchnorm_input_means(averaged, batches).items():
+        assert torch.allclose(exported[f"{name}.running_mean"], mean, atol=1e-6), name
+        assert not torch.allclose(last_weights[3][f"{name}.running_mean"], mean, atol=1e-3), name
+
+
+def test_more_epochs_to_average_than_epochs_is_refused_naming_the_key(tmp_path, toy_data):
+    with pytest.raises(ConfigError, match=r"toy\.training\.swa_epochs: 4 epochs"):
+        train(make_experiment(epochs=3, swa_epochs=4), *toy_data, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_changed_config_starts_fresh_with_a_warning(tmp_path, toy_data, caplog):
