@@ -120,3 +120,13 @@ def test_unreadable_config_files_are_named(tmp_path):
 def test_shipped_config_is_valid():
     config = read_config_file(REPO / "config.yaml")
     assert "dna_demo" in config["experiments"]
+
+
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "benchmarks").glob("*.yaml")), ids=lambda path: path.name
+)
+def test_every_benchmark_config_validates(path):
+    """The commands in BENCHMARKS.md run these files: a renamed or retyped key must fail here,
+    not hours into a benchmark."""
+    config = validate_config(read_config_file(path))
+    assert config["experiments"]
