@@ -21,6 +21,7 @@ from scicontrast.data_adapters.base import Items, PairBuilder, ViewDataset, coll
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.models.contrastive import ContrastiveModel, build_model, load_model, save_model
 from scicontrast.models.train import experiment_hash, learning_rate, resolve_device, train
+from scicontrast.registry import PAIR_BUILDERS
 
 LENGTH = 24
 
@@ -237,8 +238,6 @@ def batchnorm_input_means(model: ContrastiveModel, batches) -> dict[str, torch.T
 def test_weight_averaging_exports_the_mean_of_the_last_epochs_with_fresh_batchnorm_statistics(
     tmp_path, toy_data
 ):
-    from scicontrast.registry import PAIR_BUILDERS
-
     experiment = make_experiment(epochs=4, swa_epochs=2)
     out = tmp_path / "run"
     last_weights = []
@@ -257,8 +256,12 @@ def test_weight_averaging_exports_the_mean_of_the_last_epochs_with_fresh_batchno
     # Batch-norm statistics: those of the averaged weights over one further epoch's views
     # (epoch 4), not the last weights' running estimates.
     averaged, _ = load_model(out / "model.pt")
+    settings = experiment["training"]
     batches = PAIR_BUILDERS.create(experiment["pairs"]).training_batches(
-        Items.load(toy_data[0]), pd.read_parquet(toy_data[1]), 0, 3
+        Items.load(toy_data[0]),
+        pd.read_parquet(toy_data[1]),
+        settings["seed"],
+        settings["batch_size"],
     )
     batches.set_epoch(4)
     for name, mean in batchnorm_input_means(averaged, batches).items():
