@@ -192,7 +192,11 @@ def graph_invariance(
 
 
 def training_cost(metrics_path: str | Path) -> dict[str, Any] | None:
-    """Epochs, seconds per epoch and peak memory from a training ``metrics.jsonl``."""
+    """Epochs, seconds per epoch and peak memory from a training ``metrics.jsonl``.
+
+    For an ensemble (records tagged ``"member"``), ``epochs`` counts one member's epochs,
+    ``members`` how many trained, and the seconds cover every member's epochs.
+    """
     metrics_path = Path(metrics_path)
     if not metrics_path.is_file():
         return None
@@ -205,8 +209,10 @@ def training_cost(metrics_path: str | Path) -> dict[str, Any] | None:
         return None
     seconds = [record["seconds"] for record in epochs]
     peaks = [record["peak_memory_mb"] for record in epochs if "peak_memory_mb" in record]
+    members = len({record.get("member", 0) for record in epochs})
     return {
-        "epochs": len(epochs),
+        "epochs": len(epochs) // members,
+        "members": members,
         "seconds_per_epoch": float(np.mean(seconds)),
         "seconds_total": float(np.sum(seconds)),
         "peak_memory_mb": max(peaks) if peaks else None,

@@ -113,9 +113,11 @@ HELD_OUT_LABEL = "held-out groups"
 def read_epochs(metrics_path: str | Path) -> pd.DataFrame:
     """The per-epoch records of ``metrics.jsonl`` as a table (one row per epoch).
 
-    Held-out records (projection space) join as ``heldout_<metric>`` columns.
+    Held-out records (projection space) join as ``heldout_<metric>`` columns. Of an
+    ensemble's records (tagged ``"member"``), those of the first member.
     """
     records = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line]
+    records = [r for r in records if r.get("member", 0) == 0]
     epochs = pd.DataFrame([r for r in records if r.get("kind") == "epoch"])
     held_out = [
         {"epoch": r["epoch"], **{HELD_OUT_PREFIX + k: v for k, v in r["projection"].items()}}

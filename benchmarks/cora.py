@@ -106,7 +106,9 @@ def experiment_row(
     cost = training_cost(folder / "model" / "metrics.jsonl") or {}
     return {
         **score(name, embeddings, items, label_column, seeds, scaling),
-        "epochs": cost.get("epochs"),
+        "epochs": cost.get("epochs")
+        if cost.get("members", 1) == 1
+        else f"{cost['members']} x {cost['epochs']}",
         "seconds_per_epoch": cost.get("seconds_per_epoch"),
         "peak_memory_mb": cost.get("peak_memory_mb"),
     }

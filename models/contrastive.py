@@ -31,6 +31,7 @@ from scicontrast.config import experiment_as_config, select_experiment, validate
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.io import atomic_path
 from scicontrast.models.chunked_loss import ChunkedInfoNCELoss
+from scicontrast.models.ensemble import EnsembleEncoder, EnsembleHead, member_experiment
 from scicontrast.models.heads import ProjectionHead
 from scicontrast.models.losses import InfoNCELoss
 from scicontrast.models.moco import KeyQueue, MomentumEncoder
@@ -99,7 +100,14 @@ def build_model(experiment: dict[str, Any]) -> ContrastiveModel:
     """Build a freshly initialised model from a validated experiment (defaults filled).
 
     The encoder comes from the ``ENCODERS`` registry and must expose ``embedding_dim``.
+    With ``training.ensemble > 1``: the ensemble of that many members
+    (:func:`ensemble_model`).
     """
+    members = experiment["training"].get("ensemble", 1)
+    if members > 1:
+        return ensemble_model(
+            [build_model(member_experiment(experiment, k)) for k in range(members)]
+        )
     where = f"experiments.{experiment.get('name', '?')}.encoder"
     encoder = ENCODERS.create(experiment["encoder"], where=where)
     embedding_dim = getattr(encoder, "embedding_dim", None)
@@ -126,6 +134,14 @@ def build_model(experiment: dict[str, Any]) -> ContrastiveModel:
         return ContrastiveModel(encoder, head, loss, key_queue, settings["momentum"])
     except ConfigError as exc:
         raise ConfigError(f"experiments.{experiment.get('name', '?')}.loss: {exc}") from None
+
+
+def ensemble_model(members: list[ContrastiveModel]) -> ContrastiveModel:
+    """One model over trained members (``scicontrast.models.ensemble``): their encoders side
+    by side, their heads on their own slices, and the first member's loss (temperature)."""
+    encoder = EnsembleEncoder([member.encoder for member in members])
+    head = EnsembleHead([member.head for member in members], encoder.member_dims)
+    return ContrastiveModel(encoder, head, members[0].loss)
 
 
 def save_model(path: str | Path, model: ContrastiveModel, experiment: dict[str, Any]) -> None:

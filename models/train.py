@@ -18,6 +18,13 @@ unseen domains (here: speakers or nodes that training never saw). Batch-norm
 statistics of the average are not the average of the statistics, so they are recomputed by
 one pass over a further epoch's views in training mode (``swa_utils.update_bn``).
 
+**Ensembles.** With ``training.ensemble = K > 1`` this loop runs ``K`` times, once per member,
+each in ``out_dir/members/<k>`` with its own metrics, checkpoints and ``model.pt``, and with
+seed ``training.seed + k`` (``scicontrast.models.ensemble``). Once every member is done,
+``out_dir/model.pt`` holds all of them, and ``out_dir/metrics.jsonl`` every member's records,
+each tagged with its ``"member"``. An interrupted ensemble resumes inside the member it
+stopped in.
+
 Outputs in ``out_dir``:
 
 - ``metrics.jsonl``: one JSON object per line, flushed as it is written. Per optimiser step
@@ -52,6 +59,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import resource
 import signal
 import sys
@@ -73,7 +81,13 @@ from tqdm.auto import tqdm
 from scicontrast.data_adapters.base import Items, check_pairs_table, held_out_groups
 from scicontrast.errors import ConfigError, InputDataError, Preempted, ScicontrastError
 from scicontrast.io import atomic_path
-from scicontrast.models.contrastive import ContrastiveModel, build_model, save_model
+from scicontrast.models.contrastive import (
+    ContrastiveModel,
+    build_model,
+    ensemble_model,
+    load_model,
+    save_model,
+)
 from scicontrast.models.distributed import (
     any_process,
     gathered_info_nce,
@@ -81,6 +95,7 @@ from scicontrast.models.distributed import (
     stop_process_group,
     sync_batchnorm,
 )
+from scicontrast.models.ensemble import member_experiment
 from scicontrast.models.grad_cache import grad_cache_step
 from scicontrast.models.losses import InfoNCEOutput
 from scicontrast.models.moco import moco_info_nce
@@ -177,6 +192,17 @@ def train(
             f"average, but training.epochs is {epochs}"
         )
     out_dir = Path(out_dir)
+    if settings["ensemble"] > 1:
+        return _train_ensemble(
+            experiment,
+            items_dir,
+            pairs_path,
+            out_dir,
+            resume=resume,
+            progress=progress,
+            stop_after_epochs=stop_after_epochs,
+            num_threads=num_threads,
+        )
     checkpoint_path = out_dir / "checkpoint.pt"
     metrics_path = out_dir / "metrics.jsonl"
     model_path = out_dir / "model.pt"
@@ -446,6 +472,42 @@ def train(
             final_loss,
             model_path,
         )
+    return model_path
+
+
+def _train_ensemble(
+    experiment: dict[str, Any],
+    items_dir: str | Path,
+    pairs_path: str | Path,
+    out_dir: Path,
+    **options: Any,
+) -> Path:
+    """Train the members one after another, then join them (module doc, "Ensembles")."""
+    members = experiment["training"]["ensemble"]
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(
+            f"experiments.{experiment['name']}.training.ensemble needs one process; training "
+            "an ensemble with several processes (training.gpus > 1) is not implemented"
+        )
+    model_path = out_dir / "model.pt"
+    # Written again once every member is done; until then it would not match them.
+    model_path.unlink(missing_ok=True)
+    member_paths = []
+    for k in range(members):
+        member = member_experiment(experiment, k)
+        seed = member["training"]["seed"]
+        logger.info("ensemble member %d of %d (seed %d)", k + 1, members, seed)
+        path = train(member, items_dir, pairs_path, out_dir / "members" / str(k), **options)
+        if not path.exists():  # stopped as asked (stop_after_epochs)
+            return model_path
+        member_paths.append(path)
+    with atomic_path(out_dir / "metrics.jsonl") as tmp, open(tmp, "w") as metrics:
+        for k, path in enumerate(member_paths):
+            for line in (path.parent / "metrics.jsonl").read_text().splitlines():
+                _write_line(metrics, {"member": k, **json.loads(line)})
+    trained = [load_model(path)[0] for path in member_paths]
+    save_model(model_path, ensemble_model(trained), experiment)
+    logger.info("model.pt holds the %d members side by side", members)
     return model_path
 
 

@@ -208,12 +208,16 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_ends_bitwise_equal(tmp_path, d
     shutil.rmtree(out)
 
 
-def test_weight_averaging_with_several_processes_is_refused_before_any_output(tmp_path, dna_data):
+@pytest.mark.parametrize("setting", [{"swa_epochs": 1}, {"ensemble": 2}])
+def test_single_process_settings_are_refused_with_several_before_any_output(
+    tmp_path, dna_data, setting
+):
     items_dir, pairs_path = dna_data
-    config_path = tmp_path / "swa.json"
-    config_path.write_text(json.dumps(experiment_as_config(experiment(epochs=2, swa_epochs=1))))
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(experiment_as_config(experiment(epochs=2, **setting))))
     out = tmp_path / "two"
     result = torchrun_train(config_path, items_dir, pairs_path, out)
     assert result.returncode != 0
-    assert "dist.training.swa_epochs needs one process" in result.stderr
+    (key,) = setting
+    assert f"dist.training.{key} needs one process" in result.stderr
     assert not out.exists()

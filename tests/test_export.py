@@ -264,12 +264,14 @@ def untrained_and_embedded(
     return experiment, items, builder
 
 
-def test_graph_encoder_exports_as_torchscript_on_x_and_edge_index(tmp_path):
+def untrained_demo_graph(folder: Path, **components) -> tuple[Path, Path, Items, PairBuilder]:
+    """A two-block demo graph's tables, and its items and pair builder after
+    :func:`untrained_and_embedded` with an 8-wide GCN and ``components``."""
     from scicontrast.data_adapters.demo_graph import generate_demo_graph
 
-    nodes, edges = generate_demo_graph(tmp_path / "g", blocks=2, nodes_per_block=20, features=8)
+    nodes, edges = generate_demo_graph(folder / "g", blocks=2, nodes_per_block=20, features=8)
     _, items, builder = untrained_and_embedded(
-        tmp_path,
+        folder,
         "g",
         adapter={
             "name": "graph_table",
@@ -277,7 +279,13 @@ def test_graph_encoder_exports_as_torchscript_on_x_and_edge_index(tmp_path):
         },
         pairs={"name": "graph_views"},
         encoder={"name": "gcn", "params": {"embedding_dim": 8}},
+        **components,
     )
+    return nodes, edges, items, builder
+
+
+def test_graph_encoder_exports_as_torchscript_on_x_and_edge_index(tmp_path):
+    nodes, edges, items, builder = untrained_demo_graph(tmp_path)
     card = export(
         tmp_path / "model.pt", tmp_path / "items", tmp_path / "embeddings", tmp_path / "x"
     )
@@ -303,6 +311,23 @@ def test_graph_encoder_exports_as_torchscript_on_x_and_edge_index(tmp_path):
     with pytest.raises(InputDataError, match=r"wider_nodes\.csv.*does not fit the model"):
         embed_files(tmp_path / "model.pt", [wider, edges], tmp_path / "wider")
     assert not (tmp_path / "wider").exists()
+
+
+def test_an_ensemble_of_graph_encoders_exports_its_members_side_by_side(tmp_path):
+    _, _, items, builder = untrained_demo_graph(tmp_path, training={"ensemble": 2})
+    embeddings = np.load(tmp_path / "embeddings" / "embeddings.npy")
+    assert embeddings.shape == (40, 16)
+    assert not np.allclose(embeddings[:, :8], embeddings[:, 8:])  # members differ
+
+    card = export(
+        tmp_path / "model.pt", tmp_path / "items", tmp_path / "embeddings", tmp_path / "x"
+    )
+    assert card["torchscript"]["output"] == ["rows", "16", "float32"]
+    scripted, _ = load_torchscript(tmp_path / "x" / "encoder.torchscript.pt")
+    data = next(iter(builder.embedding_batches(items, 1)))
+    with torch.no_grad():
+        again = scripted(data.x, data.edge_index).numpy()
+    np.testing.assert_allclose(again, embeddings, atol=1e-5)
 
 
 def test_new_images_embed_through_the_models_adapter(tmp_path):

@@ -275,6 +275,70 @@ def test_more_epochs_to_average_than_epochs_is_refused_naming_the_key(tmp_path, 
     assert not (tmp_path / "run").exists()
 
 
+def test_an_ensemble_is_the_single_runs_of_its_seeds_side_by_side(tmp_path, toy_data):
+    ensemble_path = train(make_experiment(epochs=2, ensemble=2), *toy_data, tmp_path / "ensemble")
+    singles = [
+        train(make_experiment(epochs=2, seed=seed), *toy_data, tmp_path / f"seed{seed}")
+        for seed in (0, 1)
+    ]
+    for k, single in enumerate(singles):
+        assert_same_weights(ensemble_path.parent / "members" / str(k) / "model.pt", single)
+
+    ensemble, _ = load_model(ensemble_path)
+    members = [load_model(single)[0] for single in singles]
+    x = torch.nn.functional.one_hot(torch.randint(0, 4, (5, LENGTH)), 4).float().transpose(1, 2)
+    with torch.no_grad():
+        assert torch.equal(ensemble.embed(x), torch.cat([m.embed(x) for m in members], dim=1))
+        # Cosine similarity of the joint projections: the members' mean.
+        z = ensemble(x)
+        projections = [torch.nn.functional.normalize(m(x), dim=1) for m in members]
+    member_cosines = torch.stack([p @ p.T for p in projections])
+    assert torch.allclose(z @ z.T, member_cosines.mean(dim=0), atol=1e-6)
+    assert ensemble.encoder.embedding_dim == 2 * members[0].encoder.embedding_dim
+
+    records = read_metrics(ensemble_path.parent)
+    for k, single in enumerate(singles):
+        tagged = [{**r, "member": k} for r in without_timings(read_metrics(single.parent))]
+        assert [r for r in without_timings(records) if r["member"] == k] == tagged
+
+
+def test_training_cost_of_an_ensemble_counts_one_members_epochs_and_every_members_seconds(
+    tmp_path,
+):
+    from scicontrast.analysis.graph_eval import training_cost
+
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text(
+        "".join(
+            json.dumps(
+                {"member": k, "kind": kind, "epoch": e, "seconds": 1.0 + k, "peak_memory_mb": 9}
+            )
+            + "\n"
+            for k in (0, 1)
+            for e in (0, 1, 2)
+            for kind in ("step", "epoch")
+        )
+    )
+    cost = training_cost(metrics)
+    assert (cost["epochs"], cost["members"]) == (3, 2)
+    assert cost["seconds_total"] == 3 * 1.0 + 3 * 2.0
+
+
+def test_an_interrupted_ensemble_resumes_to_the_uninterrupted_one(tmp_path, toy_data):
+    experiment = make_experiment(epochs=2, ensemble=2)
+    full = train(experiment, *toy_data, tmp_path / "full", progress=False)
+
+    pieces = tmp_path / "pieces"
+    stopped = train(experiment, *toy_data, pieces, progress=False, stop_after_epochs=1)
+    assert not stopped.exists()
+    assert (pieces / "members" / "0" / "checkpoint.pt").exists()
+    assert not (pieces / "members" / "1").exists()
+    resumed = train(experiment, *toy_data, pieces, progress=False)
+
+    assert_same_weights(full, resumed)
+    assert without_timings(read_metrics(pieces)) == without_timings(read_metrics(full.parent))
+
+
 def test_changed_config_starts_fresh_with_a_warning(tmp_path, toy_data, caplog):
     out = tmp_path / "run"
     train(make_experiment(epochs=3), *toy_data, out, progress=False, stop_after_epochs=2)
