@@ -26,7 +26,9 @@ and k-means with as many clusters as classes
 (:func:`~scicontrast.analysis.cluster.cluster_embeddings`). Epoch time and peak memory come
 from the training log (``metrics.jsonl``). The validation accuracies (mean over the random
 splits, and the public split's 500 nodes) are what training settings are chosen by, so that
-the test nodes choose nothing (``benchmarks/cora_search.yaml``).
+the test nodes choose nothing (``benchmarks/cora_search.yaml``). An ensemble experiment
+(``training.ensemble``) also gets a row per member, below the baselines; members are not
+candidates for the choice.
 
 Targets (issue 4): random splits >= 84.0 %, public split >= 83.0 %, judged on the experiment
 with the best validation accuracy (random splits first, then the public split's). When the
@@ -114,6 +116,30 @@ def experiment_row(
     }
 
 
+def member_rows(
+    name: str, results: Path, items: Items, label_column: str, seeds: list[int], scaling: str
+) -> list[dict[str, Any]]:
+    """One row per member of an ensemble experiment (``training.ensemble``; none otherwise),
+    scored as the others: the members are alike, so member ``k``'s embedding is the ``k``-th
+    of as many equal slices of the ensemble's (``scicontrast.models.ensemble``)."""
+    config = read_config_file(results / name / "config.json")
+    training = config["experiments"][name]["training"]
+    if training["ensemble"] == 1:
+        return []
+    _, embeddings = load_embeddings(results / name / "embeddings")
+    return [
+        score(
+            f"{name}, member {k} (seed {training['seed'] + k})",
+            part,
+            items,
+            label_column,
+            seeds,
+            scaling,
+        )
+        for k, part in enumerate(np.split(embeddings, training["ensemble"], axis=1))
+    ]
+
+
 def table(rows: list[dict[str, Any]], markdown: bool) -> str:
     header = ["method", "random splits (10/10/80)", "public split", "val: random / public"]
     header += ["k-means NMI", "k-means ARI", "epochs", "s / epoch", "peak MiB"]
@@ -194,6 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     rows += [
         score(name, features, items, label_column, seeds, scaling)
         for name, features in baselines.items()
+    ]
+    rows += [
+        row
+        for name in experiments
+        for row in member_rows(name, args.results, items, label_column, seeds, scaling)
     ]
 
     print(table(rows, args.markdown))
