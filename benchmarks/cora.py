@@ -97,37 +97,34 @@ def score(
     }
 
 
-def experiment_row(
-    name: str, results: Path, items: Items, label_column: str, seeds: list[int], scaling: str
-) -> dict[str, Any]:
-    """One experiment's embeddings scored as the baselines are, plus its training cost."""
+def experiment_rows(
+    name: str,
+    training: dict[str, Any],
+    results: Path,
+    items: Items,
+    label_column: str,
+    seeds: list[int],
+    scaling: str,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One experiment's embeddings scored as the baselines are, plus its training cost; and
+    for an ensemble (``training.ensemble``) a row per member, scored the same way. The members
+    are alike, so member ``k``'s embedding is the ``k``-th of as many equal slices of the
+    ensemble's (``scicontrast.models.ensemble``)."""
     folder = results / name
     metadata, embeddings = load_embeddings(folder / "embeddings")
     if not metadata["item_id"].equals(items.table["item_id"]):
         raise SystemExit(f"{name}: embeddings are not in the node order of the first experiment")
     cost = training_cost(folder / "model" / "metrics.jsonl") or {}
-    return {
+    members = training["ensemble"]
+    row = {
         **score(name, embeddings, items, label_column, seeds, scaling),
-        "epochs": cost.get("epochs")
-        if cost.get("members", 1) == 1
-        else f"{cost['members']} x {cost['epochs']}",
+        "epochs": cost.get("epochs") if members == 1 else f"{members} x {cost.get('epochs')}",
         "seconds_per_epoch": cost.get("seconds_per_epoch"),
         "peak_memory_mb": cost.get("peak_memory_mb"),
     }
-
-
-def member_rows(
-    name: str, results: Path, items: Items, label_column: str, seeds: list[int], scaling: str
-) -> list[dict[str, Any]]:
-    """One row per member of an ensemble experiment (``training.ensemble``; none otherwise),
-    scored as the others: the members are alike, so member ``k``'s embedding is the ``k``-th
-    of as many equal slices of the ensemble's (``scicontrast.models.ensemble``)."""
-    config = read_config_file(results / name / "config.json")
-    training = config["experiments"][name]["training"]
-    if training["ensemble"] == 1:
-        return []
-    _, embeddings = load_embeddings(results / name / "embeddings")
-    return [
+    if members == 1:
+        return row, []
+    member_rows = [
         score(
             f"{name}, member {k} (seed {training['seed'] + k})",
             part,
@@ -136,8 +133,9 @@ def member_rows(
             seeds,
             scaling,
         )
-        for k, part in enumerate(np.split(embeddings, training["ensemble"], axis=1))
+        for k, part in enumerate(np.split(embeddings, members, axis=1))
     ]
+    return row, member_rows
 
 
 def table(rows: list[dict[str, Any]], markdown: bool) -> str:
@@ -213,19 +211,18 @@ def main(argv: list[str] | None = None) -> int:
         "node features, no training": items.arrays["features"],
         "SGC features S²X, no training": sgc_features(items),
     }
-    rows = [
-        experiment_row(name, args.results, items, label_column, seeds, scaling)
-        for name in experiments
-    ]
+    rows, member_rows = [], []
+    for name, experiment in experiments.items():
+        row, members = experiment_rows(
+            name, experiment["training"], args.results, items, label_column, seeds, scaling
+        )
+        rows.append(row)
+        member_rows += members
     rows += [
         score(name, features, items, label_column, seeds, scaling)
         for name, features in baselines.items()
     ]
-    rows += [
-        row
-        for name in experiments
-        for row in member_rows(name, args.results, items, label_column, seeds, scaling)
-    ]
+    rows += member_rows
 
     print(table(rows, args.markdown))
     # The test nodes choose nothing: the setting is the one best on the validation nodes.
