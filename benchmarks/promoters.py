@@ -23,6 +23,12 @@ and probes them, like the embeddings, with the workflow's own
 ``probe_test_fraction`` and ``probe_seeds``, so every row of the table is scored on the
 same test items. Metrics are mean ± population std over the seeds.
 
+Only labelled items are probed. An experiment may pre-train on more sequences than it
+probes: files whose ``label_from_filename`` group does not take part (or records without a
+row in the labels table) give items without a label, which contrastive training uses and
+the probes skip. Experiments are grouped into data sets by their labelled items, so such a
+run is scored on the same items and splits as the runs that read the labelled files alone.
+
 With ``--untrained`` each contrastive experiment also gets a control row: the same encoder
 at its initial weights (built with the experiment's training seed, as training starts),
 embedded and probed the same way, to separate what the architecture gives (position bins,
@@ -158,12 +164,22 @@ def scored_row(features: np.ndarray, labels: pd.Series, analysis: dict[str, Any]
     return Row(probe=probe, validation=validation_scores(features, labels, analysis), **row)
 
 
-def trained_embeddings(results: Path, name: str, items: Items) -> np.ndarray:
-    """The workflow's exported embeddings of an experiment, in the items' row order."""
+def probed_items(results: Path, experiment: dict[str, Any]) -> tuple[Items, np.ndarray, int]:
+    """An experiment's labelled items (the ones probed), their rows in its items table, and
+    how many items it has without a label (pre-training only)."""
+    items = Items.load(results / experiment["name"] / "items")
+    rows = np.flatnonzero(items.table[experiment["analysis"]["label_column"]].notna())
+    labelled = items.table.iloc[rows].reset_index(drop=True)
+    return Items(table=labelled, meta=items.meta), rows, len(items) - len(rows)
+
+
+def trained_embeddings(results: Path, name: str, rows: np.ndarray) -> np.ndarray:
+    """The workflow's exported embeddings of an experiment's items at ``rows``."""
     metadata, embeddings = load_embeddings(results / name / "embeddings")
-    if not metadata["item_id"].reset_index(drop=True).equals(items.table["item_id"]):
+    items = Items.load(results / name / "items").table
+    if not metadata["item_id"].reset_index(drop=True).equals(items["item_id"]):
         raise SystemExit(f"{name}: embeddings are not in the items' order")
-    return embeddings
+    return embeddings[rows]
 
 
 def untrained_embeddings(experiment: dict[str, Any], items: Items) -> np.ndarray:
@@ -183,16 +199,11 @@ def untrained_embeddings(experiment: dict[str, Any], items: Items) -> np.ndarray
 def data_set_rows(
     experiments: list[dict[str, Any]], results: Path, untrained: bool = False
 ) -> tuple[str, int, dict[str, int], list[Row]]:
-    """Baselines and contrastive probes of experiments that read the same files."""
+    """Baselines and contrastive probes of experiments with the same labelled items."""
     first = experiments[0]
     analysis = first["analysis"]
-    label_column = analysis["label_column"]
-    items = Items.load(results / first["name"] / "items")
-    labels = items.table[label_column]
-    if labels.isna().any():
-        raise SystemExit(
-            f"{results / first['name'] / 'items'}: column {label_column!r} has missing labels"
-        )
+    items, _, _ = probed_items(results, first)
+    labels = items.table[analysis["label_column"]]
 
     rows = []
     descriptions = [describe(e) for e in experiments]
@@ -202,11 +213,13 @@ def data_set_rows(
             description = f"{description} ({name})"
         if experiment["analysis"] != analysis:
             raise SystemExit(f"{name}: analysis settings differ from {first['name']}'s")
-        item_ids = Items.load(results / name / "items").table["item_id"]
-        if not item_ids.equals(items.table["item_id"]):
+        labelled, item_rows, unlabelled = probed_items(results, experiment)
+        if not labelled.table["item_id"].equals(items.table["item_id"]):
             raise SystemExit(f"{name}: items differ from {first['name']}'s, splits would differ")
+        if unlabelled:
+            description += f", pre-trained also on {unlabelled} unlabelled sequences"
         row = scored_row(
-            trained_embeddings(results, name, items),
+            trained_embeddings(results, name, item_rows),
             labels,
             analysis,
             method=description,
@@ -218,7 +231,7 @@ def data_set_rows(
         if untrained:
             rows.append(
                 scored_row(
-                    untrained_embeddings(experiment, items),
+                    untrained_embeddings(experiment, labelled),
                     labels,
                     analysis,
                     method=f"{description}, untrained control",
@@ -239,7 +252,7 @@ def data_set_rows(
                 kind="kmer",
             )
         )
-    stems = [Path(p).name.split(".")[0] for p in first["adapter"]["params"]["paths"]]
+    stems = [Path(p).name.split(".")[0] for p in items.table["source_file"].unique()]
     return " vs ".join(stems), len(items), labels.value_counts().to_dict(), baselines + rows
 
 
@@ -327,18 +340,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     config = read_config_file(args.config)
-    by_files: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    experiments = []
     for name, experiment in config["experiments"].items():
-        paths = tuple(experiment["adapter"]["params"]["paths"])
-        missing = [p for p in paths if not (REPO / p).is_file()]
+        missing = [p for p in experiment["adapter"]["params"]["paths"] if not (REPO / p).is_file()]
         if missing:
             print(f"skipping the promoter benchmark: {missing[0]} not found (no ../shared/data)")
             return 0
-        by_files.setdefault(paths, []).append({"name": name, **experiment})
+        experiments.append({"name": name, **experiment})
     unfinished = [
         e["name"]
-        for group in by_files.values()
-        for e in group
+        for e in experiments
         if not (args.results / e["name"] / "embeddings" / EMBEDDINGS_TABLE).is_file()
     ]
     if unfinished:
@@ -348,7 +359,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    data_sets = [data_set_rows(group, args.results, args.untrained) for group in by_files.values()]
+    by_items: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for experiment in experiments:
+        labelled, _, _ = probed_items(args.results, experiment)
+        by_items.setdefault(tuple(labelled.table["item_id"]), []).append(experiment)
+    data_sets = [data_set_rows(group, args.results, args.untrained) for group in by_items.values()]
     print(render(data_sets, args.markdown))
     return 0
 

@@ -415,6 +415,22 @@ def test_label_from_filename(tmp_path):
         FastaAdapter(paths=[str(odd)], window=20, label_from_filename=pattern).read()
 
 
+def test_a_group_outside_the_match_leaves_its_files_unlabelled(tmp_path):
+    for name in ("Ecoli_prom", "Ecoli_non_prom", "Bacillus_prom"):
+        write_fasta(tmp_path / f"{name}.fa", {f"{name}_r": "ACGT" * 5})
+    pattern = r"(?:Ecoli_(?P<sequence_class>prom|non_prom)|Bacillus_\w+)\.fa$"
+    items = FastaAdapter(
+        paths=[
+            str(tmp_path / f"{n}.fa") for n in ("Ecoli_prom", "Ecoli_non_prom", "Bacillus_prom")
+        ],
+        window=20,
+        label_from_filename=pattern,
+    ).read()
+    labels = items.table["sequence_class"]
+    assert labels.iloc[:2].tolist() == ["prom", "non_prom"]
+    assert labels.iloc[2:].isna().all() and len(items) == 3
+
+
 def test_duplicate_record_ids_error_or_number(tmp_path):
     path = tmp_path / "dups.fa"
     path.write_text(">DNA a\nACGTACGTAC\n>DNA b\nGGGGCCCCAA\n>DNA c\nTTTTAAAACC\n")

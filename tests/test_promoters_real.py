@@ -18,6 +18,7 @@ from conftest import REPO, load_benchmark
 
 from scicontrast.analysis.evaluate import stratified_splits
 from scicontrast.config import read_config_file
+from scicontrast.data_adapters.base import Items
 from scicontrast.data_adapters.dna import reverse_complement
 from scicontrast.registry import ADAPTERS
 
@@ -69,6 +70,21 @@ def test_script_skips_cleanly_without_the_data(tmp_path, capsys):
     path.write_text(yaml.safe_dump(config))
     assert benchmark.main(["--config", str(path), "--results", str(tmp_path)]) == 0
     assert "skipping the promoter benchmark" in capsys.readouterr().out
+
+
+def test_only_labelled_items_are_probed_and_they_group_the_runs(tmp_path):
+    def saved_items(name: str, labels: list) -> dict:
+        table = pd.DataFrame({"item_id": [f"i{k}" for k in range(len(labels))], "y": labels})
+        Items(table=table, meta={"window": 3}).save(tmp_path / name / "items")
+        return {"name": name, "analysis": {"label_column": "y"}}
+
+    labelled_only = saved_items("ecoli", ["a", "b", "a"])
+    pretrained_on_more = saved_items("ecoli_bacillus", ["a", "b", "a", None, None])
+    first, rows, unlabelled = benchmark.probed_items(tmp_path, labelled_only)
+    again, more_rows, more_unlabelled = benchmark.probed_items(tmp_path, pretrained_on_more)
+    assert first.table.equals(again.table)  # same probe items, so one data set, same splits
+    assert rows.tolist() == more_rows.tolist() == [0, 1, 2]
+    assert (unlabelled, more_unlabelled) == (0, 2)
 
 
 def benchmark_adapters() -> dict[tuple[str, ...], dict]:
