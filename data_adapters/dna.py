@@ -703,6 +703,10 @@ class DNAViews(PairBuilder):
             "forward"]``, which differ only by their shifts.
         max_shift: Each view's window start moves by ``s ~ U{-max_shift..max_shift}``
             bases, drawn per view; needs the adapter's ``flank >= max_shift``.
+        mutation_rate: Each base (A, C, G or T) of a view is substituted, with this
+            probability and independently per position and view, by one of the three other
+            bases, uniformly: point mutations, which a binding site tolerates in a few of its
+            positions. Ambiguity codes and padding are kept. ``0`` (default) mutates nothing.
         group_by: ``None`` (default): each window is its own object, so its positives are
             its own views (instance discrimination). The name of an items column (e.g.
             ``record_id``, or a genome/contig column): every window sharing that value is
@@ -718,28 +722,44 @@ class DNAViews(PairBuilder):
     VIEWS = ("forward", "reverse_complement")
 
     def __init__(
-        self, reverse_complement: bool = True, max_shift: int = 0, group_by: str | None = None
+        self,
+        reverse_complement: bool = True,
+        max_shift: int = 0,
+        mutation_rate: float = 0.0,
+        group_by: str | None = None,
     ) -> None:
         if isinstance(max_shift, bool) or not isinstance(max_shift, int) or max_shift < 0:
             raise ConfigError(
                 f"pairs dna_views: params.max_shift must be an integer >= 0, got {max_shift!r}"
             )
-        if not reverse_complement and max_shift == 0:
+        if (
+            isinstance(mutation_rate, bool)
+            or not isinstance(mutation_rate, int | float)
+            or not 0 <= mutation_rate < 1
+        ):
             raise ConfigError(
-                "pairs dna_views: params.reverse_complement is false and params.max_shift is "
-                "0, so both views would be identical; enable at least one augmentation"
+                "pairs dna_views: params.mutation_rate must be a number in [0, 1), "
+                f"got {mutation_rate!r}"
+            )
+        if not reverse_complement and max_shift == 0 and mutation_rate == 0:
+            raise ConfigError(
+                "pairs dna_views: params.reverse_complement is false and params.max_shift and "
+                "params.mutation_rate are 0, so both views would be identical; enable at "
+                "least one augmentation"
             )
         self.reverse_complement = bool(reverse_complement)
         self.max_shift = max_shift
+        self.mutation_rate = float(mutation_rate)
         self.group_by = group_by
         self._codes: np.ndarray | None = None
 
     def symmetry_only(self) -> tuple[str, PairBuilder] | None:
-        """The reverse complement without shifts (for per-window groups only)."""
-        if not self.reverse_complement or self.max_shift == 0 or self.group_by is not None:
+        """The reverse complement without shifts or mutations (for per-window groups only)."""
+        augmented = self.max_shift > 0 or self.mutation_rate > 0
+        if not self.reverse_complement or not augmented or self.group_by is not None:
             return None
         symmetry = copy.copy(self)
-        symmetry.max_shift = 0
+        symmetry.max_shift, symmetry.mutation_rate = 0, 0.0
         return "reverse complement", symmetry
 
     def _check_items(self, items: Items) -> None:
@@ -827,10 +847,21 @@ class DNAViews(PairBuilder):
             raise RuntimeError("dna_views: call bind(items) before make_view")
         shift = 0 if rng is None else int(rng.integers(-self.max_shift, self.max_shift + 1))
         start = self._flank + shift
-        columns = self._encoding[self._codes[item_index, start : start + self._window]].T
+        codes = self._codes[item_index, start : start + self._window]
+        if rng is not None and self.mutation_rate > 0:
+            codes = self._mutate(codes, rng)
+        columns = self._encoding[codes].T
         if view == "reverse_complement":
             columns = columns[::-1, ::-1]
         return torch.from_numpy(np.ascontiguousarray(columns))
+
+    def _mutate(self, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``codes`` with each of A, C, G, T (codes 1-4) replaced, with probability
+        ``mutation_rate``, by one of the other three."""
+        base = codes.astype(np.int64) - 1
+        mutated = (rng.random(len(codes)) < self.mutation_rate) & (base >= 0) & (base < 4)
+        other = (base + rng.integers(1, 4, size=len(codes))) % 4 + 1
+        return np.where(mutated, other, codes).astype(codes.dtype)
 
     def specificity(self, items: Items, k: int = 4) -> tuple[str, np.ndarray]:
         """Mean k-mer surprisal of each window: ``mean_j -log f(kmer_j)``.

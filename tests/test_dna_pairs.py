@@ -1,4 +1,4 @@
-"""The DNA pair builder: strand and shift views."""
+"""The DNA pair builder: strand, shift and point-mutation views."""
 
 from __future__ import annotations
 
@@ -77,6 +77,10 @@ def test_config_errors(items):
         DNAViews(reverse_complement=False, max_shift=0)
     with pytest.raises(ConfigError, match="max_shift"):
         DNAViews(max_shift=-1)
+    for rate in (-0.1, 1.0, True, "0.1"):
+        with pytest.raises(ConfigError, match="mutation_rate"):
+            DNAViews(mutation_rate=rate)
+    DNAViews(reverse_complement=False, mutation_rate=0.05)  # mutations alone make two views
     too_far = DNAViews(max_shift=FLANK + 1)
     with pytest.raises(ConfigError, match=f"max_shift={FLANK + 1}.*flank={FLANK}"):
         too_far.bind(items)
@@ -112,6 +116,40 @@ def test_shifted_views_are_the_expected_slices(items, records):
             view = builder.make_view(i, "forward", rng).numpy()
             np.testing.assert_array_equal(view, expected)
     assert shifts_seen == set(range(-max_shift, max_shift + 1))
+
+
+def test_mutations_substitute_another_base_at_the_rate_and_keep_n_and_padding(items):
+    rate = 0.2
+    builder, plain = DNAViews(max_shift=0, mutation_rate=rate), DNAViews(max_shift=0)
+    builder.bind(items)
+    plain.bind(items)
+    changed = clean = 0
+    for i in range(len(items)):
+        original = plain.canonical(i)
+        is_base = (original == 1).any(dim=0)  # one-hot columns; N is 0.25 each, padding 0
+        for seed in range(200):
+            view = builder.make_view(i, "forward", np.random.default_rng([seed, i]))
+            differs = (view != original).any(dim=0)
+            assert not differs[~is_base].any()
+            assert torch.equal(view[:, differs].sum(dim=0), torch.ones(int(differs.sum())))
+            changed += int(differs.sum())
+            clean += int(is_base.sum())
+    assert changed / clean == pytest.approx(rate, abs=0.01)
+
+
+def test_mutated_views_differ_per_draw_and_repeat_per_seed(items):
+    builder = DNAViews(max_shift=0, mutation_rate=0.1)
+    builder.bind(items)
+    reverse = builder.make_view(0, "reverse_complement", np.random.default_rng(3))
+    assert torch.equal(
+        reverse, builder.make_view(0, "reverse_complement", np.random.default_rng(3))
+    )
+    forward = builder.make_view(0, "forward", np.random.default_rng(3))
+    assert torch.equal(reverse, forward.flip(-2).flip(-1))  # the same draws, the other strand
+    assert not torch.equal(forward, builder.make_view(0, "forward", np.random.default_rng(4)))
+    plain = DNAViews()
+    plain.bind(items)
+    assert torch.equal(builder.canonical(0), plain.canonical(0))  # embedding mutates nothing
 
 
 def test_canonical_view_is_the_unshifted_window(items, records):
@@ -215,3 +253,5 @@ def test_symmetry_only_is_the_reverse_complement_without_shift(items):
     assert DNAViews(max_shift=0).symmetry_only() is None
     assert DNAViews(reverse_complement=False, max_shift=2).symmetry_only() is None
     assert DNAViews(max_shift=2, group_by="record_id").symmetry_only() is None
+    _, without_mutations = DNAViews(mutation_rate=0.1).symmetry_only()
+    assert without_mutations.mutation_rate == 0 and without_mutations.max_shift == 0
