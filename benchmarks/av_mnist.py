@@ -29,7 +29,10 @@ with ``benchmarks/av_mnist.yaml`` (the one training loop, symmetric CLIP loss wi
 learnable temperature) on the training timeline, then embedding of the evaluation timeline
 and :func:`~scicontrast.analysis.retrieval.audio_image_metrics` in the joint space
 ``z = head(h)``: retrieval both ways and zero-shot classification of held-out speakers'
-audio by the class prototypes of the *training* images.
+audio by the class prototypes of the *training* images. An ensemble
+(``training.ensemble``) is also scored member by member, each in its own joint space (its
+head on its slice of ``h``). ``--score-only`` scores a finished ``--out`` again, its model
+and items as they are.
 
 **Sweep.** Pairing precision and recall of the evaluation timeline's synchronisation for
 several clock offsets and jitters (same events and files, new timestamps), with
@@ -56,6 +59,7 @@ import torch
 from skimage import io as skio
 
 from scicontrast.analysis.embed import embed, load_embeddings
+from scicontrast.analysis.plots import read_epochs
 from scicontrast.analysis.retrieval import audio_image_metrics, zero_shot_accuracy
 from scicontrast.config import load_experiment
 from scicontrast.data_adapters.audio_image import (
@@ -65,6 +69,7 @@ from scicontrast.data_adapters.audio_image import (
 )
 from scicontrast.data_adapters.base import Items
 from scicontrast.models.contrastive import load_model
+from scicontrast.models.ensemble import EnsembleHead
 from scicontrast.models.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,14 +151,73 @@ def write_manifests(manifests: tuple[pd.DataFrame, pd.DataFrame], out_dir: Path)
     return paths
 
 
-def joint_embeddings(model, embeddings_dir: Path) -> tuple[pd.DataFrame, np.ndarray]:
-    """The items' exported embeddings mapped through the model's head: ``z = head(h)``."""
-    metadata, h = load_embeddings(embeddings_dir)
+def joint_spaces(model, h: np.ndarray) -> list[np.ndarray]:
+    """Embeddings ``h`` mapped through the model's head, ``z = head(h)``; for an ensemble
+    (``training.ensemble``), each member's own ``z`` after it: its head on its slice of
+    ``h``."""
+    h = torch.from_numpy(h)
     with torch.no_grad():
-        return metadata, model.head(torch.from_numpy(h)).numpy()
+        spaces = [model.head(h)]
+        if isinstance(model.head, EnsembleHead):
+            slices = torch.split(h, model.head.member_dims, dim=1)
+            spaces += [head(part) for head, part in zip(model.head.heads, slices, strict=True)]
+    return [z.numpy() for z in spaces]
+
+
+def evaluate(out: Path, set_names: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Retrieval and zero-shot scores of the model in ``out/model`` on the evaluation set,
+    and for an ensemble the same scores of each member."""
+    for name in set_names:
+        embed(out / "model" / "model.pt", out / name / "items", out / name / "embeddings")
+    model, _ = load_model(out / "model" / "model.pt")
+    spaces = {
+        name: joint_spaces(model, load_embeddings(out / name / "embeddings")[1])
+        for name in set_names
+    }
+    eval_table = Items.load(out / "eval" / "items").table
+    train_table = Items.load(out / "train" / "items").table
+    train_images = (train_table["modality"] == "image").to_numpy()
+    eval_audio = (eval_table["modality"] == "audio").to_numpy()
+    scored = []
+    for z_eval, z_train in zip(spaces["eval"], spaces["train"], strict=True):
+        metrics = audio_image_metrics(eval_table, z_eval, np.unique(eval_table["event"]), "label")
+        metrics["zero_shot"] = zero_shot_accuracy(
+            z_eval[eval_audio],
+            eval_table.loc[eval_audio, "label"].to_numpy(),
+            z_train[train_images],
+            train_table.loc[train_images, "label"].to_numpy(),
+        )
+        metrics["zero_shot"]["prototypes_from"] = "training images"
+        scored.append(metrics)
+    return scored[0], scored[1:]
+
+
+def training_summary(out: Path, experiment: dict[str, Any]) -> dict[str, Any]:
+    """Epochs, final loss and temperature, seconds per epoch (of the first member of an
+    ensemble; the others train alike)."""
+    epochs = read_epochs(out / "model" / "metrics.jsonl")
+    return {
+        "members": experiment["training"]["ensemble"],
+        "epochs": len(epochs),
+        "final_loss": float(epochs["loss"].iloc[-1]),
+        "final_temperature": float(epochs["temperature"].iloc[-1]),
+        "seconds_per_epoch": float(epochs["seconds"].mean()),
+    }
+
+
+def rescore(out: Path) -> dict[str, Any]:
+    """Score the finished run in ``out`` again (its model and items as they are), after a
+    change of the scoring; simulation, pairing and training are kept from ``report.json``."""
+    report = json.loads((out / "report.json").read_text())
+    report["metrics"], report["members"] = evaluate(out, list(report["sets"]))
+    report["training"] = training_summary(out, report["experiment"])
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return report
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.score_only:
+        return rescore(args.out)
     fsdd = args.data / "fsdd" / "recordings"
     mnist = args.data / "mnist_test"
     experiment = load_experiment(args.config, args.experiment)
@@ -217,38 +281,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     timings["train"] = time.perf_counter() - started
     started = time.perf_counter()
-    for name in sets:
-        embed(out / "model" / "model.pt", out / name / "items", out / name / "embeddings")
-    model, _ = load_model(out / "model" / "model.pt")
-    joint = {name: joint_embeddings(model, out / name / "embeddings") for name in sets}
-    eval_items = Items.load(out / "eval" / "items")
-    eval_table = eval_items.table
-    metrics = audio_image_metrics(
-        eval_table, joint["eval"][1], np.unique(eval_table["event"]), "label"
-    )
-    train_table = Items.load(out / "train" / "items").table
-    train_images = (train_table["modality"] == "image").to_numpy()
-    eval_audio = (eval_table["modality"] == "audio").to_numpy()
-    metrics["zero_shot"] = zero_shot_accuracy(
-        joint["eval"][1][eval_audio],
-        eval_table.loc[eval_audio, "label"].to_numpy(),
-        joint["train"][1][train_images],
-        train_table.loc[train_images, "label"].to_numpy(),
-    )
-    metrics["zero_shot"]["prototypes_from"] = "training images"
+    report["metrics"], report["members"] = evaluate(out, list(sets))
     timings["embed + evaluate"] = time.perf_counter() - started
-    report["metrics"] = metrics
-    epochs = [
-        json.loads(line)
-        for line in (out / "model" / "metrics.jsonl").read_text().splitlines()
-        if json.loads(line)["kind"] == "epoch"
-    ]
-    report["training"] = {
-        "epochs": len(epochs),
-        "final_loss": epochs[-1]["loss"],
-        "final_temperature": epochs[-1]["temperature"],
-        "seconds_per_epoch": float(np.mean([e["seconds"] for e in epochs])),
-    }
+    report["training"] = training_summary(out, experiment)
 
     report["validation"] = args.validate is not None
     if args.validate is None:
@@ -385,9 +420,16 @@ def format_report(report: dict[str, Any], markdown: bool) -> str:
         ]
         table(["clock offset (s)", "jitter sd (s)", "estimated (s)", "precision", "recall"], rows)
 
+    if report["members"]:
+        speakers = "validation" if report["validation"] else "held-out"
+        table([f"{speakers} speakers, each member alone", *HEADLINE_COLUMNS],
+              member_rows(report, [report]))  # fmt: skip
+
     training = report["training"]
+    members = training["members"]
     lines.append(
-        f"Training: {training['epochs']} epochs, {training['seconds_per_epoch']:.1f} s per epoch, "
+        ("Training: " if members == 1 else f"Training ({members} members, the first's figures): ")
+        + f"{training['epochs']} epochs, {training['seconds_per_epoch']:.1f} s per epoch, "
         f"final loss {training['final_loss']:.3f}, temperature {training['final_temperature']:.4f}."
     )
     lines.append(
@@ -405,23 +447,53 @@ def format_report(report: dict[str, Any], markdown: bool) -> str:
     return "\n".join(lines)
 
 
+HEADLINE_COLUMNS = ["audio -> image class R@1", "image -> audio class R@1", "zero-shot audio"]
+
+
+def headline(metrics: dict[str, Any]) -> list[float]:
+    """The scores settings are compared by, in the order of ``HEADLINE_COLUMNS``."""
+    return [
+        metrics["retrieval"]["audio_to_image"]["class_r1"],
+        metrics["retrieval"]["image_to_audio"]["class_r1"],
+        metrics["zero_shot"]["accuracy"],
+    ]
+
+
+def pooled(metrics: list[dict[str, Any]]) -> tuple[int, np.ndarray]:
+    """Events and headline scores of several evaluation sets, pooled over their events."""
+    events = np.array([m["events"] for m in metrics])
+    return int(events.sum()), np.average([headline(m) for m in metrics], axis=0, weights=events)
+
+
+def member_rows(reference: dict[str, Any], reports: list[dict[str, Any]]) -> list[list[str]]:
+    """One row per ensemble member: its headline scores pooled over ``reports``."""
+    seed = reference["experiment"]["training"]["seed"]
+    rows = []
+    for k in range(len(reference["members"])):
+        _, values = pooled([report["members"][k] for report in reports])
+        rows.append([f"member {k} (seed {seed + k})", *(f"{100 * v:.2f} %" for v in values)])
+    return rows
+
+
 def format_cross_validation(reports: dict[str, dict[str, Any]], markdown: bool) -> str:
-    """Each validation speaker's scores, and their mean over the speakers' events."""
-    header = ["validation speaker", "events", "audio -> image class R@1",
-              "image -> audio class R@1", "zero-shot audio"]  # fmt: skip
-    rows, scores = [], []
-    for speaker, report in reports.items():
-        metrics = report["metrics"]
-        values = [
-            metrics["retrieval"]["audio_to_image"]["class_r1"],
-            metrics["retrieval"]["image_to_audio"]["class_r1"],
-            metrics["zero_shot"]["accuracy"],
+    """Each validation speaker's scores, and their mean over the speakers' events (for an
+    ensemble also each member's)."""
+    header = ["validation speaker", "events", *HEADLINE_COLUMNS]
+    rows = [
+        [
+            speaker,
+            str(report["metrics"]["events"]),
+            *(f"{100 * v:.2f} %" for v in headline(report["metrics"])),
         ]
-        scores.append(values)
-        rows.append([speaker, str(metrics["events"]), *(f"{100 * v:.2f} %" for v in values)])
-    events = np.array([report["metrics"]["events"] for report in reports.values()])
-    pooled = np.average(np.array(scores), axis=0, weights=events)
-    rows.append(["all (pooled)", str(events.sum()), *(f"{100 * v:.2f} %" for v in pooled)])
+        for speaker, report in reports.items()
+    ]
+    events, values = pooled([report["metrics"] for report in reports.values()])
+    rows.append(["all (pooled)", str(events), *(f"{100 * v:.2f} %" for v in values)])
+    first = next(iter(reports.values()))
+    rows += [
+        [f"all (pooled), {name}", str(events), *scores]
+        for name, *scores in member_rows(first, list(reports.values()))
+    ]
     return "\n".join(format_table(header, rows, markdown))
 
 
@@ -445,6 +517,11 @@ def main(argv: list[str] | None = None) -> int:
         help="train on the other training speakers and score this one (for choosing "
         "settings; the held-out speakers and their images stay untouched); 'all' does so "
         "for every training speaker in turn and reports the mean",
+    )
+    parser.add_argument(
+        "--score-only",
+        action="store_true",
+        help="score the finished run in --out again without simulating or training",
     )
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)

@@ -1,18 +1,22 @@
 """The AV-MNIST field simulation on the real data (FSDD x MNIST): timelines and pairing.
 
-The IDX reader is tested without data. The ``slow`` tests read ``../shared/data/fsdd`` and
+The IDX reader, the pooling of validation speakers and the scoring of ensemble members are
+tested without data. The ``slow`` tests read ``../shared/data/fsdd`` and
 ``../shared/data/mnist_test`` and skip when they are absent; counts are those of DATA.md.
 """
 
 from __future__ import annotations
 
 import gzip
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from conftest import load_benchmark
 
 from scicontrast.data_adapters.audio_image import AudioImageAdapter, synchronize
+from scicontrast.models.ensemble import EnsembleHead
 
 benchmark = load_benchmark("av_mnist")
 
@@ -26,18 +30,53 @@ def test_idx_reader(tmp_path):
     assert np.array_equal(benchmark.read_idx(path), array)
 
 
-def test_cross_validation_pools_the_speakers_by_their_events():
-    def report(events, a2i, i2a, zero):
-        retrieval = {"audio_to_image": {"class_r1": a2i}, "image_to_audio": {"class_r1": i2a}}
-        return {
-            "metrics": {"events": events, "retrieval": retrieval, "zero_shot": {"accuracy": zero}}
-        }
+def scores(events: int, a2i: float, i2a: float, zero: float) -> dict:
+    retrieval = {"audio_to_image": {"class_r1": a2i}, "image_to_audio": {"class_r1": i2a}}
+    return {"events": events, "retrieval": retrieval, "zero_shot": {"accuracy": zero}}
 
+
+def report(metrics: dict, members: list[dict] = ()) -> dict:
+    return {"metrics": metrics, "members": list(members), "experiment": {"training": {"seed": 3}}}
+
+
+def test_cross_validation_pools_the_speakers_by_their_events():
     table = benchmark.format_cross_validation(
-        {"a": report(300, 0.5, 0.6, 0.7), "b": report(100, 0.9, 1.0, 0.3)}, markdown=True
+        {"a": report(scores(300, 0.5, 0.6, 0.7)), "b": report(scores(100, 0.9, 1.0, 0.3))},
+        markdown=True,
     )
     *_, pooled = table.splitlines()
     assert pooled == "| all (pooled) | 400 | 60.00 % | 70.00 % | 60.00 % |"
+
+
+def test_cross_validation_pools_each_ensemble_member_on_its_own():
+    reports = {
+        "a": report(
+            scores(300, 0.5, 0.5, 0.5), [scores(300, 0.1, 0.2, 0.3), scores(300, 0.4, 0.4, 0.4)]
+        ),
+        "b": report(
+            scores(100, 0.9, 0.9, 0.9), [scores(100, 0.5, 0.6, 0.7), scores(100, 0.8, 0.8, 0.8)]
+        ),
+    }
+    *_, ensemble, first, second = benchmark.format_cross_validation(
+        reports, markdown=True
+    ).splitlines()
+    assert ensemble == "| all (pooled) | 400 | 60.00 % | 60.00 % | 60.00 % |"
+    assert first == "| all (pooled), member 0 (seed 3) | 400 | 20.00 % | 30.00 % | 40.00 % |"
+    assert second == "| all (pooled), member 1 (seed 4) | 400 | 50.00 % | 50.00 % | 50.00 % |"
+
+
+def test_an_ensemble_is_scored_in_its_joint_space_and_in_each_member_s():
+    torch.manual_seed(0)
+    heads = [torch.nn.Linear(3, 2), torch.nn.Linear(5, 4)]
+    model = SimpleNamespace(head=EnsembleHead(heads, [3, 5]))
+    h = np.random.default_rng(0).normal(size=(6, 8)).astype(np.float32)
+    joint, first, second = benchmark.joint_spaces(model, h)
+    with torch.no_grad():
+        np.testing.assert_allclose(first, heads[0](torch.from_numpy(h[:, :3])).numpy())
+        np.testing.assert_allclose(second, heads[1](torch.from_numpy(h[:, 3:])).numpy())
+        np.testing.assert_allclose(joint, model.head(torch.from_numpy(h)).numpy())
+    (single,) = benchmark.joint_spaces(SimpleNamespace(head=heads[0]), h[:, :3])
+    np.testing.assert_allclose(single, first)
 
 
 @pytest.mark.slow
