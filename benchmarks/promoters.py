@@ -197,12 +197,16 @@ def untrained_embeddings(experiment: dict[str, Any], items: Items) -> np.ndarray
 
 
 def data_set_rows(
-    experiments: list[dict[str, Any]], results: Path, untrained: bool = False
+    experiments: list[dict[str, Any]],
+    probed: dict[str, tuple[Items, np.ndarray, int]],
+    results: Path,
+    untrained: bool = False,
 ) -> tuple[str, int, dict[str, int], list[Row]]:
-    """Baselines and contrastive probes of experiments with the same labelled items."""
+    """Baselines and contrastive probes of experiments with the same labelled items
+    (``probed``: :func:`probed_items` of each experiment, by name)."""
     first = experiments[0]
     analysis = first["analysis"]
-    items, _, _ = probed_items(results, first)
+    items = probed[first["name"]][0]
     labels = items.table[analysis["label_column"]]
 
     rows = []
@@ -213,9 +217,7 @@ def data_set_rows(
             description = f"{description} ({name})"
         if experiment["analysis"] != analysis:
             raise SystemExit(f"{name}: analysis settings differ from {first['name']}'s")
-        labelled, item_rows, unlabelled = probed_items(results, experiment)
-        if not labelled.table["item_id"].equals(items.table["item_id"]):
-            raise SystemExit(f"{name}: items differ from {first['name']}'s, splits would differ")
+        labelled, item_rows, unlabelled = probed[name]
         if unlabelled:
             description += f", pre-trained also on {unlabelled} unlabelled sequences"
         row = scored_row(
@@ -359,11 +361,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    probed = {e["name"]: probed_items(args.results, e) for e in experiments}
     by_items: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for experiment in experiments:
-        labelled, _, _ = probed_items(args.results, experiment)
-        by_items.setdefault(tuple(labelled.table["item_id"]), []).append(experiment)
-    data_sets = [data_set_rows(group, args.results, args.untrained) for group in by_items.values()]
+        labelled_ids = tuple(probed[experiment["name"]][0].table["item_id"])
+        by_items.setdefault(labelled_ids, []).append(experiment)
+    data_sets = [
+        data_set_rows(group, probed, args.results, args.untrained) for group in by_items.values()
+    ]
     print(render(data_sets, args.markdown))
     return 0
 
