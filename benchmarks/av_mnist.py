@@ -159,8 +159,7 @@ def joint_spaces(model, h: np.ndarray) -> list[np.ndarray]:
     with torch.no_grad():
         spaces = [model.head(h)]
         if isinstance(model.head, EnsembleHead):
-            slices = torch.split(h, model.head.member_dims, dim=1)
-            spaces += [head(part) for head, part in zip(model.head.heads, slices, strict=True)]
+            spaces += model.head.member_projections(h)
     return [z.numpy() for z in spaces]
 
 

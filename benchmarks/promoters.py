@@ -173,11 +173,11 @@ def probed_items(results: Path, experiment: dict[str, Any]) -> tuple[Items, np.n
     return Items(table=labelled, meta=items.meta), rows, len(items) - len(rows)
 
 
-def trained_embeddings(results: Path, name: str, rows: np.ndarray) -> np.ndarray:
-    """The workflow's exported embeddings of an experiment's items at ``rows``."""
+def trained_embeddings(results: Path, name: str, probed: Items, rows: np.ndarray) -> np.ndarray:
+    """The workflow's exported embeddings of the ``probed`` items, found at ``rows`` of the
+    experiment's items table (:func:`probed_items`)."""
     metadata, embeddings = load_embeddings(results / name / "embeddings")
-    items = Items.load(results / name / "items").table
-    if not metadata["item_id"].reset_index(drop=True).equals(items["item_id"]):
+    if not metadata["item_id"].iloc[rows].reset_index(drop=True).equals(probed.table["item_id"]):
         raise SystemExit(f"{name}: embeddings are not in the items' order")
     return embeddings[rows]
 
@@ -221,7 +221,7 @@ def data_set_rows(
         if unlabelled:
             description += f", pre-trained also on {unlabelled} unlabelled sequences"
         row = scored_row(
-            trained_embeddings(results, name, item_rows),
+            trained_embeddings(results, name, labelled, item_rows),
             labels,
             analysis,
             method=description,

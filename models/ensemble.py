@@ -17,7 +17,9 @@ Why: contrastive embeddings move from one training seed to the next by more than
 settings do (on Cora the public split's accuracy spans 2.3 points over six seeds); the
 members' errors are partly independent, and a probe over all of them averages that spread
 away, as deep ensembles do for predictions (Lakshminarayanan et al., NeurIPS 2017). The
-price is ``K`` times the training time and an embedding ``K`` times as wide.
+price is ``K`` times the training time and an embedding ``K`` times as wide. Width alone can
+be the gain: on the promoter benchmark three encoders at their initial weights probe as well
+as the trained ensemble (BENCHMARKS.md), so compare an ensemble with its untrained control.
 
 The members are not trained together: a loss on the joint ``z`` would let them co-adapt.
 """
@@ -67,10 +69,13 @@ class EnsembleHead(nn.Module):
         self.member_dims = list(member_dims)
 
     def forward(self, h: Tensor) -> Tensor:
-        slices = torch.split(h, self.member_dims, dim=1)
         scale = 1 / math.sqrt(len(self.heads))
-        parts = zip(self.heads, slices, strict=True)
-        return torch.cat([F.normalize(head(part), dim=1) * scale for head, part in parts], dim=1)
+        return torch.cat([F.normalize(z, dim=1) * scale for z in self.member_projections(h)], dim=1)
+
+    def member_projections(self, h: Tensor) -> list[Tensor]:
+        """Each member's own projection ``z_k = head_k(h_k)`` (not normalised), ``[N, d_k]``."""
+        slices = torch.split(h, self.member_dims, dim=1)
+        return [head(part) for head, part in zip(self.heads, slices, strict=True)]
 
 
 def member_experiment(experiment: dict[str, Any], member: int) -> dict[str, Any]:
