@@ -524,7 +524,7 @@ def evaluate(
             **invariance_score(
                 embed_views,
                 items,
-                pairs,
+                symmetry_builder.build(items),
                 symmetry_builder,
                 negatives=invariance_negatives,
                 seed=seed,

@@ -62,16 +62,18 @@ from scicontrast.analysis.embed import EMBEDDINGS_TABLE, load_embeddings
 from scicontrast.analysis.evaluate import linear_probe, validation_probe
 from scicontrast.config import read_config_file
 from scicontrast.data_adapters.base import Items
+from scicontrast.data_adapters.dna import (
+    PAD_CODE,
+    encode_codes,
+    kmer_counts,
+    reverse_complement_kmers,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "benchmarks" / "promoters.yaml"
 KS = (3, 4, 5)
 METRICS = ("accuracy", "balanced_accuracy", "auroc")
 TARGET_MARGIN = 0.03
-
-_BASE_CODE = np.full(256, -1, dtype=np.int64)
-for _code, _base in enumerate("ACGT"):
-    _BASE_CODE[ord(_base)] = _BASE_CODE[ord(_base.lower())] = _code
 
 
 def kmer_frequencies(sequences: Sequence[str], k: int, canonical: bool = False) -> np.ndarray:
@@ -81,21 +83,12 @@ def kmer_frequencies(sequences: Sequence[str], k: int, canonical: bool = False) 
     only the columns of words that are not larger than their reverse complement remain.
     A sequence without any countable word gives a zero row.
     """
-    n_words = 4**k
-    counts = np.zeros((len(sequences), n_words))
-    powers = 4 ** np.arange(k - 1, -1, -1)
+    codes = np.full((len(sequences), max(map(len, sequences), default=0)), PAD_CODE, np.uint8)
     for row, sequence in enumerate(sequences):
-        codes = _BASE_CODE[np.frombuffer(sequence.encode("ascii"), dtype=np.uint8)]
-        if len(codes) < k:
-            continue
-        windows = np.lib.stride_tricks.sliding_window_view(codes, k)
-        valid = (windows >= 0).all(axis=1)
-        counts[row] = np.bincount(windows[valid] @ powers, minlength=n_words)
+        codes[row, : len(sequence)] = encode_codes(sequence)
+    counts = kmer_counts(codes, k)
     if canonical:
-        words = np.arange(n_words)
-        digits = (words[:, None] // powers) % 4
-        reverse_complement = ((3 - digits[:, ::-1]) * powers).sum(axis=1)
-        representative = np.minimum(words, reverse_complement)
+        representative = np.minimum(np.arange(4**k), reverse_complement_kmers(k))
         merged = np.zeros_like(counts)
         np.add.at(merged.T, representative, counts.T)
         counts = merged[:, np.unique(representative)]

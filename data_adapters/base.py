@@ -206,7 +206,9 @@ class PairBuilder(ABC):
         jitter on a rotated grain, a shifted window on a reverse-complemented locus) that an
         encoder is not built to ignore exactly. The invariance score over this builder's
         views measures the symmetry alone. Returns ``(name of the symmetry, builder)``, a copy
-        to ``bind`` before use, or ``None`` when the views add nothing to it (the default).
+        whose own ``build`` gives the pairs to score (views that are no symmetry, such as
+        another window standing in as a positive, drop out) and which is bound before use,
+        or ``None`` when the views add nothing to the symmetry (the default).
         """
         return None
 

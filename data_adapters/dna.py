@@ -51,6 +51,19 @@ seen with a slightly different crop). A view of item ``i`` is the crop
 ``[flank + s, flank + s + window)`` of its padded encoding ``[4, window + 2 * flank]``
 with ``s ~ U{-max_shift, ..., max_shift}``, reverse-complemented for the
 ``reverse_complement`` view.
+
+With ``neighbours = m > 0`` each window also gets a ``neighbour`` view: the forward view
+of a window drawn uniformly, per epoch, from its ``m`` composition neighbours, the windows
+whose k-mer profiles are nearest. The profile of window ``i`` is its forward-strand k-mer
+frequency vector ``f_i`` (:func:`kmer_counts`, normalised to sum 1), each of the ``4^k``
+columns standardised over all windows, ``z_i = (f_i - mean) / std``; neighbours are the
+``m`` windows ``j != i`` of largest cosine ``cos(z_i, z_j)``. Composition (above all
+tetranucleotide frequency) is what metagenomic binning groups contigs of one genome by
+(Teeling et al., *Environ. Microbiol.* 6:938, 2004), and windows of one kind of element
+(promoters, coding sequence, repeats) share it too; the positive then says "windows that
+read alike are alike", a signal no single window's own views carry, in the spirit of
+nearest-neighbour positives (NNCLR: Dwibedi et al., ICCV 2021), here from a fixed,
+domain-given neighbourhood rather than the encoder's own.
 """
 
 from __future__ import annotations
@@ -181,6 +194,37 @@ def one_hot(seq: str, ambiguous: str = "uniform") -> np.ndarray:
     if table is None:
         raise ValueError(f"ambiguous must be one of {AMBIGUOUS_POLICIES}, got {ambiguous!r}")
     return np.ascontiguousarray(table[encode_codes(seq)].T)
+
+
+def _kmer_words(codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k-mer at each start of each window: ``(index int64 [N, L-k+1], valid bool)``.
+
+    ``codes`` is ``uint8 [N, L]`` (module docstring). ``index`` numbers a word over ``ACGT``
+    in lexicographic order (A0 C1 G2 T3, first base most significant); a word holding an
+    ambiguity code or padding is not ``valid``.
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    clean = (codes >= 1) & (codes <= 4)  # codes 1..4 are A, C, G, T
+    base = np.where(clean, codes - 1, 0)
+    n_words = max(codes.shape[1] - k + 1, 0)
+    index = np.zeros((len(codes), n_words), dtype=np.int64)
+    valid = np.ones((len(codes), n_words), dtype=bool)
+    for offset in range(k):
+        index = index * 4 + base[:, offset : offset + n_words]
+        valid &= clean[:, offset : offset + n_words]
+    return index, valid
+
+
+def kmer_counts(codes: np.ndarray, k: int) -> np.ndarray:
+    """Forward-strand k-mer counts ``float64 [N, 4**k]`` of windows ``uint8 [N, L]``.
+
+    Every overlapping word is counted; words with an ambiguity code or padding are skipped.
+    Columns follow :func:`_kmer_words`' numbering.
+    """
+    index, valid = _kmer_words(codes, k)
+    rows = np.broadcast_to(np.arange(len(index))[:, None], index.shape)
+    flat = rows[valid] * 4**k + index[valid]
+    return np.bincount(flat, minlength=len(index) * 4**k).reshape(len(index), 4**k).astype(float)
 
 
 def reverse_complement(seq: str) -> str:
@@ -707,6 +751,13 @@ class DNAViews(PairBuilder):
             probability and independently per position and view, by one of the three other
             bases, uniformly: point mutations, which a binding site tolerates in a few of its
             positions. Ambiguity codes and padding are kept. ``0`` (default) mutates nothing.
+        neighbours: ``m > 0`` adds a third view, ``neighbour``: the forward view of one of
+            the window's ``m`` composition neighbours (module docstring), drawn per epoch
+            and shifted and mutated like the others. The pairs table lists the candidates
+            of each ``neighbour`` row in a column ``neighbour_ids``. ``0`` (default) adds
+            none.
+        neighbour_k: The word length of the composition profile (default 4, the
+            tetranucleotides of genome binning; 1 to 6).
         group_by: ``None`` (default): each window is its own object, so its positives are
             its own views (instance discrimination). The name of an items column (e.g.
             ``record_id``, or a genome/contig column): every window sharing that value is
@@ -719,13 +770,15 @@ class DNAViews(PairBuilder):
     """
 
     canonical_view = "forward"
-    VIEWS = ("forward", "reverse_complement")
+    VIEWS = ("forward", "reverse_complement", "neighbour")
 
     def __init__(
         self,
         reverse_complement: bool = True,
         max_shift: int = 0,
         mutation_rate: float = 0.0,
+        neighbours: int = 0,
+        neighbour_k: int = 4,
         group_by: str | None = None,
     ) -> None:
         if isinstance(max_shift, bool) or not isinstance(max_shift, int) or max_shift < 0:
@@ -741,25 +794,43 @@ class DNAViews(PairBuilder):
                 "pairs dna_views: params.mutation_rate must be a number in [0, 1), "
                 f"got {mutation_rate!r}"
             )
-        if not reverse_complement and max_shift == 0 and mutation_rate == 0:
+        for key, value, low, high in (
+            ("neighbours", neighbours, 0, None),
+            ("neighbour_k", neighbour_k, 1, 6),
+        ):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or value < low
+                or (high is not None and value > high)
+            ):
+                bounds = f">= {low}" if high is None else f"from {low} to {high}"
+                raise ConfigError(
+                    f"pairs dna_views: params.{key} must be an integer {bounds}, got {value!r}"
+                )
+        if not reverse_complement and max_shift == 0 and mutation_rate == 0 and neighbours == 0:
             raise ConfigError(
-                "pairs dna_views: params.reverse_complement is false and params.max_shift and "
-                "params.mutation_rate are 0, so both views would be identical; enable at "
-                "least one augmentation"
+                "pairs dna_views: params.reverse_complement is false and params.max_shift, "
+                "params.mutation_rate and params.neighbours are 0, so both views would be "
+                "identical; enable at least one augmentation"
             )
         self.reverse_complement = bool(reverse_complement)
         self.max_shift = max_shift
         self.mutation_rate = float(mutation_rate)
+        self.neighbours = neighbours
+        self.neighbour_k = neighbour_k
         self.group_by = group_by
         self._codes: np.ndarray | None = None
+        self._neighbour_table: np.ndarray | None = None
 
     def symmetry_only(self) -> tuple[str, PairBuilder] | None:
-        """The reverse complement without shifts or mutations (for per-window groups only)."""
-        augmented = self.max_shift > 0 or self.mutation_rate > 0
+        """The reverse complement without shifts, mutations or neighbours (for per-window
+        groups only)."""
+        augmented = self.max_shift > 0 or self.mutation_rate > 0 or self.neighbours > 0
         if not self.reverse_complement or not augmented or self.group_by is not None:
             return None
         symmetry = copy.copy(self)
-        symmetry.max_shift, symmetry.mutation_rate = 0, 0.0
+        symmetry.max_shift, symmetry.mutation_rate, symmetry.neighbours = 0, 0.0, 0
         return "reverse complement", symmetry
 
     def _check_items(self, items: Items) -> None:
@@ -780,8 +851,15 @@ class DNAViews(PairBuilder):
 
     def build(self, items: Items) -> pd.DataFrame:
         self._check_items(items)
-        views = list(self.VIEWS) if self.reverse_complement else ["forward", "forward"]
+        views = ["forward", "reverse_complement" if self.reverse_complement else "forward"]
+        if self.neighbours:
+            views.append("neighbour")
         n = len(items)
+        if self.neighbours >= n:
+            raise ConfigError(
+                f"pairs dna_views: params.neighbours={self.neighbours} needs more than "
+                f"{self.neighbours} windows, got {n}"
+            )
         if self.group_by is None:
             groups = np.arange(n, dtype=np.int64)
         elif self.group_by in items.table.columns:
@@ -791,13 +869,23 @@ class DNAViews(PairBuilder):
                 f"pairs dna_views: params.group_by names column {self.group_by!r}, which the "
                 f"items table lacks; columns: {', '.join(items.table.columns)}"
             )
-        return pd.DataFrame(
+        item_ids = items.table["item_id"].to_numpy()
+        pairs = pd.DataFrame(
             {
                 "group_id": np.repeat(groups, len(views)),
-                "item_id": np.repeat(items.table["item_id"].to_numpy(), len(views)),
+                "item_id": np.repeat(item_ids, len(views)),
                 "view": np.tile(views, n),
             }
         )
+        if self.neighbours:
+            # Written down so that the table shows every window a neighbour view can show.
+            self.bind(items)
+            candidates = [list(item_ids[rows]) for rows in self.composition_neighbours()]
+            pairs["neighbour_ids"] = [
+                candidates[row // len(views)] if view == "neighbour" else None
+                for row, view in enumerate(pairs["view"])
+            ]
+        return pairs
 
     def bind(self, items: Items) -> None:
         """Encode every window with its flanks once, as codes ``uint8 [N, window+2*flank]``.
@@ -837,6 +925,7 @@ class DNAViews(PairBuilder):
         self._codes = codes
         self._encoding = _ENCODING_TABLES[items.meta.get("ambiguous", "uniform")]
         self._window, self._flank = window, flank
+        self._neighbour_table = None
 
     def make_view(
         self, item_index: int, view: str, rng: np.random.Generator | None
@@ -845,6 +934,11 @@ class DNAViews(PairBuilder):
             raise ValueError(f"dna_views: unknown view {view!r}; known: {list(self.VIEWS)}")
         if self._codes is None:
             raise RuntimeError("dna_views: call bind(items) before make_view")
+        if view == "neighbour":
+            neighbours = self.composition_neighbours()
+            item_index = int(
+                neighbours[item_index, 0 if rng is None else rng.integers(len(neighbours[0]))]
+            )
         shift = 0 if rng is None else int(rng.integers(-self.max_shift, self.max_shift + 1))
         start = self._flank + shift
         codes = self._codes[item_index, start : start + self._window]
@@ -854,6 +948,31 @@ class DNAViews(PairBuilder):
         if view == "reverse_complement":
             columns = columns[::-1, ::-1]
         return torch.from_numpy(np.ascontiguousarray(columns))
+
+    def composition_neighbours(self) -> np.ndarray:
+        """``int64 [N, neighbours]``: the rows of each bound window's composition neighbours,
+        nearest first (module docstring); computed once per ``bind``."""
+        if self._codes is None:
+            raise RuntimeError("dna_views: call bind(items) before composition_neighbours")
+        if self.neighbours == 0:
+            raise ValueError("dna_views: params.neighbours is 0, so there are no neighbours")
+        if self._neighbour_table is None:
+            from sklearn.neighbors import NearestNeighbors
+            from sklearn.preprocessing import StandardScaler
+
+            window = self._codes[:, self._flank : self._flank + self._window]
+            counts = kmer_counts(window, self.neighbour_k)
+            profiles = StandardScaler().fit_transform(
+                counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+            )
+            search = NearestNeighbors(n_neighbors=self.neighbours + 1, metric="cosine")
+            nearest = search.fit(profiles).kneighbors(profiles, return_distance=False)
+            # A window is usually its own nearest, but an identical window can tie with it:
+            # drop the window itself wherever it is, else the farthest candidate.
+            others = nearest != np.arange(len(nearest))[:, None]
+            order = np.argsort(~others, axis=1, kind="stable")[:, : self.neighbours]
+            self._neighbour_table = np.take_along_axis(nearest, order, axis=1)
+        return self._neighbour_table
 
     def _mutate(self, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """``codes`` with each of A, C, G, T (codes 1-4) replaced, with probability
@@ -872,17 +991,9 @@ class DNAViews(PairBuilder):
         is specific. A window without a single clean k-mer gets ``NaN``.
         """
         self.bind(items)
-        window = self._codes[:, self._flank : self._flank + self._window].astype(np.int64)
-        clean = (window >= 1) & (window <= 4)  # codes 1..4 are A, C, G, T
-        base = np.where(clean, window - 1, 0)
-        n_kmers = max(self._window - k + 1, 0)
-        index = np.zeros((len(window), n_kmers), dtype=np.int64)
-        valid = np.ones((len(window), n_kmers), dtype=bool)
-        for offset in range(k):
-            index = index * 4 + base[:, offset : offset + n_kmers]
-            valid &= clean[:, offset : offset + n_kmers]
+        index, valid = _kmer_words(self._codes[:, self._flank : self._flank + self._window], k)
         counts = np.bincount(index[valid], minlength=4**k).astype(np.float64)
-        counts += counts[_reverse_complement_kmers(k)]
+        counts += counts[reverse_complement_kmers(k)]
         surprisal = -np.log(np.maximum(counts, 1.0) / max(counts.sum(), 1.0))
         totals = np.where(valid, surprisal[index], 0.0).sum(axis=1)
         per_window = valid.sum(axis=1)
@@ -890,8 +1001,9 @@ class DNAViews(PairBuilder):
             return f"{k}-mer surprisal", np.where(per_window > 0, totals / per_window, np.nan)
 
 
-def _reverse_complement_kmers(k: int) -> np.ndarray:
-    """``[4**k]``: the index of each k-mer's reverse complement (base codes A0 C1 G2 T3)."""
+def reverse_complement_kmers(k: int) -> np.ndarray:
+    """``int64 [4**k]``: the index of each k-mer's reverse complement, in
+    :func:`kmer_counts`' numbering."""
     powers = 4 ** np.arange(k - 1, -1, -1)
     digits = (np.arange(4**k)[:, None] // powers) % 4
     return (3 - digits[:, ::-1]) @ powers

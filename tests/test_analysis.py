@@ -531,6 +531,45 @@ def test_evaluate_scores_the_symmetry_alone_beside_the_training_views(
     assert "training views" in report and "offset alone" in report
 
 
+class StrandSymmetricModel(nn.Module):
+    """``embed(x) = flatten(x + rc(x))`` over DNA one-hot views ``[B, 4, W]``: exactly
+    reverse-complement invariant, and blind to nothing else."""
+
+    def __init__(self, window: int) -> None:
+        super().__init__()
+        self.encoder = nn.Identity()
+        self.encoder.embedding_dim = 4 * window
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return (x + x.flip(-2).flip(-1)).flatten(1)
+
+
+def test_evaluate_scores_dna_symmetry_without_neighbour_views(tmp_path, stand_in_model_stack):
+    from scicontrast.data_adapters.dna import DNAViews, FastaAdapter
+
+    rng = np.random.default_rng(0)
+    fasta = tmp_path / "x.fa"
+    fasta.write_text(
+        "".join(f">r{i}\n{''.join(rng.choice(list('ACGT'), 40))}\n" for i in range(30))
+    )
+    items = FastaAdapter(paths=[str(fasta)], window=40, flank=2).read()
+    pairs_params = {"max_shift": 2, "neighbours": 2}
+    experiment = {"name": "dna", "pairs": {"name": "dna_views", "params": pairs_params}}
+    sys.modules["scicontrast.models.contrastive"].load_model = lambda path, map_location: (
+        StrandSymmetricModel(window=40).eval(),
+        experiment,
+    )
+    items.save(tmp_path / "items")
+    DNAViews(**pairs_params).build(items).to_parquet(tmp_path / "pairs.parquet")
+    embed("model.pt", tmp_path / "items", tmp_path / "embeddings")
+    result = _evaluate(tmp_path)
+    # Neighbours are other windows and shifts move the window: the training views differ.
+    assert result["invariance"]["score"] < 0.9
+    symmetry = result["invariance_symmetry"]
+    assert symmetry["symmetry"] == "reverse complement"
+    assert symmetry["score"] == pytest.approx(1.0, abs=1e-5)
+
+
 def test_evaluate_without_labels_has_no_probe(tmp_path, stand_in_model_stack):
     _prepare(tmp_path, make_items(n=30))
     result = _evaluate(tmp_path)

@@ -255,3 +255,100 @@ def test_symmetry_only_is_the_reverse_complement_without_shift(items):
     assert DNAViews(max_shift=2, group_by="record_id").symmetry_only() is None
     _, without_mutations = DNAViews(mutation_rate=0.1).symmetry_only()
     assert without_mutations.mutation_rate == 0 and without_mutations.max_shift == 0
+
+
+@pytest.fixture
+def two_compositions(tmp_path) -> Items:
+    """Windows of an AT-rich and a GC-rich source (6 records each), plus an exact copy of
+    the first record: composition says which source a window comes from."""
+    rng = np.random.default_rng(5)
+    at_rich, gc_rich = [0.4, 0.1, 0.1, 0.4], [0.1, 0.4, 0.4, 0.1]
+    records = {
+        f"{name}{i}": "".join(rng.choice(list("ACGT"), size=WINDOW, p=p))
+        for name, p in (("at", at_rich), ("gc", gc_rich))
+        for i in range(6)
+    }
+    records["copy_of_at0"] = records["at0"]
+    path = tmp_path / "mixed.fa"
+    path.write_text("".join(f">{r}\n{s}\n" for r, s in records.items()))
+    return FastaAdapter(paths=[str(path)], window=WINDOW, flank=FLANK).read()
+
+
+def test_kmer_counts_count_every_overlapping_clean_word():
+    from scicontrast.data_adapters.dna import PAD_CODE, encode_codes, kmer_counts
+
+    codes = np.stack([encode_codes("ACGTA"), np.r_[encode_codes("ANAA"), [PAD_CODE]]])
+    counts = kmer_counts(codes, 2)
+    assert counts.shape == (2, 16)
+    word = {"AC": 1, "CG": 6, "GT": 11, "TA": 12, "AA": 0}  # A0 C1 G2 T3, first base high
+    assert counts[0].tolist() == [
+        1.0 if w in (word["AC"], word["CG"], word["GT"], word["TA"]) else 0.0 for w in range(16)
+    ]
+    assert counts[1].tolist() == [1.0] + [0.0] * 15  # AN and NA skipped, padding too
+
+
+def test_composition_neighbours_share_the_source_and_exclude_the_window(two_compositions):
+    builder = DNAViews(neighbours=3, neighbour_k=2)
+    builder.bind(two_compositions)
+    neighbours = builder.composition_neighbours()
+    records = two_compositions.table["record_id"].to_numpy()
+    source = np.array([r.removeprefix("copy_of_")[:2] for r in records])
+    assert neighbours.shape == (len(records), 3)
+    assert (neighbours != np.arange(len(records))[:, None]).all()
+    assert (source[neighbours] == source[:, None]).all()
+    # An identical window is nearest of all; the window itself never is.
+    first, copy = (np.flatnonzero(records == r)[0] for r in ("at0", "copy_of_at0"))
+    assert neighbours[first, 0] == copy and neighbours[copy, 0] == first
+
+
+def test_neighbour_view_is_a_forward_view_of_a_drawn_neighbour(two_compositions):
+    builder = DNAViews(max_shift=0, neighbours=3, neighbour_k=2)
+    builder.bind(two_compositions)
+    neighbours = builder.composition_neighbours()
+    for i in range(len(two_compositions)):
+        assert torch.equal(
+            builder.make_view(i, "neighbour", None), builder.canonical(neighbours[i, 0])
+        )
+        shown = set()
+        for seed in range(40):
+            view = builder.make_view(i, "neighbour", np.random.default_rng([seed, i]))
+            matches = [j for j in neighbours[i] if torch.equal(view, builder.canonical(j))]
+            assert matches
+            shown.update(matches)
+        assert shown == set(neighbours[i].tolist())
+
+
+def test_pairs_table_with_neighbours_lists_the_candidates(two_compositions):
+    builder = DNAViews(max_shift=2, neighbours=2, neighbour_k=2)
+    pairs = builder.build(two_compositions)
+    check_pairs_table(pairs, two_compositions, "test")
+    assert pairs["view"].tolist()[:3] == ["forward", "reverse_complement", "neighbour"]
+    ids = two_compositions.table["item_id"].to_numpy()
+    listed = pairs.loc[pairs["view"] == "neighbour", "neighbour_ids"].tolist()
+    builder.bind(two_compositions)
+    assert listed == [list(ids[rows]) for rows in builder.composition_neighbours()]
+    assert pairs.loc[pairs["view"] != "neighbour", "neighbour_ids"].isna().all()
+    views, _ = ViewDataset(two_compositions, pairs, builder, seed=0)[0]
+    assert views.shape == (3, 4, WINDOW)
+    _, symmetry = builder.symmetry_only()
+    assert symmetry.neighbours == 0 and "neighbour" not in set(
+        symmetry.build(two_compositions)["view"]
+    )
+
+
+def test_neighbour_config_errors(two_compositions):
+    for key, value in (
+        ("neighbours", -1),
+        ("neighbours", 1.5),
+        ("neighbour_k", 0),
+        ("neighbour_k", 7),
+    ):
+        with pytest.raises(ConfigError, match=f"params.{key}"):
+            DNAViews(**{key: value})
+    DNAViews(reverse_complement=False, neighbours=1)  # a neighbour makes a second view
+    with pytest.raises(ConfigError, match=f"neighbours={len(two_compositions)} needs more"):
+        DNAViews(neighbours=len(two_compositions)).build(two_compositions)
+    plain = DNAViews()
+    plain.bind(two_compositions)
+    with pytest.raises(ValueError, match="neighbours is 0"):
+        plain.make_view(0, "neighbour", None)
