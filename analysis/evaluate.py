@@ -21,6 +21,12 @@ frequencies want strong regularisation (``C`` near 0.001), a 128-dimensional ima
 embedding hardly any (``C`` near 100). A training part too small to split for every class
 keeps ``C = 1`` and says so (``C_chosen_on: "default"``).
 
+``class_weight="balanced"`` weighs each class by the inverse of its frequency in the fit
+(scikit-learn's ``class_weight``), so the probe minimises the mean of the per-class losses,
+and ``C`` is chosen by balanced accuracy. With unequal classes the default probe leans
+towards the larger one, and its balanced accuracy then reads partly as where its threshold
+sits; the balanced probe asks what the embedding separates.
+
 Probe and kNN fits run on one BLAS thread, so their figures are the same on any number of
 cores.
 
@@ -99,16 +105,24 @@ Split = tuple[np.ndarray, np.ndarray]
 _one_blas_thread = threadpool_limits.wrap(limits=1, user_api="blas")
 
 PROBE_SCALINGS = ("standard", "l2")
+PROBE_CLASS_WEIGHTS = (None, "balanced")
 C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
 DEFAULT_C = 1.0
 
 
-def probe_model(scaling: str = "standard", C: float = DEFAULT_C) -> Pipeline:
-    """The probe: ``scaling`` of the embeddings, then ``LogisticRegression(C)`` (module doc)."""
+def probe_model(
+    scaling: str = "standard", C: float = DEFAULT_C, class_weight: str | None = None
+) -> Pipeline:
+    """The probe: ``scaling`` of the embeddings, then ``LogisticRegression(C, class_weight)``
+    (module doc)."""
     if scaling not in PROBE_SCALINGS:
         raise ConfigError(f"probe scaling must be one of {PROBE_SCALINGS}, not {scaling!r}")
+    if class_weight not in PROBE_CLASS_WEIGHTS:
+        raise ConfigError(
+            f"probe class_weight must be one of {PROBE_CLASS_WEIGHTS}, not {class_weight!r}"
+        )
     scaler = StandardScaler() if scaling == "standard" else Normalizer()
-    return make_pipeline(scaler, LogisticRegression(C=C, max_iter=2000))
+    return make_pipeline(scaler, LogisticRegression(C=C, max_iter=2000, class_weight=class_weight))
 
 
 def stratified_splits(codes: np.ndarray, test_fraction: float, seeds: Sequence[int]) -> list[Split]:
@@ -128,15 +142,18 @@ def best_C(
     val_rows: np.ndarray,
     scaling: str = "standard",
     c_grid: Sequence[float] = C_GRID,
+    class_weight: str | None = None,
 ) -> tuple[Pipeline, float, float]:
     """The probe of each ``C`` in ``c_grid`` fitted on ``fit_rows``; the one with the best
-    accuracy on ``val_rows`` (the smallest ``C`` on ties), as ``(model, C, accuracy)``."""
+    accuracy on ``val_rows`` (balanced accuracy for ``class_weight="balanced"``; the
+    smallest ``C`` on ties), as ``(model, C, accuracy)``."""
     fit_x, fit_y = embeddings[fit_rows], codes[fit_rows]
     val_x, val_y = embeddings[val_rows], codes[val_rows]
+    score = accuracy_score if class_weight is None else balanced_accuracy_score
     best_model, best_c, best_accuracy = None, None, -1.0
     for c in c_grid:
-        model = probe_model(scaling, c).fit(fit_x, fit_y)
-        accuracy = float(model.score(val_x, val_y))
+        model = probe_model(scaling, c, class_weight).fit(fit_x, fit_y)
+        accuracy = float(score(val_y, model.predict(val_x)))
         if accuracy > best_accuracy:
             best_model, best_c, best_accuracy = model, c, accuracy
     return best_model, best_c, best_accuracy
@@ -149,6 +166,7 @@ def _choose_C(
     test_fraction: float,
     seed: int,
     scaling: str,
+    class_weight: str | None,
 ) -> tuple[float, str]:
     """``C`` for the probe of one seed, chosen inside its training part (module doc), and
     where it was chosen: ``"validation"`` or ``"default"``."""
@@ -156,7 +174,9 @@ def _choose_C(
         ((fit_rows, val_rows),) = stratified_splits(codes[train], test_fraction, [seed])
     except ValueError:  # a class too small to appear on both sides of the inner split
         return DEFAULT_C, "default"
-    _, c, _ = best_C(embeddings[train], codes[train], fit_rows, val_rows, scaling)
+    _, c, _ = best_C(
+        embeddings[train], codes[train], fit_rows, val_rows, scaling, class_weight=class_weight
+    )
     return c, "validation"
 
 
@@ -198,6 +218,7 @@ def linear_probe(
     test_fraction: float = 0.2,
     seeds: Sequence[int] = DEFAULT_SEEDS,
     scaling: str = "standard",
+    class_weight: str | None = None,
 ) -> dict[str, Any]:
     """Logistic-regression probe of ``labels`` from ``[N, D]`` embeddings (see module doc).
 
@@ -210,8 +231,10 @@ def linear_probe(
     for seed, (train, test) in zip(
         seeds, stratified_splits(codes, test_fraction, seeds), strict=True
     ):
-        c, chosen_on = _choose_C(embeddings, codes, train, test_fraction, seed, scaling)
-        model = probe_model(scaling, c).fit(embeddings[train], codes[train])
+        c, chosen_on = _choose_C(
+            embeddings, codes, train, test_fraction, seed, scaling, class_weight
+        )
+        model = probe_model(scaling, c, class_weight).fit(embeddings[train], codes[train])
         scores = model.predict_proba(embeddings[test])
         predicted = model.classes_[scores.argmax(axis=1)]
         per_seed.append(
@@ -229,6 +252,7 @@ def linear_probe(
         "n_classes": len(classes),
         "test_fraction": test_fraction,
         "scaling": scaling,
+        "class_weight": class_weight,
         "C_grid": list(C_GRID),
         "majority_class_fraction": float(np.bincount(codes).max() / len(codes)),
         "auroc_kind": "binary" if binary else "macro_one_vs_rest",
@@ -247,6 +271,7 @@ def validation_probe(
     test_fraction: float = 0.2,
     seeds: Sequence[int] = DEFAULT_SEEDS,
     scaling: str = "standard",
+    class_weight: str | None = None,
 ) -> dict[str, float | None]:
     """Mean ``accuracy``, ``balanced_accuracy`` and ``auroc`` of the probe on validation items
     (module doc): the only scores a setting should be chosen by."""
@@ -256,7 +281,9 @@ def validation_probe(
     for seed, (train, _test) in zip(
         seeds, stratified_splits(codes, test_fraction, seeds), strict=True
     ):
-        inner = linear_probe(embeddings[train], labels[train], test_fraction, [seed], scaling)
+        inner = linear_probe(
+            embeddings[train], labels[train], test_fraction, [seed], scaling, class_weight
+        )
         runs.append(inner["per_seed"][0])
     return {
         metric: _summary([run[metric] for run in runs])["mean"]
@@ -436,6 +463,7 @@ def evaluate(
     seed: int = 0,
     device: str = "auto",
     probe_scaling: str = "standard",
+    probe_class_weight: str | None = None,
 ) -> dict[str, Any]:
     """Probe the embeddings for ``label_column``, score the model's invariance, write JSON.
 
@@ -474,6 +502,7 @@ def evaluate(
             seed=seed,
             device=device,
             probe_scaling=probe_scaling,
+            probe_class_weight=probe_class_weight,
         )
     metadata, embeddings = load_embeddings(embeddings_dir)
     result: dict[str, Any] = {
@@ -486,7 +515,12 @@ def evaluate(
         rows, labels, result["labels"] = _usable_labels(metadata, label_column, source)
         try:
             result["probe"] = linear_probe(
-                embeddings[rows], labels, probe_test_fraction, probe_seeds, probe_scaling
+                embeddings[rows],
+                labels,
+                probe_test_fraction,
+                probe_seeds,
+                probe_scaling,
+                probe_class_weight,
             )
             result["knn"] = knn_accuracy(
                 embeddings[rows], labels, knn_k, probe_test_fraction, probe_seeds
@@ -589,7 +623,8 @@ def format_report(evaluation: dict[str, Any], clusters: dict[str, Any] | None = 
             [
                 ["", "accuracy", "balanced accuracy", auroc_name],
                 [
-                    "linear probe",
+                    "linear probe"
+                    + (" (classes weighed alike)" if probe.get("class_weight") else ""),
                     _mean_std(probe["accuracy"]),
                     _mean_std(probe["balanced_accuracy"]),
                     _mean_std(probe["auroc"]),

@@ -88,10 +88,13 @@ def validated_probe(
     split: NodeSplit,
     scaling: str = "standard",
     c_grid: Sequence[float] = C_GRID,
+    class_weight: str | None = None,
 ) -> dict[str, Any]:
     """Fit the probe per ``C`` on ``train``, choose ``C`` on ``val``, score on ``test``."""
     train, val, test = split
-    best_model, best_c, best_val = best_C(embeddings, codes, train, val, scaling, c_grid)
+    best_model, best_c, best_val = best_C(
+        embeddings, codes, train, val, scaling, c_grid, class_weight
+    )
     scores = best_model.predict_proba(embeddings[test])
     predicted = best_model.classes_[scores.argmax(axis=1)]
     return {
@@ -100,6 +103,7 @@ def validated_probe(
         "auroc": auroc(codes[test], scores, best_model.classes_),
         "C": best_c,
         "scaling": scaling,
+        "class_weight": class_weight,
         "val_accuracy": best_val,
         "n_train": len(train),
         "n_val": len(val),
@@ -112,11 +116,15 @@ def node_probe(
     labels: Sequence | pd.Series,
     seeds: Sequence[int],
     scaling: str = "standard",
+    class_weight: str | None = None,
 ) -> dict[str, Any]:
     """The validated probe on random 10/10/80 splits; shaped like ``linear_probe``'s result."""
     codes, classes = pd.factorize(pd.Series(np.asarray(labels, dtype=object)), sort=True)
     per_seed = [
-        {"seed": int(seed), **validated_probe(embeddings, codes, split, scaling)}
+        {
+            "seed": int(seed),
+            **validated_probe(embeddings, codes, split, scaling, class_weight=class_weight),
+        }
         for seed, split in zip(seeds, random_node_splits(codes, seeds), strict=True)
     ]
     result: dict[str, Any] = {
@@ -125,6 +133,7 @@ def node_probe(
         "n_classes": len(classes),
         "test_fraction": 1 - TRAIN_FRACTION - VAL_FRACTION,
         "scaling": scaling,
+        "class_weight": class_weight,
         "majority_class_fraction": float(np.bincount(codes).max() / len(codes)),
         "auroc_kind": "binary" if len(classes) == 2 else "macro_one_vs_rest",
     }
@@ -144,7 +153,11 @@ def node_knn(
 
 
 def public_split_probe(
-    embeddings: np.ndarray, table: pd.DataFrame, label_column: str, scaling: str = "standard"
+    embeddings: np.ndarray,
+    table: pd.DataFrame,
+    label_column: str,
+    scaling: str = "standard",
+    class_weight: str | None = None,
 ) -> dict[str, Any] | None:
     """The validated probe on the table's ``train/val/test_mask``; ``None`` without them."""
     masks = list(SPLIT_MASKS.values())
@@ -155,7 +168,7 @@ def public_split_probe(
     split = tuple(np.flatnonzero(table[mask].to_numpy(dtype=bool) & labelled) for mask in masks)
     if any(len(part) == 0 for part in split):
         return None
-    return validated_probe(embeddings, codes, split, scaling)
+    return validated_probe(embeddings, codes, split, scaling, class_weight=class_weight)
 
 
 def graph_invariance(
@@ -231,6 +244,7 @@ def evaluate_graph(
     seed: int = 0,
     device: str = "auto",
     probe_scaling: str = "standard",
+    probe_class_weight: str | None = None,
 ) -> dict[str, Any]:
     """Probe, kNN, public split, invariance and training cost of a graph model; write JSON."""
     metadata, embeddings = load_embeddings(embeddings_dir)
@@ -243,10 +257,12 @@ def evaluate_graph(
         source = Path(embeddings_dir) / EMBEDDINGS_TABLE
         rows, labels, result["labels"] = _usable_labels(metadata, label_column, source)
         try:
-            result["probe"] = node_probe(embeddings[rows], labels, probe_seeds, probe_scaling)
+            result["probe"] = node_probe(
+                embeddings[rows], labels, probe_seeds, probe_scaling, probe_class_weight
+            )
             result["knn"] = node_knn(embeddings[rows], labels, probe_seeds, knn_k)
             result["public_split"] = public_split_probe(
-                embeddings, metadata, label_column, probe_scaling
+                embeddings, metadata, label_column, probe_scaling, probe_class_weight
             )
         except ValueError as exc:
             raise InputDataError(f"{source}: label column {label_column!r}: {exc}") from None

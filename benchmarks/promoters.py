@@ -34,6 +34,11 @@ at its initial weights (built with the experiment's training seed, as training s
 embedded and probed the same way, to separate what the architecture gives (position bins,
 width) from what contrastive training adds.
 
+With ``--balanced-probe`` every probe, baselines included, weighs the classes equally
+(``class_weight="balanced"``, its ``C`` chosen by balanced accuracy): with 22 % promoters
+on E. coli and 67 % on Arabidopsis, the default probe's balanced accuracy depends on where
+its threshold falls, which the balanced one takes out.
+
 Settings are chosen by the "val" column alone (:func:`validation_scores`): the probe refit
 inside each seed's training part and scored on a stratified part of it, so the test items
 choose nothing. The heading names the contrastive experiment with the best validation
@@ -127,6 +132,8 @@ def describe(experiment: dict[str, Any]) -> str:
     positives = (
         "RC + shift positives" if pairs.get("reverse_complement", True) else "shift-only positives"
     )
+    if pairs.get("neighbours"):
+        positives += f" and {pairs['neighbours']} composition neighbours"
     return f"contrastive: {encoder}, {positives}"
 
 
@@ -142,19 +149,40 @@ def rule_seconds(results: Path, name: str) -> tuple[float | None, float | None]:
 
 
 def validation_scores(
-    features: np.ndarray, labels: pd.Series, analysis: dict[str, Any]
+    features: np.ndarray,
+    labels: pd.Series,
+    analysis: dict[str, Any],
+    class_weight: str | None = None,
 ) -> dict[str, float | None]:
     """Validation accuracy, balanced accuracy and AUROC (``validation_probe``): the only scores
     settings are chosen by; the outer test items take no part."""
     return validation_probe(
-        features, labels, analysis["probe_test_fraction"], analysis["probe_seeds"]
+        features,
+        labels,
+        analysis["probe_test_fraction"],
+        analysis["probe_seeds"],
+        class_weight=class_weight,
     )
 
 
-def scored_row(features: np.ndarray, labels: pd.Series, analysis: dict[str, Any], **row) -> Row:
-    """A table row: the probe on the outer splits, and the validation scores."""
-    probe = linear_probe(features, labels, analysis["probe_test_fraction"], analysis["probe_seeds"])
-    return Row(probe=probe, validation=validation_scores(features, labels, analysis), **row)
+def scored_row(
+    features: np.ndarray,
+    labels: pd.Series,
+    analysis: dict[str, Any],
+    class_weight: str | None = None,
+    **row,
+) -> Row:
+    """A table row: the probe (``class_weight`` as in ``linear_probe``) on the outer splits,
+    and the validation scores."""
+    probe = linear_probe(
+        features,
+        labels,
+        analysis["probe_test_fraction"],
+        analysis["probe_seeds"],
+        class_weight=class_weight,
+    )
+    validation = validation_scores(features, labels, analysis, class_weight)
+    return Row(probe=probe, validation=validation, **row)
 
 
 def probed_items(results: Path, experiment: dict[str, Any]) -> tuple[Items, np.ndarray, int]:
@@ -194,9 +222,11 @@ def data_set_rows(
     probed: dict[str, tuple[Items, np.ndarray, int]],
     results: Path,
     untrained: bool = False,
+    class_weight: str | None = None,
 ) -> tuple[str, int, dict[str, int], list[Row]]:
     """Baselines and contrastive probes of experiments with the same labelled items
-    (``probed``: :func:`probed_items` of each experiment, by name)."""
+    (``probed``: :func:`probed_items` of each experiment, by name), every row probed with
+    ``class_weight``."""
     first = experiments[0]
     analysis = first["analysis"]
     items = probed[first["name"]][0]
@@ -217,6 +247,7 @@ def data_set_rows(
             trained_embeddings(results, name, labelled, item_rows),
             labels,
             analysis,
+            class_weight,
             method=description,
             kind="contrastive",
             experiment=name,
@@ -229,6 +260,7 @@ def data_set_rows(
                     untrained_embeddings(experiment, labelled),
                     labels,
                     analysis,
+                    class_weight,
                     method=f"{description}, untrained control",
                     kind="untrained",
                 )
@@ -243,6 +275,7 @@ def data_set_rows(
                 kmer_frequencies(sequences, k, canonical),
                 labels,
                 analysis,
+                class_weight,
                 method=f"{k}-mer frequencies, {strand}",
                 kind="kmer",
             )
@@ -332,7 +365,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--untrained", action="store_true", help="add each encoder at its initial weights"
     )
+    parser.add_argument(
+        "--balanced-probe",
+        action="store_true",
+        help="weigh the classes of every probe equally (class_weight='balanced')",
+    )
     args = parser.parse_args(argv)
+    class_weight = "balanced" if args.balanced_probe else None
 
     config = read_config_file(args.config)
     experiments = []
@@ -360,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
         labelled_ids = tuple(probed[experiment["name"]][0].table["item_id"])
         by_items.setdefault(labelled_ids, []).append(experiment)
     data_sets = [
-        data_set_rows(group, probed, args.results, args.untrained) for group in by_items.values()
+        data_set_rows(group, probed, args.results, args.untrained, class_weight)
+        for group in by_items.values()
     ]
     print(render(data_sets, args.markdown))
     return 0

@@ -346,6 +346,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             probe_test_fraction=analysis["probe_test_fraction"],
             probe_seeds=analysis["probe_seeds"],
             probe_scaling=analysis["probe_scaling"],
+            probe_class_weight=analysis["probe_class_weight"],
             knn_k=analysis["knn_k"],
             invariance_negatives=analysis["invariance_negatives"],
             seed=experiment["training"]["seed"],

@@ -381,6 +381,47 @@ def test_validation_probe_is_the_probe_refit_inside_each_training_part():
     assert linear_probe(scrambled, labels, 0.25, [0]) != linear_probe(embeddings, labels, 0.25, [0])
 
 
+def test_balanced_probe_weighs_the_classes_equally():
+    """With one class five times the other and overlapping classes, the default probe leans
+    towards the larger one, so its balanced accuracy falls below what the embedding
+    separates; the balanced probe recovers it at the same AUROC, and with equal classes its
+    weights are all 1, so it is the default probe."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(["common", "rare"], [500, 100])
+    embeddings = rng.normal(size=(600, 4)) + 1.2 * (labels == "rare")[:, None]
+    plain = linear_probe(embeddings, labels, 0.2, [0, 1, 2])
+    balanced = linear_probe(embeddings, labels, 0.2, [0, 1, 2], class_weight="balanced")
+    assert plain["class_weight"] is None and balanced["class_weight"] == "balanced"
+    assert balanced["balanced_accuracy"]["mean"] > plain["balanced_accuracy"]["mean"] + 0.03
+    assert balanced["auroc"]["mean"] == pytest.approx(plain["auroc"]["mean"], abs=0.01)
+    validation = validation_probe(embeddings, labels, 0.2, [0], class_weight="balanced")
+    assert (
+        validation["balanced_accuracy"]
+        > validation_probe(embeddings, labels, 0.2, [0])["balanced_accuracy"]
+    )
+    even = np.repeat(["a", "b"], 100)
+    X = rng.normal(size=(200, 3)) + 0.5 * (even == "b")[:, None]
+    even_plain = linear_probe(X, even, 0.2, [0, 1])["per_seed"]
+    even_balanced = linear_probe(X, even, 0.2, [0, 1], class_weight="balanced")["per_seed"]
+    assert [run["balanced_accuracy"] for run in even_balanced] == pytest.approx(
+        [run["balanced_accuracy"] for run in even_plain]
+    )
+    with pytest.raises(ConfigError, match="probe class_weight must be one of"):
+        linear_probe(X, even, class_weight="inverse")
+
+
+def test_node_probe_passes_the_class_weight_on():
+    from scicontrast.analysis.graph_eval import node_probe
+
+    rng = np.random.default_rng(1)
+    labels = np.repeat(["common", "rare"], [1000, 200])
+    embeddings = rng.normal(size=(1200, 4)) + 1.2 * (labels == "rare")[:, None]
+    plain = node_probe(embeddings, labels, [0, 1])
+    balanced = node_probe(embeddings, labels, [0, 1], class_weight="balanced")
+    assert {run["class_weight"] for run in balanced["per_seed"]} == {"balanced"}
+    assert balanced["balanced_accuracy"]["mean"] > plain["balanced_accuracy"]["mean"] + 0.03
+
+
 def test_unknown_probe_scaling_is_a_config_error():
     X, labels = blobs(n_per_blob=10, n_blobs=2)
     with pytest.raises(ConfigError, match=r"probe scaling must be one of \('standard', 'l2'\)"):
@@ -568,6 +609,21 @@ def test_evaluate_scores_dna_symmetry_without_neighbour_views(tmp_path, stand_in
     symmetry = result["invariance_symmetry"]
     assert symmetry["symmetry"] == "reverse complement"
     assert symmetry["score"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_evaluate_probes_with_the_class_weight_it_is_given(tmp_path, stand_in_model_stack):
+    items = make_items(n=60)
+    items.table["rare"] = np.where(np.arange(60) % 6 == 0, "rare", "common")
+    _prepare(tmp_path, items)
+    plain = _evaluate(tmp_path, label_column="rare", probe_seeds=(0, 1))["probe"]
+    balanced = _evaluate(
+        tmp_path, label_column="rare", probe_seeds=(0, 1), probe_class_weight="balanced"
+    )["probe"]
+    assert plain["class_weight"] is None and balanced["class_weight"] == "balanced"
+    assert balanced["per_seed"] != plain["per_seed"]
+    assert "linear probe (classes weighed alike)" in format_report(
+        json.loads((tmp_path / "evaluation.json").read_text())
+    )
 
 
 def test_evaluate_without_labels_has_no_probe(tmp_path, stand_in_model_stack):

@@ -29,6 +29,7 @@ def test_defaults_are_filled_and_not_shared():
         "queue_size": 0,
         "momentum": 0.999,
     }
+    assert config["experiments"]["a"]["analysis"]["probe_class_weight"] is None
     config["experiments"]["a"]["analysis"]["probe_seeds"].append(99)
     assert config["experiments"]["b"]["analysis"]["probe_seeds"] == [0, 1, 2, 3, 4]
 
@@ -49,6 +50,7 @@ def test_validation_does_not_modify_the_input():
         ({"loss": {"temperature": 0}}, "experiments.a.loss.temperature"),
         ({"training": {"batch_size": 1}}, "experiments.a.training.batch_size"),
         ({"analysis": {"probe_scaling": "l1"}}, "experiments.a.analysis.probe_scaling"),
+        ({"analysis": {"probe_class_weight": "inverse"}}, "analysis.probe_class_weight"),
         ({"adapter": {"params": {}}}, "'name' is a required property"),
     ],
 )
