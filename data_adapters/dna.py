@@ -935,10 +935,8 @@ class DNAViews(PairBuilder):
         if self._codes is None:
             raise RuntimeError("dna_views: call bind(items) before make_view")
         if view == "neighbour":
-            neighbours = self.composition_neighbours()
-            item_index = int(
-                neighbours[item_index, 0 if rng is None else rng.integers(len(neighbours[0]))]
-            )
+            drawn = 0 if rng is None else rng.integers(self.neighbours)
+            item_index = int(self.composition_neighbours()[item_index, drawn])
         shift = 0 if rng is None else int(rng.integers(-self.max_shift, self.max_shift + 1))
         start = self._flank + shift
         codes = self._codes[item_index, start : start + self._window]
