@@ -27,6 +27,15 @@ and ``C`` is chosen by balanced accuracy. With unequal classes the default probe
 towards the larger one, and its balanced accuracy then reads partly as where its threshold
 sits; the balanced probe asks what the embedding separates.
 
+**Grouped splits.** Items that are not independent (overlapping windows of one genome
+stretch, crops of one image) let a random split score recognising the source instead of
+the label: the test part holds near-copies of training items. With ``groups`` (one id per
+item) every split keeps each group on one side: scikit-learn's ``StratifiedGroupKFold`` with
+``round(1 / test_fraction)`` folds, shuffled by the seed, holds out its first fold, so the
+test part is about ``test_fraction`` of the items and the class shares stay close to the
+whole set's. The inner splits that choose ``C`` and the validation probe's are grouped
+alike.
+
 Probe and kNN fits run on one BLAS thread, so their figures are the same on any number of
 cores.
 
@@ -77,7 +86,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
@@ -125,11 +134,35 @@ def probe_model(
     return make_pipeline(scaler, LogisticRegression(C=C, max_iter=2000, class_weight=class_weight))
 
 
-def stratified_splits(codes: np.ndarray, test_fraction: float, seeds: Sequence[int]) -> list[Split]:
-    """One stratified ``(train_indices, test_indices)`` split per seed."""
+def stratified_splits(
+    codes: np.ndarray,
+    test_fraction: float,
+    seeds: Sequence[int],
+    groups: np.ndarray | None = None,
+) -> list[Split]:
+    """One stratified ``(train_indices, test_indices)`` split per seed; with ``groups`` (one
+    id per item) no group has items on both sides (module doc, "Grouped splits")."""
     indices = np.arange(len(codes))
+    if groups is None:
+        return [
+            tuple(
+                train_test_split(indices, test_size=test_fraction, stratify=codes, random_state=s)
+            )
+            for s in seeds
+        ]
+    groups = np.asarray(groups)
+    if len(groups) != len(codes):
+        raise ValueError(f"groups has {len(groups)} entries for {len(codes)} items")
+    folds = max(2, round(1 / test_fraction))
+    if len(np.unique(groups)) < folds:
+        raise ValueError(
+            f"{len(np.unique(groups))} groups cannot fill {folds} folds "
+            f"(test_fraction {test_fraction})"
+        )
     return [
-        tuple(train_test_split(indices, test_size=test_fraction, stratify=codes, random_state=s))
+        next(
+            StratifiedGroupKFold(folds, shuffle=True, random_state=s).split(indices, codes, groups)
+        )
         for s in seeds
     ]
 
@@ -167,11 +200,15 @@ def _choose_C(
     seed: int,
     scaling: str,
     class_weight: str | None,
+    groups: np.ndarray | None = None,
 ) -> tuple[float, str]:
     """``C`` for the probe of one seed, chosen inside its training part (module doc), and
     where it was chosen: ``"validation"`` or ``"default"``."""
+    inner_groups = None if groups is None else groups[train]
     try:
-        ((fit_rows, val_rows),) = stratified_splits(codes[train], test_fraction, [seed])
+        ((fit_rows, val_rows),) = stratified_splits(
+            codes[train], test_fraction, [seed], inner_groups
+        )
     except ValueError:  # a class too small to appear on both sides of the inner split
         return DEFAULT_C, "default"
     _, c, _ = best_C(
@@ -219,20 +256,23 @@ def linear_probe(
     seeds: Sequence[int] = DEFAULT_SEEDS,
     scaling: str = "standard",
     class_weight: str | None = None,
+    groups: Sequence | np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Logistic-regression probe of ``labels`` from ``[N, D]`` embeddings (see module doc).
+    """Logistic-regression probe of ``labels`` from ``[N, D]`` embeddings (see module doc);
+    with ``groups`` (one id per item) on grouped splits.
 
     Every class needs at least 2 members, and each split part room for every class;
     otherwise scikit-learn's ``ValueError`` says which condition failed.
     """
     codes, classes = _encode_labels(labels)
+    groups = None if groups is None else np.asarray(groups)
     binary = len(classes) == 2
     per_seed = []
     for seed, (train, test) in zip(
-        seeds, stratified_splits(codes, test_fraction, seeds), strict=True
+        seeds, stratified_splits(codes, test_fraction, seeds, groups), strict=True
     ):
         c, chosen_on = _choose_C(
-            embeddings, codes, train, test_fraction, seed, scaling, class_weight
+            embeddings, codes, train, test_fraction, seed, scaling, class_weight, groups
         )
         model = probe_model(scaling, c, class_weight).fit(embeddings[train], codes[train])
         scores = model.predict_proba(embeddings[test])
@@ -253,6 +293,7 @@ def linear_probe(
         "test_fraction": test_fraction,
         "scaling": scaling,
         "class_weight": class_weight,
+        "grouped": groups is not None,
         "C_grid": list(C_GRID),
         "majority_class_fraction": float(np.bincount(codes).max() / len(codes)),
         "auroc_kind": "binary" if binary else "macro_one_vs_rest",
@@ -272,17 +313,25 @@ def validation_probe(
     seeds: Sequence[int] = DEFAULT_SEEDS,
     scaling: str = "standard",
     class_weight: str | None = None,
+    groups: Sequence | np.ndarray | None = None,
 ) -> dict[str, float | None]:
     """Mean ``accuracy``, ``balanced_accuracy`` and ``auroc`` of the probe on validation items
     (module doc): the only scores a setting should be chosen by."""
     codes, _ = _encode_labels(labels)
     labels = np.asarray(labels, dtype=object)
+    groups = None if groups is None else np.asarray(groups)
     runs = []
     for seed, (train, _test) in zip(
-        seeds, stratified_splits(codes, test_fraction, seeds), strict=True
+        seeds, stratified_splits(codes, test_fraction, seeds, groups), strict=True
     ):
         inner = linear_probe(
-            embeddings[train], labels[train], test_fraction, [seed], scaling, class_weight
+            embeddings[train],
+            labels[train],
+            test_fraction,
+            [seed],
+            scaling,
+            class_weight,
+            None if groups is None else groups[train],
         )
         runs.append(inner["per_seed"][0])
     return {
@@ -297,11 +346,14 @@ def knn_accuracy(
     k: int = 10,
     test_fraction: float = 0.2,
     seeds: Sequence[int] = DEFAULT_SEEDS,
+    groups: Sequence | np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Cosine ``k``-nearest-neighbour accuracy on the probe's splits (``k`` capped at the
-    training-set size)."""
+    training-set size), grouped with ``groups``."""
     codes, _ = _encode_labels(labels)
-    splits = stratified_splits(codes, test_fraction, seeds)
+    splits = stratified_splits(
+        codes, test_fraction, seeds, None if groups is None else np.asarray(groups)
+    )
     return knn_on_splits(embeddings, codes, seeds, splits, k, test_fraction)
 
 
@@ -414,6 +466,26 @@ def invariance_score(
     }
 
 
+def _probe_groups(
+    metadata: pd.DataFrame, column: str, rows: np.ndarray, source: Path
+) -> np.ndarray:
+    """The group id of each probed row (``rows`` of the embeddings table)."""
+    if column not in metadata.columns:
+        raise ConfigError(
+            f"{source}: probe group column {column!r} is not in the table; "
+            f"available columns: {', '.join(map(str, metadata.columns))}"
+        )
+    groups = metadata[column].iloc[rows]
+    missing = np.flatnonzero(groups.isna().to_numpy())
+    if missing.size:
+        raise InputDataError(
+            f"{source}: probe group column {column!r} is empty in row {int(rows[missing[0]])} "
+            f"(item {metadata['item_id'].iloc[rows[missing[0]]]!r}); every probed item needs "
+            "a group"
+        )
+    return groups.astype(str).to_numpy()
+
+
 def _usable_labels(
     metadata: pd.DataFrame, label_column: str, source: Path
 ) -> tuple[np.ndarray, pd.Series, dict[str, Any]]:
@@ -464,8 +536,13 @@ def evaluate(
     device: str = "auto",
     probe_scaling: str = "standard",
     probe_class_weight: str | None = None,
+    probe_group_column: str | None = None,
 ) -> dict[str, Any]:
     """Probe the embeddings for ``label_column``, score the model's invariance, write JSON.
+
+    With ``probe_group_column`` (a column of the embeddings table, such as ``record_id`` for
+    the windows of one DNA record) the probe and kNN splits keep each group on one side
+    (module doc, "Grouped splits"); graph and audio-image items have no such column.
 
     Graph items (``meta["modality"] == "graph"``) are evaluated node-wise instead, by
     :func:`scicontrast.analysis.graph_eval.evaluate_graph` (random 10/10/80 splits over
@@ -474,7 +551,13 @@ def evaluate(
     zero-shot classification instead, by
     :func:`scicontrast.analysis.retrieval.evaluate_audio_image`.
     """
-    if _modality(items_dir) == "audio_image":
+    modality = _modality(items_dir)
+    if probe_group_column is not None and modality in ("graph", "audio_image"):
+        raise ConfigError(
+            f"analysis.probe_group_column applies to items probed one by one, not to "
+            f"{modality} items ({items_dir})"
+        )
+    if modality == "audio_image":
         from scicontrast.analysis.retrieval import evaluate_audio_image
 
         return evaluate_audio_image(
@@ -487,7 +570,7 @@ def evaluate(
             invariance_negatives=invariance_negatives,
             seed=seed,
         )
-    if _modality(items_dir) == "graph":
+    if modality == "graph":
         from scicontrast.analysis.graph_eval import evaluate_graph
 
         return evaluate_graph(
@@ -513,6 +596,10 @@ def evaluate(
     if label_column is not None:
         source = Path(embeddings_dir) / EMBEDDINGS_TABLE
         rows, labels, result["labels"] = _usable_labels(metadata, label_column, source)
+        groups = None
+        if probe_group_column is not None:
+            groups = _probe_groups(metadata, probe_group_column, rows, source)
+            result["probe_group_column"] = probe_group_column
         try:
             result["probe"] = linear_probe(
                 embeddings[rows],
@@ -521,9 +608,10 @@ def evaluate(
                 probe_seeds,
                 probe_scaling,
                 probe_class_weight,
+                groups,
             )
             result["knn"] = knn_accuracy(
-                embeddings[rows], labels, knn_k, probe_test_fraction, probe_seeds
+                embeddings[rows], labels, knn_k, probe_test_fraction, probe_seeds, groups
             )
         except ValueError as exc:
             raise InputDataError(f"{source}: label column {label_column!r}: {exc}") from None
@@ -617,7 +705,13 @@ def format_report(evaluation: dict[str, Any], clusters: dict[str, Any] | None = 
             "",
             f"Label {evaluation['label_column']!r}: {probe['n_classes']} classes, "
             f"{probe['n_items']} items, {len(probe['per_seed'])} splits, "
-            f"{_number(probe['test_fraction'], percent=True)} test, mean ± std",
+            f"{_number(probe['test_fraction'], percent=True)} test"
+            + (
+                f", splits grouped by {evaluation['probe_group_column']!r}"
+                if "probe_group_column" in evaluation
+                else ""
+            )
+            + ", mean ± std",
         ]
         lines += _table(
             [

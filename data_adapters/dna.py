@@ -75,6 +75,7 @@ import re
 import warnings
 import zlib
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,12 +84,15 @@ import numpy as np
 import pandas as pd
 import torch
 from Bio import SeqIO
+from scipy import sparse
+from scipy.sparse.csgraph import connected_components
 
 from scicontrast.data_adapters.base import Adapter, Items, PairBuilder
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import ADAPTERS, PAIR_BUILDERS
 
 BASES = "ACGT"
+_ACGT = set(BASES)
 
 #: The bases each IUPAC symbol stands for (``U`` is RNA's ``T``).
 IUPAC_BASES: dict[str, str] = {
@@ -231,6 +235,54 @@ def reverse_complement(seq: str) -> str:
     """IUPAC-aware reverse complement; keeps case and ``N`` (``U`` becomes ``A``)."""
     encode_codes(seq)  # validation only: raises on the first invalid character
     return seq.translate(_COMPLEMENT)[::-1]
+
+
+def shared_stretches(
+    sequences: Sequence[str], stretch: int = 20, both_strands: bool = True
+) -> sparse.csr_matrix:
+    """Which windows share a stretch of DNA: ``bool [N, N]``, symmetric, ``True`` at
+    ``(i, j)``, ``i != j``, when windows ``i`` and ``j`` hold the same ``stretch`` consecutive
+    bases (read on either strand with ``both_strands``).
+
+    Windows cut from one stretch of genome at different starts (tiled windows, a stride
+    shorter than the window) share such stretches; unrelated windows of 20 or more bases
+    almost never do. Stretches with anything but ``ACGT`` (case-insensitive) are skipped.
+    """
+    if stretch < 1:
+        raise ValueError(f"stretch must be >= 1, got {stretch}")
+    holders: dict[str, list[int]] = {}
+    for i, sequence in enumerate(sequences):
+        sequence = sequence.upper()
+        words = {sequence[p : p + stretch] for p in range(len(sequence) - stretch + 1)}
+        for word in words:
+            if not set(word) <= _ACGT:
+                continue
+            if both_strands:
+                word = min(word, word.translate(_COMPLEMENT)[::-1])
+            holders.setdefault(word, []).append(i)
+    shared = [np.unique(h) for h in holders.values() if len(h) > 1]
+    rows = np.concatenate([np.repeat(h, len(h)) for h in shared] or [np.zeros(0, int)])
+    cols = np.concatenate([np.tile(h, len(h)) for h in shared] or [np.zeros(0, int)])
+    off_diagonal = rows != cols
+    n = len(sequences)
+    matrix = sparse.coo_matrix(
+        (np.ones(off_diagonal.sum(), dtype=bool), (rows[off_diagonal], cols[off_diagonal])),
+        shape=(n, n),
+    )
+    return matrix.tocsr().astype(bool)
+
+
+def overlap_groups(
+    sequences: Sequence[str], stretch: int = 20, both_strands: bool = True
+) -> np.ndarray:
+    """One group id per window, ``int64 [N]``: windows linked by chains of shared stretches
+    (:func:`shared_stretches`) share a group, so grouped probe splits
+    (:func:`scicontrast.analysis.evaluate.stratified_splits`) keep a stretch of genome on
+    one side."""
+    _, groups = connected_components(
+        shared_stretches(sequences, stretch, both_strands), directed=False
+    )
+    return groups.astype(np.int64)
 
 
 def window_starts(length: int, window: int, stride: int) -> np.ndarray:

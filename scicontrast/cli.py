@@ -347,6 +347,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             probe_seeds=analysis["probe_seeds"],
             probe_scaling=analysis["probe_scaling"],
             probe_class_weight=analysis["probe_class_weight"],
+            probe_group_column=analysis["probe_group_column"],
             knn_k=analysis["knn_k"],
             invariance_negatives=analysis["invariance_negatives"],
             seed=experiment["training"]["seed"],

@@ -410,6 +410,56 @@ def test_balanced_probe_weighs_the_classes_equally():
         linear_probe(X, even, class_weight="inverse")
 
 
+def test_grouped_splits_keep_each_group_on_one_side():
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(120), rng.integers(1, 6, 120))
+    codes = (groups % 4 == 0).astype(int)  # a class per group, a quarter of the groups
+    splits = stratified_splits(codes, 0.2, [0, 1, 2], groups)
+    for train, test in splits:
+        assert not set(groups[train]) & set(groups[test])
+        assert len(train) + len(test) == len(codes)
+        assert abs(len(test) / len(codes) - 0.2) < 0.05
+        assert abs(codes[test].mean() - codes.mean()) < 0.05
+    assert not np.array_equal(splits[0][1], splits[1][1])  # the seed shuffles the groups
+    with pytest.raises(ValueError, match="groups has 3 entries"):
+        stratified_splits(codes, 0.2, [0], groups[:3])
+    with pytest.raises(ValueError, match="4 groups cannot fill 5 folds"):
+        stratified_splits(codes[:8], 0.2, [0], np.repeat(np.arange(4), 2))
+
+
+def test_grouped_probe_scores_the_label_not_the_group():
+    """Each group's items are near-copies whose label is random per group: a random split
+    puts copies of every test item in the training part, so the probe reads the label off
+    the group; grouped splits leave it nothing to recognise, and it falls to chance. Where
+    the label lives in a feature shared across groups, grouping costs nothing."""
+    rng = np.random.default_rng(0)
+    n_groups, copies = 150, 4
+    groups = np.repeat(np.arange(n_groups), copies)
+    group_label = rng.integers(0, 2, n_groups)
+    labels = np.array(["no", "yes"])[group_label[groups]]
+    # More dimensions than groups, so a linear probe can tell every group apart.
+    centres = rng.normal(size=(n_groups, 200))
+    memorised = centres[groups] + 0.05 * rng.normal(size=(len(groups), 200))
+    seeds = [0, 1, 2]
+    random_split = linear_probe(memorised, labels, 0.2, seeds)
+    grouped = linear_probe(memorised, labels, 0.2, seeds, groups=groups)
+    assert random_split["grouped"] is False and grouped["grouped"] is True
+    assert random_split["balanced_accuracy"]["mean"] > 0.9
+    assert grouped["balanced_accuracy"]["mean"] < 0.65
+    assert knn_accuracy(memorised, labels, 1, 0.2, seeds)["accuracy"]["mean"] > 0.9
+    assert knn_accuracy(memorised, labels, 1, 0.2, seeds, groups)["accuracy"]["mean"] < 0.65
+    assert (
+        validation_probe(memorised, labels, 0.2, seeds, groups=groups)["balanced_accuracy"] < 0.65
+    )
+    shared_signal = np.column_stack(
+        [3.0 * group_label[groups] + 0.5 * rng.normal(size=len(groups)), memorised[:, :5]]
+    )
+    assert (
+        linear_probe(shared_signal, labels, 0.2, seeds, groups=groups)["balanced_accuracy"]["mean"]
+        > 0.85
+    )
+
+
 def test_node_probe_passes_the_class_weight_on():
     from scicontrast.analysis.graph_eval import node_probe
 
@@ -624,6 +674,36 @@ def test_evaluate_probes_with_the_class_weight_it_is_given(tmp_path, stand_in_mo
     assert "linear probe (classes weighed alike)" in format_report(
         json.loads((tmp_path / "evaluation.json").read_text())
     )
+
+
+def test_evaluate_groups_the_probe_splits_by_the_column_it_is_given(tmp_path, stand_in_model_stack):
+    """Twelve sources of five near-copies each, the label random per source: split item by
+    item the probes find a copy of each test item in the training part; grouped by source
+    they cannot, and the report says how the splits were made."""
+    rng = np.random.default_rng(0)
+    items = make_items(n=60)
+    source = np.arange(60) // 5
+    items.table["source"] = [f"s{s}" for s in source]
+    items.table["label"] = np.array(["x", "y"])[rng.permutation(np.repeat([0, 1], 6))[source]]
+    centres = rng.normal(size=(12, FEATURES)).astype(np.float32)
+    items.arrays["features"] = centres[source] + 0.01 * rng.normal(size=(60, FEATURES))
+    _prepare(tmp_path, items)
+    options = {"label_column": "label", "probe_seeds": (0, 1, 2), "knn_k": 3}
+    split_by_item = _evaluate(tmp_path, **options)
+    grouped = _evaluate(tmp_path, **options, probe_group_column="source")
+    assert split_by_item["knn"]["accuracy"]["mean"] > 0.9
+    assert grouped["knn"]["accuracy"]["mean"] < 0.75
+    assert grouped["probe"]["grouped"] and not split_by_item["probe"]["grouped"]
+    assert "splits grouped by 'source'" in format_report(grouped)
+    with pytest.raises(ConfigError, match="probe group column 'batch' is not in the table"):
+        _evaluate(tmp_path, label_column="label", probe_group_column="batch")
+
+
+def test_probe_group_column_on_graph_items_is_a_config_error(tmp_path):
+    (tmp_path / "items").mkdir()
+    (tmp_path / "items" / "meta.json").write_text(json.dumps({"modality": "graph"}))
+    with pytest.raises(ConfigError, match="probe_group_column applies to items probed one"):
+        _evaluate(tmp_path, label_column="label", probe_group_column="record_id")
 
 
 def test_evaluate_without_labels_has_no_probe(tmp_path, stand_in_model_stack):

@@ -30,6 +30,7 @@ def test_defaults_are_filled_and_not_shared():
         "momentum": 0.999,
     }
     assert config["experiments"]["a"]["analysis"]["probe_class_weight"] is None
+    assert config["experiments"]["a"]["analysis"]["probe_group_column"] is None
     config["experiments"]["a"]["analysis"]["probe_seeds"].append(99)
     assert config["experiments"]["b"]["analysis"]["probe_seeds"] == [0, 1, 2, 3, 4]
 
@@ -51,6 +52,7 @@ def test_validation_does_not_modify_the_input():
         ({"training": {"batch_size": 1}}, "experiments.a.training.batch_size"),
         ({"analysis": {"probe_scaling": "l1"}}, "experiments.a.analysis.probe_scaling"),
         ({"analysis": {"probe_class_weight": "inverse"}}, "analysis.probe_class_weight"),
+        ({"analysis": {"probe_group_column": 3}}, "analysis.probe_group_column"),
         ({"adapter": {"params": {}}}, "'name' is a required property"),
     ],
 )

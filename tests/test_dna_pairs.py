@@ -352,3 +352,35 @@ def test_neighbour_config_errors(two_compositions):
     plain.bind(two_compositions)
     with pytest.raises(ValueError, match="neighbours is 0"):
         plain.make_view(0, "neighbour", None)
+
+
+def test_shared_stretches_link_tiled_windows_on_either_strand():
+    from scicontrast.data_adapters.dna import overlap_groups, reverse_complement, shared_stretches
+
+    rng = np.random.default_rng(0)
+    genome = "".join(rng.choice(list("ACGT"), 300))
+    other = "".join(rng.choice(list("ACGT"), 60))
+    windows = [
+        genome[0:60],
+        genome[30:90],  # shares 30 bases with the first
+        genome[69:129],  # shares 21 bases with the second, none with the first
+        reverse_complement(genome[200:260]),
+        genome[220:280],  # shares 40 bases with the window above, read on the other strand
+        other,
+        genome[149:170] + "N" * 39,  # 21 bases of genome, none shared with any window above
+    ]
+    linked = shared_stretches(windows, stretch=20)
+    assert (linked != linked.T).nnz == 0 and linked.diagonal().sum() == 0
+    assert {tuple(pair) for pair in np.argwhere(linked.toarray()) if pair[0] < pair[1]} == {
+        (0, 1),
+        (1, 2),
+        (3, 4),
+    }
+    assert not shared_stretches(windows, stretch=22)[1, 2]  # 21 shared bases are too few
+    assert not shared_stretches(windows, stretch=20, both_strands=False)[3, 4]
+    groups = overlap_groups(windows, stretch=20)
+    assert groups[0] == groups[1] == groups[2]  # a chain is one stretch of genome
+    assert groups[3] == groups[4]
+    assert len(set(groups[[0, 3, 5, 6]])) == 4
+    with pytest.raises(ValueError, match="stretch must be >= 1"):
+        shared_stretches(windows, stretch=0)
