@@ -193,3 +193,44 @@ def test_validation_scores_never_see_the_outer_test_items():
     assert after.validation == before.validation
     assert 0.6 < before.validation["balanced_accuracy"] < 1.0
     assert after.probe["auroc"]["mean"] != before.probe["auroc"]["mean"]
+
+
+def test_grouped_splits_take_away_what_recognising_a_stretch_scores(monkeypatch):
+    """Windows tiled along 40 genomes, the class random per genome, and an embedding that
+    knows nothing but which stretch of genome a window came from (a one-hot of its overlap
+    group). On random splits every test window has training windows of its stretch and the
+    probe reads the class off them; on ``grouped`` splits none has, and it falls to chance."""
+    rng = np.random.default_rng(0)
+    genomes = random_sequences(40, 330, seed=1)
+    sequences = [g[s : s + 60] for g in genomes for s in range(0, 271, 30)]
+    genome_class = rng.permutation(np.repeat(["a", "b"], 20))
+    table = pd.DataFrame(
+        {
+            "item_id": [f"w{i}" for i in range(len(sequences))],
+            "y": np.repeat(genome_class, 10),
+            "sequence": sequences,
+            "window_start": 0,
+            "source_file": "x.fa",
+        }
+    )
+    items = Items(table=table, meta={"window": 60})
+    groups = benchmark.overlap_groups(sequences)
+    assert len(set(groups)) == 40
+    stretch_identity = np.eye(40)[groups]
+    monkeypatch.setattr(benchmark, "trained_embeddings", lambda *_: stretch_identity)
+    experiment = {
+        "name": "memoriser",
+        "encoder": {"params": {"rc_invariant": False}},
+        "pairs": {"params": {}},
+        "analysis": {"label_column": "y", "probe_test_fraction": 0.2, "probe_seeds": [0, 1]},
+    }
+    probed = {"memoriser": (items, np.arange(len(sequences)), 0)}
+
+    def memoriser_score(grouped: bool) -> float:
+        title, *_, rows = benchmark.data_set_rows([experiment], probed, Path("."), grouped=grouped)
+        assert ("grouped by shared 20-nt stretches (40 groups)" in title) == grouped
+        (row,) = [r for r in rows if r.kind == "contrastive"]
+        return row.probe["balanced_accuracy"]["mean"]
+
+    assert memoriser_score(grouped=False) > 0.95
+    assert memoriser_score(grouped=True) < 0.65
