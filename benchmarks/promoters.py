@@ -141,6 +141,8 @@ def describe(experiment: dict[str, Any]) -> str:
     positives = (
         "RC + shift positives" if pairs.get("reverse_complement", True) else "shift-only positives"
     )
+    if pairs.get("mask_fraction"):
+        positives += f", {pairs['mask_fraction']:.0%} of each view masked"
     if pairs.get("neighbours"):
         positives += f" and {pairs['neighbours']} composition neighbours"
     return f"contrastive: {encoder}, {positives}"

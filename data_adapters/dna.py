@@ -49,8 +49,9 @@ Views
 direction) and, optionally, windows shifted by up to ``max_shift`` bases (the same locus
 seen with a slightly different crop). A view of item ``i`` is the crop
 ``[flank + s, flank + s + window)`` of its padded encoding ``[4, window + 2 * flank]``
-with ``s ~ U{-max_shift, ..., max_shift}``, reverse-complemented for the
-``reverse_complement`` view.
+with ``s ~ U{-max_shift, ..., max_shift}``, with point mutations at ``mutation_rate`` and
+one block of ``round(mask_fraction * window)`` positions, at a uniform start, set to padding,
+then reverse-complemented for the ``reverse_complement`` view.
 
 With ``neighbours = m > 0`` each window also gets a ``neighbour`` view: the forward view
 of a window drawn uniformly, per epoch, from its ``m`` composition neighbours, the windows
@@ -803,6 +804,13 @@ class DNAViews(PairBuilder):
             probability and independently per position and view, by one of the three other
             bases, uniformly: point mutations, which a binding site tolerates in a few of its
             positions. Ambiguity codes and padding are kept. ``0`` (default) mutates nothing.
+        mask_fraction: Each view hides one contiguous block of ``round(mask_fraction *
+            window)`` bases, at a start drawn uniformly per view, as padding (zero columns)
+            while every other base keeps its place: the view then shows only part of the
+            window, so the positives of an object are partial readings of it that the
+            encoder must match from what each part shows (block masking, the sequence
+            counterpart of cutout; Devries & Taylor, arXiv:1708.04552, 2017). ``0``
+            (default) hides nothing.
         neighbours: ``m > 0`` adds a third view, ``neighbour``: the forward view of one of
             the window's ``m`` composition neighbours (module docstring), drawn per epoch
             and shifted and mutated like the others. The pairs table lists the candidates
@@ -829,6 +837,7 @@ class DNAViews(PairBuilder):
         reverse_complement: bool = True,
         max_shift: int = 0,
         mutation_rate: float = 0.0,
+        mask_fraction: float = 0.0,
         neighbours: int = 0,
         neighbour_k: int = 4,
         group_by: str | None = None,
@@ -846,6 +855,15 @@ class DNAViews(PairBuilder):
                 "pairs dna_views: params.mutation_rate must be a number in [0, 1), "
                 f"got {mutation_rate!r}"
             )
+        if (
+            isinstance(mask_fraction, bool)
+            or not isinstance(mask_fraction, int | float)
+            or not 0 <= mask_fraction < 1
+        ):
+            raise ConfigError(
+                "pairs dna_views: params.mask_fraction must be a number in [0, 1), "
+                f"got {mask_fraction!r}"
+            )
         for key, value, low, high in (
             ("neighbours", neighbours, 0, None),
             ("neighbour_k", neighbour_k, 1, 6),
@@ -860,15 +878,17 @@ class DNAViews(PairBuilder):
                 raise ConfigError(
                     f"pairs dna_views: params.{key} must be an integer {bounds}, got {value!r}"
                 )
-        if not reverse_complement and max_shift == 0 and mutation_rate == 0 and neighbours == 0:
+        augmentations = (max_shift, mutation_rate, mask_fraction, neighbours)
+        if not reverse_complement and not any(augmentations):
             raise ConfigError(
                 "pairs dna_views: params.reverse_complement is false and params.max_shift, "
-                "params.mutation_rate and params.neighbours are 0, so both views would be "
-                "identical; enable at least one augmentation"
+                "params.mutation_rate, params.mask_fraction and params.neighbours are 0, so "
+                "both views would be identical; enable at least one augmentation"
             )
         self.reverse_complement = bool(reverse_complement)
         self.max_shift = max_shift
         self.mutation_rate = float(mutation_rate)
+        self.mask_fraction = float(mask_fraction)
         self.neighbours = neighbours
         self.neighbour_k = neighbour_k
         self.group_by = group_by
@@ -876,13 +896,19 @@ class DNAViews(PairBuilder):
         self._neighbour_table: np.ndarray | None = None
 
     def symmetry_only(self) -> tuple[str, PairBuilder] | None:
-        """The reverse complement without shifts, mutations or neighbours (for per-window
-        groups only)."""
-        augmented = self.max_shift > 0 or self.mutation_rate > 0 or self.neighbours > 0
+        """The reverse complement without shifts, mutations, masks or neighbours (for
+        per-window groups only)."""
+        augmented = (
+            self.max_shift > 0
+            or self.mutation_rate > 0
+            or self.mask_fraction > 0
+            or self.neighbours > 0
+        )
         if not self.reverse_complement or not augmented or self.group_by is not None:
             return None
         symmetry = copy.copy(self)
         symmetry.max_shift, symmetry.mutation_rate, symmetry.neighbours = 0, 0.0, 0
+        symmetry.mask_fraction = 0.0
         return "reverse complement", symmetry
 
     def _check_items(self, items: Items) -> None:
@@ -994,6 +1020,8 @@ class DNAViews(PairBuilder):
         codes = self._codes[item_index, start : start + self._window]
         if rng is not None and self.mutation_rate > 0:
             codes = self._mutate(codes, rng)
+        if rng is not None and self.mask_fraction > 0:
+            codes = self._mask(codes, rng)
         columns = self._encoding[codes].T
         if view == "reverse_complement":
             columns = columns[::-1, ::-1]
@@ -1031,6 +1059,15 @@ class DNAViews(PairBuilder):
         mutated = (rng.random(len(codes)) < self.mutation_rate) & (base >= 0) & (base < 4)
         other = (base + rng.integers(1, 4, size=len(codes))) % 4 + 1
         return np.where(mutated, other, codes).astype(codes.dtype)
+
+    def _mask(self, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``codes`` with one block of ``round(mask_fraction * window)`` positions, at a
+        uniformly drawn start, set to padding."""
+        length = round(self.mask_fraction * len(codes))
+        start = int(rng.integers(len(codes) - length + 1))
+        masked = codes.copy()
+        masked[start : start + length] = PAD_CODE
+        return masked
 
     def specificity(self, items: Items, k: int = 4) -> tuple[str, np.ndarray]:
         """Mean k-mer surprisal of each window: ``mean_j -log f(kmer_j)``.

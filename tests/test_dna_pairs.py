@@ -1,4 +1,4 @@
-"""The DNA pair builder: strand, shift and point-mutation views."""
+"""The DNA pair builder: strand, shift, point-mutation, masked-block and neighbour views."""
 
 from __future__ import annotations
 
@@ -81,6 +81,10 @@ def test_config_errors(items):
         with pytest.raises(ConfigError, match="mutation_rate"):
             DNAViews(mutation_rate=rate)
     DNAViews(reverse_complement=False, mutation_rate=0.05)  # mutations alone make two views
+    for fraction in (-0.1, 1.0, True, "0.5", None):
+        with pytest.raises(ConfigError, match="mask_fraction"):
+            DNAViews(mask_fraction=fraction)
+    DNAViews(reverse_complement=False, mask_fraction=0.25)  # masks alone make two views
     too_far = DNAViews(max_shift=FLANK + 1)
     with pytest.raises(ConfigError, match=f"max_shift={FLANK + 1}.*flank={FLANK}"):
         too_far.bind(items)
@@ -150,6 +154,52 @@ def test_mutated_views_differ_per_draw_and_repeat_per_seed(items):
     plain = DNAViews()
     plain.bind(items)
     assert torch.equal(builder.canonical(0), plain.canonical(0))  # embedding mutates nothing
+
+
+def test_masks_hide_one_block_of_the_fraction_and_keep_every_other_base(items):
+    fraction = 0.3
+    length = round(fraction * WINDOW)
+    builder, plain = DNAViews(max_shift=0, mask_fraction=fraction), DNAViews(max_shift=0)
+    builder.bind(items)
+    plain.bind(items)
+    starts = set()
+    for i in range(len(items)):
+        original = plain.canonical(i)
+        for seed in range(60):
+            view = builder.make_view(i, "forward", np.random.default_rng([seed, i]))
+            hidden = np.flatnonzero((view != original).any(dim=0).numpy())
+            kept = np.setdiff1d(np.arange(WINDOW), hidden)
+            assert torch.equal(view[:, kept], original[:, kept])
+            # The block is contiguous, all padding, and exactly `length` long wherever the
+            # original already had padding inside it (then fewer columns change).
+            block = (view == 0).all(dim=0).numpy() & ~(original == 0).all(dim=0).numpy()
+            assert set(np.flatnonzero(block)) == set(hidden)
+            if hidden.size:
+                assert hidden[-1] - hidden[0] < length
+                starts.add(int(hidden[0]))
+            if not (original == 0).all(dim=0).any():
+                assert hidden.size == length and hidden[-1] - hidden[0] == length - 1
+    assert min(starts) == 0 and max(starts) == WINDOW - length  # every start can be drawn
+
+
+def test_masked_views_differ_per_draw_and_mask_nothing_when_off(items):
+    builder = DNAViews(max_shift=2, mask_fraction=0.5)
+    builder.bind(items)
+    forward = builder.make_view(0, "forward", np.random.default_rng(3))
+    reverse = builder.make_view(0, "reverse_complement", np.random.default_rng(3))
+    assert torch.equal(reverse, forward.flip(-2).flip(-1))  # the same draws, the other strand
+    assert not torch.equal(forward, builder.make_view(0, "forward", np.random.default_rng(4)))
+    plain = DNAViews(max_shift=2)
+    plain.bind(items)
+    assert torch.equal(builder.canonical(0), plain.canonical(0))  # embedding masks nothing
+    # Off, nothing extra is drawn: views (and so earlier runs) are those of the plain builder.
+    off = DNAViews(max_shift=2, mask_fraction=0)
+    off.bind(items)
+    for seed in range(5):
+        assert torch.equal(
+            off.make_view(1, "forward", np.random.default_rng(seed)),
+            plain.make_view(1, "forward", np.random.default_rng(seed)),
+        )
 
 
 def test_canonical_view_is_the_unshifted_window(items, records):
@@ -255,6 +305,8 @@ def test_symmetry_only_is_the_reverse_complement_without_shift(items):
     assert DNAViews(max_shift=2, group_by="record_id").symmetry_only() is None
     _, without_mutations = DNAViews(mutation_rate=0.1).symmetry_only()
     assert without_mutations.mutation_rate == 0 and without_mutations.max_shift == 0
+    _, without_masks = DNAViews(mask_fraction=0.5).symmetry_only()
+    assert without_masks.mask_fraction == 0
 
 
 @pytest.fixture

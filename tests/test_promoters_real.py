@@ -118,6 +118,27 @@ def test_every_benchmark_experiment_uses_a_known_data_set_and_the_issue_probe():
         assert analysis["label_column"] == "sequence_class"
 
 
+def test_rows_name_every_kind_of_positive_of_the_benchmark_configs():
+    def experiment(rc_invariant: bool = False, **pairs) -> dict:
+        return {"encoder": {"params": {"rc_invariant": rc_invariant}}, "pairs": {"params": pairs}}
+
+    assert benchmark.describe(experiment(True)) == (
+        "contrastive: RC-invariant encoder, RC + shift positives"
+    )
+    assert benchmark.describe(experiment(reverse_complement=False)) == (
+        "contrastive: plain encoder, shift-only positives"
+    )
+    assert benchmark.describe(experiment(mask_fraction=0.25, neighbours=5)) == (
+        "contrastive: plain encoder, RC + shift positives, 25% of each view masked "
+        "and 5 composition neighbours"
+    )
+    masked = read_config_file(REPO / "benchmarks" / "promoters_mask.yaml")["experiments"]
+    assert [benchmark.describe(e).split(", ")[-1] for e in masked.values()] == [
+        "25% of each view masked",
+        "50% of each view masked",
+    ]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("files", list(EXPECTED), ids=lambda files: files[0].split("_")[0])
 def test_adapter_reads_each_promoter_set_whole_with_the_benchmark_settings(shared_data, files):
