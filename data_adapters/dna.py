@@ -813,9 +813,9 @@ class DNAViews(PairBuilder):
             (default) hides nothing.
         neighbours: ``m > 0`` adds a third view, ``neighbour``: the forward view of one of
             the window's ``m`` composition neighbours (module docstring), drawn per epoch
-            and shifted and mutated like the others. The pairs table lists the candidates
-            of each ``neighbour`` row in a column ``neighbour_ids``. ``0`` (default) adds
-            none.
+            and shifted, mutated and masked like the others. The pairs table lists the
+            candidates of each ``neighbour`` row in a column ``neighbour_ids``. ``0``
+            (default) adds none.
         neighbour_k: The word length of the composition profile (default 4, the
             tetranucleotides of genome binning; 1 to 6).
         group_by: ``None`` (default): each window is its own object, so its positives are
@@ -846,24 +846,11 @@ class DNAViews(PairBuilder):
             raise ConfigError(
                 f"pairs dna_views: params.max_shift must be an integer >= 0, got {max_shift!r}"
             )
-        if (
-            isinstance(mutation_rate, bool)
-            or not isinstance(mutation_rate, int | float)
-            or not 0 <= mutation_rate < 1
-        ):
-            raise ConfigError(
-                "pairs dna_views: params.mutation_rate must be a number in [0, 1), "
-                f"got {mutation_rate!r}"
-            )
-        if (
-            isinstance(mask_fraction, bool)
-            or not isinstance(mask_fraction, int | float)
-            or not 0 <= mask_fraction < 1
-        ):
-            raise ConfigError(
-                "pairs dna_views: params.mask_fraction must be a number in [0, 1), "
-                f"got {mask_fraction!r}"
-            )
+        for key, value in (("mutation_rate", mutation_rate), ("mask_fraction", mask_fraction)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+                raise ConfigError(
+                    f"pairs dna_views: params.{key} must be a number in [0, 1), got {value!r}"
+                )
         for key, value, low, high in (
             ("neighbours", neighbours, 0, None),
             ("neighbour_k", neighbour_k, 1, 6),
@@ -898,12 +885,7 @@ class DNAViews(PairBuilder):
     def symmetry_only(self) -> tuple[str, PairBuilder] | None:
         """The reverse complement without shifts, mutations, masks or neighbours (for
         per-window groups only)."""
-        augmented = (
-            self.max_shift > 0
-            or self.mutation_rate > 0
-            or self.mask_fraction > 0
-            or self.neighbours > 0
-        )
+        augmented = any((self.max_shift, self.mutation_rate, self.mask_fraction, self.neighbours))
         if not self.reverse_complement or not augmented or self.group_by is not None:
             return None
         symmetry = copy.copy(self)
