@@ -55,7 +55,7 @@ def planted(tmp_path) -> dict:
             "name": "dna_cnn",
             "params": {
                 "channels": 8,
-                "kernel_size": 6,
+                "kernel_size": 7,
                 "layers": 1,
                 "embedding_dim": None,
                 "position_bins": 3,
