@@ -92,6 +92,13 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 from threadpoolctl import threadpool_limits
 
+from scicontrast.analysis.baselines import (
+    Scores,
+    compare,
+    format_comparison,
+    metric_summary,
+    untrained_embeddings,
+)
 from scicontrast.analysis.embed import EMBEDDINGS_TABLE, load_embeddings
 from scicontrast.data_adapters.base import (
     Items,
@@ -537,8 +544,15 @@ def evaluate(
     probe_scaling: str = "standard",
     probe_class_weight: str | None = None,
     probe_group_column: str | None = None,
+    baselines: bool = True,
+    untrained_control: bool = True,
 ) -> dict[str, Any]:
     """Probe the embeddings for ``label_column``, score the model's invariance, write JSON.
+
+    With a label column and ``baselines``, the pair builder's classical features and (with
+    ``untrained_control``) the encoder as initialised before training are scored the same
+    way and compared with the embedding (``scicontrast.analysis.baselines``; key
+    ``comparison``).
 
     With ``probe_group_column`` (a column of the embeddings table, such as ``record_id`` for
     the windows of one DNA record) the probe and kNN splits keep each group on one side
@@ -569,6 +583,8 @@ def evaluate(
             label_column=label_column,
             invariance_negatives=invariance_negatives,
             seed=seed,
+            baselines=baselines,
+            untrained_control=untrained_control,
         )
     if modality == "graph":
         from scicontrast.analysis.graph_eval import evaluate_graph
@@ -586,6 +602,8 @@ def evaluate(
             device=device,
             probe_scaling=probe_scaling,
             probe_class_weight=probe_class_weight,
+            baselines=baselines,
+            untrained_control=untrained_control,
         )
     metadata, embeddings = load_embeddings(embeddings_dir)
     result: dict[str, Any] = {
@@ -593,10 +611,10 @@ def evaluate(
         "embedding_dim": int(embeddings.shape[1]),
         "label_column": label_column,
     }
+    rows, labels, groups = np.arange(len(embeddings)), None, None
     if label_column is not None:
         source = Path(embeddings_dir) / EMBEDDINGS_TABLE
         rows, labels, result["labels"] = _usable_labels(metadata, label_column, source)
-        groups = None
         if probe_group_column is not None:
             groups = _probe_groups(metadata, probe_group_column, rows, source)
             result["probe_group_column"] = probe_group_column
@@ -652,8 +670,74 @@ def evaluate(
                 seed=seed,
             ),
         }
+    if label_column is not None and baselines:
+        if list(metadata["item_id"]) != list(items.table["item_id"]):
+            raise InputDataError(
+                f"{embeddings_dir}: embeddings are not those of the items {items_dir}"
+            )
+        score = _item_scorer(
+            labels,
+            groups,
+            probe_test_fraction,
+            probe_seeds,
+            probe_scaling,
+            probe_class_weight,
+            knn_k,
+            rows,
+        )
+        untrained = (
+            untrained_embeddings(experiment, builder, items, torch_device)
+            if untrained_control
+            else None
+        )
+        result["comparison"] = compare(
+            _item_scores(result["probe"], result["knn"], embeddings[rows], labels),
+            score,
+            builder.classical_features(items),
+            untrained,
+        )
     write_json(out_path, result)
     return result
+
+
+def _item_scores(
+    probe: dict[str, Any], knn: dict[str, Any], features: np.ndarray, labels: pd.Series
+) -> Scores:
+    """The compared metrics of one feature set, from its probe and kNN results and k-means
+    with as many clusters as classes."""
+    from scicontrast.analysis.cluster import cluster_embeddings
+
+    _, clusters = cluster_embeddings(features, labels.to_numpy(), methods=("kmeans",))
+    return {
+        "probe accuracy": metric_summary([run["accuracy"] for run in probe["per_seed"]]),
+        "probe balanced accuracy": metric_summary(
+            [run["balanced_accuracy"] for run in probe["per_seed"]]
+        ),
+        "kNN accuracy": metric_summary([run["accuracy"] for run in knn["per_seed"]]),
+        "k-means ARI": metric_summary(clusters["kmeans"]["ari"]),
+    }
+
+
+def _item_scorer(
+    labels: pd.Series,
+    groups: np.ndarray | None,
+    test_fraction: float,
+    seeds: Sequence[int],
+    scaling: str,
+    class_weight: str | None,
+    knn_k: int,
+    rows: np.ndarray,
+) -> Callable[[np.ndarray], Scores]:
+    """Scores of any ``[N_items, F]`` feature set on the labelled ``rows``, with the trained
+    embedding's probe, splits, kNN and k-means."""
+
+    def score(features: np.ndarray) -> Scores:
+        features = np.asarray(features, dtype=np.float64)[rows]
+        probe = linear_probe(features, labels, test_fraction, seeds, scaling, class_weight, groups)
+        knn = knn_accuracy(features, labels, knn_k, test_fraction, seeds, groups)
+        return _item_scores(probe, knn, features, labels)
+
+    return score
 
 
 def _modality(items_dir: str | Path) -> str | None:
@@ -739,6 +823,8 @@ def format_report(evaluation: dict[str, Any], clusters: dict[str, Any] | None = 
         )
         chosen = ", ".join(f"{run['C']:g}" for run in probe["per_seed"])
         lines.append(f"  probe C per split (chosen without the test items): {chosen}")
+    if evaluation.get("comparison") is not None:
+        lines += format_comparison(evaluation["comparison"])
     public = evaluation.get("public_split")
     if public is not None:
         lines += [

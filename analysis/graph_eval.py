@@ -29,7 +29,7 @@ per epoch, and the peak memory the training process reported.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from sklearn.model_selection import train_test_split
 
+from scicontrast.analysis.baselines import Scores, compare, metric_summary, untrained_embeddings
 from scicontrast.analysis.embed import EMBEDDINGS_TABLE, load_embeddings
 from scicontrast.analysis.evaluate import (
     C_GRID,
@@ -245,8 +246,12 @@ def evaluate_graph(
     device: str = "auto",
     probe_scaling: str = "standard",
     probe_class_weight: str | None = None,
+    baselines: bool = True,
+    untrained_control: bool = True,
 ) -> dict[str, Any]:
-    """Probe, kNN, public split, invariance and training cost of a graph model; write JSON."""
+    """Probe, kNN, public split, invariance and training cost of a graph model, and with
+    ``baselines`` the comparison with classical node features and the untrained encoder
+    (``scicontrast.analysis.baselines``); write JSON."""
     metadata, embeddings = load_embeddings(embeddings_dir)
     result: dict[str, Any] = {
         "n_items": len(embeddings),
@@ -281,5 +286,68 @@ def evaluate_graph(
         model, items, builder, invariance_negatives, seed, torch_device
     )
     result["training"] = training_cost(Path(model_path).parent / "metrics.jsonl")
+    if label_column is not None and baselines:
+        score = _node_scorer(
+            metadata, label_column, rows, probe_seeds, probe_scaling, probe_class_weight, knn_k
+        )
+        untrained = (
+            untrained_embeddings(experiment, builder, items, torch_device)
+            if untrained_control
+            else None
+        )
+        result["comparison"] = compare(
+            _node_scores(
+                result["probe"], result["knn"], result["public_split"], embeddings[rows], labels
+            ),
+            score,
+            builder.classical_features(items),
+            untrained,
+        )
     write_json(out_path, result)
     return result
+
+
+def _node_scores(
+    probe: dict[str, Any],
+    knn: dict[str, Any],
+    public: dict[str, Any] | None,
+    features: np.ndarray,
+    labels: pd.Series,
+) -> Scores:
+    """The compared metrics of one node feature set: random-split and public-split probe,
+    kNN, and k-means with as many clusters as classes."""
+    from scicontrast.analysis.cluster import cluster_embeddings
+
+    _, clusters = cluster_embeddings(features, labels.to_numpy(), methods=("kmeans",))
+    scores = {
+        "probe accuracy, random splits": metric_summary(
+            [run["accuracy"] for run in probe["per_seed"]]
+        ),
+        "kNN accuracy": metric_summary([run["accuracy"] for run in knn["per_seed"]]),
+        "k-means ARI": metric_summary(clusters["kmeans"]["ari"]),
+    }
+    if public is not None:
+        scores["probe accuracy, public split"] = metric_summary(public["accuracy"])
+    return scores
+
+
+def _node_scorer(
+    table: pd.DataFrame,
+    label_column: str,
+    rows: np.ndarray,
+    seeds: Sequence[int],
+    scaling: str,
+    class_weight: str | None,
+    knn_k: int,
+) -> Callable[[np.ndarray], Scores]:
+    """Scores of any ``[N_nodes, F]`` feature set with the embedding's splits and probes."""
+    labels = table[label_column].iloc[rows]
+
+    def score(features: np.ndarray) -> Scores:
+        features = np.asarray(features, dtype=np.float64)
+        probe = node_probe(features[rows], labels, seeds, scaling, class_weight)
+        knn = node_knn(features[rows], labels, seeds, knn_k)
+        public = public_split_probe(features, table, label_column, scaling, class_weight)
+        return _node_scores(probe, knn, public, features[rows], labels)
+
+    return score

@@ -41,10 +41,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scicontrast.analysis.baselines import Scores, compare, metric_summary, untrained_embeddings
 from scicontrast.analysis.embed import load_embeddings
 from scicontrast.data_adapters.base import Items, held_out_groups
+from scicontrast.data_adapters.classical import ClassicalFeatures, mfcc_statistics, raw_pixels
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.io import write_json
+from scicontrast.registry import PAIR_BUILDERS
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -216,8 +219,14 @@ def evaluate_audio_image(
     label_column: str | None = None,
     invariance_negatives: int = 10,
     seed: int = 0,
+    baselines: bool = True,
+    untrained_control: bool = True,
 ) -> dict[str, Any]:
     """Evaluate audio-image embeddings (module docstring); write and return the JSON.
+
+    With ``baselines``, the same metrics for MFCCs and pixels joined by CCA
+    (:func:`cca_features`) and, with ``untrained_control``, the model before training
+    (``scicontrast.analysis.baselines``; key ``comparison``).
 
     The hold-out (fraction and seed) and the head come from the model file.
     """
@@ -248,8 +257,95 @@ def evaluate_audio_image(
         **audio_image_metrics(items.table, joint, events, label_column, invariance_negatives, seed),
         "synchronization": items.meta.get("synchronization"),
     }
+    if baselines:
+
+        def score(features: np.ndarray) -> Scores:
+            metrics = audio_image_metrics(items.table, features, events, label_column)
+            return _retrieval_scores(metrics)
+
+        fit_events = np.setdiff1d(np.unique(pairs["group_id"].to_numpy()), held_out)
+        untrained = None
+        if untrained_control:
+            builder = PAIR_BUILDERS.create(experiment["pairs"], where=f"{model_path}: pairs")
+            untrained = untrained_embeddings(experiment, builder, items, projected=True)
+        result["comparison"] = compare(
+            _retrieval_scores(result),
+            score,
+            [cca_features(items, fit_events if len(fit_events) else events)],
+            untrained,
+        )
     write_json(out_path, result)
     return result
+
+
+def _retrieval_scores(metrics: dict[str, Any]) -> Scores:
+    """The compared metrics: exact and class recall at 1 both ways, zero-shot accuracy."""
+    scores = {}
+    for direction, name in (("audio_to_image", "audio->image"), ("image_to_audio", "image->audio")):
+        found = metrics["retrieval"][direction]
+        scores[f"{name} exact R@1"] = metric_summary(found["exact_r1"])
+        if "class_r1" in found:
+            scores[f"{name} class R@1"] = metric_summary(found["class_r1"])
+    if "zero_shot" in metrics:
+        scores["zero-shot accuracy"] = metric_summary(metrics["zero_shot"]["accuracy"])
+    return scores
+
+
+def cca_features(
+    items: Items, fit_events: np.ndarray, max_components: int = 16
+) -> ClassicalFeatures:
+    """MFCC statistics of the audio and raw pixels of the images, brought into one space by
+    canonical correlation analysis (Hotelling 1936) fitted on the pairs of ``fit_events``.
+
+    Each side is standardised and reduced by PCA to at most half the fitting pairs (CCA
+    overfits when dimensions approach samples); ``sklearn.cross_decomposition.CCA`` then
+    finds ``k`` directions ``u_j, v_j`` maximising ``corr(a u_j, b v_j)``. Returns ``[N, k]``:
+    audio rows carry their audio projection, image rows their image projection.
+    """
+    from sklearn.cross_decomposition import CCA
+    from sklearn.decomposition import PCA
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    name = "MFCC statistics and raw pixels, CCA"
+    table = items.table
+    audio = mfcc_statistics(items.extras["audio"], int(items.meta["sample_rate"]))
+    pixels = raw_pixels(items.extras["images"])
+    if audio.features is None:
+        return ClassicalFeatures(name, skipped=audio.skipped)
+    sides = {"audio": audio.features, "image": pixels.features}
+    rows = {side: table.index[table["modality"] == side] for side in sides}
+    by_event = {
+        side: pd.Series(
+            table.loc[rows[side], "modality_row"].to_numpy(),
+            index=table.loc[rows[side], "event"].to_numpy(),
+        )
+        for side in sides
+    }
+    paired = np.intersect1d(
+        np.intersect1d(by_event["audio"].index, by_event["image"].index), fit_events
+    )
+    if len(paired) < 4:
+        return ClassicalFeatures(
+            name, skipped=f"{len(paired)} complete events to fit CCA on; need 4"
+        )
+    reducers, fitted = {}, {}
+    for side, features in sides.items():
+        dims = max(1, min(features.shape[1], len(paired) // 2, 64))
+        reducers[side] = make_pipeline(StandardScaler(), PCA(dims, random_state=0))
+        fitted[side] = reducers[side].fit_transform(features[by_event[side].loc[paired].to_numpy()])
+    k = min(max_components, fitted["audio"].shape[1], fitted["image"].shape[1])
+    cca = CCA(n_components=k, max_iter=1000).fit(fitted["audio"], fitted["image"])
+    joint = np.zeros((len(table), k))
+    reduced = {side: reducers[side].transform(features) for side, features in sides.items()}
+    # transform() maps each side with its own rotation; the audio passed beside the images
+    # only fills the argument.
+    audio_joint = cca.transform(reduced["audio"])
+    placeholder = np.zeros((len(reduced["image"]), reduced["audio"].shape[1]))
+    image_joint = cca.transform(placeholder, reduced["image"])[1]
+    joint[rows["audio"]] = audio_joint[table.loc[rows["audio"], "modality_row"].to_numpy()]
+    joint[rows["image"]] = image_joint[table.loc[rows["image"], "modality_row"].to_numpy()]
+    return ClassicalFeatures(name, joint)
 
 
 def format_audio_image(evaluation: dict[str, Any]) -> list[str]:

@@ -74,13 +74,8 @@ from scicontrast.analysis.embed import EMBEDDINGS_TABLE, load_embeddings
 from scicontrast.analysis.evaluate import linear_probe, validation_probe
 from scicontrast.config import read_config_file
 from scicontrast.data_adapters.base import Items
-from scicontrast.data_adapters.dna import (
-    PAD_CODE,
-    encode_codes,
-    kmer_counts,
-    overlap_groups,
-    reverse_complement_kmers,
-)
+from scicontrast.data_adapters.dna import PAD_CODE, encode_codes, overlap_groups
+from scicontrast.data_adapters.kmers import kmer_frequencies as window_kmer_frequencies
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "benchmarks" / "promoters.yaml"
@@ -100,14 +95,7 @@ def kmer_frequencies(sequences: Sequence[str], k: int, canonical: bool = False) 
     codes = np.full((len(sequences), max(map(len, sequences), default=0)), PAD_CODE, np.uint8)
     for row, sequence in enumerate(sequences):
         codes[row, : len(sequence)] = encode_codes(sequence)
-    counts = kmer_counts(codes, k)
-    if canonical:
-        representative = np.minimum(np.arange(4**k), reverse_complement_kmers(k))
-        merged = np.zeros_like(counts)
-        np.add.at(merged.T, representative, counts.T)
-        counts = merged[:, np.unique(representative)]
-    totals = counts.sum(axis=1, keepdims=True)
-    return counts / np.maximum(totals, 1)
+    return window_kmer_frequencies(codes, k, canonical)
 
 
 def window_sequences(items: Items) -> list[str]:

@@ -26,7 +26,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,9 @@ from torch.utils.data import Dataset
 
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.io import atomic_path
+
+if TYPE_CHECKING:  # classical.py reads DNA codes through dna.py, which imports this module
+    from scicontrast.data_adapters.classical import ClassicalFeatures
 
 PAIRS_COLUMNS = ("group_id", "item_id", "view")
 EXTRA_SUFFIX = ".extra.npy"
@@ -198,6 +201,18 @@ class PairBuilder(ABC):
         default has no proxy.
         """
         return None
+
+    def classical_features(self, items: Items) -> list[ClassicalFeatures]:
+        """The domain's classical features of ``items``, the bar the embedding must clear.
+
+        ``evaluate`` scores each beside the embedding with the same probe, kNN and
+        clustering, and its summary says whether the embedding beats the best of them
+        (``scicontrast.analysis.baselines``). Return one
+        :class:`~scicontrast.data_adapters.classical.ClassicalFeatures` per feature set,
+        rows in items order, or with ``skipped`` set when it cannot be computed for these
+        items. The default declares none.
+        """
+        return []
 
     def symmetry_only(self) -> tuple[str, PairBuilder] | None:
         """The same pairing with only the symmetry the domain knowledge names, or ``None``.

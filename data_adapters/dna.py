@@ -89,6 +89,8 @@ from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
 from scicontrast.data_adapters.base import Adapter, Items, PairBuilder
+from scicontrast.data_adapters.classical import ClassicalFeatures, kmer_features
+from scicontrast.data_adapters.kmers import kmer_counts, kmer_words, reverse_complement_kmers
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import ADAPTERS, PAIR_BUILDERS
 
@@ -199,37 +201,6 @@ def one_hot(seq: str, ambiguous: str = "uniform") -> np.ndarray:
     if table is None:
         raise ValueError(f"ambiguous must be one of {AMBIGUOUS_POLICIES}, got {ambiguous!r}")
     return np.ascontiguousarray(table[encode_codes(seq)].T)
-
-
-def _kmer_words(codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k-mer at each start of each window: ``(index int64 [N, L-k+1], valid bool)``.
-
-    ``codes`` is ``uint8 [N, L]`` (module docstring). ``index`` numbers a word over ``ACGT``
-    in lexicographic order (A0 C1 G2 T3, first base most significant); a word holding an
-    ambiguity code or padding is not ``valid``.
-    """
-    codes = np.asarray(codes, dtype=np.int64)
-    clean = (codes >= 1) & (codes <= 4)  # codes 1..4 are A, C, G, T
-    base = np.where(clean, codes - 1, 0)
-    n_words = max(codes.shape[1] - k + 1, 0)
-    index = np.zeros((len(codes), n_words), dtype=np.int64)
-    valid = np.ones((len(codes), n_words), dtype=bool)
-    for offset in range(k):
-        index = index * 4 + base[:, offset : offset + n_words]
-        valid &= clean[:, offset : offset + n_words]
-    return index, valid
-
-
-def kmer_counts(codes: np.ndarray, k: int) -> np.ndarray:
-    """Forward-strand k-mer counts ``float64 [N, 4**k]`` of windows ``uint8 [N, L]``.
-
-    Every overlapping word is counted; words with an ambiguity code or padding are skipped.
-    Columns follow :func:`_kmer_words`' numbering.
-    """
-    index, valid = _kmer_words(codes, k)
-    rows = np.broadcast_to(np.arange(len(index))[:, None], index.shape)
-    flat = rows[valid] * 4**k + index[valid]
-    return np.bincount(flat, minlength=len(index) * 4**k).reshape(len(index), 4**k).astype(float)
 
 
 def reverse_complement(seq: str) -> str:
@@ -882,6 +853,13 @@ class DNAViews(PairBuilder):
         self._codes: np.ndarray | None = None
         self._neighbour_table: np.ndarray | None = None
 
+    def classical_features(self, items: Items) -> list[ClassicalFeatures]:
+        """Tetranucleotide frequencies of each window, canonical and strand-specific
+        (:func:`~scicontrast.data_adapters.classical.kmer_frequencies`)."""
+        self.bind(items)
+        windows = self._codes[:, self._flank : self._flank + self._window]
+        return [kmer_features(windows, 4, canonical) for canonical in (True, False)]
+
     def symmetry_only(self) -> tuple[str, PairBuilder] | None:
         """The reverse complement without shifts, mutations, masks or neighbours (for
         per-window groups only)."""
@@ -1060,7 +1038,7 @@ class DNAViews(PairBuilder):
         is specific. A window without a single clean k-mer gets ``NaN``.
         """
         self.bind(items)
-        index, valid = _kmer_words(self._codes[:, self._flank : self._flank + self._window], k)
+        index, valid = kmer_words(self._codes[:, self._flank : self._flank + self._window], k)
         counts = np.bincount(index[valid], minlength=4**k).astype(np.float64)
         counts += counts[reverse_complement_kmers(k)]
         surprisal = -np.log(np.maximum(counts, 1.0) / max(counts.sum(), 1.0))
@@ -1068,11 +1046,3 @@ class DNAViews(PairBuilder):
         per_window = valid.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             return f"{k}-mer surprisal", np.where(per_window > 0, totals / per_window, np.nan)
-
-
-def reverse_complement_kmers(k: int) -> np.ndarray:
-    """``int64 [4**k]``: the index of each k-mer's reverse complement, in
-    :func:`kmer_counts`' numbering."""
-    powers = 4 ** np.arange(k - 1, -1, -1)
-    digits = (np.arange(4**k)[:, None] // powers) % 4
-    return (3 - digits[:, ::-1]) @ powers

@@ -146,6 +146,7 @@ from torch_geometric.io.planetoid import read_file, read_planetoid_data
 from torch_geometric.utils import coalesce, dropout_edge, mask_feature, to_undirected
 
 from scicontrast.data_adapters.base import Adapter, Items, PairBuilder, one_path_each
+from scicontrast.data_adapters.classical import ClassicalFeatures, sgc_features
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import ADAPTERS, PAIR_BUILDERS
 
@@ -1164,6 +1165,12 @@ class GraphViews(PairBuilder):
             )
         nodes = np.unique(pairs["group_id"].to_numpy())
         return GraphViewBatches(self, graph_data(items), seed, torch.as_tensor(nodes))
+
+    def classical_features(self, items: Items) -> list[ClassicalFeatures]:
+        """SGC features ``S^2 X`` and the node features ``X`` themselves, no training."""
+        data = graph_data(items)
+        raw = ClassicalFeatures("node features X", data.x.double().numpy())
+        return [sgc_features(data.x, data.edge_index, hops=2), raw]
 
     def embedding_batches(self, items: Items, batch_size: int) -> Iterator[Data]:
         """The clean graph, once (``batch_size`` is unused)."""

@@ -75,6 +75,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from scicontrast.data_adapters.base import Items, PairBuilder
+from scicontrast.data_adapters.classical import ClassicalFeatures, lbp_histograms, raw_pixels
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import PAIR_BUILDERS
 
@@ -245,6 +246,12 @@ class RotationViews(PairBuilder):
         self.max_shift = max_shift
         self.interpolation = interpolation
         self._images: Tensor | None = None
+
+    def classical_features(self, items: Items) -> list[ClassicalFeatures]:
+        """Multi-scale rotation-invariant LBP and raw pixels of each stored image."""
+        self._check_items(items)
+        images = items.arrays["images"]
+        return [lbp_histograms(images), raw_pixels(images)]
 
     def symmetry_only(self) -> tuple[str, PairBuilder] | None:
         """Rotations (and mirrors, with ``flips``) without intensity jitter or centre shift."""

@@ -328,6 +328,7 @@ def cmd_plots(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    from scicontrast.analysis.baselines import format_verdict
     from scicontrast.analysis.evaluate import evaluate, format_report
     from scicontrast.io import atomic_path
 
@@ -352,6 +353,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             invariance_negatives=analysis["invariance_negatives"],
             seed=experiment["training"]["seed"],
             device=args.device,
+            baselines=analysis["baselines"],
+            untrained_control=analysis["untrained_control"],
         )
         clusters = None
         if args.clusters:
@@ -362,6 +365,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
             diagnostics = json.loads((Path(args.diagnostics) / "diagnostics.json").read_text())
             report += "\n" + "\n".join(format_diagnostics(diagnostics)) + "\n"
+        if "comparison" in evaluation:
+            report += "\n".join(format_verdict(evaluation["comparison"])) + "\n"
         header = f"experiment {experiment['name']}"
         (tmp / "summary.txt").write_text(f"{header}\n{report}\n")
     print(f"{header}\n{report}")

@@ -117,9 +117,15 @@ def make_items(n: int = 60, seed: int = 0) -> Items:
 @pytest.fixture
 def stand_in_model_stack(monkeypatch):
     """Make ``load_model`` return the invariant stand-in model with the OffsetPairs builder."""
-    experiment = {"name": "stand_in", "pairs": {"name": f"{__name__}:OffsetPairs", "params": {}}}
+    experiment = {
+        "name": "stand_in",
+        "pairs": {"name": f"{__name__}:OffsetPairs", "params": {}},
+        "training": {"seed": 0},
+    }
     contrastive = types.ModuleType("scicontrast.models.contrastive")
     contrastive.load_model = lambda path, map_location="cpu": (LinearModel(0.0).eval(), experiment)
+    # The untrained control: an encoder that sees the nuisance as much as the features.
+    contrastive.build_model = lambda experiment: LinearModel(1.0)
     train = types.ModuleType("scicontrast.models.train")
     train.resolve_device = lambda name: torch.device("cpu")
     monkeypatch.setitem(sys.modules, "scicontrast.models.contrastive", contrastive)

@@ -327,7 +327,8 @@ def two_compositions(tmp_path) -> Items:
 
 
 def test_kmer_counts_count_every_overlapping_clean_word():
-    from scicontrast.data_adapters.dna import PAD_CODE, encode_codes, kmer_counts
+    from scicontrast.data_adapters.dna import PAD_CODE, encode_codes
+    from scicontrast.data_adapters.kmers import kmer_counts
 
     codes = np.stack([encode_codes("ACGTA"), np.r_[encode_codes("ANAA"), [PAD_CODE]]])
     counts = kmer_counts(codes, 2)

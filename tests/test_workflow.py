@@ -125,6 +125,28 @@ def test_takeaway_outputs(finished_run):
     assert "Diagnostics" in summary and "leiden" in summary
 
 
+def test_summary_ends_with_a_verdict_against_classical_features(finished_run):
+    """The DNA run's summary compares the embedding with 4-mer frequencies and its
+    untrained encoder, and its last lines say per metric whether it beats them."""
+    workdir, _ = finished_run
+    results = workdir / "results" / "tiny"
+    evaluation = json.loads((results / "metrics" / "evaluation.json").read_text())
+    rows = {row["name"]: row["kind"] for row in evaluation["comparison"]["rows"]}
+    assert rows == {
+        "trained embedding": "trained",
+        "untrained encoder": "untrained",
+        "4-mer frequencies (canonical)": "classical",
+        "4-mer frequencies (strand-specific)": "classical",
+    }
+    verdict = (results / "metrics" / "summary.txt").read_text().strip().split("Verdict:")[-1]
+    lines = verdict.splitlines()[1:]
+    assert [line.split(" ")[2] for line in lines] == [
+        "probe", "probe", "kNN", "k-means"
+    ]  # fmt: skip
+    assert all("the best classical features, 4-mer frequencies" in line for line in lines)
+    assert all("its untrained encoder" in line for line in lines)
+
+
 def test_report_is_self_contained_html(finished_run):
     workdir, _ = finished_run
     config = yaml.safe_load((workdir / "config.yaml").read_text())
