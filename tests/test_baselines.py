@@ -176,6 +176,9 @@ def test_verdict_lines_say_beats_or_not_with_points():
     rows[1]["scores"]["ARI"] = metric_summary(0.55)
     lines = format_verdict({"rows": rows, "skipped": [], "verdicts": verdicts(rows)})
     assert any("ARI 0.500: does NOT beat" in line and "-5.0 points" in line for line in lines)
+    rows[1]["scores"]["ARI"] = metric_summary(0.5)
+    lines = format_verdict({"rows": rows, "skipped": [], "verdicts": verdicts(rows)})
+    assert any("ARI 0.500: ties with the best classical features, TNF" in line for line in lines)
 
 
 def test_compare_scores_every_row_alike_and_lists_skipped_features():
