@@ -64,10 +64,13 @@ class Registry(Generic[T]):
             module_name, _, attr = name.partition(":")
             try:
                 module = importlib.import_module(module_name)
-            except ImportError as exc:
+            # A plug-in is user code: whatever its import raises (a SyntaxError, a missing
+            # file it opens at import), the user must see which component and why.
+            except Exception as exc:
                 raise UnknownComponentError(
-                    f"{self.kind} {name!r}: cannot import module {module_name!r} ({exc})"
-                ) from None
+                    f"{self.kind} {name!r}: cannot import module {module_name!r} "
+                    f"({type(exc).__name__}: {exc})"
+                ) from exc
             try:
                 return getattr(module, attr)
             except AttributeError:
@@ -79,7 +82,13 @@ class Registry(Generic[T]):
             return self._builtins[name]
         entry_point = self._entry_points().get(name)
         if entry_point is not None:
-            return entry_point.load()
+            try:
+                return entry_point.load()
+            except Exception as exc:
+                raise UnknownComponentError(
+                    f"{self.kind} {name!r}: entry point {entry_point.value!r} in group "
+                    f"{self.entry_point_group!r} failed to load ({type(exc).__name__}: {exc})"
+                ) from exc
         raise UnknownComponentError(
             f"unknown {self.kind} {name!r}; known: {', '.join(self.names()) or 'none'} "
             f"(or give 'package.module:Class', or register an entry point in group "
