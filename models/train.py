@@ -120,6 +120,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _check_lr(lr: float, name: str) -> None:
+    """Refuse a learning rate whose first AdamW step cannot be written in float32.
+
+    AdamW's first step moves each weight by ``lr / (1 - beta1)`` times a unit-size ratio;
+    beyond float32's largest value that scalar overflows inside torch, a raw RuntimeError.
+    """
+    beta1 = 0.9  # torch.optim.AdamW's default, which training uses
+    if lr / (1 - beta1) > torch.finfo(torch.float32).max:
+        raise ConfigError(
+            f"experiments.{name}.training.lr: {lr:g} makes AdamW's first step "
+            f"lr / (1 - {beta1}) overflow float32; lower training.lr"
+        )
+
+
 def experiment_hash(experiment: dict[str, Any]) -> str:
     """SHA-256 of the settings that shape training (all but ``analysis`` and ``description``)."""
     relevant = {k: v for k, v in experiment.items() if k not in ("analysis", "description")}
@@ -191,6 +205,7 @@ def train(
             f"experiments.{experiment['name']}.training.swa_epochs: {swa_epochs} epochs to "
             f"average, but training.epochs is {epochs}"
         )
+    _check_lr(settings["lr"], experiment["name"])
     out_dir = Path(out_dir)
     if settings["ensemble"] > 1:
         return _train_ensemble(
@@ -351,7 +366,8 @@ def train(
                     total=len(batches),
                     initial=start_batch,
                     disable=not (progress and group.is_main),
-                    leave=False,
+                    # Each epoch's bar stays as its console line: epoch, loss, seconds.
+                    leave=True,
                 )
                 for batch_index, (inputs, group_ids) in enumerate(bar, start=start_batch):
                     inputs = inputs.to(device, non_blocking=True)
@@ -368,11 +384,7 @@ def train(
                     step += 1
 
                     record = output.metrics  # includes "loss"
-                    if not math.isfinite(record["loss"]):
-                        raise ScicontrastError(
-                            f"training diverged: loss is {record['loss']} at epoch {epoch}, "
-                            f"step {step}; lower training.lr or raise loss.temperature"
-                        )
+                    _check_finite(model, record["loss"], epoch, step)
                     if group.is_main:
                         _write_line(
                             metrics_file,
@@ -381,7 +393,8 @@ def train(
                     for key, value in record.items():
                         sums[key] += value
                     n_views += len(group_ids)
-                    bar.set_postfix(loss=f"{record['loss']:.4f}")
+                    # The epoch's mean loss so far: the bar's last value is the epoch line's.
+                    bar.set_postfix(loss=f"{sums['loss'] / (batch_index + 1):.4f}")
 
                     # Preempted (SLURM sends SIGTERM before killing a job): keep this step's
                     # work, so a rerun resumes right after it.
@@ -509,6 +522,31 @@ def _train_ensemble(
     save_model(model_path, ensemble_model(trained), experiment)
     logger.info("model.pt holds the %d members side by side", members)
     return model_path
+
+
+def _check_finite(model: ContrastiveModel, loss: float, epoch: int, step: int) -> None:
+    """Stop training once the loss or any weight or buffer is NaN or infinite.
+
+    A too-large learning rate can leave the loss finite (batch norm normalises with the
+    batch's own statistics in training mode) while the running statistics or weights are
+    already infinite; such a model would embed everything as NaN, so it must not be saved.
+    One device sync per step: the per-tensor flags are reduced on the device first.
+    """
+    what = None if math.isfinite(loss) else f"loss is {loss}"
+    if what is None:
+        tensors = [
+            (name, tensor)
+            for name, tensor in (*model.named_parameters(), *model.named_buffers())
+            if tensor.is_floating_point()
+        ]
+        if not bool(torch.stack([torch.isfinite(t).all() for _, t in tensors]).all()):
+            name = next(name for name, t in tensors if not bool(torch.isfinite(t).all()))
+            what = f"{name} holds NaN or infinite values"
+    if what is not None:
+        raise ScicontrastError(
+            f"training diverged: {what} at epoch {epoch}, step {step}; "
+            "lower training.lr or raise loss.temperature"
+        )
 
 
 def _held_out_metrics(
