@@ -55,7 +55,7 @@ def embed_items(
         items: the items to embed.
         batch_size: items per forward pass.
         device: where the forward passes run.
-        progress: show a progress bar (only on a terminal).
+        progress: show a progress bar on stderr.
 
     Returns:
         ``[N, D]`` float32 array, row ``i`` embedding ``items.table`` row ``i``.
@@ -65,7 +65,8 @@ def embed_items(
     chunks = [np.zeros((0, model.encoder.embedding_dim), dtype=np.float32)]
     batches = builder.embedding_batches(items, batch_size)
     with torch.no_grad():
-        for inputs in tqdm(batches, desc="embed", unit="batch", disable=None if progress else True):
+        # Shown on a pipe or log file too: a workflow step's console is rarely a terminal.
+        for inputs in tqdm(batches, desc="embed", unit="batch", disable=not progress):
             chunks.append(model.embed(inputs.to(device)).float().cpu().numpy())
     embeddings = np.concatenate(chunks)
     if len(embeddings) != len(items):

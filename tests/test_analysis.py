@@ -7,6 +7,7 @@ on the encoder or training code.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import types
 
@@ -146,6 +147,13 @@ def test_embed_items_embeds_canonical_views_in_any_batching():
     # Canonical views carry no nuisance, so the embedding is exactly the features.
     np.testing.assert_allclose(small, items.arrays["features"], atol=1e-6)
     np.testing.assert_array_equal(small, large)
+
+
+def test_embedding_progress_reaches_stderr_that_is_not_a_terminal(capsys):
+    """A workflow step writes to a pipe or a log file, where progress must still show."""
+    embed_items(LinearModel(1.0), OffsetPairs(), make_items(n=23), batch_size=5, progress=True)
+    console = capsys.readouterr().err
+    assert re.search(r"embed: 5batch \[\d\d:\d\d", console), console
 
 
 def test_embed_writes_parquet_and_npy_that_agree(tmp_path, stand_in_model_stack):
