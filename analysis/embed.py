@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from scicontrast.data_adapters.base import Items, PairBuilder
+from scicontrast.device import resolve_device
 from scicontrast.errors import InputDataError
 from scicontrast.io import atomic_path
 
@@ -177,7 +178,6 @@ def embed_files(
 def _embed_and_write(model_path, read_items, source, out_dir, batch_size, device) -> None:
     # Imported here: the array-level functions above must work without the model stack.
     from scicontrast.models.contrastive import load_model
-    from scicontrast.models.train import resolve_device
     from scicontrast.registry import PAIR_BUILDERS
 
     model, experiment = load_model(model_path, map_location="cpu")

@@ -36,7 +36,7 @@ Outputs in ``out_dir``:
   optimiser steps taken so far, and a sample is one view. When training holds groups out
   (``training.holdout_fraction > 0``), each epoch also writes ``{"kind": "heldout",
   "epoch", "projection": {...}, "embedding": {...}}``: the diagnostics' contrastive numbers
-  (:func:`scicontrast.analysis.diagnostics.contrastive_metrics`) on the held-out groups, with
+  (:func:`scicontrast.models.contrastive_metrics.contrastive_metrics`) on the held-out groups, with
   the same fixed views every epoch, so overfitting shows as a gap to the training curve.
 - ``checkpoint.pt``: written atomically after every epoch (weights, optimiser state, epochs
   done, steps taken, torch RNG state, the weight average so far and a hash of the
@@ -79,6 +79,7 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 from tqdm.auto import tqdm
 
 from scicontrast.data_adapters.base import Items, check_pairs_table, held_out_groups
+from scicontrast.device import resolve_device
 from scicontrast.errors import ConfigError, InputDataError, Preempted, ScicontrastError
 from scicontrast.io import atomic_path
 from scicontrast.models.contrastive import (
@@ -88,6 +89,7 @@ from scicontrast.models.contrastive import (
     load_model,
     save_model,
 )
+from scicontrast.models.contrastive_metrics import VIEW_EPOCH, contrastive_metrics
 from scicontrast.models.distributed import (
     any_process,
     gathered_info_nce,
@@ -104,20 +106,6 @@ from scicontrast.registry import PAIR_BUILDERS
 logger = logging.getLogger("scicontrast.train")
 
 CHECKPOINT_VERSION = 1
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without CUDA is a ConfigError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "training.device: 'cuda' was asked for but torch sees no CUDA device "
-            "(use 'auto' or 'cpu')"
-        )
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"training.device: {name!r} is not one of auto, cpu, cuda")
-    return torch.device(name)
 
 
 def _check_lr(lr: float, name: str) -> None:
@@ -557,8 +545,6 @@ def _held_out_metrics(
     Eval mode and seeded views: the pass draws nothing from torch's global generator and
     changes no weights or batch-norm statistics, so a resumed run stays bitwise equal.
     """
-    from scicontrast.analysis.diagnostics import VIEW_EPOCH, contrastive_metrics
-
     batches.set_epoch(VIEW_EPOCH)
     return contrastive_metrics(model, batches, device)
 

@@ -121,10 +121,7 @@ def stand_in_model_stack(monkeypatch):
     experiment = {"name": "stand_in", "pairs": {"name": f"{__name__}:OffsetPairs", "params": {}}}
     contrastive = types.ModuleType("scicontrast.models.contrastive")
     contrastive.load_model = lambda path, map_location="cpu": (LinearModel(0.0).eval(), experiment)
-    train = types.ModuleType("scicontrast.models.train")
-    train.resolve_device = lambda name: torch.device("cpu")
     monkeypatch.setitem(sys.modules, "scicontrast.models.contrastive", contrastive)
-    monkeypatch.setitem(sys.modules, "scicontrast.models.train", train)
 
 
 def blobs(n_per_blob: int = 50, n_blobs: int = 4, dim: int = 16, seed: int = 0):

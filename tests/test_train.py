@@ -18,10 +18,11 @@ import torch
 
 from scicontrast.config import select_experiment, validate_config
 from scicontrast.data_adapters.base import Items, PairBuilder, ViewDataset, collate_views
+from scicontrast.device import resolve_device
 from scicontrast.errors import ConfigError, InputDataError, ScicontrastError
 from scicontrast.models.contrastive import ContrastiveModel, build_model, load_model, save_model
 from scicontrast.models.dna_cnn import DNAConvEncoder
-from scicontrast.models.train import experiment_hash, learning_rate, resolve_device, train
+from scicontrast.models.train import experiment_hash, learning_rate, train
 from scicontrast.registry import PAIR_BUILDERS
 
 LENGTH = 24
