@@ -77,7 +77,12 @@ class Registry(Generic[T]):
                 raise UnknownComponentError(
                     f"{self.kind} {name!r}: module {module_name!r} has no {attr!r}"
                 ) from None
-        self._import_builtins()
+        # Built-in modules are imported one by one until one registers the name: a DNA
+        # step then never imports the graph stack (torch_geometric), seconds per CLI call.
+        for module in self._builtin_modules:
+            if name in self._builtins:
+                break
+            importlib.import_module(module)
         if name in self._builtins:
             return self._builtins[name]
         entry_point = self._entry_points().get(name)

@@ -196,6 +196,7 @@ def test_saves_no_similarity_matrix_for_backward():
     assert saved and max(saved) <= rows * dim
 
 
+@pytest.mark.slow
 def test_peak_memory_stays_far_below_the_dense_matrix(tmp_path):
     # 8192 views: the dense similarity matrix alone is 256 MiB in float32.
     script = textwrap.dedent(

@@ -315,6 +315,7 @@ def test_graph_encoder_exports_as_torchscript_on_x_and_edge_index(tmp_path):
     assert not (tmp_path / "wider").exists()
 
 
+@pytest.mark.slow
 def test_an_ensemble_of_graph_encoders_exports_its_members_side_by_side(tmp_path):
     _, _, items, builder = untrained_demo_graph(tmp_path, training={"ensemble": 2})
     embeddings = np.load(tmp_path / "embeddings" / "embeddings.npy")
@@ -398,7 +399,16 @@ def exported_inputs(domain: str, items: Items, builder: PairBuilder) -> dict[str
     return {"encoder": {"x": batch.numpy()}}
 
 
-@pytest.mark.parametrize("domain", ["dna", "image", "graph", "audio_image"])
+@pytest.mark.parametrize(
+    "domain",
+    [
+        "dna",
+        "image",
+        pytest.param("graph", marks=pytest.mark.slow),
+        # The fast tier checks the audio-image towers' files in test_audio_image_workflow.
+        pytest.param("audio_image", marks=pytest.mark.slow),
+    ],
+)
 def test_torch_export_and_onnx_files_embed_like_the_workflow(tmp_path, domain):
     """Each domain's encoder as .pt2 (torch.export) and .onnx (run by onnxruntime), on a batch
     of all items (not the size it was exported from), gives the workflow's embeddings."""
