@@ -172,5 +172,6 @@ class DNAConvEncoder(nn.Module):
         if not self.rc_invariant:
             return self.output(self._trunk(x))
         both_strands = self._trunk(torch.cat([x, reverse_complement(x)], dim=0))
-        forward_strand, reverse_strand = both_strands.chunk(2, dim=0)
-        return self.output(forward_strand + reverse_strand)
+        # Sliced at the batch size rather than chunk(2): torch.export keeps the batch dynamic.
+        n = x.shape[0]
+        return self.output(both_strands[:n] + both_strands[n:])

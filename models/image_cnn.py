@@ -64,8 +64,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from scicontrast.data_adapters.rotations import disc_mask, rotate
 from scicontrast.errors import ConfigError
+from scicontrast.geometry import disc_mask, rotate
 from scicontrast.registry import ENCODERS
 
 ROTATION_MODES = ("none", "c4", "c8")

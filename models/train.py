@@ -36,7 +36,7 @@ Outputs in ``out_dir``:
   optimiser steps taken so far, and a sample is one view. When training holds groups out
   (``training.holdout_fraction > 0``), each epoch also writes ``{"kind": "heldout",
   "epoch", "projection": {...}, "embedding": {...}}``: the diagnostics' contrastive numbers
-  (:func:`scicontrast.analysis.diagnostics.contrastive_metrics`) on the held-out groups, with
+  (:func:`scicontrast.models.contrastive_metrics.contrastive_metrics`) on the held-out groups, with
   the same fixed views every epoch, so overfitting shows as a gap to the training curve.
 - ``checkpoint.pt``: written atomically after every epoch (weights, optimiser state, epochs
   done, steps taken, torch RNG state, the weight average so far and a hash of the
@@ -79,6 +79,7 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 from tqdm.auto import tqdm
 
 from scicontrast.data_adapters.base import Items, check_pairs_table, held_out_groups
+from scicontrast.device import resolve_device
 from scicontrast.errors import ConfigError, InputDataError, Preempted, ScicontrastError
 from scicontrast.io import atomic_path
 from scicontrast.models.contrastive import (
@@ -88,6 +89,7 @@ from scicontrast.models.contrastive import (
     load_model,
     save_model,
 )
+from scicontrast.models.contrastive_metrics import VIEW_EPOCH, contrastive_metrics
 from scicontrast.models.distributed import (
     any_process,
     gathered_info_nce,
@@ -106,18 +108,18 @@ logger = logging.getLogger("scicontrast.train")
 CHECKPOINT_VERSION = 1
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without CUDA is a ConfigError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+def _check_lr(lr: float, name: str) -> None:
+    """Refuse a learning rate whose first AdamW step cannot be written in float32.
+
+    AdamW's first step moves each weight by ``lr / (1 - beta1)`` times a unit-size ratio;
+    beyond float32's largest value that scalar overflows inside torch, a raw RuntimeError.
+    """
+    beta1 = 0.9  # torch.optim.AdamW's default, which training uses
+    if lr / (1 - beta1) > torch.finfo(torch.float32).max:
         raise ConfigError(
-            "training.device: 'cuda' was asked for but torch sees no CUDA device "
-            "(use 'auto' or 'cpu')"
+            f"experiments.{name}.training.lr: {lr:g} makes AdamW's first step "
+            f"lr / (1 - {beta1}) overflow float32; lower training.lr"
         )
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"training.device: {name!r} is not one of auto, cpu, cuda")
-    return torch.device(name)
 
 
 def experiment_hash(experiment: dict[str, Any]) -> str:
@@ -191,6 +193,7 @@ def train(
             f"experiments.{experiment['name']}.training.swa_epochs: {swa_epochs} epochs to "
             f"average, but training.epochs is {epochs}"
         )
+    _check_lr(settings["lr"], experiment["name"])
     out_dir = Path(out_dir)
     if settings["ensemble"] > 1:
         return _train_ensemble(
@@ -351,7 +354,8 @@ def train(
                     total=len(batches),
                     initial=start_batch,
                     disable=not (progress and group.is_main),
-                    leave=False,
+                    # Each epoch's bar stays as its console line: epoch, loss, seconds.
+                    leave=True,
                 )
                 for batch_index, (inputs, group_ids) in enumerate(bar, start=start_batch):
                     inputs = inputs.to(device, non_blocking=True)
@@ -368,11 +372,7 @@ def train(
                     step += 1
 
                     record = output.metrics  # includes "loss"
-                    if not math.isfinite(record["loss"]):
-                        raise ScicontrastError(
-                            f"training diverged: loss is {record['loss']} at epoch {epoch}, "
-                            f"step {step}; lower training.lr or raise loss.temperature"
-                        )
+                    _check_finite(model, record["loss"], epoch, step)
                     if group.is_main:
                         _write_line(
                             metrics_file,
@@ -381,7 +381,8 @@ def train(
                     for key, value in record.items():
                         sums[key] += value
                     n_views += len(group_ids)
-                    bar.set_postfix(loss=f"{record['loss']:.4f}")
+                    # The epoch's mean loss so far: the bar's last value is the epoch line's.
+                    bar.set_postfix(loss=f"{sums['loss'] / (batch_index + 1):.4f}")
 
                     # Preempted (SLURM sends SIGTERM before killing a job): keep this step's
                     # work, so a rerun resumes right after it.
@@ -511,6 +512,31 @@ def _train_ensemble(
     return model_path
 
 
+def _check_finite(model: ContrastiveModel, loss: float, epoch: int, step: int) -> None:
+    """Stop training once the loss or any weight or buffer is NaN or infinite.
+
+    A too-large learning rate can leave the loss finite (batch norm normalises with the
+    batch's own statistics in training mode) while the running statistics or weights are
+    already infinite; such a model would embed everything as NaN, so it must not be saved.
+    One device sync per step: the per-tensor flags are reduced on the device first.
+    """
+    what = None if math.isfinite(loss) else f"loss is {loss}"
+    if what is None:
+        tensors = [
+            (name, tensor)
+            for name, tensor in (*model.named_parameters(), *model.named_buffers())
+            if tensor.is_floating_point()
+        ]
+        if not bool(torch.stack([torch.isfinite(t).all() for _, t in tensors]).all()):
+            name = next(name for name, t in tensors if not bool(torch.isfinite(t).all()))
+            what = f"{name} holds NaN or infinite values"
+    if what is not None:
+        raise ScicontrastError(
+            f"training diverged: {what} at epoch {epoch}, step {step}; "
+            "lower training.lr or raise loss.temperature"
+        )
+
+
 def _held_out_metrics(
     model: ContrastiveModel, batches: Any, device: torch.device
 ) -> dict[str, dict[str, float]]:
@@ -519,8 +545,6 @@ def _held_out_metrics(
     Eval mode and seeded views: the pass draws nothing from torch's global generator and
     changes no weights or batch-norm statistics, so a resumed run stays bitwise equal.
     """
-    from scicontrast.analysis.diagnostics import VIEW_EPOCH, contrastive_metrics
-
     batches.set_epoch(VIEW_EPOCH)
     return contrastive_metrics(model, batches, device)
 
