@@ -17,10 +17,12 @@ probed on the same stratified splits (the experiment's ``probe_test_fraction`` a
 ``x2, pixel size unknown``
     the 2x copies at their native resolution, the control: texture twice as coarse.
 
-Each set gets four rows: raw pixels (32 x 32) and multi-scale rotation-invariant LBP from the
-files as they are (``benchmarks/neu.py``), the experiment's encoder at its initial weights
-(seeded as training seeds it) and the trained encoder, scored by the workflow's
-``linear_probe``, ``validation_probe`` and ``knn_accuracy``. Run::
+Each set gets raw pixels (32 x 32) and multi-scale rotation-invariant LBP from the files as
+they are (``benchmarks/neu.py``), the experiment's encoder at its initial weights (seeded as
+training seeds it; not for the control) and the trained encoder (on the originals: the
+workflow's embeddings), all scored by the workflow's ``linear_probe``, ``validation_probe``
+and ``knn_accuracy``. An image embeds from at most ``--max-patches`` (16) patches spread over
+its grid: all of a 200 x 200 image's 45-pixel patches, a quarter of a 400 x 400 one's. Run::
 
     python benchmarks/neu_scale.py --experiment neu_native_p64
 
@@ -42,7 +44,7 @@ from neu import grey_image, lbp_histograms, percent, raw_pixels, validation_text
 from skimage.io import imsave
 from skimage.transform import resize
 
-from scicontrast.analysis.embed import embed_items
+from scicontrast.analysis.embed import embed_items, load_embeddings
 from scicontrast.analysis.evaluate import knn_accuracy, linear_probe, validation_probe
 from scicontrast.config import read_config_file
 from scicontrast.data_adapters.base import Items
@@ -97,8 +99,11 @@ def scores(features: np.ndarray, labels: pd.Series, analysis: dict[str, Any]) ->
     }
 
 
-def set_rows(name: str, items: Items, models: dict, experiment: dict) -> list[dict[str, str]]:
-    """Baselines from the files, then each model's embedding of ``items``."""
+def set_rows(
+    name: str, items: Items, embeddings: dict[str, Any], experiment: dict, max_patches: int
+) -> list[dict[str, str]]:
+    """Baselines from the files, then each embedding of ``items``: an ``[N, D]`` array as
+    given, or a model that embeds them here (at most ``max_patches`` patches per image)."""
     analysis = experiment["analysis"]
     labels = items.table[analysis["label_column"]].reset_index(drop=True)
     images = [grey_image(REPO / path) for path in items.table["file"]]
@@ -108,15 +113,20 @@ def set_rows(name: str, items: Items, models: dict, experiment: dict) -> list[di
     }
     seconds = {}
     builder = PAIR_BUILDERS.create(experiment["pairs"], where=experiment["name"])
-    for label, model in models.items():
+    builder.max_patches = max_patches
+    for label, source in embeddings.items():
         start = time.perf_counter()
-        features[label] = embed_items(model, builder, items, progress=False)
-        seconds[label] = time.perf_counter() - start
+        if isinstance(source, np.ndarray):
+            features[label] = source
+        else:
+            features[label] = embed_items(source, builder, items, progress=False)
+            seconds[label] = time.perf_counter() - start
     rows = []
     for method, values in features.items():
         row = {"setting": name, "method": method, **scores(values, labels, analysis)}
         row["embed s"] = f"{seconds[method]:.0f}" if method in seconds else ""
         rows.append(row)
+        print(" | ".join(row.values()), flush=True)
     return rows
 
 
@@ -126,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", default="neu_native_p64")
     parser.add_argument("--results", type=Path, default=REPO / "results")
     parser.add_argument("--data", type=Path, default=REPO / "results" / "neu_x2_data")
+    parser.add_argument("--max-patches", type=int, default=16)
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -141,15 +152,26 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     trained, stored = load_model(run / "model" / "model.pt", map_location="cpu")
     torch.manual_seed(stored["training"]["seed"])  # as models.train.train seeds it
-    models = {"untrained encoder (same config)": build_model(stored), "trained encoder": trained}
+    untrained = build_model(stored)
     native = Items.load(run / "items")
+    metadata, workflow_embeddings = load_embeddings(run / "embeddings")
+    if not metadata["item_id"].equals(native.table["item_id"]):
+        raise SystemExit(f"{run}: embeddings and items differ in order")
     labels = write_upsampled(native, args.data)
-    rows = set_rows("native 200x200", native, models, stored)
-    for name, target in (("x2, pixel size given", 1.0), ("x2, pixel size unknown", None)):
-        items = read_set(stored, labels, target)
+    given = read_set(stored, labels, 1.0)
+    unknown = read_set(stored, labels, None)
+    for items in (given, unknown):
         if not np.array_equal(items.table["label"], native.table["label"]):
             raise SystemExit(f"{args.data}: images not in the order of {run / 'items'}")
-        rows += set_rows(name, items, models, stored)
+    untrained_name, trained_name = "untrained encoder (same config)", "trained encoder"
+    sets = (
+        ("native 200x200", native, {untrained_name: untrained, trained_name: workflow_embeddings}),
+        ("x2, pixel size given", given, {untrained_name: untrained, trained_name: trained}),
+        ("x2, pixel size unknown", unknown, {trained_name: trained}),
+    )
+    rows = []
+    for name, items, embeddings in sets:
+        rows += set_rows(name, items, embeddings, stored, args.max_patches)
     table = pd.DataFrame(rows)
     if args.markdown:
         print(table.to_markdown(index=False))
