@@ -243,3 +243,12 @@ def test_cca_with_too_few_events_is_skipped_with_the_reason():
 
     skipped = cca_features(_audio_image_items(), np.arange(3))
     assert skipped.features is None and "3 complete events" in skipped.skipped
+
+
+def test_image_features_take_whole_images_of_any_size():
+    rng = np.random.default_rng(4)
+    images = [rng.integers(0, 256, size=(1, h, w), dtype=np.uint8) for h, w in ((40, 60), (64, 32))]
+    lbp = lbp_histograms(images).features
+    assert lbp.shape == (2, 54)
+    np.testing.assert_allclose(lbp[1], lbp_histograms(images[1][None]).features[0])
+    assert raw_pixels(iter(images)).features.shape == (2, 32 * 32)
