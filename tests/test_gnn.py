@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import minimal_experiment
 from torch_geometric.data import Batch, Data
+from torch_geometric.utils import to_torch_csr_tensor
 
 from scicontrast.config import validate_config
 from scicontrast.errors import ConfigError
@@ -202,3 +203,14 @@ def test_propagation_after_the_mlp_is_appnp():
 def test_propagated_mlp_bad_settings_are_config_errors(params, message):
     with pytest.raises(ConfigError, match=f"encoder propagated_mlp: {message}"):
         PropagatedMLPEncoder(**params)
+
+
+def test_propagated_mlp_follows_edge_direction():
+    """Messages flow source -> target: on the edge 0 -> 1 alone, node 0 hears nothing."""
+    data = Data(x=torch.tensor([[1.0], [0.0]]), edge_index=torch.tensor([[0], [1]]))
+    encoder = PropagatedMLPEncoder(embedding_dim=1, hops=1, teleport=0.0)
+    propagated = encoder.propagation(data.x, data.edge_index)  # the reference: edge_index
+    adjacency = to_torch_csr_tensor(data.edge_index.flip(0), size=(2, 2))
+    torch.testing.assert_close(encoder.propagation(data.x, adjacency), propagated)
+    # Node 0 (in-degree 1 with its self-loop) keeps x_0; node 1 gets x_0 / sqrt(1 * 2).
+    torch.testing.assert_close(propagated, torch.tensor([[1.0], [0.5**0.5]]))
