@@ -1,4 +1,7 @@
-r"""Graph encoders: a stack of PyG message-passing layers, node features in, node embeddings out.
+r"""Graph encoders: node features in, node embeddings out.
+
+Two kinds: a stack of PyG message-passing layers (``gcn``, ``gat``, ``gin``, below), and
+``propagated_mlp``, a parameter-free propagation decoupled from an MLP (its class docstring).
 
 Input and output::
 

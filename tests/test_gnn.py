@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 from conftest import minimal_experiment
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import to_torch_csr_tensor
@@ -214,3 +218,16 @@ def test_propagated_mlp_follows_edge_direction():
     torch.testing.assert_close(encoder.propagation(data.x, adjacency), propagated)
     # Node 0 (in-degree 1 with its self-loop) keeps x_0; node 1 gets x_0 / sqrt(1 * 2).
     torch.testing.assert_close(propagated, torch.tensor([[1.0], [0.5**0.5]]))
+
+
+def test_reference_graph_config_is_the_propagated_mlp_defaults():
+    """benchmarks/cora_propagated.yaml fixes nothing for Cora: its encoder is the defaults."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "cora_propagated.yaml"
+    encoder = yaml.safe_load(path.read_text())["experiments"]["cora_propagated"]["encoder"]
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(PropagatedMLPEncoder).parameters.items()
+        if name != "in_channels"
+    }
+    assert encoder["name"] == "propagated_mlp"
+    assert {**defaults, "hidden_channels": None} == {**defaults, **encoder["params"]}
