@@ -29,18 +29,52 @@ for an encoder :math:`h` (1 for an exactly invariant one, up to rounding).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.neighbors import NearestNeighbors
 
-from scicontrast.data_adapters.base import Items
+from scicontrast.data_adapters.base import Items, held_out_groups
 from scicontrast.data_adapters.dna import kmer_counts, reverse_complement_kmers
-from scicontrast.data_adapters.genome_reads import codes_to_tensor, reverse_complement_codes
+from scicontrast.data_adapters.genome_reads import (
+    codes_to_tensor,
+    cut_reads,
+    reverse_complement_codes,
+)
 from scicontrast.data_adapters.genome_store import CODES_EXTRA
+from scicontrast.errors import ConfigError
+from scicontrast.io import write_json
+from scicontrast.models.contrastive import build_model, load_model
+
+
+def split_genomes(
+    table: pd.DataFrame, by: str, seed: int, fractions: tuple[float, float] = (0.2, 0.2)
+) -> dict[str, list[str]]:
+    """Genome ids of the ``train``, ``val`` and ``test`` parts, split by ``by``.
+
+    ``by="genome"`` shuffles the genomes, ``by="species"`` the species (all strains of a
+    species fall in one part); ``fractions`` are the val and test shares of those units
+    (each at least 2 units). ``table`` is a store's items table (one row per record).
+    """
+    if by not in ("genome", "species"):
+        raise ValueError(f"split by 'genome' or 'species', not {by!r}")
+    genomes = table.drop_duplicates("genome")[["genome", "species"]].astype(str)
+    units = np.sort(genomes[by].unique())
+    units = units[np.random.default_rng([seed, 0x25]).permutation(len(units))]
+    n_val, n_test = (max(2, round(f * len(units))) for f in fractions)
+    if n_val + n_test >= len(units):
+        raise ValueError(f"{len(units)} {by} units cannot make train, val and test parts")
+    parts = {"val": units[:n_val], "test": units[n_val : n_val + n_test]}
+    parts["train"] = units[n_val + n_test :]
+    return {
+        name: sorted(genomes.loc[genomes[by].isin(chosen), "genome"])
+        for name, chosen in parts.items()
+    }
 
 
 def read_codes(reads: Items) -> np.ndarray:
@@ -142,3 +176,50 @@ def evaluate_reads(
         rows[name] = origin_scores(embedding, genomes, species, embedding=True, seed=seed)
         rows[name]["rc_invariance"] = rc_invariance(encoder, codes)
     return rows
+
+
+def held_out_reads(
+    experiment: dict[str, Any], items_dir: str | Path, pairs_path: str | Path, length: int
+) -> Items:
+    """Reads of the groups training held out (``training.holdout_fraction``), for the workflow.
+
+    The groups are those :func:`~scicontrast.data_adapters.base.held_out_groups` draws, as
+    training does; ``analysis.genome_reads`` reads of ``length`` nt are cut from each.
+    """
+    items = Items.load(items_dir)
+    pairs = pd.read_parquet(pairs_path)
+    settings = experiment["training"]
+    held_out = held_out_groups(pairs, settings["holdout_fraction"], settings["seed"])
+    if len(held_out) < 2:
+        raise ConfigError(
+            f"experiments.{experiment['name']}.training.holdout_fraction holds out "
+            f"{len(held_out)} group(s); genome-of-origin scores need at least 2"
+        )
+    column = experiment["pairs"]["params"].get("group_column", "genome")
+    rows = items.table.set_index("item_id").loc[
+        pairs.loc[pairs["group_id"].isin(held_out), "item_id"]
+    ]
+    groups = sorted(rows[column].astype(str).unique())
+    count = experiment["analysis"]["genome_reads"]
+    return cut_reads(items, length, count, settings["seed"], column, groups)
+
+
+def evaluate_genome_reads(
+    model_path: str | Path, reads_dirs: list[str | Path], out: str | Path
+) -> dict[str, Any]:
+    """Scores of the trained model, its untrained control and the baselines on read sets.
+
+    Writes ``{read set folder: {row: scores}}`` to the JSON file ``out`` and returns it.
+    """
+    model, experiment = load_model(model_path)
+    torch.manual_seed(experiment["training"]["seed"])  # the weights training started from
+    untrained = build_model(experiment)
+    encoders = {"trained encoder": model.encoder, "untrained encoder": untrained.encoder}
+    results = {
+        Path(folder).name: evaluate_reads(
+            Items.load(folder), encoders, experiment["training"]["seed"]
+        )
+        for folder in reads_dirs
+    }
+    write_json(out, results)
+    return results

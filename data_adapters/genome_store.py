@@ -152,6 +152,12 @@ class GenomeAdapter(Adapter):
         self.genomes = None if genomes is None else list(genomes)
 
     def input_files(self) -> list[Path]:
+        """The sequence files (glob patterns expanded, literal paths as given, even when they
+        do not exist yet: a workflow may build them), then the genome table."""
+        table = [] if self.table is None else [Path(self.table)]
+        return self._sequence_files() + table
+
+    def _sequence_files(self) -> list[Path]:
         files: list[Path] = []
         for pattern in self.paths:
             if any(c in pattern for c in "*?["):
@@ -161,9 +167,6 @@ class GenomeAdapter(Adapter):
                 files.extend(matches)
             else:
                 files.append(Path(pattern))
-        missing = [f for f in files if not f.is_file()]
-        if missing:
-            raise InputDataError(f"{missing[0]}: no such file")
         if self.genomes is not None:
             known = {genome_id_of(f) for f in files}
             unknown = sorted(set(self.genomes) - known)
@@ -197,7 +200,10 @@ class GenomeAdapter(Adapter):
         return table.drop_duplicates(self.table_key).set_index(self.table_key)
 
     def read(self) -> Items:
-        files = self.input_files()
+        files = self._sequence_files()
+        missing = [f for f in files if not f.is_file()]
+        if missing:
+            raise InputDataError(f"{missing[0]}: no such file")
         genome_table = self._genome_table([genome_id_of(f) for f in files])
         rows, chunks, offset = [], [], 0
         for path in files:
