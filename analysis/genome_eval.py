@@ -38,6 +38,7 @@ import torch
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.neighbors import NearestNeighbors
+from sklearn.preprocessing import StandardScaler
 
 from scicontrast.data_adapters.base import Items, held_out_groups
 from scicontrast.data_adapters.dna import kmer_counts, reverse_complement_kmers
@@ -99,9 +100,9 @@ def canonical_kmer_frequencies(codes: np.ndarray, k: int) -> np.ndarray:
 
 def tnf_features(codes: np.ndarray) -> np.ndarray:
     """Canonical 4-mer frequencies, each of the 136 dimensions z-scored over the reads."""
-    freq = canonical_kmer_frequencies(codes, 4)
-    std = freq.std(axis=0)
-    return (freq - freq.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    # StandardScaler leaves (numerically) constant columns at zero instead of dividing
+    # rounding noise by a standard deviation of ~1e-18.
+    return StandardScaler().fit_transform(canonical_kmer_frequencies(codes, 4))
 
 
 def _knn_accuracy(x: np.ndarray, labels: np.ndarray, metric: str, k: int = 5) -> float:

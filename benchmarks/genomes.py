@@ -173,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("results/genomes_bench"))
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument(
+        "--train-only", action="store_true", help="train the seeds, score nothing (parallel runs)"
+    )
     args = parser.parse_args(argv)
     experiment = load_experiment(args.config, args.experiment)
     data = Path(experiment["adapter"]["params"]["table"]).parent
@@ -189,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     encoders, seconds = trained_encoders(
         experiment, items, parts["train"], folder, args.seeds, args.threads
     )
+    if args.train_only:
+        print(json.dumps({"train_seconds": seconds}))
+        return 0
     untrained = {s: untrained_encoder(experiment, s) for s in args.seeds}
     results = {"parts": parts, "train_seconds": seconds, "experiment": experiment}
     for part in ("val", "test"):
