@@ -123,6 +123,7 @@ ADAPTERS: Registry = Registry(
     "scicontrast.adapters",
     [
         "scicontrast.data_adapters.dna",
+        "scicontrast.data_adapters.genome_store",
         "scicontrast.data_adapters.graphs",
         "scicontrast.data_adapters.images",
         "scicontrast.data_adapters.grains",
@@ -134,6 +135,7 @@ PAIR_BUILDERS: Registry = Registry(
     "scicontrast.pairs",
     [
         "scicontrast.data_adapters.dna",
+        "scicontrast.data_adapters.genome_reads",
         "scicontrast.data_adapters.rotations",
         "scicontrast.data_adapters.graphs",
         "scicontrast.data_adapters.audio_image",
