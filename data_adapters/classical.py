@@ -37,6 +37,7 @@ from scipy.fft import dct
 from scipy.signal import stft
 from skimage.feature import local_binary_pattern
 from skimage.transform import resize
+from sklearn.preprocessing import StandardScaler
 
 from scicontrast.data_adapters.kmers import kmer_frequencies
 
@@ -60,10 +61,9 @@ class ClassicalFeatures:
 
 
 def zscore(features: np.ndarray) -> np.ndarray:
-    """Each column minus its mean over rows, divided by its std (constant columns: 0)."""
-    features = np.asarray(features, dtype=np.float64)
-    std = features.std(axis=0)
-    return (features - features.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    """Each column minus its mean over rows, divided by its std; (numerically) constant
+    columns become 0 (``StandardScaler`` leaves rounding noise undivided)."""
+    return StandardScaler().fit_transform(np.asarray(features, dtype=np.float64))
 
 
 def kmer_features(codes: np.ndarray, k: int, canonical: bool) -> ClassicalFeatures:
