@@ -79,10 +79,10 @@ class Registry(Generic[T]):
                 ) from None
         # Built-in modules are imported one by one until one registers the name: a DNA
         # step then never imports the graph stack (torch_geometric), seconds per CLI call.
-        for module in self._builtin_modules:
+        for builtin_module in self._builtin_modules:
             if name in self._builtins:
                 break
-            importlib.import_module(module)
+            importlib.import_module(builtin_module)
         if name in self._builtins:
             return self._builtins[name]
         entry_point = self._entry_points().get(name)
