@@ -157,6 +157,7 @@ def test_report_is_self_contained_html(finished_run):
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     html = (workdir / "report.html").read_text()
     assert "training_curves.png" in html and "map_label.png" in html
+    assert "summary.txt" in html  # the summary, verdict included, is in the report
 
 
 def test_every_rule_logs_and_benchmarks(finished_run):

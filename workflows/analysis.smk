@@ -49,7 +49,13 @@ rule evaluate:
         diagnostics="results/{experiment}/diagnostics",
     output:
         evaluation="results/{experiment}/metrics/evaluation.json",
-        summary="results/{experiment}/metrics/summary.txt",
+        summary=report(
+            "results/{experiment}/metrics/summary.txt",
+            caption="report/summary.rst",
+            category="{experiment}",
+            subcategory="summary",
+            labels={"experiment": "{experiment}", "file": "summary.txt"},
+        ),
     log:
         "results/{experiment}/logs/evaluate.log",
     benchmark:

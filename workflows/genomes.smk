@@ -52,12 +52,12 @@ rule cut_reads:
         pairs="results/{experiment}/pairs.parquet",
     output:
         directory("results/{experiment}/reads/{length}"),
-    wildcard_constraints:
-        length=r"\d+",
     log:
         "results/{experiment}/logs/cut_reads_{length}.log",
     benchmark:
         "results/{experiment}/benchmarks/cut_reads_{length}.tsv"
+    wildcard_constraints:
+        length=r"\d+",
     conda:
         "../envs/scicontrast.yaml"
     resources:
@@ -74,12 +74,12 @@ rule embed_reads:
         model="results/{experiment}/model/model.pt",
     output:
         directory("results/{experiment}/reads_embeddings/{length}"),
-    wildcard_constraints:
-        length=r"\d+",
     log:
         "results/{experiment}/logs/embed_reads_{length}.log",
     benchmark:
         "results/{experiment}/benchmarks/embed_reads_{length}.tsv"
+    wildcard_constraints:
+        length=r"\d+",
     conda:
         "../envs/scicontrast.yaml"
     resources:
@@ -96,7 +96,8 @@ rule genome_eval:
         # The embeddings of the reads, exported for users; the scores embed the reads again
         # beside the untrained control and the reverse-complemented reads.
         embeddings=lambda wildcards: [
-            path.replace("/reads/", "/reads_embeddings/") for path in genome_read_sets(wildcards)
+            path.replace("/reads/", "/reads_embeddings/")
+            for path in genome_read_sets(wildcards)
         ],
     output:
         "results/{experiment}/metrics/genome_eval.json",
