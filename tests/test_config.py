@@ -126,11 +126,17 @@ def test_shipped_config_is_valid():
     assert "dna_demo" in config["experiments"]
 
 
+BENCHMARK_CONFIGS = sorted((REPO / "benchmarks").glob("*.yaml")) + sorted(
+    (REPO / "benchmarks" / "searches").glob("*.yaml")
+)
+
+
 @pytest.mark.parametrize(
-    "path", sorted((REPO / "benchmarks").glob("*.yaml")), ids=lambda path: path.name
+    "path", BENCHMARK_CONFIGS, ids=lambda path: str(path.relative_to(REPO / "benchmarks"))
 )
 def test_every_benchmark_config_validates(path):
-    """The commands in BENCHMARKS.md run these files: a renamed or retyped key must fail here,
-    not hours into a benchmark."""
+    """The commands in BENCHMARKS.md and docs/experiments/ run these files (reference configs
+    in benchmarks/, searches, seeds and ablations in benchmarks/searches/): a renamed or
+    retyped key must fail here, not hours into a benchmark."""
     config = validate_config(read_config_file(path))
     assert config["experiments"]
