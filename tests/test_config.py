@@ -1,6 +1,7 @@
 """The config schema: defaults are filled, and a wrong key or type is named."""
 
 import json
+import re
 
 import pytest
 import yaml
@@ -140,3 +141,17 @@ def test_every_benchmark_config_validates(path):
     retyped key must fail here, not hours into a benchmark."""
     config = validate_config(read_config_file(path))
     assert config["experiments"]
+
+
+def test_every_config_the_docs_name_exists():
+    """BENCHMARKS.md, the README and docs/ name configs by path in their commands: a moved or
+    renamed config must fail here, not in a reader's shell."""
+    pages = [REPO / "BENCHMARKS.md", REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    named = {
+        (page.relative_to(REPO), path)
+        for page in pages
+        for path in re.findall(r"benchmarks/[\w/]+\.yaml", page.read_text())
+    }
+    assert named, "no config named in the docs: the pattern is stale"
+    missing = sorted(f"{page}: {path}" for page, path in named if not (REPO / path).is_file())
+    assert not missing, missing
