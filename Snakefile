@@ -27,6 +27,7 @@ include: "workflows/synchronize.smk"
 include: "workflows/prepare.smk"
 include: "workflows/train.smk"
 include: "workflows/analysis.smk"
+include: "workflows/genomes.smk"
 include: "workflows/report.smk"
 
 

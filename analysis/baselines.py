@@ -15,9 +15,9 @@ metric (the highest mean) and against the untrained encoder::
     difference = mean_s (trained_s - other_s)        over the shared splits s
     spread     = std_s  (trained_s - other_s)
 
-It *beats* the other row when ``difference > 0``; when ``|difference| <= spread`` the line
-adds that the difference is within the split-to-split spread. Differences are in points
-(hundredths) of the metric.
+It *beats* the other row when ``difference > 0`` (equal scores *tie*); when
+``|difference| <= spread`` the line adds that the difference is within the split-to-split
+spread. Differences are in points (hundredths) of the metric.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from scicontrast.data_adapters.classical import ClassicalFeatures
 Metric = dict[str, Any]
 Scores = dict[str, Metric]
 TRAINED, UNTRAINED, CLASSICAL = "trained", "untrained", "classical"
+TIE = 1e-9  # differences this small are float noise on equal scores
 
 
 def metric_summary(values: list[float | None] | float | None) -> Metric:
@@ -103,7 +104,7 @@ def _against(trained: Metric, other: dict[str, Any], metric_name: str) -> dict[s
         "value": other["scores"][metric_name]["mean"],
         "difference": difference,
         "spread": spread,
-        "beats": difference > 0,
+        "beats": difference >= TIE,
     }
 
 
@@ -143,6 +144,8 @@ def _clause(against: dict[str, Any], what: str) -> str:
         else ""
     )
     value = f"{against['value']:.3f}"
+    if abs(against["difference"]) < TIE:
+        return f"ties with {what} ({value})"
     if against["beats"]:
         return f"beats {what} by {_points(against['difference'])} ({value}{within})"
     return f"does NOT beat {what}: {_points(against['difference'])} ({value}{within})"

@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -72,36 +71,16 @@ from sklearn.neighbors import NearestNeighbors
 from torch.nn.parameter import UninitializedParameter
 
 from scicontrast.data_adapters.base import Items, PairBuilder, check_pairs_table, held_out_groups
+from scicontrast.device import resolve_device
 from scicontrast.errors import InputDataError
 from scicontrast.io import atomic_path
+from scicontrast.models.contrastive_metrics import VIEW_EPOCH, contrastive_metrics
 
-VIEW_EPOCH = 1_000_003
 GAUSSIANITY_MAX_POINTS = 2000
 SAMPLE_PROJECTIONS = 4
-CONTRASTIVE_KEYS = ("loss", "mi_lower_bound", "num_negatives", "pos_sim", "neg_sim")
-GEOMETRY_KEYS = ("alignment", "uniformity")
 
 
 # --------------------------------------------------------------------- array-level pieces
-
-
-def similarity_gap(
-    pos_sim: float, neg_sim: float, temperature: float, num_negatives: float
-) -> dict[str, float | None]:
-    """``gap = pos - neg``, ``margin = tau * ln K`` and ``gap / margin`` (None when K <= 1)."""
-    gap = pos_sim - neg_sim
-    margin = temperature * math.log(num_negatives) if num_negatives > 1 else None
-    return {
-        "similarity_gap": gap,
-        "effective_margin": margin,
-        "gap_over_margin": gap / margin if margin else None,
-    }
-
-
-def invariance_from_similarities(pos_sim: float, neg_sim: float) -> float | None:
-    """``(pos - neg) / (1 - neg)``: 1 = views embed alike, 0 = no closer than others."""
-    spread = 1.0 - neg_sim
-    return (pos_sim - neg_sim) / spread if spread > 1e-8 else None
 
 
 def projection_statistics(
@@ -211,56 +190,6 @@ def untrained_model(experiment: dict[str, Any], builder: PairBuilder, items: Ite
     return model
 
 
-def contrastive_metrics(model, batches, device: torch.device) -> dict[str, dict[str, float]]:
-    """Loss-side numbers over one pass of ``batches``, for ``z`` (projection) and ``h``.
-
-    ``batches`` yields ``(inputs, group_ids)`` as in training. Returns ``{"projection":
-    {...}, "embedding": {...}}``: batch means of the metrics, plus the gap, margin and (for
-    ``h``) the invariance of the module docstring.
-    """
-    sums = {"projection": defaultdict(float), "embedding": defaultdict(float)}
-    n_batches = 0
-    model.to(device).eval()
-    with torch.no_grad():
-        for inputs, group_ids in batches:
-            inputs, group_ids = inputs.to(device), group_ids.to(device)
-            positive_pairs = getattr(inputs, "positive_pairs", None)
-            extra = {} if positive_pairs is None else {"positive_pairs": positive_pairs}
-            # Two towers train with the symmetric loss: only cross-modal comparisons count.
-            towers = getattr(inputs, "towers", None)
-            h = model.embed(inputs).float()
-            loss_rows = getattr(inputs, "loss_rows", None)
-            if loss_rows is not None:
-                h = h[loss_rows]
-            for space, vectors in (("projection", model.head(h)), ("embedding", h)):
-                if towers is None:
-                    record = model.loss(vectors, group_ids, **extra).metrics
-                else:
-                    a, b = vectors[towers[0]], vectors[towers[1]]
-                    record = model.loss.symmetric(a, b, group_ids[towers[0]]).metrics
-                for key in (*CONTRASTIVE_KEYS, *GEOMETRY_KEYS, "temperature"):
-                    sums[space][key] += record[key]
-            n_batches += 1
-    if n_batches == 0:
-        raise ValueError("no batch to compute the diagnostics on")
-    result: dict[str, dict[str, float]] = {}
-    for space, totals in sums.items():
-        means = {key: value / n_batches for key, value in totals.items()}
-        means.update(
-            similarity_gap(
-                means["pos_sim"], means["neg_sim"], means["temperature"], means["num_negatives"]
-            )
-        )
-        if space == "embedding":
-            means["invariance"] = invariance_from_similarities(means["pos_sim"], means["neg_sim"])
-            # The loss value at the model's temperature means little for h: keep the geometry.
-            for key in ("loss", "mi_lower_bound", "temperature"):
-                means.pop(key)
-        means["batches"] = n_batches
-        result[space] = means
-    return result
-
-
 def choose_groups(
     pairs: pd.DataFrame, holdout_fraction: float, seed: int, max_groups: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -303,7 +232,6 @@ def diagnose(
     """
     from scicontrast.analysis.embed import embed_items
     from scicontrast.models.contrastive import load_model
-    from scicontrast.models.train import resolve_device
     from scicontrast.registry import PAIR_BUILDERS
 
     pairs_path = Path(pairs_path)

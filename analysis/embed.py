@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from scicontrast.data_adapters.base import Items, PairBuilder
+from scicontrast.device import resolve_device
 from scicontrast.errors import InputDataError
 from scicontrast.io import atomic_path
 
@@ -55,7 +56,7 @@ def embed_items(
         items: the items to embed.
         batch_size: items per forward pass.
         device: where the forward passes run.
-        progress: show a progress bar (only on a terminal).
+        progress: show a progress bar on stderr.
 
     Returns:
         ``[N, D]`` float32 array, row ``i`` embedding ``items.table`` row ``i``.
@@ -65,7 +66,8 @@ def embed_items(
     chunks = [np.zeros((0, model.encoder.embedding_dim), dtype=np.float32)]
     batches = builder.embedding_batches(items, batch_size)
     with torch.no_grad():
-        for inputs in tqdm(batches, desc="embed", unit="batch", disable=None if progress else True):
+        # Shown on a pipe or log file too: a workflow step's console is rarely a terminal.
+        for inputs in tqdm(batches, desc="embed", unit="batch", disable=not progress):
             chunks.append(model.embed(inputs.to(device)).float().cpu().numpy())
     embeddings = np.concatenate(chunks)
     if len(embeddings) != len(items):
@@ -176,7 +178,6 @@ def embed_files(
 def _embed_and_write(model_path, read_items, source, out_dir, batch_size, device) -> None:
     # Imported here: the array-level functions above must work without the model stack.
     from scicontrast.models.contrastive import load_model
-    from scicontrast.models.train import resolve_device
     from scicontrast.registry import PAIR_BUILDERS
 
     model, experiment = load_model(model_path, map_location="cpu")

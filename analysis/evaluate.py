@@ -75,7 +75,6 @@ when a label column is given, ``labels`` (how many items were usable), ``probe``
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -84,13 +83,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
-from sklearn.model_selection import StratifiedGroupKFold, train_test_split
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import Normalizer, StandardScaler
-from threadpoolctl import threadpool_limits
 
 from scicontrast.analysis.baselines import (
     Scores,
@@ -100,6 +92,23 @@ from scicontrast.analysis.baselines import (
     untrained_embeddings,
 )
 from scicontrast.analysis.embed import EMBEDDINGS_TABLE, load_embeddings
+from scicontrast.analysis.probes import (
+    C_GRID,
+    DEFAULT_C,
+    DEFAULT_SEEDS,
+    PROBE_CLASS_WEIGHTS,
+    PROBE_SCALINGS,
+    Split,
+    auroc,
+    best_C,
+    knn_accuracy,
+    knn_on_splits,
+    linear_probe,
+    probe_model,
+    stratified_splits,
+    usable_labels,
+    validation_probe,
+)
 from scicontrast.data_adapters.base import (
     Items,
     PairBuilder,
@@ -107,292 +116,31 @@ from scicontrast.data_adapters.base import (
     check_pairs_table,
     collate_views,
 )
+from scicontrast.device import resolve_device
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.io import write_json
 
-DEFAULT_SEEDS = (0, 1, 2, 3, 4)
-Split = tuple[np.ndarray, np.ndarray]
-
-
-# The probes' small BLAS products run on one thread: the solver's path, and so the chosen
-# ``C`` and the scores, then do not depend on the machine's core count (two OpenBLAS threads
-# moved a NEU validation score by 0.35 pt, BENCHMARKS.md), and for products this small more
-# threads cost more in synchronisation than they save.
-_one_blas_thread = threadpool_limits.wrap(limits=1, user_api="blas")
-
-PROBE_SCALINGS = ("standard", "l2")
-PROBE_CLASS_WEIGHTS = (None, "balanced")
-C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
-DEFAULT_C = 1.0
-
-
-def probe_model(
-    scaling: str = "standard", C: float = DEFAULT_C, class_weight: str | None = None
-) -> Pipeline:
-    """The probe: ``scaling`` of the embeddings, then ``LogisticRegression(C, class_weight)``
-    (module doc)."""
-    if scaling not in PROBE_SCALINGS:
-        raise ConfigError(f"probe scaling must be one of {PROBE_SCALINGS}, not {scaling!r}")
-    if class_weight not in PROBE_CLASS_WEIGHTS:
-        raise ConfigError(
-            f"probe class_weight must be one of {PROBE_CLASS_WEIGHTS}, not {class_weight!r}"
-        )
-    scaler = StandardScaler() if scaling == "standard" else Normalizer()
-    return make_pipeline(scaler, LogisticRegression(C=C, max_iter=2000, class_weight=class_weight))
-
-
-def stratified_splits(
-    codes: np.ndarray,
-    test_fraction: float,
-    seeds: Sequence[int],
-    groups: np.ndarray | None = None,
-) -> list[Split]:
-    """One stratified ``(train_indices, test_indices)`` split per seed; with ``groups`` (one
-    id per item) no group has items on both sides (module doc, "Grouped splits")."""
-    indices = np.arange(len(codes))
-    if groups is None:
-        return [
-            tuple(
-                train_test_split(indices, test_size=test_fraction, stratify=codes, random_state=s)
-            )
-            for s in seeds
-        ]
-    groups = np.asarray(groups)
-    if len(groups) != len(codes):
-        raise ValueError(f"groups has {len(groups)} entries for {len(codes)} items")
-    folds = max(2, round(1 / test_fraction))
-    if len(np.unique(groups)) < folds:
-        raise ValueError(
-            f"{len(np.unique(groups))} groups cannot fill {folds} folds "
-            f"(test_fraction {test_fraction})"
-        )
-    return [
-        next(
-            StratifiedGroupKFold(folds, shuffle=True, random_state=s).split(indices, codes, groups)
-        )
-        for s in seeds
-    ]
-
-
-@_one_blas_thread
-def best_C(
-    embeddings: np.ndarray,
-    codes: np.ndarray,
-    fit_rows: np.ndarray,
-    val_rows: np.ndarray,
-    scaling: str = "standard",
-    c_grid: Sequence[float] = C_GRID,
-    class_weight: str | None = None,
-) -> tuple[Pipeline, float, float]:
-    """The probe of each ``C`` in ``c_grid`` fitted on ``fit_rows``; the one with the best
-    accuracy on ``val_rows`` (balanced accuracy for ``class_weight="balanced"``; the
-    smallest ``C`` on ties), as ``(model, C, accuracy)``."""
-    fit_x, fit_y = embeddings[fit_rows], codes[fit_rows]
-    val_x, val_y = embeddings[val_rows], codes[val_rows]
-    score = accuracy_score if class_weight is None else balanced_accuracy_score
-    best_model, best_c, best_accuracy = None, None, -1.0
-    for c in c_grid:
-        model = probe_model(scaling, c, class_weight).fit(fit_x, fit_y)
-        accuracy = float(score(val_y, model.predict(val_x)))
-        if accuracy > best_accuracy:
-            best_model, best_c, best_accuracy = model, c, accuracy
-    return best_model, best_c, best_accuracy
-
-
-def _choose_C(
-    embeddings: np.ndarray,
-    codes: np.ndarray,
-    train: np.ndarray,
-    test_fraction: float,
-    seed: int,
-    scaling: str,
-    class_weight: str | None,
-    groups: np.ndarray | None = None,
-) -> tuple[float, str]:
-    """``C`` for the probe of one seed, chosen inside its training part (module doc), and
-    where it was chosen: ``"validation"`` or ``"default"``."""
-    inner_groups = None if groups is None else groups[train]
-    try:
-        ((fit_rows, val_rows),) = stratified_splits(
-            codes[train], test_fraction, [seed], inner_groups
-        )
-    except ValueError:  # a class too small to appear on both sides of the inner split
-        return DEFAULT_C, "default"
-    _, c, _ = best_C(
-        embeddings[train], codes[train], fit_rows, val_rows, scaling, class_weight=class_weight
-    )
-    return c, "validation"
-
-
-def _encode_labels(labels: Sequence | np.ndarray | pd.Series) -> tuple[np.ndarray, pd.Index]:
-    """Integer codes in sorted class order, and the class names."""
-    codes, classes = pd.factorize(pd.Series(np.asarray(labels, dtype=object)), sort=True)
-    if (codes < 0).any():
-        raise ValueError("labels must not be missing")
-    if len(classes) < 2:
-        raise ValueError(f"need at least 2 classes, got {len(classes)}")
-    return codes, classes
-
-
-def auroc(y_true: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> float | None:
-    """AUROC of class scores ``[n, C]`` (column ``j`` scores ``classes[j]``).
-
-    Two classes: AUROC of ``scores[:, 1]`` for ``classes[1]``. More: macro one-vs-rest over
-    the classes that occur in ``y_true`` but not alone. ``None`` where no class qualifies.
-    """
-    present = [j for j, c in enumerate(classes) if 0 < np.sum(y_true == c) < len(y_true)]
-    if not present:
-        return None
-    if len(classes) == 2:
-        return float(roc_auc_score(y_true == classes[1], scores[:, 1]))
-    return float(np.mean([roc_auc_score(y_true == classes[j], scores[:, j]) for j in present]))
-
-
-def _summary(values: list[float | None]) -> dict[str, float | None]:
-    known = [v for v in values if v is not None]
-    if not known:
-        return {"mean": None, "std": None}
-    return {"mean": float(np.mean(known)), "std": float(np.std(known))}
-
-
-@_one_blas_thread
-def linear_probe(
-    embeddings: np.ndarray,
-    labels: Sequence | np.ndarray | pd.Series,
-    test_fraction: float = 0.2,
-    seeds: Sequence[int] = DEFAULT_SEEDS,
-    scaling: str = "standard",
-    class_weight: str | None = None,
-    groups: Sequence | np.ndarray | None = None,
-) -> dict[str, Any]:
-    """Logistic-regression probe of ``labels`` from ``[N, D]`` embeddings (see module doc);
-    with ``groups`` (one id per item) on grouped splits.
-
-    Every class needs at least 2 members, and each split part room for every class;
-    otherwise scikit-learn's ``ValueError`` says which condition failed.
-    """
-    codes, classes = _encode_labels(labels)
-    groups = None if groups is None else np.asarray(groups)
-    binary = len(classes) == 2
-    per_seed = []
-    for seed, (train, test) in zip(
-        seeds, stratified_splits(codes, test_fraction, seeds, groups), strict=True
-    ):
-        c, chosen_on = _choose_C(
-            embeddings, codes, train, test_fraction, seed, scaling, class_weight, groups
-        )
-        model = probe_model(scaling, c, class_weight).fit(embeddings[train], codes[train])
-        scores = model.predict_proba(embeddings[test])
-        predicted = model.classes_[scores.argmax(axis=1)]
-        per_seed.append(
-            {
-                "seed": int(seed),
-                "accuracy": float(accuracy_score(codes[test], predicted)),
-                "balanced_accuracy": float(balanced_accuracy_score(codes[test], predicted)),
-                "auroc": auroc(codes[test], scores, model.classes_),
-                "C": c,
-                "C_chosen_on": chosen_on,
-            }
-        )
-    result: dict[str, Any] = {
-        "n_items": len(codes),
-        "n_classes": len(classes),
-        "test_fraction": test_fraction,
-        "scaling": scaling,
-        "class_weight": class_weight,
-        "grouped": groups is not None,
-        "C_grid": list(C_GRID),
-        "majority_class_fraction": float(np.bincount(codes).max() / len(codes)),
-        "auroc_kind": "binary" if binary else "macro_one_vs_rest",
-    }
-    if binary:
-        result["positive_class"] = str(classes[1])
-    for metric in ("accuracy", "balanced_accuracy", "auroc"):
-        result[metric] = _summary([run[metric] for run in per_seed])
-    result["per_seed"] = per_seed
-    return result
-
-
-def validation_probe(
-    embeddings: np.ndarray,
-    labels: Sequence | np.ndarray | pd.Series,
-    test_fraction: float = 0.2,
-    seeds: Sequence[int] = DEFAULT_SEEDS,
-    scaling: str = "standard",
-    class_weight: str | None = None,
-    groups: Sequence | np.ndarray | None = None,
-) -> dict[str, float | None]:
-    """Mean ``accuracy``, ``balanced_accuracy`` and ``auroc`` of the probe on validation items
-    (module doc): the only scores a setting should be chosen by."""
-    codes, _ = _encode_labels(labels)
-    labels = np.asarray(labels, dtype=object)
-    groups = None if groups is None else np.asarray(groups)
-    runs = []
-    for seed, (train, _test) in zip(
-        seeds, stratified_splits(codes, test_fraction, seeds, groups), strict=True
-    ):
-        inner = linear_probe(
-            embeddings[train],
-            labels[train],
-            test_fraction,
-            [seed],
-            scaling,
-            class_weight,
-            None if groups is None else groups[train],
-        )
-        runs.append(inner["per_seed"][0])
-    return {
-        metric: _summary([run[metric] for run in runs])["mean"]
-        for metric in ("accuracy", "balanced_accuracy", "auroc")
-    }
-
-
-def knn_accuracy(
-    embeddings: np.ndarray,
-    labels: Sequence | np.ndarray | pd.Series,
-    k: int = 10,
-    test_fraction: float = 0.2,
-    seeds: Sequence[int] = DEFAULT_SEEDS,
-    groups: Sequence | np.ndarray | None = None,
-) -> dict[str, Any]:
-    """Cosine ``k``-nearest-neighbour accuracy on the probe's splits (``k`` capped at the
-    training-set size), grouped with ``groups``."""
-    codes, _ = _encode_labels(labels)
-    splits = stratified_splits(
-        codes, test_fraction, seeds, None if groups is None else np.asarray(groups)
-    )
-    return knn_on_splits(embeddings, codes, seeds, splits, k, test_fraction)
-
-
-@_one_blas_thread
-def knn_on_splits(
-    embeddings: np.ndarray,
-    codes: np.ndarray,
-    seeds: Sequence[int],
-    splits: Sequence[tuple[np.ndarray, ...]],
-    k: int,
-    test_fraction: float,
-) -> dict[str, Any]:
-    """Cosine kNN scored per split; each split is ``(train, ..., test)`` index arrays."""
-    per_seed = []
-    for seed, split in zip(seeds, splits, strict=True):
-        train, test = split[0], split[-1]
-        model = KNeighborsClassifier(n_neighbors=min(k, len(train)), metric="cosine")
-        predicted = model.fit(embeddings[train], codes[train]).predict(embeddings[test])
-        per_seed.append(
-            {
-                "seed": int(seed),
-                "accuracy": float(accuracy_score(codes[test], predicted)),
-                "balanced_accuracy": float(balanced_accuracy_score(codes[test], predicted)),
-            }
-        )
-    return {
-        "k": k,
-        "test_fraction": test_fraction,
-        "accuracy": _summary([run["accuracy"] for run in per_seed]),
-        "balanced_accuracy": _summary([run["balanced_accuracy"] for run in per_seed]),
-        "per_seed": per_seed,
-    }
+# The probes live in scicontrast.analysis.probes (graph_eval builds on them too); they stay
+# importable from here, where the evaluation step and its users look for them.
+__all__ = [
+    "C_GRID",
+    "DEFAULT_C",
+    "DEFAULT_SEEDS",
+    "PROBE_CLASS_WEIGHTS",
+    "PROBE_SCALINGS",
+    "Split",
+    "auroc",
+    "best_C",
+    "evaluate",
+    "format_report",
+    "invariance_score",
+    "knn_accuracy",
+    "knn_on_splits",
+    "linear_probe",
+    "probe_model",
+    "stratified_splits",
+    "validation_probe",
+]
 
 
 def invariance_score(
@@ -493,41 +241,6 @@ def _probe_groups(
     return groups.astype(str).to_numpy()
 
 
-def _usable_labels(
-    metadata: pd.DataFrame, label_column: str, source: Path
-) -> tuple[np.ndarray, pd.Series, dict[str, Any]]:
-    """Rows with a label whose class has at least 2 members: ``(rows, labels, summary)``."""
-    if label_column not in metadata.columns:
-        raise ConfigError(
-            f"{source}: label column {label_column!r} is not in the table; "
-            f"available columns: {', '.join(map(str, metadata.columns))}"
-        )
-    labels = metadata[label_column]
-    present = labels.notna().to_numpy()
-    class_sizes = labels[present].value_counts()
-    rare = class_sizes.index[class_sizes < 2]
-    keep = present & ~labels.isin(rare).to_numpy()
-    if rare.size:
-        warnings.warn(
-            f"{source}: label column {label_column!r}: dropping {int((~keep & present).sum())} "
-            f"items whose class has fewer than 2 members: {', '.join(map(str, rare))}",
-            stacklevel=3,
-        )
-    n_classes = int(labels[keep].nunique())
-    if n_classes < 2:
-        raise InputDataError(
-            f"{source}: label column {label_column!r} has {n_classes} class(es) with at least "
-            "2 members; the probes need at least 2"
-        )
-    summary = {
-        "n_labelled": int(present.sum()),
-        "n_missing": int((~present).sum()),
-        "n_used": int(keep.sum()),
-        "dropped_classes": [str(c) for c in rare],
-    }
-    return np.flatnonzero(keep), labels[keep], summary
-
-
 def evaluate(
     model_path: str | Path,
     items_dir: str | Path,
@@ -614,7 +327,7 @@ def evaluate(
     rows, labels, groups = np.arange(len(embeddings)), None, None
     if label_column is not None:
         source = Path(embeddings_dir) / EMBEDDINGS_TABLE
-        rows, labels, result["labels"] = _usable_labels(metadata, label_column, source)
+        rows, labels, result["labels"] = usable_labels(metadata, label_column, source)
         if probe_group_column is not None:
             groups = _probe_groups(metadata, probe_group_column, rows, source)
             result["probe_group_column"] = probe_group_column
@@ -636,7 +349,6 @@ def evaluate(
 
     # Imported here: the array-level functions above must work without the model stack.
     from scicontrast.models.contrastive import load_model
-    from scicontrast.models.train import resolve_device
     from scicontrast.registry import PAIR_BUILDERS
 
     pairs_path = Path(pairs_path)

@@ -1,4 +1,5 @@
-"""Hand the results over in the formats the field reads: AnnData, TorchScript, a model card.
+"""Hand the results over in the formats the field reads: AnnData, TorchScript, torch.export,
+ONNX, a model card.
 
 Output folder ``results/{experiment}/export/`` (written atomically):
 
@@ -20,10 +21,17 @@ Output folder ``results/{experiment}/export/`` (written atomically):
     S, S])``, both to ``[*, D]`` in the shared space. The experiment config travels inside the
     file (``_extra_files["experiment.json"]``). Absent, with the reason in the model card, for
     an encoder whose input is none of these.
+``encoder.pt2`` and ``encoder.onnx``
+    The same encoder as a ``torch.export`` program (``torch.export.load(path).module()(x)``)
+    and as ONNX (``onnxruntime.InferenceSession(path).run(None, {"x": x})[0]``), first
+    dimensions dynamic (:mod:`scicontrast.analysis.portable`); the two-tower encoder as
+    ``audio_encoder.*`` (input ``audio``) and ``image_encoder.*`` (input ``images``). ONNX
+    needs the ``export`` extra (onnx, onnxscript, onnxruntime); without it the model card
+    says so.
 ``model_card.json``
     What the encoder is and how to use it: experiment name and config, embedding size, input
-    shape and dtype, the files, the largest difference between TorchScript and eager
-    embeddings, and the command that embeds new raw files through the same adapter.
+    shape and dtype, the files, the largest difference between each exported file's and the
+    eager embeddings, and the command that embeds new raw files through the same adapter.
 """
 
 from __future__ import annotations
@@ -41,6 +49,14 @@ import torch
 from torch import nn
 
 from scicontrast.analysis.embed import load_embeddings
+from scicontrast.analysis.portable import (
+    PARITY_TOLERANCE,
+    Entry,
+    Method,
+    export_onnx,
+    export_program,
+    onnx_available,
+)
 from scicontrast.data_adapters.base import Items
 from scicontrast.errors import InputDataError
 from scicontrast.io import atomic_path
@@ -50,9 +66,9 @@ ANNDATA_FILE = "embeddings.h5ad"
 TORCHSCRIPT_FILE = "encoder.torchscript.pt"
 MODEL_CARD_FILE = "model_card.json"
 EXPERIMENT_EXTRA_FILE = "experiment.json"
-PARITY_TOLERANCE = 1e-4
-# Batch attribute -> TorchScript method of a two-tower encoder.
+# Batch attribute -> TorchScript method of a two-tower encoder, and its exported files' stem.
 TOWER_INPUTS = {"audio": "embed_audio", "images": "embed_images"}
+TOWER_FILES = {"audio": "audio_encoder", "images": "image_encoder"}
 
 
 def to_anndata(
@@ -175,8 +191,12 @@ def export(
             f"scicontrast embed --model {Path(model_path).as_posix()} FILE... --out FOLDER"
         ),
     }
-    traced, card["torchscript"] = _traceable_encoder(model, builder, items)
-    if traced is not None:
+    entries = encoder_entries(model, builder, items)
+    traced = None
+    if isinstance(entries, str):
+        card["torchscript"] = {"exported": False, "reason": entries}
+    else:
+        traced, card["torchscript"] = _torchscript(model, entries)
         card["files"]["torchscript"] = TORCHSCRIPT_FILE
 
     with atomic_path(out_dir) as tmp:
@@ -186,6 +206,7 @@ def export(
             extra = {EXPERIMENT_EXTRA_FILE: json.dumps(experiment, sort_keys=True)}
             with _quiet_jit():
                 torch.jit.save(traced, str(tmp / TORCHSCRIPT_FILE), _extra_files=extra)
+            card.update(_portable(entries, tmp))
         (tmp / MODEL_CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
     return card
 
@@ -203,55 +224,26 @@ class GraphInputs(nn.Module):
         return self.encoder(Data(x=x, edge_index=edge_index))
 
 
-def _traceable_encoder(model, builder, items: Items) -> tuple[Any, dict[str, Any]]:
-    """``(traced encoder or None, model-card entry)``, checked against the eager model.
+def encoder_entries(model, builder, items: Items) -> list[Entry] | str:
+    """The encoder's callables over tensors (:class:`Entry`), or why it has none.
 
-    Tensor inputs (DNA, images) trace as they are and are checked on a batch of another
-    size; graph inputs (``x``, ``edge_index``) trace through :class:`GraphInputs`; audio-image
-    batches trace one method per tower (:func:`_traced_towers`).
+    Tensor inputs (DNA, images) are one entry, checked on a batch of another size; graph
+    inputs (``x``, ``edge_index``) go through :class:`GraphInputs`; an audio-image batch gives
+    one entry per tower, from the first audio and image rows of the items (up to 16 each).
     """
     example = next(iter(builder.embedding_batches(items, min(16, len(items)))))
     if isinstance(example, torch.Tensor):
-        traced = trace_encoder(model.encoder, example)
         check = next(iter(builder.embedding_batches(items, min(5, len(items)))))
-        run_traced = traced
-        inputs = {"x": ["batch", *example.shape[1:], str(example.dtype)]}
-    elif isinstance(getattr(example, "x", None), torch.Tensor) and isinstance(
+        return [Entry("encoder", model.encoder, ["x"], (example,), (check,), ({0: "batch"},))]
+    if isinstance(getattr(example, "x", None), torch.Tensor) and isinstance(
         getattr(example, "edge_index", None), torch.Tensor
     ):
-        traced = trace_encoder(GraphInputs(model.encoder), (example.x, example.edge_index))
-        check = example
-
-        def run_traced(data):
-            return traced(data.x, data.edge_index)
-
-        inputs = {
-            "x": ["nodes", *example.x.shape[1:], str(example.x.dtype)],
-            "edge_index": [2, "edges", str(example.edge_index.dtype)],
-        }
-    elif all(isinstance(getattr(example, side, None), torch.Tensor) for side in TOWER_INPUTS):
-        return _traced_towers(model, builder, items)
-    else:
-        reason = f"the encoder takes a {type(example).__name__}, not tensors"
-        return None, {"exported": False, "reason": reason}
-    with torch.no_grad(), _quiet_jit():
-        difference = float((run_traced(check) - model.embed(check)).abs().max())
-    _check_parity(difference)
-    return traced, {
-        "exported": True,
-        "inputs": _shapes(inputs),
-        "output": ["rows", str(model.encoder.embedding_dim), "float32"],
-        "max_abs_difference_to_eager": difference,
-        "load": f"torch.jit.load('{TORCHSCRIPT_FILE}')",
-    }
-
-
-def _traced_towers(model, builder, items: Items) -> tuple[Any, dict[str, Any]]:
-    """The two-tower encoder traced per tower: ``embed_audio`` and ``embed_images``.
-
-    The examples are the first audio and the first image rows of the items (up to 16 each);
-    the check runs each method on 5 rows, a batch of another size.
-    """
+        graph = (example.x, example.edge_index)
+        dynamic = ({0: "nodes"}, {1: "edges"})
+        module = GraphInputs(model.encoder)
+        return [Entry("encoder", module, ["x", "edge_index"], graph, graph, dynamic)]
+    if not all(isinstance(getattr(example, side, None), torch.Tensor) for side in TOWER_INPUTS):
+        return f"the encoder takes a {type(example).__name__}, not tensors"
     examples: dict[str, torch.Tensor] = {}
     for batch in builder.embedding_batches(items, min(16, len(items))):
         for side in TOWER_INPUTS:
@@ -261,39 +253,103 @@ def _traced_towers(model, builder, items: Items) -> tuple[Any, dict[str, Any]]:
             break
     missing = [side for side in TOWER_INPUTS if side not in examples]
     if missing:
-        return None, {"exported": False, "reason": f"the items hold no {missing[0]} to trace"}
-    encoder = model.encoder.eval()
-    methods = {method: examples[side] for side, method in TOWER_INPUTS.items()}
-    with torch.no_grad(), _quiet_jit():
-        traced = torch.jit.trace_module(encoder, methods, check_trace=True)
-        difference = max(
-            float((getattr(traced, method)(x[:5]) - getattr(encoder, method)(x[:5])).abs().max())
-            for method, x in methods.items()
+        return f"the items hold no {missing[0]} to trace"
+    return [
+        Entry(
+            TOWER_FILES[side], Method(model.encoder, method), [side], (x,), (x[:5],), ({0: "rows"},)
         )
-    _check_parity(difference)
-    inputs = {
-        side: ["rows", *examples[side].shape[1:], str(examples[side].dtype)]
-        for side in TOWER_INPUTS
-    }
-    return traced, {
-        "exported": True,
-        "inputs": _shapes(inputs),
-        "methods": {method: side for side, method in TOWER_INPUTS.items()},
-        "output": ["rows", str(encoder.embedding_dim), "float32"],
-        "max_abs_difference_to_eager": difference,
-        "load": (
-            f"m = torch.jit.load('{TORCHSCRIPT_FILE}'); m.embed_audio(audio); "
-            "m.embed_images(images)"
-        ),
-    }
+        for side, method in TOWER_INPUTS.items()
+        for x in [examples[side]]
+    ]
 
 
-def _check_parity(difference: float) -> None:
+def _torchscript(model, entries: list[Entry]) -> tuple[Any, dict[str, Any]]:
+    """``(traced encoder, model-card entry)``, checked against the eager model.
+
+    One entry traces as it is; the towers of a two-tower encoder trace as one module with a
+    method each (``embed_audio``, ``embed_images``).
+    """
+    if len(entries) == 1:
+        (entry,) = entries
+        traced = trace_encoder(entry.module, entry.example)
+        with torch.no_grad(), _quiet_jit():
+            difference = float((traced(*entry.check) - entry.module(*entry.check)).abs().max())
+        card = {"load": f"torch.jit.load('{TORCHSCRIPT_FILE}')"}
+    else:
+        encoder = model.encoder.eval()
+        methods = {entry.module.method: entry.example[0] for entry in entries}
+        with torch.no_grad(), _quiet_jit():
+            traced = torch.jit.trace_module(encoder, methods, check_trace=True)
+            difference = max(
+                float(
+                    (getattr(traced, method)(x[:5]) - getattr(encoder, method)(x[:5])).abs().max()
+                )
+                for method, x in methods.items()
+            )
+        card = {
+            "methods": {method: side for side, method in TOWER_INPUTS.items()},
+            "load": (
+                f"m = torch.jit.load('{TORCHSCRIPT_FILE}'); m.embed_audio(audio); "
+                "m.embed_images(images)"
+            ),
+        }
     if not difference <= PARITY_TOLERANCE:
         raise RuntimeError(
             f"TorchScript encoder differs from the model by {difference:.3g} "
             f"(tolerance {PARITY_TOLERANCE}); not exporting it"
         )
+    return traced, {
+        "exported": True,
+        "inputs": _inputs(entries),
+        "output": ["rows", str(model.encoder.embedding_dim), "float32"],
+        "max_abs_difference_to_eager": difference,
+        **card,
+    }
+
+
+def _portable(entries: list[Entry], folder: Path) -> dict[str, dict[str, Any]]:
+    """Write every entry as ``torch.export`` program and ONNX file into ``folder``; their
+    model-card entries. ONNX needs the ``export`` extra; without it the card says so."""
+    inputs = _inputs(entries)
+    program = {entry.name: f"{entry.name}.pt2" for entry in entries}
+    differences = [export_program(entry, folder / program[entry.name]) for entry in entries]
+    card = {
+        "torch_export": {
+            "exported": True,
+            "files": program,
+            "inputs": inputs,
+            "max_abs_difference_to_eager": max(differences),
+            "load": "torch.export.load(FILE).module()(*inputs)",
+        }
+    }
+    if not onnx_available():
+        card["onnx"] = {
+            "exported": False,
+            "reason": "onnx, onnxscript or onnxruntime is not installed: "
+            "pip install 'scicontrast[export]'",
+        }
+        return card
+    onnx = {entry.name: f"{entry.name}.onnx" for entry in entries}
+    differences = [export_onnx(entry, folder / onnx[entry.name]) for entry in entries]
+    card["onnx"] = {
+        "exported": True,
+        "files": onnx,
+        "inputs": inputs,
+        "output": "embedding",
+        "max_abs_difference_to_eager": max(differences),
+        "load": "onnxruntime.InferenceSession(FILE).run(None, {name: array, ...})[0]",
+    }
+    return card
+
+
+def _inputs(entries: list[Entry]) -> dict[str, list[str]]:
+    """Input name -> shape (dynamic dimensions by name) and dtype, over all entries."""
+    shapes = {}
+    for entry in entries:
+        for name, x, dynamic in zip(entry.input_names, entry.example, entry.dynamic, strict=True):
+            shape = [dynamic.get(axis, size) for axis, size in enumerate(x.shape)]
+            shapes[name] = [*shape, str(x.dtype)]
+    return _shapes(shapes)
 
 
 def _shapes(inputs: dict[str, list]) -> dict[str, list[str]]:

@@ -8,7 +8,7 @@ seed, once for train vs rest and once for validation vs test). A logistic-regres
 regularisation strength ``C`` in :data:`C_GRID`; the ``C`` with the best validation
 accuracy (the smallest on ties) is scored on the test nodes. The test nodes never choose
 anything. Reported: mean and (population) std over seeds of test accuracy, balanced
-accuracy and macro one-vs-rest AUROC (see :func:`scicontrast.analysis.evaluate.auroc`).
+accuracy and macro one-vs-rest AUROC (see :func:`scicontrast.analysis.probes.auroc`).
 
 **Public split.** When the items table has ``train_mask``, ``val_mask`` and ``test_mask``
 (Planetoid's 20 nodes per class / 500 / 1000), the same probe on that split.
@@ -42,16 +42,17 @@ from sklearn.model_selection import train_test_split
 
 from scicontrast.analysis.baselines import Scores, compare, metric_summary, untrained_embeddings
 from scicontrast.analysis.embed import EMBEDDINGS_TABLE, load_embeddings
-from scicontrast.analysis.evaluate import (
+from scicontrast.analysis.probes import (
     C_GRID,
-    _summary,
-    _usable_labels,
     auroc,
     best_C,
     knn_on_splits,
+    seed_summary,
+    usable_labels,
 )
 from scicontrast.data_adapters.base import Items
 from scicontrast.data_adapters.graphs import SPLIT_MASKS, GraphViews, graph_data
+from scicontrast.device import resolve_device
 from scicontrast.errors import InputDataError
 from scicontrast.io import write_json
 
@@ -139,7 +140,7 @@ def node_probe(
         "auroc_kind": "binary" if len(classes) == 2 else "macro_one_vs_rest",
     }
     for metric in ("accuracy", "balanced_accuracy", "auroc"):
-        result[metric] = _summary([run[metric] for run in per_seed])
+        result[metric] = seed_summary([run[metric] for run in per_seed])
     result["per_seed"] = per_seed
     return result
 
@@ -260,7 +261,7 @@ def evaluate_graph(
     }
     if label_column is not None:
         source = Path(embeddings_dir) / EMBEDDINGS_TABLE
-        rows, labels, result["labels"] = _usable_labels(metadata, label_column, source)
+        rows, labels, result["labels"] = usable_labels(metadata, label_column, source)
         try:
             result["probe"] = node_probe(
                 embeddings[rows], labels, probe_seeds, probe_scaling, probe_class_weight
@@ -274,7 +275,6 @@ def evaluate_graph(
 
     # Imported here, as in evaluate: the array-level functions above need no model stack.
     from scicontrast.models.contrastive import load_model
-    from scicontrast.models.train import resolve_device
     from scicontrast.registry import PAIR_BUILDERS
 
     model, experiment = load_model(model_path, map_location="cpu")

@@ -42,9 +42,9 @@ import numpy as np
 import pandas as pd
 
 from scicontrast.analysis.baselines import Scores, compare, metric_summary, untrained_embeddings
+from scicontrast.analysis.cca_baseline import cca_features
 from scicontrast.analysis.embed import load_embeddings
 from scicontrast.data_adapters.base import Items, held_out_groups
-from scicontrast.data_adapters.classical import ClassicalFeatures, mfcc_statistics, raw_pixels
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.io import write_json
 from scicontrast.registry import PAIR_BUILDERS
@@ -289,63 +289,6 @@ def _retrieval_scores(metrics: dict[str, Any]) -> Scores:
     if "zero_shot" in metrics:
         scores["zero-shot accuracy"] = metric_summary(metrics["zero_shot"]["accuracy"])
     return scores
-
-
-def cca_features(
-    items: Items, fit_events: np.ndarray, max_components: int = 16
-) -> ClassicalFeatures:
-    """MFCC statistics of the audio and raw pixels of the images, brought into one space by
-    canonical correlation analysis (Hotelling 1936) fitted on the pairs of ``fit_events``.
-
-    Each side is standardised and reduced by PCA to at most half the fitting pairs (CCA
-    overfits when dimensions approach samples); ``sklearn.cross_decomposition.CCA`` then
-    finds ``k`` directions ``u_j, v_j`` maximising ``corr(a u_j, b v_j)``. Returns ``[N, k]``:
-    audio rows carry their audio projection, image rows their image projection.
-    """
-    from sklearn.cross_decomposition import CCA
-    from sklearn.decomposition import PCA
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    name = "MFCC statistics and raw pixels, CCA"
-    table = items.table
-    audio = mfcc_statistics(items.extras["audio"], int(items.meta["sample_rate"]))
-    pixels = raw_pixels(items.extras["images"])
-    if audio.features is None:
-        return ClassicalFeatures(name, skipped=audio.skipped)
-    sides = {"audio": audio.features, "image": pixels.features}
-    rows = {side: table.index[table["modality"] == side] for side in sides}
-    by_event = {
-        side: pd.Series(
-            table.loc[rows[side], "modality_row"].to_numpy(),
-            index=table.loc[rows[side], "event"].to_numpy(),
-        )
-        for side in sides
-    }
-    paired = np.intersect1d(
-        np.intersect1d(by_event["audio"].index, by_event["image"].index), fit_events
-    )
-    if len(paired) < 4:
-        return ClassicalFeatures(
-            name, skipped=f"{len(paired)} complete events to fit CCA on; need 4"
-        )
-    reducers, fitted = {}, {}
-    for side, features in sides.items():
-        dims = max(1, min(features.shape[1], len(paired) // 2, 64))
-        reducers[side] = make_pipeline(StandardScaler(), PCA(dims, random_state=0))
-        fitted[side] = reducers[side].fit_transform(features[by_event[side].loc[paired].to_numpy()])
-    k = min(max_components, fitted["audio"].shape[1], fitted["image"].shape[1])
-    cca = CCA(n_components=k, max_iter=1000).fit(fitted["audio"], fitted["image"])
-    joint = np.zeros((len(table), k))
-    reduced = {side: reducers[side].transform(features) for side, features in sides.items()}
-    # transform() maps each side with its own rotation; the audio passed beside the images
-    # only fills the argument.
-    audio_joint = cca.transform(reduced["audio"])
-    placeholder = np.zeros((len(reduced["image"]), reduced["audio"].shape[1]))
-    image_joint = cca.transform(placeholder, reduced["image"])[1]
-    joint[rows["audio"]] = audio_joint[table.loc[rows["audio"], "modality_row"].to_numpy()]
-    joint[rows["image"]] = image_joint[table.loc[rows["image"], "modality_row"].to_numpy()]
-    return ClassicalFeatures(name, joint)
 
 
 def format_audio_image(evaluation: dict[str, Any]) -> list[str]:

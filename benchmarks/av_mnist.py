@@ -58,6 +58,9 @@ import pandas as pd
 import torch
 from skimage import io as skio
 
+from scicontrast.analysis.baselines import untrained_embeddings
+from scicontrast.analysis.cca_baseline import NAME as CCA_NAME
+from scicontrast.analysis.cca_baseline import CCABaseline
 from scicontrast.analysis.embed import embed, load_embeddings
 from scicontrast.analysis.plots import read_epochs
 from scicontrast.analysis.retrieval import audio_image_metrics, zero_shot_accuracy
@@ -71,6 +74,7 @@ from scicontrast.data_adapters.base import Items
 from scicontrast.models.contrastive import load_model
 from scicontrast.models.ensemble import EnsembleHead
 from scicontrast.models.train import train
+from scicontrast.registry import PAIR_BUILDERS
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "benchmarks" / "av_mnist.yaml"
@@ -163,6 +167,24 @@ def joint_spaces(model, h: np.ndarray) -> list[np.ndarray]:
     return [z.numpy() for z in spaces]
 
 
+def score_space(
+    z_eval: np.ndarray, z_train: np.ndarray, eval_table: pd.DataFrame, train_table: pd.DataFrame
+) -> dict[str, Any]:
+    """Retrieval on the evaluation events and zero-shot classification of their audio by the
+    class prototypes of the training images, in one joint space."""
+    train_images = (train_table["modality"] == "image").to_numpy()
+    eval_audio = (eval_table["modality"] == "audio").to_numpy()
+    metrics = audio_image_metrics(eval_table, z_eval, np.unique(eval_table["event"]), "label")
+    metrics["zero_shot"] = zero_shot_accuracy(
+        z_eval[eval_audio],
+        eval_table.loc[eval_audio, "label"].to_numpy(),
+        z_train[train_images],
+        train_table.loc[train_images, "label"].to_numpy(),
+    )
+    metrics["zero_shot"]["prototypes_from"] = "training images"
+    return metrics
+
+
 def evaluate(out: Path, set_names: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Retrieval and zero-shot scores of the model in ``out/model`` on the evaluation set,
     and for an ensemble the same scores of each member."""
@@ -175,20 +197,29 @@ def evaluate(out: Path, set_names: list[str]) -> tuple[dict[str, Any], list[dict
     }
     eval_table = Items.load(out / "eval" / "items").table
     train_table = Items.load(out / "train" / "items").table
-    train_images = (train_table["modality"] == "image").to_numpy()
-    eval_audio = (eval_table["modality"] == "audio").to_numpy()
-    scored = []
-    for z_eval, z_train in zip(spaces["eval"], spaces["train"], strict=True):
-        metrics = audio_image_metrics(eval_table, z_eval, np.unique(eval_table["event"]), "label")
-        metrics["zero_shot"] = zero_shot_accuracy(
-            z_eval[eval_audio],
-            eval_table.loc[eval_audio, "label"].to_numpy(),
-            z_train[train_images],
-            train_table.loc[train_images, "label"].to_numpy(),
-        )
-        metrics["zero_shot"]["prototypes_from"] = "training images"
-        scored.append(metrics)
+    scored = [
+        score_space(z_eval, z_train, eval_table, train_table)
+        for z_eval, z_train in zip(spaces["eval"], spaces["train"], strict=True)
+    ]
     return scored[0], scored[1:]
+
+
+def baselines(out: Path, experiment: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The same scores for the model as initialised before training and for MFCCs and pixels
+    joined by CCA fitted on the training session's events."""
+    items = {name: Items.load(out / name / "items") for name in ("train", "eval")}
+    builder = PAIR_BUILDERS.create(experiment["pairs"], where="av_mnist: pairs")
+    untrained = {
+        name: untrained_embeddings(experiment, builder, found, projected=True)
+        for name, found in items.items()
+    }
+    cca = CCABaseline().fit(items["train"], np.unique(items["train"].table["event"]))
+    joint = {name: cca.transform(found) for name, found in items.items()}
+    tables = (items["eval"].table, items["train"].table)
+    return {
+        "untrained encoder": score_space(untrained["eval"], untrained["train"], *tables),
+        CCA_NAME: score_space(joint["eval"], joint["train"], *tables),
+    }
 
 
 def training_summary(out: Path, experiment: dict[str, Any]) -> dict[str, Any]:
@@ -209,6 +240,7 @@ def rescore(out: Path) -> dict[str, Any]:
     change of the scoring; simulation, pairing and training are kept from ``report.json``."""
     report = json.loads((out / "report.json").read_text())
     report["metrics"], report["members"] = evaluate(out, list(report["sets"]))
+    report["baselines"] = baselines(out, report["experiment"])
     report["training"] = training_summary(out, report["experiment"])
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     return report
@@ -281,6 +313,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     timings["train"] = time.perf_counter() - started
     started = time.perf_counter()
     report["metrics"], report["members"] = evaluate(out, list(sets))
+    report["baselines"] = baselines(out, experiment)
     timings["embed + evaluate"] = time.perf_counter() - started
     report["training"] = training_summary(out, experiment)
 
@@ -419,8 +452,15 @@ def format_report(report: dict[str, Any], markdown: bool) -> str:
         ]
         table(["clock offset (s)", "jitter sd (s)", "estimated (s)", "precision", "recall"], rows)
 
+    speakers = "validation" if report["validation"] else "held-out"
+    if "baselines" in report:
+        rows = [["trained model", *(pct(v) for v in headline(metrics))]]
+        rows += [
+            [name, *(pct(v) for v in headline(found))]
+            for name, found in report["baselines"].items()
+        ]
+        table([f"{speakers} speakers, against the baselines", *HEADLINE_COLUMNS], rows)
     if report["members"]:
-        speakers = "validation" if report["validation"] else "held-out"
         table([f"{speakers} speakers, each member alone", *HEADLINE_COLUMNS],
               member_rows(report, [report]))  # fmt: skip
 

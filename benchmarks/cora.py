@@ -15,7 +15,16 @@ need no training:
   prepared it, e.g. row-normalised bag-of-words);
 * SGC features (Wu et al., "Simplifying Graph Convolutional Networks", 2019):
   ``S^2 X`` with ``S = D^-1/2 (A + I) D^-1/2`` (PyG's ``gcn_norm``), the propagation a
-  2-layer GCN performs, without any weights.
+  2-layer GCN performs, without any weights;
+* PPR features: the propagation of the ``propagated_mlp`` encoder's defaults without its
+  layer, ``P^(10) X`` with ``P^(t+1) = 0.9 S P^(t) + 0.1 X`` (APPNP's teleport 0.1, 10
+  power iterations), the strongest smoothing a propagated encoder has to beat.
+
+``--untrained`` adds, per experiment, its encoder as training starts it (same seed, no
+step): the control that shows what training adds. ``--with-propagated`` adds, per
+experiment, its embedding beside the PPR features, each row scaled to unit length before
+the two are concatenated: an embedding that contains the smoothed features as a fixed part
+(the row's learned part alone is the experiment's own row).
 
 Every row uses :func:`~scicontrast.analysis.graph_eval.node_probe` (10 % / 10 % / 80 %
 stratified random splits, one per seed of the experiment's ``analysis.probe_seeds``, ``C``
@@ -48,12 +57,14 @@ import torch
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
 from scicontrast.analysis.cluster import cluster_embeddings
+from scicontrast.analysis.diagnostics import untrained_model
 from scicontrast.analysis.embed import load_embeddings
 from scicontrast.analysis.evaluate import PROBE_SCALINGS
 from scicontrast.analysis.graph_eval import node_probe, public_split_probe, training_cost
-from scicontrast.config import read_config_file
+from scicontrast.config import load_experiment, read_config_file
 from scicontrast.data_adapters.base import Items
 from scicontrast.data_adapters.graphs import graph_data
+from scicontrast.registry import PAIR_BUILDERS
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "benchmarks" / "cora.yaml"
@@ -61,15 +72,36 @@ TARGET_RANDOM = 0.840
 TARGET_PUBLIC = 0.830
 
 
-def sgc_features(items: Items, hops: int = 2) -> np.ndarray:
-    """``S^hops X`` with the symmetric GCN normalisation ``S`` (self-loops added)."""
+def propagated_features(items: Items, hops: int = 2, teleport: float = 0.0) -> np.ndarray:
+    """``P^(hops)`` of ``P^(t+1) = (1 - teleport) S P^(t) + teleport X``, ``P^(0) = X``.
+
+    ``S`` is the symmetric GCN normalisation (self-loops added); ``teleport = 0`` gives
+    SGC's ``S^hops X``, ``teleport > 0`` APPNP's truncated personalized PageRank. Float64.
+    """
     data = graph_data(items)
     edge_index, weight = gcn_norm(data.edge_index, num_nodes=data.num_nodes, add_self_loops=True)
-    propagation = torch.sparse_coo_tensor(edge_index, weight, (data.num_nodes,) * 2)
-    x = data.x.double()
+    propagation = torch.sparse_coo_tensor(edge_index, weight, (data.num_nodes,) * 2).double()
+    x0 = x = data.x.double()
     for _ in range(hops):
-        x = torch.sparse.mm(propagation.double(), x)
+        x = (1 - teleport) * torch.sparse.mm(propagation, x) + teleport * x0
     return x.numpy()
+
+
+def untrained_embeddings(name: str, results: Path, items: Items) -> np.ndarray:
+    """The experiment's encoder as training starts it (its seed, no step), on the clean graph."""
+    experiment = load_experiment(results / name / "config.json", name)
+    builder = PAIR_BUILDERS.create(experiment["pairs"])
+    model = untrained_model(experiment, builder, items)
+    with torch.no_grad():
+        return model.embed(next(iter(builder.embedding_batches(items, 1)))).double().numpy()
+
+
+def beside(embeddings: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """``[e / |e| , f / |f|]`` per row: both parts weigh the same before the probe."""
+    parts = [
+        m / np.linalg.norm(m, axis=1, keepdims=True).clip(1e-12) for m in (embeddings, features)
+    ]
+    return np.concatenate(parts, axis=1)
 
 
 def score(
@@ -182,6 +214,14 @@ def main(argv: list[str] | None = None) -> int:
         choices=PROBE_SCALINGS,
         help="scaling of embeddings before the probe (default: the config's probe_scaling)",
     )
+    parser.add_argument(
+        "--untrained", action="store_true", help="add each experiment's untrained encoder"
+    )
+    parser.add_argument(
+        "--with-propagated",
+        action="store_true",
+        help="add each embedding beside the PPR features (unit-length parts, concatenated)",
+    )
     args = parser.parse_args(argv)
 
     config = read_config_file(args.config)
@@ -209,18 +249,27 @@ def main(argv: list[str] | None = None) -> int:
     scaling = args.probe_scaling or analysis["probe_scaling"]
     baselines = {
         "node features, no training": items.arrays["features"],
-        "SGC features S²X, no training": sgc_features(items),
+        "SGC features S²X, no training": propagated_features(items),
+        "PPR features (teleport 0.1, 10 hops), no training": propagated_features(
+            items, hops=10, teleport=0.1
+        ),
     }
-    rows, member_rows = [], []
+    rows, member_rows, controls = [], [], {}
     for name, experiment in experiments.items():
         row, members = experiment_rows(
             name, experiment["training"], args.results, items, label_column, seeds, scaling
         )
         rows.append(row)
         member_rows += members
+        if args.untrained:
+            controls[f"{name}, untrained encoder"] = untrained_embeddings(name, args.results, items)
+        if args.with_propagated:
+            _, embeddings = load_embeddings(args.results / name / "embeddings")
+            ppr = baselines["PPR features (teleport 0.1, 10 hops), no training"]
+            controls[f"{name} beside the PPR features"] = beside(embeddings, ppr)
     rows += [
         score(name, features, items, label_column, seeds, scaling)
-        for name, features in baselines.items()
+        for name, features in {**baselines, **controls}.items()
     ]
     rows += member_rows
 

@@ -20,7 +20,7 @@ with an allocation error and is reported as ``OOM`` instead of taking the machin
 Methods:
 
 * ``scicontrast``: :func:`scicontrast.models.nt_xent`, the chunked exact loss;
-* ``scicontrast-dense``: :func:`scicontrast.models.losses.nt_xent`, the dense reference
+* ``scicontrast-dense``: :func:`scicontrast.models.losses.dense_nt_xent`, the dense reference
   (not run by default);
 * ``lightly``: ``lightly.loss.NTXentLoss(temperature)`` on ``(z1, z2)``;
 * ``pml``: ``pytorch_metric_learning.losses.NTXentLoss(temperature)`` on ``cat(z1, z2)``
@@ -102,7 +102,7 @@ def _loss_function(method: str) -> Callable[[Any, Any], Any]:
 
         return lambda z1, z2: nt_xent(z1, z2, TEMPERATURE)
     if method == "scicontrast-dense":
-        from scicontrast.models.losses import nt_xent as dense_nt_xent
+        from scicontrast.models.losses import dense_nt_xent
 
         return lambda z1, z2: dense_nt_xent(z1, z2, TEMPERATURE)
     if method == "lightly":

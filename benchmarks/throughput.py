@@ -41,7 +41,8 @@ import torch
 
 from scicontrast.config import load_experiment
 from scicontrast.data_adapters.base import Items, held_out_groups
-from scicontrast.models.train import resolve_device, train
+from scicontrast.device import resolve_device
+from scicontrast.models.train import train
 from scicontrast.registry import PAIR_BUILDERS
 
 DEFAULT_EXPERIMENTS = ("dna_demo", "grains_demo", "graph_demo", "audio_image_demo")

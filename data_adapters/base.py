@@ -9,7 +9,8 @@ An **items set** is a folder holding ``items.parquet`` (one row per object: a un
 ``item_id``, metadata columns such as labels, and the domain's payload columns, e.g.
 ``sequence``), ``meta.json`` (facts the later steps need, e.g. the modality), optional
 ``<name>.npy`` arrays aligned with the table rows, and optional ``<name>.extra.npy`` arrays
-that are not (e.g. a graph's edge index ``[2, E]``).
+that are not (e.g. a graph's edge index ``[2, E]``); extras named in
+``meta["memory_mapped_extras"]`` are memory-mapped read-only when loaded.
 
 A **pairs table** has one row per view: ``group_id`` (the object the view came from: views
 sharing it are positives for each other), ``item_id`` and ``view`` (a name the pair builder
@@ -92,9 +93,12 @@ class Items:
         table = pd.read_parquet(table_path)
         meta = json.loads((folder / "meta.json").read_text())
         arrays, extras = {}, {}
+        # Large stores (a genome corpus's bases) are mapped, read only where they are used.
+        mapped = set(meta.get("memory_mapped_extras", ()))
         for path in sorted(folder.glob("*.npy")):
             if path.name.endswith(EXTRA_SUFFIX):
-                extras[path.name.removesuffix(EXTRA_SUFFIX)] = np.load(path)
+                name = path.name.removesuffix(EXTRA_SUFFIX)
+                extras[name] = np.load(path, mmap_mode="r" if name in mapped else None)
             else:
                 arrays[path.stem] = np.load(path)
         return cls(table=table, meta=meta, arrays=arrays, extras=extras)

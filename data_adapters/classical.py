@@ -28,6 +28,7 @@ graph without informative node features, windows shorter than ``k``) come back a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,7 @@ from scipy.fft import dct
 from scipy.signal import stft
 from skimage.feature import local_binary_pattern
 from skimage.transform import resize
+from sklearn.preprocessing import StandardScaler
 
 from scicontrast.data_adapters.kmers import kmer_frequencies
 
@@ -59,10 +61,9 @@ class ClassicalFeatures:
 
 
 def zscore(features: np.ndarray) -> np.ndarray:
-    """Each column minus its mean over rows, divided by its std (constant columns: 0)."""
-    features = np.asarray(features, dtype=np.float64)
-    std = features.std(axis=0)
-    return (features - features.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    """Each column minus its mean over rows, divided by its std; (numerically) constant
+    columns become 0 (``StandardScaler`` leaves rounding noise undivided)."""
+    return StandardScaler().fit_transform(np.asarray(features, dtype=np.float64))
 
 
 def kmer_features(codes: np.ndarray, k: int, canonical: bool) -> ClassicalFeatures:
@@ -78,43 +79,45 @@ def kmer_features(codes: np.ndarray, k: int, canonical: bool) -> ClassicalFeatur
     return ClassicalFeatures(name, zscore(kmer_frequencies(codes, k, canonical)))
 
 
-def grey_images(images: np.ndarray) -> np.ndarray:
-    """``float64 [N, H, W]`` in [0, 1] from ``[N, C, H, W]`` images (uint8, or floats in [0, 1]),
+def grey_image(image: np.ndarray) -> np.ndarray:
+    """``float64 [H, W]`` in [0, 1] from a ``[C, H, W]`` image (uint8, or floats in [0, 1]),
     the mean over channels."""
-    images = np.asarray(images)
-    scale = 255.0 if images.dtype == np.uint8 else 1.0
-    return images.astype(np.float64).mean(axis=1) / scale
+    scale = 255.0 if image.dtype == np.uint8 else 1.0
+    return np.asarray(image, dtype=np.float64).mean(axis=0) / scale
 
 
-def lbp_histograms(images: np.ndarray, scales=LBP_SCALES) -> ClassicalFeatures:
-    """Multi-scale rotation-invariant uniform LBP histograms of ``[N, C, H, W]`` images."""
+def lbp_histograms(images: Iterable[np.ndarray], scales=LBP_SCALES) -> ClassicalFeatures:
+    """Multi-scale rotation-invariant uniform LBP histograms of ``[C, H, W]`` images of any
+    sizes (an ``[N, C, H, W]`` array, or a sequence)."""
     name = "multi-scale rotation-invariant LBP"
-    grey = grey_images(images)
     radius = max(r for _, r in scales)
-    if min(grey.shape[1:]) < 2 * radius + 1:
-        return ClassicalFeatures(
-            name,
-            skipped=f"images of {grey.shape[1]} x {grey.shape[2]} px are smaller than the "
-            f"largest LBP radius ({radius} px) needs",
-        )
-    # LBP compares grey levels only by sign: 8-bit levels lose nothing and keep
-    # scikit-image from warning about float input.
-    quantised = np.round(grey * 255).astype(np.uint8)
     rows = []
-    for image in quantised:
+    for image in images:
+        grey = grey_image(image)
+        if min(grey.shape) < 2 * radius + 1:
+            return ClassicalFeatures(
+                name,
+                skipped=f"images of {grey.shape[0]} x {grey.shape[1]} px are smaller than the "
+                f"largest LBP radius ({radius} px) needs",
+            )
+        # LBP compares grey levels only by sign: 8-bit levels lose nothing and keep
+        # scikit-image from warning about float input.
+        quantised = np.round(grey * 255).astype(np.uint8)
         histograms = []
         for points, r in scales:
-            codes = local_binary_pattern(image, points, r, method="uniform").astype(np.int64)
+            codes = local_binary_pattern(quantised, points, r, method="uniform").astype(np.int64)
             counts = np.bincount(codes.ravel(), minlength=points + 2)
             histograms.append(counts / counts.sum())
         rows.append(np.concatenate(histograms))
     return ClassicalFeatures(name, np.stack(rows))
 
 
-def raw_pixels(images: np.ndarray, size: int = RAW_PIXELS_SIZE) -> ClassicalFeatures:
-    """Grey images resized to ``size x size`` with anti-aliasing, flattened: ``[N, size**2]``."""
-    grey = grey_images(images)
-    resized = [resize(image, (size, size), anti_aliasing=True).ravel() for image in grey]
+def raw_pixels(images: Iterable[np.ndarray], size: int = RAW_PIXELS_SIZE) -> ClassicalFeatures:
+    """Grey ``[C, H, W]`` images resized to ``size x size`` with anti-aliasing, flattened:
+    ``[N, size**2]``."""
+    resized = [
+        resize(grey_image(image), (size, size), anti_aliasing=True).ravel() for image in images
+    ]
     return ClassicalFeatures(f"raw pixels {size}x{size}", np.stack(resized))
 
 

@@ -63,6 +63,10 @@ label not in ``classes``      ``unknown_labels="error"`` (default) stops, ``"mis
                               class. Empty labels are null (unlabelled nodes: the probes skip
                               them)
 duplicate node id             always an error
+no nodes, or no features      always an error naming the node file: nothing to embed
+no edges (after cleaning)     always an error naming the edge file (with what cleaning
+                              removed): views drop edges and encoders propagate along them.
+                              Nodes without edges beside connected ones are isolated nodes
 ============================  ============================================================
 
 With ``undirected=True`` (default) every edge is added in both directions (PyG's
@@ -216,21 +220,34 @@ class _GraphAdapter(Adapter):
         edge_where: Locator,
         node_where: Locator,
         cleaning: dict[str, int],
+        sources: tuple[str, str],
         label_column: str | None = None,
         undirected: bool | None = None,
     ) -> Items:
         """Apply the edge and node policies and assemble the items set.
+
+        A graph without nodes, without node features or without any edge once cleaned is
+        an :class:`InputDataError` naming the file (module docstring, "Bad input").
 
         Args:
             table: One row per node: ``item_id`` and metadata columns.
             features: ``[N, F]`` finite floats.
             edges: ``[2, E]`` int64 row indices, in input order (for error messages).
             edge_where, node_where: Describe edge ``k`` / node ``i`` as "file, row".
+            sources: The files the nodes and the edges came from, for whole-graph errors.
             cleaning: Counts from reading, extended here and stored in ``meta``.
             label_column: The table's label column, if any.
             undirected: Overrides ``self.undirected`` (an undirected networkx graph).
         """
         n_nodes = len(table)
+        node_source, edge_source = sources
+        if n_nodes == 0:
+            raise InputDataError(f"{node_source}: the graph has no nodes")
+        if features.shape[1] == 0:
+            raise InputDataError(
+                f"{node_source}: the nodes have no features ([{n_nodes}, 0]); graph encoders "
+                "need at least one (a column of ones, or each node's degree, will do)"
+            )
         undirected = self.undirected if undirected is None else undirected
         source, target = edges
         loops = np.flatnonzero(source == target)
@@ -251,6 +268,13 @@ class _GraphAdapter(Adapter):
             edge_index = to_undirected(edge_index, num_nodes=n_nodes)
         else:
             edge_index = coalesce(edge_index, num_nodes=n_nodes)
+        if edge_index.shape[1] == 0:
+            removed = {k: v for k, v in cleaning.items() if v and ("edge" in k or "loop" in k)}
+            raise InputDataError(
+                f"{edge_source}: the graph has no edges (removed while reading: {removed}); "
+                "graph views drop edges and graph encoders propagate along them, so a graph "
+                "needs at least one"
+            )
 
         degree = np.bincount(edge_index.reshape(-1).numpy(), minlength=n_nodes)
         isolated = np.flatnonzero(degree == 0)
@@ -384,6 +408,7 @@ class PlanetoidAdapter(_GraphAdapter):
             edge_where=lambda k: f"{graph_path}: node {edges[0, k]}, neighbour {edges[1, k]}",
             node_where=lambda i: f"{graph_path}: node {i}",
             cleaning={"unlabelled_nodes": int((~known).sum())},
+            sources=(f"{self.root}/ind.{name}.*", str(graph_path)),
             label_column=LABEL,
         )
 
@@ -489,6 +514,7 @@ class PyGDataAdapter(_GraphAdapter):
             edge_where=lambda k: f"{path}: edge {k} ({edges[0, k]} -> {edges[1, k]})",
             node_where=lambda i: f"{path}: node {i}",
             cleaning=cleaning,
+            sources=(str(path), str(path)),
             label_column=LABEL if y is not None else None,
         )
 
@@ -814,6 +840,7 @@ class GraphTableAdapter(_GraphAdapter):
             edge_where=lambda k: edges.where(int(kept[k])),
             node_where=nodes.where,
             cleaning=cleaning,
+            sources=(nodes.source, edges.source),
             label_column=self.columns.label_column,
         )
 
@@ -931,6 +958,7 @@ class NetworkxAdapter(_GraphAdapter):
             ),
             node_where=nodes.where,
             cleaning=cleaning,
+            sources=(nodes.source, str(self.path)),
             label_column=self.columns.label_column,
             undirected=self.undirected or not graph.is_directed(),
         )

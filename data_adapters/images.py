@@ -41,10 +41,29 @@ tiles (the grid centred in the image, the leftover margin split evenly) and ``k`
 spread evenly over the grid in raster order are kept (all of them when the grid has at most
 ``k``). Scaling uses ``skimage.transform.resize`` with anti-aliasing.
 
+Patch layout (``patch_size``)
+-----------------------------
+Micrographs are not thumbnails: texture lives at a physical scale. With ``patch_size = P``
+each image stays whole at its working scale (native resolution, or resampled to
+``target_pixel_size_um`` from its pixel size; ``scicontrast.data_adapters.patches``), one
+item per image, in the patch store: ``items.extras["pixels"]`` (flat) and
+``items.arrays["extent"]`` (``int64 [N, 3]``), ``meta["layout"] = "patches"`` and
+``meta["size"] = P``. The ``rotations`` pair builder draws training views as random ``P x P``
+patches and embeds an image as the mean of its patches' embeddings. An image smaller than
+one patch at its working scale, or a pixel size that would upsample it more than 4x, is an
+error naming the file.
+
+Degenerate images
+-----------------
+An image under 8 pixels on a side (a 1 x 1 PNG; a ``64 x 64 x 5`` array written to TIFF
+without a photometric tag, which becomes 64 pages of ``64 x 5``) and a TIFF with a channel
+axis (ImageJ ``C``: one channel per page) are errors naming the file; an image that a crop or
+fit scales up more than 2x is read, with one warning naming the first such file.
+
 Items table columns: ``item_id`` (the image id, ``<id>:r<i>c<j>`` for tile ``(i, j)``),
 ``file``, ``image``, ``page``, ``height``, ``width`` (of the source image), ``scale`` (crop
-pixels per source pixel), ``tile_row``, ``tile_col`` (``-1`` without tiles), then metadata
-columns from ``label_from_filename`` and the labels table. ``meta`` follows the image
+or working pixels per source pixel), ``tile_row``, ``tile_col`` (``-1`` without tiles), then
+metadata columns from ``label_from_filename`` and the labels table. ``meta`` follows the image
 contract: ``modality = "image"``, ``channels``, ``size``, ``pixel_size_um`` (of the source
 images, or ``None``) and ``payload_columns = []`` (pixels live in the arrays).
 """
@@ -69,12 +88,31 @@ from skimage.color import rgb2gray
 from skimage.transform import resize
 
 from scicontrast.data_adapters.base import Adapter, Items
+from scicontrast.data_adapters.image_labels import (
+    compile_filename_pattern,
+    filename_groups,
+    match_table_to_files,
+    read_table,
+)
+from scicontrast.data_adapters.patches import (
+    EXTENT,
+    PIXELS,
+    pack_images,
+    tile_grid,
+    to_working_scale,
+    working_factor,
+)
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import ADAPTERS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 TIFF_SUFFIXES = (".tif", ".tiff")
 RESIZE_POLICIES = ("crop", "fit", "none")
+# Below this side a 3 x 3 convolution stack sees edges, not texture; a TIFF whose channel
+# axis was written as rows gives such slivers (a 64 x 64 x 5 array becomes 64 pages of 64 x 5).
+MIN_IMAGE_SIDE = 8
+# Scaling a whole image up by more than this invents most of its pixels: allowed, with a warning.
+MAX_SILENT_UPSCALE = 2.0
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _TABLE_COLUMNS = (
     "item_id",
@@ -179,12 +217,26 @@ class _TiffWarnings(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+def _check_no_channel_axis(path: Path, tif: tifffile.TiffFile) -> None:
+    """A multi-channel stack (ImageJ's ``C`` axis) stores one channel per page; reading its
+    pages as images would turn each channel into a micrograph of its own."""
+    for series in tif.series:
+        axes, shape = series.axes, series.shape
+        if "C" in axes and shape[axes.index("C")] > 1:
+            raise InputDataError(
+                f"{path}: TIFF holds a {shape[axes.index('C')]}-channel image (axes {axes}, "
+                f"shape {tuple(shape)}); only grey or RGB images are read: save the channel "
+                "to embed as a grey image of its own"
+            )
+
+
 def _read_tiff_pages(path: Path) -> list[np.ndarray]:
     handler = _TiffWarnings()
     logger = logging.getLogger("tifffile")
     logger.addHandler(handler)
     try:
         with tifffile.TiffFile(path) as tif:
+            _check_no_channel_axis(path, tif)
             pages = []
             for page in tif.pages:
                 if getattr(page, "is_reduced", False):
@@ -248,6 +300,12 @@ def normalise_pixels(array: np.ndarray, where: str) -> tuple[np.ndarray, int]:
         )
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise InputDataError(f"{where}: image has no pixels (shape {array.shape})")
+    if min(array.shape[:2]) < MIN_IMAGE_SIDE:
+        raise InputDataError(
+            f"{where}: image is {array.shape[0]} x {array.shape[1]} pixels, under "
+            f"{MIN_IMAGE_SIDE} on a side: too small to hold a texture (a channel axis written "
+            "as rows or pages?)"
+        )
     if array.shape[2] in (2, 4):
         array = array[:, :, :-1]
     if array.dtype == np.uint8:
@@ -291,111 +349,6 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
 def to_rgb(pixels: np.ndarray) -> np.ndarray:
     """``[H, W, C]`` -> ``[H, W, 3]`` (a grey image is repeated)."""
     return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
-
-
-# --- labels tables (shared with the grains adapter) ----------------------------------------
-
-
-def read_table(path: str | Path, key: str) -> pd.DataFrame:
-    """A CSV/TSV/Parquet table with unique, present values in column ``key``."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputDataError(f"{path}: labels table not found")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":
-            frame = pd.read_csv(path, dtype={key: str})
-        elif suffix in (".tsv", ".tab", ".txt"):
-            frame = pd.read_csv(path, sep="\t", dtype={key: str})
-        elif suffix in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
-        else:
-            raise ConfigError(f"{path}: labels table must be .csv, .tsv/.tab/.txt or .parquet/.pq")
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
-        raise InputDataError(f"{path}: cannot read labels table: {exc}") from None
-    if key not in frame.columns:
-        raise InputDataError(
-            f"{path}: no column {key!r} (labels_key); columns: {list(frame.columns)}"
-        )
-    keys = frame[key]
-    if keys.isna().any():
-        row = int(np.flatnonzero(keys.isna().to_numpy())[0]) + 1
-        raise InputDataError(f"{path}: row {row} has no {key!r} (rows counted from 1)")
-    keys = keys.astype(str)
-    duplicated = keys.duplicated()
-    if duplicated.any():
-        row = int(np.flatnonzero(duplicated.to_numpy())[0])
-        raise InputDataError(
-            f"{path}: row {row + 1}: duplicate {key} {keys.iloc[row]!r} (rows counted from 1)"
-        )
-    return frame.assign(**{key: keys})
-
-
-def match_table_to_files(
-    table: pd.DataFrame, key: str, files: list[Path], table_path: Path
-) -> tuple[dict[Path, int], list[str]]:
-    """Which table row describes which file.
-
-    A key names a file when it is, in this order of preference, the file's path relative to
-    the table's folder, its path as listed, its name, or its stem (name and stem only when
-    unique among the files). Returns ``(row of each matched file, keys matching no file)``.
-    """
-    resolved = {p.resolve(): p for p in files}
-    as_listed = {p.as_posix(): p for p in files}
-    names = Counter(p.name for p in files)
-    stems = Counter(p.stem for p in files)
-    by_name = {p.name: p for p in files if names[p.name] == 1}
-    by_stem = {p.stem: p for p in files if stems[p.stem] == 1}
-    rows: dict[Path, int] = {}
-    unmatched: list[str] = []
-    for row, value in enumerate(table[key].tolist()):
-        candidate = (table_path.parent / value).resolve()
-        path = (
-            resolved.get(candidate)
-            or as_listed.get(Path(value).as_posix())
-            or by_name.get(value)
-            or by_stem.get(value)
-        )
-        if path is None:
-            unmatched.append(value)
-            continue
-        if path in rows:
-            raise InputDataError(
-                f"{table_path}: rows {rows[path] + 1} and {row + 1} both name file {path}"
-            )
-        rows[path] = row
-    return rows, unmatched
-
-
-def compile_filename_pattern(
-    pattern: str | None, adapter: str, reserved: tuple[str, ...]
-) -> re.Pattern | None:
-    """Compile ``label_from_filename``: a regex with named groups, none a reserved column."""
-    if pattern is None:
-        return None
-    where = f"adapter {adapter}: params.label_from_filename"
-    try:
-        compiled = re.compile(pattern)
-    except re.error as exc:
-        raise ConfigError(f"{where}: invalid regular expression {pattern!r}: {exc}") from None
-    if not compiled.groupindex:
-        raise ConfigError(f"{where}: {pattern!r} has no named group; write e.g. (?P<label>...)")
-    clashes = sorted(set(compiled.groupindex) & set(reserved))
-    if clashes:
-        raise ConfigError(f"{where}: group names {clashes} are reserved column names")
-    return compiled
-
-
-def filename_groups(pattern: re.Pattern | None, path: Path) -> dict[str, str]:
-    """The named groups of ``pattern`` searched in ``path`` (an error when it does not match)."""
-    if pattern is None:
-        return {}
-    match = pattern.search(path.as_posix())
-    if match is None:
-        raise InputDataError(
-            f"{path}: file name does not match label_from_filename {pattern.pattern!r}"
-        )
-    return match.groupdict()
 
 
 # --- cropping ----------------------------------------------------------------------------
@@ -442,17 +395,6 @@ def square_image(
     return out, mask, scale
 
 
-def tile_grid(height: int, width: int, size: int, keep: int) -> list[tuple[int, int, int, int]]:
-    """``(row, col, top, left)`` of the kept tiles (policy in the module docstring)."""
-    rows, cols = height // size, width // size
-    top0, left0 = (height - rows * size) // 2, (width - cols * size) // 2
-    grid = [(r, c) for r in range(rows) for c in range(cols)]
-    if len(grid) > keep:
-        chosen = np.unique(np.rint(np.linspace(0, len(grid) - 1, keep)).astype(int))
-        grid = [grid[i] for i in chosen]
-    return [(r, c, top0 + r * size, left0 + c * size) for r, c in grid]
-
-
 # --- adapter -----------------------------------------------------------------------------
 
 
@@ -470,20 +412,43 @@ def check_positive_int(value: Any, adapter: str, key: str, minimum: int = 1) -> 
         )
 
 
-def check_pixel_size(value: Any, adapter: str) -> float | None:
+def check_pixel_size(value: Any, adapter: str, key: str = "pixel_size_um") -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ConfigError(
-            f"adapter {adapter}: params.pixel_size_um must be a number > 0 (micrometres per "
+            f"adapter {adapter}: params.{key} must be a number > 0 (micrometres per "
             f"pixel) or null, got {value!r}"
         )
     return float(value)
 
 
+def _patch_store(
+    images: list[np.ndarray], all_8bit: bool, channels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``[h_i, w_i, C]`` float working images -> the patch store (``patches`` module)."""
+    planes = [(to_rgb(i) if channels == 3 else i).transpose(2, 0, 1) for i in images]
+    if all_8bit:
+        return pack_images([to_uint8(p) for p in planes], np.dtype(np.uint8))
+    return pack_images(planes, np.dtype(np.float32))
+
+
+def _warn_upscaled(table: pd.DataFrame) -> None:
+    """One warning for the images a crop or fit scaled up more than ``MAX_SILENT_UPSCALE``."""
+    upscaled = table[table["scale"] > MAX_SILENT_UPSCALE]
+    if len(upscaled):
+        first = upscaled.iloc[0]
+        warnings.warn(
+            f"{first['file']}: a {first['height']} x {first['width']} image scaled up "
+            f"{first['scale']:.3g}x to fill size (and {len(upscaled) - 1} more images scaled "
+            f"up over {MAX_SILENT_UPSCALE:g}x); most of their pixels are interpolated",
+            stacklevel=3,
+        )
+
+
 @ADAPTERS.register("image_folder")
 class ImageFolderAdapter(Adapter):
-    """Folders of PNG, JPEG and TIFF images as ``S x S`` crops (formats: module docstring).
+    """Folders of PNG, JPEG and TIFF images as ``S x S`` crops, or whole at their own scale.
 
     Args:
         paths: Files, glob patterns (``**`` allowed) or folders (their image files). A
@@ -508,9 +473,16 @@ class ImageFolderAdapter(Adapter):
             ``"(?P<label>[a-z_-]+)_\\d+\\.jpg$"``.
         pixel_size_um: Micrometres per source pixel, for every file (a labels-table column
             ``pixel_size_um`` overrides it per file).
+        patch_size: ``None``: the crop layout above. ``P``: the patch layout (module
+            docstring): one item per image, kept whole at its working scale, seen by the
+            encoder through ``P x P`` patches; ``size``, ``resize`` and ``tiles`` do not apply.
+        target_pixel_size_um: Patch layout only: resample every image to this many
+            micrometres per pixel (``scicontrast.data_adapters.patches``); ``None`` keeps the
+            native resolution.
 
     New files embedded through a trained model (``scicontrast embed --model``) replace
-    ``paths`` and are read without the label parameters, which describe the training files.
+    ``paths`` and are read without the label parameters, which describe the training files
+    (a per-file ``pixel_size_um`` column included: give ``pixel_size_um`` for new files).
     """
 
     input_param = "paths"
@@ -528,14 +500,26 @@ class ImageFolderAdapter(Adapter):
         labels_missing: str = "error",
         label_from_filename: str | None = None,
         pixel_size_um: float | None = None,
+        patch_size: int | None = None,
+        target_pixel_size_um: float | None = None,
     ) -> None:
         name = "image_folder"
         self.paths = [paths] if isinstance(paths, str) else [str(p) for p in paths]
         if not self.paths:
             raise ConfigError(f"adapter {name}: params.paths: give at least one file or folder")
         check_positive_int(size, name, "size")
-        if tiles is not None:
-            check_positive_int(tiles, name, "tiles")
+        for key, value in (("tiles", tiles), ("patch_size", patch_size)):
+            if value is not None:
+                check_positive_int(value, name, key)
+        if patch_size is not None and tiles is not None:
+            raise ConfigError(
+                f"adapter {name}: params.tiles and params.patch_size exclude each other "
+                "(tiles cuts fixed crops; patch_size keeps images whole and draws patches)"
+            )
+        if patch_size is None and target_pixel_size_um is not None:
+            raise ConfigError(
+                f"adapter {name}: params.target_pixel_size_um needs params.patch_size"
+            )
         for key, value, allowed in (
             ("resize", resize, RESIZE_POLICIES),
             ("labels_missing", labels_missing, ("error", "allow")),
@@ -553,6 +537,10 @@ class ImageFolderAdapter(Adapter):
         self.labels_key = labels_key
         self.labels_missing = labels_missing
         self.pixel_size_um = check_pixel_size(pixel_size_um, name)
+        self.patch_size = patch_size
+        self.target_pixel_size_um = check_pixel_size(
+            target_pixel_size_um, name, "target_pixel_size_um"
+        )
         self.filename_pattern = compile_filename_pattern(label_from_filename, name, _TABLE_COLUMNS)
 
     def input_files(self) -> list[Path]:
@@ -563,6 +551,7 @@ class ImageFolderAdapter(Adapter):
         files = expand_image_paths(self.paths)
         groups = {path: filename_groups(self.filename_pattern, path) for path in files}
         labels, rows = self._labels(files)
+        pixel_sizes = self._file_pixel_sizes(files, labels, rows)
 
         records: list[dict[str, Any]] = []
         crops: list[np.ndarray] = []
@@ -582,7 +571,11 @@ class ImageFolderAdapter(Adapter):
                 "height": pixels.shape[0],
                 "width": pixels.shape[1],
             }
-            for record, crop, mask in self._crops(micrograph, pixels):
+            if self.patch_size is None:
+                pieces = self._crops(micrograph, pixels)
+            else:
+                pieces = self._working_image(micrograph, pixels, pixel_sizes[micrograph.path])
+            for record, crop, mask in pieces:
                 records.append({**base, **record, **groups[micrograph.path]})
                 crops.append(crop)
                 masks.append(mask)
@@ -591,30 +584,43 @@ class ImageFolderAdapter(Adapter):
 
         channels = 1 if self.grayscale or (self.grayscale is None and not any_colour) else 3
         table = pd.DataFrame.from_records(records)
+        _warn_upscaled(table)
         if labels is not None:
             row_of_file = {str(p): r for p, r in rows.items()}
             columns = labels.drop(columns=[self.labels_key]).reset_index(drop=True)
             positions = table["file"].map(row_of_file)
             joined = columns.reindex(positions.to_numpy()).reset_index(drop=True)
             table = pd.concat([table, joined], axis=1)
-        pixel_size = self._pixel_size(table)
-        arrays = {"images": stack_images(crops, depths == {8}, channels)}
-        if any(m is not None for m in masks):
-            full = np.ones((self.size, self.size), dtype=bool)
-            arrays["masks"] = np.stack([full if m is None else m for m in masks])
         meta = {
             "modality": "image",
             "channels": channels,
-            "size": self.size,
-            "pixel_size_um": pixel_size,
+            "size": self.size if self.patch_size is None else self.patch_size,
+            "pixel_size_um": self._pixel_size(table),
             "payload_columns": [],
             "metadata_columns": [c for c in table.columns if c not in _TABLE_COLUMNS],
-            "resize": None if self.tiles else self.resize,
+            "resize": None if self.tiles or self.patch_size else self.resize,
             "tiles": self.tiles,
             "source_files": [str(p) for p in files],
             "images": int(table["image"].nunique()),
         }
+        if self.patch_size is not None:
+            meta |= {"layout": "patches", "target_pixel_size_um": self.target_pixel_size_um}
+            pixels, extent = _patch_store(crops, depths == {8}, channels)
+            return Items(table=table, meta=meta, arrays={EXTENT: extent}, extras={PIXELS: pixels})
+        arrays = {"images": stack_images(crops, depths == {8}, channels)}
+        if any(m is not None for m in masks):
+            full = np.ones((self.size, self.size), dtype=bool)
+            arrays["masks"] = np.stack([full if m is None else m for m in masks])
         return Items(table=table, meta=meta, arrays=arrays)
+
+    def _working_image(
+        self, micrograph: Micrograph, pixels: np.ndarray, pixel_size: float | None
+    ) -> Iterator[tuple[dict[str, Any], np.ndarray, None]]:
+        """The patch layout's one item per image: the image at its working scale."""
+        factor = working_factor(pixel_size, self.target_pixel_size_um, micrograph.where)
+        working = to_working_scale(pixels, factor, self.patch_size, micrograph.where)
+        record = {"item_id": micrograph.image_id, "scale": factor, "tile_row": -1}
+        yield {**record, "tile_col": -1}, working, None
 
     def _crops(
         self, micrograph: Micrograph, pixels: np.ndarray
@@ -669,6 +675,29 @@ class ImageFolderAdapter(Adapter):
                 "set adapter params.labels_missing to 'allow' to keep them unlabelled"
             )
         return table, rows
+
+    def _file_pixel_sizes(
+        self, files: list[Path], labels: pd.DataFrame | None, rows: dict[Path, int]
+    ) -> dict[Path, float | None]:
+        """Micrometres per pixel of each file: its labels-table value, else ``pixel_size_um``.
+
+        A table value that is not a number > 0 is an error naming the table, row and file.
+        """
+        sizes: dict[Path, float | None] = dict.fromkeys(files, self.pixel_size_um)
+        if labels is None or "pixel_size_um" not in labels.columns:
+            return sizes
+        values = pd.to_numeric(labels["pixel_size_um"], errors="coerce")
+        for path, row in rows.items():
+            raw, value = labels["pixel_size_um"].iloc[row], values.iloc[row]
+            if pd.isna(raw):
+                continue
+            if pd.isna(value) or not value > 0:
+                raise InputDataError(
+                    f"{self.labels}: row {row + 1} ({path}): pixel_size_um {raw!r} is not a "
+                    "number > 0 (micrometres per pixel)"
+                )
+            sizes[path] = float(value)
+        return sizes
 
     def _pixel_size(self, table: pd.DataFrame) -> float | None:
         """The source pixel size; a per-file column wins, and must then be one value."""

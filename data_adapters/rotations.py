@@ -57,6 +57,19 @@ exactly as training framed it. All randomness comes from the generator passed to
 :meth:`RotationViews.make_view`: the angle, then the mirror (if ``flips``), then the centre
 shift (if ``max_shift``), then the jitter factors (those that are non-zero), in that order.
 
+Patch layout
+------------
+Items of the ``image_folder`` adapter's patch layout (``meta["layout"] == "patches"``) keep
+each image whole at its working scale (``scicontrast.data_adapters.patches``), with
+``S = meta["size"]`` the patch side. A view is then cut from a ``S x S`` window of the image
+at a random position (``top ~ U{0..h-S}``, ``left ~ U{0..w-S}``, drawn last, after the
+jitter), so the views of one image are different places of its texture, each rotated as
+above. The canonical view is the centred window. An image's embedding is the mean of the
+embeddings of up to ``max_patches`` canonical ``o x o`` patches (``o = out_size``) on the
+centred grid of non-overlapping tiles, spread evenly (:meth:`RotationViews.embedding_batches`
+yields :class:`~scicontrast.data_adapters.patches.PatchBag`; its ``batch_size`` then counts
+patches, at least one image per batch).
+
 References: rotation as a positive-pair augmentation for rotation-invariant microscopy
 features follows e.g. Lafarge et al., "Learning domain-invariant representations of
 histological images" (2019) and Chen et al., SimCLR (2020) for the jitter.
@@ -65,83 +78,25 @@ histological images" (2019) and Chen et al., SimCLR (2020) for the jitter.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from scicontrast.data_adapters.base import Items, PairBuilder
 from scicontrast.data_adapters.classical import ClassicalFeatures, lbp_histograms, raw_pixels
+from scicontrast.data_adapters.patches import EXTENT, PIXELS, PatchBag, tile_grid, unpack_image
 from scicontrast.errors import ConfigError, InputDataError
+from scicontrast.geometry import disc_mask, rotate
 from scicontrast.registry import PAIR_BUILDERS
 
 ANGLE_MODES = {"continuous": None, "c4": 90.0, "c8": 45.0}
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 JITTER_KEYS = ("brightness", "contrast", "colour")
 DEFAULT_JITTER = {"brightness": 0.05, "contrast": 0.05, "colour": 0.02}
-
-
-def disc_mask(size: int) -> Tensor:
-    """``bool [size, size]``: pixel centres within ``size / 2`` of the image centre.
-
-    The grid of pixel centres is symmetric about the centre, so the disc is invariant to
-    exact 90-degree rotations and to mirrors.
-    """
-    centres = torch.arange(size, dtype=torch.float64) + 0.5 - size / 2
-    return centres[:, None] ** 2 + centres[None, :] ** 2 <= (size / 2) ** 2
-
-
-def rotate(
-    images: Tensor,
-    angles: Tensor,
-    out_size: int | None = None,
-    flips: Tensor | None = None,
-    interpolation: str = "bilinear",
-    shifts: Tensor | None = None,
-) -> Tensor:
-    """Rotate a batch about the image centre and keep the central ``out_size`` square.
-
-    Args:
-        images: ``float [B, C, S, S]``.
-        angles: ``[B]`` degrees, counter-clockwise as displayed (``torch.rot90``'s sense).
-        out_size: Side of the central crop of the rotated image; ``None`` keeps ``S``.
-        flips: ``bool [B]``: mirror left-right before rotating; ``None`` mirrors nothing.
-        interpolation: ``"bilinear"``, ``"bicubic"`` or ``"nearest"``.
-        shifts: ``[B, 2]`` pixels ``(right, down)`` by which the rotation centre (and so the
-            crop) moves away from the image centre; ``None`` moves nothing.
-
-    Returns:
-        ``[B, C, out_size, out_size]``, same dtype. No mask is applied.
-    """
-    batch, channels, size = images.shape[0], images.shape[1], images.shape[-1]
-    out_size = size if out_size is None else out_size
-    radians = torch.deg2rad(angles.to(torch.float64))
-    cos, sin = torch.cos(radians), torch.sin(radians)
-    mirror = torch.ones(batch, dtype=torch.float64)
-    if flips is not None:
-        mirror = torch.where(flips, -1.0, 1.0).to(torch.float64)
-    # affine_grid maps output (x right, y down) to input coordinates. Showing the image
-    # turned counter-clockwise by theta means sampling at R(-theta) in these y-down axes,
-    # [[cos, -sin], [sin, cos]]; the mirror negates the input's x, and out_size / S scales
-    # normalised output coordinates to the central crop.
-    scale = out_size / size
-    theta = torch.zeros(batch, 2, 3, dtype=torch.float64)
-    theta[:, 0, 0] = mirror * cos * scale
-    theta[:, 0, 1] = -mirror * sin * scale
-    theta[:, 1, 0] = sin * scale
-    theta[:, 1, 1] = cos * scale
-    if shifts is not None:
-        theta[:, :, 2] = shifts.to(torch.float64) * (2 / size)
-    grid = F.affine_grid(
-        theta.to(images.dtype), [batch, channels, out_size, out_size], align_corners=False
-    )
-    return F.grid_sample(
-        images, grid, mode=interpolation, padding_mode="border", align_corners=False
-    )
 
 
 def _check_number(name: str, value: Any, low: float, high: float) -> float:
@@ -193,6 +148,7 @@ class RotationViews(PairBuilder):
             ``{-max_shift, ..., max_shift}``; needs ``out_size + 2 * max_shift <= S``.
             0 (default) keeps every view centred.
         interpolation: ``"bilinear"``, ``"bicubic"`` or ``"nearest"``.
+        max_patches: Patch layout only: most patches per image in its embedding.
 
     ``make_view`` returns ``float32 [C, out_size, out_size]``, zero outside the disc (and
     outside the object mask, if the items have one). See the module docstring.
@@ -210,6 +166,7 @@ class RotationViews(PairBuilder):
         out_size: int | None = None,
         max_shift: int = 0,
         interpolation: str = "bilinear",
+        max_patches: int = 64,
     ) -> None:
         if isinstance(views, bool) or not isinstance(views, int) or views < 2:
             raise ConfigError(
@@ -238,6 +195,10 @@ class RotationViews(PairBuilder):
                 f"pairs rotations: params.interpolation must be one of "
                 f"{', '.join(INTERPOLATIONS)}, got {interpolation!r}"
             )
+        if isinstance(max_patches, bool) or not isinstance(max_patches, int) or max_patches < 1:
+            raise ConfigError(
+                f"pairs rotations: params.max_patches must be an integer >= 1, got {max_patches!r}"
+            )
         self.views = views
         self.angles = angles
         self.flips = flips
@@ -245,21 +206,37 @@ class RotationViews(PairBuilder):
         self.out_size = out_size
         self.max_shift = max_shift
         self.interpolation = interpolation
+        self.max_patches = max_patches
+        # Patch layout: training views come from random places of the image; the symmetry
+        # views (symmetry_only) all from the centre, so that they differ by the rotation alone.
+        self.random_window = True
         self._images: Tensor | None = None
+        self._store: tuple[np.ndarray, np.ndarray] | None = None
 
     def classical_features(self, items: Items) -> list[ClassicalFeatures]:
-        """Multi-scale rotation-invariant LBP and raw pixels of each stored image."""
+        """Multi-scale rotation-invariant LBP and raw pixels of each stored image (whole, at
+        its working scale, for patch items)."""
         self._check_items(items)
+        if items.meta.get("layout") == "patches":
+            store, channels = (items.extras[PIXELS], items.arrays[EXTENT]), items.meta["channels"]
+
+            def images():
+                return (unpack_image(*store, i, channels) for i in range(len(items)))
+
+            return [lbp_histograms(images()), raw_pixels(images())]
         images = items.arrays["images"]
         return [lbp_histograms(images), raw_pixels(images)]
 
     def symmetry_only(self) -> tuple[str, PairBuilder] | None:
-        """Rotations (and mirrors, with ``flips``) without intensity jitter or centre shift."""
-        if self.max_shift == 0 and not any(self.jitter.values()):
+        """Rotations (and mirrors, with ``flips``) without intensity jitter or centre shift,
+        and, for patch items (known once bound), of the centred window only."""
+        windows = self.random_window and self._store is not None
+        if self.max_shift == 0 and not any(self.jitter.values()) and not windows:
             return None
         symmetry = copy.copy(self)
         symmetry.jitter = _parse_jitter(None)
         symmetry.max_shift = 0
+        symmetry.random_window = False
         return ("rotation and mirror" if self.flips else "rotation"), symmetry
 
     def _check_items(self, items: Items) -> int:
@@ -269,6 +246,8 @@ class RotationViews(PairBuilder):
             raise ConfigError(
                 f"pairs rotations: needs image items (meta modality 'image'), got {modality!r}"
             )
+        if items.meta.get("layout") == "patches":
+            return self._check_patch_items(items)
         images = items.arrays.get("images")
         if images is None:
             raise InputDataError("image items: no 'images' array (images.npy)")
@@ -291,6 +270,33 @@ class RotationViews(PairBuilder):
                 f"image items: 'masks' must be bool [N, S, S] = {[len(items), size, size]}, "
                 f"got {masks.dtype} {list(masks.shape)}"
             )
+        return self._check_view_size(size)
+
+    def _check_patch_items(self, items: Items) -> int:
+        """Validate a patch store (``patches`` module); return the view side."""
+        pixels, extent = items.extras.get(PIXELS), items.arrays.get(EXTENT)
+        if pixels is None or extent is None:
+            raise InputDataError(
+                "image items (patch layout): need the 'pixels' extra and the 'extent' array"
+            )
+        channels, size = items.meta["channels"], items.meta["size"]
+        heights, widths = extent[:, 1], extent[:, 2]
+        ends = extent[:, 0] + channels * heights * widths
+        if pixels.dtype not in (np.uint8, np.float32) or (len(ends) and ends.max() > len(pixels)):
+            raise InputDataError(
+                f"image items (patch layout): 'pixels' ({pixels.dtype}, {len(pixels)} values) "
+                "does not hold the images that 'extent' describes"
+            )
+        small = np.flatnonzero(np.minimum(heights, widths) < size)
+        if len(small):
+            row = int(small[0])
+            raise InputDataError(
+                f"image items: {items.table['item_id'].iloc[row]!r} is {heights[row]} x "
+                f"{widths[row]}, smaller than one {size} x {size} patch"
+            )
+        return self._check_view_size(size)
+
+    def _check_view_size(self, size: int) -> int:
         if self.out_size is not None and self.out_size > size:
             raise ConfigError(
                 f"pairs rotations: params.out_size={self.out_size} exceeds the image size "
@@ -323,6 +329,15 @@ class RotationViews(PairBuilder):
         are scaled to ``[0, 1]`` per view.
         """
         self._out_size = self._check_items(items)
+        self._channels = int(items.meta["channels"])
+        self._disc = disc_mask(self._out_size).float()
+        if items.meta.get("layout") == "patches":
+            self._store = (items.extras[PIXELS], items.arrays[EXTENT])
+            self._window = int(items.meta["size"])
+            self._has_masks = False
+            self._scale = 1 / 255 if self._store[0].dtype == np.uint8 else 1.0
+            return
+        self._store = None
         images = torch.from_numpy(np.ascontiguousarray(items.arrays["images"]))
         masks = items.arrays.get("masks")
         self._has_masks = masks is not None
@@ -332,8 +347,20 @@ class RotationViews(PairBuilder):
             images = torch.cat([images, masks * ones], dim=1)
         self._images = images
         self._scale = 1 / 255 if images.dtype == torch.uint8 else 1.0
-        self._channels = int(items.meta["channels"])
-        self._disc = disc_mask(self._out_size).float()
+
+    def _image(self, item_index: int, window: tuple[int, int] | None) -> Tensor:
+        """``float32 [1, C, S, S]`` in ``[0, 1]``: the item, or (patch layout) the window of
+        side ``S`` at ``(top, left)`` of its image, the centred one for ``None``."""
+        if self._store is None:
+            return self._images[item_index : item_index + 1].float() * self._scale
+        image = unpack_image(*self._store, item_index, self._channels)
+        height, width = image.shape[1:]
+        top, left = window if window is not None else self._centred_window(height, width)
+        patch = image[:, top : top + self._window, left : left + self._window]
+        return torch.from_numpy(patch.astype(np.float32))[None] * self._scale
+
+    def _centred_window(self, height: int, width: int) -> tuple[int, int]:
+        return (height - self._window) // 2, (width - self._window) // 2
 
     def render(
         self,
@@ -344,14 +371,16 @@ class RotationViews(PairBuilder):
         contrast: float = 1.0,
         brightness: float = 0.0,
         gains: tuple[float, ...] | None = None,
+        window: tuple[int, int] | None = None,
     ) -> Tensor:
-        """Item ``item_index`` turned by ``angle`` degrees (and mirrored first if ``flip``)
-        about a centre moved by ``shift`` pixels ``(right, down)``, cropped, jittered
-        (contrast factor, brightness offset, per-channel ``gains``) and masked:
+        """Item ``item_index`` (patch layout: its window at ``(top, left)``, centred for
+        ``None``) turned by ``angle`` degrees (and mirrored first if ``flip``) about a centre
+        moved by ``shift`` pixels ``(right, down)``, cropped, jittered (contrast factor,
+        brightness offset, per-channel ``gains``) and masked:
         ``float32 [C, out_size, out_size]``."""
-        if self._images is None:
+        if self._images is None and self._store is None:
             raise RuntimeError("rotations: call bind(items) before making views")
-        image = self._images[item_index : item_index + 1].float() * self._scale
+        image = self._image(item_index, window)
         if angle == 0.0 and not flip and shift == (0, 0) and self._out_size == image.shape[-1]:
             view = image[0]
         else:
@@ -402,4 +431,41 @@ class RotationViews(PairBuilder):
         gains = None
         if jitter["colour"] > 0 and self._channels == 3:
             gains = tuple(rng.uniform(1 - jitter["colour"], 1 + jitter["colour"], size=3).tolist())
-        return self.render(item_index, angle, flip, shift, contrast, brightness, gains)
+        window = None
+        if self._store is not None and self.random_window:
+            _, height, width = (int(v) for v in self._store[1][item_index])
+            window = (
+                int(rng.integers(height - self._window + 1)),
+                int(rng.integers(width - self._window + 1)),
+            )
+        return self.render(item_index, angle, flip, shift, contrast, brightness, gains, window)
+
+    def embedding_batches(self, items: Items, batch_size: int) -> Iterator[Tensor | PatchBag]:
+        """Canonical views, ``batch_size`` at a time; for patch items, :class:`PatchBag` s of
+        whole images' patch grids holding about ``batch_size`` patches (module docstring)."""
+        if items.meta.get("layout") != "patches":
+            yield from super().embedding_batches(items, batch_size)
+            return
+        self.bind(items)
+        patches: list[Tensor] = []
+        owners: list[int] = []
+        for index in range(len(items)):
+            grid = self._grid(index)
+            owners.extend([owners[-1] + 1 if owners else 0] * len(grid))
+            patches.extend(grid)
+            if len(patches) >= batch_size or index == len(items) - 1:
+                yield PatchBag(torch.stack(patches), torch.tensor(owners), owners[-1] + 1)
+                patches, owners = [], []
+
+    def _grid(self, item_index: int) -> list[Tensor]:
+        """Canonical ``o x o`` views at up to ``max_patches`` places of the image's grid."""
+        _, height, width = (int(v) for v in self._store[1][item_index])
+        image = unpack_image(*self._store, item_index, self._channels)
+        side = self._out_size
+        views = []
+        for _, _, top, left in tile_grid(height, width, side, self.max_patches):
+            patch = torch.from_numpy(
+                image[:, top : top + side, left : left + side].astype(np.float32)
+            )
+            views.append(patch * self._scale * self._disc)
+        return views

@@ -43,7 +43,7 @@ default, and at most ``max(M / 4, 512)`` rows) plus ``O(M D)``: 65,536 float32 v
 dimension 128 train in about 450 MiB (measured), where the dense matrix alone takes 16 GiB.
 
 :func:`nt_xent` is the two-view special case (SimCLR), equal to
-:func:`scicontrast.models.losses.nt_xent`; ``scicontrast.models.nt_xent`` points here.
+:func:`scicontrast.models.losses.dense_nt_xent`; ``scicontrast.models.nt_xent`` points here.
 
 References:
     - SimCLR / NT-Xent: Chen et al. 2020, https://arxiv.org/abs/2002.05709
@@ -67,9 +67,9 @@ from scicontrast.models.losses import (
     NO_POSITIVE_WARNING,
     InfoNCELoss,
     InfoNCEOutput,
-    _check_ids,
-    _check_pairs,
-    _check_positive,
+    check_ids,
+    check_pairs,
+    check_positive,
 )
 
 __all__ = ["DEFAULT_BLOCK_BYTES", "ChunkedInfoNCELoss", "chunked_info_nce", "nt_xent"]
@@ -124,7 +124,7 @@ def chunked_info_nce(
     if z.ndim != 2:
         raise ValueError(f"z must have shape [rows, dim], got {tuple(z.shape)}")
     rows = z.shape[0]
-    _check_ids("group_ids", group_ids, rows)
+    check_ids("group_ids", group_ids, rows)
     z = _compute_dtype(z)
     tau = _temperature_tensor(temperature, z)
     u = F.normalize(z, dim=1)
@@ -135,7 +135,7 @@ def chunked_info_nce(
     # sum over the positives p of anchor a of u_a . u_p
     positive_dot = (u * (group_sums[codes] - u)).sum(dim=1)
     if positive_pairs is not None:
-        _check_pairs("positive_pairs", positive_pairs, rows)
+        check_pairs("positive_pairs", positive_pairs, rows)
         anchor, candidate = positive_pairs
         # A pair counts once, and not at all when it is a self pair or already shares the id.
         extra = torch.unique(anchor * rows + candidate)
@@ -168,7 +168,7 @@ def nt_xent(
     """SimCLR's NT-Xent for two views per object, mean over the ``2N`` anchors.
 
     The fastest exact form in this package: equal to
-    :func:`scicontrast.models.losses.nt_xent` (values and gradients) in ``O(N D)`` memory
+    :func:`scicontrast.models.losses.dense_nt_xent` (values and gradients) in ``O(N D)`` memory
     beyond the strip buffers.
 
     Args:
@@ -184,7 +184,7 @@ def nt_xent(
         raise ValueError(
             f"z1 and z2 must both be [N, D], got {tuple(z1.shape)} and {tuple(z2.shape)}"
         )
-    _check_positive("temperature", temperature)
+    check_positive("temperature", temperature)
     u1 = F.normalize(_compute_dtype(z1), dim=1)
     u2 = F.normalize(_compute_dtype(z2), dim=1)
     u = torch.cat([u1, u2])
@@ -462,5 +462,5 @@ def _temperature_tensor(temperature: float | Tensor, like: Tensor) -> Tensor:
         if temperature.numel() != 1 or not float(temperature.detach()) > 0:
             raise ValueError(f"temperature must be a positive scalar, got {temperature}")
         return temperature.reshape(()).to(like.dtype)
-    _check_positive("temperature", temperature)
+    check_positive("temperature", temperature)
     return like.new_tensor(float(temperature))

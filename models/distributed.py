@@ -35,9 +35,9 @@ from torch import Tensor, nn
 from scicontrast.models.losses import (
     InfoNCELoss,
     InfoNCEOutput,
-    _cross_entropy_from_similarity,
-    _metrics,
-    _uniformity_from_cosine,
+    cross_entropy_from_similarity,
+    loss_metrics,
+    uniformity_from_cosine,
 )
 
 
@@ -128,7 +128,7 @@ def gathered_info_nce(loss: InfoNCELoss, z: Tensor, group_ids: Tensor) -> InfoNC
     positive = (group_ids[:, None] == candidate_ids[None, :]) & not_self
     similarity = z @ candidates.T
     tau = loss.temperature()
-    per_anchor, has_positive = _cross_entropy_from_similarity(similarity, positive, not_self, tau)
+    per_anchor, has_positive = cross_entropy_from_similarity(similarity, positive, not_self, tau)
 
     totals = torch.stack([per_anchor.detach()[has_positive].sum(), has_positive.sum().to(z.dtype)])
     dist.all_reduce(totals)
@@ -137,11 +137,11 @@ def gathered_info_nce(loss: InfoNCELoss, z: Tensor, group_ids: Tensor) -> InfoNC
     scaled = per_anchor[has_positive].sum() * world_size / anchors_with_positive
     with torch.no_grad():
         # Loss and MI bound are global; the similarity statistics are this process's anchors.
-        metrics = _metrics(
+        metrics = loss_metrics(
             totals[0] / anchors_with_positive,
             tau,
             [(similarity, positive, not_self, has_positive)],
-            _uniformity_from_cosine(similarity, not_self),
+            uniformity_from_cosine(similarity, not_self),
         )
     return InfoNCEOutput(scaled, metrics)
 

@@ -52,6 +52,18 @@ so invariance then holds up to float rounding (~1e-7), and exactly in evaluation
 ``rc_invariant=False``, :math:`h(x) = W g(x) + b`, and how invariant the embedding becomes is
 left to training (the analysis step measures it).
 
+**Variable length.** Reads of unequal length are batched by padding them with all-zero
+columns. With ``mask_padding=True`` the mask :math:`m_t = [\lVert x_{:,t} \rVert_1 > 0]` is
+applied after the stem and after every residual block (``h <- h * m``), so a valid position
+only ever sees zeros beyond the read's ends, exactly what the convolutions' own zero padding
+shows an unpadded read; pooling is then over valid positions only,
+:math:`\text{mean} = \sum_t m_t h_t / \sum_t m_t`,
+:math:`\text{max} = \max_{t: m_t = 1} h_t`. In evaluation mode a padded read thus embeds
+exactly as the read alone (tested); the reverse complement of a padded read has its padding
+on the other side, which the mask handles the same way, so invariance holds as above. In
+training mode BatchNorm's batch statistics would include padded positions: the genome
+pair builder therefore draws one length per training batch and pads only when embedding.
+
 References: the dilated residual trunk follows Basenji (Kelley et al., Genome Research 2018);
 strand pooling follows the "RC-parameter sharing" / post-hoc conjoining discussion in
 Shrikumar et al. (2017) and Zhou et al., "Towards a better understanding of reverse-complement
@@ -85,8 +97,9 @@ class _DilatedResidualBlock(nn.Module):
         )
         self.norm = nn.BatchNorm1d(channels)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return x + torch.relu(self.norm(self.conv(x)))
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        out = x + torch.relu(self.norm(self.conv(x)))
+        return out if mask is None else out * mask
 
 
 @ENCODERS.register("dna_cnn")
@@ -108,6 +121,9 @@ class DNAConvEncoder(nn.Module):
             or ``"max"``.
         position_bins: Pool each of this many near-equal segments of the sequence
             separately and concatenate them (see the module docstring); 1 pools globally.
+        mask_padding: Treat all-zero columns (padding) as absent: zero the feature map there
+            after every layer and pool over the other positions only (see "Variable
+            length" in the module docstring). Needs ``position_bins = 1``.
     """
 
     def __init__(
@@ -119,6 +135,7 @@ class DNAConvEncoder(nn.Module):
         rc_invariant: bool = True,
         pooling: str = "mean_max",
         position_bins: int = 1,
+        mask_padding: bool = False,
     ) -> None:
         super().__init__()
         for key, value in (
@@ -136,6 +153,9 @@ class DNAConvEncoder(nn.Module):
             raise ConfigError(
                 f"encoder dna_cnn: pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}"
             )
+        if mask_padding and position_bins != 1:
+            raise ConfigError("encoder dna_cnn: mask_padding needs position_bins = 1")
+        self.mask_padding = mask_padding
         self.rc_invariant = rc_invariant
         self.pooling = pooling
         self.position_bins = position_bins
@@ -158,6 +178,8 @@ class DNAConvEncoder(nn.Module):
 
         Layout: pooling kind (mean, then max), then channel, then bin (5' first).
         """
+        if self.mask_padding:
+            return self._masked_trunk(x)
         features = self.blocks(self.stem(x))
         pooled = []
         if self.pooling in ("mean", "mean_max"):
@@ -166,11 +188,26 @@ class DNAConvEncoder(nn.Module):
             pooled.append(F.adaptive_max_pool1d(features, self.position_bins))
         return torch.cat(pooled, dim=1).flatten(start_dim=1)
 
+    def _masked_trunk(self, x: Tensor) -> Tensor:
+        """:math:`g` over the non-padding positions only: ``[N, 4, L]`` -> ``[N, pooled_dim]``."""
+        mask = (x.abs().sum(dim=1, keepdim=True) > 0).to(x.dtype)  # [N, 1, L]
+        features = self.stem(x) * mask
+        for block in self.blocks:
+            features = block(features, mask)
+        count = mask.sum(dim=-1).clamp(min=1.0)  # [N, 1]
+        pooled = []
+        if self.pooling in ("mean", "mean_max"):
+            pooled.append(features.sum(dim=-1) / count)
+        if self.pooling in ("max", "mean_max"):
+            pooled.append(features.masked_fill(mask == 0, float("-inf")).amax(dim=-1))
+        return torch.cat(pooled, dim=1)
+
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 3 or x.shape[1] != 4:
             raise ValueError(f"expected one-hot DNA of shape [B, 4, L], got {list(x.shape)}")
         if not self.rc_invariant:
             return self.output(self._trunk(x))
         both_strands = self._trunk(torch.cat([x, reverse_complement(x)], dim=0))
-        forward_strand, reverse_strand = both_strands.chunk(2, dim=0)
-        return self.output(forward_strand + reverse_strand)
+        # Sliced at the batch size rather than chunk(2): torch.export keeps the batch dynamic.
+        n = x.shape[0]
+        return self.output(both_strands[:n] + both_strands[n:])

@@ -50,6 +50,12 @@ the orbit of ``r x`` are the same images in another order, so in training mode i
 holds up to float summation order (~1e-7), and exactly in evaluation mode. The price of
 invariance by construction is ``|G|`` times the compute of a plain forward pass.
 
+**Patches.** A :class:`~scicontrast.data_adapters.patches.PatchBag` (patches ``[M, C, S, S]``
+of ``B`` images, ``owner [M]``) embeds as ``[B, D]``, row ``b`` the mean of ``h`` over image
+``b``'s patches, :math:`\frac{1}{|P_b|}\sum_{x \in P_b} h(x)`: how a micrograph kept at its
+own scale (``image_folder`` with ``patch_size``) is embedded. ``h`` is affine in the pooled
+features, so this is also ``W`` times the mean pooled features plus ``b``.
+
 **Channels.** The encoder is built from its config alone, so ``in_channels`` must be set to
 the items' ``meta["channels"]`` (1 for grey, 3 for RGB); a mismatch fails at the first
 forward pass with a message naming the parameter.
@@ -64,8 +70,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from scicontrast.data_adapters.rotations import disc_mask, rotate
+from scicontrast.data_adapters.patches import PatchBag
 from scicontrast.errors import ConfigError
+from scicontrast.geometry import disc_mask, rotate
 from scicontrast.registry import ENCODERS
 
 ROTATION_MODES = ("none", "c4", "c8")
@@ -182,7 +189,9 @@ class ImageCNN(nn.Module):
             bases = [x, turned * disc]
         return [torch.rot90(base, k, dims=(-2, -1)) for base in bases for k in range(4)]
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor | PatchBag) -> Tensor:
+        if isinstance(x, PatchBag):
+            return x.pool(self.forward(x.patches))
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"image_cnn: expected images [B, in_channels={self.in_channels}, H, W], got "

@@ -74,14 +74,23 @@ from torch import Tensor, nn
 
 from scicontrast.errors import ConfigError
 
+# The core that the chunked (chunked_loss), queue (moco) and gathered (distributed) forms
+# share is public too: those modules build on it.
 __all__ = [
+    "NO_POSITIVE_WARNING",
     "InfoNCELoss",
     "InfoNCEOutput",
     "Temperature",
     "alignment",
+    "check_ids",
+    "check_pairs",
+    "check_positive",
     "contrastive_cross_entropy",
-    "nt_xent",
+    "cross_entropy_from_similarity",
+    "dense_nt_xent",
+    "loss_metrics",
     "uniformity",
+    "uniformity_from_cosine",
 ]
 
 NO_POSITIVE_WARNING = (
@@ -115,8 +124,8 @@ class Temperature(nn.Module):
         self, initial: float = 0.1, learnable: bool = False, max_inverse: float = 100.0
     ) -> None:
         super().__init__()
-        _check_positive("loss.temperature", initial)
-        _check_positive("max_inverse_temperature", max_inverse)
+        check_positive("loss.temperature", initial)
+        check_positive("max_inverse_temperature", max_inverse)
         self.learnable = learnable
         self.max_inverse = float(max_inverse)
         if learnable:
@@ -202,12 +211,12 @@ def contrastive_cross_entropy(
             f"positive_mask and valid_mask must be {expected}, got "
             f"{tuple(positive_mask.shape)} and {tuple(valid_mask.shape)}"
         )
-    return _cross_entropy_from_similarity(
+    return cross_entropy_from_similarity(
         anchors @ candidates.T, positive_mask, valid_mask, temperature
     )
 
 
-def _cross_entropy_from_similarity(
+def cross_entropy_from_similarity(
     similarity: Tensor, positive_mask: Tensor, valid_mask: Tensor, temperature: float | Tensor
 ) -> tuple[Tensor, Tensor]:
     """:func:`contrastive_cross_entropy` on a precomputed cosine matrix ``[N, M]``."""
@@ -270,26 +279,26 @@ class InfoNCELoss(nn.Module):
             Mean of the per-anchor loss over anchors that have a positive, and metrics.
         """
         _check_embeddings("z", z)
-        _check_ids("group_ids", group_ids, z.shape[0])
+        check_ids("group_ids", group_ids, z.shape[0])
         z = F.normalize(z, dim=1)
         not_self = ~torch.eye(z.shape[0], dtype=torch.bool, device=z.device)
         positive = group_ids[:, None] == group_ids[None, :]
         if positive_pairs is not None:
-            _check_pairs("positive_pairs", positive_pairs, z.shape[0])
+            check_pairs("positive_pairs", positive_pairs, z.shape[0])
             positive[positive_pairs[0], positive_pairs[1]] = True
         positive &= not_self
         similarity = z @ z.T
         tau = self.temperature()
-        per_anchor, has_positive = _cross_entropy_from_similarity(
+        per_anchor, has_positive = cross_entropy_from_similarity(
             similarity, positive, not_self, tau
         )
         loss = _mean_over_anchors_with_positive([(per_anchor, has_positive)])
         with torch.no_grad():
-            metrics = _metrics(
+            metrics = loss_metrics(
                 loss,
                 tau,
                 [(similarity, positive, not_self, has_positive)],
-                _uniformity_from_cosine(similarity, not_self),
+                uniformity_from_cosine(similarity, not_self),
             )
         return InfoNCEOutput(loss, metrics)
 
@@ -330,8 +339,8 @@ class InfoNCELoss(nn.Module):
                     f"got {queries.shape[0]} and {keys.shape[0]}"
                 )
             query_ids = key_ids = torch.arange(queries.shape[0], device=queries.device)
-        _check_ids("query_ids", query_ids, queries.shape[0])
-        _check_ids("key_ids", key_ids, keys.shape[0])
+        check_ids("query_ids", query_ids, queries.shape[0])
+        check_ids("key_ids", key_ids, keys.shape[0])
         queries = F.normalize(queries, dim=1)
         keys = F.normalize(keys, dim=1)
         candidates = keys
@@ -352,10 +361,10 @@ class InfoNCELoss(nn.Module):
             valid[:, : keys.shape[0]].fill_diagonal_(False)
         similarity = queries @ candidates.T
         tau = self.temperature()
-        per_anchor, has_positive = _cross_entropy_from_similarity(similarity, positive, valid, tau)
+        per_anchor, has_positive = cross_entropy_from_similarity(similarity, positive, valid, tau)
         loss = _mean_over_anchors_with_positive([(per_anchor, has_positive)])
         with torch.no_grad():
-            metrics = _metrics(
+            metrics = loss_metrics(
                 loss,
                 tau,
                 [(similarity, positive, valid, has_positive)],
@@ -381,7 +390,7 @@ class InfoNCELoss(nn.Module):
             raise ValueError(f"a and b need the same number of rows, got {len(a)} and {len(b)}")
         if ids is None:
             ids = torch.arange(a.shape[0], device=a.device)
-        _check_ids("ids", ids, a.shape[0])
+        check_ids("ids", ids, a.shape[0])
         a = F.normalize(a, dim=1)
         b = F.normalize(b, dim=1)
         positive = ids[:, None] == ids[None, :]
@@ -390,10 +399,10 @@ class InfoNCELoss(nn.Module):
         similarity = a @ b.T
         tau = self.temperature()
         directions = [(similarity, positive, valid), (similarity.T, positive.T, valid.T)]
-        terms = [_cross_entropy_from_similarity(s, p, v, tau) for s, p, v in directions]
+        terms = [cross_entropy_from_similarity(s, p, v, tau) for s, p, v in directions]
         loss = _mean_over_anchors_with_positive(terms)
         with torch.no_grad():
-            metrics = _metrics(
+            metrics = loss_metrics(
                 loss,
                 tau,
                 [(*direction, has) for direction, (_, has) in zip(directions, terms, strict=True)],
@@ -402,11 +411,13 @@ class InfoNCELoss(nn.Module):
         return InfoNCEOutput(loss, metrics)
 
 
-def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.1) -> Tensor:
-    """SimCLR's NT-Xent for two views per object, mean over the ``2N`` anchors.
+def dense_nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.1) -> Tensor:
+    """SimCLR's NT-Xent for two views per object, mean over the ``2N`` anchors, in dense form.
 
     Equal to ``InfoNCELoss(temperature)(cat([z1, z2]), cat([arange(N), arange(N)])).loss``,
-    without module state or metrics.
+    without module state or metrics. It holds the ``[2N, 2N]`` similarity matrix: the
+    reference that :func:`scicontrast.models.nt_xent` (chunked, ``O(N D)`` memory) is
+    tested and benchmarked against.
 
     Args:
         z1: ``[N, D]`` first views (L2-normalised here).
@@ -420,12 +431,12 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.1) -> Tensor:
         raise ValueError(
             f"z1 and z2 must both be [N, D], got {tuple(z1.shape)} and {tuple(z2.shape)}"
         )
-    _check_positive("temperature", temperature)
+    check_positive("temperature", temperature)
     z = F.normalize(torch.cat([z1, z2]), dim=1)
     ids = torch.arange(z1.shape[0], device=z.device).repeat(2)
     not_self = ~torch.eye(z.shape[0], dtype=torch.bool, device=z.device)
     positive = (ids[:, None] == ids[None, :]) & not_self
-    per_anchor, _ = _cross_entropy_from_similarity(z @ z.T, positive, not_self, temperature)
+    per_anchor, _ = cross_entropy_from_similarity(z @ z.T, positive, not_self, temperature)
     return per_anchor.mean()
 
 
@@ -467,7 +478,7 @@ def _uniformity_or_nan(x: Tensor) -> Tensor:
     return uniformity(x) if x.shape[0] >= 2 else x.new_tensor(math.nan)
 
 
-def _uniformity_from_cosine(cosine: Tensor, off_diagonal: Tensor, t: float = 2.0) -> Tensor:
+def uniformity_from_cosine(cosine: Tensor, off_diagonal: Tensor, t: float = 2.0) -> Tensor:
     """:func:`uniformity` from the Gram matrix of normalised views: ``||x-y||^2 = 2 - 2 cos``."""
     if cosine.shape[0] < 2:
         return cosine.new_tensor(math.nan)
@@ -487,7 +498,7 @@ def _mean_over_anchors_with_positive(terms: list[tuple[Tensor, Tensor]]) -> Tens
     return torch.stack(means).mean()
 
 
-def _metrics(
+def loss_metrics(
     loss: Tensor,
     tau: Tensor,
     directions: list[tuple[Tensor, Tensor, Tensor, Tensor]],
@@ -525,7 +536,7 @@ def _metrics(
     return dict(zip(values, floats.tolist(), strict=True))
 
 
-def _check_positive(name: str, value: float) -> None:
+def check_positive(name: str, value: float) -> None:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
         raise ConfigError(f"{name} must be a positive finite number, got {value!r}")
 
@@ -536,7 +547,7 @@ def _check_embeddings(name: str, x: Tensor, dim: int | None = None) -> None:
         raise ValueError(f"{name} must have shape {expected}, got {tuple(x.shape)}")
 
 
-def _check_pairs(name: str, pairs: Tensor, rows: int) -> None:
+def check_pairs(name: str, pairs: Tensor, rows: int) -> None:
     if pairs.ndim != 2 or pairs.shape[0] != 2 or pairs.dtype != torch.long:
         raise ValueError(
             f"{name} must be a long tensor of shape [2, P], got {pairs.dtype} {tuple(pairs.shape)}"
@@ -545,7 +556,7 @@ def _check_pairs(name: str, pairs: Tensor, rows: int) -> None:
         raise ValueError(f"{name} must index rows 0..{rows - 1}")
 
 
-def _check_ids(name: str, ids: Tensor, rows: int) -> None:
+def check_ids(name: str, ids: Tensor, rows: int) -> None:
     if ids.shape != (rows,):
         raise ValueError(
             f"{name} must have shape [{rows}] (one id per row), got {tuple(ids.shape)}"

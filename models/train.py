@@ -36,7 +36,7 @@ Outputs in ``out_dir``:
   optimiser steps taken so far, and a sample is one view. When training holds groups out
   (``training.holdout_fraction > 0``), each epoch also writes ``{"kind": "heldout",
   "epoch", "projection": {...}, "embedding": {...}}``: the diagnostics' contrastive numbers
-  (:func:`scicontrast.analysis.diagnostics.contrastive_metrics`) on the held-out groups, with
+  (:func:`scicontrast.models.contrastive_metrics.contrastive_metrics`) on the held-out groups, with
   the same fixed views every epoch, so overfitting shows as a gap to the training curve.
 - ``checkpoint.pt``: written atomically after every epoch (weights, optimiser state, epochs
   done, steps taken, torch RNG state, the weight average so far and a hash of the
@@ -79,6 +79,7 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 from tqdm.auto import tqdm
 
 from scicontrast.data_adapters.base import Items, check_pairs_table, held_out_groups
+from scicontrast.device import resolve_device
 from scicontrast.errors import ConfigError, InputDataError, Preempted, ScicontrastError
 from scicontrast.io import atomic_path
 from scicontrast.models.contrastive import (
@@ -88,6 +89,7 @@ from scicontrast.models.contrastive import (
     load_model,
     save_model,
 )
+from scicontrast.models.contrastive_metrics import VIEW_EPOCH, contrastive_metrics
 from scicontrast.models.distributed import (
     any_process,
     gathered_info_nce,
@@ -106,18 +108,18 @@ logger = logging.getLogger("scicontrast.train")
 CHECKPOINT_VERSION = 1
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without CUDA is a ConfigError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+def _check_lr(lr: float, name: str) -> None:
+    """Refuse a learning rate whose first AdamW step cannot be written in float32.
+
+    AdamW's first step moves each weight by ``lr / (1 - beta1)`` times a unit-size ratio;
+    beyond float32's largest value that scalar overflows inside torch, a raw RuntimeError.
+    """
+    beta1 = 0.9  # torch.optim.AdamW's default, which training uses
+    if lr / (1 - beta1) > torch.finfo(torch.float32).max:
         raise ConfigError(
-            "training.device: 'cuda' was asked for but torch sees no CUDA device "
-            "(use 'auto' or 'cpu')"
+            f"experiments.{name}.training.lr: {lr:g} makes AdamW's first step "
+            f"lr / (1 - {beta1}) overflow float32; lower training.lr"
         )
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"training.device: {name!r} is not one of auto, cpu, cuda")
-    return torch.device(name)
 
 
 def experiment_hash(experiment: dict[str, Any]) -> str:
@@ -183,7 +185,6 @@ def train(
             step and saving a checkpoint from which a rerun resumes mid-epoch.
     """
     settings = experiment["training"]
-    seed = settings["seed"]
     epochs = settings["epochs"]
     swa_epochs = settings.get("swa_epochs", 0)
     if swa_epochs > epochs:
@@ -191,6 +192,7 @@ def train(
             f"experiments.{experiment['name']}.training.swa_epochs: {swa_epochs} epochs to "
             f"average, but training.epochs is {epochs}"
         )
+    _check_lr(settings["lr"], experiment["name"])
     out_dir = Path(out_dir)
     if settings["ensemble"] > 1:
         return _train_ensemble(
@@ -209,10 +211,87 @@ def train(
     # Under torchrun every process runs this function; it learns its rank here. Only the
     # main process (rank 0) writes files.
     group = start_process_group(resolve_device(settings["device"]))
-    device = group.device
+    loop = _Loop(experiment, group, checkpoint_path, progress)
+    _load_data(loop, items_dir, pairs_path)
+    _build_model_and_optimizer(loop)
+    position = _resume(loop, resume)
+    if group.is_main:
+        # Created only now, so that bad input or settings found above leave nothing behind.
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _keep_lines_up_to(metrics_path, position)
+        if position.epochs_done < epochs:
+            # A model.pt from an earlier run would not match the weights trained from here on.
+            model_path.unlink(missing_ok=True)
+    # Several processes: each holds a replica; DDP averages their gradients.
+    loop.network = loop.model
+    if group.distributed:
+        loop.network = DistributedDataParallel(
+            loop.model, device_ids=[group.device.index] if group.device.type == "cuda" else None
+        )
+    _log_start(loop)
 
-    # Data: by default a batch is `batch_size` groups (per process) with all their views,
-    # drawn afresh each epoch (the pair builder decides; see PairBuilder.training_batches).
+    final_loss = math.nan
+    try:
+        metrics = open(metrics_path, "a") if group.is_main else contextlib.nullcontext()
+        with (
+            _torch_settings(group.device, num_threads),
+            _sigterm_flag() as loop.sigterm,
+            metrics as loop.metrics_file,
+        ):
+            for epoch in range(position.epochs_done, epochs):
+                if stop_after_epochs is not None and epoch >= stop_after_epochs:
+                    break
+                position, final_loss = _train_epoch(loop, epoch, position)
+            if loop.averaged is not None and position.epochs_done == epochs:
+                # Views of one further epoch, drawn as training draws them.
+                loop.batches.set_epoch(epochs)
+                update_bn(loop.batches, loop.averaged.module, group.device)
+                logger.info("model.pt holds the average of the last %d epochs' weights", swa_epochs)
+    finally:
+        # The DDP wrapper goes first: see stop_process_group.
+        loop.network = None
+        stop_process_group(group)
+    return _finish(loop, position, final_loss, model_path)
+
+
+@dataclass
+class _Loop:
+    """What the phases of :func:`train` share: settings, data, model and the open run."""
+
+    experiment: dict[str, Any]
+    group: Any
+    checkpoint_path: Path
+    progress: bool
+    items: Items | None = None
+    pairs: pd.DataFrame | None = None
+    builder: Any = None
+    batches: Any = None
+    held_out_batches: Any = None
+    model: ContrastiveModel | None = None
+    network: torch.nn.Module | None = None
+    averaged: AveragedModel | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    config_hash: str = ""
+    sigterm: threading.Event | None = None
+    metrics_file: Any = None
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.experiment["training"]
+
+    @property
+    def epochs(self) -> int:
+        return self.settings["epochs"]
+
+
+def _load_data(loop: _Loop, items_dir: str | Path, pairs_path: str | Path) -> None:
+    """Items, pairs (less the held-out groups) and the epoch's batches.
+
+    By default a batch is ``batch_size`` groups (per process) with all their views, drawn
+    afresh each epoch (the pair builder decides; see ``PairBuilder.training_batches``).
+    """
+    settings, group = loop.settings, loop.group
+    seed, batch_size = settings["seed"], settings["batch_size"]
     items = Items.load(items_dir)
     pairs = _read_pairs(pairs_path)
     check_pairs_table(pairs, items, str(pairs_path))
@@ -220,9 +299,8 @@ def train(
     held_out = held_out_groups(pairs, settings.get("holdout_fraction", 0.0), seed)
     held_out_pairs = pairs[pairs["group_id"].isin(held_out)]
     pairs = pairs[~pairs["group_id"].isin(held_out)]
-    where = f"experiments.{experiment['name']}.pairs"
-    builder = PAIR_BUILDERS.create(experiment["pairs"], where=where)
-    batch_size = settings["batch_size"]
+    where = f"experiments.{loop.experiment['name']}.pairs"
+    builder = PAIR_BUILDERS.create(loop.experiment["pairs"], where=where)
     batches = builder.training_batches(
         items, pairs, seed, batch_size, rank=group.rank, world_size=group.world_size
     )
@@ -231,33 +309,42 @@ def train(
             f"{pairs_path}: {batches.n_groups} group(s); contrastive training needs at least 2"
         )
     # Its own builder, so that the held-out pass leaves the training batches' state alone.
-    held_out_batches = None
     if group.is_main and len(held_out) >= 2:
-        held_out_batches = PAIR_BUILDERS.create(experiment["pairs"], where=where).training_batches(
-            items, held_out_pairs, seed, batch_size
-        )
+        loop.held_out_batches = PAIR_BUILDERS.create(
+            loop.experiment["pairs"], where=where
+        ).training_batches(items, held_out_pairs, seed, batch_size)
+    loop.items, loop.pairs, loop.builder, loop.batches = items, pairs, builder, batches
 
-    # Model and optimiser. As in nanoGPT, only matrices and kernels are weight-decayed, not
-    # biases, normalisation scales or the temperature.
-    torch.manual_seed(seed)
-    model = build_model(experiment)
+
+def _build_model_and_optimizer(loop: _Loop) -> None:
+    """The seeded model on its device, its weight average, and AdamW.
+
+    As in nanoGPT, only matrices and kernels are weight-decayed, not biases, normalisation
+    scales or the temperature.
+    """
+    settings, group = loop.settings, loop.group
+    torch.manual_seed(settings["seed"])
+    model = build_model(loop.experiment)
     if any(isinstance(p, UninitializedParameter) for p in model.parameters()):
         # Lazy layers (PyG's in_channels=-1) learn their input size from one forward pass,
         # in eval mode so that it leaves no batch-norm statistics behind.
         model.eval()
         with torch.no_grad():
-            model.embed(next(iter(builder.embedding_batches(items, batch_size))))
-    model = model.to(device)
+            batch = next(iter(loop.builder.embedding_batches(loop.items, settings["batch_size"])))
+            model.embed(batch)
+    model = model.to(group.device)
+    swa_epochs = settings.get("swa_epochs", 0)
     if group.distributed:
         if swa_epochs:
             raise ConfigError(
-                f"experiments.{experiment['name']}.training.swa_epochs needs one process; "
+                f"experiments.{loop.experiment['name']}.training.swa_epochs needs one process; "
                 "weight averaging with several processes (training.gpus > 1) is not implemented"
             )
-        model = sync_batchnorm(model, device)
-    averaged = AveragedModel(model) if swa_epochs else None
+        model = sync_batchnorm(model, group.device)
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
+    loop.model = model
+    loop.averaged = AveragedModel(model) if swa_epochs else None
+    loop.optimizer = torch.optim.AdamW(
         [
             {"params": [p for p in parameters if p.dim() >= 2]},
             {"params": [p for p in parameters if p.dim() < 2], "weight_decay": 0.0},
@@ -266,203 +353,201 @@ def train(
         weight_decay=settings["weight_decay"],
     )
 
-    # Resume where the last checkpoint left off, when it belongs to this config: after a
-    # completed epoch, or mid-epoch after a preemption.
-    config_hash = experiment_hash(experiment)
-    position = _Position()
-    if resume and checkpoint_path.exists():
-        checkpoint = _load_checkpoint(checkpoint_path)
-        if checkpoint["config_hash"] == config_hash:
-            model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            if averaged is not None:
-                averaged.load_state_dict(checkpoint["averaged_model"])
-            torch.set_rng_state(checkpoint["torch_rng_state"])
-            if device.type == "cuda" and "cuda_rng_state" in checkpoint:
-                torch.cuda.set_rng_state(checkpoint["cuda_rng_state"])
-            position = _Position.from_checkpoint(checkpoint)
-            logger.info(
-                "resuming from %s: %d of %d epochs done%s",
-                checkpoint_path,
-                position.epochs_done,
-                epochs,
-                f" and {position.batches_done} batches of the next"
-                if position.batches_done
-                else "",
-            )
-        else:
-            logger.warning(
-                "%s was written for a different experiment config; starting fresh",
-                checkpoint_path,
-            )
-    if group.is_main:
-        # Created only now, so that bad input or settings found above leave nothing behind.
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _keep_lines_up_to(metrics_path, position)
-        if position.epochs_done < epochs:
-            # A model.pt from an earlier run would not match the weights trained from here on.
-            model_path.unlink(missing_ok=True)
 
-    # Several processes: each holds a replica; DDP averages their gradients.
-    network = model
-    if group.distributed:
-        network = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
+def _resume(loop: _Loop, resume: bool) -> _Position:
+    """Where the last checkpoint left off, when it belongs to this config: after a completed
+    epoch, or mid-epoch after a preemption; else the start."""
+    loop.config_hash = experiment_hash(loop.experiment)
+    path = loop.checkpoint_path
+    if not (resume and path.exists()):
+        return _Position()
+    checkpoint = _load_checkpoint(path)
+    if checkpoint["config_hash"] != loop.config_hash:
+        logger.warning("%s was written for a different experiment config; starting fresh", path)
+        return _Position()
+    loop.model.load_state_dict(checkpoint["model"])
+    loop.optimizer.load_state_dict(checkpoint["optimizer"])
+    if loop.averaged is not None:
+        loop.averaged.load_state_dict(checkpoint["averaged_model"])
+    torch.set_rng_state(checkpoint["torch_rng_state"])
+    if loop.group.device.type == "cuda" and "cuda_rng_state" in checkpoint:
+        torch.cuda.set_rng_state(checkpoint["cuda_rng_state"])
+    position = _Position.from_checkpoint(checkpoint)
+    logger.info(
+        "resuming from %s: %d of %d epochs done%s",
+        path,
+        position.epochs_done,
+        loop.epochs,
+        f" and {position.batches_done} batches of the next" if position.batches_done else "",
+    )
+    return position
 
+
+def _log_start(loop: _Loop) -> None:
+    group, batches = loop.group, loop.batches
     logger.info(
         "training on %s%s: %d groups, %d views, %d steps per epoch (%d groups per batch%s), "
         "%d parameters",
-        device,
+        group.device,
         f" (process {group.rank} of {group.world_size})" if group.distributed else "",
         batches.n_groups,
-        len(pairs),
+        len(loop.pairs),
         len(batches),
-        batch_size,
+        loop.settings["batch_size"],
         " and process" if group.distributed else "",
-        sum(p.numel() for p in parameters),
+        sum(p.numel() for p in loop.model.parameters() if p.requires_grad),
     )
 
-    schedule = settings.get("lr_schedule", "constant")
-    total_steps = epochs * len(batches)
-    warmup_steps = round(settings.get("warmup_epochs", 0) * len(batches))
 
-    try:
-        step = position.step
-        final_loss = math.nan
-        metrics = open(metrics_path, "a") if group.is_main else contextlib.nullcontext()
-        with (
-            _torch_settings(device, num_threads),
-            _sigterm_flag() as sigterm,
-            metrics as metrics_file,
-        ):
-            for epoch in range(position.epochs_done, epochs):
-                if stop_after_epochs is not None and epoch >= stop_after_epochs:
-                    break
-                model.train()
-                start_batch = position.batches_done if epoch == position.epochs_done else 0
-                batches.set_epoch(epoch, start_batch=start_batch)
-                sums = defaultdict(float, position.sums if start_batch else {})
-                n_views = position.n_views if start_batch else 0
-                started = time.perf_counter()
-                bar = tqdm(
-                    batches,
-                    desc=f"epoch {epoch + 1}/{epochs}",
-                    total=len(batches),
-                    initial=start_batch,
-                    disable=not (progress and group.is_main),
-                    leave=False,
+def _train_epoch(loop: _Loop, epoch: int, position: _Position) -> tuple[_Position, float]:
+    """One epoch (or its rest, after a preemption): steps, the epoch line, the held-out
+    numbers, the weight average, the checkpoint. Returns the new position and mean loss."""
+    group, batches, epochs = loop.group, loop.batches, loop.epochs
+    loop.model.train()
+    start_batch = position.batches_done if epoch == position.epochs_done else 0
+    batches.set_epoch(epoch, start_batch=start_batch)
+    sums = defaultdict(float, position.sums if start_batch else {})
+    n_views = position.n_views if start_batch else 0
+    step = position.step
+    started = time.perf_counter()
+    bar = tqdm(
+        batches,
+        desc=f"epoch {epoch + 1}/{epochs}",
+        total=len(batches),
+        initial=start_batch,
+        disable=not (loop.progress and group.is_main),
+        # Each epoch's bar stays as its console line: epoch, loss, seconds.
+        leave=True,
+    )
+    for batch_index, (inputs, group_ids) in enumerate(bar, start=start_batch):
+        record = _train_step(loop, inputs, group_ids, step)
+        step += 1
+        _check_finite(loop.model, record["loss"], epoch, step)
+        if group.is_main:
+            _write_line(
+                loop.metrics_file,
+                {"kind": "step", "epoch": epoch, "step": step, **record},
+            )
+        for key, value in record.items():
+            if key != "lr":
+                sums[key] += value
+        n_views += len(group_ids)
+        # The epoch's mean loss so far: the bar's last value is the epoch line's.
+        bar.set_postfix(loss=f"{sums['loss'] / (batch_index + 1):.4f}")
+        # Preempted (SLURM sends SIGTERM before killing a job): keep this step's work, so a
+        # rerun resumes right after it.
+        if any_process(loop.sigterm.is_set(), group) and batch_index + 1 < len(batches):
+            position = _Position(epoch, batch_index + 1, step, dict(sums), n_views)
+            if group.is_main:
+                _save_checkpoint(
+                    loop.checkpoint_path,
+                    loop.model,
+                    loop.optimizer,
+                    position,
+                    loop.config_hash,
+                    group.device,
+                    loop.averaged,
                 )
-                for batch_index, (inputs, group_ids) in enumerate(bar, start=start_batch):
-                    inputs = inputs.to(device, non_blocking=True)
-                    group_ids = group_ids.to(device, non_blocking=True)
-                    lr = learning_rate(settings["lr"], step, total_steps, warmup_steps, schedule)
-                    for param_group in optimizer.param_groups:
-                        param_group["lr"] = lr
-                    optimizer.zero_grad(set_to_none=True)
-                    output = _forward_backward(
-                        network, model, inputs, group_ids, settings, device, group.distributed
-                    )
-                    optimizer.step()
-                    model.update_momentum_encoder()
-                    step += 1
+            raise Preempted(
+                f"stopped by SIGTERM at epoch {epoch + 1}, batch {batch_index + 1}; "
+                f"checkpoint saved to {loop.checkpoint_path}: run again to resume"
+            )
+    seconds = time.perf_counter() - started
+    means = {key: total / len(batches) for key, total in sums.items()}
+    _end_epoch(loop, epoch, means, seconds, n_views)
+    position = _Position(epoch + 1, 0, step)
+    if group.is_main:
+        _save_checkpoint(
+            loop.checkpoint_path,
+            loop.model,
+            loop.optimizer,
+            position,
+            loop.config_hash,
+            group.device,
+            loop.averaged,
+        )
+    logger.info("epoch %d/%d: loss %.4f (%.1f s)", epoch + 1, epochs, means["loss"], seconds)
+    if any_process(loop.sigterm.is_set(), group):
+        raise Preempted(
+            f"stopped by SIGTERM after epoch {epoch + 1}; checkpoint saved to "
+            f"{loop.checkpoint_path}: run again to resume"
+        )
+    return position, means["loss"]
 
-                    record = output.metrics  # includes "loss"
-                    if not math.isfinite(record["loss"]):
-                        raise ScicontrastError(
-                            f"training diverged: loss is {record['loss']} at epoch {epoch}, "
-                            f"step {step}; lower training.lr or raise loss.temperature"
-                        )
-                    if group.is_main:
-                        _write_line(
-                            metrics_file,
-                            {"kind": "step", "epoch": epoch, "step": step, "lr": lr, **record},
-                        )
-                    for key, value in record.items():
-                        sums[key] += value
-                    n_views += len(group_ids)
-                    bar.set_postfix(loss=f"{record['loss']:.4f}")
 
-                    # Preempted (SLURM sends SIGTERM before killing a job): keep this step's
-                    # work, so a rerun resumes right after it.
-                    if any_process(sigterm.is_set(), group) and batch_index + 1 < len(batches):
-                        position = _Position(epoch, batch_index + 1, step, dict(sums), n_views)
-                        if group.is_main:
-                            _save_checkpoint(
-                                checkpoint_path,
-                                model,
-                                optimizer,
-                                position,
-                                config_hash,
-                                device,
-                                averaged,
-                            )
-                        raise Preempted(
-                            f"stopped by SIGTERM at epoch {epoch + 1}, batch {batch_index + 1}; "
-                            f"checkpoint saved to {checkpoint_path}: run again to resume"
-                        )
+def _train_step(loop: _Loop, inputs: Any, group_ids: torch.Tensor, step: int) -> dict[str, float]:
+    """Optimiser step number ``step`` (from 0) at its scheduled learning rate; its record
+    ``{"lr", "loss", ...}`` (the loss's metrics)."""
+    settings, device = loop.settings, loop.group.device
+    inputs = inputs.to(device, non_blocking=True)
+    group_ids = group_ids.to(device, non_blocking=True)
+    steps_per_epoch = len(loop.batches)
+    lr = learning_rate(
+        settings["lr"],
+        step,
+        loop.epochs * steps_per_epoch,
+        round(settings.get("warmup_epochs", 0) * steps_per_epoch),
+        settings.get("lr_schedule", "constant"),
+    )
+    for param_group in loop.optimizer.param_groups:
+        param_group["lr"] = lr
+    loop.optimizer.zero_grad(set_to_none=True)
+    output = _forward_backward(
+        loop.network, loop.model, inputs, group_ids, settings, device, loop.group.distributed
+    )
+    loop.optimizer.step()
+    loop.model.update_momentum_encoder()
+    return {"lr": lr, **output.metrics}  # metrics include "loss"
 
-                seconds = time.perf_counter() - started
-                means = {key: total / len(batches) for key, total in sums.items()}
-                # The epoch line goes out before the checkpoint: a crash in between makes the
-                # resumed run drop the line and redo the epoch, never skip the line.
-                if group.is_main:
-                    _write_line(
-                        metrics_file,
-                        {
-                            "kind": "epoch",
-                            "epoch": epoch,
-                            **means,
-                            "seconds": seconds,
-                            "samples_per_second": n_views * group.world_size / seconds,
-                            "peak_memory_mb": _peak_memory_mb(device),
-                        },
-                    )
-                if held_out_batches is not None:
-                    _write_line(
-                        metrics_file,
-                        {
-                            "kind": "heldout",
-                            "epoch": epoch,
-                            **_held_out_metrics(model, held_out_batches, device),
-                        },
-                    )
-                if averaged is not None and epoch >= epochs - swa_epochs:
-                    averaged.update_parameters(model)
-                position = _Position(epoch + 1, 0, step)
-                if group.is_main:
-                    _save_checkpoint(
-                        checkpoint_path, model, optimizer, position, config_hash, device, averaged
-                    )
-                final_loss = means["loss"]
-                logger.info(
-                    "epoch %d/%d: loss %.4f (%.1f s)", epoch + 1, epochs, final_loss, seconds
-                )
-                if any_process(sigterm.is_set(), group):
-                    raise Preempted(
-                        f"stopped by SIGTERM after epoch {epoch + 1}; checkpoint saved to "
-                        f"{checkpoint_path}: run again to resume"
-                    )
-            if averaged is not None and position.epochs_done == epochs:
-                # Views of one further epoch, drawn as training draws them.
-                batches.set_epoch(epochs)
-                update_bn(batches, averaged.module, device)
-                logger.info("model.pt holds the average of the last %d epochs' weights", swa_epochs)
 
-    finally:
-        # The DDP wrapper goes first: see stop_process_group.
-        del network
-        stop_process_group(group)
+def _end_epoch(
+    loop: _Loop, epoch: int, means: dict[str, float], seconds: float, n_views: int
+) -> None:
+    """The epoch line, the held-out numbers and the weight average's update.
+
+    The epoch line goes out before the checkpoint: a crash in between makes the resumed run
+    drop the line and redo the epoch, never skip the line.
+    """
+    group = loop.group
+    if group.is_main:
+        _write_line(
+            loop.metrics_file,
+            {
+                "kind": "epoch",
+                "epoch": epoch,
+                **means,
+                "seconds": seconds,
+                "samples_per_second": n_views * group.world_size / seconds,
+                "peak_memory_mb": _peak_memory_mb(group.device),
+            },
+        )
+    if loop.held_out_batches is not None:
+        _write_line(
+            loop.metrics_file,
+            {
+                "kind": "heldout",
+                "epoch": epoch,
+                **_held_out_metrics(loop.model, loop.held_out_batches, group.device),
+            },
+        )
+    if loop.averaged is not None and epoch >= loop.epochs - loop.settings.get("swa_epochs", 0):
+        loop.averaged.update_parameters(loop.model)
+
+
+def _finish(loop: _Loop, position: _Position, final_loss: float, model_path: Path) -> Path:
+    """Save ``model.pt`` once every epoch is done (the weight average, if kept)."""
+    epochs = loop.epochs
     if position.epochs_done < epochs:
         logger.info(
             "stopped after %d of %d epochs as asked; run again to continue from %s",
             position.epochs_done,
             epochs,
-            checkpoint_path,
+            loop.checkpoint_path,
         )
         return model_path
-    if group.is_main:
-        save_model(model_path, model if averaged is None else averaged.module, experiment)
+    if loop.group.is_main:
+        model = loop.model if loop.averaged is None else loop.averaged.module
+        save_model(model_path, model, loop.experiment)
     if math.isnan(final_loss):
         logger.info("all %d epochs were done already; model written to %s", epochs, model_path)
     else:
@@ -511,6 +596,31 @@ def _train_ensemble(
     return model_path
 
 
+def _check_finite(model: ContrastiveModel, loss: float, epoch: int, step: int) -> None:
+    """Stop training once the loss or any weight or buffer is NaN or infinite.
+
+    A too-large learning rate can leave the loss finite (batch norm normalises with the
+    batch's own statistics in training mode) while the running statistics or weights are
+    already infinite; such a model would embed everything as NaN, so it must not be saved.
+    One device sync per step: the per-tensor flags are reduced on the device first.
+    """
+    what = None if math.isfinite(loss) else f"loss is {loss}"
+    if what is None:
+        tensors = [
+            (name, tensor)
+            for name, tensor in (*model.named_parameters(), *model.named_buffers())
+            if tensor.is_floating_point()
+        ]
+        if not bool(torch.stack([torch.isfinite(t).all() for _, t in tensors]).all()):
+            name = next(name for name, t in tensors if not bool(torch.isfinite(t).all()))
+            what = f"{name} holds NaN or infinite values"
+    if what is not None:
+        raise ScicontrastError(
+            f"training diverged: {what} at epoch {epoch}, step {step}; "
+            "lower training.lr or raise loss.temperature"
+        )
+
+
 def _held_out_metrics(
     model: ContrastiveModel, batches: Any, device: torch.device
 ) -> dict[str, dict[str, float]]:
@@ -519,8 +629,6 @@ def _held_out_metrics(
     Eval mode and seeded views: the pass draws nothing from torch's global generator and
     changes no weights or batch-norm statistics, so a resumed run stays bitwise equal.
     """
-    from scicontrast.analysis.diagnostics import VIEW_EPOCH, contrastive_metrics
-
     batches.set_epoch(VIEW_EPOCH)
     return contrastive_metrics(model, batches, device)
 

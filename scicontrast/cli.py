@@ -83,13 +83,15 @@ def cmd_demo_data(args: argparse.Namespace) -> None:
         return _demo_grains(args)
     if args.domain == "audio-image":
         return _demo_audio_image(args)
+    if args.domain == "genomes":
+        return _demo_genomes(args)
     from scicontrast.data_adapters.demo_dna import generate_demo_dna
 
     paths = generate_demo_dna(
         args.out,
         sources=args.sources,
         sequences_per_source=args.sequences_per_source,
-        length=args.length,
+        length=300 if args.length is None else args.length,
         seed=args.seed,
     )
     log.info("wrote %d demo FASTA files to %s", len(paths), args.out)
@@ -140,6 +142,37 @@ def _demo_audio_image(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     log.info("wrote the demo recordings and %s", manifest)
+
+
+def _demo_genomes(args: argparse.Namespace) -> None:
+    from scicontrast.data_adapters.demo_genomes import generate_demo_genomes
+
+    paths = generate_demo_genomes(
+        args.out,
+        species=args.species,
+        strains=args.strains,
+        length=40_000 if args.length is None else args.length,
+        divergence=args.divergence,
+        seed=args.seed,
+    )
+    log.info("wrote %d demo genomes and genomes.tsv to %s", len(paths), args.out)
+
+
+def cmd_cut_reads(args: argparse.Namespace) -> None:
+    from scicontrast.analysis.genome_eval import held_out_reads
+
+    reads = held_out_reads(_experiment(args), args.items, args.pairs, args.length)
+    reads.save(args.out)
+    log.info("wrote %d reads of %d nt to %s", len(reads), args.length, args.out)
+
+
+def cmd_genome_eval(args: argparse.Namespace) -> None:
+    from scicontrast.analysis.genome_eval import evaluate_genome_reads
+
+    results = evaluate_genome_reads(args.model, args.reads, args.out)
+    for reads, rows in results.items():
+        for name, scores in rows.items():
+            print(reads, name, " ".join(f"{k}={v:.3f}" for k, v in scores.items()))
 
 
 def cmd_synchronize(args: argparse.Namespace) -> None:
@@ -395,11 +428,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_resolve_config)
 
     p = sub.add_parser("demo-data", help="generate an embedded demo data set")
-    p.add_argument("domain", choices=["dna", "graph", "grains", "audio-image"])
+    p.add_argument("domain", choices=["dna", "graph", "grains", "audio-image", "genomes"])
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--sources", type=int, default=4)
     p.add_argument("--sequences-per-source", type=int, default=150)
-    p.add_argument("--length", type=int, default=300)
+    p.add_argument(
+        "--length", type=int, default=None, help="dna: sequence length (300); genomes (40000)"
+    )
     p.add_argument("--blocks", type=int, default=4, help="graph: stochastic-block-model blocks")
     p.add_argument("--nodes-per-block", type=int, default=100, help="graph")
     p.add_argument("--p-in", type=float, default=0.06, help="graph: edge probability in a block")
@@ -420,6 +455,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--dropout", type=float, default=0.05, help="audio-image: events missing one side"
     )
     p.add_argument("--image-size", type=int, default=24, help="audio-image: image side (pixels)")
+    p.add_argument("--species", type=int, default=3, help="genomes: species")
+    p.add_argument("--strains", type=int, default=2, help="genomes: strains per species")
+    p.add_argument(
+        "--divergence", type=float, default=0.03, help="genomes: strain substitution rate"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo_data)
 
@@ -453,6 +493,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-column", default="time")
     p.add_argument("--modality-column", default="modality")
     p.set_defaults(func=cmd_synchronize)
+
+    p = sub.add_parser("cut-reads", help="cut reads from the genomes training held out")
+    with_config(p)
+    p.add_argument("--items", required=True, type=Path)
+    p.add_argument("--pairs", required=True, type=Path)
+    p.add_argument("--length", required=True, type=int)
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_cut_reads)
+
+    p = sub.add_parser("genome-eval", help="genome of origin of reads: encoder vs TNF, 5-mers")
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--reads", required=True, type=Path, nargs="+", help="cut-reads folders")
+    p.add_argument("--out", required=True, type=Path, help="JSON file")
+    p.set_defaults(func=cmd_genome_eval)
 
     p = sub.add_parser("prepare", help="read raw data with the adapter into an items folder")
     with_config(p)

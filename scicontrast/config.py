@@ -9,6 +9,7 @@ file and the key.
 from __future__ import annotations
 
 import json
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -62,22 +63,37 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
                 message += f"; allowed keys here: {', '.join(allowed)}"
         if _reads_as_number(error.instance) and error.validator == "type":
             message += (
-                "; YAML reads an exponent without a decimal point as text: write "
-                f"{float(error.instance)!r} or put a '.0' before the 'e'"
+                "; YAML 1.1 reads an exponent as a number only with a decimal point and a "
+                f"signed exponent: write {yaml_float(float(error.instance))}"
             )
         raise ConfigError(f"{source}: {_key_path(error)}: {message}")
     return config
 
 
+def yaml_float(value: float) -> str:
+    """``value`` spelled so that a YAML 1.1 reader reads a float: ``1e-05`` -> ``1.0e-05``.
+
+    YAML 1.1 (PyYAML) reads ``d.d[eE][+-]d`` as a number but ``1e6``, ``1.0e6`` and ``1e-5``
+    as text, so the mantissa needs a point and the exponent a sign.
+    """
+    mantissa, e, exponent = repr(float(value)).partition("e")
+    if not e:
+        return mantissa  # 1000000.0, which YAML reads as a float
+    if "." not in mantissa:
+        mantissa += ".0"
+    if exponent[0] not in "+-":
+        exponent = "+" + exponent
+    return f"{mantissa}e{exponent}"
+
+
 def _reads_as_number(value: Any) -> bool:
-    """Whether ``value`` is text that Python reads as a float (YAML 1.1 reads ``1e-5`` as text)."""
+    """Whether ``value`` is text Python reads as a finite float (YAML 1.1 reads 1e-5 as text)."""
     if not isinstance(value, str):
         return False
     try:
-        float(value)
+        return math.isfinite(float(value))
     except ValueError:
         return False
-    return True
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

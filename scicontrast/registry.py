@@ -64,22 +64,36 @@ class Registry(Generic[T]):
             module_name, _, attr = name.partition(":")
             try:
                 module = importlib.import_module(module_name)
-            except ImportError as exc:
+            # A plug-in is user code: whatever its import raises (a SyntaxError, a missing
+            # file it opens at import), the user must see which component and why.
+            except Exception as exc:
                 raise UnknownComponentError(
-                    f"{self.kind} {name!r}: cannot import module {module_name!r} ({exc})"
-                ) from None
+                    f"{self.kind} {name!r}: cannot import module {module_name!r} "
+                    f"({type(exc).__name__}: {exc})"
+                ) from exc
             try:
                 return getattr(module, attr)
             except AttributeError:
                 raise UnknownComponentError(
                     f"{self.kind} {name!r}: module {module_name!r} has no {attr!r}"
                 ) from None
-        self._import_builtins()
+        # Built-in modules are imported one by one until one registers the name: a DNA
+        # step then never imports the graph stack (torch_geometric), seconds per CLI call.
+        for builtin_module in self._builtin_modules:
+            if name in self._builtins:
+                break
+            importlib.import_module(builtin_module)
         if name in self._builtins:
             return self._builtins[name]
         entry_point = self._entry_points().get(name)
         if entry_point is not None:
-            return entry_point.load()
+            try:
+                return entry_point.load()
+            except Exception as exc:
+                raise UnknownComponentError(
+                    f"{self.kind} {name!r}: entry point {entry_point.value!r} in group "
+                    f"{self.entry_point_group!r} failed to load ({type(exc).__name__}: {exc})"
+                ) from exc
         raise UnknownComponentError(
             f"unknown {self.kind} {name!r}; known: {', '.join(self.names()) or 'none'} "
             f"(or give 'package.module:Class', or register an entry point in group "
@@ -109,6 +123,7 @@ ADAPTERS: Registry = Registry(
     "scicontrast.adapters",
     [
         "scicontrast.data_adapters.dna",
+        "scicontrast.data_adapters.genome_store",
         "scicontrast.data_adapters.graphs",
         "scicontrast.data_adapters.images",
         "scicontrast.data_adapters.grains",
@@ -120,6 +135,7 @@ PAIR_BUILDERS: Registry = Registry(
     "scicontrast.pairs",
     [
         "scicontrast.data_adapters.dna",
+        "scicontrast.data_adapters.genome_reads",
         "scicontrast.data_adapters.rotations",
         "scicontrast.data_adapters.graphs",
         "scicontrast.data_adapters.audio_image",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
+import logging
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pytest
 
@@ -24,6 +27,23 @@ def load_benchmark(script: str) -> ModuleType:
     return module
 
 
+def run_cli(*args: str | Path) -> SimpleNamespace:
+    """``scicontrast ARGS`` in this process (a subprocess spends seconds importing torch):
+    its exit status and what it printed, as ``subprocess.run`` would report them. An
+    uncaught exception, which the console would show as a traceback, fails the test."""
+    from scicontrast import cli
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            returncode = cli.main([str(arg) for arg in args])
+    finally:
+        logging.captureWarnings(False)  # main() routes warnings to logging for its process
+    return SimpleNamespace(
+        returncode=returncode, stdout=stdout.getvalue(), stderr=stderr.getvalue()
+    )
+
+
 def minimal_experiment(**overrides) -> dict:
     """The smallest valid experiment: components named, everything else defaulted."""
     experiment = {
@@ -33,6 +53,18 @@ def minimal_experiment(**overrides) -> dict:
     }
     experiment.update(overrides)
     return experiment
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that reads the real data sets must say so with the ``real_data`` marker."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if "shared_data" in getattr(item, "fixturenames", ())
+        and item.get_closest_marker("real_data") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(f"tests using shared_data lack @pytest.mark.real_data: {unmarked}")
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ on the encoder or training code.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import types
 
@@ -126,10 +127,7 @@ def stand_in_model_stack(monkeypatch):
     contrastive.load_model = lambda path, map_location="cpu": (LinearModel(0.0).eval(), experiment)
     # The untrained control: an encoder that sees the nuisance as much as the features.
     contrastive.build_model = lambda experiment: LinearModel(1.0)
-    train = types.ModuleType("scicontrast.models.train")
-    train.resolve_device = lambda name: torch.device("cpu")
     monkeypatch.setitem(sys.modules, "scicontrast.models.contrastive", contrastive)
-    monkeypatch.setitem(sys.modules, "scicontrast.models.train", train)
 
 
 def blobs(n_per_blob: int = 50, n_blobs: int = 4, dim: int = 16, seed: int = 0):
@@ -152,6 +150,13 @@ def test_embed_items_embeds_canonical_views_in_any_batching():
     # Canonical views carry no nuisance, so the embedding is exactly the features.
     np.testing.assert_allclose(small, items.arrays["features"], atol=1e-6)
     np.testing.assert_array_equal(small, large)
+
+
+def test_embedding_progress_reaches_stderr_that_is_not_a_terminal(capsys):
+    """A workflow step writes to a pipe or a log file, where progress must still show."""
+    embed_items(LinearModel(1.0), OffsetPairs(), make_items(n=23), batch_size=5, progress=True)
+    console = capsys.readouterr().err
+    assert re.search(r"embed: 5batch \[\d\d:\d\d", console), console
 
 
 def test_embed_writes_parquet_and_npy_that_agree(tmp_path, stand_in_model_stack):

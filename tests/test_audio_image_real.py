@@ -79,7 +79,7 @@ def test_an_ensemble_is_scored_in_its_joint_space_and_in_each_member_s():
     np.testing.assert_allclose(single, first)
 
 
-@pytest.mark.slow
+@pytest.mark.real_data
 def test_simulated_field_session_pairs_by_timestamp(shared_data, tmp_path):
     mnist = shared_data / "mnist_test"
     images = benchmark.read_idx(mnist / "t10k-images-idx3-ubyte.gz")

@@ -138,6 +138,18 @@ def test_every_step_through_the_cli(tmp_path, capsys):
     is_audio = (metadata["modality"] == "audio").to_numpy()
     np.testing.assert_allclose(audio, embeddings[is_audio], atol=1e-5)
     np.testing.assert_allclose(images, embeddings[~is_audio], atol=1e-5)
+    # So do the towers as torch.export programs and as ONNX files run by onnxruntime.
+    import onnxruntime
+
+    inputs = {"audio_encoder": ("audio", is_audio), "image_encoder": ("images", ~is_audio)}
+    assert set(card["onnx"]["files"]) == set(card["torch_export"]["files"]) == set(inputs)
+    for stem, (side, rows) in inputs.items():
+        x = items.extras[side]
+        program = torch.export.load(r / "export" / card["torch_export"]["files"][stem]).module()
+        with torch.no_grad():
+            np.testing.assert_allclose(program(torch.from_numpy(x)), embeddings[rows], atol=1e-5)
+        session = onnxruntime.InferenceSession(str(r / "export" / card["onnx"]["files"][stem]))
+        np.testing.assert_allclose(session.run(None, {side: x})[0], embeddings[rows], atol=1e-4)
 
     # New recordings, unpaired, embed through the model's adapter like the same prepared items.
     chosen = metadata.iloc[[0, len(metadata) - 1, 1]]
@@ -158,6 +170,7 @@ def run_snakemake(workdir: Path, config: dict, *args: str) -> subprocess.Complet
     return subprocess.run(command, capture_output=True, text=True, check=False)
 
 
+@pytest.mark.slow
 def test_rules_chain_demo_synchronize_and_training(tmp_path):
     result = run_snakemake(tmp_path, tiny_config(), "-n", "results/tiny_av/model/model.pt")
     output = result.stdout + result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -175,6 +176,9 @@ def test_verdict_lines_say_beats_or_not_with_points():
     rows[1]["scores"]["ARI"] = metric_summary(0.55)
     lines = format_verdict({"rows": rows, "skipped": [], "verdicts": verdicts(rows)})
     assert any("ARI 0.500: does NOT beat" in line and "-5.0 points" in line for line in lines)
+    rows[1]["scores"]["ARI"] = metric_summary(0.5)
+    lines = format_verdict({"rows": rows, "skipped": [], "verdicts": verdicts(rows)})
+    assert any("ARI 0.500: ties with the best classical features, TNF" in line for line in lines)
 
 
 def test_compare_scores_every_row_alike_and_lists_skipped_features():
@@ -190,3 +194,61 @@ def test_compare_scores_every_row_alike_and_lists_skipped_features():
     assert [r["kind"] for r in comparison["rows"]] == [TRAINED, UNTRAINED, CLASSICAL]
     assert comparison["rows"][2]["scores"]["probe"]["mean"] == 1.0
     assert comparison["skipped"] == [{"name": "none", "reason": "why"}]
+
+
+# ---------------------------------------------------------------- audio-image CCA
+
+
+def _audio_image_items(events: int = 40, seed: int = 0):
+    """Events whose clip is a tone and whose image a bright band, both set by the class."""
+    from scicontrast.data_adapters.base import Items
+
+    rng = np.random.default_rng(seed)
+    classes = rng.integers(0, 4, size=events)
+    t = np.arange(1600) / 8000
+    audio = np.stack(
+        [np.sin(2 * np.pi * (300 + 500 * c) * t) + rng.normal(0, 0.05, t.size) for c in classes]
+    )
+    images = rng.uniform(0, 0.1, size=(events, 1, 16, 16)).astype(np.float32)
+    for row, c in enumerate(classes):
+        images[row, 0, 4 * c : 4 * c + 4] = 1.0
+    table = pd.DataFrame(
+        {
+            "item_id": [f"{side}{e}" for side in ("a", "i") for e in range(events)],
+            "modality": ["audio"] * events + ["image"] * events,
+            "event": np.tile(np.arange(events), 2),
+            "modality_row": np.tile(np.arange(events), 2),
+            "label": np.tile(classes, 2).astype(str),
+        }
+    )
+    meta = {"modality": "audio_image", "sample_rate": 8000}
+    return Items(table, meta, extras={"audio": audio.astype(np.float32), "images": images})
+
+
+def test_cca_joins_mfccs_and_pixels_so_that_classes_retrieve_each_other():
+    from scicontrast.analysis.cca_baseline import cca_features
+    from scicontrast.analysis.retrieval import audio_image_metrics
+
+    items = _audio_image_items()
+    fit_events, test_events = np.arange(30), np.arange(30, 40)
+    joint = cca_features(items, fit_events).features
+    assert joint.shape[0] == 80
+    metrics = audio_image_metrics(items.table, joint, test_events, "label")
+    assert metrics["retrieval"]["audio_to_image"]["class_r1"] >= 0.9
+    assert metrics["retrieval"]["image_to_audio"]["class_r1"] >= 0.9
+
+
+def test_cca_with_too_few_events_is_skipped_with_the_reason():
+    from scicontrast.analysis.cca_baseline import cca_features
+
+    skipped = cca_features(_audio_image_items(), np.arange(3))
+    assert skipped.features is None and "3 complete events" in skipped.skipped
+
+
+def test_image_features_take_whole_images_of_any_size():
+    rng = np.random.default_rng(4)
+    images = [rng.integers(0, 256, size=(1, h, w), dtype=np.uint8) for h, w in ((40, 60), (64, 32))]
+    lbp = lbp_histograms(images).features
+    assert lbp.shape == (2, 54)
+    np.testing.assert_allclose(lbp[1], lbp_histograms(images[1][None]).features[0])
+    assert raw_pixels(iter(images)).features.shape == (2, 32 * 32)

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import gzip
 import json
-import subprocess
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 from conftest import minimal_experiment
-
-
-def scicontrast(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "scicontrast.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+from conftest import run_cli as scicontrast
 
 
 def write_config(folder: Path, **adapter_params) -> Path:
@@ -30,7 +21,7 @@ def write_config(folder: Path, **adapter_params) -> Path:
     return path
 
 
-def prepare(folder: Path, **adapter_params) -> tuple[subprocess.CompletedProcess, Path]:
+def prepare(folder: Path, **adapter_params) -> tuple[SimpleNamespace, Path]:
     out = folder / "items"
     return scicontrast(
         "prepare", "--config", write_config(folder, **adapter_params), "--out", out

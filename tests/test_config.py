@@ -109,8 +109,21 @@ def test_exponent_without_decimal_point_gets_a_hint(tmp_path):
     path.write_text(
         yaml.safe_dump({"experiments": {"a": experiment}}).replace("PLACEHOLDER", "1e-5")
     )
-    with pytest.raises(ConfigError, match=r"weight_decay: '1e-5' is not of type 'number'.*1e-05"):
+    with pytest.raises(ConfigError, match=r"weight_decay: '1e-5' is not of type 'number'.*1.0e-05"):
         read_config_file(path)
+
+
+@pytest.mark.parametrize("text", ["1e-5", "1e6", "1.0e6", "1.0e38", "2.5E3", "1e+6"])
+def test_exponent_hint_is_a_spelling_yaml_reads_as_the_same_number(tmp_path, text):
+    """PyYAML reads ``1.0e6`` as text too (the exponent needs a sign); the hint must parse."""
+    path = tmp_path / "config.yaml"
+    experiment = minimal_experiment()
+    experiment["training"] = {"lr": "PLACEHOLDER"}
+    path.write_text(yaml.safe_dump({"experiments": {"a": experiment}}).replace("PLACEHOLDER", text))
+    with pytest.raises(ConfigError, match=r"training\.lr: .* write (\S+)$") as info:
+        read_config_file(path)
+    hint = info.value.args[0].rsplit(" ", 1)[1]
+    assert yaml.safe_load(f"lr: {hint}")["lr"] == float(text)
 
 
 def test_unreadable_config_files_are_named(tmp_path):

@@ -19,12 +19,12 @@ from scicontrast.analysis.diagnostics import (
     knn_label_purity,
     norm_specificity,
     projection_statistics,
-    similarity_gap,
     summarise_gaussianity,
 )
 from scicontrast.data_adapters.base import Items, held_out_groups
 from scicontrast.data_adapters.dna import DNAViews
 from scicontrast.models.contrastive import build_model, save_model
+from scicontrast.models.contrastive_metrics import similarity_gap
 
 
 def test_similarity_gap_against_the_effective_margin():

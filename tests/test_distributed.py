@@ -110,6 +110,7 @@ GRADIENT_WORKER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_loss_and_gradients_of_one(tmp_path):
     """float64: loss and every parameter gradient equal the single-process global batch."""
     torch.set_default_dtype(torch.float64)
@@ -143,6 +144,7 @@ def test_two_processes_give_the_loss_and_gradients_of_one(tmp_path):
         torch.testing.assert_close(got["grads"][name], grad, atol=1e-9, rtol=1e-7, msg=name)
 
 
+@pytest.mark.slow
 def test_torchrun_training_equals_one_process_with_the_global_batch(tmp_path, dna_data):
     """2 processes x 6 groups train to the parameters of 1 process x 12 groups (float32)."""
     items_dir, pairs_path = dna_data
@@ -169,6 +171,7 @@ def test_torchrun_training_equals_one_process_with_the_global_batch(tmp_path, dn
     assert [r["epoch"] for r in lines if r["kind"] == "epoch"] == [0, 1]
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_the_rerun_ends_bitwise_equal(tmp_path, dna_data):
     items_dir, pairs_path = dna_data
     exp = experiment(epochs=2, batch_size=2)
@@ -209,6 +212,7 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_ends_bitwise_equal(tmp_path, d
 
 
 @pytest.mark.parametrize("setting", [{"swa_epochs": 1}, {"ensemble": 2}])
+@pytest.mark.slow
 def test_single_process_settings_are_refused_with_several_before_any_output(
     tmp_path, dna_data, setting
 ):

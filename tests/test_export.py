@@ -85,6 +85,8 @@ def test_export_writes_h5ad_torchscript_and_model_card(trained_stand_in, tmp_pat
     out = tmp_path / "export"
     assert sorted(p.name for p in out.iterdir()) == [
         "embeddings.h5ad",
+        "encoder.onnx",
+        "encoder.pt2",
         "encoder.torchscript.pt",
         "model_card.json",
     ]
@@ -313,6 +315,7 @@ def test_graph_encoder_exports_as_torchscript_on_x_and_edge_index(tmp_path):
     assert not (tmp_path / "wider").exists()
 
 
+@pytest.mark.slow
 def test_an_ensemble_of_graph_encoders_exports_its_members_side_by_side(tmp_path):
     _, _, items, builder = untrained_demo_graph(tmp_path, training={"ensemble": 2})
     embeddings = np.load(tmp_path / "embeddings" / "embeddings.npy")
@@ -363,3 +366,95 @@ def test_new_images_embed_through_the_models_adapter(tmp_path):
     np.testing.assert_allclose(
         new_embeddings, embeddings[metadata["defect"] == "pit"], rtol=1e-5, atol=1e-7
     )
+
+
+def audio_image_components(folder: Path) -> dict:
+    """A small synchronised audio-image demo: adapter, pairs and a small two-tower encoder."""
+    from scicontrast.data_adapters.audio_image import synchronize
+    from scicontrast.data_adapters.demo_audio_image import generate_demo_audio_image
+
+    manifest = generate_demo_audio_image(folder / "demo", events=12, classes=2, seed=3)
+    synchronize([manifest], folder / "sync", truth_column="true_event")
+    params = {"sample_rate": 8000, "clip_seconds": 0.25, "image_size": 16}
+    return {
+        "adapter": {
+            "name": "audio_image",
+            "params": {"synchronization": str(folder / "sync"), **params},
+        },
+        "pairs": {"name": "synchronized_pairs"},
+        "encoder": {"name": "two_tower", "params": {"embedding_dim": 8}},
+    }
+
+
+def exported_inputs(domain: str, items: Items, builder: PairBuilder) -> dict[str, dict]:
+    """Exported file stem -> its inputs for every item, as the model card names them."""
+    if domain == "audio_image":
+        return {
+            "audio_encoder": {"audio": items.extras["audio"]},
+            "image_encoder": {"images": items.extras["images"]},
+        }
+    batch = next(iter(builder.embedding_batches(items, len(items))))
+    if domain == "graph":
+        return {"encoder": {"x": batch.x.numpy(), "edge_index": batch.edge_index.numpy()}}
+    return {"encoder": {"x": batch.numpy()}}
+
+
+@pytest.mark.parametrize(
+    "domain",
+    [
+        "dna",
+        "image",
+        pytest.param("graph", marks=pytest.mark.slow),
+        # The fast tier checks the audio-image towers' files in test_audio_image_workflow.
+        pytest.param("audio_image", marks=pytest.mark.slow),
+    ],
+)
+def test_torch_export_and_onnx_files_embed_like_the_workflow(tmp_path, domain):
+    """Each domain's encoder as .pt2 (torch.export) and .onnx (run by onnxruntime), on a batch
+    of all items (not the size it was exported from), gives the workflow's embeddings."""
+    import onnxruntime
+
+    if domain == "dna":
+        experiment, _ = small_dna_experiment(tmp_path / "dna", sequences_per_source=4)
+        components = {k: experiment[k] for k in ("adapter", "pairs", "encoder")}
+    elif domain == "image":
+        from skimage.io import imsave
+
+        (tmp_path / "images").mkdir()
+        rng = np.random.default_rng(0)
+        for k in range(7):
+            imsave(tmp_path / f"images/i{k}.png", rng.integers(0, 256, (20, 20), dtype=np.uint8))
+        components = {
+            "adapter": {
+                "name": "image_folder",
+                "params": {"paths": str(tmp_path / "images"), "size": 16},
+            },
+            "pairs": {"name": "rotations"},
+            "encoder": {"name": "image_cnn", "params": {"channels": [4, 8], "embedding_dim": 6}},
+        }
+    elif domain == "audio_image":
+        components = audio_image_components(tmp_path)
+    if domain == "graph":
+        _, _, items, builder = untrained_demo_graph(tmp_path)
+    else:
+        _, items, builder = untrained_and_embedded(tmp_path, domain, **components)
+    metadata, embeddings = load_embeddings(tmp_path / "embeddings")
+    card = export(
+        tmp_path / "model.pt", tmp_path / "items", tmp_path / "embeddings", tmp_path / "x"
+    )
+    inputs = exported_inputs(domain, items, builder)
+    assert set(card["torch_export"]["files"]) == set(card["onnx"]["files"]) == set(inputs)
+    for stem, arrays in inputs.items():
+        rows = slice(None)
+        if domain == "audio_image":
+            rows = (
+                metadata["modality"] == ("audio" if stem == "audio_encoder" else "image")
+            ).to_numpy()
+        program = torch.export.load(tmp_path / "x" / card["torch_export"]["files"][stem]).module()
+        with torch.no_grad():
+            from_program = program(*(torch.from_numpy(a) for a in arrays.values())).numpy()
+        session = onnxruntime.InferenceSession(str(tmp_path / "x" / card["onnx"]["files"][stem]))
+        (from_onnx,) = session.run(None, arrays)
+        np.testing.assert_allclose(from_program, embeddings[rows], atol=1e-5)
+        np.testing.assert_allclose(from_onnx, embeddings[rows], atol=1e-4)
+    assert card["onnx"]["max_abs_difference_to_eager"] <= 1e-4

@@ -367,6 +367,7 @@ def test_workflow_helpers():
     )
 
 
+@pytest.mark.slow
 def test_workflow_wires_demo_segment_and_prepare(tmp_path):
     """Dry run: the grains experiment's prepare step needs the segment and demo steps."""
     config = {

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -12,6 +14,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
+import yaml
+from conftest import minimal_experiment
 from torch_geometric.data import Data
 
 from scicontrast.data_adapters.base import Items
@@ -239,6 +243,63 @@ def test_bad_policy_values_are_config_errors(tmp_path):
             ADAPTERS.create({"name": "graph_table", "params": {**paths, key: value}})
 
 
+def test_empty_graphs_are_rejected_naming_the_file(tmp_path):
+    """Issue 24: no nodes, no features or no edges is an error naming the file, writing nothing."""
+    paths = write_tables(tmp_path, "node_id,f0\n", "source,target\n")
+    with pytest.raises(InputDataError, match=r"nodes\.csv: the graph has no nodes"):
+        read("graph_table", **paths)
+    paths = write_tables(tmp_path, NODES, "source,target\n")
+    with pytest.raises(InputDataError, match=r"edges\.csv: the graph has no edges \(removed"):
+        read("graph_table", **LABELLED, **paths)
+    # Self-loops only: nothing is left once they are removed, and the count says so.
+    paths = write_tables(tmp_path, NODES, "source,target\na,a\nb,b\n")
+    with pytest.raises(InputDataError, match=r"no edges .*'self_loops_removed': 2"):
+        read("graph_table", **LABELLED, **paths)
+    # Isolated nodes beside connected ones are still read (and counted).
+    paths = write_tables(tmp_path, NODES, "source,target\na,b\n")
+    assert read("graph_table", **LABELLED, **paths).meta["cleaning"]["isolated_nodes"] == 2
+
+    path = tmp_path / "graph.pt"
+    torch.save(Data(x=torch.ones(3, 0), edge_index=torch.tensor([[0, 1], [1, 2]])), path)
+    with pytest.raises(InputDataError, match=r"graph\.pt: the nodes have no features \(\[3, 0\]"):
+        read("pyg_data", path=str(path))
+    torch.save(Data(x=torch.ones(3, 2), edge_index=torch.zeros(2, 0, dtype=torch.long)), path)
+    with pytest.raises(InputDataError, match=r"graph\.pt: the graph has no edges"):
+        read("pyg_data", path=str(path))
+
+    graph = nx.Graph()
+    graph.add_nodes_from(["a", "b"], f0=1.0)
+    nx.write_graphml(graph, tmp_path / "graph.graphml")
+    with pytest.raises(InputDataError, match=r"graph\.graphml: the graph has no edges"):
+        read("networkx", path=str(tmp_path / "graph.graphml"))
+
+    write_planetoid(tmp_path / "edgeless", graph=defaultdict(list, {i: [] for i in range(510)}))
+    with pytest.raises(InputDataError, match=r"ind\.toy\.graph: the graph has no edges"):
+        read("planetoid", root=str(tmp_path / "edgeless"))
+
+
+def test_prepare_writes_nothing_for_an_empty_graph(tmp_path):
+    paths = write_tables(tmp_path, NODES, "source,target\n")
+    experiment = minimal_experiment(
+        adapter={"name": "graph_table", "params": {**paths, **LABELLED}},
+        pairs={"name": "graph_views"},
+        encoder={"name": "gcn"},
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"experiments": {"empty": experiment}}))
+    out = tmp_path / "items"
+    run = subprocess.run(
+        [sys.executable, "-m", "scicontrast.cli", "prepare", "--config", config, "--out", out],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 2
+    assert "edges.csv: the graph has no edges" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not out.exists()
+
+
 # --- pyg_data ------------------------------------------------------------------------------
 
 
@@ -263,7 +324,11 @@ def test_pyg_data_bad_input(tmp_path):
     torch.save(Data(x=torch.ones(2, 1), edge_index=torch.tensor([[0], [5]])), path)
     with pytest.raises(InputDataError, match=r"edge_index\[:, 0\] = \(0, 5\) names a node"):
         read("pyg_data", path=str(path))
-    assert read("pyg_data", path=str(path), missing_nodes="drop").meta["num_edges"] == 0
+    # Dropping the only edge leaves no graph: an error naming the file and what was removed.
+    with pytest.raises(
+        InputDataError, match=r"graph\.pt: the graph has no edges .*edges_with_missing_nodes"
+    ):
+        read("pyg_data", path=str(path), missing_nodes="drop")
 
     torch.save(Data(x=torch.tensor([[1.0], [float("nan")]]), edge_index=torch.zeros(2, 0)), path)
     with pytest.raises(InputDataError, match=r"x\[1, 0\]: missing \(NaN\)"):

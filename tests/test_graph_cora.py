@@ -15,7 +15,7 @@ from scicontrast.models.contrastive import load_model
 from scicontrast.models.train import train
 from scicontrast.registry import ADAPTERS
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.real_data
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,7 @@ def test_cora_matches_pyg_and_the_published_statistics(cora, cora_root):
     assert ours == {tuple(edge) for edge in reference.edge_index.T.tolist()}
 
 
+@pytest.mark.slow
 def test_short_training_beats_raw_features_on_the_public_split(cora, tmp_path):
     items_dir, pairs_path = tmp_path / "items", tmp_path / "pairs.parquet"
     cora.save(items_dir)

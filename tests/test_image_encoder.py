@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from scicontrast.data_adapters.rotations import disc_mask, rotate
 from scicontrast.errors import ConfigError
+from scicontrast.geometry import disc_mask, rotate
 from scicontrast.models.image_cnn import ImageCNN
 from scicontrast.registry import ENCODERS
 

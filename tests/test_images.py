@@ -272,6 +272,50 @@ def test_image_without_pixels(tmp_path):
         ImageFolderAdapter(paths=[str(path)], size=8).read()
 
 
+def test_a_one_pixel_image_is_refused_not_upscaled(tmp_path):
+    path = save(tmp_path / "dot.png", np.full((1, 1), 7, dtype=np.uint8))
+    with pytest.raises(InputDataError, match=r"dot\.png: image is 1 x 1 pixels, under 8"):
+        ImageFolderAdapter(paths=[path], size=64).read()
+
+
+def test_a_five_channel_tiff_is_refused_naming_the_file(tmp_path):
+    five = np.random.default_rng(0).integers(0, 255, (32, 32, 5), dtype=np.uint8)
+    # Without a photometric tag tifffile writes the channel axis as 32 pages of 32 x 5.
+    tifffile.imwrite(tmp_path / "rows.tif", five)
+    # As samples per pixel, planar or interleaved.
+    tifffile.imwrite(tmp_path / "planar.tif", five.transpose(2, 0, 1), planarconfig="separate")
+    tifffile.imwrite(tmp_path / "contig.tif", five, photometric="minisblack", planarconfig="contig")
+    # As an ImageJ hyperstack: one channel per page.
+    tifffile.imwrite(
+        tmp_path / "imagej.tif", five.transpose(2, 0, 1), imagej=True, metadata={"axes": "CYX"}
+    )
+    for name, message in (
+        ("rows.tif", r"rows\.tif \(page 0\): image is 32 x 5 pixels"),
+        ("planar.tif", r"planar\.tif: unsupported image shape \(32, 32, 5\)"),
+        ("contig.tif", r"contig\.tif: unsupported image shape \(32, 32, 5\)"),
+        ("imagej.tif", r"imagej\.tif: TIFF holds a 5-channel image \(axes CYX"),
+    ):
+        with pytest.raises(InputDataError, match=message):
+            ImageFolderAdapter(paths=[str(tmp_path / name)], size=16).read()
+
+
+def test_a_grey_stack_of_pages_is_still_read_page_by_page(tmp_path):
+    stack = np.random.default_rng(0).integers(0, 255, (5, 32, 32), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")
+    assert len(ImageFolderAdapter(paths=[str(tmp_path / "stack.tif")], size=16).read()) == 5
+
+
+def test_upscaling_a_small_image_warns_once_naming_the_first_file(tmp_path):
+    save(tmp_path / "a.png", gradient_image(10, 12))
+    save(tmp_path / "b.png", gradient_image(10, 10))
+    save(tmp_path / "c.png", gradient_image(30, 30))
+    with pytest.warns(UserWarning, match=r"a\.png: a 10 x 12 image scaled up 3x .*and 1 more"):
+        ImageFolderAdapter(paths=[str(tmp_path)], size=30).read()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ImageFolderAdapter(paths=[str(tmp_path)], size=20).read()
+
+
 def test_bad_params_are_config_errors():
     with pytest.raises(ConfigError, match=r"params\.resize"):
         ImageFolderAdapter(paths=["a.png"], resize="stretch")

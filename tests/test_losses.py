@@ -19,7 +19,7 @@ from scicontrast.models.losses import (
     Temperature,
     alignment,
     contrastive_cross_entropy,
-    nt_xent,
+    dense_nt_xent,
     uniformity,
 )
 
@@ -89,12 +89,14 @@ def test_nt_xent_equals_in_batch_loss_and_reference_simclr():
     z1, z2 = _randn(5, 7, seed=1), _randn(5, 7, seed=2)
     in_batch = InfoNCELoss(TAU)(torch.cat([z1, z2]), torch.arange(5).repeat(2)).loss
 
-    assert nt_xent(z1, z2, TAU).item() == pytest.approx(in_batch.item(), **EXACT)
-    assert nt_xent(z1, z2, TAU).item() == pytest.approx(
+    assert dense_nt_xent(z1, z2, TAU).item() == pytest.approx(in_batch.item(), **EXACT)
+    assert dense_nt_xent(z1, z2, TAU).item() == pytest.approx(
         _reference_simclr_nt_xent(z1, z2, TAU).item(), **EXACT
     )
     # A wrong pairing must not pass: swapping two rows of z2 changes the loss.
-    assert nt_xent(z1, z2[[1, 0, 2, 3, 4]], TAU).item() != pytest.approx(in_batch.item(), **EXACT)
+    assert dense_nt_xent(z1, z2[[1, 0, 2, 3, 4]], TAU).item() != pytest.approx(
+        in_batch.item(), **EXACT
+    )
 
 
 def test_several_positives_match_supcon_l_out_by_hand():
@@ -418,4 +420,4 @@ def test_mismatched_shapes_are_rejected():
     with pytest.raises(ValueError, match="bank"):
         loss_fn.against_keys(torch.randn(3, 2), torch.randn(3, 2), bank=torch.randn(5, 3))
     with pytest.raises(ValueError, match="z1 and z2"):
-        nt_xent(torch.randn(3, 2), torch.randn(4, 2))
+        dense_nt_xent(torch.randn(3, 2), torch.randn(4, 2))

@@ -34,7 +34,7 @@ def test_overlap_classifier_reads_the_class_off_shared_stretches():
     assert (overlap.overlap_classifier(alone, few, train, test) == 0).all()
 
 
-@pytest.mark.slow
+@pytest.mark.real_data
 def test_ecoli_non_promoters_are_tiled_and_overlap_alone_beats_the_kmers(shared_data):
     """The data fact BENCHMARKS.md ("Windows that overlap") rests on."""
     experiments = read_config_file(REPO / "benchmarks" / "promoters.yaml")["experiments"]

@@ -141,7 +141,7 @@ def test_rows_name_every_kind_of_positive_of_the_benchmark_configs():
     ]
 
 
-@pytest.mark.slow
+@pytest.mark.real_data
 @pytest.mark.parametrize("files", list(EXPECTED), ids=lambda files: files[0].split("_")[0])
 def test_adapter_reads_each_promoter_set_whole_with_the_benchmark_settings(shared_data, files):
     spec = benchmark_adapters()[files]
@@ -158,6 +158,7 @@ def test_adapter_reads_each_promoter_set_whole_with_the_benchmark_settings(share
     assert table["item_id"].is_unique
 
 
+@pytest.mark.real_data
 @pytest.mark.slow
 def test_one_epoch_of_the_ecoli_benchmark_beats_plain_5mers(shared_data, tmp_path):
     """A shortened E. coli benchmark (shift-only positives, one epoch instead of five) still
@@ -218,6 +219,7 @@ def test_validation_scores_never_see_the_outer_test_items():
     assert after.probe["auroc"]["mean"] != before.probe["auroc"]["mean"]
 
 
+@pytest.mark.slow
 def test_grouped_splits_take_away_what_recognising_a_stretch_scores(monkeypatch):
     """Windows tiled along 40 genomes, the class random per genome, and an embedding that
     knows nothing but which stretch of genome a window came from (a one-hot of its overlap

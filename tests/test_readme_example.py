@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 
 import pandas as pd
 import yaml
-from conftest import REPO
+from conftest import REPO, run_cli
 
 
 def readme_adapter_source() -> str:
@@ -18,7 +17,7 @@ def readme_adapter_source() -> str:
     return blocks[0]
 
 
-def test_readme_adapter_runs_through_prepare_and_pairs(tmp_path):
+def test_readme_adapter_runs_through_prepare_and_pairs(tmp_path, monkeypatch):
     package = tmp_path / "my_lab"
     package.mkdir()
     (package / "__init__.py").write_text("")
@@ -42,15 +41,12 @@ def test_readme_adapter_runs_through_prepare_and_pairs(tmp_path):
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
 
-    def run(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "scicontrast.cli", *args],
-            cwd=tmp_path,
-            env={"PYTHONPATH": str(tmp_path), "PATH": ""},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+    # The lab's package is found on the path from the folder the command runs in.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_lab", raising=False)
+    monkeypatch.delitem(sys.modules, "my_lab.adapters", raising=False)
+    run = run_cli
 
     result = run("prepare", "--config", "config.yaml", "--out", "items")
     assert result.returncode == 0, result.stderr

@@ -113,7 +113,7 @@ def test_score_folder_reads_label_images_and_masks(tmp_path):
         score_folder(predicted_dir, true_dir)
 
 
-@pytest.mark.slow
+@pytest.mark.real_data
 def test_default_segmentation_finds_real_grain_boundaries(shared_data):
     crops = shared_data / "grains_tbm" / "crops256_with_boundary_masks" / "TestDataset"
     name = sorted((crops / "images").iterdir())[0].name

@@ -18,9 +18,11 @@ import torch
 
 from scicontrast.config import select_experiment, validate_config
 from scicontrast.data_adapters.base import Items, PairBuilder, ViewDataset, collate_views
-from scicontrast.errors import ConfigError, InputDataError
+from scicontrast.device import resolve_device
+from scicontrast.errors import ConfigError, InputDataError, ScicontrastError
 from scicontrast.models.contrastive import ContrastiveModel, build_model, load_model, save_model
-from scicontrast.models.train import experiment_hash, learning_rate, resolve_device, train
+from scicontrast.models.dna_cnn import DNAConvEncoder
+from scicontrast.models.train import experiment_hash, learning_rate, train
 from scicontrast.registry import PAIR_BUILDERS
 
 LENGTH = 24
@@ -64,6 +66,20 @@ class RecordingNoisyCopies(NoisyCopies):
         x = super().make_view(item_index, view, rng)
         self.made.append(x)
         return x
+
+
+class InfiniteStatistics(DNAConvEncoder):
+    """A DNA encoder whose training forward leaves an infinite buffer but a finite output,
+    as batch norm does after a too-large step: the loss alone cannot see it."""
+
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
+        self.register_buffer("running_scale", torch.ones(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.running_scale.fill_(float("inf"))
+        return super().forward(x)
 
 
 def make_experiment(**training) -> dict:
@@ -512,3 +528,35 @@ def test_load_model_rejects_a_bad_file_naming_it(tmp_path, content):
 def test_load_model_of_a_missing_file_names_it(tmp_path):
     with pytest.raises(InputDataError, match=re.escape(str(tmp_path / "absent.pt"))):
         load_model(tmp_path / "absent.pt")
+
+
+def test_progress_leaves_one_console_line_per_epoch_with_mean_loss_and_seconds(
+    tmp_path, toy_data, capsys
+):
+    train(make_experiment(epochs=2), *toy_data, tmp_path / "run", progress=True)
+    console = capsys.readouterr().err
+    for epoch in epoch_lines(read_metrics(tmp_path / "run")):
+        # tqdm's final line of the epoch: steps done, elapsed time, the epoch's mean loss.
+        line = re.search(rf"epoch {epoch['epoch'] + 1}/2: 100%.*?3/3 \[\d\d:\d\d<.*?\]", console)
+        assert line is not None, console
+        assert f"loss={epoch['loss']:.4f}" in line.group(0)
+
+
+def test_a_non_finite_buffer_stops_training_like_a_nan_loss(tmp_path, toy_data):
+    experiment = make_experiment(epochs=2)
+    experiment["encoder"]["name"] = f"{__name__}:InfiniteStatistics"
+    with pytest.raises(
+        ScicontrastError,
+        match=r"training diverged: encoder\.running_scale holds NaN or infinite values at "
+        r"epoch 0, step 1; lower training\.lr",
+    ):
+        train(experiment, *toy_data, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
+@pytest.mark.parametrize("lr", [1.0e6, 1.0e38])
+def test_an_absurd_learning_rate_ends_in_a_clear_error_and_no_model(tmp_path, toy_data, lr):
+    """lr 1e6 leaves infinite weights or statistics; lr 1e38 overflows AdamW's step size."""
+    with pytest.raises(ScicontrastError, match=r"training diverged|training\.lr: 1e\+38"):
+        train(make_experiment(lr=lr), *toy_data, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "model.pt").exists()

@@ -12,6 +12,9 @@ import pytest
 import yaml
 from conftest import REPO
 
+# Every test here runs Snakemake, whose jobs each start the CLI (seconds of imports).
+pytestmark = pytest.mark.slow
+
 RULES_PER_EXPERIMENT = [
     "resolve_config",
     "prepare",

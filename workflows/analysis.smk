@@ -14,7 +14,8 @@ rule embed:
         mem_mb=4000,
         runtime=60,
     shell:
-        "scicontrast embed {input.items_dir} --model {input.model} --out {output} > {log} 2>&1"
+        # Also on the console, as training is (bash runs with pipefail).
+        "scicontrast embed {input.items_dir} --model {input.model} --out {output} 2>&1 | tee {log}"
 
 
 rule cluster:

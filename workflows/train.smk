@@ -26,4 +26,5 @@ rule train:
     shell:
         "{params.launcher} train --config {input.config} --items {input.items_dir}"
         " --pairs {input.pairs} --out {params.out_dir} --threads {threads}"
-        " > {log} 2>&1"
+        # Also on the console: an epoch can take minutes (bash runs with pipefail).
+        " 2>&1 | tee {log}"

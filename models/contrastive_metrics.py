@@ -1,0 +1,88 @@
+r"""Loss-side numbers of a contrastive model on a pass of batches: what training tracks on
+its held-out groups every epoch and what the diagnostics report (their module docstring,
+"Contrastive numbers", says what each means).
+
+They live beside the models, not in :mod:`scicontrast.analysis.diagnostics`, because the
+training loop computes them too, and training must not depend on the analysis layer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import torch
+
+# Views for these numbers are drawn for this epoch, which training never reaches.
+VIEW_EPOCH = 1_000_003
+CONTRASTIVE_KEYS = ("loss", "mi_lower_bound", "num_negatives", "pos_sim", "neg_sim")
+GEOMETRY_KEYS = ("alignment", "uniformity")
+
+
+def similarity_gap(
+    pos_sim: float, neg_sim: float, temperature: float, num_negatives: float
+) -> dict[str, float | None]:
+    """``gap = pos - neg``, ``margin = tau * ln K`` and ``gap / margin`` (None when K <= 1)."""
+    gap = pos_sim - neg_sim
+    margin = temperature * math.log(num_negatives) if num_negatives > 1 else None
+    return {
+        "similarity_gap": gap,
+        "effective_margin": margin,
+        "gap_over_margin": gap / margin if margin else None,
+    }
+
+
+def invariance_from_similarities(pos_sim: float, neg_sim: float) -> float | None:
+    """``(pos - neg) / (1 - neg)``: 1 = views embed alike, 0 = no closer than others."""
+    spread = 1.0 - neg_sim
+    return (pos_sim - neg_sim) / spread if spread > 1e-8 else None
+
+
+def contrastive_metrics(model, batches, device: torch.device) -> dict[str, dict[str, float]]:
+    """Loss-side numbers over one pass of ``batches``, for ``z`` (projection) and ``h``.
+
+    ``batches`` yields ``(inputs, group_ids)`` as in training. Returns ``{"projection":
+    {...}, "embedding": {...}}``: batch means of the metrics, plus the gap, margin and (for
+    ``h``) the invariance of the module docstring.
+    """
+    sums = {"projection": defaultdict(float), "embedding": defaultdict(float)}
+    n_batches = 0
+    model.to(device).eval()
+    with torch.no_grad():
+        for inputs, group_ids in batches:
+            inputs, group_ids = inputs.to(device), group_ids.to(device)
+            positive_pairs = getattr(inputs, "positive_pairs", None)
+            extra = {} if positive_pairs is None else {"positive_pairs": positive_pairs}
+            # Two towers train with the symmetric loss: only cross-modal comparisons count.
+            towers = getattr(inputs, "towers", None)
+            h = model.embed(inputs).float()
+            loss_rows = getattr(inputs, "loss_rows", None)
+            if loss_rows is not None:
+                h = h[loss_rows]
+            for space, vectors in (("projection", model.head(h)), ("embedding", h)):
+                if towers is None:
+                    record = model.loss(vectors, group_ids, **extra).metrics
+                else:
+                    a, b = vectors[towers[0]], vectors[towers[1]]
+                    record = model.loss.symmetric(a, b, group_ids[towers[0]]).metrics
+                for key in (*CONTRASTIVE_KEYS, *GEOMETRY_KEYS, "temperature"):
+                    sums[space][key] += record[key]
+            n_batches += 1
+    if n_batches == 0:
+        raise ValueError("no batch to compute the diagnostics on")
+    result: dict[str, dict[str, float]] = {}
+    for space, totals in sums.items():
+        means = {key: value / n_batches for key, value in totals.items()}
+        means.update(
+            similarity_gap(
+                means["pos_sim"], means["neg_sim"], means["temperature"], means["num_negatives"]
+            )
+        )
+        if space == "embedding":
+            means["invariance"] = invariance_from_similarities(means["pos_sim"], means["neg_sim"])
+            # The loss value at the model's temperature means little for h: keep the geometry.
+            for key in ("loss", "mi_lower_bound", "temperature"):
+                means.pop(key)
+        means["batches"] = n_batches
+        result[space] = means
+    return result
