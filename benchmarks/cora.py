@@ -35,7 +35,7 @@ and k-means with as many clusters as classes
 (:func:`~scicontrast.analysis.cluster.cluster_embeddings`). Epoch time and peak memory come
 from the training log (``metrics.jsonl``). The validation accuracies (mean over the random
 splits, and the public split's 500 nodes) are what training settings are chosen by, so that
-the test nodes choose nothing (``benchmarks/cora_search.yaml``). An ensemble experiment
+the test nodes choose nothing (``benchmarks/searches/cora_search.yaml``). An ensemble experiment
 (``training.ensemble``) also gets a row per member, below the baselines; members are not
 candidates for the choice.
 

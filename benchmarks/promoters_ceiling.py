@@ -3,9 +3,9 @@ are trained on the labels instead of a contrastive task.
 
 ::
 
-    python benchmarks/promoters_ceiling.py --config benchmarks/promoters_swa.yaml --markdown
+    python benchmarks/promoters_ceiling.py --markdown  # benchmarks/searches/promoters_swa.yaml
 
-For every experiment of the config (the runs chosen in BENCHMARKS.md, "DNA promoters") and
+For every experiment of the config (the runs chosen in docs/experiments/promoters.md) and
 every probe seed, the experiment's encoder is built with the experiment's training seed and
 scored three ways on that seed's test items, each with the workflow's linear probe
 (:func:`~scicontrast.analysis.evaluate.linear_probe`, ``C`` chosen inside the training part):
@@ -178,7 +178,9 @@ def render(tables: dict[str, dict[str, dict[str, dict[str, float]]]], markdown: 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path, default=REPO / "benchmarks" / "promoters_swa.yaml")
+    parser.add_argument(
+        "--config", type=Path, default=REPO / "benchmarks" / "searches" / "promoters_swa.yaml"
+    )
     parser.add_argument("--experiment", action="append", help="only these (repeatable)")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument(

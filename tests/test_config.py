@@ -1,6 +1,7 @@
 """The config schema: defaults are filled, and a wrong key or type is named."""
 
 import json
+import re
 
 import pytest
 import yaml
@@ -139,11 +140,31 @@ def test_shipped_config_is_valid():
     assert "dna_demo" in config["experiments"]
 
 
+BENCHMARK_CONFIGS = sorted((REPO / "benchmarks").glob("*.yaml")) + sorted(
+    (REPO / "benchmarks" / "searches").glob("*.yaml")
+)
+
+
 @pytest.mark.parametrize(
-    "path", sorted((REPO / "benchmarks").glob("*.yaml")), ids=lambda path: path.name
+    "path", BENCHMARK_CONFIGS, ids=lambda path: str(path.relative_to(REPO / "benchmarks"))
 )
 def test_every_benchmark_config_validates(path):
-    """The commands in BENCHMARKS.md run these files: a renamed or retyped key must fail here,
-    not hours into a benchmark."""
+    """The commands in BENCHMARKS.md and docs/experiments/ run these files (reference configs
+    in benchmarks/, searches, seeds and ablations in benchmarks/searches/): a renamed or
+    retyped key must fail here, not hours into a benchmark."""
     config = validate_config(read_config_file(path))
     assert config["experiments"]
+
+
+def test_every_config_the_docs_name_exists():
+    """BENCHMARKS.md, the README and docs/ name configs by path in their commands: a moved or
+    renamed config must fail here, not in a reader's shell."""
+    pages = [REPO / "BENCHMARKS.md", REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    named = {
+        (page.relative_to(REPO), path)
+        for page in pages
+        for path in re.findall(r"benchmarks/[\w/]+\.yaml", page.read_text())
+    }
+    assert named, "no config named in the docs: the pattern is stale"
+    missing = sorted(f"{page}: {path}" for page, path in named if not (REPO / path).is_file())
+    assert not missing, missing

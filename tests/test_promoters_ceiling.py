@@ -122,7 +122,7 @@ def test_table_names_rows_and_margins():
 
 
 def test_script_skips_cleanly_without_the_data(tmp_path, capsys):
-    config = yaml.safe_load((REPO / "benchmarks" / "promoters_swa.yaml").read_text())
+    config = yaml.safe_load((REPO / "benchmarks" / "searches" / "promoters_swa.yaml").read_text())
     for experiment in config["experiments"].values():
         experiment["adapter"]["params"]["paths"] = [str(tmp_path / "absent" / "x.fa")]
     path = tmp_path / "config.yaml"

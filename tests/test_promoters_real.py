@@ -132,7 +132,9 @@ def test_rows_name_every_kind_of_positive_of_the_benchmark_configs():
         "contrastive: plain encoder, RC + shift positives, 25% of each view masked "
         "and 5 composition neighbours"
     )
-    masked = read_config_file(REPO / "benchmarks" / "promoters_mask.yaml")["experiments"]
+    masked = read_config_file(REPO / "benchmarks" / "searches" / "promoters_mask.yaml")[
+        "experiments"
+    ]
     assert [benchmark.describe(e).split(", ")[-1] for e in masked.values()] == [
         "25% of each view masked",
         "50% of each view masked",

@@ -1,6 +1,6 @@
 # What the workflow hands back beyond the embeddings: diagnostics, exports and figures.
 # Outputs flagged with report() appear in `snakemake --report report.html`, under one
-# category per experiment; a domain adds its own pictures the same way (see README,
+# category per experiment; a domain adds its own pictures the same way (see docs/report.md,
 # "Visual report").
 
 
