@@ -118,16 +118,18 @@ class Registry(Generic[T]):
             ) from None
 
 
+# Lookups import these modules in order until the name is found: the graph modules, which
+# import torch_geometric, come last.
 ADAPTERS: Registry = Registry(
     "adapter",
     "scicontrast.adapters",
     [
         "scicontrast.data_adapters.dna",
         "scicontrast.data_adapters.genome_store",
-        "scicontrast.data_adapters.graphs",
         "scicontrast.data_adapters.images",
         "scicontrast.data_adapters.grains",
         "scicontrast.data_adapters.audio_image",
+        "scicontrast.data_adapters.graphs",
     ],
 )
 PAIR_BUILDERS: Registry = Registry(
@@ -137,8 +139,8 @@ PAIR_BUILDERS: Registry = Registry(
         "scicontrast.data_adapters.dna",
         "scicontrast.data_adapters.genome_reads",
         "scicontrast.data_adapters.rotations",
-        "scicontrast.data_adapters.graphs",
         "scicontrast.data_adapters.audio_image",
+        "scicontrast.data_adapters.graphs",
     ],
 )
 ENCODERS: Registry = Registry(
@@ -147,7 +149,7 @@ ENCODERS: Registry = Registry(
     [
         "scicontrast.models.dna_cnn",
         "scicontrast.models.image_cnn",
-        "scicontrast.models.gnn",
         "scicontrast.models.audio_image",
+        "scicontrast.models.gnn",
     ],
 )
