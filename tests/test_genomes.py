@@ -268,6 +268,7 @@ def test_demo_genomes_read_back_with_strains(tmp_path):
     assert all(a.read_text() == b.read_text() for a, b in zip(paths, again, strict=True))
 
 
+@pytest.mark.real_data
 @pytest.mark.slow
 def test_real_genbank_matches_fasta_and_reads_cut(shared_data):
     folder = shared_data / "genomes"

@@ -133,6 +133,7 @@ def test_rescaled_textures_embed_alike_when_the_pixel_size_is_given(tmp_path):
         assert scores[f"native_transfer_x{f}"] < 0.7
 
 
+@pytest.mark.real_data
 @pytest.mark.slow
 def test_rescaled_neu_images_embed_alike_when_the_pixel_size_is_given(tmp_path, shared_data):
     folder = shared_data / "neu_surface_defects"
