@@ -197,7 +197,11 @@ class GenomeAdapter(Adapter):
         no_row = sorted(set(genomes) - set(table[self.table_key]))
         if no_row:
             raise InputDataError(f"{path}: genome {no_row[0]!r} has a file but no row")
-        return table.drop_duplicates(self.table_key).set_index(self.table_key)
+        repeated = table[self.table_key].duplicated()
+        if repeated.any():
+            first = table.loc[repeated, self.table_key].iloc[0]
+            raise InputDataError(f"{path}: genome {first!r} has more than one row")
+        return table.set_index(self.table_key)
 
     def read(self) -> Items:
         files = self._sequence_files()
@@ -209,8 +213,10 @@ class GenomeAdapter(Adapter):
         for path in files:
             genome = genome_id_of(path)
             for record_id, description, codes in read_records(path):
-                rows.append((f"{genome}|{record_id}", genome, record_id, description, str(path)))
-                rows[-1] += (len(codes), offset)
+                item_id = f"{genome}|{record_id}"
+                rows.append(
+                    (item_id, genome, record_id, description, str(path), len(codes), offset)
+                )
                 chunks.append(codes)
                 offset += len(codes)
         table = pd.DataFrame(rows, columns=[*TABLE_COLUMNS, "offset"])

@@ -110,6 +110,7 @@ def test_genbank_reads_like_fasta_and_without_sequence_is_an_error(tmp_path):
         ({"a": {"r1": "ACGTXACGTACG"}}, None, r"a\.fa: record 1 \(r1\).*invalid character 'X'"),
         ({"a": {"r1": "ACGTACGTACGT"}}, ["a", "b"], r"genome 'b' has no sequence file"),
         ({"a": {"r1": "ACGTACGTACGT"}, "b": {"r2": "ACGTACGTACGT"}}, ["a"], r"'b' has a file"),
+        ({"a": {"r1": "ACGTACGTACGT"}}, ["a", "a"], r"t\.tsv: genome 'a' has more than one row"),
     ],
 )
 def test_bad_input_names_file_and_record_and_writes_nothing(tmp_path, records, table_rows, message):

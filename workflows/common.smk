@@ -39,6 +39,21 @@ def training_launcher(wildcards, resources):
     return "scicontrast"
 
 
+def genome_read_sets(wildcards, folder="reads"):
+    """The read sets (one per read length) a genome experiment is scored on."""
+    analysis = config["experiments"][wildcards.experiment].get("analysis", {})
+    return expand(
+        "results/{experiment}/{folder}/{length}",
+        experiment=wildcards.experiment,
+        folder=folder,
+        length=analysis.get("genome_read_lengths", [150, 500, 1000]),
+    )
+
+
+def genome_read_embeddings(wildcards):
+    return genome_read_sets(wildcards, folder="reads_embeddings")
+
+
 def print_summaries(experiments):
     for name in experiments:
         summary = Path(f"results/{name}/metrics/summary.txt")

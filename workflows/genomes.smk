@@ -5,15 +5,6 @@
 DEMO_GENOMES = config["demo_data"]["genomes"]
 
 
-def genome_read_sets(wildcards):
-    analysis = config["experiments"][wildcards.experiment].get("analysis", {})
-    return expand(
-        "results/{experiment}/reads/{length}",
-        experiment=wildcards.experiment,
-        length=analysis.get("genome_read_lengths", [150, 500, 1000]),
-    )
-
-
 rule demo_genomes:
     output:
         tsv=f"{DEMO_GENOMES['out_dir']}/genomes.tsv",
@@ -33,7 +24,7 @@ rule demo_genomes:
         mem_mb=1000,
         runtime=10,
     params:
-        out_dir=DEMO_GENOMES["out_dir"],
+        out_dir=lambda wildcards, output: os.path.dirname(output.tsv),
         species=DEMO_GENOMES["species"],
         strains=DEMO_GENOMES["strains"],
         length=DEMO_GENOMES["length"],
@@ -95,10 +86,7 @@ rule genome_eval:
         reads=genome_read_sets,
         # The embeddings of the reads, exported for users; the scores embed the reads again
         # beside the untrained control and the reverse-complemented reads.
-        embeddings=lambda wildcards: [
-            path.replace("/reads/", "/reads_embeddings/")
-            for path in genome_read_sets(wildcards)
-        ],
+        embeddings=genome_read_embeddings,
     output:
         "results/{experiment}/metrics/genome_eval.json",
     log:
