@@ -38,16 +38,16 @@ import torch
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.neighbors import NearestNeighbors
-from sklearn.preprocessing import StandardScaler
 
 from scicontrast.data_adapters.base import Items, held_out_groups
-from scicontrast.data_adapters.dna import kmer_counts, reverse_complement_kmers
+from scicontrast.data_adapters.classical import kmer_features
 from scicontrast.data_adapters.genome_reads import (
     codes_to_tensor,
     cut_reads,
     reverse_complement_codes,
 )
 from scicontrast.data_adapters.genome_store import CODES_EXTRA
+from scicontrast.data_adapters.kmers import kmer_frequencies
 from scicontrast.errors import ConfigError
 from scicontrast.io import write_json
 from scicontrast.models.contrastive import build_model, load_model
@@ -84,25 +84,6 @@ def read_codes(reads: Items) -> np.ndarray:
     if len(lengths) != 1:
         raise ValueError(f"read set has several lengths {sorted(lengths)}; cut one per length")
     return np.asarray(reads.extras[CODES_EXTRA]).reshape(len(reads), int(lengths[0]))
-
-
-def canonical_kmer_frequencies(codes: np.ndarray, k: int) -> np.ndarray:
-    """``float64 [N, W]``: frequencies of canonical k-mers (a word and its reverse complement
-    are one; ``W = (4^k + 4^(k/2) [k even]) / 2``), each row summing to 1 (or 0)."""
-    counts = kmer_counts(codes, k)
-    partner = reverse_complement_kmers(k)
-    keep = np.arange(4**k) <= partner  # one representative per pair; palindromes once
-    merged = counts + np.where(np.arange(4**k) == partner, 0.0, counts[:, partner])
-    merged = merged[:, keep]
-    totals = merged.sum(axis=1, keepdims=True)
-    return np.divide(merged, totals, out=np.zeros_like(merged), where=totals > 0)
-
-
-def tnf_features(codes: np.ndarray) -> np.ndarray:
-    """Canonical 4-mer frequencies, each of the 136 dimensions z-scored over the reads."""
-    # StandardScaler leaves (numerically) constant columns at zero instead of dividing
-    # rounding noise by a standard deviation of ~1e-18.
-    return StandardScaler().fit_transform(canonical_kmer_frequencies(codes, 4))
 
 
 def _knn_accuracy(x: np.ndarray, labels: np.ndarray, metric: str, k: int = 5) -> float:
@@ -166,10 +147,18 @@ def evaluate_reads(
     species = reads.table["species"].astype(str).to_numpy()
     rows: dict[str, dict[str, Any]] = {
         "TNF (canonical 4-mer, z-scored)": origin_scores(
-            tnf_features(codes), genomes, species, embedding=False, seed=seed
+            kmer_features(codes, 4, canonical=True).features,
+            genomes,
+            species,
+            embedding=False,
+            seed=seed,
         ),
         "canonical 5-mer frequencies": origin_scores(
-            canonical_kmer_frequencies(codes, 5), genomes, species, embedding=False, seed=seed
+            kmer_frequencies(codes, 5, canonical=True),
+            genomes,
+            species,
+            embedding=False,
+            seed=seed,
         ),
     }
     for name, encoder in encoders.items():

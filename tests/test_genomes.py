@@ -10,14 +10,13 @@ import pytest
 import torch
 
 from scicontrast.analysis.genome_eval import (
-    canonical_kmer_frequencies,
     origin_scores,
     read_codes,
     split_genomes,
-    tnf_features,
 )
 from scicontrast.cli import main
 from scicontrast.data_adapters.base import Items
+from scicontrast.data_adapters.classical import kmer_features
 from scicontrast.data_adapters.demo_genomes import generate_demo_genomes
 from scicontrast.data_adapters.dna import encode_codes, reverse_complement
 from scicontrast.data_adapters.genome_reads import (
@@ -27,6 +26,7 @@ from scicontrast.data_adapters.genome_reads import (
     reverse_complement_codes,
 )
 from scicontrast.data_adapters.genome_store import GenomeAdapter, record_codes
+from scicontrast.data_adapters.kmers import kmer_frequencies
 from scicontrast.errors import InputDataError
 from scicontrast.models.dna_cnn import DNAConvEncoder
 
@@ -217,11 +217,11 @@ def test_canonical_kmers_and_tnf():
     codes = np.stack([encode_codes(random_sequence(200, gc, i)) for i, gc in enumerate([0.3, 0.6])])
     rc = np.stack([reverse_complement_codes(c) for c in codes])
     for k, width in ((4, 136), (5, 512)):
-        freq = canonical_kmer_frequencies(codes, k)
+        freq = kmer_frequencies(codes, k, canonical=True)
         assert freq.shape == (2, width)
-        np.testing.assert_allclose(freq, canonical_kmer_frequencies(rc, k))
+        np.testing.assert_allclose(freq, kmer_frequencies(rc, k, canonical=True))
         np.testing.assert_allclose(freq.sum(axis=1), 1.0)
-    z = tnf_features(np.concatenate([codes, rc, codes[::-1]]))
+    z = kmer_features(np.concatenate([codes, rc, codes[::-1]]), 4, canonical=True).features
     np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=1e-12)
 
 
