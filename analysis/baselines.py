@@ -54,14 +54,13 @@ def untrained_embeddings(
     device: torch.device | str = "cpu",
     projected: bool = False,
 ) -> np.ndarray:
-    """``[N, D]`` embeddings of ``items`` by the experiment's model as initialised before
-    training (the same ``training.seed`` the training loop seeds its initialisation with);
-    with ``projected``, their projections ``head(h)`` instead."""
+    """``[N, D]`` embeddings of ``items`` by the experiment's model exactly as training
+    starts it (:func:`~scicontrast.analysis.diagnostics.untrained_model`); with
+    ``projected``, their projections ``head(h)`` instead."""
+    from scicontrast.analysis.diagnostics import untrained_model
     from scicontrast.analysis.embed import embed_items
-    from scicontrast.models.contrastive import build_model
 
-    torch.manual_seed(experiment["training"]["seed"])
-    model = build_model(experiment)
+    model = untrained_model(experiment, builder, items)
     embeddings = embed_items(model, builder, items, device=device, progress=False)
     if not projected:
         return embeddings

@@ -54,7 +54,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
 from scicontrast.analysis.cluster import cluster_embeddings
 from scicontrast.analysis.diagnostics import untrained_model
@@ -62,6 +61,7 @@ from scicontrast.analysis.embed import load_embeddings
 from scicontrast.analysis.evaluate import PROBE_SCALINGS
 from scicontrast.analysis.graph_eval import node_probe, public_split_probe, training_cost
 from scicontrast.config import load_experiment, read_config_file
+from scicontrast.data_adapters import classical
 from scicontrast.data_adapters.base import Items
 from scicontrast.data_adapters.graphs import graph_data
 from scicontrast.registry import PAIR_BUILDERS
@@ -73,18 +73,10 @@ TARGET_PUBLIC = 0.830
 
 
 def propagated_features(items: Items, hops: int = 2, teleport: float = 0.0) -> np.ndarray:
-    """``P^(hops)`` of ``P^(t+1) = (1 - teleport) S P^(t) + teleport X``, ``P^(0) = X``.
-
-    ``S`` is the symmetric GCN normalisation (self-loops added); ``teleport = 0`` gives
-    SGC's ``S^hops X``, ``teleport > 0`` APPNP's truncated personalized PageRank. Float64.
-    """
+    """The items' node features smoothed as
+    :func:`scicontrast.data_adapters.classical.propagated_features` says."""
     data = graph_data(items)
-    edge_index, weight = gcn_norm(data.edge_index, num_nodes=data.num_nodes, add_self_loops=True)
-    propagation = torch.sparse_coo_tensor(edge_index, weight, (data.num_nodes,) * 2).double()
-    x0 = x = data.x.double()
-    for _ in range(hops):
-        x = (1 - teleport) * torch.sparse.mm(propagation, x) + teleport * x0
-    return x.numpy()
+    return classical.propagated_features(data.x, data.edge_index, hops, teleport).features
 
 
 def untrained_embeddings(name: str, results: Path, items: Items) -> np.ndarray:

@@ -17,7 +17,9 @@ the built-in ones use the functions below.
   scale, concatenated (54 numbers), on the grey image.
 - **Raw pixels**: the grey image resized to 32 x 32 with anti-aliasing, flattened.
 - **SGC features** (graphs; Wu et al., "Simplifying Graph Convolutional Networks", ICML 2019):
-  ``S^k X`` with ``S = D^-1/2 (A + I) D^-1/2`` (PyG's ``gcn_norm``), no training.
+  ``S^k X`` with ``S = D^-1/2 (A + I) D^-1/2`` (PyG's ``gcn_norm``), no training; and
+  **PPR features**, the same smoothing with APPNP's teleport back to ``X`` (personalized
+  PageRank, Gasteiger et al., ICLR 2019: teleport 0.1, 10 hops), which reaches further.
 - **MFCCs** (audio): mean and standard deviation over frames of the first 13 mel-frequency
   cepstral coefficients (log mel power spectrum, 40 triangular filters, DCT-II).
 
@@ -121,21 +123,30 @@ def raw_pixels(images: Iterable[np.ndarray], size: int = RAW_PIXELS_SIZE) -> Cla
     return ClassicalFeatures(f"raw pixels {size}x{size}", np.stack(resized))
 
 
-def sgc_features(
-    features: torch.Tensor, edge_index: torch.Tensor, hops: int = 2
+def propagated_features(
+    features: torch.Tensor, edge_index: torch.Tensor, hops: int = 2, teleport: float = 0.0
 ) -> ClassicalFeatures:
-    """``S^hops X`` of node features ``X [N, F]`` on the graph ``edge_index [2, E]``."""
+    """``P^(hops)`` of ``P^(t+1) = (1 - teleport) S P^(t) + teleport X``, ``P^(0) = X``, for
+    node features ``X [N, F]`` on the graph ``edge_index [2, E]``.
+
+    ``teleport = 0`` gives SGC's ``S^hops X``; ``teleport > 0`` APPNP's truncated
+    personalized PageRank (Gasteiger et al., ICLR 2019). Float64.
+    """
     from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
-    name = f"SGC features S^{hops} X"
-    x = features.double()
+    name = (
+        f"SGC features S^{hops} X"
+        if teleport == 0
+        else f"PPR features ({hops} hops, teleport {teleport:g})"
+    )
+    x0 = x = features.double()
     if x.shape[1] == 0 or bool((x == x[:1]).all()):
         return ClassicalFeatures(name, skipped="the graph has no informative node features")
     n = len(x)
     normalised, weight = gcn_norm(edge_index, num_nodes=n, add_self_loops=True, dtype=x.dtype)
     propagation = torch.sparse_coo_tensor(normalised, weight, (n, n), check_invariants=True)
     for _ in range(hops):
-        x = torch.sparse.mm(propagation, x)
+        x = (1 - teleport) * torch.sparse.mm(propagation, x) + teleport * x0
     return ClassicalFeatures(name, x.numpy())
 
 

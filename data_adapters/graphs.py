@@ -150,7 +150,7 @@ from torch_geometric.io.planetoid import read_file, read_planetoid_data
 from torch_geometric.utils import coalesce, dropout_edge, mask_feature, to_undirected
 
 from scicontrast.data_adapters.base import Adapter, Items, PairBuilder, one_path_each
-from scicontrast.data_adapters.classical import ClassicalFeatures, sgc_features
+from scicontrast.data_adapters.classical import ClassicalFeatures, propagated_features
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import ADAPTERS, PAIR_BUILDERS
 
@@ -1195,10 +1195,15 @@ class GraphViews(PairBuilder):
         return GraphViewBatches(self, graph_data(items), seed, torch.as_tensor(nodes))
 
     def classical_features(self, items: Items) -> list[ClassicalFeatures]:
-        """SGC features ``S^2 X`` and the node features ``X`` themselves, no training."""
+        """SGC features ``S^2 X``, PPR features (APPNP's teleport 0.1, 10 hops) and the node
+        features ``X`` themselves, no training."""
         data = graph_data(items)
         raw = ClassicalFeatures("node features X", data.x.double().numpy())
-        return [sgc_features(data.x, data.edge_index, hops=2), raw]
+        return [
+            propagated_features(data.x, data.edge_index, hops=2),
+            propagated_features(data.x, data.edge_index, hops=10, teleport=0.1),
+            raw,
+        ]
 
     def embedding_batches(self, items: Items, batch_size: int) -> Iterator[Data]:
         """The clean graph, once (``batch_size`` is unused)."""

@@ -21,8 +21,8 @@ from scicontrast.data_adapters.classical import (
     kmer_features,
     lbp_histograms,
     mfcc_statistics,
+    propagated_features,
     raw_pixels,
-    sgc_features,
     zscore,
 )
 from scicontrast.data_adapters.dna import encode_codes, reverse_complement
@@ -103,8 +103,15 @@ def test_sgc_features_equal_the_dense_normalised_adjacency_power():
     d = a_hat.sum(1).rsqrt()
     s = d[:, None] * a_hat * d[None, :]
     expected = (s @ s @ x.double()).numpy()
-    np.testing.assert_allclose(sgc_features(x, edges, hops=2).features, expected, atol=1e-12)
-    constant = sgc_features(torch.ones(4, 3), edges)
+    np.testing.assert_allclose(propagated_features(x, edges, hops=2).features, expected, atol=1e-12)
+    # teleport a: P <- (1 - a) S P + a X, ten times
+    ppr = x.double()
+    for _ in range(10):
+        ppr = 0.9 * s @ ppr + 0.1 * x.double()
+    np.testing.assert_allclose(
+        propagated_features(x, edges, hops=10, teleport=0.1).features, ppr.numpy(), atol=1e-12
+    )
+    constant = propagated_features(torch.ones(4, 3), edges)
     assert constant.features is None and "no informative node features" in constant.skipped
 
 
