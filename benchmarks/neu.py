@@ -294,10 +294,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--results", type=Path, default=REPO / "results")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument(
+        "--experiments", nargs="+", help="only these experiments of the config (default: all)"
+    )
     args = parser.parse_args(argv)
 
     config = read_config_file(args.config)
-    experiments = [{"name": name, **e} for name, e in config["experiments"].items()]
+    experiments = [
+        {"name": name, **e}
+        for name, e in config["experiments"].items()
+        if args.experiments is None or name in args.experiments
+    ]
+    if not experiments:
+        print(f"{args.config}: none of the experiments {args.experiments}", file=sys.stderr)
+        return 1
     data = Path(experiments[0]["adapter"]["params"]["labels"])
     if not (REPO / data).is_file():
         print(f"skipping the NEU benchmark: {data} not found (no ../shared/data)")

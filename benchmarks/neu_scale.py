@@ -32,6 +32,7 @@ Exits with status 0 and a message when ``../shared/data`` is absent.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -99,6 +100,16 @@ def scores(features: np.ndarray, labels: pd.Series, analysis: dict[str, Any]) ->
     }
 
 
+@functools.cache
+def baselines(files: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Raw pixels and LBP of the files as they are (both x2 settings read the same files)."""
+    images = [grey_image(REPO / path) for path in files]
+    return {
+        "raw pixels 32x32": np.stack([raw_pixels(image) for image in images]),
+        "multi-scale LBP": np.stack([lbp_histograms(image) for image in images]),
+    }
+
+
 def set_rows(
     name: str, items: Items, embeddings: dict[str, Any], experiment: dict, max_patches: int
 ) -> list[dict[str, str]]:
@@ -106,11 +117,7 @@ def set_rows(
     given, or a model that embeds them here (at most ``max_patches`` patches per image)."""
     analysis = experiment["analysis"]
     labels = items.table[analysis["label_column"]].reset_index(drop=True)
-    images = [grey_image(REPO / path) for path in items.table["file"]]
-    features = {
-        "raw pixels 32x32": np.stack([raw_pixels(image) for image in images]),
-        "multi-scale LBP": np.stack([lbp_histograms(image) for image in images]),
-    }
+    features = dict(baselines(tuple(items.table["file"])))
     seconds = {}
     builder = PAIR_BUILDERS.create(experiment["pairs"], where=experiment["name"])
     builder.max_patches = max_patches
