@@ -54,19 +54,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from skimage.color import rgb2gray
-from skimage.feature import local_binary_pattern
 from skimage.io import imread
-from skimage.transform import resize
 
 from scicontrast.analysis.embed import load_embeddings
 from scicontrast.analysis.evaluate import knn_accuracy, linear_probe, validation_probe
 from scicontrast.config import read_config_file
+from scicontrast.data_adapters import classical
 from scicontrast.data_adapters.base import Items
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "benchmarks" / "neu.yaml"
-LBP_SCALES = ((8, 1), (16, 2), (24, 3))
-RAW_SIZE = 32
 TARGET_PROBE = 0.985
 TARGET_INVARIANCE = 0.99
 
@@ -81,26 +78,16 @@ def grey_image(path: str | Path) -> np.ndarray:
     return np.asarray(image, dtype=np.float64)
 
 
-def raw_pixels(image: np.ndarray, size: int = RAW_SIZE) -> np.ndarray:
-    """The image resized to ``size x size`` with anti-aliasing, flattened."""
-    return resize(image, (size, size), anti_aliasing=True).ravel()
+def raw_pixels(image: np.ndarray) -> np.ndarray:
+    """The grey image resized to 32 x 32 with anti-aliasing, flattened (the workflow's
+    :func:`scicontrast.data_adapters.classical.raw_pixels`)."""
+    return classical.raw_pixels([image[None]]).features[0]
 
 
-def lbp_histograms(image: np.ndarray, scales=LBP_SCALES) -> np.ndarray:
-    """Concatenated normalised histograms of rotation-invariant uniform LBP codes.
-
-    With ``method="uniform"`` scikit-image gives codes ``0..P+1`` (``P + 1`` rotation
-    invariant uniform patterns and one bin for all others).
-    """
-    # LBP compares grey levels only by sign, so quantising to 8 bits (as the JPEGs are)
-    # loses nothing and avoids scikit-image's warning about float input.
-    grey = np.round(image * 255).astype(np.uint8)
-    histograms = []
-    for points, radius in scales:
-        codes = local_binary_pattern(grey, points, radius, method="uniform").astype(np.int64)
-        counts = np.bincount(codes.ravel(), minlength=points + 2)
-        histograms.append(counts / counts.sum())
-    return np.concatenate(histograms)
+def lbp_histograms(image: np.ndarray) -> np.ndarray:
+    """Multi-scale rotation-invariant uniform LBP histograms of the grey image (the
+    workflow's :func:`scicontrast.data_adapters.classical.lbp_histograms`)."""
+    return classical.lbp_histograms([image[None]]).features[0]
 
 
 @dataclass
@@ -170,7 +157,9 @@ def benchmark_rows(experiments: list[dict[str, Any]], results: Path) -> tuple[It
     # The adapter stores file paths as configured: relative to the repository root.
     images = [grey_image(REPO / path) for path in items.table["file"]]
     baselines = {
-        f"raw pixels {RAW_SIZE}x{RAW_SIZE}": np.stack([raw_pixels(image) for image in images]),
+        f"raw pixels {classical.RAW_PIXELS_SIZE}x{classical.RAW_PIXELS_SIZE}": np.stack(
+            [raw_pixels(image) for image in images]
+        ),
         "multi-scale rotation-invariant uniform LBP": np.stack(
             [lbp_histograms(image) for image in images]
         ),
