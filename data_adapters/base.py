@@ -37,7 +37,7 @@ from torch.utils.data import Dataset
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.io import atomic_path
 
-if TYPE_CHECKING:  # classical.py reads DNA codes through dna.py, which imports this module
+if TYPE_CHECKING:  # for annotations only: every adapter imports this module
     from scicontrast.data_adapters.classical import ClassicalFeatures
 
 PAIRS_COLUMNS = ("group_id", "item_id", "view")

@@ -30,16 +30,13 @@ graph without informative node features, windows shorter than ``k``) come back a
 
 from __future__ import annotations
 
+# scikit-learn, scikit-image and scipy.signal are imported where they are used: every DNA
+# and graph step imports this module, and they would add about a second to each start.
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.fft import dct
-from scipy.signal import stft
-from skimage.feature import local_binary_pattern
-from skimage.transform import resize
-from sklearn.preprocessing import StandardScaler
 
 from scicontrast.data_adapters.kmers import kmer_frequencies
 
@@ -65,6 +62,8 @@ class ClassicalFeatures:
 def zscore(features: np.ndarray) -> np.ndarray:
     """Each column minus its mean over rows, divided by its std; (numerically) constant
     columns become 0 (``StandardScaler`` leaves rounding noise undivided)."""
+    from sklearn.preprocessing import StandardScaler
+
     return StandardScaler().fit_transform(np.asarray(features, dtype=np.float64))
 
 
@@ -91,6 +90,8 @@ def grey_image(image: np.ndarray) -> np.ndarray:
 def lbp_histograms(images: Iterable[np.ndarray], scales=LBP_SCALES) -> ClassicalFeatures:
     """Multi-scale rotation-invariant uniform LBP histograms of ``[C, H, W]`` images of any
     sizes (an ``[N, C, H, W]`` array, or a sequence)."""
+    from skimage.feature import local_binary_pattern
+
     name = "multi-scale rotation-invariant LBP"
     radius = max(r for _, r in scales)
     rows = []
@@ -117,6 +118,8 @@ def lbp_histograms(images: Iterable[np.ndarray], scales=LBP_SCALES) -> Classical
 def raw_pixels(images: Iterable[np.ndarray], size: int = RAW_PIXELS_SIZE) -> ClassicalFeatures:
     """Grey ``[C, H, W]`` images resized to ``size x size`` with anti-aliasing, flattened:
     ``[N, size**2]``."""
+    from skimage.transform import resize
+
     resized = [
         resize(grey_image(image), (size, size), anti_aliasing=True).ravel() for image in images
     ]
@@ -174,6 +177,9 @@ def mfcc_statistics(
 
     Frames of 25 ms every 10 ms (Hann window).
     """
+    from scipy.fft import dct
+    from scipy.signal import stft
+
     name = "MFCC statistics"
     audio = np.asarray(audio, dtype=np.float64)
     n_fft = round(0.025 * sample_rate)

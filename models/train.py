@@ -439,15 +439,7 @@ def _train_epoch(loop: _Loop, epoch: int, position: _Position) -> tuple[_Positio
         if any_process(loop.sigterm.is_set(), group) and batch_index + 1 < len(batches):
             position = _Position(epoch, batch_index + 1, step, dict(sums), n_views)
             if group.is_main:
-                _save_checkpoint(
-                    loop.checkpoint_path,
-                    loop.model,
-                    loop.optimizer,
-                    position,
-                    loop.config_hash,
-                    group.device,
-                    loop.averaged,
-                )
+                _save_checkpoint(loop, position, group.device)
             raise Preempted(
                 f"stopped by SIGTERM at epoch {epoch + 1}, batch {batch_index + 1}; "
                 f"checkpoint saved to {loop.checkpoint_path}: run again to resume"
@@ -457,15 +449,7 @@ def _train_epoch(loop: _Loop, epoch: int, position: _Position) -> tuple[_Positio
     _end_epoch(loop, epoch, means, seconds, n_views)
     position = _Position(epoch + 1, 0, step)
     if group.is_main:
-        _save_checkpoint(
-            loop.checkpoint_path,
-            loop.model,
-            loop.optimizer,
-            position,
-            loop.config_hash,
-            group.device,
-            loop.averaged,
-        )
+        _save_checkpoint(loop, position, group.device)
     logger.info("epoch %d/%d: loss %.4f (%.1f s)", epoch + 1, epochs, means["loss"], seconds)
     if any_process(loop.sigterm.is_set(), group):
         raise Preempted(
@@ -807,15 +791,10 @@ def _keep_lines_up_to(metrics_path: Path, position: _Position) -> None:
         tmp.write_text("".join(kept))
 
 
-def _save_checkpoint(
-    path: Path,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    position: _Position,
-    config_hash: str,
-    device: torch.device,
-    averaged: AveragedModel | None,
-) -> None:
+def _save_checkpoint(loop: _Loop, position: _Position, device: torch.device) -> None:
+    """Write the loop's model, optimizer, weight average and RNG states at ``position``."""
+    path, model, optimizer = loop.checkpoint_path, loop.model, loop.optimizer
+    config_hash, averaged = loop.config_hash, loop.averaged
     checkpoint = {
         "format_version": CHECKPOINT_VERSION,
         "config_hash": config_hash,
