@@ -1,34 +1,4 @@
-"""DNA: one-hot encoding, the FASTA/FASTQ adapter and the strand/shift pair builder.
-
-Encoding
---------
-A sequence ``s`` of length ``L`` becomes ``x = one_hot(s)``, a float32 array ``[4, L]`` with
-channels in the order ``A, C, G, T``. Watson-Crick complement swaps ``A <-> T`` (channels
-0 <-> 3) and ``C <-> G`` (1 <-> 2), i.e. it reverses the channel axis, so
-
-.. math::
-
-    \\mathrm{onehot}(\\mathrm{rc}(s)) = x[::-1, ::-1]
-    \\qquad(\\text{torch: } x\\text{.flip(-2).flip(-1)}).
-
-IUPAC ambiguity codes (Cornish-Bowden, *Nucleic Acids Res.* 13:3021, 1985) stand for a set
-of bases. Under ``ambiguous="uniform"`` a code is the uniform distribution over its set
-(``R = {A, G} -> [0.5, 0, 0.5, 0]``, ``N -> 0.25`` each); under ``ambiguous="zero"`` it is
-the zero column. The IUPAC complement of a code is the code of the complementary set
-(``R <-> Y``, ``K <-> M``, ``B <-> V``, ``D <-> H``; ``S``, ``W``, ``N`` are their own), so
-the identity above holds for ambiguity codes too. Lowercase (soft-masked) letters are read
-as uppercase and ``U`` as ``T``; any other character is an error. Positions beyond a
-record's ends (padding) are all-zero columns, distinct from ``N`` under the uniform policy.
-
-Windows
--------
-A record of length ``L`` is cut into windows of ``window`` bases at starts
-``0, stride, 2*stride, ...`` while ``start + window <= L``. Tail policy: when the window
-could still slide right by more than half a stride (``L - window - last_start >
-stride / 2``), one more window aligned to the record's end (start ``L - window``) is added,
-so at most about half a stride of sequence is left uncovered. Each window is stored with up
-to ``flank`` extra bases on each side, so that a view can move its start by up to ``flank``
-without re-reading the file; flank positions beyond the record's ends are padding.
+"""The FASTA/FASTQ adapter: files cut into fixed-length windows.
 
 Items table (one row per window; payload columns for :class:`DNAViews`)::
 
@@ -42,287 +12,43 @@ Items table (one row per window; payload columns for :class:`DNAViews`)::
                   padding columns before/after ``sequence``; for every row
                   left_pad + len(sequence) + right_pad == window + 2 * flank
     ...           metadata columns (labels table, file-name groups)
-
-Views
------
-:class:`DNAViews` pairs the two strands of a window (the same molecule read in the other
-direction) and, optionally, windows shifted by up to ``max_shift`` bases (the same locus
-seen with a slightly different crop). A view of item ``i`` is the crop
-``[flank + s, flank + s + window)`` of its padded encoding ``[4, window + 2 * flank]``
-with ``s ~ U{-max_shift, ..., max_shift}``, with point mutations at ``mutation_rate`` and
-one block of ``round(mask_fraction * window)`` positions, at a uniform start, set to padding,
-then reverse-complemented for the ``reverse_complement`` view.
-
-With ``neighbours = m > 0`` each window also gets a ``neighbour`` view: the forward view
-of a window drawn uniformly, per epoch, from its ``m`` composition neighbours, the windows
-whose k-mer profiles are nearest. The profile of window ``i`` is its forward-strand k-mer
-frequency vector ``f_i`` (:func:`kmer_counts`, normalised to sum 1), each of the ``4^k``
-columns standardised over all windows, ``z_i = (f_i - mean) / std``; neighbours are the
-``m`` windows ``j != i`` of largest cosine ``cos(z_i, z_j)``. Composition (above all
-tetranucleotide frequency) is what metagenomic binning groups contigs of one genome by
-(Teeling et al., *Environ. Microbiol.* 6:938, 2004), and windows of one kind of element
-(promoters, coding sequence, repeats) share it too; the positive then says "windows that
-read alike are alike", a signal no single window's own views carry, in the spirit of
-nearest-neighbour positives (NNCLR: Dwibedi et al., ICCV 2021), here from a fixed,
-domain-given neighbourhood rather than the encoder's own.
 """
 
 from __future__ import annotations
 
-import copy
 import glob
 import gzip
 import re
 import warnings
 import zlib
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from Bio import SeqIO
-from scipy import sparse
-from scipy.sparse.csgraph import connected_components
 
-from scicontrast.data_adapters.base import Adapter, Items, PairBuilder
-from scicontrast.data_adapters.classical import ClassicalFeatures, kmer_features
-from scicontrast.data_adapters.kmers import kmer_counts, kmer_words, reverse_complement_kmers
+from scicontrast.data_adapters.base import Adapter, Items
+from scicontrast.data_adapters.dna.encoding import (
+    AMBIGUOUS_POLICIES,
+    IS_AMBIGUOUS,
+    InvalidBaseError,
+    encode_codes,
+    window_starts,
+)
+from scicontrast.data_adapters.dna.files import (
+    FORMAT_OF_SUFFIX,
+    GLOB_CHARS,
+    PAYLOAD_COLUMNS,
+    TABLE_COLUMNS,
+    Windows,
+    biopython_message,
+    file_stem,
+    strip_gz,
+)
 from scicontrast.errors import ConfigError, InputDataError
-from scicontrast.registry import ADAPTERS, PAIR_BUILDERS
-
-BASES = "ACGT"
-_ACGT = set(BASES)
-
-#: The bases each IUPAC symbol stands for (``U`` is RNA's ``T``).
-IUPAC_BASES: dict[str, str] = {
-    "A": "A",
-    "C": "C",
-    "G": "G",
-    "T": "T",
-    "U": "T",
-    "R": "AG",
-    "Y": "CT",
-    "S": "CG",
-    "W": "AT",
-    "K": "GT",
-    "M": "AC",
-    "B": "CGT",
-    "D": "AGT",
-    "H": "ACT",
-    "V": "ACG",
-    "N": "ACGT",
-}
-
-_COMPLEMENT_PAIRS = {
-    "A": "T",
-    "C": "G",
-    "G": "C",
-    "T": "A",
-    "U": "A",
-    "R": "Y",
-    "Y": "R",
-    "S": "S",
-    "W": "W",
-    "K": "M",
-    "M": "K",
-    "B": "V",
-    "V": "B",
-    "D": "H",
-    "H": "D",
-    "N": "N",
-}
-_COMPLEMENT = str.maketrans(
-    {**_COMPLEMENT_PAIRS, **{k.lower(): v.lower() for k, v in _COMPLEMENT_PAIRS.items()}}
-)
-
-# Integer codes: 0 is padding, 1..15 the IUPAC symbols; U shares T's code. Encoding goes
-# byte -> code -> column through two lookup tables, so it is vectorised over a whole string.
-_SYMBOLS = "ACGTRYSWKMBDHVN"
-PAD_CODE = 0
-_CODE_OF_BYTE = np.full(256, -1, dtype=np.int16)
-for _code, _symbol in enumerate(_SYMBOLS, start=1):
-    _CODE_OF_BYTE[ord(_symbol)] = _CODE_OF_BYTE[ord(_symbol.lower())] = _code
-_CODE_OF_BYTE[ord("U")] = _CODE_OF_BYTE[ord("u")] = _CODE_OF_BYTE[ord("T")]
-_IS_AMBIGUOUS = np.array([False] + [len(IUPAC_BASES[s]) > 1 for s in _SYMBOLS])
-
-AMBIGUOUS_POLICIES = ("uniform", "zero")
-
-
-def _encoding_table(ambiguous: str) -> np.ndarray:
-    """``[16, 4]`` float32: the column of each code (row 0, padding, is zero)."""
-    table = np.zeros((len(_SYMBOLS) + 1, 4), dtype=np.float32)
-    for code, symbol in enumerate(_SYMBOLS, start=1):
-        bases = IUPAC_BASES[symbol]
-        if len(bases) == 1 or ambiguous == "uniform":
-            for base in bases:
-                table[code, BASES.index(base)] = 1.0 / len(bases)
-    return table
-
-
-_ENCODING_TABLES = {policy: _encoding_table(policy) for policy in AMBIGUOUS_POLICIES}
-
-
-class InvalidBaseError(ValueError):
-    """A character that is no IUPAC nucleotide code; ``position`` is 1-based."""
-
-    def __init__(self, character: str, position: int) -> None:
-        super().__init__(f"invalid character {character!r} at position {position}")
-        self.character = character
-        self.position = position
-
-
-def encode_codes(seq: str) -> np.ndarray:
-    """Integer codes ``uint8 [L]`` (1..15, see module docstring) of a nucleotide string.
-
-    Raises :class:`InvalidBaseError` at the first character that is not an IUPAC code.
-    """
-    try:
-        raw = np.frombuffer(seq.encode("ascii"), dtype=np.uint8)
-    except UnicodeEncodeError as exc:
-        raise InvalidBaseError(seq[exc.start], exc.start + 1) from None
-    codes = _CODE_OF_BYTE[raw]
-    invalid = np.flatnonzero(codes < 0)
-    if invalid.size:
-        raise InvalidBaseError(seq[invalid[0]], int(invalid[0]) + 1)
-    return codes.astype(np.uint8)
-
-
-def one_hot(seq: str, ambiguous: str = "uniform") -> np.ndarray:
-    """One-hot encoding ``float32 [4, L]``, channels ``A, C, G, T``.
-
-    Ambiguity codes follow ``ambiguous`` (``"uniform"`` or ``"zero"``); an invalid
-    character raises :class:`InvalidBaseError` (a ``ValueError``) naming its position.
-    """
-    table = _ENCODING_TABLES.get(ambiguous)
-    if table is None:
-        raise ValueError(f"ambiguous must be one of {AMBIGUOUS_POLICIES}, got {ambiguous!r}")
-    return np.ascontiguousarray(table[encode_codes(seq)].T)
-
-
-def reverse_complement(seq: str) -> str:
-    """IUPAC-aware reverse complement; keeps case and ``N`` (``U`` becomes ``A``)."""
-    encode_codes(seq)  # validation only: raises on the first invalid character
-    return seq.translate(_COMPLEMENT)[::-1]
-
-
-def shared_stretches(
-    sequences: Sequence[str], stretch: int = 20, both_strands: bool = True
-) -> sparse.csr_matrix:
-    """Which windows share a stretch of DNA: ``bool [N, N]``, symmetric, ``True`` at
-    ``(i, j)``, ``i != j``, when windows ``i`` and ``j`` hold the same ``stretch`` consecutive
-    bases (read on either strand with ``both_strands``).
-
-    Windows cut from one stretch of genome at different starts (tiled windows, a stride
-    shorter than the window) share such stretches; unrelated windows of 20 or more bases
-    almost never do. Stretches with anything but ``ACGT`` (case-insensitive) are skipped.
-    """
-    if stretch < 1:
-        raise ValueError(f"stretch must be >= 1, got {stretch}")
-    holders: dict[str, list[int]] = {}
-    for i, sequence in enumerate(sequences):
-        sequence = sequence.upper()
-        words = {sequence[p : p + stretch] for p in range(len(sequence) - stretch + 1)}
-        for word in words:
-            if not set(word) <= _ACGT:
-                continue
-            if both_strands:
-                word = min(word, word.translate(_COMPLEMENT)[::-1])
-            holders.setdefault(word, []).append(i)
-    shared = [np.unique(h) for h in holders.values() if len(h) > 1]
-    rows = np.concatenate([np.repeat(h, len(h)) for h in shared] or [np.zeros(0, int)])
-    cols = np.concatenate([np.tile(h, len(h)) for h in shared] or [np.zeros(0, int)])
-    off_diagonal = rows != cols
-    n = len(sequences)
-    matrix = sparse.coo_matrix(
-        (np.ones(off_diagonal.sum(), dtype=bool), (rows[off_diagonal], cols[off_diagonal])),
-        shape=(n, n),
-    )
-    return matrix.tocsr().astype(bool)
-
-
-def overlap_groups(
-    sequences: Sequence[str], stretch: int = 20, both_strands: bool = True
-) -> np.ndarray:
-    """One group id per window, ``int64 [N]``: windows linked by chains of shared stretches
-    (:func:`shared_stretches`) share a group, so grouped probe splits
-    (:func:`scicontrast.analysis.evaluate.stratified_splits`) keep a stretch of genome on
-    one side."""
-    _, groups = connected_components(
-        shared_stretches(sequences, stretch, both_strands), directed=False
-    )
-    return groups.astype(np.int64)
-
-
-def window_starts(length: int, window: int, stride: int) -> np.ndarray:
-    """0-based starts of the windows of a record (tail policy in the module docstring)."""
-    if length < window:
-        return np.zeros(0, dtype=np.int64)
-    starts = np.arange(0, length - window + 1, stride, dtype=np.int64)
-    leftover = length - window - int(starts[-1])
-    if 2 * leftover > stride:
-        starts = np.append(starts, length - window)
-    return starts
-
-
-# --- adapter -----------------------------------------------------------------------------
-
-_FORMAT_OF_SUFFIX = {
-    ".fa": "fasta",
-    ".fasta": "fasta",
-    ".fna": "fasta",
-    ".fas": "fasta",
-    ".fq": "fastq",
-    ".fastq": "fastq",
-}
-_GLOB_CHARS = re.compile(r"[*?\[]")
-_TABLE_COLUMNS = (
-    "item_id",
-    "record_id",
-    "source_file",
-    "start",
-    "end",
-    "sequence",
-    "window_start",
-    "left_pad",
-    "right_pad",
-)
-PAYLOAD_COLUMNS = ["sequence", "window_start", "left_pad", "right_pad"]
-
-
-@dataclass
-class _Windows:
-    """The kept windows of one record, as columns."""
-
-    path: Path
-    record_id: str
-    starts: np.ndarray
-    ends: np.ndarray
-    sequences: list[str]
-    offsets: np.ndarray
-    left_pads: np.ndarray
-    right_pads: np.ndarray
-
-
-def _strip_gz(path: Path) -> tuple[str, bool]:
-    """The file name without ``.gz``, and whether it was gzipped."""
-    name = path.name
-    if name.lower().endswith(".gz"):
-        return name[:-3], True
-    return name, False
-
-
-def _stem(path: Path) -> str:
-    name, _ = _strip_gz(path)
-    return Path(name).stem
-
-
-def _biopython_message(exc: Exception) -> str:
-    """Biopython's first paragraph, on one line (its messages can be a page long)."""
-    return " ".join(str(exc).split("\n\n")[0].split())
+from scicontrast.registry import ADAPTERS
 
 
 @ADAPTERS.register("dna_fasta")
@@ -443,7 +169,7 @@ class FastaAdapter(Adapter):
             raise ConfigError(
                 f"{where}: {pattern!r} has no named group; write e.g. (?P<source>...)"
             )
-        reserved = sorted(set(compiled.groupindex) & set(_TABLE_COLUMNS))
+        reserved = sorted(set(compiled.groupindex) & set(TABLE_COLUMNS))
         if reserved:
             raise ConfigError(f"{where}: group names {reserved} are reserved column names")
         return compiled
@@ -456,7 +182,7 @@ class FastaAdapter(Adapter):
         """
         files: list[Path] = []
         for pattern in self.paths:
-            if _GLOB_CHARS.search(pattern):
+            if GLOB_CHARS.search(pattern):
                 matches = [
                     Path(p) for p in sorted(glob.glob(pattern, recursive=True)) if Path(p).is_file()
                 ]
@@ -468,14 +194,14 @@ class FastaAdapter(Adapter):
         return list(dict.fromkeys(files))
 
     def _format_of(self, path: Path) -> str:
-        name, _ = _strip_gz(path)
+        name, _ = strip_gz(path)
         if self.format is not None:
             return self.format
-        fmt = _FORMAT_OF_SUFFIX.get(Path(name).suffix.lower())
+        fmt = FORMAT_OF_SUFFIX.get(Path(name).suffix.lower())
         if fmt is None:
             raise ConfigError(
                 f"{path}: cannot tell FASTA from FASTQ by the extension (known: "
-                f"{', '.join(_FORMAT_OF_SUFFIX)}, optionally + .gz); "
+                f"{', '.join(FORMAT_OF_SUFFIX)}, optionally + .gz); "
                 "set adapter params.format to 'fasta' or 'fastq'"
             )
         return fmt
@@ -488,7 +214,7 @@ class FastaAdapter(Adapter):
         formats = {path: self._format_of(path) for path in files}
         filename_metadata = {path: self._filename_metadata(path) for path in files}
 
-        windows: list[_Windows] = []
+        windows: list[Windows] = []
         record_files: dict[str, list[Path]] = {}
         dropped = Counter({"too_ambiguous": 0, "short_record": 0})
         self._renamed_duplicates = 0
@@ -512,7 +238,7 @@ class FastaAdapter(Adapter):
         unmatched_label_rows = 0
         if self.labels is not None:
             table, unmatched_label_rows = self._add_labels(table, record_files)
-        metadata_columns = [c for c in table.columns if c not in _TABLE_COLUMNS]
+        metadata_columns = [c for c in table.columns if c not in TABLE_COLUMNS]
         meta: dict[str, Any] = {
             "modality": "dna",
             "window": self.window,
@@ -533,7 +259,7 @@ class FastaAdapter(Adapter):
 
     def _records(self, path: Path, fmt: str) -> list[tuple[str, str]]:
         """``(record_id, uppercase sequence)`` for each record, validated."""
-        _, gzipped = _strip_gz(path)
+        _, gzipped = strip_gz(path)
         records: list[tuple[str, str]] = []
         seen: set[str] = set()
         previous = None
@@ -574,7 +300,7 @@ class FastaAdapter(Adapter):
         except ValueError as exc:
             where = "before the first record" if previous is None else f"after {previous!r}"
             raise InputDataError(
-                f"{path}: malformed {fmt.upper()} {where}: {_biopython_message(exc)}"
+                f"{path}: malformed {fmt.upper()} {where}: {biopython_message(exc)}"
             ) from None
         except (OSError, EOFError, zlib.error) as exc:
             raise InputDataError(f"{path}: cannot read ({exc})") from None
@@ -584,7 +310,7 @@ class FastaAdapter(Adapter):
 
     def _windows(
         self, path: Path, record_id: str, sequence: str, dropped: Counter
-    ) -> _Windows | None:
+    ) -> Windows | None:
         length = len(sequence)
         if length < self.window:
             if self.short_sequences == "error":
@@ -602,7 +328,7 @@ class FastaAdapter(Adapter):
             starts = window_starts(length, self.window, self.stride)
             ends = starts + self.window
 
-        ambiguous_before = np.concatenate([[0], np.cumsum(_IS_AMBIGUOUS[encode_codes(sequence)])])
+        ambiguous_before = np.concatenate([[0], np.cumsum(IS_AMBIGUOUS[encode_codes(sequence)])])
         n_ambiguous = ambiguous_before[ends] - ambiguous_before[starts]
         # a quotient, not frac * length: 29 / 100 rounds to the float 0.29, 0.29 * 100 does not
         keep = n_ambiguous / (ends - starts) <= self.max_ambiguous_fraction
@@ -613,7 +339,7 @@ class FastaAdapter(Adapter):
         highs = np.minimum(ends + self.flank, length)
         left_pads = self.flank - (starts - lows)
         right_pads = self.window + 2 * self.flank - left_pads - (highs - lows)
-        return _Windows(
+        return Windows(
             path=path,
             record_id=record_id,
             starts=starts,
@@ -643,11 +369,11 @@ class FastaAdapter(Adapter):
     # -- table ----------------------------------------------------------------------------
 
     def _items_table(
-        self, windows: list[_Windows], record_files: dict[str, list[Path]], files: list[Path]
+        self, windows: list[Windows], record_files: dict[str, list[Path]], files: list[Path]
     ) -> pd.DataFrame:
-        stems = Counter(_stem(p) for p in files)
-        prefix = {p: _stem(p) if stems[_stem(p)] == 1 else str(p) for p in files}
-        columns: dict[str, list] = {name: [] for name in _TABLE_COLUMNS}
+        stems = Counter(file_stem(p) for p in files)
+        prefix = {p: file_stem(p) if stems[file_stem(p)] == 1 else str(p) for p in files}
+        columns: dict[str, list] = {name: [] for name in TABLE_COLUMNS}
         for w in windows:
             n = len(w.starts)
             shared = len(record_files[w.record_id]) > 1
@@ -727,7 +453,7 @@ class FastaAdapter(Adapter):
                 f"(first in row {first + 1}; rows counted from 1 after the header)"
             )
         frame = frame.assign(**{self.labels_key: keys}).set_index(self.labels_key)
-        taken = set(_TABLE_COLUMNS) | set(
+        taken = set(TABLE_COLUMNS) | set(
             self.filename_pattern.groupindex if self.filename_pattern else ()
         )
         clashes = sorted(set(map(str, frame.columns)) & taken)
@@ -756,293 +482,3 @@ class FastaAdapter(Adapter):
                 "set adapter params.labels_missing to 'allow' to keep them unlabelled"
             )
         return table.join(labels, on="record_id"), unmatched
-
-
-# --- pair builder ------------------------------------------------------------------------
-
-
-@PAIR_BUILDERS.register("dna_views")
-class DNAViews(PairBuilder):
-    """Two views of each window: the other strand and/or a shifted crop.
-
-    Args:
-        reverse_complement: Pair the forward strand with the reverse complement (views
-            ``["forward", "reverse_complement"]``); ``False`` gives ``["forward",
-            "forward"]``, which differ only by their shifts.
-        max_shift: Each view's window start moves by ``s ~ U{-max_shift..max_shift}``
-            bases, drawn per view; needs the adapter's ``flank >= max_shift``.
-        mutation_rate: Each base (A, C, G or T) of a view is substituted, with this
-            probability and independently per position and view, by one of the three other
-            bases, uniformly: point mutations, which a binding site tolerates in a few of its
-            positions. Ambiguity codes and padding are kept. ``0`` (default) mutates nothing.
-        mask_fraction: Each view hides one contiguous block of ``round(mask_fraction *
-            window)`` bases, at a start drawn uniformly per view, as padding (zero columns)
-            while every other base keeps its place: the view then shows only part of the
-            window, so the positives of an object are partial readings of it that the
-            encoder must match from what each part shows (block masking, the sequence
-            counterpart of cutout; Devries & Taylor, arXiv:1708.04552, 2017). ``0``
-            (default) hides nothing.
-        neighbours: ``m > 0`` adds a third view, ``neighbour``: the forward view of one of
-            the window's ``m`` composition neighbours (module docstring), drawn per epoch
-            and shifted, mutated and masked like the others. The pairs table lists the
-            candidates of each ``neighbour`` row in a column ``neighbour_ids``. ``0``
-            (default) adds none.
-        neighbour_k: The word length of the composition profile (default 4, the
-            tetranucleotides of genome binning; 1 to 6).
-        group_by: ``None`` (default): each window is its own object, so its positives are
-            its own views (instance discrimination). The name of an items column (e.g.
-            ``record_id``, or a genome/contig column): every window sharing that value is
-            one object, so all their views are positives for each other (multi-positive
-            InfoNCE). Use it when the domain says windows of one record share an origin,
-            as in binning sequences by genome of origin.
-
-    ``make_view`` returns ``float32 [4, window]``; with ``rng=None`` the shift is 0, so the
-    canonical view (``"forward"``) is the window exactly as read.
-    """
-
-    canonical_view = "forward"
-    VIEWS = ("forward", "reverse_complement", "neighbour")
-
-    def __init__(
-        self,
-        reverse_complement: bool = True,
-        max_shift: int = 0,
-        mutation_rate: float = 0.0,
-        mask_fraction: float = 0.0,
-        neighbours: int = 0,
-        neighbour_k: int = 4,
-        group_by: str | None = None,
-    ) -> None:
-        if isinstance(max_shift, bool) or not isinstance(max_shift, int) or max_shift < 0:
-            raise ConfigError(
-                f"pairs dna_views: params.max_shift must be an integer >= 0, got {max_shift!r}"
-            )
-        for key, value in (("mutation_rate", mutation_rate), ("mask_fraction", mask_fraction)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
-                raise ConfigError(
-                    f"pairs dna_views: params.{key} must be a number in [0, 1), got {value!r}"
-                )
-        for key, value, low, high in (
-            ("neighbours", neighbours, 0, None),
-            ("neighbour_k", neighbour_k, 1, 6),
-        ):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int)
-                or value < low
-                or (high is not None and value > high)
-            ):
-                bounds = f">= {low}" if high is None else f"from {low} to {high}"
-                raise ConfigError(
-                    f"pairs dna_views: params.{key} must be an integer {bounds}, got {value!r}"
-                )
-        augmentations = (max_shift, mutation_rate, mask_fraction, neighbours)
-        if not reverse_complement and not any(augmentations):
-            raise ConfigError(
-                "pairs dna_views: params.reverse_complement is false and params.max_shift, "
-                "params.mutation_rate, params.mask_fraction and params.neighbours are 0, so "
-                "both views would be identical; enable at least one augmentation"
-            )
-        self.reverse_complement = bool(reverse_complement)
-        self.max_shift = max_shift
-        self.mutation_rate = float(mutation_rate)
-        self.mask_fraction = float(mask_fraction)
-        self.neighbours = neighbours
-        self.neighbour_k = neighbour_k
-        self.group_by = group_by
-        self._codes: np.ndarray | None = None
-        self._neighbour_table: np.ndarray | None = None
-
-    def classical_features(self, items: Items) -> list[ClassicalFeatures]:
-        """Tetranucleotide frequencies of each window, canonical and strand-specific
-        (:func:`~scicontrast.data_adapters.classical.kmer_frequencies`)."""
-        self.bind(items)
-        windows = self._codes[:, self._flank : self._flank + self._window]
-        return [kmer_features(windows, 4, canonical) for canonical in (True, False)]
-
-    def symmetry_only(self) -> tuple[str, PairBuilder] | None:
-        """The reverse complement without shifts, mutations, masks or neighbours (for
-        per-window groups only)."""
-        augmented = any((self.max_shift, self.mutation_rate, self.mask_fraction, self.neighbours))
-        if not self.reverse_complement or not augmented or self.group_by is not None:
-            return None
-        symmetry = copy.copy(self)
-        symmetry.max_shift, symmetry.mutation_rate, symmetry.neighbours = 0, 0.0, 0
-        symmetry.mask_fraction = 0.0
-        return "reverse complement", symmetry
-
-    def _check_items(self, items: Items) -> None:
-        modality = items.meta.get("modality")
-        if modality != "dna":
-            raise ConfigError(
-                f"pairs dna_views: needs DNA items (meta modality 'dna'), got {modality!r}"
-            )
-        flank = items.meta.get("flank", 0)
-        if flank < self.max_shift:
-            raise ConfigError(
-                f"pairs dna_views: params.max_shift={self.max_shift} exceeds the adapter's "
-                f"params.flank={flank}; set flank >= max_shift"
-            )
-        missing = [c for c in PAYLOAD_COLUMNS if c not in items.table.columns]
-        if missing:
-            raise InputDataError(f"items table lacks the DNA payload columns {missing}")
-
-    def build(self, items: Items) -> pd.DataFrame:
-        self._check_items(items)
-        views = ["forward", "reverse_complement" if self.reverse_complement else "forward"]
-        if self.neighbours:
-            views.append("neighbour")
-        n = len(items)
-        if self.neighbours >= n:
-            raise ConfigError(
-                f"pairs dna_views: params.neighbours={self.neighbours} needs more than "
-                f"{self.neighbours} windows, got {n}"
-            )
-        if self.group_by is None:
-            groups = np.arange(n, dtype=np.int64)
-        elif self.group_by in items.table.columns:
-            groups = pd.factorize(items.table[self.group_by], sort=False)[0].astype(np.int64)
-        else:
-            raise ConfigError(
-                f"pairs dna_views: params.group_by names column {self.group_by!r}, which the "
-                f"items table lacks; columns: {', '.join(items.table.columns)}"
-            )
-        item_ids = items.table["item_id"].to_numpy()
-        pairs = pd.DataFrame(
-            {
-                "group_id": np.repeat(groups, len(views)),
-                "item_id": np.repeat(item_ids, len(views)),
-                "view": np.tile(views, n),
-            }
-        )
-        if self.neighbours:
-            # Written down so that the table shows every window a neighbour view can show.
-            self.bind(items)
-            candidates = [list(item_ids[rows]) for rows in self.composition_neighbours()]
-            pairs["neighbour_ids"] = [
-                candidates[row // len(views)] if view == "neighbour" else None
-                for row, view in enumerate(pairs["view"])
-            ]
-        return pairs
-
-    def bind(self, items: Items) -> None:
-        """Encode every window with its flanks once, as codes ``uint8 [N, window+2*flank]``.
-
-        Codes (one byte per base) instead of one-hot floats keep 1e5 windows at a few tens
-        of MB; ``make_view`` turns a crop into columns with one table lookup.
-        """
-        self._check_items(items)
-        table = items.table
-        window, flank = int(items.meta["window"]), int(items.meta["flank"])
-        width = window + 2 * flank
-        sequences = table["sequence"].tolist()
-        lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
-        left_pads = table["left_pad"].to_numpy(dtype=np.int64)
-        sizes = left_pads + lengths + table["right_pad"].to_numpy(dtype=np.int64)
-        wrong = np.flatnonzero(sizes != width)
-        if wrong.size:
-            row = int(wrong[0])
-            raise InputDataError(
-                f"item {table['item_id'].iloc[row]!r}: left_pad + len(sequence) + right_pad "
-                f"= {sizes[row]}, expected window + 2 * flank = {width}"
-            )
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        try:
-            flat = encode_codes("".join(sequences))
-        except InvalidBaseError as exc:
-            row = int(np.searchsorted(offsets, exc.position - 1, side="right")) - 1
-            raise InputDataError(
-                f"item {table['item_id'].iloc[row]!r}: invalid character {exc.character!r} "
-                f"at position {exc.position - offsets[row]} of its sequence"
-            ) from None
-        codes = np.full((len(table), width), PAD_CODE, dtype=np.uint8)
-        for row, (pad, begin, end) in enumerate(
-            zip(left_pads.tolist(), offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)
-        ):
-            codes[row, pad : pad + end - begin] = flat[begin:end]
-        self._codes = codes
-        self._encoding = _ENCODING_TABLES[items.meta.get("ambiguous", "uniform")]
-        self._window, self._flank = window, flank
-        self._neighbour_table = None
-
-    def make_view(
-        self, item_index: int, view: str, rng: np.random.Generator | None
-    ) -> torch.Tensor:
-        if view not in self.VIEWS:
-            raise ValueError(f"dna_views: unknown view {view!r}; known: {list(self.VIEWS)}")
-        if self._codes is None:
-            raise RuntimeError("dna_views: call bind(items) before make_view")
-        if view == "neighbour":
-            drawn = 0 if rng is None else rng.integers(self.neighbours)
-            item_index = int(self.composition_neighbours()[item_index, drawn])
-        shift = 0 if rng is None else int(rng.integers(-self.max_shift, self.max_shift + 1))
-        start = self._flank + shift
-        codes = self._codes[item_index, start : start + self._window]
-        if rng is not None and self.mutation_rate > 0:
-            codes = self._mutate(codes, rng)
-        if rng is not None and self.mask_fraction > 0:
-            codes = self._mask(codes, rng)
-        columns = self._encoding[codes].T
-        if view == "reverse_complement":
-            columns = columns[::-1, ::-1]
-        return torch.from_numpy(np.ascontiguousarray(columns))
-
-    def composition_neighbours(self) -> np.ndarray:
-        """``int64 [N, neighbours]``: the rows of each bound window's composition neighbours,
-        nearest first (module docstring); computed once per ``bind``."""
-        if self._codes is None:
-            raise RuntimeError("dna_views: call bind(items) before composition_neighbours")
-        if self.neighbours == 0:
-            raise ValueError("dna_views: params.neighbours is 0, so there are no neighbours")
-        if self._neighbour_table is None:
-            from sklearn.neighbors import NearestNeighbors
-            from sklearn.preprocessing import StandardScaler
-
-            window = self._codes[:, self._flank : self._flank + self._window]
-            counts = kmer_counts(window, self.neighbour_k)
-            profiles = StandardScaler().fit_transform(
-                counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-            )
-            search = NearestNeighbors(n_neighbors=self.neighbours + 1, metric="cosine")
-            nearest = search.fit(profiles).kneighbors(profiles, return_distance=False)
-            # A window is usually its own nearest, but an identical window can tie with it:
-            # drop the window itself wherever it is, else the farthest candidate.
-            others = nearest != np.arange(len(nearest))[:, None]
-            order = np.argsort(~others, axis=1, kind="stable")[:, : self.neighbours]
-            self._neighbour_table = np.take_along_axis(nearest, order, axis=1)
-        return self._neighbour_table
-
-    def _mutate(self, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """``codes`` with each of A, C, G, T (codes 1-4) replaced, with probability
-        ``mutation_rate``, by one of the other three."""
-        base = codes.astype(np.int64) - 1
-        mutated = (rng.random(len(codes)) < self.mutation_rate) & (base >= 0) & (base < 4)
-        other = (base + rng.integers(1, 4, size=len(codes))) % 4 + 1
-        return np.where(mutated, other, codes).astype(codes.dtype)
-
-    def _mask(self, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """``codes`` with one block of ``round(mask_fraction * window)`` positions, at a
-        uniformly drawn start, set to padding."""
-        length = round(self.mask_fraction * len(codes))
-        start = int(rng.integers(len(codes) - length + 1))
-        masked = codes.copy()
-        masked[start : start + length] = PAD_CODE
-        return masked
-
-    def specificity(self, items: Items, k: int = 4) -> tuple[str, np.ndarray]:
-        """Mean k-mer surprisal of each window: ``mean_j -log f(kmer_j)``.
-
-        ``f`` is the frequency of a k-mer among all k-mers of all windows, a k-mer and its
-        reverse complement pooled (so both strands of a window score alike); k-mers with an
-        ambiguous base or padding are skipped. A window made of rare k-mers scores high: it
-        is specific. A window without a single clean k-mer gets ``NaN``.
-        """
-        self.bind(items)
-        index, valid = kmer_words(self._codes[:, self._flank : self._flank + self._window], k)
-        counts = np.bincount(index[valid], minlength=4**k).astype(np.float64)
-        counts += counts[reverse_complement_kmers(k)]
-        surprisal = -np.log(np.maximum(counts, 1.0) / max(counts.sum(), 1.0))
-        totals = np.where(valid, surprisal[index], 0.0).sum(axis=1)
-        per_window = valid.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return f"{k}-mer surprisal", np.where(per_window > 0, totals / per_window, np.nan)

@@ -1,36 +1,8 @@
-"""The ``scicontrast`` command: one subcommand per workflow step.
+"""The handlers of the ``scicontrast`` subcommands: thin shells around plain functions.
 
-Each subcommand is a thin shell around a plain Python function, so every step runs (and is
-tested) without Snakemake; the Snakemake rules call these same commands.
-
-    scicontrast demo-data dna --out results/demo_data/dna
-    scicontrast demo-data graph --out results/demo_data/graph
-    scicontrast demo-data grains --out results/demo_data/grains
-    scicontrast segment results/demo_data/grains/micrographs --out results/segmentations/S
-    scicontrast demo-data audio-image --out results/demo_data/audio_image
-    scicontrast synchronize results/demo_data/audio_image/manifest.csv \
-                         --out results/synchronizations/S --truth-column true_event
-    scicontrast resolve-config --config config.yaml --experiment dna_demo --out R/config.json
-    scicontrast prepare  --config R/config.json --out R/items
-    scicontrast pairs    --config R/config.json --items R/items --out R/pairs.parquet
-    scicontrast train    --config R/config.json --items R/items --pairs R/pairs.parquet \
-                         --out R/model
-    scicontrast embed R/items --model R/model/model.pt --out R/embeddings
-    scicontrast cluster  --config R/config.json --embeddings R/embeddings --out R/clusters
-    scicontrast diagnostics --config R/config.json --model R/model/model.pt --items R/items \
-                         --pairs R/pairs.parquet --out R/diagnostics
-    scicontrast evaluate --config R/config.json --model R/model/model.pt --items R/items \
-                         --pairs R/pairs.parquet --embeddings R/embeddings \
-                         --clusters R/clusters --diagnostics R/diagnostics --out R/metrics
-    scicontrast export   --model R/model/model.pt --items R/items --embeddings R/embeddings \
-                         --clusters R/clusters --out R/export
-    scicontrast plots    --config R/config.json --embeddings R/embeddings \
-                         --clusters R/clusters --training-metrics R/model/metrics.jsonl \
-                         --diagnostics R/diagnostics --out R/plots
-
-with R = results/dna_demo. New raw files go through the adapter a model was trained with:
-
-    scicontrast embed new.fa more.fa --model R/model/model.pt --out new_embeddings
+Each handler takes the parsed arguments (:mod:`scicontrast.cli.parsers`), imports what its
+step needs when it runs (a DNA step never imports the graph stack) and returns nothing:
+errors a user can act on are :class:`~scicontrast.errors.ScicontrastError`.
 """
 
 from __future__ import annotations
@@ -38,11 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from scicontrast.errors import Preempted, ScicontrastError
+from scicontrast.errors import ScicontrastError
 
 log = logging.getLogger("scicontrast")
 
@@ -85,7 +56,7 @@ def cmd_demo_data(args: argparse.Namespace) -> None:
         return _demo_audio_image(args)
     if args.domain == "genomes":
         return _demo_genomes(args)
-    from scicontrast.data_adapters.demo_dna import generate_demo_dna
+    from scicontrast.data_adapters.dna.demo import generate_demo_dna
 
     paths = generate_demo_dna(
         args.out,
@@ -98,7 +69,7 @@ def cmd_demo_data(args: argparse.Namespace) -> None:
 
 
 def _demo_graph(args: argparse.Namespace) -> None:
-    from scicontrast.data_adapters.demo_graph import generate_demo_graph
+    from scicontrast.data_adapters.graphs.demo import generate_demo_graph
 
     paths = generate_demo_graph(
         args.out,
@@ -113,7 +84,7 @@ def _demo_graph(args: argparse.Namespace) -> None:
 
 
 def _demo_grains(args: argparse.Namespace) -> None:
-    from scicontrast.data_adapters.demo_grains import generate_demo_grains
+    from scicontrast.data_adapters.grains.demo import generate_demo_grains
 
     paths = generate_demo_grains(
         args.out,
@@ -129,7 +100,7 @@ def _demo_grains(args: argparse.Namespace) -> None:
 
 
 def _demo_audio_image(args: argparse.Namespace) -> None:
-    from scicontrast.data_adapters.demo_audio_image import generate_demo_audio_image
+    from scicontrast.data_adapters.audio_image.demo import generate_demo_audio_image
 
     manifest = generate_demo_audio_image(
         args.out,
@@ -145,7 +116,7 @@ def _demo_audio_image(args: argparse.Namespace) -> None:
 
 
 def _demo_genomes(args: argparse.Namespace) -> None:
-    from scicontrast.data_adapters.demo_genomes import generate_demo_genomes
+    from scicontrast.data_adapters.dna.demo_genomes import generate_demo_genomes
 
     paths = generate_demo_genomes(
         args.out,
@@ -176,7 +147,7 @@ def cmd_genome_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_synchronize(args: argparse.Namespace) -> None:
-    from scicontrast.data_adapters.audio_image import synchronize
+    from scicontrast.data_adapters.audio_image.synchronization import synchronize
 
     summary = synchronize(
         args.manifests,
@@ -208,7 +179,7 @@ def cmd_synchronize(args: argparse.Namespace) -> None:
 
 
 def cmd_segment(args: argparse.Namespace) -> None:
-    from scicontrast.data_adapters.grains import segment
+    from scicontrast.data_adapters.grains.folders import segment
     from scicontrast.errors import ConfigError
 
     try:
@@ -362,7 +333,8 @@ def cmd_plots(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from scicontrast.analysis.baselines import format_verdict
-    from scicontrast.analysis.evaluate import evaluate, format_report
+    from scicontrast.analysis.evaluate import evaluate
+    from scicontrast.analysis.summary import format_report
     from scicontrast.io import atomic_path
 
     experiment = _experiment(args)
@@ -405,213 +377,21 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"{header}\n{report}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="scicontrast",
-        description="Contrastive learning from scientific domain knowledge, one step at a time.",
-    )
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def with_config(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", required=True, type=Path, help="config YAML/JSON")
-        p.add_argument(
-            "--experiment", help="experiment name (optional when the config declares one)"
-        )
-
-    p = sub.add_parser("resolve-config", help="validate, fill defaults, write one experiment")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--config", type=Path, help="config YAML/JSON")
-    source.add_argument("--json", help="the config as a JSON string (used by the workflow)")
-    p.add_argument("--experiment")
-    p.add_argument("--out", required=True, type=Path)
-    p.set_defaults(func=cmd_resolve_config)
-
-    p = sub.add_parser("demo-data", help="generate an embedded demo data set")
-    p.add_argument("domain", choices=["dna", "graph", "grains", "audio-image", "genomes"])
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--sources", type=int, default=4)
-    p.add_argument("--sequences-per-source", type=int, default=150)
-    p.add_argument(
-        "--length", type=int, default=None, help="dna: sequence length (300); genomes (40000)"
-    )
-    p.add_argument("--blocks", type=int, default=4, help="graph: stochastic-block-model blocks")
-    p.add_argument("--nodes-per-block", type=int, default=100, help="graph")
-    p.add_argument("--p-in", type=float, default=0.06, help="graph: edge probability in a block")
-    p.add_argument("--p-out", type=float, default=0.0075, help="graph: ... between blocks")
-    p.add_argument("--features", type=int, default=64, help="graph: bag-of-words size")
-    p.add_argument("--images", type=int, default=8, help="grains: micrographs")
-    p.add_argument("--size", type=int, default=320, help="grains: micrograph side (pixels)")
-    p.add_argument("--grains-per-image", type=int, default=60, help="grains: Voronoi seeds")
-    p.add_argument("--classes", type=int, default=4, help="grains: orientation classes")
-    p.add_argument("--noise", type=float, default=0.04, help="grains: noise std (0..1 scale)")
-    p.add_argument("--blur", type=float, default=0.8, help="grains: Gaussian blur (pixels)")
-    p.add_argument("--events", type=int, default=240, help="audio-image: events on the timeline")
-    p.add_argument(
-        "--clock-offset-s", type=float, default=3.7, help="audio-image: camera clock offset (s)"
-    )
-    p.add_argument("--jitter-s", type=float, default=0.05, help="audio-image: clock jitter (s)")
-    p.add_argument(
-        "--dropout", type=float, default=0.05, help="audio-image: events missing one side"
-    )
-    p.add_argument("--image-size", type=int, default=24, help="audio-image: image side (pixels)")
-    p.add_argument("--species", type=int, default=3, help="genomes: species")
-    p.add_argument("--strains", type=int, default=2, help="genomes: strains per species")
-    p.add_argument(
-        "--divergence", type=float, default=0.03, help="genomes: strain substitution rate"
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_demo_data)
-
-    p = sub.add_parser("segment", help="segment micrographs into grains (labels, tables, overlays)")
-    p.add_argument("paths", nargs="+", help="image files, glob patterns or folders")
-    p.add_argument("--out", required=True, type=Path, help="segmentation folder to write")
-    p.add_argument(
-        "--params", default="{}", help="segmentation parameters as JSON, e.g. '{\"h\": 2}'"
-    )
-    p.add_argument("--pixel-size-um", type=float, help="micrometres per pixel")
-    p.add_argument(
-        "--annotation",
-        action="append",
-        default=[],
-        metavar="COLUMN=LOCATION",
-        help="per-pixel integer annotation: a template with {image} or a folder of <image>.png",
-    )
-    p.set_defaults(func=cmd_segment)
-
-    p = sub.add_parser(
-        "synchronize", help="estimate device clock offsets and pair audio with image events"
-    )
-    p.add_argument("manifests", nargs="+", type=Path, help="manifests (CSV, TSV or Parquet)")
-    p.add_argument("--out", required=True, type=Path, help="synchronisation folder to write")
-    p.add_argument("--reference-device", help="default: the audio device with most events")
-    p.add_argument("--tolerance-s", type=float, default=0.25, help="pairing tolerance (s)")
-    p.add_argument("--max-offset-s", type=float, default=10.0, help="offset search range (s)")
-    p.add_argument("--truth-column", help="ground-truth event id column: scores the pairing")
-    p.add_argument("--device-column", default="device")
-    p.add_argument("--file-column", default="file")
-    p.add_argument("--time-column", default="time")
-    p.add_argument("--modality-column", default="modality")
-    p.set_defaults(func=cmd_synchronize)
-
-    p = sub.add_parser("cut-reads", help="cut reads from the genomes training held out")
-    with_config(p)
-    p.add_argument("--items", required=True, type=Path)
-    p.add_argument("--pairs", required=True, type=Path)
-    p.add_argument("--length", required=True, type=int)
-    p.add_argument("--out", required=True, type=Path)
-    p.set_defaults(func=cmd_cut_reads)
-
-    p = sub.add_parser("genome-eval", help="genome of origin of reads: encoder vs TNF, 5-mers")
-    p.add_argument("--model", required=True, type=Path)
-    p.add_argument("--reads", required=True, type=Path, nargs="+", help="cut-reads folders")
-    p.add_argument("--out", required=True, type=Path, help="JSON file")
-    p.set_defaults(func=cmd_genome_eval)
-
-    p = sub.add_parser("prepare", help="read raw data with the adapter into an items folder")
-    with_config(p)
-    p.add_argument("--out", required=True, type=Path, help="items folder to write")
-    p.set_defaults(func=cmd_prepare)
-
-    p = sub.add_parser("pairs", help="build the positive-pairs table")
-    with_config(p)
-    p.add_argument("--items", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path, help="pairs Parquet file to write")
-    p.set_defaults(func=cmd_pairs)
-
-    p = sub.add_parser("train", help="train encoder + head with InfoNCE; resumes by default")
-    with_config(p)
-    p.add_argument("--items", required=True, type=Path)
-    p.add_argument("--pairs", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path, help="model folder")
-    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser(
-        "embed", help="embed an items folder, or new raw files, with a trained model"
-    )
-    p.add_argument(
-        "inputs",
-        nargs="+",
-        type=Path,
-        metavar="ITEMS_OR_FILE",
-        help="an items folder (from 'prepare'), or raw files read with the model's adapter",
-    )
-    p.add_argument("--model", required=True, type=Path, help="model.pt from 'train'")
-    p.add_argument("--out", required=True, type=Path, help="embeddings folder to write")
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.set_defaults(func=cmd_embed)
-
-    p = sub.add_parser("cluster", help="k-means, HDBSCAN and Leiden on the embeddings")
-    with_config(p)
-    p.add_argument("--embeddings", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
-    p.set_defaults(func=cmd_cluster)
-
-    p = sub.add_parser("evaluate", help="linear probe, kNN and invariance score")
-    with_config(p)
-    p.add_argument("--model", required=True, type=Path)
-    p.add_argument("--items", required=True, type=Path)
-    p.add_argument("--pairs", required=True, type=Path)
-    p.add_argument("--embeddings", required=True, type=Path)
-    p.add_argument("--clusters", type=Path, help="clusters folder, to include in the summary")
-    p.add_argument("--diagnostics", type=Path, help="diagnostics folder, to include in the summary")
-    p.add_argument("--out", required=True, type=Path, help="metrics folder to write")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser(
-        "diagnostics", help="InfoNCE diagnostics on held-out data, against the untrained model"
-    )
-    with_config(p)
-    p.add_argument("--model", required=True, type=Path)
-    p.add_argument("--items", required=True, type=Path)
-    p.add_argument("--pairs", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path, help="diagnostics folder to write")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.set_defaults(func=cmd_diagnostics)
-
-    p = sub.add_parser("export", help="AnnData (.h5ad), TorchScript encoder and model card")
-    p.add_argument("--model", required=True, type=Path)
-    p.add_argument("--items", required=True, type=Path)
-    p.add_argument("--embeddings", required=True, type=Path)
-    p.add_argument("--clusters", type=Path, help="clusters folder: categorical obs columns")
-    p.add_argument("--out", required=True, type=Path, help="export folder to write")
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser("plots", help="t-SNE maps, training curves and diagnostics as PNG")
-    with_config(p)
-    p.add_argument("--embeddings", required=True, type=Path)
-    p.add_argument("--clusters", required=True, type=Path)
-    p.add_argument("--training-metrics", required=True, type=Path, help="model/metrics.jsonl")
-    p.add_argument("--diagnostics", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path, help="plots folder to write")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for t-SNE")
-    p.set_defaults(func=cmd_plots)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.captureWarnings(True)
-    try:
-        args.func(args)
-    except Preempted as exc:
-        print(f"scicontrast {args.command}: {exc}", file=sys.stderr)
-        return 128 + signal.SIGTERM
-    except ScicontrastError as exc:
-        print(f"scicontrast {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+#: The handler of each subcommand, by its name on the command line.
+COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "resolve-config": cmd_resolve_config,
+    "demo-data": cmd_demo_data,
+    "cut-reads": cmd_cut_reads,
+    "genome-eval": cmd_genome_eval,
+    "synchronize": cmd_synchronize,
+    "segment": cmd_segment,
+    "prepare": cmd_prepare,
+    "pairs": cmd_pairs,
+    "train": cmd_train,
+    "embed": cmd_embed,
+    "cluster": cmd_cluster,
+    "diagnostics": cmd_diagnostics,
+    "export": cmd_export,
+    "plots": cmd_plots,
+    "evaluate": cmd_evaluate,
+}
