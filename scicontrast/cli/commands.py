@@ -14,14 +14,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from scicontrast.errors import ScicontrastError
+from scicontrast.experiment import Experiment
 
 log = logging.getLogger("scicontrast")
 
 
-def _experiment(args: argparse.Namespace) -> dict:
+def _experiment(args: argparse.Namespace) -> Experiment:
     from scicontrast.config import load_experiment
 
-    return load_experiment(args.config, args.experiment)
+    return Experiment.from_dict(load_experiment(args.config, args.experiment))
 
 
 def cmd_resolve_config(args: argparse.Namespace) -> None:
@@ -214,9 +215,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     from scicontrast.registry import ADAPTERS
 
     experiment = _experiment(args)
-    adapter = ADAPTERS.create(
-        experiment["adapter"], where=f"experiments.{experiment['name']}.adapter"
-    )
+    adapter = ADAPTERS.create(experiment.adapter, where=f"experiments.{experiment.name}.adapter")
     items = adapter.read()
     items.save(args.out)
     log.info("wrote %d items to %s", len(items), args.out)
@@ -228,9 +227,7 @@ def cmd_pairs(args: argparse.Namespace) -> None:
     from scicontrast.registry import PAIR_BUILDERS
 
     experiment = _experiment(args)
-    builder = PAIR_BUILDERS.create(
-        experiment["pairs"], where=f"experiments.{experiment['name']}.pairs"
-    )
+    builder = PAIR_BUILDERS.create(experiment.pairs, where=f"experiments.{experiment.name}.pairs")
     items = Items.load(args.items)
     pairs = builder.build(items)
     write_parquet(args.out, pairs)
@@ -238,11 +235,12 @@ def cmd_pairs(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from scicontrast.config import load_experiment
     from scicontrast.models.train import train
 
-    experiment = _experiment(args)
+    # The training loop takes the experiment's dict form, as load_experiment returns it.
     train(
-        experiment,
+        load_experiment(args.config, args.experiment),
         items_dir=args.items,
         pairs_path=args.pairs,
         out_dir=args.out,
@@ -271,18 +269,18 @@ def cmd_cluster(args: argparse.Namespace) -> None:
     from scicontrast.analysis.cluster import cluster
 
     experiment = _experiment(args)
-    analysis = experiment["analysis"]
+    analysis = experiment.analysis
     metrics = cluster(
         args.embeddings,
         args.out,
-        label_column=analysis["label_column"],
-        kmeans_clusters=analysis["kmeans_clusters"],
-        hdbscan_min_cluster_size=analysis["hdbscan_min_cluster_size"],
-        hdbscan_pca_components=analysis["hdbscan_pca_components"],
-        seed=experiment["training"]["seed"],
-        methods=analysis["cluster_methods"],
-        leiden_resolution=analysis["leiden_resolution"],
-        leiden_neighbors=analysis["leiden_neighbors"],
+        label_column=analysis.label_column,
+        kmeans_clusters=analysis.kmeans_clusters,
+        hdbscan_min_cluster_size=analysis.hdbscan_min_cluster_size,
+        hdbscan_pca_components=analysis.hdbscan_pca_components,
+        seed=experiment.training.seed,
+        methods=analysis.cluster_methods,
+        leiden_resolution=analysis.leiden_resolution,
+        leiden_neighbors=analysis.leiden_neighbors,
     )
     print(json.dumps(metrics, indent=2))
 
@@ -290,16 +288,16 @@ def cmd_cluster(args: argparse.Namespace) -> None:
 def cmd_diagnostics(args: argparse.Namespace) -> None:
     from scicontrast.analysis.diagnostics import diagnose, format_diagnostics
 
-    analysis = _experiment(args)["analysis"]
+    analysis = _experiment(args).analysis
     result = diagnose(
         args.model,
         args.items,
         args.pairs,
         args.out,
-        label_column=analysis["label_column"],
-        max_groups=analysis["diagnostics_max_groups"],
-        projections=analysis["gaussianity_projections"],
-        knn_k=analysis["knn_k"],
+        label_column=analysis.label_column,
+        max_groups=analysis.diagnostics_max_groups,
+        projections=analysis.gaussianity_projections,
+        knn_k=analysis.knn_k,
         device=args.device,
     )
     print("\n".join(format_diagnostics(result)))
@@ -322,10 +320,10 @@ def cmd_plots(args: argparse.Namespace) -> None:
         args.training_metrics,
         args.diagnostics,
         args.out,
-        experiment_name=experiment["name"],
-        label_column=experiment["analysis"]["label_column"],
-        max_points=experiment["analysis"]["map_max_points"],
-        seed=experiment["training"]["seed"],
+        experiment_name=experiment.name,
+        label_column=experiment.analysis.label_column,
+        max_points=experiment.analysis.map_max_points,
+        seed=experiment.training.seed,
         threads=args.threads,
     )
     log.info("wrote %s to %s", ", ".join(written), args.out)
@@ -338,7 +336,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from scicontrast.io import atomic_path
 
     experiment = _experiment(args)
-    analysis = experiment["analysis"]
+    analysis = experiment.analysis
     out = Path(args.out)
     with atomic_path(out) as tmp:
         tmp.mkdir()
@@ -348,18 +346,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             args.pairs,
             args.embeddings,
             tmp / "evaluation.json",
-            label_column=analysis["label_column"],
-            probe_test_fraction=analysis["probe_test_fraction"],
-            probe_seeds=analysis["probe_seeds"],
-            probe_scaling=analysis["probe_scaling"],
-            probe_class_weight=analysis["probe_class_weight"],
-            probe_group_column=analysis["probe_group_column"],
-            knn_k=analysis["knn_k"],
-            invariance_negatives=analysis["invariance_negatives"],
-            seed=experiment["training"]["seed"],
+            label_column=analysis.label_column,
+            probe_test_fraction=analysis.probe_test_fraction,
+            probe_seeds=analysis.probe_seeds,
+            probe_scaling=analysis.probe_scaling,
+            probe_class_weight=analysis.probe_class_weight,
+            probe_group_column=analysis.probe_group_column,
+            knn_k=analysis.knn_k,
+            invariance_negatives=analysis.invariance_negatives,
+            seed=experiment.training.seed,
             device=args.device,
-            baselines=analysis["baselines"],
-            untrained_control=analysis["untrained_control"],
+            baselines=analysis.baselines,
+            untrained_control=analysis.untrained_control,
         )
         clusters = None
         if args.clusters:
@@ -372,7 +370,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             report += "\n" + "\n".join(format_diagnostics(diagnostics)) + "\n"
         if "comparison" in evaluation:
             report += "\n".join(format_verdict(evaluation["comparison"])) + "\n"
-        header = f"experiment {experiment['name']}"
+        header = f"experiment {experiment.name}"
         (tmp / "summary.txt").write_text(f"{header}\n{report}\n")
     print(f"{header}\n{report}")
 
