@@ -142,14 +142,14 @@ class FastaAdapter(Adapter):
                 key,
                 f"must be an integer >= {minimum}, got {value!r}",
             )
-        for key, value, allowed in (
+        for key, choice, allowed in (
             ("short_sequences", self.short_sequences, ("error", "skip", "pad")),
             ("ambiguous", self.ambiguous, AMBIGUOUS_POLICIES),
             ("labels_missing", self.labels_missing, ("error", "allow")),
             ("format", self.format, (None, "fasta", "fastq")),
             ("duplicate_ids", self.duplicate_ids, ("error", "number")),
         ):
-            require(value in allowed, key, f"must be one of {list(allowed)}, got {value!r}")
+            require(choice in allowed, key, f"must be one of {list(allowed)}, got {choice!r}")
         require(
             isinstance(self.max_ambiguous_fraction, (int, float))
             and 0.0 <= self.max_ambiguous_fraction <= 1.0,
@@ -373,7 +373,7 @@ class FastaAdapter(Adapter):
     ) -> pd.DataFrame:
         stems = Counter(file_stem(p) for p in files)
         prefix = {p: file_stem(p) if stems[file_stem(p)] == 1 else str(p) for p in files}
-        columns: dict[str, list] = {name: [] for name in TABLE_COLUMNS}
+        columns: dict[str, Any] = {name: [] for name in TABLE_COLUMNS}
         for w in windows:
             n = len(w.starts)
             shared = len(record_files[w.record_id]) > 1
@@ -416,6 +416,7 @@ class FastaAdapter(Adapter):
         return table
 
     def _read_labels(self) -> pd.DataFrame:
+        assert self.labels is not None  # read() calls this only with a labels table
         path = Path(self.labels)
         if not path.is_file():
             raise InputDataError(f"{path}: labels table not found")

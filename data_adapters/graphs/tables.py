@@ -16,7 +16,7 @@ and edge tables in that order, ``networkx`` the new graph file and, when the mod
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +98,7 @@ class NodeColumns:
         classes: list | None,
         unknown_labels: str,
         feature_columns: list[str] | None,
-        metadata_columns: list[str],
+        metadata_columns: Sequence[str],
         split_column: str | None,
         missing_features: str,
     ) -> None:
@@ -291,7 +291,7 @@ class GraphTableAdapter(GraphAdapter):
         classes: list | None = None,
         unknown_labels: str = "error",
         feature_columns: list[str] | None = None,
-        metadata_columns: list[str] = (),
+        metadata_columns: Sequence[str] = (),
         split_column: str | None = None,
         missing_features: str = "error",
         missing_nodes: str = "error",
