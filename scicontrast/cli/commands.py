@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from scicontrast.errors import ScicontrastError
 from scicontrast.experiment import Experiment
@@ -48,86 +49,45 @@ def cmd_resolve_config(args: argparse.Namespace) -> None:
     write_json(args.out, resolved)
 
 
+def demo_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The demo generator's keyword arguments: the schema's defaults for the domain
+    (``demo_data.<domain>``, ``out_dir`` aside), overridden by the options given."""
+    from scicontrast.config import load_schema
+
+    domain = args.domain.replace("-", "_")
+    section = load_schema()["properties"]["demo_data"]["properties"][domain]["properties"]
+    settings = {key: spec["default"] for key, spec in section.items() if key != "out_dir"}
+    given = {key: getattr(args, key) for key in settings if getattr(args, key) is not None}
+    return {**settings, **given}
+
+
 def cmd_demo_data(args: argparse.Namespace) -> None:
-    if args.domain == "graph":
-        return _demo_graph(args)
-    if args.domain == "grains":
-        return _demo_grains(args)
-    if args.domain == "audio-image":
-        return _demo_audio_image(args)
-    if args.domain == "genomes":
-        return _demo_genomes(args)
-    from scicontrast.data_adapters.dna.demo import generate_demo_dna
+    settings = demo_settings(args)
+    if args.domain == "dna":
+        from scicontrast.data_adapters.dna.demo import generate_demo_dna
 
-    paths = generate_demo_dna(
-        args.out,
-        sources=args.sources,
-        sequences_per_source=args.sequences_per_source,
-        length=300 if args.length is None else args.length,
-        seed=args.seed,
-    )
-    log.info("wrote %d demo FASTA files to %s", len(paths), args.out)
+        paths = generate_demo_dna(args.out, **settings)
+        log.info("wrote %d demo FASTA files to %s", len(paths), args.out)
+    elif args.domain == "genomes":
+        from scicontrast.data_adapters.dna.demo_genomes import generate_demo_genomes
 
+        paths = generate_demo_genomes(args.out, **settings)
+        log.info("wrote %d demo genomes and genomes.tsv to %s", len(paths), args.out)
+    elif args.domain == "graph":
+        from scicontrast.data_adapters.graphs.demo import generate_demo_graph
 
-def _demo_graph(args: argparse.Namespace) -> None:
-    from scicontrast.data_adapters.graphs.demo import generate_demo_graph
+        paths = generate_demo_graph(args.out, **settings)
+        log.info("wrote the demo graph (%s) to %s", ", ".join(p.name for p in paths), args.out)
+    elif args.domain == "grains":
+        from scicontrast.data_adapters.grains.demo import generate_demo_grains
 
-    paths = generate_demo_graph(
-        args.out,
-        blocks=args.blocks,
-        nodes_per_block=args.nodes_per_block,
-        p_in=args.p_in,
-        p_out=args.p_out,
-        features=args.features,
-        seed=args.seed,
-    )
-    log.info("wrote the demo graph (%s) to %s", ", ".join(p.name for p in paths), args.out)
+        paths = generate_demo_grains(args.out, **settings)
+        log.info("wrote %d demo micrographs and their ground truth to %s", len(paths), args.out)
+    else:
+        from scicontrast.data_adapters.audio_image.demo import generate_demo_audio_image
 
-
-def _demo_grains(args: argparse.Namespace) -> None:
-    from scicontrast.data_adapters.grains.demo import generate_demo_grains
-
-    paths = generate_demo_grains(
-        args.out,
-        images=args.images,
-        size=args.size,
-        grains_per_image=args.grains_per_image,
-        classes=args.classes,
-        noise=args.noise,
-        blur=args.blur,
-        seed=args.seed,
-    )
-    log.info("wrote %d demo micrographs and their ground truth to %s", len(paths), args.out)
-
-
-def _demo_audio_image(args: argparse.Namespace) -> None:
-    from scicontrast.data_adapters.audio_image.demo import generate_demo_audio_image
-
-    manifest = generate_demo_audio_image(
-        args.out,
-        events=args.events,
-        classes=args.classes,
-        clock_offset_s=args.clock_offset_s,
-        jitter_s=args.jitter_s,
-        dropout=args.dropout,
-        image_size=args.image_size,
-        seed=args.seed,
-    )
-    log.info("wrote the demo recordings and %s", manifest)
-
-
-def _demo_genomes(args: argparse.Namespace) -> None:
-    from scicontrast.data_adapters.dna.demo_genomes import generate_demo_genomes
-
-    paths = generate_demo_genomes(
-        args.out,
-        species=args.species,
-        strains=args.strains,
-        length=40_000 if args.length is None else args.length,
-        divergence=args.divergence,
-        seed=args.seed,
-    )
-    log.info("wrote %d demo genomes and genomes.tsv to %s", len(paths), args.out)
+        manifest = generate_demo_audio_image(args.out, **settings)
+        log.info("wrote the demo recordings and %s", manifest)
 
 
 def cmd_cut_reads(args: argparse.Namespace) -> None:
