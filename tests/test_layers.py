@@ -114,14 +114,3 @@ def test_no_two_modules_import_each_other_even_through_others():
     for module in sorted(graph):
         if module not in state:
             visit(module, [module])
-
-
-def test_every_package_is_listed_for_setuptools():
-    """A wheel holds only the packages pyproject lists: a new subpackage must be listed."""
-    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-
-    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
-    packages = {name for name, path in MODULES.items() if path.name == "__init__.py"}
-    assert set(setuptools["packages"]) == packages
-    for package, folder in FOLDERS.items():
-        assert setuptools["package-dir"][package] == folder.relative_to(REPO).as_posix()
