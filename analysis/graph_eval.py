@@ -169,7 +169,8 @@ def public_split_probe(
         return None
     labelled = table[label_column].notna().to_numpy()
     codes, _ = pd.factorize(table[label_column].astype(object), sort=True)
-    split = tuple(np.flatnonzero(table[mask].to_numpy(dtype=bool) & labelled) for mask in masks)
+    train, val, test = (np.flatnonzero(table[m].to_numpy(dtype=bool) & labelled) for m in masks)
+    split = (train, val, test)
     if any(len(part) == 0 for part in split):
         return None
     return validated_probe(embeddings, codes, split, scaling, class_weight=class_weight)
