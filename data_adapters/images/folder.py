@@ -43,12 +43,6 @@ from scicontrast.data_adapters.images.cropping import (
     RESIZE_POLICIES,
     square_image,
 )
-from scicontrast.data_adapters.images.labels import (
-    compile_filename_pattern,
-    filename_groups,
-    match_table_to_files,
-    read_table,
-)
 from scicontrast.data_adapters.images.patches import (
     EXTENT,
     PIXELS,
@@ -63,6 +57,12 @@ from scicontrast.data_adapters.images.reading import (
     read_micrographs,
     to_rgb,
     to_uint8,
+)
+from scicontrast.data_adapters.labels import (
+    compile_filename_pattern,
+    filename_groups,
+    match_table_to_files,
+    read_table,
 )
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import ADAPTERS
