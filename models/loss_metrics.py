@@ -86,8 +86,8 @@ def loss_metrics(
     """
     counted_anchors = sum(has_positive.sum() for *_, has_positive in directions)
     positive_cosines = torch.cat([s[p] for s, p, _, _ in directions])
-    negative_count = 0
-    negative_cosine_sum = 0
+    negative_count = torch.zeros((), dtype=torch.long, device=loss.device)
+    negative_cosine_sum = torch.zeros((), dtype=positive_cosines.dtype, device=loss.device)
     for similarity, positive, valid, has_positive in directions:
         negative = valid & ~positive & has_positive[:, None]
         negative_count = negative_count + negative.sum()

@@ -51,7 +51,7 @@ class AudioImageBatch:
         def move(t: torch.Tensor) -> torch.Tensor:
             return t.to(device, non_blocking=non_blocking)
 
-        towers = None if self.towers is None else tuple(move(t) for t in self.towers)
+        towers = None if self.towers is None else (move(self.towers[0]), move(self.towers[1]))
         return replace(
             self,
             audio=move(self.audio),
