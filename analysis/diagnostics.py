@@ -235,7 +235,6 @@ def diagnose(
     The experiment (pair builder, seed, batch size, hold-out) comes from the model file.
     Returns what ``diagnostics.json`` holds.
     """
-    from scicontrast.analysis.embed import embed_items
     from scicontrast.models.contrastive import load_model
     from scicontrast.registry import PAIR_BUILDERS
 
@@ -256,7 +255,6 @@ def diagnose(
         pairs, experiment.training.holdout_fraction, seed, max_groups
     )
     chosen_pairs = pairs[pairs["group_id"].isin(groups)]
-    held_out = training_groups is not None
 
     def batches(selected: pd.DataFrame):
         epoch = builder.training_batches(items, selected, seed, batch_size)
@@ -265,7 +263,7 @@ def diagnose(
 
     result: dict[str, Any] = {
         "subset": {
-            "held_out_from_training": held_out,
+            "held_out_from_training": training_groups is not None,
             "groups": len(groups),
             "groups_total": int(pairs["group_id"].nunique()),
             "views": len(chosen_pairs),
@@ -280,20 +278,49 @@ def diagnose(
             model, batches(pairs[pairs["group_id"].isin(training_groups)]), torch_device
         )["projection"]
 
-    # Embeddings of the chosen items (graph nodes are embedded with the whole graph).
+    nets = {"untrained": baseline, "trained": model}
+    item_rows, embedded = _embed_chosen(nets, builder, items, chosen_pairs, torch_device)
+    table = items.table.iloc[item_rows].reset_index(drop=True)
+    result["subset"]["items"] = len(table)
+    proxies = _specificity_proxies(builder, items, item_rows, table, label_column, embedded, knn_k)
+    per_item, arrays = _embedding_geometry(result, embedded, proxies, table, projections, seed)
+    _write_folder(out_dir, result, per_item, arrays)
+    return result
+
+
+def _embed_chosen(
+    nets: dict[str, Any],
+    builder: PairBuilder,
+    items: Items,
+    chosen_pairs: pd.DataFrame,
+    device: torch.device,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The rows of the chosen items and each net's embeddings of them, ``[n, D]`` (graph nodes
+    are embedded with the whole graph)."""
+    from scicontrast.analysis.embed import embed_items
+
     item_rows = np.flatnonzero(items.table["item_id"].isin(chosen_pairs["item_id"]).to_numpy())
     whole = builder.embeds_whole_set
     embed_set = items if whole else _subset(items, item_rows)
     embedded = {
-        name: embed_items(net, builder, embed_set, 512, torch_device, progress=False)
-        for name, net in (("untrained", baseline), ("trained", model))
+        name: embed_items(net, builder, embed_set, 512, device, progress=False)
+        for name, net in nets.items()
     }
     if whole:
         embedded = {name: vectors[item_rows] for name, vectors in embedded.items()}
-    table = items.table.iloc[item_rows].reset_index(drop=True)
-    result["subset"]["items"] = len(table)
+    return item_rows, embedded
 
-    proxies = _specificity_proxies(builder, items, item_rows, table, label_column, embedded, knn_k)
+
+def _embedding_geometry(
+    result: dict[str, Any],
+    embedded: dict[str, np.ndarray],
+    proxies: dict[str, Any],
+    table: pd.DataFrame,
+    projections: int,
+    seed: int,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Gaussianity of random projections and norm against specificity, per net, into
+    ``result``; the per-item table and the projection statistics to save."""
     per_item = pd.DataFrame({"item_id": table["item_id"].to_numpy()})
     arrays: dict[str, np.ndarray] = {}
     sample = np.random.default_rng([seed, 0x5A3E]).permutation(len(table))[:GAUSSIANITY_MAX_POINTS]
@@ -318,7 +345,16 @@ def diagnose(
     result["gaussian_reference"] = summarise_gaussianity(reference)
     for key in ("skew", "kurtosis", "ks", "sample"):
         arrays[f"{key}_gaussian"] = reference[key]
+    return per_item, arrays
 
+
+def _write_folder(
+    out_dir: str | Path,
+    result: dict[str, Any],
+    per_item: pd.DataFrame,
+    arrays: dict[str, np.ndarray],
+) -> None:
+    """``diagnostics.json``, ``per_item.parquet`` and ``projections.npz``, atomically."""
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         (tmp / "diagnostics.json").write_text(
@@ -326,7 +362,6 @@ def diagnose(
         )
         per_item.to_parquet(tmp / "per_item.parquet", index=False)
         np.savez(tmp / "projections.npz", **arrays)  # type: ignore[arg-type]  # stub: allow_pickle
-    return result
 
 
 def _specificity_proxies(
