@@ -27,11 +27,10 @@ LONG_MODULES = {
 LONG_FUNCTIONS = {
     "scicontrast.models.train:train": LOADER_REWRITES_IT,
     "scicontrast.models.train:_forward_backward": LOADER_REWRITES_IT,
-    # To split next: the analysis steps, a dozen keyword settings each, that read, probe,
+    # To split next: three analysis steps, a dozen keyword settings each, that read, probe,
     # score and write in one body; they shrink once they take the typed experiment's
     # Analysis section (scicontrast.experiment) instead of one parameter per key.
     "scicontrast.analysis.evaluate:evaluate": TO_SPLIT,
-    "scicontrast.analysis.diagnostics:diagnose": TO_SPLIT,
     "scicontrast.analysis.retrieval:evaluate_audio_image": TO_SPLIT,
     "scicontrast.analysis.graph_eval:evaluate_graph": TO_SPLIT,
     # Flat sequences: one step after another, each a few lines, no branch worth a name of
@@ -42,9 +41,6 @@ LONG_FUNCTIONS = {
     "scicontrast.analysis.retrieval:format_audio_image": "flat: one table after another",
     "scicontrast.analysis.export:export": "flat: one output file after another",
     "scicontrast.analysis.cluster:cluster_embeddings": "flat: one clustering after another",
-    "scicontrast.data_adapters.audio_image.synchronization:synchronize": (
-        "flat: read, estimate offsets, match, score, write the folder"
-    ),
     "scicontrast.data_adapters.grains.folders:segment": "flat: per image segment and save",
     "scicontrast.data_adapters.graphs.cleaning:GraphAdapter._graph_items": (
         "flat: one cleaning policy after another, each counted in `cleaning`"

@@ -246,7 +246,8 @@ def cmd_cluster(args: argparse.Namespace) -> None:
 
 
 def cmd_diagnostics(args: argparse.Namespace) -> None:
-    from scicontrast.analysis.diagnostics import diagnose, format_diagnostics
+    from scicontrast.analysis.diagnostics import diagnose
+    from scicontrast.analysis.diagnostics_report import format_diagnostics
 
     analysis = _experiment(args).analysis
     result = diagnose(
@@ -324,7 +325,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             clusters = json.loads((Path(args.clusters) / "metrics.json").read_text())
         report = format_report(evaluation, clusters)
         if args.diagnostics:
-            from scicontrast.analysis.diagnostics import format_diagnostics
+            from scicontrast.analysis.diagnostics_report import format_diagnostics
 
             diagnostics = json.loads((Path(args.diagnostics) / "diagnostics.json").read_text())
             report += "\n" + "\n".join(format_diagnostics(diagnostics)) + "\n"
