@@ -60,8 +60,8 @@ def loader_views_per_second(experiment: dict[str, Any], items_dir: Path, pairs_p
     batches.set_epoch(0)
     views = 0
     started = time.perf_counter()
-    for _inputs, group_ids in batches:
-        views += len(group_ids)
+    for batch in batches:
+        views += batch.n_views
     return views / (time.perf_counter() - started)
 
 

@@ -79,9 +79,11 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 from tqdm.auto import tqdm
 
 from scicontrast.data_adapters.base import Items, check_pairs_table, held_out_groups
+from scicontrast.data_adapters.batch import ContrastiveBatch
 from scicontrast.device import resolve_device
 from scicontrast.errors import ConfigError, InputDataError, Preempted, ScicontrastError
 from scicontrast.io import atomic_path
+from scicontrast.models.batch_loss import batch_loss
 from scicontrast.models.contrastive import (
     ContrastiveModel,
     build_model,
@@ -92,7 +94,6 @@ from scicontrast.models.contrastive import (
 from scicontrast.models.contrastive_metrics import VIEW_EPOCH, contrastive_metrics
 from scicontrast.models.distributed import (
     any_process,
-    gathered_info_nce,
     start_process_group,
     stop_process_group,
     sync_batchnorm,
@@ -100,7 +101,6 @@ from scicontrast.models.distributed import (
 from scicontrast.models.ensemble import member_experiment
 from scicontrast.models.grad_cache import grad_cache_step
 from scicontrast.models.losses import InfoNCEOutput
-from scicontrast.models.moco import moco_info_nce
 from scicontrast.registry import PAIR_BUILDERS
 
 logger = logging.getLogger("scicontrast.train")
@@ -123,8 +123,12 @@ def _check_lr(lr: float, name: str) -> None:
 
 
 def experiment_hash(experiment: dict[str, Any]) -> str:
-    """SHA-256 of the settings that shape training (all but ``analysis`` and ``description``)."""
+    """SHA-256 of the settings that shape training: all but ``analysis``, ``description`` and
+    ``training.loader_workers`` (which changes no result, so a run resumes with other workers)."""
     relevant = {k: v for k, v in experiment.items() if k not in ("analysis", "description")}
+    if "training" in relevant:
+        training = relevant["training"]
+        relevant["training"] = {k: v for k, v in training.items() if k != "loader_workers"}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
 
@@ -212,7 +216,7 @@ def train(
     # main process (rank 0) writes files.
     group = start_process_group(resolve_device(settings["device"]))
     loop = _Loop(experiment, group, checkpoint_path, progress)
-    _load_data(loop, items_dir, pairs_path)
+    _load_data(loop, items_dir, pairs_path, num_threads)
     _build_model_and_optimizer(loop)
     position = _resume(loop, resume)
     if group.is_main:
@@ -245,7 +249,7 @@ def train(
             if loop.averaged is not None and position.epochs_done == epochs:
                 # Views of one further epoch, drawn as training draws them.
                 loop.batches.set_epoch(epochs)
-                update_bn(loop.batches, loop.averaged.module, group.device)
+                update_bn((b.inputs for b in loop.batches), loop.averaged.module, group.device)
                 logger.info("model.pt holds the average of the last %d epochs' weights", swa_epochs)
     finally:
         # The DDP wrapper goes first: see stop_process_group.
@@ -284,11 +288,15 @@ class _Loop:
         return self.settings["epochs"]
 
 
-def _load_data(loop: _Loop, items_dir: str | Path, pairs_path: str | Path) -> None:
+def _load_data(
+    loop: _Loop, items_dir: str | Path, pairs_path: str | Path, num_threads: int
+) -> None:
     """Items, pairs (less the held-out groups) and the epoch's batches.
 
     By default a batch is ``batch_size`` groups (per process) with all their views, drawn
-    afresh each epoch (the pair builder decides; see ``PairBuilder.training_batches``).
+    afresh each epoch (the pair builder decides; see ``PairBuilder.training_batches``), in
+    ``training.loader_workers`` processes (``None``: ``num_threads // 4``, none when the
+    thread count is not given), into pinned memory for a GPU.
     """
     settings, group = loop.settings, loop.group
     seed, batch_size = settings["seed"], settings["batch_size"]
@@ -308,6 +316,10 @@ def _load_data(loop: _Loop, items_dir: str | Path, pairs_path: str | Path) -> No
         raise InputDataError(
             f"{pairs_path}: {batches.n_groups} group(s); contrastive training needs at least 2"
         )
+    workers = settings.get("loader_workers")
+    if workers is None:
+        workers = num_threads // 4
+    batches.use_workers(workers, pin_memory=group.device.type == "cuda")
     # Its own builder, so that the held-out pass leaves the training batches' state alone.
     if group.is_main and len(held_out) >= 2:
         loop.held_out_batches = PAIR_BUILDERS.create(
@@ -419,8 +431,8 @@ def _train_epoch(loop: _Loop, epoch: int, position: _Position) -> tuple[_Positio
         # Each epoch's bar stays as its console line: epoch, loss, seconds.
         leave=True,
     )
-    for batch_index, (inputs, group_ids) in enumerate(bar, start=start_batch):
-        record = _train_step(loop, inputs, group_ids, step)
+    for batch_index, batch in enumerate(bar, start=start_batch):
+        record = _train_step(loop, batch, step)
         step += 1
         _check_finite(loop.model, record["loss"], epoch, step)
         if group.is_main:
@@ -431,7 +443,7 @@ def _train_epoch(loop: _Loop, epoch: int, position: _Position) -> tuple[_Positio
         for key, value in record.items():
             if key != "lr":
                 sums[key] += value
-        n_views += len(group_ids)
+        n_views += batch.n_views
         # The epoch's mean loss so far: the bar's last value is the epoch line's.
         bar.set_postfix(loss=f"{sums['loss'] / (batch_index + 1):.4f}")
         # Preempted (SLURM sends SIGTERM before killing a job): keep this step's work, so a
@@ -459,12 +471,11 @@ def _train_epoch(loop: _Loop, epoch: int, position: _Position) -> tuple[_Positio
     return position, means["loss"]
 
 
-def _train_step(loop: _Loop, inputs: Any, group_ids: torch.Tensor, step: int) -> dict[str, float]:
+def _train_step(loop: _Loop, batch: ContrastiveBatch, step: int) -> dict[str, float]:
     """Optimiser step number ``step`` (from 0) at its scheduled learning rate; its record
     ``{"lr", "loss", ...}`` (the loss's metrics)."""
     settings, device = loop.settings, loop.group.device
-    inputs = inputs.to(device, non_blocking=True)
-    group_ids = group_ids.to(device, non_blocking=True)
+    batch = batch.to(device, non_blocking=True)
     steps_per_epoch = len(loop.batches)
     lr = learning_rate(
         settings["lr"],
@@ -477,7 +488,7 @@ def _train_step(loop: _Loop, inputs: Any, group_ids: torch.Tensor, step: int) ->
         param_group["lr"] = lr
     loop.optimizer.zero_grad(set_to_none=True)
     output = _forward_backward(
-        loop.network, loop.model, inputs, group_ids, settings, device, loop.group.distributed
+        loop.network, loop.model, batch, settings, device, loop.group.distributed
     )
     loop.optimizer.step()
     loop.model.update_momentum_encoder()
@@ -620,19 +631,15 @@ def _held_out_metrics(
 def _forward_backward(
     network: torch.nn.Module,
     model: ContrastiveModel,
-    inputs: Any,
-    group_ids: torch.Tensor,
+    batch: ContrastiveBatch,
     settings: dict[str, Any],
     device: torch.device,
     distributed: bool,
 ) -> InfoNCEOutput:
-    """One batch's loss in the form the batch and the config ask for, backpropagated.
+    """One batch's loss (:func:`~scicontrast.models.batch_loss.batch_loss`), backpropagated.
 
-    ``network`` is ``model`` or its DDP wrapper. Forms: across processes, every view against
-    the views of all processes (``gathered_info_nce``); two towers (batches with ``towers``),
-    the symmetric CLIP loss; a MoCo key queue, queries against momentum keys and the queue;
-    otherwise in-batch InfoNCE, with extra positives when the batch has ``positive_pairs``
-    (graph neighbours). ``training.grad_cache_views`` runs the encoder in chunks of views.
+    ``network`` is ``model`` or its DDP wrapper. ``training.grad_cache_views`` runs the
+    encoder in chunks of views.
     """
 
     def embed(x: Any) -> torch.Tensor:
@@ -641,42 +648,22 @@ def _forward_backward(
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             return network(x).float()
 
-    towers = getattr(inputs, "towers", None)
-    if distributed and (
-        towers is not None or model.key_queue is not None or settings["grad_cache_views"]
-    ):
-        raise ConfigError(
-            "with several processes (training.gpus > 1) only the in-batch loss is implemented; "
-            "two-tower batches, loss.queue_size and training.grad_cache_views need one process"
-        )
-    if towers is not None and model.key_queue is not None:
-        raise ConfigError("loss.queue_size (MoCo) does not apply to two-tower batches")
     if settings["grad_cache_views"]:
-        if not isinstance(inputs, torch.Tensor) or model.key_queue is not None:
+        plain = batch.loss_rows is None and batch.positive_pairs is None and batch.towers is None
+        if not (plain and isinstance(batch.inputs, torch.Tensor)) or model.key_queue is not None:
             raise ConfigError(
                 "training.grad_cache_views needs the in-batch loss on batches that are one "
-                f"tensor of views (DNA, images); got {type(inputs).__name__} batches"
+                f"tensor of views (DNA, images); got {type(batch.inputs).__name__} batches"
                 + (" and loss.queue_size" if model.key_queue is not None else "")
             )
-        return grad_cache_step(embed, inputs, group_ids, model.loss, settings["grad_cache_views"])
-    z = embed(inputs)
-    loss_rows = getattr(inputs, "loss_rows", None)
-    if loss_rows is not None:
-        # Rows that are computed but held out of the loss (graph nodes; see graph_views).
-        z = z[loss_rows]
-    if distributed:
-        output = gathered_info_nce(model.loss, z, group_ids)
-    elif towers is not None:
-        output = model.loss.symmetric(z[towers[0]], z[towers[1]], group_ids[towers[0]])
-    elif model.key_queue is not None:
-        keys = model.keys(inputs).float()
-        output = moco_info_nce(
-            model.loss, z, keys, group_ids, model.key_queue, exclude_diagonal=True
+        if distributed:
+            raise ConfigError("training.grad_cache_views needs one process (training.gpus <= 1)")
+        return grad_cache_step(
+            embed, batch.inputs, batch.group_ids, model.loss, settings["grad_cache_views"]
         )
-    else:
-        positive_pairs = getattr(inputs, "positive_pairs", None)
-        extra = {} if positive_pairs is None else {"positive_pairs": positive_pairs}
-        output = model.loss(z, group_ids, **extra)
+    z = embed(batch.inputs)
+    keys = None if model.key_queue is None else model.keys(batch.inputs).float()
+    output = batch_loss(model.loss, z, batch, keys, model.key_queue, distributed)
     output.loss.backward()
     return output
 
