@@ -13,18 +13,24 @@ the batches an uninterrupted run yields from ``b`` on.
 
 Workers are forked once and kept across epochs (``persistent_workers``): the epoch travels
 with each key rather than in the workers' copy of the plan.
+
+Embedding (:func:`embedding_loader`) draws a pair builder's ``embedding_batches`` in order,
+through at most one worker process that materialises batches ahead of the model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from scicontrast.data_adapters.batch import ContrastiveBatch
 from scicontrast.errors import InputDataError, ScicontrastError
+
+if TYPE_CHECKING:  # annotations only: base imports this module
+    from scicontrast.data_adapters.base import Items, PairBuilder
 
 
 class BatchPlan(Protocol):
@@ -144,3 +150,40 @@ class EpochLoader:
                     f"{epoch} or one of the {self.prefetch * self.workers} after it: {exc}"
                 ) from exc
             yield batch
+
+
+class _EmbeddingBatches(IterableDataset):
+    """The builder's canonical batches of ``items``, in table order."""
+
+    def __init__(self, builder: PairBuilder, items: Items, batch_size: int) -> None:
+        self.builder, self.items, self.batch_size = builder, items, batch_size
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.builder.embedding_batches(self.items, self.batch_size))
+
+
+def embedding_loader(
+    builder: PairBuilder,
+    items: Items,
+    batch_size: int,
+    workers: int = 0,
+    pin_memory: bool = False,
+    prefetch: int = 2,
+) -> DataLoader:
+    """A ``DataLoader`` over ``builder.embedding_batches(items, batch_size)``, in order.
+
+    With ``workers > 0`` one worker process materialises the batches, ``prefetch`` ahead
+    of the model: ``embedding_batches`` is a generator, so a second worker would repeat the
+    first one's work rather than share it.
+    """
+    if workers < 0:
+        raise ValueError(f"loader workers must be >= 0, got {workers}")
+    workers = min(workers, 1)
+    return DataLoader(
+        _EmbeddingBatches(builder, items, batch_size),
+        batch_size=None,
+        num_workers=workers,
+        collate_fn=_as_is,
+        pin_memory=pin_memory,
+        prefetch_factor=prefetch if workers else None,
+    )

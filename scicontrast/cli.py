@@ -290,9 +290,9 @@ def cmd_embed(args: argparse.Namespace) -> None:
             f"{items_folders[0]} is an items folder: embed one items folder, or raw files"
         )
     if items_folders:
-        embed(args.model, args.inputs[0], args.out, args.batch_size, args.device)
+        embed(args.model, args.inputs[0], args.out, args.batch_size, args.device, args.workers)
     else:
-        embed_files(args.model, args.inputs, args.out, args.batch_size, args.device)
+        embed_files(args.model, args.inputs, args.out, args.batch_size, args.device, args.workers)
     log.info("wrote embeddings to %s", args.out)
 
 
@@ -543,6 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="embeddings folder to write")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument(
+        "--workers", type=int, default=0, help="a loader process makes batches ahead (0: none)"
+    )
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("cluster", help="k-means, HDBSCAN and Leiden on the embeddings")

@@ -3,6 +3,7 @@
 import os
 import signal
 
+import numpy as np
 import pytest
 import torch
 from test_train import (
@@ -130,3 +131,14 @@ def test_loss_forms_are_read_from_the_declared_fields():
 def test_epoch_loader_rejects_negative_workers():
     with pytest.raises(ValueError, match="workers must be >= 0"):
         EpochLoader(plan=None, workers=-1)
+
+
+def test_embedding_through_a_worker_equals_embedding_in_process():
+    from test_analysis import LinearModel, OffsetPairs, make_items
+
+    from scicontrast.analysis.embed import embed_items
+
+    items, model = make_items(n=23), LinearModel(nuisance_weight=1.0)
+    alone = embed_items(model, OffsetPairs(), items, batch_size=5, progress=False)
+    ahead = embed_items(model, OffsetPairs(), items, batch_size=5, progress=False, workers=2)
+    np.testing.assert_array_equal(alone, ahead)
