@@ -7,10 +7,11 @@ Data flow::
 
 An **items set** is a folder holding ``items.parquet`` (one row per object: a unique
 ``item_id``, metadata columns such as labels, and the domain's payload columns, e.g.
-``sequence``), ``meta.json`` (facts the later steps need, e.g. the modality), optional
-``<name>.npy`` arrays aligned with the table rows, and optional ``<name>.extra.npy`` arrays
-that are not (e.g. a graph's edge index ``[2, E]``); extras named in
-``meta["memory_mapped_extras"]`` are memory-mapped read-only when loaded.
+``sequence``; a Parquet file or a folder of them), ``meta.json`` (facts the later steps need,
+e.g. the modality), optional ``<name>.npy`` arrays aligned with the table rows, and optional
+``<name>.extra.npy`` arrays that are not (e.g. a graph's edge index ``[2, E]``). The table is
+read in row groups and every array is memory-mapped; adapters may write in chunks
+(:mod:`scicontrast.data_adapters.items_store`).
 
 A **pairs table** has one row per view: ``group_id`` (the object the view came from: views
 sharing it are positives for each other), ``item_id`` and ``view`` (a name the pair builder
@@ -35,9 +36,15 @@ import torch
 from torch.utils.data import Dataset
 
 from scicontrast.data_adapters.batch import ContrastiveBatch, collate_views
+from scicontrast.data_adapters.items_store import (
+    META_FILE,
+    TABLE_FILE,
+    ItemsWriter,
+    load_array,
+    read_table,
+)
 from scicontrast.data_adapters.loader import EpochLoader
 from scicontrast.errors import ConfigError, InputDataError, ScicontrastError
-from scicontrast.io import atomic_path
 
 if TYPE_CHECKING:  # for annotations only: every adapter imports this module
     from scicontrast.data_adapters.classical import ClassicalFeatures
@@ -76,33 +83,30 @@ class Items:
         return len(self.table)
 
     def save(self, folder: str | Path) -> None:
-        """Write the folder atomically (all files appear together or not at all)."""
-        with atomic_path(folder) as tmp:
-            tmp.mkdir()
-            self.table.to_parquet(tmp / "items.parquet", index=False)
-            (tmp / "meta.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True))
-            for name, array in self.arrays.items():
-                np.save(tmp / f"{name}.npy", array)
+        """Write the folder atomically (all files appear together or not at all); an
+        adapter that reads more than fits in memory writes it in chunks with
+        :class:`~scicontrast.data_adapters.items_store.ItemsWriter` instead."""
+        with ItemsWriter(folder, self.meta) as writer:
+            writer.append(self.table, self.arrays)
             for name, array in self.extras.items():
-                np.save(tmp / f"{name}{EXTRA_SUFFIX}", array)
+                writer.add_extra(name, array)
 
     @classmethod
     def load(cls, folder: str | Path) -> Items:
+        """Read an items folder: the table row group by row group, every array
+        memory-mapped (:mod:`~scicontrast.data_adapters.items_store`)."""
         folder = Path(folder)
-        table_path = folder / "items.parquet"
+        table_path = folder / TABLE_FILE
         if not table_path.exists():
-            raise InputDataError(f"{folder}: not an items folder (no items.parquet)")
-        table = pd.read_parquet(table_path)
-        meta = json.loads((folder / "meta.json").read_text())
+            raise InputDataError(f"{folder}: not an items folder (no {TABLE_FILE})")
+        table = read_table(table_path)
+        meta = json.loads((folder / META_FILE).read_text())
         arrays, extras = {}, {}
-        # Large stores (a genome corpus's bases) are mapped, read only where they are used.
-        mapped = set(meta.get("memory_mapped_extras", ()))
         for path in sorted(folder.glob("*.npy")):
             if path.name.endswith(EXTRA_SUFFIX):
-                name = path.name.removesuffix(EXTRA_SUFFIX)
-                extras[name] = np.load(path, mmap_mode="r" if name in mapped else None)
+                extras[path.name.removesuffix(EXTRA_SUFFIX)] = load_array(path)
             else:
-                arrays[path.stem] = np.load(path)
+                arrays[path.stem] = load_array(path)
         return cls(table=table, meta=meta, arrays=arrays, extras=extras)
 
 

@@ -284,7 +284,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_embed(args: argparse.Namespace) -> None:
     from scicontrast.analysis.embed import embed, embed_files
 
-    items_folders = [p for p in args.inputs if (p / "items.parquet").is_file()]
+    items_folders = [p for p in args.inputs if (p / "items.parquet").exists()]
     if items_folders and len(args.inputs) > 1:
         raise ScicontrastError(
             f"{items_folders[0]} is an items folder: embed one items folder, or raw files"
