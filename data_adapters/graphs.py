@@ -1097,7 +1097,8 @@ class GraphViews(PairBuilder):
             diffused = view == 1 and self.diffusion_view is not None
             if diffused:
                 edge_index, edge_weight = self.diffusion(data)
-            with torch.random.fork_rng(devices=[]):
+            # On a GPU (training.augment_on_device) the draws come from its generator.
+            with torch.random.fork_rng(devices=[data.x.device] if data.x.is_cuda else []):
                 torch.manual_seed(_view_seed(seed, epoch, view))
                 if diffused:
                     edge_index, edge_weight = _drop_edges_keep_loops(
@@ -1125,7 +1126,7 @@ class GraphViews(PairBuilder):
                 ],
                 dim=1,
             )
-        return batch, torch.arange(n_nodes).repeat(2)
+        return batch, torch.arange(n_nodes, device=data.x.device).repeat(2)
 
     def diffusion(self, data: Data) -> tuple[torch.Tensor, torch.Tensor]:
         """The sparsified PPR diffusion of ``data``: ``(edge_index [2, E'], edge_weight [E'])``.
@@ -1235,6 +1236,10 @@ class GraphViewBatches:
     def batch_keys(self, epoch: int) -> list[int]:
         return [0]
 
+    def to_device(self, device: torch.device) -> None:
+        """Edge dropping and feature masking then run on ``device`` (``augment_on_device``)."""
+        self.data, self.nodes = self.data.to(device), self.nodes.to(device)
+
     def make_batch(self, epoch: int, key: int) -> ContrastiveBatch:
         batch, group_ids = self.builder.views(self.data, self.seed, epoch)
         positive_pairs = getattr(batch, "positive_pairs", None)
@@ -1246,8 +1251,8 @@ class GraphViewBatches:
         rows = torch.cat([self.nodes, self.nodes + n_nodes])
         if positive_pairs is not None:
             # Old row -> position among the loss rows; -1 for rows outside the loss.
-            position = torch.full((2 * n_nodes,), -1, dtype=torch.long)
-            position[rows] = torch.arange(len(rows))
+            position = torch.full((2 * n_nodes,), -1, dtype=torch.long, device=rows.device)
+            position[rows] = torch.arange(len(rows), device=rows.device)
             kept = position[positive_pairs]
             positive_pairs = kept[:, (kept >= 0).all(dim=0)]
         return ContrastiveBatch(

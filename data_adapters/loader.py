@@ -21,13 +21,13 @@ through at most one worker process that materialises batches ahead of the model.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from scicontrast.data_adapters.batch import ContrastiveBatch
-from scicontrast.errors import InputDataError, ScicontrastError
+from scicontrast.errors import ConfigError, InputDataError, ScicontrastError
 
 if TYPE_CHECKING:  # annotations only: base imports this module
     from scicontrast.data_adapters.base import Items, PairBuilder
@@ -46,6 +46,15 @@ class BatchPlan(Protocol):
 
     def make_batch(self, epoch: int, key: Any) -> ContrastiveBatch:
         """The batch ``key`` of ``epoch``; a function of (seed, epoch, key) alone."""
+
+
+@runtime_checkable
+class DeviceBatchPlan(BatchPlan, Protocol):
+    """A plan whose views are tensor operations that can run on the training device
+    (``training.augment_on_device``; :mod:`scicontrast.data_adapters.tensor_views`)."""
+
+    def to_device(self, device: torch.device) -> None:
+        """Keep the data on ``device``; ``make_batch`` then makes its views there."""
 
 
 class _PlanBatches(Dataset):
@@ -110,6 +119,17 @@ class EpochLoader:
             raise ValueError(f"loader workers must be >= 0, got {workers}")
         self.workers, self.pin_memory, self.prefetch = workers, pin_memory, prefetch
         self._loader = None
+
+    def augment_on(self, device: torch.device) -> None:
+        """Make the views on ``device`` (``training.augment_on_device``), in this process:
+        a worker process cannot hold a GPU's tensors. ``ConfigError`` if the plan cannot."""
+        if not isinstance(self.plan, DeviceBatchPlan):
+            raise ConfigError(
+                f"training.augment_on_device: the views of {type(self.plan).__name__} are not "
+                "made on the device (graph_views' are); set it to false"
+            )
+        self.plan.to_device(device)
+        self.use_workers(0)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self._epoch, self._start = epoch, start_batch

@@ -124,11 +124,16 @@ def _check_lr(lr: float, name: str) -> None:
 
 def experiment_hash(experiment: dict[str, Any]) -> str:
     """SHA-256 of the settings that shape training: all but ``analysis``, ``description`` and
-    ``training.loader_workers`` (which changes no result, so a run resumes with other workers)."""
+    ``training.loader_workers`` (which changes no result, so a run resumes with other
+    workers); ``training.augment_on_device`` counts only when on, so that checkpoints from
+    before it existed still resume."""
     relevant = {k: v for k, v in experiment.items() if k not in ("analysis", "description")}
     if "training" in relevant:
-        training = relevant["training"]
-        relevant["training"] = {k: v for k, v in training.items() if k != "loader_workers"}
+        relevant["training"] = {
+            k: v
+            for k, v in relevant["training"].items()
+            if k != "loader_workers" and not (k == "augment_on_device" and not v)
+        }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
 
@@ -320,6 +325,8 @@ def _load_data(
     if workers is None:
         workers = num_threads // 4
     batches.use_workers(workers, pin_memory=group.device.type == "cuda")
+    if settings.get("augment_on_device"):
+        batches.augment_on(group.device)
     # Its own builder, so that the held-out pass leaves the training batches' state alone.
     if group.is_main and len(held_out) >= 2:
         loop.held_out_batches = PAIR_BUILDERS.create(

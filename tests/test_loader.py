@@ -142,3 +142,29 @@ def test_embedding_through_a_worker_equals_embedding_in_process():
     alone = embed_items(model, OffsetPairs(), items, batch_size=5, progress=False)
     ahead = embed_items(model, OffsetPairs(), items, batch_size=5, progress=False, workers=2)
     np.testing.assert_array_equal(alone, ahead)
+
+
+def test_graph_views_made_on_the_device_train_as_in_the_loader(tmp_path):
+    from test_graph_views import graph_experiment, random_graph_items
+
+    from scicontrast.data_adapters.graphs import GraphViews
+
+    items = random_graph_items(n_nodes=40, n_features=12, p=0.15)
+    items.save(tmp_path / "items")
+    GraphViews().build(items).to_parquet(tmp_path / "pairs.parquet")
+    data = (tmp_path / "items", tmp_path / "pairs.parquet")
+    runs = {}
+    for on_device in (False, True):
+        experiment = graph_experiment(neighbours_as_positives=True)
+        experiment["training"].update(augment_on_device=on_device, holdout_fraction=0.25)
+        runs[on_device] = train_run(experiment, data, tmp_path / str(on_device))
+    # On a CPU the device's generator is the loader's: the same views, the same weights.
+    assert_same_weights(runs[False], runs[True])
+
+
+def test_views_on_the_device_are_refused_where_a_domain_has_none(tmp_path, toy_data):
+    from scicontrast.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="augment_on_device: the views of GroupBatches"):
+        train_run(make_experiment(augment_on_device=True), toy_data, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
