@@ -1,6 +1,6 @@
 r"""Genome of origin: do reads of genomes never trained on cluster by genome?
 
-Given a read set (:func:`scicontrast.data_adapters.genome_reads.cut_reads`: ``N`` reads of
+Given a read set (:func:`scicontrast.data_adapters.dna.genome_reads.cut_reads`: ``N`` reads of
 one length, each with its ``genome`` and ``species``) and features ``X [N, D]`` of the
 reads (an encoder's embedding, or a composition baseline), :func:`origin_scores` reports
 
@@ -41,13 +41,13 @@ from sklearn.neighbors import NearestNeighbors
 
 from scicontrast.data_adapters.base import Items, held_out_groups
 from scicontrast.data_adapters.classical import kmer_features
-from scicontrast.data_adapters.genome_reads import (
+from scicontrast.data_adapters.dna.genome_reads import (
     codes_to_tensor,
     cut_reads,
     reverse_complement_codes,
 )
-from scicontrast.data_adapters.genome_store import CODES_EXTRA
-from scicontrast.data_adapters.kmers import kmer_frequencies
+from scicontrast.data_adapters.dna.genome_store import CODES_EXTRA
+from scicontrast.data_adapters.dna.kmers import kmer_frequencies
 from scicontrast.errors import ConfigError
 from scicontrast.io import write_json
 from scicontrast.models.contrastive import build_model, load_model

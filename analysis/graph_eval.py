@@ -3,7 +3,7 @@
 **Random splits.** Per seed, the labelled nodes are split 10 % train / 10 % validation /
 80 % test, stratified by class (``sklearn.model_selection.train_test_split`` seeded with the
 seed, once for train vs rest and once for validation vs test). A logistic-regression probe
-(:func:`scicontrast.analysis.evaluate.probe_model`: ``scaling`` of the embeddings, then
+(:func:`scicontrast.analysis.probes.probe_model`: ``scaling`` of the embeddings, then
 ``LogisticRegression``) is fitted on the train nodes for each inverse
 regularisation strength ``C`` in :data:`C_GRID`; the ``C`` with the best validation
 accuracy (the smallest on ties) is scored on the test nodes. The test nodes never choose
@@ -51,7 +51,8 @@ from scicontrast.analysis.probes import (
     usable_labels,
 )
 from scicontrast.data_adapters.base import Items
-from scicontrast.data_adapters.graphs import SPLIT_MASKS, GraphViews, graph_data
+from scicontrast.data_adapters.graphs.cleaning import SPLIT_MASKS
+from scicontrast.data_adapters.graphs.views import GraphViews, graph_data
 from scicontrast.device import resolve_device
 from scicontrast.errors import InputDataError
 from scicontrast.io import write_json

@@ -38,8 +38,8 @@ import pandas as pd
 from scipy import ndimage
 from skimage.morphology import skeletonize
 
-from scicontrast.data_adapters.grains import boundary_mask
-from scicontrast.data_adapters.images import read_image_pages
+from scicontrast.data_adapters.grains.segmentation import boundary_mask
+from scicontrast.data_adapters.images.reading import read_image_pages
 from scicontrast.errors import InputDataError
 
 COUNT_COLUMNS = ("matched_predicted", "predicted", "matched_true", "true")

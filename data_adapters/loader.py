@@ -21,16 +21,13 @@ through at most one worker process that materialises batches ahead of the model.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from scicontrast.data_adapters.batch import ContrastiveBatch
 from scicontrast.errors import ConfigError, InputDataError, ScicontrastError
-
-if TYPE_CHECKING:  # annotations only: base imports this module
-    from scicontrast.data_adapters.base import Items, PairBuilder
 
 
 class BatchPlan(Protocol):
@@ -172,10 +169,17 @@ class EpochLoader:
             yield batch
 
 
+class EmbeddingSource(Protocol):
+    """A pair builder, as far as embedding goes (``PairBuilder.embedding_batches``)."""
+
+    def embedding_batches(self, items: Any, batch_size: int) -> Iterator[Any]:
+        """Canonical inputs of every item, in table order."""
+
+
 class _EmbeddingBatches(IterableDataset):
     """The builder's canonical batches of ``items``, in table order."""
 
-    def __init__(self, builder: PairBuilder, items: Items, batch_size: int) -> None:
+    def __init__(self, builder: EmbeddingSource, items: Any, batch_size: int) -> None:
         self.builder, self.items, self.batch_size = builder, items, batch_size
 
     def __iter__(self) -> Iterator[Any]:
@@ -183,8 +187,8 @@ class _EmbeddingBatches(IterableDataset):
 
 
 def embedding_loader(
-    builder: PairBuilder,
-    items: Items,
+    builder: EmbeddingSource,
+    items: Any,
     batch_size: int,
     workers: int = 0,
     pin_memory: bool = False,

@@ -2,7 +2,7 @@ r"""Two towers for sound and pictures: a log-mel CNN for audio, a CNN for images
 
 Input and output::
 
-    batch: AudioImageBatch (scicontrast.data_adapters.audio_image)
+    batch: AudioImageBatch (scicontrast.data_adapters.audio_image.pairs)
         audio   [A, T]           waveforms at ``sample_rate``
         images  [I, C, S, S]     images in [0, 1]
         is_audio [M]             which output rows are audio (M = A + I)

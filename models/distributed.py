@@ -32,13 +32,8 @@ import torch.distributed.nn.functional as dist_nn
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from scicontrast.models.losses import (
-    InfoNCELoss,
-    InfoNCEOutput,
-    cross_entropy_from_similarity,
-    loss_metrics,
-    uniformity_from_cosine,
-)
+from scicontrast.models.loss_metrics import loss_metrics, uniformity_from_cosine
+from scicontrast.models.losses import InfoNCELoss, InfoNCEOutput, cross_entropy_from_similarity
 
 
 @dataclass(frozen=True)

@@ -124,23 +124,25 @@ ADAPTERS: Registry = Registry(
     "adapter",
     "scicontrast.adapters",
     [
-        "scicontrast.data_adapters.dna",
-        "scicontrast.data_adapters.genome_store",
-        "scicontrast.data_adapters.images",
-        "scicontrast.data_adapters.grains",
-        "scicontrast.data_adapters.audio_image",
-        "scicontrast.data_adapters.graphs",
+        "scicontrast.data_adapters.dna.reading",
+        "scicontrast.data_adapters.dna.genome_store",
+        "scicontrast.data_adapters.images.folder",
+        "scicontrast.data_adapters.grains.reading",
+        "scicontrast.data_adapters.audio_image.reading",
+        "scicontrast.data_adapters.graphs.planetoid",
+        "scicontrast.data_adapters.graphs.tables",
+        "scicontrast.data_adapters.graphs.networkx_graphs",
     ],
 )
 PAIR_BUILDERS: Registry = Registry(
     "pair builder",
     "scicontrast.pairs",
     [
-        "scicontrast.data_adapters.dna",
-        "scicontrast.data_adapters.genome_reads",
-        "scicontrast.data_adapters.rotations",
-        "scicontrast.data_adapters.audio_image",
-        "scicontrast.data_adapters.graphs",
+        "scicontrast.data_adapters.dna.views",
+        "scicontrast.data_adapters.dna.genome_reads",
+        "scicontrast.data_adapters.images.rotations",
+        "scicontrast.data_adapters.audio_image.pairs",
+        "scicontrast.data_adapters.graphs.views",
     ],
 )
 ENCODERS: Registry = Registry(

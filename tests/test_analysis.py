@@ -24,19 +24,19 @@ from torch import nn
 from scicontrast.analysis import embed as embed_module
 from scicontrast.analysis.cluster import cluster, cluster_embeddings
 from scicontrast.analysis.embed import embed, embed_items, load_embeddings
-from scicontrast.analysis.evaluate import (
+from scicontrast.analysis.evaluate import evaluate
+from scicontrast.analysis.invariance import invariance_score
+from scicontrast.analysis.probes import (
     C_GRID,
     DEFAULT_SEEDS,
     auroc,
-    evaluate,
-    format_report,
-    invariance_score,
     knn_accuracy,
     linear_probe,
     probe_model,
     stratified_splits,
     validation_probe,
 )
+from scicontrast.analysis.summary import format_report
 from scicontrast.data_adapters.base import Items, PairBuilder
 from scicontrast.errors import ConfigError, InputDataError
 
@@ -647,7 +647,8 @@ class StrandSymmetricModel(nn.Module):
 
 
 def test_evaluate_scores_dna_symmetry_without_neighbour_views(tmp_path, stand_in_model_stack):
-    from scicontrast.data_adapters.dna import DNAViews, FastaAdapter
+    from scicontrast.data_adapters.dna.reading import FastaAdapter
+    from scicontrast.data_adapters.dna.views import DNAViews
 
     rng = np.random.default_rng(0)
     fasta = tmp_path / "x.fa"

@@ -147,7 +147,7 @@ def test_embedding_through_a_worker_equals_embedding_in_process():
 def test_graph_views_made_on_the_device_train_as_in_the_loader(tmp_path):
     from test_graph_views import graph_experiment, random_graph_items
 
-    from scicontrast.data_adapters.graphs import GraphViews
+    from scicontrast.data_adapters.graphs.views import GraphViews
 
     items = random_graph_items(n_nodes=40, n_features=12, p=0.15)
     items.save(tmp_path / "items")

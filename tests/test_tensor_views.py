@@ -6,7 +6,7 @@ import torch
 from test_dna_pairs import FLANK, WINDOW, items, records  # noqa: F401 (fixtures)
 from torch_geometric.utils import dropout_edge, mask_feature
 
-from scicontrast.data_adapters.dna import DNAViews
+from scicontrast.data_adapters.dna.views import DNAViews
 from scicontrast.data_adapters.tensor_views import (
     drop_edges,
     flip_left_right,

@@ -8,7 +8,7 @@ the store: species, strain, record) is drawn as
 2. a start :math:`s \sim U\{0, \dots, \ell_r - L\}`,
 3. a strand: the forward read ``x = onehot(codes[s:s+L])`` ``[4, L]`` or, with probability
    1/2, its reverse complement ``x[::-1, ::-1]`` (channels ACGT; see
-   :mod:`scicontrast.data_adapters.dna`).
+   :mod:`scicontrast.data_adapters.dna.encoding`).
 
 :class:`GenomeReads` (``genome_reads``) makes the pairs table one row per record with
 ``group_id`` the code of its group, and overrides ``training_batches``: a batch takes
@@ -35,8 +35,8 @@ import torch
 
 from scicontrast.data_adapters.base import Items, PairBuilder, epoch_seed
 from scicontrast.data_adapters.batch import ContrastiveBatch
-from scicontrast.data_adapters.dna import one_hot
-from scicontrast.data_adapters.genome_store import CODES_EXTRA, record_codes, store_items
+from scicontrast.data_adapters.dna.encoding import one_hot
+from scicontrast.data_adapters.dna.genome_store import CODES_EXTRA, record_codes, store_items
 from scicontrast.data_adapters.loader import EpochLoader
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import PAIR_BUILDERS
