@@ -22,7 +22,8 @@ from scicontrast.device import resolve_device
 from scicontrast.errors import ConfigError, InputDataError, ScicontrastError
 from scicontrast.models.contrastive import ContrastiveModel, build_model, load_model, save_model
 from scicontrast.models.dna_cnn import DNAConvEncoder
-from scicontrast.models.train import experiment_hash, learning_rate, train
+from scicontrast.models.run_state import experiment_hash
+from scicontrast.models.train import learning_rate, train
 from scicontrast.registry import PAIR_BUILDERS
 
 LENGTH = 24
