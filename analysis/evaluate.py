@@ -41,6 +41,7 @@ from scicontrast.data_adapters.base import (
 )
 from scicontrast.device import resolve_device
 from scicontrast.errors import ConfigError, InputDataError
+from scicontrast.experiment import Experiment
 from scicontrast.io import write_json
 
 
@@ -177,10 +178,11 @@ def evaluate(
     pairs_path = Path(pairs_path)
     if not pairs_path.exists():
         raise InputDataError(f"{pairs_path}: pairs table not found")
-    model, experiment = load_model(model_path, map_location="cpu")
+    model, settings = load_model(model_path, map_location="cpu")
+    experiment = Experiment.from_dict(settings)
     torch_device = resolve_device(device)
     model.to(torch_device).eval()
-    builder = PAIR_BUILDERS.create(experiment["pairs"], where=f"{model_path}: pairs")
+    builder = PAIR_BUILDERS.create(experiment.pairs, where=f"{model_path}: pairs")
     items = Items.load(items_dir)
     pairs = pd.read_parquet(pairs_path)
     check_pairs_table(pairs, items, str(pairs_path))
@@ -221,7 +223,7 @@ def evaluate(
             rows,
         )
         untrained = (
-            untrained_embeddings(experiment, builder, items, torch_device)
+            untrained_embeddings(settings, builder, items, torch_device)
             if untrained_control
             else None
         )

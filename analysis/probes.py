@@ -152,13 +152,15 @@ def best_C(
     fit_x, fit_y = embeddings[fit_rows], codes[fit_rows]
     val_x, val_y = embeddings[val_rows], codes[val_rows]
     score = accuracy_score if class_weight is None else balanced_accuracy_score
-    best_model, best_c, best_accuracy = None, None, -1.0
+    best: tuple[Pipeline, float, float] | None = None
     for c in c_grid:
         model = probe_model(scaling, c, class_weight).fit(fit_x, fit_y)
         accuracy = float(score(val_y, model.predict(val_x)))
-        if accuracy > best_accuracy:
-            best_model, best_c, best_accuracy = model, c, accuracy
-    return best_model, best_c, best_accuracy
+        if best is None or accuracy > best[2]:
+            best = model, c, accuracy
+    if best is None:
+        raise ConfigError("best_C: the grid of C values is empty")
+    return best
 
 
 def _choose_C(
@@ -236,7 +238,7 @@ def linear_probe(
     codes, classes = _encode_labels(labels)
     groups = None if groups is None else np.asarray(groups)
     binary = len(classes) == 2
-    per_seed = []
+    per_seed: list[dict[str, Any]] = []
     for seed, (train, test) in zip(
         seeds, stratified_splits(codes, test_fraction, seeds, groups), strict=True
     ):

@@ -344,7 +344,8 @@ class TrainingBatches(Protocol):
     implementation; ``use_workers`` sets its worker processes.
     """
 
-    n_groups: int
+    @property
+    def n_groups(self) -> int: ...
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None: ...
 

@@ -108,9 +108,15 @@ class ItemsWriter:
         self._ids: set[Any] = set()
         self.rows = 0
 
+    @property
+    def _dir(self) -> Path:
+        if self._tmp is None:
+            raise RuntimeError("ItemsWriter writes inside a with block")
+        return self._tmp
+
     def __enter__(self) -> ItemsWriter:
         self._tmp = self._atomic.__enter__()
-        self._tmp.mkdir()
+        self._dir.mkdir()
         return self
 
     def append(self, table: pd.DataFrame, arrays: dict[str, np.ndarray] | None = None) -> None:
@@ -119,9 +125,9 @@ class ItemsWriter:
         self._check_chunk(table, arrays)
         chunk = pa.Table.from_pandas(table, preserve_index=False)
         if self._table is None:
-            self._table = pq.ParquetWriter(self._tmp / TABLE_FILE, chunk.schema)
+            self._table = pq.ParquetWriter(self._dir / TABLE_FILE, chunk.schema)
             self._arrays = {
-                name: (open(self._tmp / f"{name}.npy", "wb"), a.dtype, a.shape[1:])
+                name: (open(self._dir / f"{name}.npy", "wb"), a.dtype, a.shape[1:])
                 for name, a in arrays.items()
             }
             for file, _, _ in self._arrays.values():
@@ -139,7 +145,7 @@ class ItemsWriter:
 
     def add_extra(self, name: str, array: np.ndarray) -> None:
         """An array of any shape that belongs to the set as a whole (``<name>.extra.npy``)."""
-        np.save(self._tmp / f"{name}.extra.npy", array)
+        np.save(self._dir / f"{name}.extra.npy", array)
 
     def _check_chunk(self, table: pd.DataFrame, arrays: dict[str, np.ndarray]) -> None:
         if "item_id" not in table.columns:
@@ -180,7 +186,7 @@ class ItemsWriter:
         for file, dtype, row_shape in self._arrays.values():
             file.seek(0)
             file.write(_npy_header(dtype, (self.rows, *row_shape)))
-        (self._tmp / META_FILE).write_text(json.dumps(self.meta, indent=2, sort_keys=True))
+        (self._dir / META_FILE).write_text(json.dumps(self.meta, indent=2, sort_keys=True))
 
     def _close(self) -> None:
         if self._table is not None:

@@ -152,6 +152,7 @@ class ImageCNN(nn.Module):
         )
         moments = 2 if pooling == "mean_std" else 1
         pooled_dim = moments * (sum(channels) if self.multiscale else channels[-1])
+        self.output: nn.Module
         if embedding_dim is None:
             self.output = nn.Identity()
             self.embedding_dim = pooled_dim

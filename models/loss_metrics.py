@@ -97,8 +97,8 @@ def loss_metrics(
     pairs of anchors with a positive; both directions of the symmetric form are pooled.
     """
     positive_cosines = torch.cat([s[p] for s, p, _, _ in directions])
-    negative_count = 0
-    negative_cosine_sum = 0
+    negative_count = torch.zeros((), dtype=torch.long, device=loss.device)
+    negative_cosine_sum = torch.zeros((), dtype=positive_cosines.dtype, device=loss.device)
     for similarity, positive, valid, has_positive in directions:
         negative = valid & ~positive & has_positive[:, None]
         negative_count = negative_count + negative.sum()
@@ -121,8 +121,8 @@ def _metrics(
     positive_cosines: Tensor,
     negative_count: Tensor,
     negative_cosine_sum: Tensor,
-    counted_anchors: Tensor,
-    anchors_without_positive: Tensor,
+    counted_anchors: Tensor | int,
+    anchors_without_positive: Tensor | int,
     uniformity_value: Tensor,
 ) -> dict[str, float]:
     """The metrics dict (module docstring) from the pooled (anchor, positive) cosines and the

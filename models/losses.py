@@ -109,6 +109,8 @@ class Temperature(nn.Module):
         ConfigError: ``initial`` or ``max_inverse`` is not a positive finite number.
     """
 
+    fixed: Tensor  # the buffer of a fixed temperature
+
     def __init__(
         self, initial: float = 0.1, learnable: bool = False, max_inverse: float = 100.0
     ) -> None:
@@ -351,7 +353,7 @@ class InfoNCELoss(nn.Module):
         _check_embeddings("keys", keys, queries.shape[1])
         if (query_ids is None) != (key_ids is None):
             raise ValueError("pass both query_ids and key_ids, or neither")
-        if query_ids is None:
+        if query_ids is None or key_ids is None:
             if queries.shape[0] != keys.shape[0]:
                 raise ValueError(
                     f"without ids, queries and keys pair up by row and need the same count, "

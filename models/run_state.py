@@ -26,11 +26,16 @@ CHECKPOINT_VERSION = 1
 class Checkpointed(Protocol):
     """What a checkpoint is written from (the training loop's state)."""
 
-    checkpoint_path: Path
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    averaged: torch.nn.Module | None
-    config_hash: str
+    @property
+    def checkpoint_path(self) -> Path: ...
+    @property
+    def model(self) -> torch.nn.Module: ...
+    @property
+    def optimizer(self) -> torch.optim.Optimizer: ...
+    @property
+    def averaged(self) -> torch.nn.Module | None: ...
+    @property
+    def config_hash(self) -> str: ...
 
 
 def experiment_hash(experiment: dict[str, Any]) -> str:

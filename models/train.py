@@ -66,7 +66,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.optim.swa_utils import update_bn
@@ -166,8 +166,8 @@ def train(
     check_settings(experiment)
     out_dir = Path(out_dir)
     if experiment["training"]["ensemble"] > 1:
-        options = {"resume": resume, "progress": progress, "num_threads": num_threads}
-        options["stop_after_epochs"] = stop_after_epochs
+        options: dict[str, Any] = {"resume": resume, "progress": progress}
+        options.update(num_threads=num_threads, stop_after_epochs=stop_after_epochs)
         return _train_ensemble(experiment, items_dir, pairs_path, out_dir, **options)
     # Under torchrun every process runs this function; it learns its rank here. Only the
     # main process (rank 0) writes files.
@@ -341,7 +341,7 @@ def _finish(loop: Loop, position: Position, final_loss: float, model_path: Path)
         return model_path
     if loop.group.is_main:
         model = loop.model if loop.averaged is None else loop.averaged.module
-        save_model(model_path, model, loop.experiment)
+        save_model(model_path, cast(ContrastiveModel, model), loop.experiment)
     if math.isnan(final_loss):
         logger.info("all %d epochs were done already; model written to %s", epochs, model_path)
     else:

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import torch
@@ -60,23 +60,27 @@ def check_settings(experiment: dict[str, Any]) -> None:
 
 @dataclass
 class Loop:
-    """What the phases of :func:`train` share: settings, data, model and the open run."""
+    """What the phases of :func:`train` share: settings, data, model and the open run.
+
+    The phases fill the fields in order (:func:`load_data`, :func:`build_model_and_optimizer`,
+    :func:`open_run`); the loop reads them only after, so they are typed as filled.
+    """
 
     experiment: dict[str, Any]
     group: Any
     checkpoint_path: Path
     progress: bool
-    items: Items | None = None
-    pairs: pd.DataFrame | None = None
+    items: Items = None  # type: ignore[assignment]
+    pairs: pd.DataFrame = None  # type: ignore[assignment]
     builder: Any = None
     batches: Any = None
     held_out_batches: Any = None
-    model: ContrastiveModel | None = None
-    network: torch.nn.Module | None = None
+    model: ContrastiveModel = None  # type: ignore[assignment]
+    network: Any = None  # the model, or its DDP wrapper while the run is open
     averaged: AveragedModel | None = None
-    optimizer: torch.optim.Optimizer | None = None
+    optimizer: torch.optim.Optimizer = None  # type: ignore[assignment]
     config_hash: str = ""
-    sigterm: threading.Event | None = None
+    sigterm: threading.Event = None  # type: ignore[assignment]
     metrics_file: Any = None
 
     @property
@@ -152,15 +156,16 @@ def build_model_and_optimizer(loop: Loop) -> None:
                 f"experiments.{loop.experiment['name']}.training.swa_epochs needs one process; "
                 "weight averaging with several processes (training.gpus > 1) is not implemented"
             )
-        model = sync_batchnorm(model, group.device)
+        model = cast(ContrastiveModel, sync_batchnorm(model, group.device))
     parameters = [p for p in model.parameters() if p.requires_grad]
+    groups: list[dict[str, Any]] = [
+        {"params": [p for p in parameters if p.dim() >= 2]},
+        {"params": [p for p in parameters if p.dim() < 2], "weight_decay": 0.0},
+    ]
     loop.model = model
     loop.averaged = AveragedModel(model) if swa_epochs else None
     loop.optimizer = torch.optim.AdamW(
-        [
-            {"params": [p for p in parameters if p.dim() >= 2]},
-            {"params": [p for p in parameters if p.dim() < 2], "weight_decay": 0.0},
-        ],
+        groups,
         lr=settings["lr"],
         weight_decay=settings["weight_decay"],
     )

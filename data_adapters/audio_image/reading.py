@@ -159,11 +159,15 @@ class AudioImageAdapter(Adapter):
         self.resize = resize
 
     def input_files(self) -> list[Path]:
-        return [self.folder] if self.files is None else [Path(f) for f in self.files]
+        if self.files is not None:
+            return [Path(f) for f in self.files]
+        assert self.folder is not None  # __init__ takes one of the two
+        return [self.folder]
 
     def read(self) -> Items:
         if self.files is not None:
-            return self._read_files()
+            return self._read_files(self.files)
+        assert self.folder is not None  # __init__ takes one of the two
         summary, pairs = load_synchronization(self.folder)
         if len(pairs) == 0:
             raise InputDataError(f"{self.folder}/{PAIRS_FILE}: no pairs")
@@ -198,11 +202,11 @@ class AudioImageAdapter(Adapter):
             **more,
         }
 
-    def _read_files(self) -> Items:
+    def _read_files(self, files: list[str]) -> Items:
         """One unpaired item per file of ``files`` (module docstring)."""
         arrays: dict[str, list[np.ndarray]] = {"audio": [], "image": []}
         rows = []
-        for position, file in enumerate(self.files):
+        for position, file in enumerate(files):
             where = f"adapter audio_image: params.files[{position}]: {file}"
             modality = modality_of(file, f"adapter audio_image: params.files[{position}]")
             duration = np.nan

@@ -139,12 +139,12 @@ def match_events(
     distance = np.abs(first[i] - second[j])
     taken_first = np.zeros(len(first), dtype=bool)
     taken_second = np.zeros(len(second), dtype=bool)
-    kept = []
+    accepted = []
     for k in np.lexsort((j, i, distance)):
         if not taken_first[i[k]] and not taken_second[j[k]]:
             taken_first[i[k]] = taken_second[j[k]] = True
-            kept.append(k)
-    kept = np.asarray(kept, dtype=np.int64)
+            accepted.append(k)
+    kept = np.asarray(accepted, dtype=np.int64)
     by_first = np.argsort(i[kept], kind="stable")
     return i[kept][by_first], j[kept][by_first]
 
@@ -379,7 +379,7 @@ def plot_time_differences(differences: np.ndarray, tolerance_s: float, path: Pat
     figure = Figure(figsize=(6, 3.5), layout="constrained")
     axes = figure.subplots()
     bins = np.linspace(-tolerance_s, tolerance_s, 41)
-    axes.hist(differences, bins=bins, color="tab:blue")
+    axes.hist(differences, bins=bins.tolist(), color="tab:blue")
     for x in (-tolerance_s, tolerance_s):
         axes.axvline(x, color="grey", linestyle="--", linewidth=1)
     axes.set_xlabel("image time - audio time on the reference clock (s)")

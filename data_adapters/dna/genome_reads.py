@@ -175,7 +175,7 @@ class GenomeReads(PairBuilder):
     def __init__(
         self,
         group_column: str = "genome",
-        read_length: int | list[int] = (150, 1000),
+        read_length: int | Sequence[int] = (150, 1000),
         reads_per_group: int = 4,
         steps_per_epoch: int = 100,
     ) -> None:
@@ -221,6 +221,7 @@ class GenomeReads(PairBuilder):
         self, item_index: int, view: str, rng: np.random.Generator | None
     ) -> torch.Tensor:
         """The whole record (``rng=None``) or a random read of it drawn with ``rng``."""
+        assert self._items is not None, "bind the items first"
         codes = record_codes(self._items, item_index)
         if rng is None:
             return codes_to_tensor(np.asarray(codes))

@@ -69,7 +69,8 @@ def _open_text(path: Path) -> io.TextIOBase:
 
 def _fasta_records(path: Path) -> Iterator[tuple[str, str, str]]:
     """``(record_id, description, sequence)`` of each record, streamed line by line."""
-    header, chunks = None, []
+    header: tuple[str, str] | None = None
+    chunks: list[str] = []
     with _open_text(path) as handle:
         for line_number, line in enumerate(handle, start=1):
             if line.startswith(">"):

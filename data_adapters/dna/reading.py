@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import glob
 import gzip
-import re
 import warnings
 import zlib
 from collections import Counter
@@ -47,6 +46,7 @@ from scicontrast.data_adapters.dna.files import (
     file_stem,
     strip_gz,
 )
+from scicontrast.data_adapters.labels import compile_filename_pattern, filename_groups, read_table
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import ADAPTERS
 
@@ -124,7 +124,9 @@ class FastaAdapter(Adapter):
         self.format = format
         self.duplicate_ids = duplicate_ids
         self._check_params()
-        self.filename_pattern = self._compile_filename_pattern(label_from_filename)
+        self.filename_pattern = compile_filename_pattern(
+            label_from_filename, "dna_fasta", TABLE_COLUMNS
+        )
 
     def _check_params(self) -> None:
         def require(ok: bool, key: str, message: str) -> None:
@@ -142,37 +144,20 @@ class FastaAdapter(Adapter):
                 key,
                 f"must be an integer >= {minimum}, got {value!r}",
             )
-        for key, value, allowed in (
+        for key, choice, allowed in (
             ("short_sequences", self.short_sequences, ("error", "skip", "pad")),
             ("ambiguous", self.ambiguous, AMBIGUOUS_POLICIES),
             ("labels_missing", self.labels_missing, ("error", "allow")),
             ("format", self.format, (None, "fasta", "fastq")),
             ("duplicate_ids", self.duplicate_ids, ("error", "number")),
         ):
-            require(value in allowed, key, f"must be one of {list(allowed)}, got {value!r}")
+            require(choice in allowed, key, f"must be one of {list(allowed)}, got {choice!r}")
         require(
             isinstance(self.max_ambiguous_fraction, (int, float))
             and 0.0 <= self.max_ambiguous_fraction <= 1.0,
             "max_ambiguous_fraction",
             f"must be a number in [0, 1], got {self.max_ambiguous_fraction!r}",
         )
-
-    def _compile_filename_pattern(self, pattern: str | None) -> re.Pattern | None:
-        if pattern is None:
-            return None
-        where = "adapter dna_fasta: params.label_from_filename"
-        try:
-            compiled = re.compile(pattern)
-        except re.error as exc:
-            raise ConfigError(f"{where}: invalid regular expression {pattern!r}: {exc}") from None
-        if not compiled.groupindex:
-            raise ConfigError(
-                f"{where}: {pattern!r} has no named group; write e.g. (?P<source>...)"
-            )
-        reserved = sorted(set(compiled.groupindex) & set(TABLE_COLUMNS))
-        if reserved:
-            raise ConfigError(f"{where}: group names {reserved} are reserved column names")
-        return compiled
 
     def input_files(self) -> list[Path]:
         """The files to read: glob patterns expanded (sorted), literal paths as given.
@@ -212,7 +197,7 @@ class FastaAdapter(Adapter):
             if not path.is_file():
                 raise InputDataError(f"{path}: file not found")
         formats = {path: self._format_of(path) for path in files}
-        filename_metadata = {path: self._filename_metadata(path) for path in files}
+        filename_metadata = {path: filename_groups(self.filename_pattern, path) for path in files}
 
         windows: list[Windows] = []
         record_files: dict[str, list[Path]] = {}
@@ -373,7 +358,7 @@ class FastaAdapter(Adapter):
     ) -> pd.DataFrame:
         stems = Counter(file_stem(p) for p in files)
         prefix = {p: file_stem(p) if stems[file_stem(p)] == 1 else str(p) for p in files}
-        columns: dict[str, list] = {name: [] for name in TABLE_COLUMNS}
+        columns: dict[str, Any] = {name: [] for name in TABLE_COLUMNS}
         for w in windows:
             n = len(w.starts)
             shared = len(record_files[w.record_id]) > 1
@@ -394,17 +379,6 @@ class FastaAdapter(Adapter):
             columns[name] = np.concatenate(columns[name]).astype(np.int64)
         return pd.DataFrame(columns)
 
-    def _filename_metadata(self, path: Path) -> dict[str, str]:
-        if self.filename_pattern is None:
-            return {}
-        match = self.filename_pattern.search(path.as_posix())
-        if match is None:
-            raise InputDataError(
-                f"{path}: file name does not match label_from_filename "
-                f"{self.filename_pattern.pattern!r}"
-            )
-        return match.groupdict()
-
     def _add_filename_metadata(
         self, table: pd.DataFrame, metadata: dict[Path, dict[str, str]]
     ) -> pd.DataFrame:
@@ -416,50 +390,15 @@ class FastaAdapter(Adapter):
         return table
 
     def _read_labels(self) -> pd.DataFrame:
-        path = Path(self.labels)
-        if not path.is_file():
-            raise InputDataError(f"{path}: labels table not found")
-        suffix = path.suffix.lower()
-        key_as_text = {self.labels_key: str}
-        try:
-            if suffix == ".csv":
-                frame = pd.read_csv(path, dtype=key_as_text)
-            elif suffix in (".tsv", ".tab", ".txt"):
-                frame = pd.read_csv(path, sep="\t", dtype=key_as_text)
-            elif suffix in (".parquet", ".pq"):
-                frame = pd.read_parquet(path)
-            else:
-                raise ConfigError(
-                    f"{path}: labels table must be .csv, .tsv/.tab/.txt or .parquet/.pq"
-                )
-        except (ValueError, OSError, UnicodeDecodeError) as exc:
-            raise InputDataError(f"{path}: cannot read labels table: {exc}") from None
-        if self.labels_key not in frame.columns:
-            raise InputDataError(
-                f"{path}: no column {self.labels_key!r} (labels_key); "
-                f"columns: {list(frame.columns)}"
-            )
-        keys = frame[self.labels_key]
-        if keys.isna().any():
-            row = int(np.flatnonzero(keys.isna().to_numpy())[0]) + 1
-            raise InputDataError(f"{path}: row {row} has no {self.labels_key!r}")
-        keys = keys.astype(str)
-        duplicated = keys.duplicated()
-        if duplicated.any():
-            row = int(np.flatnonzero(duplicated.to_numpy())[0])
-            first = int(np.flatnonzero((keys == keys.iloc[row]).to_numpy())[0])
-            raise InputDataError(
-                f"{path}: row {row + 1}: duplicate {self.labels_key} {keys.iloc[row]!r} "
-                f"(first in row {first + 1}; rows counted from 1 after the header)"
-            )
-        frame = frame.assign(**{self.labels_key: keys}).set_index(self.labels_key)
+        assert self.labels is not None  # read() calls this only with a labels table
+        frame = read_table(self.labels, self.labels_key).set_index(self.labels_key)
         taken = set(TABLE_COLUMNS) | set(
             self.filename_pattern.groupindex if self.filename_pattern else ()
         )
         clashes = sorted(set(map(str, frame.columns)) & taken)
         if clashes:
             raise InputDataError(
-                f"{path}: columns {clashes} clash with item-table or label_from_filename "
+                f"{self.labels}: columns {clashes} clash with item-table or label_from_filename "
                 "columns; rename them"
             )
         return frame

@@ -142,6 +142,7 @@ class DNAViews(PairBuilder):
         """Tetranucleotide frequencies of each window, canonical and strand-specific
         (:func:`~scicontrast.data_adapters.classical.kmer_frequencies`)."""
         self.bind(items)
+        assert self._codes is not None  # bind sets it
         windows = self._codes[:, self._flank : self._flank + self._window]
         return [kmer_features(windows, 4, canonical) for canonical in (True, False)]
 
@@ -323,6 +324,7 @@ class DNAViews(PairBuilder):
         is specific. A window without a single clean k-mer gets ``NaN``.
         """
         self.bind(items)
+        assert self._codes is not None  # bind sets it
         index, valid = kmer_words(self._codes[:, self._flank : self._flank + self._window], k)
         counts = np.bincount(index[valid], minlength=4**k).astype(np.float64)
         counts += counts[reverse_complement_kmers(k)]

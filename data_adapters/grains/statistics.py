@@ -159,7 +159,8 @@ def overlay_grain_values(
 
     rgb = to_rgb(as_pixels(image)).copy()
     values = np.asarray(values, dtype=np.int64)
-    palette = colormaps["tab10" if values.max(initial=0) < 10 else "tab20"].colors
+    # tab10 and tab20 are ListedColormaps, which the stub's Colormap does not say.
+    palette = colormaps["tab10" if values.max(initial=0) < 10 else "tab20"].colors  # type: ignore[attr-defined]
     lookup = np.full(int(labels.max()) + 1, -1, dtype=np.int64)
     lookup[np.asarray(grains, dtype=np.int64)] = values
     value_of_pixel = lookup[labels]

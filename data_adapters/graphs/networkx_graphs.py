@@ -8,6 +8,7 @@ r"""The ``networkx`` adapter: GraphML, GML and edge-list files.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ class NetworkxAdapter(GraphAdapter):
         classes: list | None = None,
         unknown_labels: str = "error",
         feature_columns: list[str] | None = None,
-        metadata_columns: list[str] = (),
+        metadata_columns: Sequence[str] = (),
         split_column: str | None = None,
         missing_features: str = "error",
         missing_nodes: str = "error",

@@ -16,7 +16,7 @@ and edge tables in that order, ``networkx`` the new graph file and, when the mod
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +98,7 @@ class NodeColumns:
         classes: list | None,
         unknown_labels: str,
         feature_columns: list[str] | None,
-        metadata_columns: list[str],
+        metadata_columns: Sequence[str],
         split_column: str | None,
         missing_features: str,
     ) -> None:
@@ -135,10 +135,10 @@ class NodeColumns:
         table = pd.DataFrame({"item_id": ids.to_numpy()})
         reserved = {self.node_id_column}
         if self.label_column is not None:
-            table[self.label_column] = self._labels(nodes, cleaning)
+            table[self.label_column] = self._labels(nodes, self.label_column, cleaning)
             reserved.add(self.label_column)
         if self.split_column is not None:
-            for name, mask in self._split_masks(nodes).items():
+            for name, mask in self._split_masks(nodes, self.split_column).items():
                 table[name] = mask
             reserved.add(self.split_column)
         for column in self.metadata_columns:
@@ -191,8 +191,8 @@ class NodeColumns:
             )
         return np.where(missing, 0.0, numbers)
 
-    def _labels(self, nodes: Table, cleaning: dict[str, int]) -> pd.Series:
-        values = nodes.column(self.label_column, "label")
+    def _labels(self, nodes: Table, column: str, cleaning: dict[str, int]) -> pd.Series:
+        values = nodes.column(column, "label")
         missing = _is_missing(values)
         labels = pd.Series(np.where(missing, None, _as_ids(values).str.strip()), dtype="object")
         if self.classes is not None:
@@ -208,8 +208,8 @@ class NodeColumns:
         cleaning["unlabelled_nodes"] = int(labels.isna().sum())
         return labels
 
-    def _split_masks(self, nodes: Table) -> dict[str, np.ndarray]:
-        values = nodes.column(self.split_column, "split")
+    def _split_masks(self, nodes: Table, column: str) -> dict[str, np.ndarray]:
+        values = nodes.column(column, "split")
         missing = _is_missing(values)
         split = _as_ids(values).str.strip().str.lower()
         unknown = np.flatnonzero(~missing & ~split.isin(list(SPLIT_MASKS)).to_numpy())
@@ -291,7 +291,7 @@ class GraphTableAdapter(GraphAdapter):
         classes: list | None = None,
         unknown_labels: str = "error",
         feature_columns: list[str] | None = None,
-        metadata_columns: list[str] = (),
+        metadata_columns: Sequence[str] = (),
         split_column: str | None = None,
         missing_features: str = "error",
         missing_nodes: str = "error",

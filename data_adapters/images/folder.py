@@ -43,12 +43,6 @@ from scicontrast.data_adapters.images.cropping import (
     RESIZE_POLICIES,
     square_image,
 )
-from scicontrast.data_adapters.images.labels import (
-    compile_filename_pattern,
-    filename_groups,
-    match_table_to_files,
-    read_table,
-)
 from scicontrast.data_adapters.images.patches import (
     EXTENT,
     PIXELS,
@@ -63,6 +57,12 @@ from scicontrast.data_adapters.images.reading import (
     read_micrographs,
     to_rgb,
     to_uint8,
+)
+from scicontrast.data_adapters.labels import (
+    compile_filename_pattern,
+    filename_groups,
+    match_table_to_files,
+    read_table,
 )
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import ADAPTERS
@@ -205,14 +205,14 @@ class ImageFolderAdapter(Adapter):
             raise ConfigError(
                 f"adapter {name}: params.target_pixel_size_um needs params.patch_size"
             )
-        for key, value, allowed in (
+        for key, choice, allowed in (
             ("resize", resize, RESIZE_POLICIES),
             ("labels_missing", labels_missing, ("error", "allow")),
             ("grayscale", grayscale, (None, True, False)),
         ):
-            if value not in allowed:
+            if choice not in allowed:
                 raise ConfigError(
-                    f"adapter {name}: params.{key} must be one of {list(allowed)}, got {value!r}"
+                    f"adapter {name}: params.{key} must be one of {list(allowed)}, got {choice!r}"
                 )
         self.size = size
         self.resize = resize
@@ -302,6 +302,7 @@ class ImageFolderAdapter(Adapter):
         self, micrograph: Micrograph, pixels: np.ndarray, pixel_size: float | None
     ) -> Iterator[tuple[dict[str, Any], np.ndarray, None]]:
         """The patch layout's one item per image: the image at its working scale."""
+        assert self.patch_size is not None  # the patch layout is the one with a patch size
         factor = working_factor(pixel_size, self.target_pixel_size_um, micrograph.where)
         working = to_working_scale(pixels, factor, self.patch_size, micrograph.where)
         record = {"item_id": micrograph.image_id, "scale": factor, "tile_row": -1}

@@ -12,16 +12,18 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from scicontrast.errors import ScicontrastError
+from scicontrast.experiment import Experiment
 
 log = logging.getLogger("scicontrast")
 
 
-def _experiment(args: argparse.Namespace) -> dict:
+def _experiment(args: argparse.Namespace) -> Experiment:
     from scicontrast.config import load_experiment
 
-    return load_experiment(args.config, args.experiment)
+    return Experiment.from_dict(load_experiment(args.config, args.experiment))
 
 
 def cmd_resolve_config(args: argparse.Namespace) -> None:
@@ -47,86 +49,45 @@ def cmd_resolve_config(args: argparse.Namespace) -> None:
     write_json(args.out, resolved)
 
 
+def demo_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The demo generator's keyword arguments: the schema's defaults for the domain
+    (``demo_data.<domain>``, ``out_dir`` aside), overridden by the options given."""
+    from scicontrast.config import load_schema
+
+    domain = args.domain.replace("-", "_")
+    section = load_schema()["properties"]["demo_data"]["properties"][domain]["properties"]
+    settings = {key: spec["default"] for key, spec in section.items() if key != "out_dir"}
+    given = {key: getattr(args, key) for key in settings if getattr(args, key) is not None}
+    return {**settings, **given}
+
+
 def cmd_demo_data(args: argparse.Namespace) -> None:
-    if args.domain == "graph":
-        return _demo_graph(args)
-    if args.domain == "grains":
-        return _demo_grains(args)
-    if args.domain == "audio-image":
-        return _demo_audio_image(args)
-    if args.domain == "genomes":
-        return _demo_genomes(args)
-    from scicontrast.data_adapters.dna.demo import generate_demo_dna
+    settings = demo_settings(args)
+    if args.domain == "dna":
+        from scicontrast.data_adapters.dna.demo import generate_demo_dna
 
-    paths = generate_demo_dna(
-        args.out,
-        sources=args.sources,
-        sequences_per_source=args.sequences_per_source,
-        length=300 if args.length is None else args.length,
-        seed=args.seed,
-    )
-    log.info("wrote %d demo FASTA files to %s", len(paths), args.out)
+        paths = generate_demo_dna(args.out, **settings)
+        log.info("wrote %d demo FASTA files to %s", len(paths), args.out)
+    elif args.domain == "genomes":
+        from scicontrast.data_adapters.dna.demo_genomes import generate_demo_genomes
 
+        paths = generate_demo_genomes(args.out, **settings)
+        log.info("wrote %d demo genomes and genomes.tsv to %s", len(paths), args.out)
+    elif args.domain == "graph":
+        from scicontrast.data_adapters.graphs.demo import generate_demo_graph
 
-def _demo_graph(args: argparse.Namespace) -> None:
-    from scicontrast.data_adapters.graphs.demo import generate_demo_graph
+        paths = generate_demo_graph(args.out, **settings)
+        log.info("wrote the demo graph (%s) to %s", ", ".join(p.name for p in paths), args.out)
+    elif args.domain == "grains":
+        from scicontrast.data_adapters.grains.demo import generate_demo_grains
 
-    paths = generate_demo_graph(
-        args.out,
-        blocks=args.blocks,
-        nodes_per_block=args.nodes_per_block,
-        p_in=args.p_in,
-        p_out=args.p_out,
-        features=args.features,
-        seed=args.seed,
-    )
-    log.info("wrote the demo graph (%s) to %s", ", ".join(p.name for p in paths), args.out)
+        paths = generate_demo_grains(args.out, **settings)
+        log.info("wrote %d demo micrographs and their ground truth to %s", len(paths), args.out)
+    else:
+        from scicontrast.data_adapters.audio_image.demo import generate_demo_audio_image
 
-
-def _demo_grains(args: argparse.Namespace) -> None:
-    from scicontrast.data_adapters.grains.demo import generate_demo_grains
-
-    paths = generate_demo_grains(
-        args.out,
-        images=args.images,
-        size=args.size,
-        grains_per_image=args.grains_per_image,
-        classes=args.classes,
-        noise=args.noise,
-        blur=args.blur,
-        seed=args.seed,
-    )
-    log.info("wrote %d demo micrographs and their ground truth to %s", len(paths), args.out)
-
-
-def _demo_audio_image(args: argparse.Namespace) -> None:
-    from scicontrast.data_adapters.audio_image.demo import generate_demo_audio_image
-
-    manifest = generate_demo_audio_image(
-        args.out,
-        events=args.events,
-        classes=args.classes,
-        clock_offset_s=args.clock_offset_s,
-        jitter_s=args.jitter_s,
-        dropout=args.dropout,
-        image_size=args.image_size,
-        seed=args.seed,
-    )
-    log.info("wrote the demo recordings and %s", manifest)
-
-
-def _demo_genomes(args: argparse.Namespace) -> None:
-    from scicontrast.data_adapters.dna.demo_genomes import generate_demo_genomes
-
-    paths = generate_demo_genomes(
-        args.out,
-        species=args.species,
-        strains=args.strains,
-        length=40_000 if args.length is None else args.length,
-        divergence=args.divergence,
-        seed=args.seed,
-    )
-    log.info("wrote %d demo genomes and genomes.tsv to %s", len(paths), args.out)
+        manifest = generate_demo_audio_image(args.out, **settings)
+        log.info("wrote the demo recordings and %s", manifest)
 
 
 def cmd_cut_reads(args: argparse.Namespace) -> None:
@@ -214,9 +175,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     from scicontrast.registry import ADAPTERS
 
     experiment = _experiment(args)
-    adapter = ADAPTERS.create(
-        experiment["adapter"], where=f"experiments.{experiment['name']}.adapter"
-    )
+    adapter = ADAPTERS.create(experiment.adapter, where=f"experiments.{experiment.name}.adapter")
     items = adapter.read()
     items.save(args.out)
     log.info("wrote %d items to %s", len(items), args.out)
@@ -228,9 +187,7 @@ def cmd_pairs(args: argparse.Namespace) -> None:
     from scicontrast.registry import PAIR_BUILDERS
 
     experiment = _experiment(args)
-    builder = PAIR_BUILDERS.create(
-        experiment["pairs"], where=f"experiments.{experiment['name']}.pairs"
-    )
+    builder = PAIR_BUILDERS.create(experiment.pairs, where=f"experiments.{experiment.name}.pairs")
     items = Items.load(args.items)
     pairs = builder.build(items)
     write_parquet(args.out, pairs)
@@ -238,11 +195,12 @@ def cmd_pairs(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from scicontrast.config import load_experiment
     from scicontrast.models.train import train
 
-    experiment = _experiment(args)
+    # The training loop takes the experiment's dict form, as load_experiment returns it.
     train(
-        experiment,
+        load_experiment(args.config, args.experiment),
         items_dir=args.items,
         pairs_path=args.pairs,
         out_dir=args.out,
@@ -271,18 +229,18 @@ def cmd_cluster(args: argparse.Namespace) -> None:
     from scicontrast.analysis.cluster import cluster
 
     experiment = _experiment(args)
-    analysis = experiment["analysis"]
+    analysis = experiment.analysis
     metrics = cluster(
         args.embeddings,
         args.out,
-        label_column=analysis["label_column"],
-        kmeans_clusters=analysis["kmeans_clusters"],
-        hdbscan_min_cluster_size=analysis["hdbscan_min_cluster_size"],
-        hdbscan_pca_components=analysis["hdbscan_pca_components"],
-        seed=experiment["training"]["seed"],
-        methods=analysis["cluster_methods"],
-        leiden_resolution=analysis["leiden_resolution"],
-        leiden_neighbors=analysis["leiden_neighbors"],
+        label_column=analysis.label_column,
+        kmeans_clusters=analysis.kmeans_clusters,
+        hdbscan_min_cluster_size=analysis.hdbscan_min_cluster_size,
+        hdbscan_pca_components=analysis.hdbscan_pca_components,
+        seed=experiment.training.seed,
+        methods=analysis.cluster_methods,
+        leiden_resolution=analysis.leiden_resolution,
+        leiden_neighbors=analysis.leiden_neighbors,
     )
     print(json.dumps(metrics, indent=2))
 
@@ -290,16 +248,16 @@ def cmd_cluster(args: argparse.Namespace) -> None:
 def cmd_diagnostics(args: argparse.Namespace) -> None:
     from scicontrast.analysis.diagnostics import diagnose, format_diagnostics
 
-    analysis = _experiment(args)["analysis"]
+    analysis = _experiment(args).analysis
     result = diagnose(
         args.model,
         args.items,
         args.pairs,
         args.out,
-        label_column=analysis["label_column"],
-        max_groups=analysis["diagnostics_max_groups"],
-        projections=analysis["gaussianity_projections"],
-        knn_k=analysis["knn_k"],
+        label_column=analysis.label_column,
+        max_groups=analysis.diagnostics_max_groups,
+        projections=analysis.gaussianity_projections,
+        knn_k=analysis.knn_k,
         device=args.device,
     )
     print("\n".join(format_diagnostics(result)))
@@ -322,10 +280,10 @@ def cmd_plots(args: argparse.Namespace) -> None:
         args.training_metrics,
         args.diagnostics,
         args.out,
-        experiment_name=experiment["name"],
-        label_column=experiment["analysis"]["label_column"],
-        max_points=experiment["analysis"]["map_max_points"],
-        seed=experiment["training"]["seed"],
+        experiment_name=experiment.name,
+        label_column=experiment.analysis.label_column,
+        max_points=experiment.analysis.map_max_points,
+        seed=experiment.training.seed,
         threads=args.threads,
     )
     log.info("wrote %s to %s", ", ".join(written), args.out)
@@ -338,7 +296,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from scicontrast.io import atomic_path
 
     experiment = _experiment(args)
-    analysis = experiment["analysis"]
+    analysis = experiment.analysis
     out = Path(args.out)
     with atomic_path(out) as tmp:
         tmp.mkdir()
@@ -348,18 +306,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             args.pairs,
             args.embeddings,
             tmp / "evaluation.json",
-            label_column=analysis["label_column"],
-            probe_test_fraction=analysis["probe_test_fraction"],
-            probe_seeds=analysis["probe_seeds"],
-            probe_scaling=analysis["probe_scaling"],
-            probe_class_weight=analysis["probe_class_weight"],
-            probe_group_column=analysis["probe_group_column"],
-            knn_k=analysis["knn_k"],
-            invariance_negatives=analysis["invariance_negatives"],
-            seed=experiment["training"]["seed"],
+            label_column=analysis.label_column,
+            probe_test_fraction=analysis.probe_test_fraction,
+            probe_seeds=analysis.probe_seeds,
+            probe_scaling=analysis.probe_scaling,
+            probe_class_weight=analysis.probe_class_weight,
+            probe_group_column=analysis.probe_group_column,
+            knn_k=analysis.knn_k,
+            invariance_negatives=analysis.invariance_negatives,
+            seed=experiment.training.seed,
             device=args.device,
-            baselines=analysis["baselines"],
-            untrained_control=analysis["untrained_control"],
+            baselines=analysis.baselines,
+            untrained_control=analysis.untrained_control,
         )
         clusters = None
         if args.clusters:
@@ -372,7 +330,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             report += "\n" + "\n".join(format_diagnostics(diagnostics)) + "\n"
         if "comparison" in evaluation:
             report += "\n".join(format_verdict(evaluation["comparison"])) + "\n"
-        header = f"experiment {experiment['name']}"
+        header = f"experiment {experiment.name}"
         (tmp / "summary.txt").write_text(f"{header}\n{report}\n")
     print(f"{header}\n{report}")
 

@@ -28,42 +28,42 @@ def add_resolve_config(sub: Subparsers) -> None:
     p.add_argument("--out", required=True, type=Path)
 
 
+# The demo generators' parameters: (option, type, the domains that use it: what it is).
+DEMO_OPTIONS: list[tuple[str, type, str]] = [
+    ("--sources", int, "dna: sources of distinct composition"),
+    ("--sequences-per-source", int, "dna"),
+    ("--length", int, "dna: sequence length; genomes: genome length"),
+    ("--blocks", int, "graph: stochastic-block-model blocks"),
+    ("--nodes-per-block", int, "graph"),
+    ("--p-in", float, "graph: edge probability in a block"),
+    ("--p-out", float, "graph: ... between blocks"),
+    ("--features", int, "graph: bag-of-words size"),
+    ("--images", int, "grains: micrographs"),
+    ("--size", int, "grains: micrograph side (pixels)"),
+    ("--grains-per-image", int, "grains: Voronoi seeds"),
+    ("--classes", int, "grains: orientation classes; audio-image: tone and shape classes"),
+    ("--noise", float, "grains: noise std (0..1 scale)"),
+    ("--blur", float, "grains: Gaussian blur (pixels)"),
+    ("--events", int, "audio-image: events on the timeline"),
+    ("--clock-offset-s", float, "audio-image: camera clock offset (s)"),
+    ("--jitter-s", float, "audio-image: clock jitter (s)"),
+    ("--dropout", float, "audio-image: events missing one side"),
+    ("--image-size", int, "audio-image: image side (pixels)"),
+    ("--species", int, "genomes: species"),
+    ("--strains", int, "genomes: strains per species"),
+    ("--divergence", float, "genomes: strain substitution rate"),
+    ("--seed", int, "every domain"),
+]
+
+
 def add_demo_data(sub: Subparsers) -> None:
-    """The ``demo-data`` subcommand."""
+    """The ``demo-data`` subcommand. An option left out takes its default from the config
+    schema (``demo_data.<domain>``), the one place the demo parameters are declared."""
     p = sub.add_parser("demo-data", help="generate an embedded demo data set")
     p.add_argument("domain", choices=["dna", "graph", "grains", "audio-image", "genomes"])
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--sources", type=int, default=4)
-    p.add_argument("--sequences-per-source", type=int, default=150)
-    p.add_argument(
-        "--length", type=int, default=None, help="dna: sequence length (300); genomes (40000)"
-    )
-    p.add_argument("--blocks", type=int, default=4, help="graph: stochastic-block-model blocks")
-    p.add_argument("--nodes-per-block", type=int, default=100, help="graph")
-    p.add_argument("--p-in", type=float, default=0.06, help="graph: edge probability in a block")
-    p.add_argument("--p-out", type=float, default=0.0075, help="graph: ... between blocks")
-    p.add_argument("--features", type=int, default=64, help="graph: bag-of-words size")
-    p.add_argument("--images", type=int, default=8, help="grains: micrographs")
-    p.add_argument("--size", type=int, default=320, help="grains: micrograph side (pixels)")
-    p.add_argument("--grains-per-image", type=int, default=60, help="grains: Voronoi seeds")
-    p.add_argument("--classes", type=int, default=4, help="grains: orientation classes")
-    p.add_argument("--noise", type=float, default=0.04, help="grains: noise std (0..1 scale)")
-    p.add_argument("--blur", type=float, default=0.8, help="grains: Gaussian blur (pixels)")
-    p.add_argument("--events", type=int, default=240, help="audio-image: events on the timeline")
-    p.add_argument(
-        "--clock-offset-s", type=float, default=3.7, help="audio-image: camera clock offset (s)"
-    )
-    p.add_argument("--jitter-s", type=float, default=0.05, help="audio-image: clock jitter (s)")
-    p.add_argument(
-        "--dropout", type=float, default=0.05, help="audio-image: events missing one side"
-    )
-    p.add_argument("--image-size", type=int, default=24, help="audio-image: image side (pixels)")
-    p.add_argument("--species", type=int, default=3, help="genomes: species")
-    p.add_argument("--strains", type=int, default=2, help="genomes: strains per species")
-    p.add_argument(
-        "--divergence", type=float, default=0.03, help="genomes: strain substitution rate"
-    )
-    p.add_argument("--seed", type=int, default=0)
+    for option, kind, about in DEMO_OPTIONS:
+        p.add_argument(option, type=kind, help=f"{about} (default: the config schema's)")
 
 
 def add_segment(sub: Subparsers) -> None:
