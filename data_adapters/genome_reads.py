@@ -56,6 +56,19 @@ def codes_to_tensor(codes: np.ndarray, length: int | None = None) -> torch.Tenso
     return torch.from_numpy(out.T.copy())
 
 
+def codes_to_batch(reads: Sequence[np.ndarray], width: int | None = None) -> torch.Tensor:
+    """One-hot ``float32 [B, 4, width]`` of ``B`` reads, zero columns after each read's end.
+
+    Equal to stacking :func:`codes_to_tensor` of each read, in one table look-up for the
+    whole batch (embedding is several times faster than a look-up per read).
+    """
+    width = max((len(r) for r in reads), default=0) if width is None else width
+    padded = np.zeros((len(reads), width), np.uint8)  # code 0: padding, a zero column
+    for row, codes in enumerate(reads):
+        padded[row, : len(codes)] = codes
+    return torch.from_numpy(COLUMN_OF_CODE[padded]).transpose(1, 2).contiguous()
+
+
 def reverse_complement_codes(codes: np.ndarray) -> np.ndarray:
     """Codes of the reverse complement strand: complement each code, reverse the order."""
     return COMPLEMENT_CODE[np.asarray(codes)][::-1]
@@ -152,9 +165,9 @@ class GenomeReadBatches:
                 drawn = self.sampler.draw(int(group), length, rng)
                 if mine:
                     row, start, reverse = drawn
-                    reads.append(codes_to_tensor(self.sampler.codes(row, start, length, reverse)))
+                    reads.append(self.sampler.codes(row, start, length, reverse))
                     ids.append(int(group))
-        return torch.stack(reads), torch.tensor(ids, dtype=torch.long)
+        return codes_to_batch(reads), torch.tensor(ids, dtype=torch.long)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for index in range(self._start, self.steps):
@@ -273,8 +286,7 @@ class GenomeReads(PairBuilder):
         for start in range(0, len(items), batch_size):
             stop = min(start + batch_size, len(items))
             width = int(lengths[start:stop].max())
-            reads = [np.asarray(record_codes(items, i)) for i in range(start, stop)]
-            yield torch.stack([codes_to_tensor(codes, width) for codes in reads])
+            yield codes_to_batch([record_codes(items, i) for i in range(start, stop)], width)
 
 
 def cut_reads(

@@ -21,6 +21,7 @@ from scicontrast.data_adapters.demo_genomes import generate_demo_genomes
 from scicontrast.data_adapters.dna import encode_codes, reverse_complement
 from scicontrast.data_adapters.genome_reads import (
     GenomeReads,
+    codes_to_batch,
     codes_to_tensor,
     cut_reads,
     reverse_complement_codes,
@@ -287,3 +288,12 @@ def test_real_genbank_matches_fasta_and_reads_cut(shared_data):
     assert sorted(items.table["genome"]) == sorted(small)
     reads = cut_reads(items, 1000, 20, seed=0)
     assert read_codes(reads).shape == (60, 1000)
+
+
+def test_codes_to_batch_is_the_stack_of_padded_reads():
+    """One look-up for the batch equals one per read, zero-padded to the longest read."""
+    reads = [encode_codes(random_sequence(n, 0.4, n)) for n in (5, 9, 7)]
+    reads[1][3] = encode_codes("N")[0]  # an ambiguous base: 0.25 in each row
+    expected = torch.stack([codes_to_tensor(r, length=9) for r in reads])
+    assert torch.equal(codes_to_batch(reads), expected)
+    assert codes_to_batch(reads, width=12).shape == (3, 4, 12)
