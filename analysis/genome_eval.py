@@ -115,8 +115,9 @@ def origin_scores(
 
 
 @torch.inference_mode()
-def embed_reads(encoder: torch.nn.Module, codes: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """``float32 [N, D]``: ``encoder`` (eval mode) on the one-hot reads ``codes [N, L]``."""
+def embed_reads(encoder: torch.nn.Module, codes: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """``float32 [N, D]``: ``encoder`` (eval mode) on the one-hot reads ``codes [N, L]``,
+    ``batch_size`` reads per pass (small batches stay in cache: ``EMBED_NUCLEOTIDES``)."""
     encoder.eval()
     chunks = [
         encoder(codes_to_batch(codes[i : i + batch_size])).numpy()
