@@ -265,9 +265,9 @@ class PropagatedMLPEncoder(nn.Module):
         hidden_channels: int | None = None,
         num_layers: int = 1,
         activation: str = "prelu",
-        hops: int | str = 10,
-        teleport: float | str = 0.1,
-        order: str = "before",
+        hops: int | str = "auto",
+        teleport: float | str = "auto",
+        order: str = "after",
         in_channels: int = -1,
     ) -> None:
         super().__init__()
