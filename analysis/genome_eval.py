@@ -42,7 +42,7 @@ from sklearn.neighbors import NearestNeighbors
 from scicontrast.data_adapters.base import Items, held_out_groups
 from scicontrast.data_adapters.classical import kmer_features
 from scicontrast.data_adapters.dna.genome_reads import (
-    codes_to_tensor,
+    codes_to_batch,
     cut_reads,
     reverse_complement_codes,
 )
@@ -115,12 +115,13 @@ def origin_scores(
     return scores
 
 
-@torch.no_grad()
-def embed_reads(encoder: torch.nn.Module, codes: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """``float32 [N, D]``: ``encoder`` (eval mode) on the one-hot reads ``codes [N, L]``."""
+@torch.inference_mode()
+def embed_reads(encoder: torch.nn.Module, codes: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """``float32 [N, D]``: ``encoder`` (eval mode) on the one-hot reads ``codes [N, L]``,
+    ``batch_size`` reads per pass (small batches stay in cache: ``EMBED_NUCLEOTIDES``)."""
     encoder.eval()
     chunks = [
-        encoder(torch.stack([codes_to_tensor(c) for c in codes[i : i + batch_size]])).numpy()
+        encoder(codes_to_batch(codes[i : i + batch_size])).numpy()
         for i in range(0, len(codes), batch_size)
     ]
     return np.concatenate(chunks)

@@ -16,9 +16,10 @@ need no training:
 * SGC features (Wu et al., "Simplifying Graph Convolutional Networks", 2019):
   ``S^2 X`` with ``S = D^-1/2 (A + I) D^-1/2`` (PyG's ``gcn_norm``), the propagation a
   2-layer GCN performs, without any weights;
-* PPR features: the propagation of the ``propagated_mlp`` encoder's defaults without its
-  layer, ``P^(10) X`` with ``P^(t+1) = 0.9 S P^(t) + 0.1 X`` (APPNP's teleport 0.1, 10
-  power iterations), the strongest smoothing a propagated encoder has to beat.
+* PPR features: ``P^(10) X`` with ``P^(t+1) = 0.9 S P^(t) + 0.1 X`` (APPNP's teleport 0.1,
+  10 power iterations; what ``propagated_mlp``'s propagation rule gives on Cora), the
+  propagation of the reference encoder applied to the features instead of its layer's
+  output: the strongest smoothing a propagated encoder has to beat.
 
 ``--untrained`` adds, per experiment, its encoder as training starts it (same seed, no
 step): the control that shows what training adds. ``--with-propagated`` adds, per

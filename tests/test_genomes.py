@@ -17,10 +17,12 @@ from scicontrast.analysis.genome_eval import (
 from scicontrast.cli import main
 from scicontrast.data_adapters.base import Items
 from scicontrast.data_adapters.classical import kmer_features
+from scicontrast.data_adapters.dna import genome_reads
 from scicontrast.data_adapters.dna.demo_genomes import generate_demo_genomes
 from scicontrast.data_adapters.dna.encoding import encode_codes, reverse_complement
 from scicontrast.data_adapters.dna.genome_reads import (
     GenomeReads,
+    codes_to_batch,
     codes_to_tensor,
     cut_reads,
     reverse_complement_codes,
@@ -288,3 +290,31 @@ def test_real_genbank_matches_fasta_and_reads_cut(shared_data):
     assert sorted(items.table["genome"]) == sorted(small)
     reads = cut_reads(items, 1000, 20, seed=0)
     assert read_codes(reads).shape == (60, 1000)
+
+
+def test_codes_to_batch_is_the_stack_of_padded_reads():
+    """One look-up for the batch equals one per read, zero-padded to the longest read."""
+    reads = [encode_codes(random_sequence(n, 0.4, n)) for n in (5, 9, 7)]
+    reads[1][3] = encode_codes("N")[0]  # an ambiguous base: 0.25 in each row
+    expected = torch.stack([codes_to_tensor(r, length=9) for r in reads])
+    assert torch.equal(codes_to_batch(reads), expected)
+    assert codes_to_batch(reads, width=12).shape == (3, 4, 12)
+
+
+def test_embedding_batches_cap_the_padded_bases(corpus, monkeypatch):
+    """Consecutive records, at most ``EMBED_NUCLEOTIDES`` padded bases per batch (or one
+    record), whatever ``batch_size`` asks; each batch is its records one-hot and padded."""
+    paths, table, _ = corpus
+    items = GenomeAdapter(paths, table=table).read()
+    monkeypatch.setattr(genome_reads, "EMBED_NUCLEOTIDES", 5000)
+    batches = list(GenomeReads().embedding_batches(items, batch_size=512))
+    assert len(batches) > 1
+    start = 0
+    for batch in batches:
+        size, _, width = batch.shape
+        assert size * width <= 5000 or size == 1
+        records = [record_codes(items, i) for i in range(start, start + size)]
+        assert width == max(len(r) for r in records)
+        assert torch.equal(batch, codes_to_batch(records))
+        start += size
+    assert start == len(items)

@@ -175,7 +175,9 @@ def test_propagation_is_the_truncated_personalized_pagerank(teleport):
     closed = (1 - teleport) ** hops * power(s, hops) + teleport * sum(
         (1 - teleport) ** t * power(s, t) for t in range(hops)
     )
-    encoder = PropagatedMLPEncoder(embedding_dim=3, hops=hops, teleport=teleport).eval()
+    encoder = PropagatedMLPEncoder(
+        embedding_dim=3, hops=hops, teleport=teleport, order="before"
+    ).eval()
     with torch.no_grad():
         propagated = encoder.propagation(data.x, data.edge_index)
         torch.testing.assert_close(propagated, closed @ data.x)
@@ -185,7 +187,9 @@ def test_propagation_is_the_truncated_personalized_pagerank(teleport):
 def test_propagation_after_the_mlp_is_appnp():
     torch.manual_seed(0)
     data = toy_graph()
-    encoder = PropagatedMLPEncoder(embedding_dim=3, num_layers=2, hops=3, order="after").eval()
+    encoder = PropagatedMLPEncoder(
+        embedding_dim=3, num_layers=2, hops=3, teleport=0.1, order="after"
+    ).eval()
     closed = 0.9**3 * torch.linalg.matrix_power(dense_propagation(data), 3) + 0.1 * sum(
         0.9**t * torch.linalg.matrix_power(dense_propagation(data), t) for t in range(3)
     )

@@ -22,7 +22,11 @@ training never pads; the encoder learns every length across batches. The generat
 :func:`cut_reads` cuts a fixed set of reads (for evaluation) into a new store of the same
 layout, one row per read, carrying its genome's metadata; :meth:`GenomeReads.canonical` of
 such a row is the read itself, and ``embedding_batches`` pads reads of unequal length with
-zero columns (which ``dna_cnn`` with ``mask_padding`` leaves out).
+zero columns (which ``dna_cnn`` with ``mask_padding`` leaves out). An embedding batch holds
+at most :data:`EMBED_NUCLEOTIDES` padded bases, whatever ``batch_size`` asks: a small CNN's
+feature maps of 64 reads of 500 nt (both strands, 32 channels, float32: 8 MiB) stay in
+cache, and on the 2-core test machine 512 reads per pass embedded 3 times slower than 32-64
+(docs/experiments/genomes.md, "Embedding speed").
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import PAIR_BUILDERS
 
 _SYMBOLS = "ACGTRYSWKMBDHVN"
+#: Upper bound on the padded bases of one embedding batch (module docstring).
+EMBED_NUCLEOTIDES = 2**15
 # Row c: the one-hot column of code c (row 0, padding, is zero); N is uniform, 0.25 each.
 COLUMN_OF_CODE = np.vstack([np.zeros((1, 4), np.float32), one_hot(_SYMBOLS).T])
 # The complement of each code (IUPAC-aware), so that a read's reverse complement is a slice.
@@ -56,6 +62,19 @@ def codes_to_tensor(codes: np.ndarray, length: int | None = None) -> torch.Tenso
     out = np.zeros((length, 4), np.float32)
     out[: len(codes)] = COLUMN_OF_CODE[codes]
     return torch.from_numpy(out.T.copy())
+
+
+def codes_to_batch(reads: Sequence[np.ndarray], width: int | None = None) -> torch.Tensor:
+    """One-hot ``float32 [B, 4, width]`` of ``B`` reads, zero columns after each read's end.
+
+    Equal to stacking :func:`codes_to_tensor` of each read, in one table look-up for the
+    whole batch (embedding is several times faster than a look-up per read).
+    """
+    width = max((len(r) for r in reads), default=0) if width is None else width
+    padded = np.zeros((len(reads), width), np.uint8)  # code 0: padding, a zero column
+    for row, codes in enumerate(reads):
+        padded[row, : len(codes)] = codes
+    return torch.from_numpy(COLUMN_OF_CODE[padded]).transpose(1, 2).contiguous()
 
 
 def reverse_complement_codes(codes: np.ndarray) -> np.ndarray:
@@ -153,9 +172,9 @@ class GenomeReadBatches:
                 drawn = self.sampler.draw(int(group), length, rng)
                 if mine:
                     row, start, reverse = drawn
-                    reads.append(codes_to_tensor(self.sampler.codes(row, start, length, reverse)))
+                    reads.append(self.sampler.codes(row, start, length, reverse))
                     ids.append(int(group))
-        return ContrastiveBatch(torch.stack(reads), torch.tensor(ids, dtype=torch.long))
+        return ContrastiveBatch(codes_to_batch(reads), torch.tensor(ids, dtype=torch.long))
 
 
 @PAIR_BUILDERS.register("genome_reads")
@@ -267,14 +286,18 @@ class GenomeReads(PairBuilder):
         )
 
     def embedding_batches(self, items: Items, batch_size: int) -> Iterator[torch.Tensor]:
-        """Whole records (reads of a cut set), zero-padded to the longest of each batch."""
+        """Whole records (reads of a cut set), zero-padded to the longest of each batch; at
+        most ``batch_size`` records and :data:`EMBED_NUCLEOTIDES` padded bases (or one record)
+        per batch."""
         self.bind(items)
         lengths = items.table["length"].to_numpy()
-        for start in range(0, len(items), batch_size):
+        start = 0
+        while start < len(items):
             stop = min(start + batch_size, len(items))
+            stop = min(stop, start + max(1, EMBED_NUCLEOTIDES // int(lengths[start:stop].max())))
             width = int(lengths[start:stop].max())
-            reads = [np.asarray(record_codes(items, i)) for i in range(start, stop)]
-            yield torch.stack([codes_to_tensor(codes, width) for codes in reads])
+            yield codes_to_batch([record_codes(items, i) for i in range(start, stop)], width)
+            start = stop
 
 
 def cut_reads(

@@ -1,0 +1,142 @@
+"""Genome of origin: the supervised ceiling of the genomes encoder on genomes never trained on.
+
+::
+
+    python benchmarks/genomes_ceiling.py --split genome --seeds 0 --steps 600 --markdown
+
+How far could any pre-training of this encoder go? The same encoder (``benchmarks/genomes.yaml``,
+experiment ``genomes``) and the same reads (the ``genome_reads`` batches of the training
+genomes: ``batch_size`` genomes x ``reads_per_group`` reads of 150-1,000 nt, either strand,
+the same steps and learning-rate schedule) trained with the labels instead of InfoNCE: a
+linear layer ``W [G, D]`` on the embedding ``h(x) [B, D]`` and cross-entropy over the ``G``
+training genomes,
+
+.. math::  L = -\\frac1B \\sum_i \\log \\operatorname{softmax}(W h(x_i))_{g_i}.
+
+The classifier is then dropped and the encoder embeds reads of the held-out genomes, scored
+exactly as ``benchmarks/genomes.py`` scores the contrastive encoder (k-means ARI / NMI and kNN
+at genome and species level, beside TNF and 5-mers; the untrained control has the same seed).
+A genome classifier learns what tells the training genomes apart; whether that transfers to
+unseen genomes is the question the ceiling answers. Results go to
+``<out>/by_<split>/ceiling_seed<k>/`` and ``<out>/by_<split>/ceiling.json``.
+
+When the data folder is absent the script says so and exits with status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from genomes import render, score_part, store, untrained_encoder
+from torch import nn
+
+from scicontrast.analysis.genome_eval import split_genomes
+from scicontrast.config import load_experiment
+from scicontrast.data_adapters.base import Items
+from scicontrast.models.contrastive import build_model
+from scicontrast.models.train import learning_rate
+from scicontrast.registry import PAIR_BUILDERS
+
+
+def train_classifier(
+    experiment: dict, items: Items, train_genomes: list[str], seed: int, path: Path
+) -> nn.Module:
+    """The experiment's encoder trained as a genome classifier on ``train_genomes``; saved
+    to (and, when present, read from) ``path``. Returns the encoder alone."""
+    torch.manual_seed(seed)  # the initial weights of the contrastive run with this seed
+    encoder = build_model(experiment).encoder
+    if path.is_file():
+        encoder.load_state_dict(torch.load(path, weights_only=True))
+        return encoder
+    builder = PAIR_BUILDERS.create(experiment["pairs"])
+    pairs = builder.build(items)
+    pairs = pairs[items.table["genome"].astype(str).isin(train_genomes).to_numpy()]
+    settings = experiment["training"]
+    batches = builder.training_batches(items, pairs, seed, settings["batch_size"])
+    classes = {int(g): k for k, g in enumerate(np.unique(pairs["group_id"]))}
+    classifier = nn.Linear(encoder.embedding_dim, len(classes))
+    parameters = [*encoder.parameters(), *classifier.parameters()]
+    optimizer = torch.optim.AdamW(
+        parameters, lr=settings["lr"], weight_decay=settings["weight_decay"]
+    )
+    total = settings["epochs"] * len(batches)
+    warmup = round(settings.get("warmup_epochs", 0) * len(batches))
+    step = 0
+    encoder.train()
+    for epoch in range(settings["epochs"]):
+        batches.set_epoch(epoch)
+        for reads, group_ids in batches:
+            lr = learning_rate(settings["lr"], step, total, warmup, settings["lr_schedule"])
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            target = torch.tensor([classes[int(g)] for g in group_ids])
+            loss = nn.functional.cross_entropy(classifier(encoder(reads)), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+        print(f"epoch {epoch + 1}: cross-entropy {loss.item():.3f}", flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(encoder.state_dict(), path)
+    return encoder.eval()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="benchmarks/genomes.yaml")
+    parser.add_argument("--experiment", default="genomes")
+    parser.add_argument("--split", choices=("genome", "species"), default="genome")
+    parser.add_argument("--split-seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[150, 500, 1000])
+    parser.add_argument("--reads", type=int, default=100, help="reads per genome and length")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("results/genomes_bench"))
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args(argv)
+    experiment = load_experiment(args.config, args.experiment)
+    data = Path(experiment["adapter"]["params"]["table"]).parent
+    if not data.is_dir():
+        print(f"{data} is absent: nothing to benchmark")
+        return 0
+    if args.steps is not None:
+        per_epoch = experiment["pairs"]["params"].get("steps_per_epoch", 100)
+        experiment["training"]["epochs"] = math.ceil(args.steps / per_epoch)
+    torch.set_num_threads(args.threads)
+    items = store(experiment, args.out)
+    parts = split_genomes(items.table, args.split, args.split_seed)
+    folder = args.out / f"by_{args.split}"
+    encoders, seconds = {}, {}
+    for seed in args.seeds:
+        start = time.perf_counter()
+        path = folder / f"ceiling_seed{seed}" / "encoder.pt"
+        encoders[seed] = train_classifier(experiment, items, parts["train"], seed, path)
+        seconds[seed] = time.perf_counter() - start
+    untrained = {s: untrained_encoder(experiment, s) for s in args.seeds}
+    results = {"parts": parts, "train_seconds": seconds, "steps": args.steps}
+    for part in ("val", "test"):
+        scored = score_part(items, parts[part], args.lengths, args.reads, encoders, untrained)
+        results[part] = {
+            length: {
+                name.replace("trained encoder", "supervised encoder (ceiling)")
+                if name.startswith("trained")
+                else name: row
+                for name, row in table.items()
+            }
+            for length, table in scored.items()
+        }
+    (folder / "ceiling.json").write_text(json.dumps(results, indent=1, default=str))
+    print(render(results, args.markdown))
+    print(json.dumps({"train_seconds": seconds}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
