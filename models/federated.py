@@ -260,7 +260,14 @@ def _bank_store(experiment: dict[str, Any], state: dict[str, Any]) -> BankStore 
 
 def _load_state(out_dir: Path, experiment: dict[str, Any]) -> dict[str, Any]:
     path = out_dir / SERVER_STATE
-    fresh = {"round": 0, "arrays": {}, "site_names": [], "log": [], "bank": None}
+    fresh = {
+        "config_hash": experiment_hash(experiment),
+        "round": 0,
+        "arrays": {},
+        "site_names": [],
+        "log": [],
+        "bank": None,
+    }
     if not path.exists():
         return fresh
     state = torch.load(path, map_location="cpu", weights_only=False)

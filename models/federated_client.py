@@ -96,11 +96,16 @@ def site_round(site: LocalSite, message: Message) -> Message:
 
 
 def _begin_round(site: LocalSite, round_index: int) -> int:
-    """Epochs the site has trained before this round; restore ``before.pt`` when the last
-    round it started did not finish, or is this one again (a resumed server)."""
+    """Epochs the site has trained before this round. Restores ``before.pt`` when the last
+    round it started did not finish or is this one again (a resumed server), and starts
+    the site over when the server did (a round before the site's last)."""
     path = site.state_dir / SITE_STATE
     previous = json.loads(path.read_text()) if path.exists() else None
     checkpoint, before = site.state_dir / CHECKPOINT, site.state_dir / BEFORE
+    if previous is not None and round_index < previous["round"]:
+        for stale in (checkpoint, before, site.state_dir / "metrics.jsonl"):
+            stale.unlink(missing_ok=True)
+        previous = None
     if previous is not None and (not previous["done"] or previous["round"] == round_index):
         if before.exists():
             shutil.copyfile(before, checkpoint)
