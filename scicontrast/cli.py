@@ -15,6 +15,8 @@ tested) without Snakemake; the Snakemake rules call these same commands.
     scicontrast pairs    --config R/config.json --items R/items --out R/pairs.parquet
     scicontrast train    --config R/config.json --items R/items --pairs R/pairs.parquet \
                          --out R/model
+    scicontrast federate --config R/config.json --items R/items --pairs R/pairs.parquet \
+                         --out R/model      (instead of train, for a `federated` experiment)
     scicontrast embed R/items --model R/model/model.pt --out R/embeddings
     scicontrast cluster  --config R/config.json --embeddings R/embeddings --out R/clusters
     scicontrast diagnostics --config R/config.json --model R/model/model.pt --items R/items \
@@ -281,6 +283,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_federate(args: argparse.Namespace) -> None:
+    from scicontrast.models.federated import federate
+
+    federate(_experiment(args), args.items, args.pairs, args.out, args.stop_after_rounds)
+
+
 def cmd_embed(args: argparse.Namespace) -> None:
     from scicontrast.analysis.embed import embed, embed_files
 
@@ -528,6 +536,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "federate", help="train across the experiment's sites with Flower; resumes by default"
+    )
+    with_config(p)
+    p.add_argument("--items", required=True, type=Path)
+    p.add_argument("--pairs", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="model folder")
+    p.add_argument("--stop-after-rounds", type=int, default=None, help="stop early (resumable)")
+    p.set_defaults(func=cmd_federate)
 
     p = sub.add_parser(
         "embed", help="embed an items folder, or new raw files, with a trained model"

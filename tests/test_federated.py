@@ -11,9 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
+from conftest import run_cli
 from test_train import LENGTH, NoisyCopies, assert_same_weights, read_metrics
 
-from scicontrast.config import select_experiment, validate_config
+from scicontrast.config import experiment_as_config, select_experiment, validate_config
 from scicontrast.data_adapters.base import Adapter, Items
 from scicontrast.errors import ConfigError, InputDataError, Preempted, ScicontrastError
 from scicontrast.models import federated
@@ -267,3 +269,19 @@ def test_bad_sites_and_settings_are_refused_naming_them_and_nothing_is_written(
     with pytest.raises(error, match=message):
         federated.federate(experiment, items, pairs, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_cli_federates_and_names_a_bad_site_without_a_traceback(tmp_path):
+    items, pairs = write_sites(tmp_path, THREE_LABS)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(experiment_as_config(make_experiment(bank=BANK))))
+    args = ["--config", config, "--items", items, "--pairs", pairs]
+    result = run_cli("federate", *args, "--out", tmp_path / "model")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "model" / "model.pt").exists()
+    small = make_experiment()
+    small["training"]["batch_size"] = 7
+    config.write_text(yaml.safe_dump(experiment_as_config(small)))
+    result = run_cli("federate", *args, "--out", tmp_path / "refused")
+    assert result.returncode != 0 and "site 'a': 6 groups, fewer than a batch" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "refused").exists()
