@@ -76,14 +76,11 @@ def check_experiment(experiment: dict[str, Any]) -> None:
             f"{where}.training.epochs is {training['epochs']}, but federated.rounds x "
             f"local_epochs is {total}: set them equal (a site's schedule spans all rounds)"
         )
-    for key, off in (("ensemble", 1), ("swa_epochs", 0), ("grad_cache_views", 0), ("gpus", 0)):
-        if training[key] > off and not (key == "gpus" and training[key] <= 1):
+    for key, most in (("ensemble", 1), ("swa_epochs", 0), ("grad_cache_views", 0), ("gpus", 1)):
+        if training[key] > most:
             raise ConfigError(f"{where}.training.{key}: not implemented for federated training")
     if experiment["loss"]["queue_size"]:
         raise ConfigError(f"{where}.loss.queue_size: MoCo is not implemented for federated sites")
-    bank = settings["bank"]
-    if bank["enabled"] and bank["size"] < 1:
-        raise ConfigError(f"{where}.federated.bank.size is 0 with the bank enabled; set it >= 1")
 
 
 class LocalGrid(Grid):

@@ -21,6 +21,7 @@ the site.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
@@ -193,12 +195,10 @@ def _share(
 
 def _stable(name: str) -> int:
     """A seed from a site name that does not change between processes (unlike hash())."""
-    return int.from_bytes(name.encode()[:8].ljust(8, b"\0"), "little")
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
 
 
-def _pairs(site: LocalSite):
-    import pandas as pd
-
+def _pairs(site: LocalSite) -> pd.DataFrame:
     return pd.read_parquet(site.pairs_path)
 
 

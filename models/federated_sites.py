@@ -146,7 +146,9 @@ def _signature(
         with torch.no_grad():
             dim = int(model.embed(batch).shape[-1])
     except Exception as exc:  # an encoder raises its own error types on a wrong input size
-        raise InputDataError(f"site {site.name!r}: the encoder cannot embed its items ({exc})")
+        raise InputDataError(
+            f"site {site.name!r}: the encoder cannot embed its items ({exc})"
+        ) from None
     return site.items.meta.get("modality"), shape, dim
 
 

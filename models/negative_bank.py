@@ -15,8 +15,8 @@ fixes that with projections the sites share (Wu et al., "Federated contrastive l
 
 .. math::
 
-    \ell_a = -\frac{1}{|P(a)|} \sum_{p \in P(a)} \log
-        \frac{e^{s_{ap}/\tau}}{\sum_{k \ne a} e^{s_{ak}/\tau} + \sum_{j \in B(a)} e^{a \cdot b_j/\tau}}
+    \ell_a = -\frac{1}{|P(a)|} \sum_{p \in P(a)} \log \frac{e^{s_{ap}/\tau}}
+        {\sum_{k \ne a} e^{s_{ak}/\tau} + \sum_{j \in B(a)} e^{a \cdot b_j/\tau}}
 
 with ``B(a)`` the bank entries minus those the site itself sent for a group of the current
 batch (the same object seen under an older model would be a false negative).

@@ -100,7 +100,8 @@ def test_one_site_without_bank_trains_as_central_training_step_for_step(tmp_path
     train(central, items, pairs, tmp_path / "central", progress=False)
 
     def steps(folder):
-        return [(r["step"], r["lr"], r["loss"]) for r in read_metrics(folder) if r["kind"] == "step"]
+        records = read_metrics(folder)
+        return [(r["step"], r["lr"], r["loss"]) for r in records if r["kind"] == "step"]
 
     assert steps(tmp_path / "fed" / "sites" / "a" / "model") == steps(tmp_path / "central")
     assert len(steps(tmp_path / "central")) == 3 * 3  # 3 epochs of 8 groups in batches of 3
@@ -240,9 +241,10 @@ def test_fedprox_adds_mu_times_the_distance_to_the_global_weights_to_each_gradie
 
 
 def adapter_sites(**site_b) -> list[dict]:
+    toy = "test_federated:ToySite"
     return [
-        {"name": "a", "adapter": {"name": "test_federated:ToySite", "params": {"seed": 0}}},
-        {"name": "b", "adapter": {"name": "test_federated:ToySite", "params": {"seed": 1, **site_b}}},
+        {"name": "a", "adapter": {"name": toy, "params": {"seed": 0}}},
+        {"name": "b", "adapter": {"name": toy, "params": {"seed": 1, **site_b}}},
     ]
 
 
@@ -250,7 +252,7 @@ def adapter_sites(**site_b) -> list[dict]:
     ("settings", "error", "message"),
     [
         ({"sites": adapter_sites(modality="image")}, InputDataError, "site 'b': modality 'image'"),
-        ({"sites": adapter_sites(length=30)}, InputDataError, r"site 'b': .*views of shape \[4, 30\]"),
+        ({"sites": adapter_sites(length=30)}, InputDataError, r"'b': .*views of shape \[4, 30\]"),
         ({"sites": adapter_sites(groups=2)}, InputDataError, "site 'b': 2 groups, fewer than"),
         ({"bank": {"enabled": True, "size": 0}}, ConfigError, "bank.size is 0 with the bank"),
         ({"split_by": "lab", "rounds": 2}, ConfigError, "training.epochs is 3, but federated"),
