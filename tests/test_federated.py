@@ -287,3 +287,18 @@ def test_the_cli_federates_and_names_a_bad_site_without_a_traceback(tmp_path):
     result = run_cli("federate", *args, "--out", tmp_path / "refused")
     assert result.returncode != 0 and "site 'a': 6 groups, fewer than a batch" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "refused").exists()
+
+
+def test_fedprox_anchors_each_round_at_the_global_weights_it_started_from(tmp_path):
+    items, pairs = write_sites(tmp_path, THREE_LABS)
+    experiment = make_experiment(aggregation="fedprox", proximal_mu=0.1)
+    out = tmp_path / "out"
+    federated.federate(experiment, items, pairs, out, stop_after_rounds=1)
+    global_after_round_0 = torch.load(out / "server_state.pt", weights_only=False)["arrays"]
+    federated.federate(experiment, items, pairs, out, stop_after_rounds=2)
+    site = torch.load(out / "sites" / "b" / "model" / "checkpoint.pt", weights_only=True)
+    anchors = {k: v for k, v in site["model"].items() if k.startswith("proximal.")}
+    assert len(anchors) == sum(p.requires_grad for p in build_model(experiment).parameters())
+    for key, anchor in anchors.items():
+        name = key.removeprefix("proximal.").replace("__", ".")
+        assert torch.equal(anchor, torch.from_numpy(global_after_round_0[name])), name
