@@ -148,13 +148,13 @@ class LocalGrid(Grid):
         return self.pull_messages(self.push_messages(messages))
 
 
-def strategy(experiment: dict[str, Any], n_sites: int) -> FedAvg:
-    """Flower's FedAvg (or FedProx) sampling every site, waiting for ``min_sites``."""
+def strategy(experiment: dict[str, Any]) -> FedAvg:
+    """Flower's FedAvg (or FedProx) sampling every connected site once ``min_sites`` are."""
     settings = experiment["federated"]
     options = {
         "fraction_train": 1.0,
         "fraction_evaluate": 0.0,
-        "min_train_nodes": min(settings["min_sites"], n_sites),
+        "min_train_nodes": settings["min_sites"],
         "min_available_nodes": settings["min_sites"],
     }
     if settings["aggregation"] == "fedprox":
@@ -171,7 +171,7 @@ def run_server(
     """The server's rounds (module docstring); returns the path of ``model.pt``."""
     settings = experiment["federated"]
     state = _load_state(out_dir, experiment)
-    fed = strategy(experiment, len(list(grid.get_node_ids())))
+    fed = strategy(experiment)
     store = _bank_store(experiment, state)
     for round_index in range(state["round"], settings["rounds"]):
         if stop_after_rounds is not None and round_index >= stop_after_rounds:
@@ -193,9 +193,9 @@ def _one_round(
     """Send, train, average; merge the shared projections into the bank; log the round."""
     settings = experiment["federated"]
     share = store is not None and round_index % settings["bank"]["refresh_every"] == 0
-    config = ConfigRecord(
-        {"round": round_index, "share": share, "site-names": list(state["site_names"]) or [""]}
-    )
+    # A ConfigRecord list needs an element to know its type: [""] names no site.
+    names = list(state["site_names"]) or [""]
+    config = ConfigRecord({"round": round_index, "share": share, "site-names": names})
     arrays = ArrayRecord({k: torch.from_numpy(v) for k, v in state["arrays"].items()})
     messages = list(fed.configure_train(round_index + 1, arrays, config, grid))
     bank = None
@@ -214,19 +214,7 @@ def _one_round(
             f"federated round {round_index}: {len(answered)} of {len(messages)} sites answered, "
             f"fewer than federated.min_sites = {settings['min_sites']}"
         )
-    up, losses = {}, {}
-    for message in answered:
-        name = str(message.content["site"]["name"])
-        shared = message.content.pop("bank", None)
-        up[name] = message.content["arrays"].count_bytes()
-        losses[name] = float(message.content["metrics"]["loss"])
-        if shared is not None and store is not None:
-            up[name] += shared.count_bytes()
-            if name not in state["site_names"]:
-                state["site_names"].append(name)
-            embeddings, groups = shared.to_numpy_ndarrays()
-            store.add(embeddings, state["site_names"].index(name), groups)
-        message.content.pop("site")
+    up, losses = _take_shared(answered, state, store)
     averaged, _ = fed.aggregate_train(round_index + 1, answered)
     state["arrays"] = {k: v.numpy() for k, v in averaged.to_torch_state_dict().items()}
     state["log"].append(
@@ -243,6 +231,27 @@ def _one_round(
     logger.info(
         "round %d: %d sites, mean loss %.4f", round_index, len(up), state["log"][-1]["loss"]
     )
+
+
+def _take_shared(
+    answered: list[Message], state: dict[str, Any], store: BankStore | None
+) -> tuple[dict[str, int], dict[str, float]]:
+    """Merge each reply's projections into the bank (in site-name order) and take them and
+    the site's name out of it, leaving what Flower's strategy averages. Returns the bytes
+    each site sent and its loss."""
+    up, losses = {}, {}
+    for message in answered:
+        name = str(message.content.pop("site")["name"])
+        shared = message.content.pop("bank", None)
+        up[name] = message.content["arrays"].count_bytes()
+        losses[name] = float(message.content["metrics"]["loss"])
+        if shared is not None and store is not None:
+            up[name] += shared.count_bytes()
+            if name not in state["site_names"]:
+                state["site_names"].append(name)
+            embeddings, groups = shared.to_numpy_ndarrays()
+            store.add(embeddings, state["site_names"].index(name), groups)
+    return up, losses
 
 
 def _bank_store(experiment: dict[str, Any], state: dict[str, Any]) -> BankStore | None:
@@ -330,6 +339,11 @@ def federate(
     check_pairs_table(pairs, items, str(pairs_path))
     sites = build_sites(experiment, items, pairs)
     check_sites(experiment, sites, build_model(experiment))
+    if experiment["federated"]["min_sites"] > len(sites):
+        raise ConfigError(
+            f"experiments.{experiment['name']}.federated.min_sites is "
+            f"{experiment['federated']['min_sites']}, but there are {len(sites)} sites"
+        )
     nodes = {}
     for node_id, site in enumerate(sites, start=1):
         local = LocalSite(
