@@ -302,3 +302,15 @@ def test_fedprox_anchors_each_round_at_the_global_weights_it_started_from(tmp_pa
     for key, anchor in anchors.items():
         name = key.removeprefix("proximal.").replace("__", ".")
         assert torch.equal(anchor, torch.from_numpy(global_after_round_0[name])), name
+
+
+def test_the_typed_experiment_carries_the_federated_section():
+    from conftest import REPO
+
+    from scicontrast.config import load_experiment
+    from scicontrast.experiment import Experiment
+
+    path = REPO / "benchmarks" / "federated.yaml"
+    typed = Experiment.from_dict(load_experiment(path, "neu_federated"))
+    assert typed.federated is not None and typed.federated.bank.size == 1440
+    assert typed.federated.split_by == "label" and typed.federated.rounds == 10
