@@ -35,8 +35,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 
 from scicontrast.data_adapters.base import Items
 from scicontrast.io import atomic_path
-from scicontrast.models.contrastive import build_model
-from scicontrast.models.negative_bank import OTHER_SITE, noisy
+from scicontrast.models.contrastive import ContrastiveModel, build_model
+from scicontrast.models.negative_bank import OTHER_SITE, BankedInfoNCELoss, noisy
 from scicontrast.models.proximal import ATTRIBUTE as PROXIMAL
 from scicontrast.models.train import train
 from scicontrast.registry import PAIR_BUILDERS
@@ -136,7 +136,7 @@ def _write_state(site: LocalSite, state: dict[str, Any]) -> None:
 
 
 def _start_weights(
-    template: torch.nn.Module,
+    template: ContrastiveModel,
     global_state: dict[str, torch.Tensor],
     content: RecordDict,
     site_name: str,
@@ -144,7 +144,7 @@ def _start_weights(
     """The full state dict a round starts from: global weights, the bank as this site sees
     it (its own rows keep their group ids), FedProx's anchors at the global weights."""
     state = dict(global_state)
-    if "bank" in content and hasattr(template.loss, "set_bank"):
+    if "bank" in content and isinstance(template.loss, BankedInfoNCELoss):
         embeddings, sites, groups = content["bank"].to_numpy_ndarrays()
         names = list(content["config"]["site-names"])
         own = names.index(site_name) if site_name in names else OTHER_SITE - 1

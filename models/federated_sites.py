@@ -27,6 +27,7 @@ import torch
 
 from scicontrast.data_adapters.base import Items
 from scicontrast.errors import ConfigError, InputDataError
+from scicontrast.models.contrastive import ContrastiveModel
 from scicontrast.registry import ADAPTERS, PAIR_BUILDERS
 
 
@@ -96,7 +97,7 @@ def _adapter_site(experiment: dict[str, Any], entry: dict[str, Any], where: str)
     return Site(name, items, builder.build(items))
 
 
-def check_sites(experiment: dict[str, Any], sites: list[Site], model: torch.nn.Module) -> None:
+def check_sites(experiment: dict[str, Any], sites: list[Site], model: ContrastiveModel) -> None:
     """Refuse sites that cannot train one model together (module docstring).
 
     Args:
@@ -132,7 +133,7 @@ def check_sites(experiment: dict[str, Any], sites: list[Site], model: torch.nn.M
 
 
 def _signature(
-    experiment: dict[str, Any], site: Site, model: torch.nn.Module
+    experiment: dict[str, Any], site: Site, model: ContrastiveModel
 ) -> tuple[Any, tuple[int, ...], int | None]:
     """``(modality, shape of one canonical view, embedding size)`` of a site's items."""
     builder = PAIR_BUILDERS.create(experiment["pairs"], where=f"site {site.name}")

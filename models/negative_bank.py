@@ -34,6 +34,8 @@ turn the bank off.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -110,7 +112,11 @@ class BankedInfoNCELoss(InfoNCELoss):
     With an empty bank the loss is :meth:`InfoNCELoss.forward` exactly.
     """
 
-    def __init__(self, size: int, dim: int, **kwargs) -> None:
+    bank: Tensor
+    bank_ids: Tensor
+    bank_count: Tensor
+
+    def __init__(self, size: int, dim: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.register_buffer("bank", torch.zeros(size, dim))
         self.register_buffer("bank_ids", torch.full((size,), OTHER_SITE, dtype=torch.long))
@@ -165,7 +171,7 @@ class BankedInfoNCELoss(InfoNCELoss):
         return InfoNCEOutput(loss, metrics)
 
 
-def banked_loss(experiment: dict) -> BankedInfoNCELoss | None:
+def banked_loss(experiment: dict[str, Any]) -> BankedInfoNCELoss | None:
     """The loss of a federated experiment with the bank on, else ``None``.
 
     Raises:

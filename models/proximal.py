@@ -12,13 +12,15 @@ checkpoint.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 from torch.nn.parameter import UninitializedParameter
 
 from scicontrast.errors import ConfigError
+
+M = TypeVar("M", bound=nn.Module)
 
 # The submodule's attribute name on the model; state-dict keys under it never travel.
 ATTRIBUTE = "proximal"
@@ -35,7 +37,7 @@ class ProximalTerm(nn.Module):
     def __init__(self, model: nn.Module, mu: float) -> None:
         super().__init__()
         self.mu = float(mu)
-        self.names = []
+        self.names: list[tuple[str, str]] = []
         for name, parameter in model.named_parameters():
             if not parameter.requires_grad:
                 continue
@@ -58,7 +60,7 @@ class ProximalTerm(nn.Module):
             getattr(self, buffer).copy_(parameters[name])
 
 
-def with_proximal_term(model: nn.Module, experiment: dict[str, Any]) -> nn.Module:
+def with_proximal_term(model: M, experiment: dict[str, Any]) -> M:
     """``model`` with a :class:`ProximalTerm` when the experiment federates with FedProx.
 
     Raises:
