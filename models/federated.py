@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -54,7 +55,7 @@ from scicontrast.errors import ConfigError, Preempted, ScicontrastError
 from scicontrast.io import atomic_path, write_parquet
 from scicontrast.models.contrastive import build_model, save_model
 from scicontrast.models.federated_client import LocalSite, site_round
-from scicontrast.models.federated_sites import build_sites, check_sites
+from scicontrast.models.federated_sites import Site, build_sites, check_sites
 from scicontrast.models.negative_bank import BankStore
 from scicontrast.models.train import experiment_hash
 
@@ -353,11 +354,23 @@ def federate(
             out_dir / "sites" / site.name / "pairs.parquet",
             out_dir / "sites" / site.name / "model",
         )
-        if not local.items_dir.exists():
-            site.items.save(local.items_dir)
-            write_parquet(local.pairs_path, site.pairs)
+        _write_site(site, local)
         nodes[node_id] = (_client_app(local), _context(node_id))
     return run_server(LocalGrid(nodes), experiment, out_dir, stop_after_rounds)
+
+
+def _write_site(site: Site, local: LocalSite) -> None:
+    """The site's items and pairs in its folder, unless the same ones are there already
+    (a resumed run); a changed split or pair builder replaces them."""
+    if local.pairs_path.exists() and local.items_dir.exists():
+        same_items = (
+            Items.load(local.items_dir).table["item_id"].equals(site.items.table["item_id"])
+        )
+        if same_items and pd.read_parquet(local.pairs_path).equals(site.pairs):
+            return
+        shutil.rmtree(local.items_dir)
+    site.items.save(local.items_dir)
+    write_parquet(local.pairs_path, site.pairs)
 
 
 def _client_app(site: LocalSite) -> ClientApp:
