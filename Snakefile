@@ -31,6 +31,11 @@ include: "workflows/genomes.smk"
 include: "workflows/report.smk"
 
 
+if any("federated" in experiment for experiment in config["experiments"].values()):
+
+    include: "workflows/federated.smk"
+
+
 rule all:
     default_target: True
     input:

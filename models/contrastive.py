@@ -35,6 +35,8 @@ from scicontrast.models.ensemble import EnsembleEncoder, EnsembleHead, member_ex
 from scicontrast.models.heads import ProjectionHead
 from scicontrast.models.losses import InfoNCELoss
 from scicontrast.models.moco import KeyQueue, MomentumEncoder
+from scicontrast.models.negative_bank import banked_loss
+from scicontrast.models.proximal import with_proximal_term
 from scicontrast.registry import ENCODERS
 
 FORMAT_VERSION = 1
@@ -123,7 +125,7 @@ def build_model(experiment: dict[str, Any]) -> ContrastiveModel:
     )
     settings = experiment["loss"]
     loss_class = ChunkedInfoNCELoss if settings["implementation"] == "chunked" else InfoNCELoss
-    loss = loss_class(
+    loss = banked_loss(experiment) or loss_class(
         temperature=settings["temperature"],
         learnable_temperature=settings["learnable_temperature"],
     )
@@ -131,9 +133,11 @@ def build_model(experiment: dict[str, Any]) -> ContrastiveModel:
     if settings["queue_size"]:
         key_queue = KeyQueue(settings["queue_size"], experiment["head"]["output_dim"])
     try:
-        return ContrastiveModel(encoder, head, loss, key_queue, settings["momentum"])
+        model = ContrastiveModel(encoder, head, loss, key_queue, settings["momentum"])
     except ConfigError as exc:
         raise ConfigError(f"experiments.{experiment.get('name', '?')}.loss: {exc}") from None
+    # Federated training (scicontrast.models.federated): FedProx's pull to the global weights.
+    return with_proximal_term(model, experiment)
 
 
 def ensemble_model(members: list[ContrastiveModel]) -> ContrastiveModel:

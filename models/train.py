@@ -140,6 +140,7 @@ def train(
     progress: bool = True,
     stop_after_epochs: int | None = None,
     num_threads: int = 0,
+    start_weights: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Train the experiment's model on an items set and its pairs table.
 
@@ -155,6 +156,9 @@ def train(
             preemption, or trains in pieces. ``None`` trains to ``training.epochs``.
         num_threads: CPU threads for torch during training (e.g. Snakemake's ``threads``);
             0 keeps torch's default.
+        start_weights: A full state dict loaded into the model after resuming: a federated
+            round (``scicontrast.models.federated``) starts a site from the global weights
+            while its optimiser state, step count and RNG come from its checkpoint.
 
     Returns:
         The path of ``model.pt`` (which exists only once all epochs are done).
@@ -176,6 +180,8 @@ def train(
     load_data(loop, items_dir, pairs_path, num_threads)
     build_model_and_optimizer(loop)
     position = resume_position(loop, resume)
+    if start_weights is not None:
+        loop.model.load_state_dict(start_weights)
     open_run(loop, position, out_dir)
     metrics_path = out_dir / "metrics.jsonl"
     try:

@@ -104,6 +104,31 @@ class Analysis:
 
 
 @dataclasses.dataclass(frozen=True)
+class Bank:
+    """The global negative bank of federated training (schema: ``federated.bank``)."""
+
+    enabled: bool
+    size: int
+    share_per_site: int
+    refresh_every: int
+    noise_std: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Federated:
+    """Sites, rounds and aggregation of federated training (schema: ``federated``)."""
+
+    split_by: str | None
+    sites: list[dict[str, Any]]
+    rounds: int
+    local_epochs: int
+    aggregation: str
+    proximal_mu: float
+    min_sites: int
+    bank: Bank
+
+
+@dataclasses.dataclass(frozen=True)
 class Experiment:
     """One validated experiment: its name and every section, defaults filled."""
 
@@ -116,6 +141,8 @@ class Experiment:
     loss: Loss
     training: Training
     analysis: Analysis
+    # The one optional section: an experiment without it trains centrally.
+    federated: Federated | None = None
 
     @classmethod
     def from_dict(cls, experiment: Mapping[str, Any]) -> Experiment:
@@ -128,6 +155,12 @@ class Experiment:
         return build(cls, experiment, f"experiments.{experiment.get('name', '?')}")
 
 
+def section(hint: Any) -> Any:
+    """The dataclass of an optional section's hint (``Federated | None``), else the hint."""
+    members = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    return members[0] if len(members) == 1 and dataclasses.is_dataclass(members[0]) else hint
+
+
 def build(cls: type[T], values: Mapping[str, Any], where: str) -> T:
     """``cls(**values)`` for the keys that are fields of ``cls``, building the fields that
     are dataclasses from their sub-dicts.
@@ -136,8 +169,10 @@ def build(cls: type[T], values: Mapping[str, Any], where: str) -> T:
     """
     if not isinstance(values, Mapping):
         raise ConfigError(f"{where}: expected a mapping, got {values!r}")
-    hints = typing.get_type_hints(cls)
-    names = [field.name for field in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    hints = {name: section(hint) for name, hint in typing.get_type_hints(cls).items()}
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    optional = {f.name for f in fields if f.default is None}
+    names = [f.name for f in fields if f.name in values or f.name not in optional]
     missing = [name for name in names if name not in values]
     if missing:
         raise ConfigError(

@@ -11,7 +11,7 @@ from conftest import REPO, minimal_experiment
 
 from scicontrast.config import load_experiment, load_schema, select_experiment, validate_config
 from scicontrast.errors import ConfigError
-from scicontrast.experiment import Experiment
+from scicontrast.experiment import Experiment, section
 
 
 def schema_keys(node: dict, defs: dict) -> dict:
@@ -26,7 +26,7 @@ def schema_keys(node: dict, defs: dict) -> dict:
 
 def field_keys(cls: type) -> dict:
     """The same tree from the dataclasses."""
-    hints = typing.get_type_hints(cls)
+    hints = {name: section(hint) for name, hint in typing.get_type_hints(cls).items()}
     return {
         field.name: field_keys(hints[field.name])
         if dataclasses.is_dataclass(hints[field.name])
@@ -52,7 +52,8 @@ def test_values_are_the_validated_dicts():
     assert experiment.analysis.probe_seeds == settings["analysis"]["probe_seeds"]
     assert experiment.pairs.name == settings["pairs"]["name"]
     assert experiment.adapter.params == settings["adapter"]["params"]
-    assert dataclasses.asdict(experiment) == settings
+    # The optional federated section is None for an experiment without it.
+    assert dataclasses.asdict(experiment) == {**settings, "federated": None}
 
 
 def test_defaults_come_from_the_schema():

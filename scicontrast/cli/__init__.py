@@ -15,6 +15,8 @@ tested) without Snakemake; the Snakemake rules call these same commands.
     scicontrast pairs    --config R/config.json --items R/items --out R/pairs.parquet
     scicontrast train    --config R/config.json --items R/items --pairs R/pairs.parquet \
                          --out R/model
+    scicontrast federate --config R/config.json --items R/items --pairs R/pairs.parquet \
+                         --out R/model      (instead of train, for a `federated` experiment)
     scicontrast embed R/items --model R/model/model.pt --out R/embeddings
     scicontrast cluster  --config R/config.json --embeddings R/embeddings --out R/clusters
     scicontrast diagnostics --config R/config.json --model R/model/model.pt --items R/items \

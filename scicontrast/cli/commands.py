@@ -210,6 +210,15 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_federate(args: argparse.Namespace) -> None:
+    from scicontrast.config import load_experiment
+    from scicontrast.models.federated import federate
+
+    # Federated training takes the experiment's dict form, as train does.
+    experiment = load_experiment(args.config, args.experiment)
+    federate(experiment, args.items, args.pairs, args.out, args.stop_after_rounds)
+
+
 def cmd_embed(args: argparse.Namespace) -> None:
     from scicontrast.analysis.embed import embed, embed_files
 
@@ -347,6 +356,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "prepare": cmd_prepare,
     "pairs": cmd_pairs,
     "train": cmd_train,
+    "federate": cmd_federate,
     "embed": cmd_embed,
     "cluster": cmd_cluster,
     "diagnostics": cmd_diagnostics,

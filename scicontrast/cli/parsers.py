@@ -146,6 +146,18 @@ def add_train(sub: Subparsers) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
 
 
+def add_federate(sub: Subparsers) -> None:
+    """The ``federate`` subcommand (instead of ``train`` for a ``federated`` experiment)."""
+    p = sub.add_parser(
+        "federate", help="train across the experiment's sites with Flower; resumes by default"
+    )
+    _with_config(p)
+    p.add_argument("--items", required=True, type=Path)
+    p.add_argument("--pairs", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="model folder")
+    p.add_argument("--stop-after-rounds", type=int, default=None, help="stop early (resumable)")
+
+
 def add_embed(sub: Subparsers) -> None:
     """The ``embed`` subcommand."""
     p = sub.add_parser(
@@ -241,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_prepare(sub)
     add_pairs(sub)
     add_train(sub)
+    add_federate(sub)
     add_embed(sub)
     add_cluster(sub)
     add_evaluate(sub)
