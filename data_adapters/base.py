@@ -159,6 +159,16 @@ class Adapter(ABC):
     def read(self) -> Items:
         """Read, validate and normalise the raw data."""
 
+    def read_chunks(self, chunk_rows: int) -> Iterator[Items]:
+        """The items of :meth:`read` in chunks of about ``chunk_rows`` rows, read as they come.
+
+        ``prepare`` writes each chunk as it is yielded (:mod:`scicontrast.data_adapters.chunks`:
+        the folder's ``meta`` is the last chunk's). The default yields ``read()`` whole; an
+        adapter whose inputs may not fit in memory overrides this and defines ``read`` as
+        ``concat_chunks(self.read_chunks(CHUNK_ROWS))``.
+        """
+        yield self.read()
+
 
 def one_path_each(adapter: str, names: Sequence[str], paths: Sequence[str]) -> dict[str, str]:
     """``{names[i]: paths[i]}``; ``ConfigError`` unless there is one path per name."""
