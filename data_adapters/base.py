@@ -321,6 +321,10 @@ class ViewDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def group_views(self, index: int) -> tuple[np.ndarray, list[str]]:
+        """Group ``index``'s item rows and view names, in pairs-table order."""
+        return self._views[index]
+
     def __len__(self) -> int:
         return len(self._views)
 
@@ -330,7 +334,7 @@ class ViewDataset(Dataset):
     def views(self, epoch: int, index: int) -> tuple[torch.Tensor, int]:
         """Group ``index``'s views in ``epoch``: ``(views [k, ...], index)``."""
         rng = np.random.default_rng([self.seed, epoch, index])
-        rows, views = self._views[index]
+        rows, views = self.group_views(index)
         tensors = []
         for row, view in zip(rows, views, strict=True):
             try:
