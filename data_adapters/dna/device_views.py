@@ -19,6 +19,7 @@ table), on whatever device the codes are on.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ from scicontrast.data_adapters.base import GroupBatches
 from scicontrast.data_adapters.batch import ContrastiveBatch
 from scicontrast.data_adapters.dna.encoding import PAD_CODE
 from scicontrast.data_adapters.tensor_views import mask_blocks, reverse_complement, windows
+
+if TYPE_CHECKING:  # views.py imports this module
+    from scicontrast.data_adapters.dna.views import DNAViews
 
 
 @dataclass
@@ -50,8 +54,13 @@ class DeviceDNABatches(GroupBatches):
     _codes: torch.Tensor | None = None
     _encoding: torch.Tensor | None = None
 
+    @property
+    def builder(self) -> DNAViews:
+        return cast("DNAViews", self.dataset.builder)
+
     def to_device(self, device: torch.device) -> None:
-        builder = self.dataset.builder
+        builder = self.builder
+        assert builder._codes is not None  # the dataset bound the builder
         self._codes = torch.from_numpy(builder._codes).to(device)
         self._encoding = torch.from_numpy(np.ascontiguousarray(builder._encoding)).to(device)
 
@@ -61,7 +70,7 @@ class DeviceDNABatches(GroupBatches):
         draws = _Draws()
         for group in key:
             self._draw(epoch, group, draws)
-        builder = self.dataset.builder
+        builder = self.builder
         device = self._codes.device
         window, flank = builder._window, builder._flank
         starts = torch.tensor(draws.starts, dtype=torch.long) + flank
@@ -83,7 +92,7 @@ class DeviceDNABatches(GroupBatches):
 
     def _draw(self, epoch: int, group: int, draws: _Draws) -> None:
         """Group ``group``'s view parameters, drawn as ``DNAViews.make_view`` draws them."""
-        builder, dataset = self.dataset.builder, self.dataset
+        builder, dataset = self.builder, self.dataset
         rng = np.random.default_rng([dataset.seed, epoch, group])
         rows, views = dataset.group_views(group)
         window = builder._window
