@@ -19,7 +19,7 @@ table), on whatever device the codes are on.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 import numpy as np
 import torch
@@ -29,8 +29,20 @@ from scicontrast.data_adapters.batch import ContrastiveBatch
 from scicontrast.data_adapters.dna.encoding import PAD_CODE
 from scicontrast.data_adapters.tensor_views import mask_blocks, reverse_complement, windows
 
-if TYPE_CHECKING:  # views.py imports this module
-    from scicontrast.data_adapters.dna.views import DNAViews
+
+class _BoundDNAViews(Protocol):
+    """What this module reads of a bound ``DNAViews`` (views.py imports this module)."""
+
+    _codes: np.ndarray | None
+    _encoding: np.ndarray
+    _window: int
+    _flank: int
+    max_shift: int
+    mutation_rate: float
+    mask_fraction: float
+    neighbours: int
+
+    def composition_neighbours(self) -> np.ndarray: ...
 
 
 @dataclass
@@ -55,8 +67,8 @@ class DeviceDNABatches(GroupBatches):
     _encoding: torch.Tensor | None = None
 
     @property
-    def builder(self) -> DNAViews:
-        return cast("DNAViews", self.dataset.builder)
+    def builder(self) -> _BoundDNAViews:
+        return cast(_BoundDNAViews, self.dataset.builder)
 
     def to_device(self, device: torch.device) -> None:
         builder = self.builder
