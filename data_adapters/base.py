@@ -159,6 +159,16 @@ class Adapter(ABC):
     def read(self) -> Items:
         """Read, validate and normalise the raw data."""
 
+    def read_chunks(self, chunk_rows: int) -> Iterator[Items]:
+        """The items of :meth:`read` in chunks of about ``chunk_rows`` rows, read as they come.
+
+        ``prepare`` writes each chunk as it is yielded (:mod:`scicontrast.data_adapters.chunks`:
+        the folder's ``meta`` is the last chunk's). The default yields ``read()`` whole; an
+        adapter whose inputs may not fit in memory overrides this and defines ``read`` as
+        ``concat_chunks(self.read_chunks(CHUNK_ROWS))``.
+        """
+        yield self.read()
+
 
 def one_path_each(adapter: str, names: Sequence[str], paths: Sequence[str]) -> dict[str, str]:
     """``{names[i]: paths[i]}``; ``ConfigError`` unless there is one path per name."""
@@ -311,6 +321,10 @@ class ViewDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def group_views(self, index: int) -> tuple[np.ndarray, list[str]]:
+        """Group ``index``'s item rows and view names, in pairs-table order."""
+        return self._views[index]
+
     def __len__(self) -> int:
         return len(self._views)
 
@@ -320,7 +334,7 @@ class ViewDataset(Dataset):
     def views(self, epoch: int, index: int) -> tuple[torch.Tensor, int]:
         """Group ``index``'s views in ``epoch``: ``(views [k, ...], index)``."""
         rng = np.random.default_rng([self.seed, epoch, index])
-        rows, views = self._views[index]
+        rows, views = self.group_views(index)
         tensors = []
         for row, view in zip(rows, views, strict=True):
             try:

@@ -106,6 +106,7 @@ class ItemsWriter:
         self._table: pq.ParquetWriter | None = None
         self._arrays: dict[str, tuple[Any, np.dtype, tuple[int, ...]]] = {}
         self._ids: set[Any] = set()
+        self._held: list[pa.Table] = []
         self.rows = 0
 
     @property
@@ -123,16 +124,14 @@ class ItemsWriter:
         """Add ``table``'s rows (one row group) and the matching rows of ``arrays``."""
         arrays = arrays or {}
         self._check_chunk(table, arrays)
-        chunk = pa.Table.from_pandas(table, preserve_index=False)
-        if self._table is None:
-            self._table = pq.ParquetWriter(self._dir / TABLE_FILE, chunk.schema)
+        if not self._arrays and not self.rows:
             self._arrays = {
                 name: (open(self._dir / f"{name}.npy", "wb"), a.dtype, a.shape[1:])
                 for name, a in arrays.items()
             }
             for file, _, _ in self._arrays.values():
                 file.write(b"\0" * _NPY_HEADER_BYTES)
-        self._table.write_table(chunk.cast(self._table.schema))
+        self._write_table(pa.Table.from_pandas(table, preserve_index=False))
         for name, array in arrays.items():
             file, dtype, row_shape = self._arrays[name]
             if array.dtype != dtype or array.shape[1:] != row_shape:
@@ -142,6 +141,27 @@ class ItemsWriter:
                 )
             file.write(np.ascontiguousarray(array).data)
         self.rows += len(table)
+
+    def _write_table(self, chunk: pa.Table | None) -> None:
+        """Write ``chunk`` as a row group (``None``: flush what is held back).
+
+        A column that is null in every row so far has no type yet (a labels column whose
+        first chunk matched no label): such chunks are held back until a chunk types every
+        column, or the set ends, and are then written with the types found.
+        """
+        if self._table is not None:
+            if chunk is not None:
+                self._table.write_table(chunk.cast(self._table.schema))
+            return
+        if chunk is not None:
+            self._held.append(chunk)
+        schema = pa.unify_schemas([t.schema for t in self._held], promote_options="permissive")
+        if chunk is not None and any(pa.types.is_null(f.type) for f in schema):
+            return
+        self._table = pq.ParquetWriter(self._dir / TABLE_FILE, schema)
+        for held in self._held:
+            self._table.write_table(held.cast(schema))
+        self._held = []
 
     def add_extra(self, name: str, array: np.ndarray) -> None:
         """An array of any shape that belongs to the set as a whole (``<name>.extra.npy``)."""
@@ -155,7 +175,7 @@ class ItemsWriter:
         if repeated.any():
             raise ValueError(f"items table has duplicate item_id {ids[repeated].iloc[0]!r}")
         self._ids.update(ids.tolist())
-        if self._table is not None and set(arrays) != set(self._arrays):
+        if self.rows and set(arrays) != set(self._arrays):
             raise ValueError(f"chunk arrays {sorted(arrays)}, earlier {sorted(self._arrays)}")
         for name, array in arrays.items():
             if len(array) != len(table):
@@ -181,8 +201,9 @@ class ItemsWriter:
         self._atomic.__exit__(kind, error, traceback)
 
     def _finish(self) -> None:
-        if self._table is None:
+        if not self.rows:
             raise ValueError(f"{self.folder}: no rows were written")
+        self._write_table(None)
         for file, dtype, row_shape in self._arrays.values():
             file.seek(0)
             file.write(_npy_header(dtype, (self.rows, *row_shape)))

@@ -39,16 +39,19 @@ class Checkpointed(Protocol):
 
 
 def experiment_hash(experiment: dict[str, Any]) -> str:
-    """SHA-256 of the settings that shape training: all but ``analysis``, ``description`` and
-    ``training.loader_workers`` (which changes no result, so a run resumes with other
-    workers); ``training.augment_on_device`` counts only when on, so that checkpoints from
-    before it existed still resume."""
+    """SHA-256 of the settings that shape training: all but ``analysis``, ``description``,
+    ``training.loader_workers`` and ``training.checkpoint_every`` (which change no result, so
+    a run resumes with other workers or checkpoints); ``training.augment_on_device`` and
+    ``training.heldout_every`` count only when not at their defaults, so that checkpoints
+    from before they existed still resume."""
     relevant = {k: v for k, v in experiment.items() if k not in ("analysis", "description")}
+    defaults = {"augment_on_device": False, "heldout_every": 1}
     if "training" in relevant:
         relevant["training"] = {
             k: v
             for k, v in relevant["training"].items()
-            if k != "loader_workers" and not (k == "augment_on_device" and not v)
+            if k not in ("loader_workers", "checkpoint_every")
+            and not (k in defaults and v == defaults[k])
         }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 

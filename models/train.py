@@ -38,7 +38,11 @@ Outputs in ``out_dir``:
   "epoch", "projection": {...}, "embedding": {...}}``: the diagnostics' contrastive numbers
   (:func:`scicontrast.models.contrastive_metrics.contrastive_metrics`) on the held-out groups, with
   the same fixed views every epoch, so overfitting shows as a gap to the training curve.
-- ``checkpoint.pt``: written atomically after every epoch (:mod:`~scicontrast.models.run_state`).
+- ``checkpoint.pt``: written atomically after every ``training.checkpoint_every``-th epoch
+  and the last (:mod:`~scicontrast.models.run_state`); an interrupted run redoes the epochs
+  after the last checkpoint. The held-out line comes every ``training.heldout_every``-th
+  epoch and the last. Both default to every epoch: on a small demo they cost as much as
+  its epochs (docs/experiments/loader.md).
 - ``model.pt``: written once every epoch is done (format: ``scicontrast.models.contrastive``):
   the last weights, or their average with ``training.swa_epochs``.
 
@@ -268,10 +272,11 @@ def _train_epoch(loop: Loop, epoch: int, position: Position) -> tuple[Position, 
     means = {key: total / len(batches) for key, total in sums.items()}
     _end_epoch(loop, epoch, means, seconds, n_views)
     position = Position(epoch + 1, 0, step)
-    if group.is_main:
+    preempted = any_process(loop.sigterm.is_set(), group)
+    if group.is_main and (preempted or _every(loop.settings, "checkpoint_every", epoch, epochs)):
         save_checkpoint(loop, position, group.device)
     logger.info("epoch %d/%d: loss %.4f (%.1f s)", epoch + 1, epochs, means["loss"], seconds)
-    if any_process(loop.sigterm.is_set(), group):
+    if preempted:
         raise Preempted(
             f"stopped by SIGTERM after epoch {epoch + 1}; checkpoint saved to "
             f"{loop.checkpoint_path}: run again to resume"
@@ -324,7 +329,9 @@ def _end_epoch(
                 "peak_memory_mb": _peak_memory_mb(group.device),
             },
         )
-    if loop.held_out_batches is not None:
+    if loop.held_out_batches is not None and _every(
+        loop.settings, "heldout_every", epoch, loop.epochs
+    ):
         # Eval mode and seeded views of a fixed epoch: the pass draws nothing from torch's
         # global generator and changes no weights, so a resumed run stays bitwise equal.
         loop.held_out_batches.set_epoch(VIEW_EPOCH)
@@ -332,6 +339,11 @@ def _end_epoch(
         write_line(loop.metrics_file, {"kind": "heldout", "epoch": epoch, **numbers})
     if loop.averaged is not None and epoch >= loop.epochs - loop.settings.get("swa_epochs", 0):
         loop.averaged.update_parameters(loop.model)
+
+
+def _every(settings: dict[str, Any], key: str, epoch: int, epochs: int) -> bool:
+    """Whether epoch ``epoch`` (from 0) is one of every ``settings[key]``-th, or the last."""
+    return (epoch + 1) % settings.get(key, 1) == 0 or epoch + 1 == epochs
 
 
 def _finish(loop: Loop, position: Position, final_loss: float, model_path: Path) -> Path:

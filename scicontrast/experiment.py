@@ -74,6 +74,8 @@ class Training:
     gpu_model: str | None
     loader_workers: int | None
     augment_on_device: bool
+    checkpoint_every: int
+    heldout_every: int
 
 
 @dataclasses.dataclass(frozen=True)

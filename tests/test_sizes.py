@@ -43,7 +43,6 @@ LONG_FUNCTIONS = {
     # Checks in the order the user's file is read, each with its own message.
     "scicontrast.data_adapters.audio_image.manifests:read_manifest": "checks in file order",
     "scicontrast.data_adapters.graphs.planetoid:PyGDataAdapter.read": "checks in file order",
-    "scicontrast.data_adapters.images.folder:ImageFolderAdapter.read": "checks in file order",
     "scicontrast.analysis.invariance:invariance_score": "the formula's terms in order",
     # The loss forms: the math in one place, matching the module docstring line by line.
     "scicontrast.models.losses:InfoNCELoss.against_keys": "the MoCo form's math in one place",

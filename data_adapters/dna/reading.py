@@ -21,6 +21,7 @@ import gzip
 import warnings
 import zlib
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ import pandas as pd
 from Bio import SeqIO
 
 from scicontrast.data_adapters.base import Adapter, Items
+from scicontrast.data_adapters.chunks import CHUNK_ROWS, concat_chunks
 from scicontrast.data_adapters.dna.encoding import (
     AMBIGUOUS_POLICIES,
     IS_AMBIGUOUS,
@@ -192,60 +194,101 @@ class FastaAdapter(Adapter):
         return fmt
 
     def read(self) -> Items:
+        return concat_chunks(self.read_chunks(CHUNK_ROWS))
+
+    def read_chunks(self, chunk_rows: int) -> Iterator[Items]:
+        """Windows in chunks of at least ``chunk_rows`` rows (whole records), as the files
+        are streamed: only one chunk and the next are in memory, plus the record ids when a
+        record id may occur in more than one file (their items get a file prefix)."""
         files = self.input_files()
         for path in files:
             if not path.is_file():
                 raise InputDataError(f"{path}: file not found")
         formats = {path: self._format_of(path) for path in files}
         filename_metadata = {path: filename_groups(self.filename_pattern, path) for path in files}
-
-        windows: list[Windows] = []
-        record_files: dict[str, list[Path]] = {}
-        dropped = Counter({"too_ambiguous": 0, "short_record": 0})
         self._renamed_duplicates = 0
+        shared = self._shared_record_ids(files, formats)
+        labels = self._read_labels() if self.labels is not None else None
+        state = _LabelState(labels)
+        dropped = Counter({"too_ambiguous": 0, "short_record": 0})
+        self._renamed_duplicates = 0  # the first pass over the ids counted them too
+        n_records, rows = 0, 0
+        pending: list[Windows] = []
+        ready: Items | None = None
         for path in files:
             for record_id, sequence in self._records(path, formats[path]):
-                record_files.setdefault(record_id, []).append(path)
+                n_records += 1
+                state.see(record_id, path)
                 kept = self._windows(path, record_id, sequence, dropped)
-                if kept is not None:
-                    windows.append(kept)
-        n_records = sum(len(v) for v in record_files.values())
+                if kept is not None and len(kept.starts):
+                    pending.append(kept)
+                    rows += len(kept.starts)
+                if sum(len(w.starts) for w in pending) >= chunk_rows:
+                    if ready is not None:
+                        yield ready
+                    ready = self._chunk(pending, files, shared, filename_metadata, labels)
+                    pending = []
         self._warn_dropped(dropped)
-        if not windows or all(len(w.starts) == 0 for w in windows):
+        if rows == 0:
             raise InputDataError(
                 f"{', '.join(map(str, files))}: no windows left from {n_records} records "
                 f"(dropped: {dict(dropped)}); check window, short_sequences and "
                 "max_ambiguous_fraction"
             )
-
-        table = self._items_table(windows, record_files, files)
-        table = self._add_filename_metadata(table, filename_metadata)
-        unmatched_label_rows = 0
-        if self.labels is not None:
-            table, unmatched_label_rows = self._add_labels(table, record_files)
-        metadata_columns = [c for c in table.columns if c not in TABLE_COLUMNS]
-        meta: dict[str, Any] = {
+        if pending:
+            if ready is not None:
+                yield ready
+            ready = self._chunk(pending, files, shared, filename_metadata, labels)
+        assert ready is not None  # rows > 0, so some chunk was made
+        unmatched_label_rows = self._check_labels(state)
+        ready.meta = {
             "modality": "dna",
             "window": self.window,
             "stride": self.stride,
             "flank": self.flank,
             "ambiguous": self.ambiguous,
             "payload_columns": list(PAYLOAD_COLUMNS),
-            "metadata_columns": metadata_columns,
+            "metadata_columns": [c for c in ready.table.columns if c not in TABLE_COLUMNS],
             "dropped_windows": dict(dropped),
             "records": n_records,
             "source_files": [str(p) for p in files],
             "unmatched_label_rows": unmatched_label_rows,
             "renamed_duplicate_ids": self._renamed_duplicates,
         }
-        return Items(table=table, meta=meta)
+        yield ready
+
+    def _shared_record_ids(self, files: list[Path], formats: dict[Path, str]) -> set[str]:
+        """Record ids that occur in more than one file (a first pass over the ids)."""
+        if len(files) < 2:
+            return set()
+        seen: set[str] = set()
+        shared: set[str] = set()
+        for path in files:
+            ids = {record_id for record_id, _ in self._records(path, formats[path])}
+            shared |= ids & seen
+            seen |= ids
+        return shared
+
+    def _chunk(
+        self,
+        windows: list[Windows],
+        files: list[Path],
+        shared: set[str],
+        filename_metadata: dict[Path, dict[str, str]],
+        labels: pd.DataFrame | None,
+    ) -> Items:
+        table = self._items_table(windows, shared, files)
+        table = self._add_filename_metadata(table, filename_metadata)
+        if labels is not None:
+            table = table.join(labels, on="record_id")
+        return Items(table=table)
 
     # -- reading --------------------------------------------------------------------------
 
-    def _records(self, path: Path, fmt: str) -> list[tuple[str, str]]:
-        """``(record_id, uppercase sequence)`` for each record, validated."""
+    def _records(self, path: Path, fmt: str) -> Iterator[tuple[str, str]]:
+        """``(record_id, uppercase sequence)`` for each record, validated, as read."""
         _, gzipped = strip_gz(path)
-        records: list[tuple[str, str]] = []
+        number = 0
         seen: set[str] = set()
         previous = None
         try:
@@ -253,7 +296,7 @@ class FastaAdapter(Adapter):
             with opener(path, "rt", encoding="utf-8") as handle:
                 for record in SeqIO.parse(handle, fmt):
                     record_id = record.id
-                    number = len(records) + 1
+                    number += 1
                     if not record_id:
                         raise InputDataError(f"{path}: record #{number} has an empty id")
                     if record_id in seen:
@@ -275,8 +318,8 @@ class FastaAdapter(Adapter):
                     except InvalidBaseError as exc:
                         raise InputDataError(f"{path}: record {record_id!r}: {exc}") from None
                     seen.add(record_id)
-                    records.append((record_id, sequence.upper()))
                     previous = record_id
+                    yield record_id, sequence.upper()
         except UnicodeDecodeError:
             raise InputDataError(
                 f"{path}: not a text {fmt.upper()} file (it holds bytes that are not UTF-8 "
@@ -289,9 +332,8 @@ class FastaAdapter(Adapter):
             ) from None
         except (OSError, EOFError, zlib.error) as exc:
             raise InputDataError(f"{path}: cannot read ({exc})") from None
-        if not records:
+        if not number:
             raise InputDataError(f"{path}: no records (an empty {fmt.upper()} file?)")
-        return records
 
     def _windows(
         self, path: Path, record_id: str, sequence: str, dropped: Counter
@@ -354,14 +396,14 @@ class FastaAdapter(Adapter):
     # -- table ----------------------------------------------------------------------------
 
     def _items_table(
-        self, windows: list[Windows], record_files: dict[str, list[Path]], files: list[Path]
+        self, windows: list[Windows], shared_ids: set[str], files: list[Path]
     ) -> pd.DataFrame:
         stems = Counter(file_stem(p) for p in files)
         prefix = {p: file_stem(p) if stems[file_stem(p)] == 1 else str(p) for p in files}
         columns: dict[str, Any] = {name: [] for name in TABLE_COLUMNS}
         for w in windows:
             n = len(w.starts)
-            shared = len(record_files[w.record_id]) > 1
+            shared = w.record_id in shared_ids
             head = f"{prefix[w.path]}/{w.record_id}" if shared else w.record_id
             columns["item_id"].extend(
                 f"{head}:{s + 1}-{e}"
@@ -403,21 +445,45 @@ class FastaAdapter(Adapter):
             )
         return frame
 
-    def _add_labels(
-        self, table: pd.DataFrame, record_files: dict[str, list[Path]]
-    ) -> tuple[pd.DataFrame, int]:
-        labels = self._read_labels()
-        unmatched = int((~labels.index.isin(list(record_files))).sum())
+    def _check_labels(self, state: _LabelState) -> int:
+        """Warn about label rows naming no record; raise for a record without a row.
+
+        Returns the number of label rows that name no record.
+        """
+        if state.labels is None:
+            return 0
+        unmatched = int((~state.labels.index.isin(list(state.matched))).sum())
         if unmatched:
             warnings.warn(
                 f"{self.labels}: {unmatched} rows name no record in the input files",
-                stacklevel=3,
+                stacklevel=4,
             )
-        missing = [r for r in record_files if r not in labels.index]
-        if missing and self.labels_missing == "error":
+        if state.missing and self.labels_missing == "error":
+            record_id, path = state.first_missing
             raise InputDataError(
-                f"{self.labels}: no row for record {missing[0]!r} "
-                f"(file {record_files[missing[0]][0]}; {len(missing)} records in all); "
+                f"{self.labels}: no row for record {record_id!r} "
+                f"(file {path}; {len(state.missing)} records in all); "
                 "set adapter params.labels_missing to 'allow' to keep them unlabelled"
             )
-        return table.join(labels, on="record_id"), unmatched
+        return unmatched
+
+
+class _LabelState:
+    """Which records a labels table covers, gathered as the records stream past."""
+
+    def __init__(self, labels: pd.DataFrame | None) -> None:
+        self.labels = labels
+        self._keys = set() if labels is None else set(labels.index)
+        self.matched: set[str] = set()
+        self.missing: set[str] = set()
+        self.first_missing: tuple[str, Path] = ("", Path())
+
+    def see(self, record_id: str, path: Path) -> None:
+        if self.labels is None:
+            return
+        if record_id in self._keys:
+            self.matched.add(record_id)
+        elif record_id not in self.missing:
+            if not self.missing:
+                self.first_missing = (record_id, path)
+            self.missing.add(record_id)

@@ -32,8 +32,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from scicontrast.data_adapters.base import Items, PairBuilder
+from scicontrast.data_adapters.base import Items, PairBuilder, ViewDataset
 from scicontrast.data_adapters.classical import ClassicalFeatures, kmer_features
+from scicontrast.data_adapters.dna.device_views import DeviceDNABatches
 from scicontrast.data_adapters.dna.encoding import (
     ENCODING_TABLES,
     PAD_CODE,
@@ -42,6 +43,7 @@ from scicontrast.data_adapters.dna.encoding import (
 )
 from scicontrast.data_adapters.dna.files import PAYLOAD_COLUMNS
 from scicontrast.data_adapters.dna.kmers import kmer_counts, kmer_words, reverse_complement_kmers
+from scicontrast.data_adapters.loader import EpochLoader
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import PAIR_BUILDERS
 
@@ -272,6 +274,20 @@ class DNAViews(PairBuilder):
         if view == "reverse_complement":
             columns = columns[::-1, ::-1]
         return torch.from_numpy(np.ascontiguousarray(columns))
+
+    def training_batches(
+        self,
+        items: Items,
+        pairs: pd.DataFrame,
+        seed: int,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> EpochLoader:
+        """The default batches, able to make their views on the training device
+        (``training.augment_on_device``; :mod:`scicontrast.data_adapters.dna.device_views`)."""
+        dataset = ViewDataset(items, pairs, self, seed)
+        return EpochLoader(DeviceDNABatches(dataset, batch_size, rank=rank, world_size=world_size))
 
     def composition_neighbours(self) -> np.ndarray:
         """``int64 [N, neighbours]``: the rows of each bound window's composition neighbours,

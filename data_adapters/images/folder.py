@@ -28,8 +28,9 @@ images, or ``None``) and ``payload_columns = []`` (pixels live in the arrays).
 
 from __future__ import annotations
 
+import itertools
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ import pandas as pd
 from skimage.color import rgb2gray
 
 from scicontrast.data_adapters.base import Adapter, Items
+from scicontrast.data_adapters.chunks import CHUNK_ROWS, concat_chunks
 from scicontrast.data_adapters.images.cropping import (
     MAX_SILENT_UPSCALE,
     RESIZE_POLICIES,
@@ -129,6 +131,48 @@ def _warn_upscaled(table: pd.DataFrame) -> None:
             f"up over {MAX_SILENT_UPSCALE:g}x); most of their pixels are interpolated",
             stacklevel=3,
         )
+
+
+# (table row, [S, S, C] crop, valid-pixel mask or None, colour source?, bit depth)
+_Piece = tuple[dict[str, Any], np.ndarray, "np.ndarray | None", bool, int]
+
+
+def _array_facts(pieces: Iterable[_Piece], grayscale: bool | None) -> tuple[int, bool]:
+    """``(channels, every source 8-bit?)`` of the images array over all ``pieces``.
+
+    ``grayscale=False`` asks for 3 channels; otherwise 3 only when some piece is in colour
+    (``grayscale=True`` has made every piece grey already).
+    """
+    any_colour, depths = False, set()
+    for _, _, _, colour, depth in pieces:
+        any_colour |= colour
+        depths.add(depth)
+    return (3 if grayscale is False or any_colour else 1), depths == {8}
+
+
+def _batched(pieces: Iterator[_Piece], size: int) -> Iterator[list[_Piece]]:
+    while batch := list(itertools.islice(pieces, size)):
+        yield batch
+
+
+class _Summary:
+    """What the meta needs from every chunk: image ids, pixel sizes, upscaled rows."""
+
+    def __init__(self) -> None:
+        self.images: set[str] = set()
+        self.upscaled: list[pd.DataFrame] = []
+        self._pixel_sizes: list[pd.Series] = []
+
+    def add(self, table: pd.DataFrame) -> None:
+        self.images.update(table["image"].tolist())
+        self.upscaled.append(table[table["scale"] > MAX_SILENT_UPSCALE])
+        if "pixel_size_um" in table.columns:
+            self._pixel_sizes.append(table["pixel_size_um"])
+
+    def pixel_sizes(self) -> dict[str, pd.Series]:
+        if not self._pixel_sizes:
+            return {}
+        return {"pixel_size_um": pd.concat(self._pixel_sizes, ignore_index=True)}
 
 
 @ADAPTERS.register("image_folder")
@@ -233,22 +277,50 @@ class ImageFolderAdapter(Adapter):
         return [*files, Path(self.labels)] if self.labels is not None else files
 
     def read(self) -> Items:
+        return concat_chunks(self.read_chunks(CHUNK_ROWS))
+
+    def read_chunks(self, chunk_rows: int) -> Iterator[Items]:
+        """Crops in chunks of ``chunk_rows`` rows (the last may be shorter), read as they come.
+
+        The array's channels and dtype depend on every image (any colour, any deeper than
+        8 bits): when the images fill more than one chunk, a first pass decodes them all for
+        those two facts only. The patch layout's store is one flat array of all pixels and
+        comes as one chunk.
+        """
         files = expand_image_paths(self.paths)
-        groups = {path: filename_groups(self.filename_pattern, path) for path in files}
         labels, rows = self._labels(files)
         pixel_sizes = self._file_pixel_sizes(files, labels, rows)
+        if self.patch_size is not None:
+            yield self._patch_layout(files, labels, rows, pixel_sizes)
+            return
+        pieces = self._pieces(files, pixel_sizes)
+        first = list(itertools.islice(pieces, chunk_rows))
+        rest = next(pieces, None)
+        if rest is None:
+            facts = _array_facts(first, self.grayscale)
+        else:
+            first.append(rest)
+            facts = _array_facts(self._pieces(files, pixel_sizes), self.grayscale)
+        summary = _Summary()
+        chunk: Items | None = None
+        for batch in itertools.chain([first], _batched(pieces, chunk_rows)):
+            if chunk is not None:
+                yield chunk
+            chunk = self._chunk(batch, facts, labels, rows)
+            summary.add(chunk.table)
+        if chunk is None or not len(chunk):
+            raise InputDataError(f"{', '.join(map(str, files))}: no image gave a crop")
+        _warn_upscaled(pd.concat(summary.upscaled, ignore_index=True))
+        chunk.meta = self._meta(chunk.table, facts[0], files, summary)
+        yield chunk
 
-        records: list[dict[str, Any]] = []
-        crops: list[np.ndarray] = []
-        masks: list[np.ndarray | None] = []
-        depths: set[int] = set()
-        any_colour = False
+    def _pieces(self, files: list[Path], pixel_sizes: dict[Path, float | None]) -> Iterator[_Piece]:
+        """One ``(table row, [S, S, C] crop, mask or None, colour?, bit depth)`` per item."""
+        groups = {path: filename_groups(self.filename_pattern, path) for path in files}
         for micrograph in read_micrographs(files):
             pixels = micrograph.pixels
             if self.grayscale and pixels.shape[2] == 3:
                 pixels = rgb2gray(pixels)[:, :, None].astype(np.float32)
-            any_colour |= pixels.shape[2] == 3
-            depths.add(micrograph.bit_depth)
             base = {
                 "file": str(micrograph.path),
                 "image": micrograph.image_id,
@@ -257,46 +329,75 @@ class ImageFolderAdapter(Adapter):
                 "width": pixels.shape[1],
             }
             if self.patch_size is None:
-                pieces = self._crops(micrograph, pixels)
+                made = self._crops(micrograph, pixels)
             else:
-                pieces = self._working_image(micrograph, pixels, pixel_sizes[micrograph.path])
-            for record, crop, mask in pieces:
-                records.append({**base, **record, **groups[micrograph.path]})
-                crops.append(crop)
-                masks.append(mask)
-        if not crops:
-            raise InputDataError(f"{', '.join(map(str, files))}: no image gave a crop")
+                made = self._working_image(micrograph, pixels, pixel_sizes[micrograph.path])
+            for record, crop, mask in made:
+                row = {**base, **record, **groups[micrograph.path]}
+                yield row, crop, mask, pixels.shape[2] == 3, micrograph.bit_depth
 
-        channels = 1 if self.grayscale or (self.grayscale is None and not any_colour) else 3
+    def _table(
+        self, records: list[dict[str, Any]], labels: pd.DataFrame | None, rows: dict[Path, int]
+    ) -> pd.DataFrame:
         table = pd.DataFrame.from_records(records)
+        if labels is None:
+            return table
+        row_of_file = {str(p): r for p, r in rows.items()}
+        columns = labels.drop(columns=[self.labels_key]).reset_index(drop=True)
+        positions = table["file"].map(row_of_file)
+        joined = columns.reindex(positions.to_numpy()).reset_index(drop=True)
+        return pd.concat([table, joined], axis=1)
+
+    def _chunk(
+        self,
+        pieces: list[_Piece],
+        facts: tuple[int, bool],
+        labels: pd.DataFrame | None,
+        rows: dict[Path, int],
+    ) -> Items:
+        channels, all_8bit = facts
+        table = self._table([p[0] for p in pieces], labels, rows)
+        arrays = {"images": stack_images([p[1] for p in pieces], all_8bit, channels)}
+        if any(p[2] is not None for p in pieces):
+            full = np.ones((self.size, self.size), dtype=bool)
+            arrays["masks"] = np.stack([full if p[2] is None else p[2] for p in pieces])
+        return Items(table=table, arrays=arrays)
+
+    def _patch_layout(
+        self,
+        files: list[Path],
+        labels: pd.DataFrame | None,
+        rows: dict[Path, int],
+        pixel_sizes: dict[Path, float | None],
+    ) -> Items:
+        pieces = list(self._pieces(files, pixel_sizes))
+        if not pieces:
+            raise InputDataError(f"{', '.join(map(str, files))}: no image gave a crop")
+        channels, all_8bit = _array_facts(pieces, self.grayscale)
+        table = self._table([p[0] for p in pieces], labels, rows)
         _warn_upscaled(table)
-        if labels is not None:
-            row_of_file = {str(p): r for p, r in rows.items()}
-            columns = labels.drop(columns=[self.labels_key]).reset_index(drop=True)
-            positions = table["file"].map(row_of_file)
-            joined = columns.reindex(positions.to_numpy()).reset_index(drop=True)
-            table = pd.concat([table, joined], axis=1)
-        meta = {
+        summary = _Summary()
+        summary.add(table)
+        meta = self._meta(table, channels, files, summary)
+        meta |= {"layout": "patches", "target_pixel_size_um": self.target_pixel_size_um}
+        pixels, extent = _patch_store([p[1] for p in pieces], all_8bit, channels)
+        return Items(table=table, meta=meta, arrays={EXTENT: extent}, extras={PIXELS: pixels})
+
+    def _meta(
+        self, last: pd.DataFrame, channels: int, files: list[Path], summary: _Summary
+    ) -> dict[str, Any]:
+        return {
             "modality": "image",
             "channels": channels,
             "size": self.size if self.patch_size is None else self.patch_size,
-            "pixel_size_um": self._pixel_size(table),
+            "pixel_size_um": self._pixel_size(pd.DataFrame(summary.pixel_sizes())),
             "payload_columns": [],
-            "metadata_columns": [c for c in table.columns if c not in _TABLE_COLUMNS],
+            "metadata_columns": [c for c in last.columns if c not in _TABLE_COLUMNS],
             "resize": None if self.tiles or self.patch_size else self.resize,
             "tiles": self.tiles,
             "source_files": [str(p) for p in files],
-            "images": int(table["image"].nunique()),
+            "images": len(summary.images),
         }
-        if self.patch_size is not None:
-            meta |= {"layout": "patches", "target_pixel_size_um": self.target_pixel_size_um}
-            pixels, extent = _patch_store(crops, depths == {8}, channels)
-            return Items(table=table, meta=meta, arrays={EXTENT: extent}, extras={PIXELS: pixels})
-        arrays = {"images": stack_images(crops, depths == {8}, channels)}
-        if any(m is not None for m in masks):
-            full = np.ones((self.size, self.size), dtype=bool)
-            arrays["masks"] = np.stack([full if m is None else m for m in masks])
-        return Items(table=table, meta=meta, arrays=arrays)
 
     def _working_image(
         self, micrograph: Micrograph, pixels: np.ndarray, pixel_size: float | None

@@ -172,13 +172,14 @@ def cmd_segment(args: argparse.Namespace) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
+    from scicontrast.data_adapters.chunks import CHUNK_ROWS, write_chunks
     from scicontrast.registry import ADAPTERS
 
     experiment = _experiment(args)
     adapter = ADAPTERS.create(experiment.adapter, where=f"experiments.{experiment.name}.adapter")
-    items = adapter.read()
-    items.save(args.out)
-    log.info("wrote %d items to %s", len(items), args.out)
+    # Chunk by chunk as the adapter reads, so an input larger than memory can be prepared.
+    rows = write_chunks(adapter.read_chunks(CHUNK_ROWS), args.out)
+    log.info("wrote %d items to %s", rows, args.out)
 
 
 def cmd_pairs(args: argparse.Namespace) -> None:
