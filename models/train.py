@@ -69,6 +69,7 @@ import resource
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -183,24 +184,29 @@ def train(
     loop = Loop(experiment, group, out_dir / "checkpoint.pt", progress)
     load_data(loop, items_dir, pairs_path, num_threads)
     build_model_and_optimizer(loop)
-    position = resume_position(loop, resume)
-    if start_weights is not None:
-        loop.model.load_state_dict(start_weights)
+    position = resume_position(loop, resume, start_weights)
     open_run(loop, position, out_dir)
-    metrics_path = out_dir / "metrics.jsonl"
     try:
-        metrics = open(metrics_path, "a") if group.is_main else contextlib.nullcontext()
-        with (
-            torch_settings(group.device, num_threads),
-            sigterm_flag() as loop.sigterm,
-            metrics as loop.metrics_file,
-        ):
+        with _epochs_context(loop, out_dir / "metrics.jsonl", num_threads):
             position, final_loss = _train_epochs(loop, position, stop_after_epochs)
     finally:
         # The DDP wrapper goes first: see stop_process_group.
         loop.network = None
         stop_process_group(group)
     return _finish(loop, position, final_loss, out_dir / "model.pt")
+
+
+@contextlib.contextmanager
+def _epochs_context(loop: Loop, metrics_path: Path, num_threads: int) -> Iterator[None]:
+    """What the epochs run inside: torch's thread and device settings, the SIGTERM flag, and
+    the metrics file open for appending (main process only)."""
+    metrics = open(metrics_path, "a") if loop.group.is_main else contextlib.nullcontext()
+    with (
+        torch_settings(loop.group.device, num_threads),
+        sigterm_flag() as loop.sigterm,
+        metrics as loop.metrics_file,
+    ):
+        yield
 
 
 def _train_epochs(

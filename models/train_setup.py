@@ -171,9 +171,21 @@ def build_model_and_optimizer(loop: Loop) -> None:
     )
 
 
-def resume_position(loop: Loop, resume: bool) -> Position:
+def resume_position(
+    loop: Loop, resume: bool, start_weights: dict[str, torch.Tensor] | None = None
+) -> Position:
     """Where the last checkpoint left off, when it belongs to this config: after a completed
-    epoch, or mid-epoch after a preemption; else the start."""
+    epoch, or mid-epoch after a preemption; else the start. ``start_weights`` (a federated
+    round's global weights) then replace the model's, keeping the checkpoint's optimiser state,
+    step count and RNG."""
+    position = _checkpoint_position(loop, resume)
+    if start_weights is not None:
+        loop.model.load_state_dict(start_weights)
+    return position
+
+
+def _checkpoint_position(loop: Loop, resume: bool) -> Position:
+    """The position of ``loop``'s checkpoint, its state loaded; the start if there is none."""
     loop.config_hash = experiment_hash(loop.experiment)
     path = loop.checkpoint_path
     if not (resume and path.exists()):
