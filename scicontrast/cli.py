@@ -312,6 +312,7 @@ def cmd_cluster(args: argparse.Namespace) -> None:
         methods=analysis["cluster_methods"],
         leiden_resolution=analysis["leiden_resolution"],
         leiden_neighbors=analysis["leiden_neighbors"],
+        exact_max_items=analysis["cluster_exact_max_items"],
     )
     print(json.dumps(metrics, indent=2))
 
