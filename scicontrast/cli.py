@@ -16,6 +16,8 @@ tested) without Snakemake; the Snakemake rules call these same commands.
     scicontrast train    --config R/config.json --items R/items --pairs R/pairs.parquet \
                          --out R/model
     scicontrast embed R/items --model R/model/model.pt --out R/embeddings
+    scicontrast embed R/items --model R/model/model.pt --shard 0/4 --out R/embedding_shards/0
+    scicontrast gather-embeddings R/embedding_shards/{0,1,2,3} --out R/embeddings
     scicontrast cluster  --config R/config.json --embeddings R/embeddings --out R/clusters
     scicontrast diagnostics --config R/config.json --model R/model/model.pt --items R/items \
                          --pairs R/pairs.parquet --out R/diagnostics
@@ -45,6 +47,17 @@ from pathlib import Path
 from scicontrast.errors import Preempted, ScicontrastError
 
 log = logging.getLogger("scicontrast")
+
+
+def _shard(text: str) -> tuple[int, int]:
+    """``K/N`` -> ``(K, N)`` with ``0 <= K < N``."""
+    try:
+        shard, shards = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not K/N, e.g. 0/4") from None
+    if not 0 <= shard < shards:
+        raise argparse.ArgumentTypeError(f"shard {shard} is not one of 0..{shards - 1}")
+    return shard, shards
 
 
 def _experiment(args: argparse.Namespace) -> dict:
@@ -290,10 +303,19 @@ def cmd_embed(args: argparse.Namespace) -> None:
             f"{items_folders[0]} is an items folder: embed one items folder, or raw files"
         )
     if items_folders:
-        embed(args.model, args.inputs[0], args.out, args.batch_size, args.device)
+        embed(args.model, args.inputs[0], args.out, args.batch_size, args.device, *args.shard)
+    elif args.shard != (0, 1):
+        raise ScicontrastError("--shard splits an items folder; raw files are embedded whole")
     else:
         embed_files(args.model, args.inputs, args.out, args.batch_size, args.device)
     log.info("wrote embeddings to %s", args.out)
+
+
+def cmd_gather_embeddings(args: argparse.Namespace) -> None:
+    from scicontrast.analysis.embed_shards import gather_shards
+
+    rows = gather_shards(args.shards, args.out)
+    log.info("gathered %d rows from %d shards into %s", rows, len(args.shards), args.out)
 
 
 def cmd_cluster(args: argparse.Namespace) -> None:
@@ -544,7 +566,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="embeddings folder to write")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument(
+        "--shard",
+        type=_shard,
+        default=(0, 1),
+        metavar="K/N",
+        help="embed only shard K (from 0) of N of the items folder; join with gather-embeddings",
+    )
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser(
+        "gather-embeddings", help="join embedding shards into one partitioned embeddings folder"
+    )
+    p.add_argument("shards", nargs="+", type=Path, help="shard folders, in shard order")
+    p.add_argument("--out", required=True, type=Path, help="embeddings folder to write")
+    p.set_defaults(func=cmd_gather_embeddings)
 
     p = sub.add_parser("cluster", help="k-means, HDBSCAN and Leiden on the embeddings")
     with_config(p)
