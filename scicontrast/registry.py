@@ -141,6 +141,7 @@ PAIR_BUILDERS: Registry = Registry(
         "scicontrast.data_adapters.rotations",
         "scicontrast.data_adapters.audio_image",
         "scicontrast.data_adapters.graphs",
+        "scicontrast.data_adapters.graph_neighbors",
     ],
 )
 ENCODERS: Registry = Registry(
