@@ -118,10 +118,10 @@ def cluster_embeddings(
 
     known: pd.Series | None = None
     if labels is not None:
-        labels = pd.Series(np.asarray(labels, dtype=object))
-        if len(labels) != n_items:
-            raise ValueError(f"{len(labels)} labels for {n_items} embeddings")
-        known = labels[labels.notna()]
+        label_series = pd.Series(np.asarray(labels, dtype=object))
+        if len(label_series) != n_items:
+            raise ValueError(f"{len(label_series)} labels for {n_items} embeddings")
+        known = label_series[label_series.notna()]
 
     if kmeans_clusters is None:
         kmeans_clusters = known.nunique() if known is not None and len(known) else None

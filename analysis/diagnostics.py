@@ -73,6 +73,7 @@ from torch.nn.parameter import UninitializedParameter
 from scicontrast.data_adapters.base import Items, PairBuilder, check_pairs_table, held_out_groups
 from scicontrast.device import resolve_device
 from scicontrast.errors import InputDataError
+from scicontrast.experiment import Experiment
 from scicontrast.io import atomic_path
 from scicontrast.models.contrastive_metrics import VIEW_EPOCH, contrastive_metrics
 
@@ -178,7 +179,11 @@ def norm_specificity(norms: np.ndarray, proxy: np.ndarray) -> dict[str, Any]:
 
 
 def untrained_model(experiment: dict[str, Any], builder: PairBuilder, items: Items):
-    """The model exactly as training starts it: seeded like ``train``, lazy layers sized."""
+    """The model exactly as training starts it: seeded like ``train``, lazy layers sized.
+
+    ``experiment`` is the dict form that ``build_model`` and ``load_model`` use (the models
+    layer takes the typed :class:`~scicontrast.experiment.Experiment` once train.py does).
+    """
     from scicontrast.models.contrastive import build_model
 
     torch.manual_seed(experiment["training"]["seed"])
@@ -237,18 +242,18 @@ def diagnose(
     pairs_path = Path(pairs_path)
     if not pairs_path.exists():
         raise InputDataError(f"{pairs_path}: pairs table not found")
-    model, experiment = load_model(model_path, map_location="cpu")
+    model, settings = load_model(model_path, map_location="cpu")
+    experiment = Experiment.from_dict(settings)
     torch_device = resolve_device(device)
-    builder = PAIR_BUILDERS.create(experiment["pairs"], where=f"{model_path}: pairs")
+    builder = PAIR_BUILDERS.create(experiment.pairs, where=f"{model_path}: pairs")
     items = Items.load(items_dir)
     pairs = pd.read_parquet(pairs_path)
     check_pairs_table(pairs, items, str(pairs_path))
-    training = experiment["training"]
-    seed, batch_size = training["seed"], training["batch_size"]
-    baseline = untrained_model(experiment, builder, items)
+    seed, batch_size = experiment.training.seed, experiment.training.batch_size
+    baseline = untrained_model(settings, builder, items)
 
     groups, training_groups = choose_groups(
-        pairs, training.get("holdout_fraction", 0.0), seed, max_groups
+        pairs, experiment.training.holdout_fraction, seed, max_groups
     )
     chosen_pairs = pairs[pairs["group_id"].isin(groups)]
     held_out = training_groups is not None
@@ -320,7 +325,7 @@ def diagnose(
             json.dumps(result, indent=2, sort_keys=True, default=_plain) + "\n"
         )
         per_item.to_parquet(tmp / "per_item.parquet", index=False)
-        np.savez(tmp / "projections.npz", **arrays)
+        np.savez(tmp / "projections.npz", **arrays)  # type: ignore[arg-type]  # stub: allow_pickle
     return result
 
 

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from scicontrast.data_adapters.base import Items, PairBuilder
 from scicontrast.device import resolve_device
 from scicontrast.errors import InputDataError
+from scicontrast.experiment import Component, Experiment
 from scicontrast.io import atomic_path
 
 EMBEDDINGS_TABLE = "embeddings.parquet"
@@ -169,13 +170,13 @@ def embed_files(
     """
     from scicontrast.registry import ADAPTERS
 
-    def read(experiment: dict) -> Items:
-        spec = experiment["adapter"]
-        where = f"{model_path}: adapter"
-        params = ADAPTERS.get(spec["name"]).params_for_new_inputs(
-            spec.get("params", {}), [str(p) for p in paths]
+    def read(experiment: Experiment) -> Items:
+        adapter = experiment.adapter
+        params = ADAPTERS.get(adapter.name).params_for_new_inputs(
+            adapter.params, [str(p) for p in paths]
         )
-        return ADAPTERS.create({"name": spec["name"], "params": params}, where=where).read()
+        new_inputs = Component(name=adapter.name, params=params)
+        return ADAPTERS.create(new_inputs, where=f"{model_path}: adapter").read()
 
     _embed_and_write(model_path, read, ", ".join(map(str, paths)), out_dir, batch_size, device)
 
@@ -185,8 +186,9 @@ def _embed_and_write(model_path, read_items, source, out_dir, batch_size, device
     from scicontrast.models.contrastive import load_model
     from scicontrast.registry import PAIR_BUILDERS
 
-    model, experiment = load_model(model_path, map_location="cpu")
-    builder = PAIR_BUILDERS.create(experiment["pairs"], where=f"{model_path}: pairs")
+    model, settings = load_model(model_path, map_location="cpu")
+    experiment = Experiment.from_dict(settings)
+    builder = PAIR_BUILDERS.create(experiment.pairs, where=f"{model_path}: pairs")
     items = read_items(experiment)
     try:
         embeddings = embed_items(model, builder, items, batch_size, resolve_device(device))

@@ -59,6 +59,7 @@ from scicontrast.analysis.portable import (
 )
 from scicontrast.data_adapters.base import Items
 from scicontrast.errors import InputDataError
+from scicontrast.experiment import Experiment
 from scicontrast.io import atomic_path
 
 EMBEDDING_KEY = "X_scicontrast"
@@ -153,7 +154,8 @@ def export(
     from scicontrast.models.contrastive import load_model
     from scicontrast.registry import PAIR_BUILDERS
 
-    model, experiment = load_model(model_path, map_location="cpu")
+    model, settings = load_model(model_path, map_location="cpu")
+    experiment = Experiment.from_dict(settings)
     metadata, embeddings = load_embeddings(embeddings_dir)
     assignments, cluster_metrics = None, None
     if clusters_dir is not None:
@@ -165,21 +167,21 @@ def export(
         embeddings,
         assignments,
         uns={
-            "experiment": json.dumps(experiment, sort_keys=True),
+            "experiment": json.dumps(settings, sort_keys=True),
             "cluster_metrics": json.dumps(cluster_metrics, sort_keys=True),
             "embedding_key": EMBEDDING_KEY,
         },
     )
 
-    builder = PAIR_BUILDERS.create(experiment["pairs"], where=f"{model_path}: pairs")
+    builder = PAIR_BUILDERS.create(experiment.pairs, where=f"{model_path}: pairs")
     items = Items.load(items_dir)
     if len(items) != len(embeddings):
         raise InputDataError(
             f"{embeddings_dir}: {len(embeddings)} embeddings for {len(items)} items in {items_dir}"
         )
     card: dict[str, Any] = {
-        "experiment_name": experiment.get("name"),
-        "experiment": experiment,
+        "experiment_name": experiment.name,
+        "experiment": settings,
         "embedding_dim": int(embeddings.shape[1]),
         "n_items": len(embeddings),
         "files": {"anndata": ANNDATA_FILE, "model_card": MODEL_CARD_FILE},
@@ -202,8 +204,8 @@ def export(
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         adata.write_h5ad(tmp / ANNDATA_FILE)
-        if traced is not None:
-            extra = {EXPERIMENT_EXTRA_FILE: json.dumps(experiment, sort_keys=True)}
+        if traced is not None and not isinstance(entries, str):
+            extra = {EXPERIMENT_EXTRA_FILE: json.dumps(settings, sort_keys=True)}
             with _quiet_jit():
                 torch.jit.save(traced, str(tmp / TORCHSCRIPT_FILE), _extra_files=extra)
             card.update(_portable(entries, tmp))
@@ -274,7 +276,7 @@ def _torchscript(model, entries: list[Entry]) -> tuple[Any, dict[str, Any]]:
         traced = trace_encoder(entry.module, entry.example)
         with torch.no_grad(), _quiet_jit():
             difference = float((traced(*entry.check) - entry.module(*entry.check)).abs().max())
-        card = {"load": f"torch.jit.load('{TORCHSCRIPT_FILE}')"}
+        card: dict[str, Any] = {"load": f"torch.jit.load('{TORCHSCRIPT_FILE}')"}
     else:
         encoder = model.encoder.eval()
         methods = {entry.module.method: entry.example[0] for entry in entries}

@@ -1,6 +1,6 @@
 r"""Genome of origin: do reads of genomes never trained on cluster by genome?
 
-Given a read set (:func:`scicontrast.data_adapters.genome_reads.cut_reads`: ``N`` reads of
+Given a read set (:func:`scicontrast.data_adapters.dna.genome_reads.cut_reads`: ``N`` reads of
 one length, each with its ``genome`` and ``species``) and features ``X [N, D]`` of the
 reads (an encoder's embedding, or a composition baseline), :func:`origin_scores` reports
 
@@ -41,14 +41,15 @@ from sklearn.neighbors import NearestNeighbors
 
 from scicontrast.data_adapters.base import Items, held_out_groups
 from scicontrast.data_adapters.classical import kmer_features
-from scicontrast.data_adapters.genome_reads import (
+from scicontrast.data_adapters.dna.genome_reads import (
     codes_to_tensor,
     cut_reads,
     reverse_complement_codes,
 )
-from scicontrast.data_adapters.genome_store import CODES_EXTRA
-from scicontrast.data_adapters.kmers import kmer_frequencies
+from scicontrast.data_adapters.dna.genome_store import CODES_EXTRA
+from scicontrast.data_adapters.dna.kmers import kmer_frequencies
 from scicontrast.errors import ConfigError
+from scicontrast.experiment import Experiment
 from scicontrast.io import write_json
 from scicontrast.models.contrastive import build_model, load_model
 
@@ -169,7 +170,7 @@ def evaluate_reads(
 
 
 def held_out_reads(
-    experiment: dict[str, Any], items_dir: str | Path, pairs_path: str | Path, length: int
+    experiment: Experiment, items_dir: str | Path, pairs_path: str | Path, length: int
 ) -> Items:
     """Reads of the groups training held out (``training.holdout_fraction``), for the workflow.
 
@@ -178,20 +179,19 @@ def held_out_reads(
     """
     items = Items.load(items_dir)
     pairs = pd.read_parquet(pairs_path)
-    settings = experiment["training"]
-    held_out = held_out_groups(pairs, settings["holdout_fraction"], settings["seed"])
+    training = experiment.training
+    held_out = held_out_groups(pairs, training.holdout_fraction, training.seed)
     if len(held_out) < 2:
         raise ConfigError(
-            f"experiments.{experiment['name']}.training.holdout_fraction holds out "
+            f"experiments.{experiment.name}.training.holdout_fraction holds out "
             f"{len(held_out)} group(s); genome-of-origin scores need at least 2"
         )
-    column = experiment["pairs"]["params"].get("group_column", "genome")
+    column = experiment.pairs.params.get("group_column", "genome")
     rows = items.table.set_index("item_id").loc[
         pairs.loc[pairs["group_id"].isin(held_out), "item_id"]
     ]
     groups = sorted(rows[column].astype(str).unique())
-    count = experiment["analysis"]["genome_reads"]
-    return cut_reads(items, length, count, settings["seed"], column, groups)
+    return cut_reads(items, length, experiment.analysis.genome_reads, training.seed, column, groups)
 
 
 def evaluate_genome_reads(
@@ -201,14 +201,13 @@ def evaluate_genome_reads(
 
     Writes ``{read set folder: {row: scores}}`` to the JSON file ``out`` and returns it.
     """
-    model, experiment = load_model(model_path)
-    torch.manual_seed(experiment["training"]["seed"])  # the weights training started from
-    untrained = build_model(experiment)
+    model, settings = load_model(model_path)
+    seed = Experiment.from_dict(settings).training.seed
+    torch.manual_seed(seed)  # the weights training started from
+    untrained = build_model(settings)
     encoders = {"trained encoder": model.encoder, "untrained encoder": untrained.encoder}
     results = {
-        Path(folder).name: evaluate_reads(
-            Items.load(folder), encoders, experiment["training"]["seed"]
-        )
+        Path(folder).name: evaluate_reads(Items.load(folder), encoders, seed)
         for folder in reads_dirs
     }
     write_json(out, results)

@@ -3,7 +3,7 @@
 **Random splits.** Per seed, the labelled nodes are split 10 % train / 10 % validation /
 80 % test, stratified by class (``sklearn.model_selection.train_test_split`` seeded with the
 seed, once for train vs rest and once for validation vs test). A logistic-regression probe
-(:func:`scicontrast.analysis.evaluate.probe_model`: ``scaling`` of the embeddings, then
+(:func:`scicontrast.analysis.probes.probe_model`: ``scaling`` of the embeddings, then
 ``LogisticRegression``) is fitted on the train nodes for each inverse
 regularisation strength ``C`` in :data:`C_GRID`; the ``C`` with the best validation
 accuracy (the smallest on ties) is scored on the test nodes. The test nodes never choose
@@ -51,9 +51,11 @@ from scicontrast.analysis.probes import (
     usable_labels,
 )
 from scicontrast.data_adapters.base import Items
-from scicontrast.data_adapters.graphs import SPLIT_MASKS, GraphViews, graph_data
+from scicontrast.data_adapters.graphs.cleaning import SPLIT_MASKS
+from scicontrast.data_adapters.graphs.views import GraphViews, graph_data
 from scicontrast.device import resolve_device
 from scicontrast.errors import InputDataError
+from scicontrast.experiment import Experiment
 from scicontrast.io import write_json
 
 TRAIN_FRACTION = 0.1
@@ -167,7 +169,8 @@ def public_split_probe(
         return None
     labelled = table[label_column].notna().to_numpy()
     codes, _ = pd.factorize(table[label_column].astype(object), sort=True)
-    split = tuple(np.flatnonzero(table[mask].to_numpy(dtype=bool) & labelled) for mask in masks)
+    train, val, test = (np.flatnonzero(table[m].to_numpy(dtype=bool) & labelled) for m in masks)
+    split = (train, val, test)
     if any(len(part) == 0 for part in split):
         return None
     return validated_probe(embeddings, codes, split, scaling, class_weight=class_weight)
@@ -277,10 +280,11 @@ def evaluate_graph(
     from scicontrast.models.contrastive import load_model
     from scicontrast.registry import PAIR_BUILDERS
 
-    model, experiment = load_model(model_path, map_location="cpu")
+    model, settings = load_model(model_path, map_location="cpu")
+    experiment = Experiment.from_dict(settings)
     torch_device = resolve_device(device)
     model.to(torch_device).eval()
-    builder = PAIR_BUILDERS.create(experiment["pairs"], where=f"{model_path}: pairs")
+    builder = PAIR_BUILDERS.create(experiment.pairs, where=f"{model_path}: pairs")
     items = Items.load(items_dir)
     result["invariance"] = graph_invariance(
         model, items, builder, invariance_negatives, seed, torch_device
@@ -291,7 +295,7 @@ def evaluate_graph(
             metadata, label_column, rows, probe_seeds, probe_scaling, probe_class_weight, knn_k
         )
         untrained = (
-            untrained_embeddings(experiment, builder, items, torch_device)
+            untrained_embeddings(settings, builder, items, torch_device)
             if untrained_control
             else None
         )

@@ -2,8 +2,55 @@
 they can use. Array-level: embeddings and labels in, scores out.
 
 :mod:`scicontrast.analysis.evaluate` (item-wise) and :mod:`scicontrast.analysis.graph_eval`
-(node-wise) both build on them; their protocol is described in the former's docstring
-("Linear probe", "Grouped splits", "Validation probe", "kNN").
+(node-wise) both build on them.
+
+**Linear probe.** Per seed, a stratified split (``test_fraction`` held out), then
+``LogisticRegression`` on the training part after the embedding's ``scaling``
+(:func:`probe_model`: ``"standard"`` standardises each dimension, ``StandardScaler``;
+``"l2"`` scales each embedding to unit length, ``Normalizer``, the protocol of GRACE's and
+DGI's linear evaluation, which suits a cosine-trained embedding); test accuracy, balanced
+accuracy (mean per-class recall) and AUROC. Binary labels: AUROC of the positive class's
+probability, the positive class being the second in sorted order. More classes: macro
+one-vs-rest AUROC, the mean over classes of the AUROC of "this class vs the rest", taken
+over the classes present in the test part. Reported as mean and (population) std over
+seeds, plus per-seed values.
+
+The inverse regularisation strength ``C`` is chosen inside the training part, as linear
+evaluations tune their weight decay (Kolesnikov et al., "Revisiting self-supervised visual
+representation learning", CVPR 2019): a second stratified split of it (same
+``test_fraction`` and seed) fits the probe for each ``C`` of :data:`C_GRID` on the rest and
+keeps the ``C`` with the best accuracy on that part (the smallest on ties); the probe is then
+refitted on the whole training part. No single ``C`` suits every embedding: k-mer
+frequencies want strong regularisation (``C`` near 0.001), a 128-dimensional image
+embedding hardly any (``C`` near 100). A training part too small to split for every class
+keeps ``C = 1`` and says so (``C_chosen_on: "default"``).
+
+``class_weight="balanced"`` weighs each class by the inverse of its frequency in the fit
+(scikit-learn's ``class_weight``), so the probe minimises the mean of the per-class losses,
+and ``C`` is chosen by balanced accuracy. With unequal classes the default probe leans
+towards the larger one, and its balanced accuracy then reads partly as where its threshold
+sits; the balanced probe asks what the embedding separates.
+
+**Grouped splits.** Items that are not independent (overlapping windows of one genome
+stretch, crops of one image) let a random split score recognising the source instead of
+the label: the test part holds near-copies of training items. With ``groups`` (one id per
+item) every split keeps each group on one side: scikit-learn's ``StratifiedGroupKFold`` with
+``round(1 / test_fraction)`` folds, shuffled by the seed, holds out its first fold, so the
+test part is about ``test_fraction`` of the items and the class shares stay close to the
+whole set's. The inner splits that choose ``C`` and the validation probe's are grouped
+alike.
+
+Probe and kNN fits run on one BLAS thread, so their figures are the same on any number of
+cores.
+
+**Validation probe.** Settings are chosen without the test items: within each seed's training
+part, a second stratified split (same ``test_fraction`` and seed) fits the probe on the rest,
+which chooses its own ``C`` on a third split inside it, and scores it on that part
+(:func:`validation_probe`); the test part takes no part.
+
+**kNN.** Cosine k-nearest-neighbour majority vote on the same splits: accuracy and balanced
+accuracy. Unlike the probe it needs no training, so it shows how labels sit in the
+embedding's own geometry.
 """
 
 from __future__ import annotations
@@ -105,13 +152,15 @@ def best_C(
     fit_x, fit_y = embeddings[fit_rows], codes[fit_rows]
     val_x, val_y = embeddings[val_rows], codes[val_rows]
     score = accuracy_score if class_weight is None else balanced_accuracy_score
-    best_model, best_c, best_accuracy = None, None, -1.0
+    best: tuple[Pipeline, float, float] | None = None
     for c in c_grid:
         model = probe_model(scaling, c, class_weight).fit(fit_x, fit_y)
         accuracy = float(score(val_y, model.predict(val_x)))
-        if accuracy > best_accuracy:
-            best_model, best_c, best_accuracy = model, c, accuracy
-    return best_model, best_c, best_accuracy
+        if best is None or accuracy > best[2]:
+            best = model, c, accuracy
+    if best is None:
+        raise ConfigError("best_C: the grid of C values is empty")
+    return best
 
 
 def _choose_C(
@@ -189,7 +238,7 @@ def linear_probe(
     codes, classes = _encode_labels(labels)
     groups = None if groups is None else np.asarray(groups)
     binary = len(classes) == 2
-    per_seed = []
+    per_seed: list[dict[str, Any]] = []
     for seed, (train, test) in zip(
         seeds, stratified_splits(codes, test_fraction, seeds, groups), strict=True
     ):

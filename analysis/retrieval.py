@@ -46,6 +46,7 @@ from scicontrast.analysis.cca_baseline import cca_features
 from scicontrast.analysis.embed import load_embeddings
 from scicontrast.data_adapters.base import Items, held_out_groups
 from scicontrast.errors import ConfigError, InputDataError
+from scicontrast.experiment import Experiment
 from scicontrast.io import write_json
 from scicontrast.registry import PAIR_BUILDERS
 
@@ -234,8 +235,9 @@ def evaluate_audio_image(
 
     from scicontrast.models.contrastive import load_model
 
-    model, experiment = load_model(model_path, map_location="cpu")
-    training = experiment["training"]
+    model, settings = load_model(model_path, map_location="cpu")
+    experiment = Experiment.from_dict(settings)
+    training = experiment.training
     items = Items.load(items_dir)
     metadata, embeddings = load_embeddings(embeddings_dir)
     if list(metadata["item_id"]) != list(items.table["item_id"]):
@@ -246,7 +248,7 @@ def evaluate_audio_image(
     pairs = pd.read_parquet(pairs_path)
     with torch.no_grad():
         joint = model.head(torch.from_numpy(np.asarray(embeddings, dtype=np.float32))).numpy()
-    held_out = held_out_groups(pairs, training.get("holdout_fraction", 0.0), training["seed"])
+    held_out = held_out_groups(pairs, training.holdout_fraction, training.seed)
     events = held_out if len(held_out) else np.unique(pairs["group_id"].to_numpy())
     result: dict[str, Any] = {
         "n_items": len(embeddings),
@@ -266,8 +268,8 @@ def evaluate_audio_image(
         fit_events = np.setdiff1d(np.unique(pairs["group_id"].to_numpy()), held_out)
         untrained = None
         if untrained_control:
-            builder = PAIR_BUILDERS.create(experiment["pairs"], where=f"{model_path}: pairs")
-            untrained = untrained_embeddings(experiment, builder, items, projected=True)
+            builder = PAIR_BUILDERS.create(experiment.pairs, where=f"{model_path}: pairs")
+            untrained = untrained_embeddings(settings, builder, items, projected=True)
         result["comparison"] = compare(
             _retrieval_scores(result),
             score,

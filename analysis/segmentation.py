@@ -38,8 +38,8 @@ import pandas as pd
 from scipy import ndimage
 from skimage.morphology import skeletonize
 
-from scicontrast.data_adapters.grains import boundary_mask
-from scicontrast.data_adapters.images import read_image_pages
+from scicontrast.data_adapters.grains.segmentation import boundary_mask
+from scicontrast.data_adapters.images.reading import read_image_pages
 from scicontrast.errors import InputDataError
 
 COUNT_COLUMNS = ("matched_predicted", "predicted", "matched_true", "true")
@@ -96,7 +96,7 @@ def boundary_scores(
     return {**scores_from_counts(counts), **counts}
 
 
-def summarise(per_image: pd.DataFrame) -> dict[str, dict[str, float]]:
+def summarise(per_image: pd.DataFrame) -> dict[str, Any]:
     """Pooled and mean-per-image scores of a table with one row per image and the counts."""
     pooled = scores_from_counts({c: int(per_image[c].sum()) for c in COUNT_COLUMNS})
     mean = {k: float(per_image[k].mean()) for k in ("precision", "recall", "f_score")}
@@ -120,7 +120,7 @@ def score_folder(
     true_dir: str | Path,
     tolerances: Sequence[float] = (1, 2, 3),
     threshold: int = 127,
-) -> tuple[pd.DataFrame, dict[str, Any]]:
+) -> tuple[pd.DataFrame, dict[float, dict[str, Any]]]:
     """Score every predicted map in ``predicted_dir`` against the mask of the same stem.
 
     Returns ``(per-image table, {tolerance: summary})``; the table has ``image``,

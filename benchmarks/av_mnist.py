@@ -65,11 +65,9 @@ from scicontrast.analysis.embed import embed, load_embeddings
 from scicontrast.analysis.plots import read_epochs
 from scicontrast.analysis.retrieval import audio_image_metrics, zero_shot_accuracy
 from scicontrast.config import load_experiment
-from scicontrast.data_adapters.audio_image import (
-    AudioImageAdapter,
-    SynchronizedPairs,
-    synchronize,
-)
+from scicontrast.data_adapters.audio_image.pairs import SynchronizedPairs
+from scicontrast.data_adapters.audio_image.reading import AudioImageAdapter
+from scicontrast.data_adapters.audio_image.synchronization import synchronize
 from scicontrast.data_adapters.base import Items
 from scicontrast.models.contrastive import load_model
 from scicontrast.models.ensemble import EnsembleHead

@@ -58,12 +58,12 @@ import torch
 from scicontrast.analysis.cluster import cluster_embeddings
 from scicontrast.analysis.diagnostics import untrained_model
 from scicontrast.analysis.embed import load_embeddings
-from scicontrast.analysis.evaluate import PROBE_SCALINGS
 from scicontrast.analysis.graph_eval import node_probe, public_split_probe, training_cost
+from scicontrast.analysis.probes import PROBE_SCALINGS
 from scicontrast.config import load_experiment, read_config_file
 from scicontrast.data_adapters import classical
 from scicontrast.data_adapters.base import Items
-from scicontrast.data_adapters.graphs import graph_data
+from scicontrast.data_adapters.graphs.views import graph_data
 from scicontrast.registry import PAIR_BUILDERS
 
 REPO = Path(__file__).resolve().parents[1]

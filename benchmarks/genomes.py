@@ -11,7 +11,7 @@ once (``<out>/store``), splits the genomes into train / val / test
 experiment's model on the train genomes alone, once per seed, with the workflow's own
 :func:`~scicontrast.models.train.train` (``<out>/<split>/seed<k>/model.pt``; an existing one
 is reused), then cuts ``--reads`` reads per genome of each ``--lengths`` from the val and
-test genomes (:func:`~scicontrast.data_adapters.genome_reads.cut_reads`) and scores
+test genomes (:func:`~scicontrast.data_adapters.dna.genome_reads.cut_reads`) and scores
 (:func:`~scicontrast.analysis.genome_eval.evaluate_reads`): the trained encoder, the same
 encoder at its initial weights (the untrained control, same seeds), canonical TNF z-scored and
 canonical 5-mer frequencies. Encoder rows are mean ± population std over the seeds. Settings
@@ -44,7 +44,7 @@ import torch
 from scicontrast.analysis.genome_eval import embed_reads, evaluate_reads, read_codes, split_genomes
 from scicontrast.config import load_experiment
 from scicontrast.data_adapters.base import Items
-from scicontrast.data_adapters.genome_reads import cut_reads
+from scicontrast.data_adapters.dna.genome_reads import cut_reads
 from scicontrast.io import write_parquet
 from scicontrast.models.contrastive import build_model, load_model
 from scicontrast.models.train import train

@@ -54,15 +54,13 @@ from scicontrast.analysis.segmentation import (
     scores_from_counts,
     thin_boundaries,
 )
-from scicontrast.data_adapters.grains import (
+from scicontrast.data_adapters.grains.folders import load_labels, load_micrograph, load_segmentation
+from scicontrast.data_adapters.grains.segmentation import (
     DEFAULT_PARAMS,
     boundary_mask,
-    load_labels,
-    load_micrograph,
-    load_segmentation,
-    overlay_grain_values,
     segment_micrograph,
 )
+from scicontrast.data_adapters.grains.statistics import overlay_grain_values
 from scicontrast.io import atomic_path
 
 REPO = Path(__file__).resolve().parents[1]

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from scicontrast.data_adapters.base import Items
-from scicontrast.data_adapters.graphs import EDGE_INDEX, FEATURES, MODALITY
+from scicontrast.data_adapters.graphs.cleaning import EDGE_INDEX, FEATURES, MODALITY
 
 
 def sbm_items(nodes: int, edges: int, blocks: int, p_in: float, features: int, seed: int):

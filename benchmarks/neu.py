@@ -8,7 +8,7 @@ Run the workflow on ``benchmarks/neu.yaml`` first (see BENCHMARKS.md), then::
 For every experiment of the config this reads ``results/<experiment>/items`` (the items the
 workflow prepared), ``results/<experiment>/embeddings`` (the frozen encoder's embedding of
 every image's canonical view) and ``results/<experiment>/metrics/evaluation.json`` (for the
-invariance scores of :func:`scicontrast.analysis.evaluate.invariance_score`: the
+invariance scores of :func:`scicontrast.analysis.invariance.invariance_score`: the
 rotation-invariance score over views that differ by their rotation alone, and the score over
 the training views, which add intensity jitter). On the same images, in the same row order, it
 computes two baselines from the original files at full resolution (200 x 200 for NEU):
@@ -21,17 +21,17 @@ computes two baselines from the original files at full resolution (200 x 200 for
   of the ``P + 2`` codes of each scale are concatenated (10 + 18 + 26 = 54 features).
 
 Every row, embeddings and baselines alike, is scored with the workflow's own
-:func:`~scicontrast.analysis.evaluate.linear_probe` (``StandardScaler`` +
+:func:`~scicontrast.analysis.probes.linear_probe` (``StandardScaler`` +
 ``LogisticRegression``, its ``C`` chosen inside each training part) and
-:func:`~scicontrast.analysis.evaluate.knn_accuracy` (cosine,
-``knn_k`` neighbours) on the splits of :func:`~scicontrast.analysis.evaluate.stratified_splits`
+:func:`~scicontrast.analysis.probes.knn_accuracy` (cosine,
+``knn_k`` neighbours) on the splits of :func:`~scicontrast.analysis.probes.stratified_splits`
 with the experiment's ``probe_test_fraction`` and ``probe_seeds``, so every row is tested on
 the same images. Metrics are mean ± population std over the seeds. Pre-training saw every
 image without its label (the usual self-supervised protocol); the probe saw only the
 training part of each split.
 
 Settings are chosen by the "val" column alone
-(:func:`~scicontrast.analysis.evaluate.validation_probe`): the probe refit inside each seed's
+(:func:`~scicontrast.analysis.probes.validation_probe`): the probe refit inside each seed's
 training part and scored on a stratified part of it, so the test images choose nothing. The
 last line names the contrastive experiment with the best validation accuracy (an exact tie
 goes to the higher validation AUROC, the column's second figure) and whether it meets the
@@ -57,7 +57,7 @@ from skimage.color import rgb2gray
 from skimage.io import imread
 
 from scicontrast.analysis.embed import load_embeddings
-from scicontrast.analysis.evaluate import knn_accuracy, linear_probe, validation_probe
+from scicontrast.analysis.probes import knn_accuracy, linear_probe, validation_probe
 from scicontrast.config import read_config_file
 from scicontrast.data_adapters import classical
 from scicontrast.data_adapters.base import Items

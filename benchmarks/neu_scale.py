@@ -13,7 +13,7 @@ probed on the same stratified splits (the experiment's ``probe_test_fraction`` a
     the originals (the experiment's own items);
 ``x2, pixel size given``
     the 2x copies read with ``target_pixel_size_um: 1``, so they are resampled to the
-    working scale the model was trained at (``scicontrast.data_adapters.patches``);
+    working scale the model was trained at (``scicontrast.data_adapters.images.patches``);
 ``x2, pixel size unknown``
     the 2x copies at their native resolution, the control: texture twice as coarse.
 
@@ -46,7 +46,7 @@ from skimage.io import imsave
 from skimage.transform import resize
 
 from scicontrast.analysis.embed import embed_items, load_embeddings
-from scicontrast.analysis.evaluate import knn_accuracy, linear_probe, validation_probe
+from scicontrast.analysis.probes import knn_accuracy, linear_probe, validation_probe
 from scicontrast.config import read_config_file
 from scicontrast.data_adapters.base import Items
 from scicontrast.models.contrastive import build_model, load_model

@@ -17,9 +17,9 @@ table, in the same row order, it computes the baselines
   feature, ``(4^k + 4^(k/2) [k even]) / 2`` features, invariant to the strand read;
 
 and probes them, like the embeddings, with the workflow's own
-:func:`scicontrast.analysis.evaluate.linear_probe` (``StandardScaler`` +
+:func:`scicontrast.analysis.probes.linear_probe` (``StandardScaler`` +
 ``LogisticRegression``, its ``C`` chosen inside each training part) on the splits of
-:func:`~scicontrast.analysis.evaluate.stratified_splits` with the experiment's
+:func:`~scicontrast.analysis.probes.stratified_splits` with the experiment's
 ``probe_test_fraction`` and ``probe_seeds``, so every row of the table is scored on the
 same test items. Metrics are mean ± population std over the seeds.
 
@@ -71,11 +71,11 @@ import numpy as np
 import pandas as pd
 
 from scicontrast.analysis.embed import EMBEDDINGS_TABLE, load_embeddings
-from scicontrast.analysis.evaluate import linear_probe, validation_probe
+from scicontrast.analysis.probes import linear_probe, validation_probe
 from scicontrast.config import read_config_file
 from scicontrast.data_adapters.base import Items
-from scicontrast.data_adapters.dna import PAD_CODE, encode_codes, overlap_groups
-from scicontrast.data_adapters.kmers import kmer_frequencies as window_kmer_frequencies
+from scicontrast.data_adapters.dna.encoding import PAD_CODE, encode_codes, overlap_groups
+from scicontrast.data_adapters.dna.kmers import kmer_frequencies as window_kmer_frequencies
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "benchmarks" / "promoters.yaml"

@@ -8,7 +8,7 @@ are trained on the labels instead of a contrastive task.
 For every experiment of the config (the runs chosen in docs/experiments/promoters.md) and
 every probe seed, the experiment's encoder is built with the experiment's training seed and
 scored three ways on that seed's test items, each with the workflow's linear probe
-(:func:`~scicontrast.analysis.evaluate.linear_probe`, ``C`` chosen inside the training part):
+(:func:`~scicontrast.analysis.probes.linear_probe`, ``C`` chosen inside the training part):
 
 * **untrained**: the encoder at its initial weights (``promoters.py --untrained``);
 * **supervised**: the same encoder trained with a linear classifier on its pooled features,
@@ -53,7 +53,7 @@ from promoters import kmer_frequencies, untrained_embeddings, window_sequences
 from torch import nn
 from tqdm import tqdm
 
-from scicontrast.analysis.evaluate import linear_probe, stratified_splits
+from scicontrast.analysis.probes import linear_probe, stratified_splits
 from scicontrast.config import read_config_file
 from scicontrast.data_adapters.base import Items
 from scicontrast.registry import ADAPTERS, ENCODERS, PAIR_BUILDERS

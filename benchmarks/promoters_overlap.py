@@ -7,7 +7,7 @@
 
 For each data set of the config (experiments reading the same files, as in
 ``benchmarks/promoters.py``) this reads the items with the experiment's own adapter, so the
-order, labels and the probe's splits (:func:`~scicontrast.analysis.evaluate.stratified_splits`
+order, labels and the probe's splits (:func:`~scicontrast.analysis.probes.stratified_splits`
 with the experiment's ``probe_test_fraction`` and ``probe_seeds``) are those every probe of
 ``benchmarks/promoters.py`` is scored on. Two windows *overlap* when they share a stretch of
 ``--stretch`` bases (20 by default, as ``promoters.py --grouped-splits``) on either strand
@@ -35,9 +35,9 @@ import numpy as np
 from scipy import sparse
 from sklearn.metrics import balanced_accuracy_score
 
-from scicontrast.analysis.evaluate import stratified_splits
+from scicontrast.analysis.probes import stratified_splits
 from scicontrast.config import read_config_file
-from scicontrast.data_adapters.dna import shared_stretches
+from scicontrast.data_adapters.dna.encoding import shared_stretches
 from scicontrast.registry import ADAPTERS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from scicontrast.data_adapters.kmers import kmer_frequencies
+from scicontrast.data_adapters.dna.kmers import kmer_frequencies
 
 LBP_SCALES = ((8, 1), (16, 2), (24, 3))
 RAW_PIXELS_SIZE = 32
@@ -68,7 +68,7 @@ def zscore(features: np.ndarray) -> np.ndarray:
 
 
 def kmer_features(codes: np.ndarray, k: int, canonical: bool) -> ClassicalFeatures:
-    """Z-scored k-mer frequencies (:func:`~scicontrast.data_adapters.kmers.kmer_frequencies`)
+    """Z-scored k-mer frequencies (:func:`~scicontrast.data_adapters.dna.kmers.kmer_frequencies`)
     of windows given as codes ``uint8 [N, L]``."""
     strand = "canonical" if canonical else "strand-specific"
     name = f"{k}-mer frequencies ({strand})"

@@ -2,7 +2,7 @@ r"""Two towers for sound and pictures: a log-mel CNN for audio, a CNN for images
 
 Input and output::
 
-    batch: AudioImageBatch (scicontrast.data_adapters.audio_image)
+    batch: AudioImageBatch (scicontrast.data_adapters.audio_image.pairs)
         audio   [A, T]           waveforms at ``sample_rate``
         images  [I, C, S, S]     images in [0, 1]
         is_audio [M]             which output rows are audio (M = A + I)
@@ -153,6 +153,9 @@ class LogMelSpectrogram(nn.Module):
         eps: Added before the logarithm, so silence stays finite.
     """
 
+    window: Tensor
+    filters: Tensor
+
     def __init__(
         self,
         sample_rate: int = 8000,
@@ -299,17 +302,17 @@ class TwoTowerEncoder(nn.Module):
                 raise ConfigError(
                     f"encoder two_tower: {key} must be an integer >= 0, not {value!r}"
                 )
-        for key, value, length in (
+        for key, entries, length in (
             ("audio_channels", audio_channels, None),
             ("image_channels", image_channels, None),
             ("audio_pool", audio_pool, 2),
             ("image_pool", image_pool, 2),
         ):
-            if not isinstance(value, (list, tuple)) or not value:
+            if not isinstance(entries, (list, tuple)) or not entries:
                 raise ConfigError(f"encoder two_tower: {key} must be a non-empty list")
-            if length is not None and len(value) != length:
+            if length is not None and len(entries) != length:
                 raise ConfigError(f"encoder two_tower: {key} must have {length} entries")
-            for entry in value:
+            for entry in entries:
                 _check_positive_int(key, entry)
         if spectrogram_norm not in SPECTROGRAM_NORMS:
             raise ConfigError(

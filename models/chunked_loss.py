@@ -57,11 +57,12 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import FunctionCtx, once_differentiable
+from torch.autograd.function import once_differentiable
 
 from scicontrast.models.losses import (
     NO_POSITIVE_WARNING,
@@ -239,7 +240,7 @@ class _WeightedLogSumExp(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: FunctionCtx,
+        ctx: Any,  # FunctionCtx, plus the attributes forward stores on it
         u: Tensor,
         tau: Tensor,
         weights: Tensor,
@@ -264,7 +265,7 @@ class _WeightedLogSumExp(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(
-        ctx: FunctionCtx, grad_loss: Tensor, _grad_uniformity: Tensor
+        ctx: Any, grad_loss: Tensor, _grad_uniformity: Tensor
     ) -> tuple[Tensor | None, ...]:
         u, weights, log_row_sums = ctx.saved_tensors
         inverse_tau = ctx.inverse_tau

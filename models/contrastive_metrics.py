@@ -38,14 +38,17 @@ def invariance_from_similarities(pos_sim: float, neg_sim: float) -> float | None
     return (pos_sim - neg_sim) / spread if spread > 1e-8 else None
 
 
-def contrastive_metrics(model, batches, device: torch.device) -> dict[str, dict[str, float]]:
+def contrastive_metrics(model, batches, device: torch.device) -> dict[str, dict[str, float | None]]:
     """Loss-side numbers over one pass of ``batches``, for ``z`` (projection) and ``h``.
 
     ``batches`` yields ``(inputs, group_ids)`` as in training. Returns ``{"projection":
     {...}, "embedding": {...}}``: batch means of the metrics, plus the gap, margin and (for
     ``h``) the invariance of the module docstring.
     """
-    sums = {"projection": defaultdict(float), "embedding": defaultdict(float)}
+    sums: dict[str, defaultdict[str, float]] = {
+        "projection": defaultdict(float),
+        "embedding": defaultdict(float),
+    }
     n_batches = 0
     model.to(device).eval()
     with torch.no_grad():
@@ -70,16 +73,22 @@ def contrastive_metrics(model, batches, device: torch.device) -> dict[str, dict[
             n_batches += 1
     if n_batches == 0:
         raise ValueError("no batch to compute the diagnostics on")
-    result: dict[str, dict[str, float]] = {}
+    result: dict[str, dict[str, float | None]] = {}
     for space, totals in sums.items():
-        means = {key: value / n_batches for key, value in totals.items()}
+        averages = {key: value / n_batches for key, value in totals.items()}
+        means: dict[str, float | None] = dict(averages)
         means.update(
             similarity_gap(
-                means["pos_sim"], means["neg_sim"], means["temperature"], means["num_negatives"]
+                averages["pos_sim"],
+                averages["neg_sim"],
+                averages["temperature"],
+                averages["num_negatives"],
             )
         )
         if space == "embedding":
-            means["invariance"] = invariance_from_similarities(means["pos_sim"], means["neg_sim"])
+            means["invariance"] = invariance_from_similarities(
+                averages["pos_sim"], averages["neg_sim"]
+            )
             # The loss value at the model's temperature means little for h: keep the geometry.
             for key in ("loss", "mi_lower_bound", "temperature"):
                 means.pop(key)

@@ -32,13 +32,8 @@ import torch.distributed.nn.functional as dist_nn
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from scicontrast.models.losses import (
-    InfoNCELoss,
-    InfoNCEOutput,
-    cross_entropy_from_similarity,
-    loss_metrics,
-    uniformity_from_cosine,
-)
+from scicontrast.models.loss_metrics import loss_metrics, uniformity_from_cosine
+from scicontrast.models.losses import InfoNCELoss, InfoNCEOutput, cross_entropy_from_similarity
 
 
 @dataclass(frozen=True)
@@ -180,6 +175,9 @@ class AllReduceBatchNorm(nn.modules.batchnorm._BatchNorm):
         mean = total / n
         var = total_sq / n - mean * mean
         if self.track_running_stats:
+            # track_running_stats is what creates these buffers.
+            assert self.running_mean is not None and self.running_var is not None
+            assert self.num_batches_tracked is not None
             with torch.no_grad():
                 self.num_batches_tracked += 1
                 momentum = self.momentum if self.momentum is not None else 0.1

@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +46,7 @@ class EnsembleEncoder(nn.Module):
     def __init__(self, members: Sequence[nn.Module]) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
-        self.member_dims = [member.embedding_dim for member in members]
+        self.member_dims: list[int] = [cast(int, member.embedding_dim) for member in members]
         self.embedding_dim = sum(self.member_dims)
 
     def forward(self, x) -> Tensor:

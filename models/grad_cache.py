@@ -92,6 +92,7 @@ def grad_cache_step(
     output = loss_fn(z, group_ids)
     loss = output.loss if hasattr(output, "loss") else output
     loss.backward()
+    assert z.grad is not None  # z is a leaf that requires grad
     embedding_grads = z.grad.split([e.shape[0] for e in embeddings])
     # fork_rng puts the generators back afterwards: the replay consumes no random numbers.
     with torch.random.fork_rng(devices=_RandomState.cuda_devices()):

@@ -35,7 +35,7 @@ with ``W, b`` a linear output layer (``embedding_dim`` set) or the identity
     four quarter turns (and only to them; other angles are left to training).
 ``rotation_invariant="c8"``
     ``G = {r^k, r^k R_45 : k = 0..3}`` with ``R_45`` a bilinear rotation by 45 degrees
-    (``scicontrast.data_adapters.rotations.rotate``) of the disc-masked input, masked again
+    (``scicontrast.data_adapters.images.rotations.rotate``) of the disc-masked input, masked again
     by the disc. Quarter turns stay exact (``R_45`` commutes with ``r``: the bilinear
     sampling grid of a quarter-turned image is the quarter-turned grid, up to float rounding
     of the coordinates, ~1e-6). Invariance to 45-degree turns is only **approximate**: an
@@ -50,7 +50,7 @@ the orbit of ``r x`` are the same images in another order, so in training mode i
 holds up to float summation order (~1e-7), and exactly in evaluation mode. The price of
 invariance by construction is ``|G|`` times the compute of a plain forward pass.
 
-**Patches.** A :class:`~scicontrast.data_adapters.patches.PatchBag` (patches ``[M, C, S, S]``
+**Patches.** A :class:`~scicontrast.data_adapters.images.patches.PatchBag` (patches ``[M, C, S, S]``
 of ``B`` images, ``owner [M]``) embeds as ``[B, D]``, row ``b`` the mean of ``h`` over image
 ``b``'s patches, :math:`\frac{1}{|P_b|}\sum_{x \in P_b} h(x)`: how a micrograph kept at its
 own scale (``image_folder`` with ``patch_size``) is embedded. ``h`` is affine in the pooled
@@ -70,7 +70,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from scicontrast.data_adapters.patches import PatchBag
+from scicontrast.data_adapters.images.patches import PatchBag
 from scicontrast.errors import ConfigError
 from scicontrast.geometry import disc_mask, rotate
 from scicontrast.registry import ENCODERS
@@ -152,6 +152,7 @@ class ImageCNN(nn.Module):
         )
         moments = 2 if pooling == "mean_std" else 1
         pooled_dim = moments * (sum(channels) if self.multiscale else channels[-1])
+        self.output: nn.Module
         if embedding_dim is None:
             self.output = nn.Identity()
             self.embedding_dim = pooled_dim

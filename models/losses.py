@@ -31,19 +31,7 @@ Three forms share that core (:func:`contrastive_cross_entropy`):
 * :meth:`InfoNCELoss.symmetric` (CLIP): ``0.5 * (L(a -> b) + L(b -> a))`` for two towers.
 
 Every form L2-normalises its inputs and returns an :class:`InfoNCEOutput`: the scalar loss
-and detached metrics, computed from the similarity matrix the loss already holds:
-
-* ``loss``, ``temperature``;
-* ``num_negatives``: mean number of negatives ``K`` per anchor in the mean;
-* ``mi_lower_bound``: ``log(K + 1) - loss``, the InfoNCE bound on mutual information
-  (Oord et al. 2018) at the mean ``K`` (exact for one positive per anchor);
-* ``pos_sim`` / ``neg_sim``: mean cosine over (anchor, positive) / (anchor, negative) pairs of
-  the anchors in the mean;
-* ``alignment`` (``alpha = 2``) over the positive pairs and ``uniformity`` (``t = 2``) over
-  all views in the batch, both from Wang & Isola (2020); the two-tower forms use both sides
-  concatenated, the key bank is not part of the batch;
-* ``anchors_without_positive``: count of anchors left out of the mean (both directions for
-  :meth:`InfoNCELoss.symmetric`).
+and the detached metrics of :mod:`~scicontrast.models.loss_metrics`.
 
 A mean over an empty set (no anchor has a positive, fewer than two views) is reported as
 ``nan``. If no anchor has a positive the loss is zero with an intact graph and a warning is
@@ -73,6 +61,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scicontrast.errors import ConfigError
+from scicontrast.models.loss_metrics import (
+    loss_metrics,
+    uniformity_from_cosine,
+    uniformity_or_nan,
+)
 
 # The core that the chunked (chunked_loss), queue (moco) and gathered (distributed) forms
 # share is public too: those modules build on it.
@@ -81,16 +74,12 @@ __all__ = [
     "InfoNCELoss",
     "InfoNCEOutput",
     "Temperature",
-    "alignment",
     "check_ids",
     "check_pairs",
     "check_positive",
     "contrastive_cross_entropy",
     "cross_entropy_from_similarity",
     "dense_nt_xent",
-    "loss_metrics",
-    "uniformity",
-    "uniformity_from_cosine",
 ]
 
 NO_POSITIVE_WARNING = (
@@ -119,6 +108,8 @@ class Temperature(nn.Module):
     Raises:
         ConfigError: ``initial`` or ``max_inverse`` is not a positive finite number.
     """
+
+    fixed: Tensor  # the buffer of a fixed temperature
 
     def __init__(
         self, initial: float = 0.1, learnable: bool = False, max_inverse: float = 100.0
@@ -332,7 +323,7 @@ class InfoNCELoss(nn.Module):
         _check_embeddings("keys", keys, queries.shape[1])
         if (query_ids is None) != (key_ids is None):
             raise ValueError("pass both query_ids and key_ids, or neither")
-        if query_ids is None:
+        if query_ids is None or key_ids is None:
             if queries.shape[0] != keys.shape[0]:
                 raise ValueError(
                     f"without ids, queries and keys pair up by row and need the same count, "
@@ -368,7 +359,7 @@ class InfoNCELoss(nn.Module):
                 loss,
                 tau,
                 [(similarity, positive, valid, has_positive)],
-                _uniformity_or_nan(torch.cat([queries, keys])),
+                uniformity_or_nan(torch.cat([queries, keys])),
             )
         return InfoNCEOutput(loss, metrics)
 
@@ -406,7 +397,7 @@ class InfoNCELoss(nn.Module):
                 loss,
                 tau,
                 [(*direction, has) for direction, (_, has) in zip(directions, terms, strict=True)],
-                _uniformity_or_nan(torch.cat([a, b])),
+                uniformity_or_nan(torch.cat([a, b])),
             )
         return InfoNCEOutput(loss, metrics)
 
@@ -440,52 +431,6 @@ def dense_nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.1) -> Tensor:
     return per_anchor.mean()
 
 
-def alignment(x: Tensor, y: Tensor, alpha: float = 2.0) -> Tensor:
-    """Alignment of Wang & Isola (2020): ``E_i ||x_i - y_i||^alpha``.
-
-    Args:
-        x: ``[N, D]`` L2-normalised embeddings.
-        y: ``[N, D]`` L2-normalised embeddings, row ``i`` a positive of ``x[i]``.
-        alpha: Exponent.
-
-    Returns:
-        Scalar (0 when every pair coincides).
-    """
-    if x.shape != y.shape:
-        raise ValueError(
-            f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}"
-        )
-    return (x - y).norm(dim=1).pow(alpha).mean()
-
-
-def uniformity(x: Tensor, t: float = 2.0) -> Tensor:
-    """Uniformity of Wang & Isola (2020): ``log E_{i != j} exp(-t ||x_i - x_j||^2)``.
-
-    Args:
-        x: ``[M, D]`` L2-normalised embeddings, ``M >= 2``.
-        t: Scale of the Gaussian potential.
-
-    Returns:
-        Scalar, at most 0 (reached when all points coincide); lower is more uniform.
-    """
-    if x.ndim != 2 or x.shape[0] < 2:
-        raise ValueError(f"uniformity needs x of shape [M >= 2, D], got {tuple(x.shape)}")
-    squared_distances = torch.pdist(x).pow(2)
-    return torch.logsumexp(-t * squared_distances, dim=0) - math.log(squared_distances.numel())
-
-
-def _uniformity_or_nan(x: Tensor) -> Tensor:
-    return uniformity(x) if x.shape[0] >= 2 else x.new_tensor(math.nan)
-
-
-def uniformity_from_cosine(cosine: Tensor, off_diagonal: Tensor, t: float = 2.0) -> Tensor:
-    """:func:`uniformity` from the Gram matrix of normalised views: ``||x-y||^2 = 2 - 2 cos``."""
-    if cosine.shape[0] < 2:
-        return cosine.new_tensor(math.nan)
-    pair_cosines = cosine[off_diagonal]
-    return torch.logsumexp(2 * t * (pair_cosines - 1), dim=0) - math.log(pair_cosines.numel())
-
-
 def _mean_over_anchors_with_positive(terms: list[tuple[Tensor, Tensor]]) -> Tensor:
     """Average of the per-direction means over anchors with a positive; warns if none has one.
 
@@ -496,44 +441,6 @@ def _mean_over_anchors_with_positive(terms: list[tuple[Tensor, Tensor]]) -> Tens
     if not any(bool(has_positive.any()) for _, has_positive in terms):
         warnings.warn(NO_POSITIVE_WARNING, stacklevel=2)
     return torch.stack(means).mean()
-
-
-def loss_metrics(
-    loss: Tensor,
-    tau: Tensor,
-    directions: list[tuple[Tensor, Tensor, Tensor, Tensor]],
-    uniformity_value: Tensor,
-) -> dict[str, float]:
-    """Detached metrics from each direction's ``(similarity, positive, valid, has_positive)``.
-
-    ``positive`` must already be a subset of ``valid``. Pairs are ordered (anchor, candidate)
-    pairs of anchors with a positive; both directions of the symmetric form are pooled.
-    """
-    counted_anchors = sum(has_positive.sum() for *_, has_positive in directions)
-    positive_cosines = torch.cat([s[p] for s, p, _, _ in directions])
-    negative_count = 0
-    negative_cosine_sum = 0
-    for similarity, positive, valid, has_positive in directions:
-        negative = valid & ~positive & has_positive[:, None]
-        negative_count = negative_count + negative.sum()
-        negative_cosine_sum = negative_cosine_sum + similarity.masked_fill(~negative, 0).sum()
-    num_negatives = negative_count.to(torch.float64) / counted_anchors
-    values = {
-        "loss": loss.detach(),
-        "temperature": tau.detach(),
-        "num_negatives": num_negatives,
-        "mi_lower_bound": torch.log1p(num_negatives) - loss.detach(),
-        "pos_sim": positive_cosines.mean(),
-        "neg_sim": negative_cosine_sum / negative_count,
-        "alignment": (2 - 2 * positive_cosines).clamp(min=0).mean(),
-        "uniformity": uniformity_value,
-        "anchors_without_positive": sum((~has).sum() for *_, has in directions),
-    }
-    # One device-to-host transfer for all of them.
-    floats = torch.stack(
-        [torch.as_tensor(v).to(loss.device, torch.float64) for v in values.values()]
-    )
-    return dict(zip(values, floats.tolist(), strict=True))
 
 
 def check_positive(name: str, value: float) -> None:

@@ -79,8 +79,8 @@ class MomentumEncoder(nn.Module):
         """Move the weights towards ``model``'s and copy its buffers."""
         for key, online in zip(self.encoder.parameters(), model.parameters(), strict=True):
             key.lerp_(online.detach(), 1.0 - self.momentum)
-        for key, online in zip(self.encoder.buffers(), model.buffers(), strict=True):
-            key.copy_(online)
+        for key_buffer, online_buffer in zip(self.encoder.buffers(), model.buffers(), strict=True):
+            key_buffer.copy_(online_buffer)
 
     @torch.no_grad()
     def forward(self, *args: Any, **kwargs: Any) -> Tensor:
@@ -98,6 +98,11 @@ class KeyQueue(nn.Module):
     Raises:
         ConfigError: ``size`` or ``dim`` is not a positive integer.
     """
+
+    _keys: Tensor
+    _ids: Tensor
+    _head: Tensor
+    _count: Tensor
 
     def __init__(self, size: int, dim: int) -> None:
         super().__init__()

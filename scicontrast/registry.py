@@ -14,11 +14,12 @@ A config names a component in one of three ways, tried in this order:
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
 from scicontrast.errors import UnknownComponentError
+from scicontrast.experiment import Component
 
 T = TypeVar("T")
 
@@ -100,21 +101,24 @@ class Registry(Generic[T]):
             f"{self.entry_point_group!r})"
         )
 
-    def create(self, spec: dict[str, Any], where: str = "") -> T:
-        """Instantiate ``spec = {"name": ..., "params": {...}}``.
+    def create(self, spec: Component | Mapping[str, Any], where: str = "") -> T:
+        """Instantiate a component: the experiment's, or ``{"name": ..., "params": {...}}``.
 
         ``where`` names the config key (e.g. ``experiments.demo.adapter``) in error messages.
         """
+        if isinstance(spec, Mapping):
+            # The dict form, as plug-ins and scripts write it; params are optional there.
+            spec = Component(name=spec["name"], params=spec.get("params", {}))
         prefix = f"{where}: " if where else ""
         try:
-            cls = self.get(spec["name"])
+            cls = self.get(spec.name)
         except UnknownComponentError as exc:
             raise UnknownComponentError(f"{prefix}{exc}") from None
         try:
-            return cls(**spec.get("params", {}))
+            return cls(**spec.params)
         except TypeError as exc:
             raise UnknownComponentError(
-                f"{prefix}{self.kind} {spec['name']!r}: bad params {spec.get('params', {})}: {exc}"
+                f"{prefix}{self.kind} {spec.name!r}: bad params {spec.params}: {exc}"
             ) from None
 
 
@@ -124,24 +128,26 @@ ADAPTERS: Registry = Registry(
     "adapter",
     "scicontrast.adapters",
     [
-        "scicontrast.data_adapters.dna",
-        "scicontrast.data_adapters.genome_store",
-        "scicontrast.data_adapters.images",
-        "scicontrast.data_adapters.grains",
-        "scicontrast.data_adapters.audio_image",
-        "scicontrast.data_adapters.graphs",
+        "scicontrast.data_adapters.dna.reading",
+        "scicontrast.data_adapters.dna.genome_store",
+        "scicontrast.data_adapters.images.folder",
+        "scicontrast.data_adapters.grains.reading",
+        "scicontrast.data_adapters.audio_image.reading",
+        "scicontrast.data_adapters.graphs.planetoid",
+        "scicontrast.data_adapters.graphs.tables",
+        "scicontrast.data_adapters.graphs.networkx_graphs",
     ],
 )
 PAIR_BUILDERS: Registry = Registry(
     "pair builder",
     "scicontrast.pairs",
     [
-        "scicontrast.data_adapters.dna",
-        "scicontrast.data_adapters.genome_reads",
-        "scicontrast.data_adapters.rotations",
-        "scicontrast.data_adapters.audio_image",
-        "scicontrast.data_adapters.graphs",
-        "scicontrast.data_adapters.graph_neighbors",
+        "scicontrast.data_adapters.dna.views",
+        "scicontrast.data_adapters.dna.genome_reads",
+        "scicontrast.data_adapters.images.rotations",
+        "scicontrast.data_adapters.audio_image.pairs",
+        "scicontrast.data_adapters.graphs.views",
+        "scicontrast.data_adapters.graphs.neighbors",
     ],
 )
 ENCODERS: Registry = Registry(

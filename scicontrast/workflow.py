@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from scicontrast.config import experiment_as_config, select_experiment
+from scicontrast.experiment import Experiment
 from scicontrast.registry import ADAPTERS, ENCODERS, PAIR_BUILDERS
 
 
@@ -18,15 +19,16 @@ def check_components(config: dict[str, Any]) -> None:
 
     Called when the workflow is parsed, so a typo fails before any job runs.
     """
-    for name, experiment in config["experiments"].items():
-        ADAPTERS.create(experiment["adapter"], where=f"experiments.{name}.adapter")
-        PAIR_BUILDERS.create(experiment["pairs"], where=f"experiments.{name}.pairs")
-        ENCODERS.create(experiment["encoder"], where=f"experiments.{name}.encoder")
+    for name in config["experiments"]:
+        experiment = Experiment.from_dict(select_experiment(config, name, "config"))
+        ADAPTERS.create(experiment.adapter, where=f"experiments.{name}.adapter")
+        PAIR_BUILDERS.create(experiment.pairs, where=f"experiments.{name}.pairs")
+        ENCODERS.create(experiment.encoder, where=f"experiments.{name}.encoder")
 
 
 def adapter_inputs(config: dict[str, Any], experiment: str) -> list[str]:
     """The raw files the experiment's adapter reads (the prepare rule's inputs)."""
-    spec = config["experiments"][experiment]["adapter"]
+    spec = Experiment.from_dict(select_experiment(config, experiment, "config")).adapter
     adapter = ADAPTERS.create(spec, where=f"experiments.{experiment}.adapter")
     return [str(path) for path in adapter.input_files()]
 

@@ -84,7 +84,7 @@ def small_dna_experiment(
     returns the validated experiment and the FASTA files. Labels: ``source`` from file names.
     """
     from scicontrast.config import validate_config
-    from scicontrast.data_adapters.demo_dna import generate_demo_dna
+    from scicontrast.data_adapters.dna.demo import generate_demo_dna
     from scicontrast.io import write_parquet
     from scicontrast.registry import ADAPTERS, PAIR_BUILDERS
 

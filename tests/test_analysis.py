@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import minimal_experiment
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 from torch import nn
@@ -24,19 +25,20 @@ from torch import nn
 from scicontrast.analysis import embed as embed_module
 from scicontrast.analysis.cluster import cluster, cluster_embeddings
 from scicontrast.analysis.embed import embed, embed_items, load_embeddings
-from scicontrast.analysis.evaluate import (
+from scicontrast.analysis.evaluate import evaluate
+from scicontrast.analysis.invariance import invariance_score
+from scicontrast.analysis.probes import (
     C_GRID,
     DEFAULT_SEEDS,
     auroc,
-    evaluate,
-    format_report,
-    invariance_score,
     knn_accuracy,
     linear_probe,
     probe_model,
     stratified_splits,
     validation_probe,
 )
+from scicontrast.analysis.summary import format_report
+from scicontrast.config import select_experiment, validate_config
 from scicontrast.data_adapters.base import Items, PairBuilder
 from scicontrast.errors import ConfigError, InputDataError
 
@@ -115,14 +117,16 @@ def make_items(n: int = 60, seed: int = 0) -> Items:
     return Items(table=table, meta={"payload_columns": ["sequence"]}, arrays={"features": features})
 
 
+def stored_experiment(name: str, pairs: dict) -> dict:
+    """An experiment as ``load_model`` returns it: validated, every default filled."""
+    config = validate_config({"experiments": {name: minimal_experiment(pairs=pairs)}})
+    return select_experiment(config, name, "test")
+
+
 @pytest.fixture
 def stand_in_model_stack(monkeypatch):
     """Make ``load_model`` return the invariant stand-in model with the OffsetPairs builder."""
-    experiment = {
-        "name": "stand_in",
-        "pairs": {"name": f"{__name__}:OffsetPairs", "params": {}},
-        "training": {"seed": 0},
-    }
+    experiment = stored_experiment("stand_in", {"name": f"{__name__}:OffsetPairs"})
     contrastive = types.ModuleType("scicontrast.models.contrastive")
     contrastive.load_model = lambda path, map_location="cpu": (LinearModel(0.0).eval(), experiment)
     # The untrained control: an encoder that sees the nuisance as much as the features.
@@ -617,7 +621,7 @@ def test_evaluate_writes_all_sections(tmp_path, stand_in_model_stack):
 def test_evaluate_scores_the_symmetry_alone_beside_the_training_views(
     tmp_path, stand_in_model_stack
 ):
-    experiment = {"name": "stand_in", "pairs": {"name": f"{__name__}:JitteredOffsetPairs"}}
+    experiment = stored_experiment("stand_in", {"name": f"{__name__}:JitteredOffsetPairs"})
     sys.modules["scicontrast.models.contrastive"].load_model = lambda path, map_location: (
         LinearModel(0.0).eval(),
         experiment,
@@ -647,7 +651,8 @@ class StrandSymmetricModel(nn.Module):
 
 
 def test_evaluate_scores_dna_symmetry_without_neighbour_views(tmp_path, stand_in_model_stack):
-    from scicontrast.data_adapters.dna import DNAViews, FastaAdapter
+    from scicontrast.data_adapters.dna.reading import FastaAdapter
+    from scicontrast.data_adapters.dna.views import DNAViews
 
     rng = np.random.default_rng(0)
     fasta = tmp_path / "x.fa"
@@ -656,7 +661,7 @@ def test_evaluate_scores_dna_symmetry_without_neighbour_views(tmp_path, stand_in
     )
     items = FastaAdapter(paths=[str(fasta)], window=40, flank=2).read()
     pairs_params = {"max_shift": 2, "neighbours": 2}
-    experiment = {"name": "dna", "pairs": {"name": "dna_views", "params": pairs_params}}
+    experiment = stored_experiment("dna", {"name": "dna_views", "params": pairs_params})
     sys.modules["scicontrast.models.contrastive"].load_model = lambda path, map_location: (
         StrandSymmetricModel(window=40).eval(),
         experiment,

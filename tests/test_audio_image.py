@@ -13,17 +13,19 @@ import torch
 import torch.nn.functional as F
 
 from scicontrast.analysis.retrieval import retrieval_metrics, zero_shot_accuracy
-from scicontrast.data_adapters.audio_image import (
+from scicontrast.data_adapters.audio_image.demo import generate_demo_audio_image
+from scicontrast.data_adapters.audio_image.pairs import SynchronizedPairs
+from scicontrast.data_adapters.audio_image.reading import (
     AudioImageAdapter,
-    SynchronizedPairs,
-    estimate_offset,
     fit_length,
-    match_events,
     read_audio,
     resample,
+)
+from scicontrast.data_adapters.audio_image.synchronization import (
+    estimate_offset,
+    match_events,
     synchronize,
 )
-from scicontrast.data_adapters.demo_audio_image import generate_demo_audio_image
 from scicontrast.errors import ConfigError
 from scicontrast.models.audio_image import (
     LogMelSpectrogram,

@@ -10,7 +10,8 @@ import pytest
 import soundfile
 from skimage import io as skio
 
-from scicontrast.data_adapters.audio_image import AudioImageAdapter, synchronize
+from scicontrast.data_adapters.audio_image.reading import AudioImageAdapter
+from scicontrast.data_adapters.audio_image.synchronization import synchronize
 from scicontrast.errors import InputDataError
 
 TIMES = [10.0, 13.5, 17.25, 22.0, 24.5]
@@ -143,7 +144,7 @@ def test_single_files_name_a_bad_file_by_its_position(tmp_path):
 
 
 def test_single_files_embed_but_do_not_train(tmp_path):
-    from scicontrast.data_adapters.audio_image import SynchronizedPairs
+    from scicontrast.data_adapters.audio_image.pairs import SynchronizedPairs
 
     manifest = write_station(tmp_path / "s")
     items = AudioImageAdapter(

@@ -15,7 +15,8 @@ import pytest
 import torch
 from conftest import load_benchmark
 
-from scicontrast.data_adapters.audio_image import AudioImageAdapter, synchronize
+from scicontrast.data_adapters.audio_image.reading import AudioImageAdapter
+from scicontrast.data_adapters.audio_image.synchronization import synchronize
 from scicontrast.models.ensemble import EnsembleHead
 
 benchmark = load_benchmark("av_mnist")

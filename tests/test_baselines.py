@@ -25,8 +25,8 @@ from scicontrast.data_adapters.classical import (
     raw_pixels,
     zscore,
 )
-from scicontrast.data_adapters.dna import encode_codes, reverse_complement
-from scicontrast.data_adapters.kmers import kmer_frequencies
+from scicontrast.data_adapters.dna.encoding import encode_codes, reverse_complement
+from scicontrast.data_adapters.dna.kmers import kmer_frequencies
 
 
 def _codes(sequences: list[str]) -> np.ndarray:

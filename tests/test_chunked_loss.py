@@ -15,7 +15,8 @@ import scicontrast.models
 from scicontrast.errors import ConfigError
 from scicontrast.models import chunked_loss
 from scicontrast.models.chunked_loss import ChunkedInfoNCELoss, chunked_info_nce
-from scicontrast.models.losses import InfoNCELoss, dense_nt_xent, uniformity
+from scicontrast.models.loss_metrics import uniformity
+from scicontrast.models.losses import InfoNCELoss, dense_nt_xent
 
 EXACT = {"rtol": 1e-10, "atol": 1e-12}
 FLOAT32 = {"rtol": 1e-5, "atol": 1e-6}

@@ -99,3 +99,47 @@ def test_resolve_config_fills_defaults(tmp_path):
     assert result.returncode == 0, result.stderr
     resolved = json.loads(out.read_text())
     assert resolved["experiments"]["exp"]["training"]["epochs"] == 10
+
+
+def test_demo_options_are_the_schema_keys_and_take_its_defaults():
+    from scicontrast.cli.commands import demo_settings
+    from scicontrast.cli.parsers import DEMO_OPTIONS, build_parser
+    from scicontrast.config import load_schema
+
+    sections = load_schema()["properties"]["demo_data"]["properties"]
+    keys = {key for section in sections.values() for key in section["properties"]}
+    options = {option[2:].replace("-", "_") for option, _, _ in DEMO_OPTIONS}
+    assert options == keys - {"out_dir"}
+    parser = build_parser()
+    for domain in ("dna", "graph", "grains", "audio-image", "genomes"):
+        defaults = sections[domain.replace("-", "_")]["properties"]
+        settings = demo_settings(parser.parse_args(["demo-data", domain, "--out", "x"]))
+        assert settings == {k: v["default"] for k, v in defaults.items() if k != "out_dir"}
+    given = parser.parse_args(["demo-data", "dna", "--out", "x", "--length", "40"])
+    assert demo_settings(given)["length"] == 40 and demo_settings(given)["sources"] == 4
+
+
+def test_the_demo_generators_defaults_are_the_schemas():
+    """The generators keep keyword defaults for library use; they may not drift."""
+    import inspect
+
+    from scicontrast.config import load_schema
+    from scicontrast.data_adapters.audio_image.demo import generate_demo_audio_image
+    from scicontrast.data_adapters.dna.demo import generate_demo_dna
+    from scicontrast.data_adapters.dna.demo_genomes import generate_demo_genomes
+    from scicontrast.data_adapters.grains.demo import generate_demo_grains
+    from scicontrast.data_adapters.graphs.demo import generate_demo_graph
+
+    sections = load_schema()["properties"]["demo_data"]["properties"]
+    generators = {
+        "dna": generate_demo_dna,
+        "genomes": generate_demo_genomes,
+        "graph": generate_demo_graph,
+        "grains": generate_demo_grains,
+        "audio_image": generate_demo_audio_image,
+    }
+    for domain, generate in generators.items():
+        parameters = inspect.signature(generate).parameters
+        for key, spec in sections[domain]["properties"].items():
+            if key != "out_dir":
+                assert parameters[key].default == spec["default"], (domain, key)

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from Bio import SeqIO
 
-from scicontrast.data_adapters.demo_dna import (
+from scicontrast.data_adapters.dna.demo import (
     DEMO_FILENAME_PATTERN,
     _source_model,
     generate_demo_dna,
 )
-from scicontrast.data_adapters.dna import FastaAdapter, encode_codes, reverse_complement
+from scicontrast.data_adapters.dna.encoding import encode_codes, reverse_complement
+from scicontrast.data_adapters.dna.reading import FastaAdapter
 from scicontrast.errors import ConfigError
 
 

@@ -13,7 +13,7 @@ from skimage import io as skio
 
 from scicontrast.analysis.segmentation import boundary_counts, scores_from_counts
 from scicontrast.cli import main
-from scicontrast.data_adapters.demo_grains import (
+from scicontrast.data_adapters.grains.demo import (
     LAMELLA_PERIODS,
     class_hue,
     class_period,
@@ -21,7 +21,7 @@ from scicontrast.data_adapters.demo_grains import (
     image_ids,
     voronoi_labels,
 )
-from scicontrast.data_adapters.grains import boundary_mask, segment_micrograph
+from scicontrast.data_adapters.grains.segmentation import boundary_mask, segment_micrograph
 from scicontrast.errors import ConfigError
 
 SMALL = {"images": 2, "size": 96, "grains_per_image": 12}

@@ -22,7 +22,7 @@ from scicontrast.analysis.diagnostics import (
     summarise_gaussianity,
 )
 from scicontrast.data_adapters.base import Items, held_out_groups
-from scicontrast.data_adapters.dna import DNAViews
+from scicontrast.data_adapters.dna.views import DNAViews
 from scicontrast.models.contrastive import build_model, save_model
 from scicontrast.models.contrastive_metrics import similarity_gap
 

@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from scicontrast.config import experiment_as_config, select_experiment, validate_config
-from scicontrast.data_adapters.demo_dna import generate_demo_dna
-from scicontrast.data_adapters.dna import DNAViews, FastaAdapter
+from scicontrast.data_adapters.dna.demo import generate_demo_dna
+from scicontrast.data_adapters.dna.reading import FastaAdapter
+from scicontrast.data_adapters.dna.views import DNAViews
 from scicontrast.io import write_parquet
 from scicontrast.models.contrastive import build_model
 from scicontrast.models.train import train

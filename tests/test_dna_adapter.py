@@ -10,15 +10,15 @@ import pandas as pd
 import pytest
 import torch
 
-from scicontrast.data_adapters.dna import (
+from scicontrast.data_adapters.dna.encoding import (
     IUPAC_BASES,
-    FastaAdapter,
     InvalidBaseError,
     encode_codes,
     one_hot,
     reverse_complement,
     window_starts,
 )
+from scicontrast.data_adapters.dna.reading import FastaAdapter
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import ADAPTERS
 

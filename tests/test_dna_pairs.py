@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from scicontrast.data_adapters.base import Items, ViewDataset, check_pairs_table
-from scicontrast.data_adapters.dna import DNAViews, FastaAdapter, one_hot
+from scicontrast.data_adapters.dna.encoding import one_hot
+from scicontrast.data_adapters.dna.reading import FastaAdapter
+from scicontrast.data_adapters.dna.views import DNAViews
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import PAIR_BUILDERS
 
@@ -327,8 +329,8 @@ def two_compositions(tmp_path) -> Items:
 
 
 def test_kmer_counts_count_every_overlapping_clean_word():
-    from scicontrast.data_adapters.dna import PAD_CODE, encode_codes
-    from scicontrast.data_adapters.kmers import kmer_counts
+    from scicontrast.data_adapters.dna.encoding import PAD_CODE, encode_codes
+    from scicontrast.data_adapters.dna.kmers import kmer_counts
 
     codes = np.stack([encode_codes("ACGTA"), np.r_[encode_codes("ANAA"), [PAD_CODE]]])
     counts = kmer_counts(codes, 2)
@@ -408,7 +410,11 @@ def test_neighbour_config_errors(two_compositions):
 
 
 def test_shared_stretches_link_tiled_windows_on_either_strand():
-    from scicontrast.data_adapters.dna import overlap_groups, reverse_complement, shared_stretches
+    from scicontrast.data_adapters.dna.encoding import (
+        overlap_groups,
+        reverse_complement,
+        shared_stretches,
+    )
 
     rng = np.random.default_rng(0)
     genome = "".join(rng.choice(list("ACGT"), 300))

@@ -105,7 +105,7 @@ def test_export_writes_h5ad_torchscript_and_model_card(trained_stand_in, tmp_pat
     # exactly as the workflow did.
     scripted, experiment = load_torchscript(out / "encoder.torchscript.pt")
     assert experiment["encoder"]["name"] == "dna_cnn"
-    from scicontrast.data_adapters.dna import one_hot
+    from scicontrast.data_adapters.dna.encoding import one_hot
 
     items = pd.read_parquet(trained_stand_in["items"] / "items.parquet")
     starts = zip(items["sequence"], items["window_start"], strict=True)
@@ -269,7 +269,7 @@ def untrained_and_embedded(
 def untrained_demo_graph(folder: Path, **components) -> tuple[Path, Path, Items, PairBuilder]:
     """A two-block demo graph's tables, and its items and pair builder after
     :func:`untrained_and_embedded` with an 8-wide GCN and ``components``."""
-    from scicontrast.data_adapters.demo_graph import generate_demo_graph
+    from scicontrast.data_adapters.graphs.demo import generate_demo_graph
 
     nodes, edges = generate_demo_graph(folder / "g", blocks=2, nodes_per_block=20, features=8)
     _, items, builder = untrained_and_embedded(
@@ -370,8 +370,8 @@ def test_new_images_embed_through_the_models_adapter(tmp_path):
 
 def audio_image_components(folder: Path) -> dict:
     """A small synchronised audio-image demo: adapter, pairs and a small two-tower encoder."""
-    from scicontrast.data_adapters.audio_image import synchronize
-    from scicontrast.data_adapters.demo_audio_image import generate_demo_audio_image
+    from scicontrast.data_adapters.audio_image.demo import generate_demo_audio_image
+    from scicontrast.data_adapters.audio_image.synchronization import synchronize
 
     manifest = generate_demo_audio_image(folder / "demo", events=12, classes=2, seed=3)
     synchronize([manifest], folder / "sync", truth_column="true_event")

@@ -17,16 +17,16 @@ from scicontrast.analysis.genome_eval import (
 from scicontrast.cli import main
 from scicontrast.data_adapters.base import Items
 from scicontrast.data_adapters.classical import kmer_features
-from scicontrast.data_adapters.demo_genomes import generate_demo_genomes
-from scicontrast.data_adapters.dna import encode_codes, reverse_complement
-from scicontrast.data_adapters.genome_reads import (
+from scicontrast.data_adapters.dna.demo_genomes import generate_demo_genomes
+from scicontrast.data_adapters.dna.encoding import encode_codes, reverse_complement
+from scicontrast.data_adapters.dna.genome_reads import (
     GenomeReads,
     codes_to_tensor,
     cut_reads,
     reverse_complement_codes,
 )
-from scicontrast.data_adapters.genome_store import GenomeAdapter, record_codes
-from scicontrast.data_adapters.kmers import kmer_frequencies
+from scicontrast.data_adapters.dna.genome_store import GenomeAdapter, record_codes
+from scicontrast.data_adapters.dna.kmers import kmer_frequencies
 from scicontrast.errors import InputDataError
 from scicontrast.models.dna_cnn import DNAConvEncoder
 

@@ -18,18 +18,19 @@ from skimage import io as skio
 from skimage.draw import ellipse
 
 from scicontrast.cli import main
-from scicontrast.data_adapters.grains import (
-    DEFAULT_PARAMS,
-    GrainsAdapter,
-    grain_size_summary,
-    grain_table,
+from scicontrast.data_adapters.grains.folders import (
     load_labels,
     segment,
-    segment_micrograph,
     segmentation_inputs,
     segmentation_options,
+)
+from scicontrast.data_adapters.grains.reading import GrainsAdapter
+from scicontrast.data_adapters.grains.segmentation import (
+    DEFAULT_PARAMS,
+    segment_micrograph,
     segmentation_params,
 )
+from scicontrast.data_adapters.grains.statistics import grain_size_summary, grain_table
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import ADAPTERS
 

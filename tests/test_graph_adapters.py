@@ -19,7 +19,7 @@ from conftest import minimal_experiment
 from torch_geometric.data import Data
 
 from scicontrast.data_adapters.base import Items
-from scicontrast.data_adapters.graphs import EDGE_INDEX, FEATURES
+from scicontrast.data_adapters.graphs.cleaning import EDGE_INDEX, FEATURES
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import ADAPTERS
 

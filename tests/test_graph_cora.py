@@ -10,7 +10,8 @@ from torch_geometric.io.planetoid import read_planetoid_data
 
 from scicontrast.analysis.graph_eval import public_split_probe
 from scicontrast.config import validate_config
-from scicontrast.data_adapters.graphs import EDGE_INDEX, FEATURES, GraphViews, graph_data
+from scicontrast.data_adapters.graphs.cleaning import EDGE_INDEX, FEATURES
+from scicontrast.data_adapters.graphs.views import GraphViews, graph_data
 from scicontrast.models.contrastive import load_model
 from scicontrast.models.train import train
 from scicontrast.registry import ADAPTERS

@@ -11,8 +11,8 @@ from scicontrast.analysis.embed import embed_items
 from scicontrast.cli import main
 from scicontrast.config import validate_config
 from scicontrast.data_adapters.base import Items
-from scicontrast.data_adapters.demo_graph import WORD_RATE_IN, WORD_RATE_OUT, generate_demo_graph
-from scicontrast.data_adapters.graphs import GraphViews
+from scicontrast.data_adapters.graphs.demo import WORD_RATE_IN, WORD_RATE_OUT, generate_demo_graph
+from scicontrast.data_adapters.graphs.views import GraphViews
 from scicontrast.errors import ConfigError
 from scicontrast.models.contrastive import load_model
 from scicontrast.models.train import train

@@ -9,8 +9,9 @@ from torch_geometric.data import Data
 from torch_geometric.utils import to_undirected
 
 from scicontrast.data_adapters.base import Items
-from scicontrast.data_adapters.graph_neighbors import NeighborSampledGraphViews
-from scicontrast.data_adapters.graphs import EDGE_INDEX, FEATURES, MODALITY, GraphViews
+from scicontrast.data_adapters.graphs.cleaning import EDGE_INDEX, FEATURES, MODALITY
+from scicontrast.data_adapters.graphs.neighbors import NeighborSampledGraphViews
+from scicontrast.data_adapters.graphs.views import GraphViews
 from scicontrast.errors import ConfigError
 from scicontrast.models.gnn import GATEncoder, GCNEncoder, GINEncoder
 from scicontrast.models.graph_minibatch import IncomingEdges, layerwise_embed, sample_subgraph

@@ -16,7 +16,8 @@ from torch_geometric.data import Data
 from torch_geometric.utils import erdos_renyi_graph
 
 from scicontrast.data_adapters.base import Items
-from scicontrast.data_adapters.graphs import EDGE_INDEX, FEATURES, GraphViews, graph_data
+from scicontrast.data_adapters.graphs.cleaning import EDGE_INDEX, FEATURES
+from scicontrast.data_adapters.graphs.views import GraphViews, graph_data
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.models.losses import InfoNCELoss
 from scicontrast.models.train import train

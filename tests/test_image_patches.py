@@ -15,9 +15,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from scicontrast.data_adapters.base import Items
-from scicontrast.data_adapters.images import ImageFolderAdapter
-from scicontrast.data_adapters.patches import MAX_UPSAMPLE, PatchBag, tile_grid
-from scicontrast.data_adapters.rotations import RotationViews
+from scicontrast.data_adapters.images.folder import ImageFolderAdapter
+from scicontrast.data_adapters.images.patches import MAX_UPSAMPLE, PatchBag, tile_grid
+from scicontrast.data_adapters.images.rotations import RotationViews
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.models.image_cnn import ImageCNN
 

@@ -45,9 +45,11 @@ def package_modules() -> dict[str, Path]:
     """Dotted name -> file of every module of the installed package."""
     modules = {}
     for package, folder in FOLDERS.items():
-        for path in folder.glob("*.py"):
-            name = package if path.stem == "__init__" else f"{package}.{path.stem}"
-            modules[name] = path
+        for path in folder.rglob("*.py"):
+            parts = path.relative_to(folder).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            modules[".".join((package, *parts))] = path
     return modules
 
 

@@ -9,7 +9,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from scicontrast.analysis.cluster import cluster, cluster_embeddings, knn_graph_edges, leiden
 from scicontrast.analysis.embed import write_embeddings
-from scicontrast.analysis.evaluate import format_report
+from scicontrast.analysis.summary import format_report
 
 
 def blobs(n_per: int = 60, centres: int = 4, dim: int = 16, seed: int = 0):

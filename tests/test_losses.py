@@ -14,13 +14,12 @@ import torch
 import torch.nn.functional as F
 
 from scicontrast.errors import ConfigError
+from scicontrast.models.loss_metrics import alignment, uniformity
 from scicontrast.models.losses import (
     InfoNCELoss,
     Temperature,
-    alignment,
     contrastive_cross_entropy,
     dense_nt_xent,
-    uniformity,
 )
 
 TAU = 0.1

@@ -12,7 +12,7 @@ import torch
 import yaml
 from conftest import REPO, load_benchmark
 
-from scicontrast.analysis.evaluate import linear_probe, stratified_splits
+from scicontrast.analysis.probes import linear_probe, stratified_splits
 from scicontrast.config import validate_config
 
 sys.path.insert(0, str(REPO / "benchmarks"))  # the script imports promoters.py beside it

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from conftest import REPO, load_benchmark
 
-from scicontrast.analysis.evaluate import stratified_splits
+from scicontrast.analysis.probes import stratified_splits
 from scicontrast.config import read_config_file
-from scicontrast.data_adapters.dna import shared_stretches
+from scicontrast.data_adapters.dna.encoding import shared_stretches
 
 overlap = load_benchmark("promoters_overlap")
 

@@ -16,10 +16,10 @@ import pytest
 import yaml
 from conftest import REPO, load_benchmark
 
-from scicontrast.analysis.evaluate import stratified_splits
+from scicontrast.analysis.probes import stratified_splits
 from scicontrast.config import read_config_file
 from scicontrast.data_adapters.base import Items
-from scicontrast.data_adapters.dna import reverse_complement
+from scicontrast.data_adapters.dna.encoding import reverse_complement
 from scicontrast.registry import ADAPTERS
 
 CONFIG = REPO / "benchmarks" / "promoters.yaml"
@@ -164,7 +164,7 @@ def test_one_epoch_of_the_ecoli_benchmark_beats_plain_5mers(shared_data, tmp_pat
     """A shortened E. coli benchmark (shift-only positives, one epoch instead of five) still
     beats forward-strand 5-mer frequencies in balanced accuracy on the same splits."""
     from scicontrast.analysis.embed import embed_items
-    from scicontrast.analysis.evaluate import linear_probe
+    from scicontrast.analysis.probes import linear_probe
     from scicontrast.config import select_experiment
     from scicontrast.io import write_parquet
     from scicontrast.models.contrastive import load_model

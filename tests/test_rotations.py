@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from scicontrast.data_adapters.base import Items, ViewDataset
-from scicontrast.data_adapters.rotations import RotationViews
+from scicontrast.data_adapters.images.rotations import RotationViews
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.geometry import disc_mask, rotate
 from scicontrast.registry import PAIR_BUILDERS

@@ -15,7 +15,7 @@ from scicontrast.analysis.segmentation import (
     summarise,
     thin_boundaries,
 )
-from scicontrast.data_adapters.grains import boundary_mask, segment_micrograph
+from scicontrast.data_adapters.grains.segmentation import boundary_mask, segment_micrograph
 from scicontrast.errors import InputDataError
 
 

@@ -1,4 +1,7 @@
-from scicontrast.data_adapters.grains import segmentation_inputs, segmentation_options
+from scicontrast.data_adapters.grains.folders import (
+    segmentation_inputs,
+    segmentation_options,
+)
 
 SEGMENTATIONS = config["segmentations"]
 

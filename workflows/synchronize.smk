@@ -1,4 +1,6 @@
-from scicontrast.data_adapters.audio_image import synchronization_options
+from scicontrast.data_adapters.audio_image.synchronization import (
+    synchronization_options,
+)
 
 SYNCHRONIZATIONS = config["synchronizations"]
 

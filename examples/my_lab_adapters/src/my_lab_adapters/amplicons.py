@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from scicontrast.data_adapters import Adapter, Items
-from scicontrast.data_adapters.dna import InvalidBaseError, encode_codes
+from scicontrast.data_adapters.dna.encoding import InvalidBaseError, encode_codes
 from scicontrast.errors import ConfigError, InputDataError
 
 REQUIRED_COLUMNS = ("id", "sample", "sequence")

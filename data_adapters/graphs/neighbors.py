@@ -27,7 +27,7 @@ import torch
 from torch_geometric.data import Batch, Data
 
 from scicontrast.data_adapters.base import Items
-from scicontrast.data_adapters.graphs import GraphViews, graph_data
+from scicontrast.data_adapters.graphs.views import GraphViews, graph_data
 from scicontrast.errors import ConfigError
 from scicontrast.models.graph_minibatch import (
     IncomingEdges,

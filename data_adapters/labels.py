@@ -1,8 +1,9 @@
-"""Labels tables and file-name patterns: the metadata of the ``image_folder`` adapter's files.
+"""Labels tables and file-name patterns: the metadata an adapter joins to what it reads.
 
-A labels table (CSV, TSV or Parquet) has one row per file, named in its ``key`` column by a
-path relative to the table's folder, a path as listed, a file name or a stem; a
-``label_from_filename`` pattern is a regular expression whose named groups become columns.
+A labels table (CSV, TSV or Parquet) has one row per key in its ``key`` column: a file for
+``image_folder`` (a path relative to the table's folder, a path as listed, a file name or a
+stem), a record id for ``dna_fasta``. A ``label_from_filename`` pattern is a regular
+expression whose named groups become columns.
 """
 
 from __future__ import annotations
@@ -46,8 +47,10 @@ def read_table(path: str | Path, key: str) -> pd.DataFrame:
     duplicated = keys.duplicated()
     if duplicated.any():
         row = int(np.flatnonzero(duplicated.to_numpy())[0])
+        first = int(np.flatnonzero((keys == keys.iloc[row]).to_numpy())[0])
         raise InputDataError(
-            f"{path}: row {row + 1}: duplicate {key} {keys.iloc[row]!r} (rows counted from 1)"
+            f"{path}: row {row + 1}: duplicate {key} {keys.iloc[row]!r} "
+            f"(first in row {first + 1}; rows counted from 1 after the header)"
         )
     return frame.assign(**{key: keys})
 

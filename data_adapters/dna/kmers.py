@@ -1,6 +1,6 @@
 """Overlapping k-mers of DNA windows: word indices, counts, reverse-complement pairing.
 
-Windows are codes ``uint8 [N, L]`` (``scicontrast.data_adapters.dna``: 1..4 are A, C, G, T;
+Windows are codes ``uint8 [N, L]`` (``scicontrast.data_adapters.dna.encoding``: 1..4 are A, C, G, T;
 anything else is an ambiguity code or padding). A word over ``ACGT`` of length ``k`` is
 numbered in lexicographic order, A0 C1 G2 T3 with the first base most significant, so
 ``index = sum_j 4^(k-1-j) b_j``.

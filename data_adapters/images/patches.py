@@ -2,7 +2,7 @@ r"""Micrographs at their own scale: working-scale resampling, the patch store, p
 
 Texture lives at a physical scale, so the ``patch`` layout of the ``image_folder`` adapter
 keeps each image whole at a *working scale* instead of shrinking it to a thumbnail, and the
-encoder sees it through patches (``scicontrast.data_adapters.rotations`` draws training
+encoder sees it through patches (``scicontrast.data_adapters.images.rotations`` draws training
 views as random patches; an image's embedding pools its patches, :class:`PatchBag`).
 
 Working scale

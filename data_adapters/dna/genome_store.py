@@ -6,15 +6,16 @@ Layout (an :class:`~scicontrast.data_adapters.base.Items` set)::
             description, source_file, length, offset, then the metadata columns of the
             genome table (species, strain_label, ...)
     extras  "codes": uint8 [sum of lengths], every record's bases back to back, record i at
-            [offset_i, offset_i + length_i); codes as in :mod:`scicontrast.data_adapters.dna`
-            (1..4 = A, C, G, T, 5..15 the IUPAC ambiguity codes, 0 never occurs)
+            [offset_i, offset_i + length_i); codes as in
+            :mod:`~scicontrast.data_adapters.dna.encoding` (1..4 = A, C, G, T, 5..15 the IUPAC
+            ambiguity codes, 0 never occurs)
     meta    modality "dna_genome"; "memory_mapped_extras": ["codes"], so that
             ``Items.load`` maps the codes instead of reading them (a 130 Mb corpus costs
             130 MB of disk and only the pages that reads touch)
 
 One byte per base rather than two bits keeps ``N`` and the other IUPAC codes, which real
 assemblies hold, and makes a read a slice. Windows and reads are cut from the codes when a
-view is made (:mod:`scicontrast.data_adapters.genome_reads`), never stored as a table.
+view is made (:mod:`scicontrast.data_adapters.dna.genome_reads`), never stored as a table.
 
 :class:`GenomeAdapter` reads FASTA and GenBank files (``.gz`` or not, any size: a record is
 streamed line by line into one byte string and encoded with a vectorised lookup), one genome
@@ -37,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from scicontrast.data_adapters.base import Adapter, Items
-from scicontrast.data_adapters.dna import InvalidBaseError, encode_codes
+from scicontrast.data_adapters.dna.encoding import InvalidBaseError, encode_codes
 from scicontrast.errors import InputDataError
 from scicontrast.registry import ADAPTERS
 
@@ -68,7 +69,8 @@ def _open_text(path: Path) -> io.TextIOBase:
 
 def _fasta_records(path: Path) -> Iterator[tuple[str, str, str]]:
     """``(record_id, description, sequence)`` of each record, streamed line by line."""
-    header, chunks = None, []
+    header: tuple[str, str] | None = None
+    chunks: list[str] = []
     with _open_text(path) as handle:
         for line_number, line in enumerate(handle, start=1):
             if line.startswith(">"):

@@ -1,45 +1,10 @@
-"""Images: reading micrographs, and the ``image_folder`` adapter (one item per image or tile).
-
-Reading
--------
-PNG, JPEG and TIFF files (``.png``, ``.jpg``, ``.jpeg``, ``.tif``, ``.tiff``). PNG and JPEG
-are read with ``skimage.io.imread``; TIFF with ``tifffile`` (the reader scikit-image uses),
-page by page, so a multi-page TIFF gives one image per page (reduced-resolution thumbnail
-pages are skipped). Every image becomes ``float32 [H, W, C]`` in ``[0, 1]`` with
-``C = 1`` (grey) or ``3`` (RGB):
-
-* ``uint8`` is divided by 255, ``uint16`` by 65535, ``bool`` is 0/1; a float image must
-  already lie in ``[0, 1]``; any other pixel type is an error;
-* an alpha channel (grey + alpha, RGBA) is dropped.
-
-A file that is empty, truncated or not an image, or an image with no pixels, raises
-:class:`~scicontrast.errors.InputDataError` naming the file (and the page).
-
-Image ids
----------
-An image's id is its file's stem (``grain_07.png -> grain_07``); page ``k`` of a multi-page
-TIFF (counted from 0) is ``<stem>_page<k>``. When two files share a stem, their ids are
-their paths relative to the files' common folder, without suffix, with ``/`` replaced by
-``__``. Ids name output files, so they stay file-system safe.
+"""The ``image_folder`` adapter: one item per image or tile.
 
 Items (``image_folder``)
 ------------------------
 One item per image, or per tile with ``tiles``. ``items.arrays["images"]`` holds
 ``[N, C, S, S]``: ``uint8`` when every source image is 8-bit, else ``float32`` in
 ``[0, 1]``. Size policy for a whole image (``resize``):
-
-``"crop"`` (default)
-    scale so that the shorter side is ``S``, then cut the centred ``S x S`` square;
-``"fit"``
-    scale so that the longer side is ``S`` and pad the rest with zeros, centred;
-    ``items.arrays["masks"]`` (``bool [N, S, S]``) then marks the image's pixels;
-``"none"``
-    no scaling: cut the centred ``S x S`` square (an image smaller than ``S`` is an error).
-
-With ``tiles = k`` an image is cut, unscaled, into the grid of non-overlapping ``S x S``
-tiles (the grid centred in the image, the leftover margin split evenly) and ``k`` tiles
-spread evenly over the grid in raster order are kept (all of them when the grid has at most
-``k``). Scaling uses ``skimage.transform.resize`` with anti-aliasing.
 
 Patch layout (``patch_size``)
 -----------------------------
@@ -53,13 +18,6 @@ patches and embeds an image as the mean of its patches' embeddings. An image sma
 one patch at its working scale, or a pixel size that would upsample it more than 4x, is an
 error naming the file.
 
-Degenerate images
------------------
-An image under 8 pixels on a side (a 1 x 1 PNG; a ``64 x 64 x 5`` array written to TIFF
-without a photometric tag, which becomes 64 pages of ``64 x 5``) and a TIFF with a channel
-axis (ImageJ ``C``: one channel per page) are errors naming the file; an image that a crop or
-fit scales up more than 2x is read, with one warning naming the first such file.
-
 Items table columns: ``item_id`` (the image id, ``<id>:r<i>c<j>`` for tile ``(i, j)``),
 ``file``, ``image``, ``page``, ``height``, ``width`` (of the source image), ``scale`` (crop
 or working pixels per source pixel), ``tile_row``, ``tile_col`` (``-1`` without tiles), then
@@ -70,31 +28,22 @@ images, or ``None``) and ``payload_columns = []`` (pixels live in the arrays).
 
 from __future__ import annotations
 
-import glob
-import logging
-import re
 import warnings
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import tifffile
-from skimage import io as skio
 from skimage.color import rgb2gray
-from skimage.transform import resize
 
 from scicontrast.data_adapters.base import Adapter, Items
-from scicontrast.data_adapters.image_labels import (
-    compile_filename_pattern,
-    filename_groups,
-    match_table_to_files,
-    read_table,
+from scicontrast.data_adapters.images.cropping import (
+    MAX_SILENT_UPSCALE,
+    RESIZE_POLICIES,
+    square_image,
 )
-from scicontrast.data_adapters.patches import (
+from scicontrast.data_adapters.images.patches import (
     EXTENT,
     PIXELS,
     pack_images,
@@ -102,18 +51,22 @@ from scicontrast.data_adapters.patches import (
     to_working_scale,
     working_factor,
 )
+from scicontrast.data_adapters.images.reading import (
+    Micrograph,
+    expand_image_paths,
+    read_micrographs,
+    to_rgb,
+    to_uint8,
+)
+from scicontrast.data_adapters.labels import (
+    compile_filename_pattern,
+    filename_groups,
+    match_table_to_files,
+    read_table,
+)
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import ADAPTERS
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-TIFF_SUFFIXES = (".tif", ".tiff")
-RESIZE_POLICIES = ("crop", "fit", "none")
-# Below this side a 3 x 3 convolution stack sees edges, not texture; a TIFF whose channel
-# axis was written as rows gives such slivers (a 64 x 64 x 5 array becomes 64 pages of 64 x 5).
-MIN_IMAGE_SIDE = 8
-# Scaling a whole image up by more than this invents most of its pixels: allowed, with a warning.
-MAX_SILENT_UPSCALE = 2.0
-_GLOB_CHARS = re.compile(r"[*?\[]")
 _TABLE_COLUMNS = (
     "item_id",
     "file",
@@ -125,274 +78,6 @@ _TABLE_COLUMNS = (
     "tile_row",
     "tile_col",
 )
-
-
-@dataclass
-class Micrograph:
-    """One image as read: ``pixels`` is ``float32 [H, W, C]`` in ``[0, 1]``, ``C`` 1 or 3."""
-
-    image_id: str
-    path: Path
-    page: int
-    pixels: np.ndarray
-    bit_depth: int
-    pages: int = 1
-
-    @property
-    def where(self) -> str:
-        """The file, and the page when the file has several, for messages."""
-        return f"{self.path} (page {self.page})" if self.pages > 1 else str(self.path)
-
-
-# --- finding files -----------------------------------------------------------------------
-
-
-def expand_image_paths(paths: list[str] | str) -> list[Path]:
-    """Files, glob patterns (``**`` allowed) and folders -> the image files, in order.
-
-    A folder stands for the image files directly inside it (sorted); a glob pattern keeps
-    its matches that are image files (sorted). A literal file path is returned as given,
-    even when it does not exist yet (a workflow may build it). A folder or pattern with no
-    image file raises ``InputDataError``.
-    """
-    entries = [paths] if isinstance(paths, str) else [str(p) for p in paths]
-    files: list[Path] = []
-    for entry in entries:
-        if _GLOB_CHARS.search(entry):
-            matches = [Path(p) for p in sorted(glob.glob(entry, recursive=True))]
-            matches = [p for p in matches if p.is_file() and _is_image_name(p)]
-            if not matches:
-                raise InputDataError(f"{entry}: glob pattern matches no image file")
-            files.extend(matches)
-        elif Path(entry).is_dir():
-            matches = sorted(p for p in Path(entry).iterdir() if p.is_file() and _is_image_name(p))
-            if not matches:
-                raise InputDataError(
-                    f"{entry}: folder holds no image file ({', '.join(IMAGE_SUFFIXES)})"
-                )
-            files.extend(matches)
-        else:
-            files.append(Path(entry))
-    return list(dict.fromkeys(files))
-
-
-def _is_image_name(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
-
-
-def file_ids(files: list[Path]) -> dict[Path, str]:
-    """The id of each file (see module docstring): its stem, or its path when stems clash."""
-    stems = Counter(p.stem for p in files)
-    clashing = [p for p in files if stems[p.stem] > 1]
-    ids = {p: p.stem for p in files}
-    if clashing:
-        resolved = [p.resolve() for p in clashing]
-        common = Path(*_common_parts([r.parent.parts for r in resolved]))
-        for path, full in zip(clashing, resolved, strict=True):
-            ids[path] = full.relative_to(common).with_suffix("").as_posix().replace("/", "__")
-    return ids
-
-
-def _common_parts(parts: list[tuple[str, ...]]) -> tuple[str, ...]:
-    common = parts[0]
-    for other in parts[1:]:
-        n = 0
-        while n < min(len(common), len(other)) and common[n] == other[n]:
-            n += 1
-        common = common[:n]
-    return common
-
-
-# --- reading -----------------------------------------------------------------------------
-
-
-class _TiffWarnings(logging.Handler):
-    """Collects tifffile's logged warnings: it logs, instead of raising, on a truncated file."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-def _check_no_channel_axis(path: Path, tif: tifffile.TiffFile) -> None:
-    """A multi-channel stack (ImageJ's ``C`` axis) stores one channel per page; reading its
-    pages as images would turn each channel into a micrograph of its own."""
-    for series in tif.series:
-        axes, shape = series.axes, series.shape
-        if "C" in axes and shape[axes.index("C")] > 1:
-            raise InputDataError(
-                f"{path}: TIFF holds a {shape[axes.index('C')]}-channel image (axes {axes}, "
-                f"shape {tuple(shape)}); only grey or RGB images are read: save the channel "
-                "to embed as a grey image of its own"
-            )
-
-
-def _read_tiff_pages(path: Path) -> list[np.ndarray]:
-    handler = _TiffWarnings()
-    logger = logging.getLogger("tifffile")
-    logger.addHandler(handler)
-    try:
-        with tifffile.TiffFile(path) as tif:
-            _check_no_channel_axis(path, tif)
-            pages = []
-            for page in tif.pages:
-                if getattr(page, "is_reduced", False):
-                    continue
-                array = page.asarray()
-                if page.axes.startswith("S") and array.ndim == 3:
-                    array = np.moveaxis(array, 0, -1)  # planar RGB -> interleaved
-                pages.append(array)
-    finally:
-        logger.removeHandler(handler)
-    if handler.messages:
-        raise InputDataError(f"{path}: corrupt or truncated TIFF ({handler.messages[0]})")
-    return pages
-
-
-def read_image_pages(path: str | Path) -> list[np.ndarray]:
-    """The raw arrays of an image file, one per page (PNG and JPEG have one page).
-
-    Raises ``InputDataError`` naming the file when it is missing, empty, truncated or not an
-    image of a known format.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputDataError(f"{path}: image file not found")
-    if path.stat().st_size == 0:
-        raise InputDataError(f"{path}: empty file (0 bytes), not an image")
-    suffix = path.suffix.lower()
-    if suffix not in IMAGE_SUFFIXES:
-        raise InputDataError(
-            f"{path}: unknown image format {suffix!r}; known: {', '.join(IMAGE_SUFFIXES)}"
-        )
-    try:
-        if suffix in TIFF_SUFFIXES:
-            pages = _read_tiff_pages(path)
-        else:
-            pages = [np.asarray(skio.imread(path))]
-    except InputDataError:
-        raise
-    except Exception as exc:
-        detail = " ".join(str(exc).split())[:200]
-        raise InputDataError(
-            f"{path}: cannot read image (corrupt, truncated or not a "
-            f"{suffix.lstrip('.').upper()} file): {type(exc).__name__}: {detail}"
-        ) from None
-    if not pages:
-        raise InputDataError(f"{path}: TIFF file holds no image page")
-    return pages
-
-
-def normalise_pixels(array: np.ndarray, where: str) -> tuple[np.ndarray, int]:
-    """Raw image array -> ``(float32 [H, W, C] in [0, 1] with C in {1, 3}, bit depth)``.
-
-    ``where`` (file and page) names the image in error messages.
-    """
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
-        raise InputDataError(
-            f"{where}: unsupported image shape {array.shape}; expected H x W grey or "
-            "H x W x 3 RGB (an alpha channel is dropped)"
-        )
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise InputDataError(f"{where}: image has no pixels (shape {array.shape})")
-    if min(array.shape[:2]) < MIN_IMAGE_SIDE:
-        raise InputDataError(
-            f"{where}: image is {array.shape[0]} x {array.shape[1]} pixels, under "
-            f"{MIN_IMAGE_SIDE} on a side: too small to hold a texture (a channel axis written "
-            "as rows or pages?)"
-        )
-    if array.shape[2] in (2, 4):
-        array = array[:, :, :-1]
-    if array.dtype == np.uint8:
-        pixels, depth = array.astype(np.float32) / 255.0, 8
-    elif array.dtype == np.uint16:
-        pixels, depth = array.astype(np.float32) / 65535.0, 16
-    elif array.dtype == bool:
-        pixels, depth = array.astype(np.float32), 8
-    elif np.issubdtype(array.dtype, np.floating):
-        pixels, depth = array.astype(np.float32), 32
-        if not np.isfinite(pixels).all() or pixels.min() < 0.0 or pixels.max() > 1.0:
-            raise InputDataError(
-                f"{where}: floating-point pixels must lie in [0, 1] (found "
-                f"{np.nanmin(pixels):.4g} .. {np.nanmax(pixels):.4g})"
-            )
-    else:
-        raise InputDataError(
-            f"{where}: unsupported pixel type {array.dtype}; expected 8- or 16-bit unsigned "
-            "integers or floats in [0, 1]"
-        )
-    return np.ascontiguousarray(pixels), depth
-
-
-def read_micrographs(files: list[Path]) -> Iterator[Micrograph]:
-    """Read every page of every file, one file at a time (ids as in the module docstring)."""
-    ids = file_ids(files)
-    for path in files:
-        pages = read_image_pages(path)
-        for page, raw in enumerate(pages):
-            where = f"{path} (page {page})" if len(pages) > 1 else str(path)
-            pixels, depth = normalise_pixels(raw, where)
-            image_id = ids[path] if len(pages) == 1 else f"{ids[path]}_page{page}"
-            yield Micrograph(image_id, path, page, pixels, depth, pages=len(pages))
-
-
-def to_uint8(pixels: np.ndarray) -> np.ndarray:
-    """``[0, 1]`` floats -> ``uint8``, rounding to nearest (exact for 8-bit sources)."""
-    return np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
-
-
-def to_rgb(pixels: np.ndarray) -> np.ndarray:
-    """``[H, W, C]`` -> ``[H, W, 3]`` (a grey image is repeated)."""
-    return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
-
-
-# --- cropping ----------------------------------------------------------------------------
-
-
-def _scaled(pixels: np.ndarray, scale: float) -> np.ndarray:
-    if scale == 1.0:
-        return pixels
-    height, width = pixels.shape[:2]
-    shape = (max(1, round(height * scale)), max(1, round(width * scale)), pixels.shape[2])
-    return resize(pixels, shape, order=1, anti_aliasing=scale < 1.0, preserve_range=True).astype(
-        np.float32
-    )
-
-
-def _centre_square(pixels: np.ndarray, size: int) -> np.ndarray:
-    height, width = pixels.shape[:2]
-    top, left = (height - size) // 2, (width - size) // 2
-    return pixels[top : top + size, left : left + size]
-
-
-def square_image(
-    pixels: np.ndarray, size: int, policy: str, where: str
-) -> tuple[np.ndarray, np.ndarray | None, float]:
-    """One ``[S, S, C]`` crop of a whole image, its valid-pixel mask (``fit`` only), scale."""
-    height, width = pixels.shape[:2]
-    if policy == "none":
-        if min(height, width) < size:
-            raise InputDataError(
-                f"{where}: image is {height} x {width}, smaller than size={size} "
-                "(resize: none does not scale; use resize: crop or fit)"
-            )
-        return _centre_square(pixels, size), None, 1.0
-    if policy == "crop":
-        scale = size / min(height, width)
-        return _centre_square(_scaled(pixels, scale), size), None, scale
-    scale = size / max(height, width)
-    scaled = _scaled(pixels, scale)
-    out = np.zeros((size, size, pixels.shape[2]), dtype=np.float32)
-    mask = np.zeros((size, size), dtype=bool)
-    top, left = (size - scaled.shape[0]) // 2, (size - scaled.shape[1]) // 2
-    out[top : top + scaled.shape[0], left : left + scaled.shape[1]] = scaled
-    mask[top : top + scaled.shape[0], left : left + scaled.shape[1]] = True
-    return out, mask, scale
 
 
 # --- adapter -----------------------------------------------------------------------------
@@ -477,7 +162,7 @@ class ImageFolderAdapter(Adapter):
             docstring): one item per image, kept whole at its working scale, seen by the
             encoder through ``P x P`` patches; ``size``, ``resize`` and ``tiles`` do not apply.
         target_pixel_size_um: Patch layout only: resample every image to this many
-            micrometres per pixel (``scicontrast.data_adapters.patches``); ``None`` keeps the
+            micrometres per pixel (``scicontrast.data_adapters.images.patches``); ``None`` keeps the
             native resolution.
 
     New files embedded through a trained model (``scicontrast embed --model``) replace
@@ -520,14 +205,14 @@ class ImageFolderAdapter(Adapter):
             raise ConfigError(
                 f"adapter {name}: params.target_pixel_size_um needs params.patch_size"
             )
-        for key, value, allowed in (
+        for key, choice, allowed in (
             ("resize", resize, RESIZE_POLICIES),
             ("labels_missing", labels_missing, ("error", "allow")),
             ("grayscale", grayscale, (None, True, False)),
         ):
-            if value not in allowed:
+            if choice not in allowed:
                 raise ConfigError(
-                    f"adapter {name}: params.{key} must be one of {list(allowed)}, got {value!r}"
+                    f"adapter {name}: params.{key} must be one of {list(allowed)}, got {choice!r}"
                 )
         self.size = size
         self.resize = resize
@@ -617,6 +302,7 @@ class ImageFolderAdapter(Adapter):
         self, micrograph: Micrograph, pixels: np.ndarray, pixel_size: float | None
     ) -> Iterator[tuple[dict[str, Any], np.ndarray, None]]:
         """The patch layout's one item per image: the image at its working scale."""
+        assert self.patch_size is not None  # the patch layout is the one with a patch size
         factor = working_factor(pixel_size, self.target_pixel_size_um, micrograph.where)
         working = to_working_scale(pixels, factor, self.patch_size, micrograph.where)
         record = {"item_id": micrograph.image_id, "scale": factor, "tile_row": -1}

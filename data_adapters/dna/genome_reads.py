@@ -8,7 +8,7 @@ the store: species, strain, record) is drawn as
 2. a start :math:`s \sim U\{0, \dots, \ell_r - L\}`,
 3. a strand: the forward read ``x = onehot(codes[s:s+L])`` ``[4, L]`` or, with probability
    1/2, its reverse complement ``x[::-1, ::-1]`` (channels ACGT; see
-   :mod:`scicontrast.data_adapters.dna`).
+   :mod:`scicontrast.data_adapters.dna.encoding`).
 
 :class:`GenomeReads` (``genome_reads``) makes the pairs table one row per record with
 ``group_id`` the code of its group, and overrides ``training_batches``: a batch takes
@@ -34,8 +34,8 @@ import pandas as pd
 import torch
 
 from scicontrast.data_adapters.base import Items, PairBuilder, epoch_seed
-from scicontrast.data_adapters.dna import one_hot
-from scicontrast.data_adapters.genome_store import CODES_EXTRA, record_codes, store_items
+from scicontrast.data_adapters.dna.encoding import one_hot
+from scicontrast.data_adapters.dna.genome_store import CODES_EXTRA, record_codes, store_items
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import PAIR_BUILDERS
 
@@ -178,7 +178,7 @@ class GenomeReads(PairBuilder):
     def __init__(
         self,
         group_column: str = "genome",
-        read_length: int | list[int] = (150, 1000),
+        read_length: int | Sequence[int] = (150, 1000),
         reads_per_group: int = 4,
         steps_per_epoch: int = 100,
     ) -> None:
@@ -224,6 +224,7 @@ class GenomeReads(PairBuilder):
         self, item_index: int, view: str, rng: np.random.Generator | None
     ) -> torch.Tensor:
         """The whole record (``rng=None``) or a random read of it drawn with ``rng``."""
+        assert self._items is not None, "bind the items first"
         codes = record_codes(self._items, item_index)
         if rng is None:
             return codes_to_tensor(np.asarray(codes))

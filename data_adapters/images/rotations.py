@@ -60,14 +60,14 @@ shift (if ``max_shift``), then the jitter factors (those that are non-zero), in 
 Patch layout
 ------------
 Items of the ``image_folder`` adapter's patch layout (``meta["layout"] == "patches"``) keep
-each image whole at its working scale (``scicontrast.data_adapters.patches``), with
+each image whole at its working scale (``scicontrast.data_adapters.images.patches``), with
 ``S = meta["size"]`` the patch side. A view is then cut from a ``S x S`` window of the image
 at a random position (``top ~ U{0..h-S}``, ``left ~ U{0..w-S}``, drawn last, after the
 jitter), so the views of one image are different places of its texture, each rotated as
 above. The canonical view is the centred window. An image's embedding is the mean of the
 embeddings of up to ``max_patches`` canonical ``o x o`` patches (``o = out_size``) on the
 centred grid of non-overlapping tiles, spread evenly (:meth:`RotationViews.embedding_batches`
-yields :class:`~scicontrast.data_adapters.patches.PatchBag`; its ``batch_size`` then counts
+yields :class:`~scicontrast.data_adapters.images.patches.PatchBag`; its ``batch_size`` then counts
 patches, at least one image per batch).
 
 References: rotation as a positive-pair augmentation for rotation-invariant microscopy
@@ -88,7 +88,13 @@ from torch import Tensor
 
 from scicontrast.data_adapters.base import Items, PairBuilder
 from scicontrast.data_adapters.classical import ClassicalFeatures, lbp_histograms, raw_pixels
-from scicontrast.data_adapters.patches import EXTENT, PIXELS, PatchBag, tile_grid, unpack_image
+from scicontrast.data_adapters.images.patches import (
+    EXTENT,
+    PIXELS,
+    PatchBag,
+    tile_grid,
+    unpack_image,
+)
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.geometry import disc_mask, rotate
 from scicontrast.registry import PAIR_BUILDERS

@@ -1,0 +1,210 @@
+r"""Manifests: the tables of recorded events that synchronisation reads.
+
+Field stations record sound with one device and images with another. A sound and an image
+captured at the same moment are a positive pair; the timestamps are the only supervision,
+and the devices' clocks disagree by an unknown offset plus jitter.
+
+Manifest
+--------
+A CSV (``.csv``), TSV (``.tsv``, ``.tab``, ``.txt``) or Parquet (``.parquet``, ``.pq``)
+table, one row per recorded event, with columns
+
+``device``
+    the recording device's id (any string);
+``file``
+    the audio clip or image, relative to the manifest's folder (or absolute);
+``time``
+    the capture time on that device's clock: seconds (a number) or a date-time string
+    (ISO 8601, read by ``pandas.to_datetime``; converted to seconds since 1970-01-01 UTC);
+``modality`` (optional)
+    ``audio`` or ``image``; without it the file suffix decides: ``.wav``, ``.flac`` are
+    audio, ``.png``, ``.jpg``, ``.jpeg``, ``.tif``, ``.tiff`` images. Any other suffix is an
+    unsupported format.
+
+Other columns (``site``, ``label``, ...) are metadata and travel with the events. Every row
+of a device must have the same modality. Column names are configurable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile
+
+from scicontrast.data_adapters.images.reading import IMAGE_SUFFIXES
+from scicontrast.errors import InputDataError
+
+AUDIO_SUFFIXES = (".wav", ".flac")
+MODALITIES = ("audio", "image")
+MANIFEST_SUFFIXES = (".csv", ".tsv", ".tab", ".txt", ".parquet", ".pq")
+PAIRS_FILE = "pairs.parquet"
+UNMATCHED_FILE = "unmatched.parquet"
+OFFSETS_FILE = "offsets.json"
+PLOT_FILE = "time_differences.png"
+
+
+# --- manifests ---------------------------------------------------------------------------
+
+
+def read_manifest(
+    path: str | Path,
+    device_column: str = "device",
+    file_column: str = "file",
+    time_column: str = "time",
+    modality_column: str = "modality",
+) -> pd.DataFrame:
+    """One manifest as a table of events (format in the module docstring).
+
+    Returns columns ``device``, ``file`` (absolute path), ``file_as_listed``, ``time_s``,
+    ``modality``, ``manifest``, ``row`` (1-based data row) and the metadata columns.
+    Raises ``InputDataError`` naming the manifest and row for a missing column, a missing or
+    unparseable time, an unsupported file format or a device with two modalities.
+    """
+    path = Path(path)
+    frame = _read_table(path)
+    missing = [c for c in (device_column, file_column, time_column) if c not in frame.columns]
+    if missing:
+        raise InputDataError(
+            f"{path}: manifest lacks column(s) {missing}; columns: {list(frame.columns)}"
+        )
+    if len(frame) == 0:
+        raise InputDataError(f"{path}: manifest has no rows")
+    where = [f"{path}: row {i + 1}" for i in range(len(frame))]
+    for column in (device_column, file_column):
+        empty = frame[column].isna() | (frame[column].astype(str).str.strip() == "")
+        if empty.any():
+            raise InputDataError(f"{where[int(np.flatnonzero(empty)[0])]}: no {column!r}")
+    times = parse_times(frame[time_column], where, time_column)
+    files = frame[file_column].astype(str)
+    if modality_column in frame.columns:
+        modalities = frame[modality_column].astype(str).str.strip().str.lower()
+        bad = ~modalities.isin(MODALITIES)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InputDataError(
+                f"{where[i]}: {modality_column} {frame[modality_column].iloc[i]!r} is not "
+                f"one of {list(MODALITIES)}"
+            )
+        modalities = modalities.tolist()
+    else:
+        modalities = [modality_of(f, w) for f, w in zip(files, where, strict=True)]
+    for file, modality, place in zip(files, modalities, where, strict=True):
+        suffixes = AUDIO_SUFFIXES if modality == "audio" else IMAGE_SUFFIXES
+        if Path(file).suffix.lower() not in suffixes:
+            raise InputDataError(
+                f"{place}: {file}: unsupported {modality} format {Path(file).suffix!r}; "
+                f"supported: {', '.join(suffixes)}"
+            )
+    base = path.parent
+    events = pd.DataFrame(
+        {
+            "device": frame[device_column].astype(str).to_numpy(),
+            "file": [str((base / f).resolve()) for f in files],
+            "file_as_listed": files.to_numpy(),
+            "time_s": times,
+            "modality": modalities,
+            "manifest": str(path),
+            "row": np.arange(1, len(frame) + 1),
+        }
+    )
+    mixed = events.groupby("device")["modality"].nunique()
+    if (mixed > 1).any():
+        device = mixed.index[mixed > 1][0]
+        raise InputDataError(f"{path}: device {device!r} lists both audio and image files")
+    reserved = {device_column, file_column, time_column, modality_column}
+    metadata = frame[[c for c in frame.columns if c not in reserved]].reset_index(drop=True)
+    clash = sorted(set(metadata.columns) & set(events.columns))
+    if clash:
+        raise InputDataError(f"{path}: metadata column(s) {clash} clash with reserved names")
+    return pd.concat([events, metadata], axis=1)
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise InputDataError(f"{path}: manifest not found")
+    suffix = path.suffix.lower()
+    if suffix not in MANIFEST_SUFFIXES:
+        raise InputDataError(
+            f"{path}: manifest must be CSV, TSV or Parquet ({', '.join(MANIFEST_SUFFIXES)})"
+        )
+    try:
+        if suffix == ".csv":
+            return pd.read_csv(path)
+        if suffix in (".tsv", ".tab", ".txt"):
+            return pd.read_csv(path, sep="\t")
+        return pd.read_parquet(path)
+    except pd.errors.EmptyDataError:
+        raise InputDataError(f"{path}: manifest is empty") from None
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        raise InputDataError(f"{path}: cannot read manifest: {exc}") from None
+
+
+def parse_times(values: pd.Series, where: Sequence[str], column: str = "time") -> np.ndarray:
+    """Capture times -> ``float64`` seconds: numbers as they are, date-time strings (ISO 8601)
+    as seconds since 1970-01-01 UTC (naive times are taken as UTC).
+
+    Raises ``InputDataError`` at the first missing or unparseable value, naming ``where[i]``.
+    """
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        seconds = values.to_numpy(dtype=np.float64)
+    else:
+        as_text = values.astype(str).str.strip()
+        numbers = pd.to_numeric(as_text, errors="coerce")
+        stamps = pd.to_datetime(as_text, errors="coerce", utc=True, format="ISO8601")
+        # The column is read as whichever kind most of its values are; the first value that
+        # is not of that kind is the one reported.
+        if numbers.notna().sum() >= stamps.notna().sum():
+            seconds = numbers.to_numpy(dtype=np.float64)
+        else:
+            seconds = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
+            seconds[numbers.notna().to_numpy()] = np.nan
+        seconds[values.isna().to_numpy()] = np.nan
+    bad = ~np.isfinite(seconds)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        value = values.iloc[i]
+        what = "missing" if pd.isna(value) else f"unparseable ({value!r})"
+        raise InputDataError(
+            f"{where[i]}: {column} is {what}; write seconds or an ISO 8601 date-time"
+        )
+    return seconds
+
+
+def modality_of(file: str, where: str) -> str:
+    suffix = Path(file).suffix.lower()
+    if suffix in AUDIO_SUFFIXES:
+        return "audio"
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    raise InputDataError(
+        f"{where}: {file}: unsupported format {suffix!r}; audio: {', '.join(AUDIO_SUFFIXES)}; "
+        f"images: {', '.join(IMAGE_SUFFIXES)}"
+    )
+
+
+def check_files(events: pd.DataFrame) -> None:
+    """Every event's file exists; audio files have a readable header and at least one frame."""
+    for file, modality, manifest, row in zip(
+        events["file"], events["modality"], events["manifest"], events["row"], strict=True
+    ):
+        where = f"{manifest}: row {row}: {file}"
+        path = Path(file)
+        if not path.is_file():
+            raise InputDataError(f"{where}: file not found")
+        if path.stat().st_size == 0:
+            raise InputDataError(f"{where}: empty file (0 bytes)")
+        if modality == "audio":
+            _audio_info(path, where)
+
+
+def _audio_info(path: Path, where: str) -> soundfile._SoundFileInfo:
+    try:
+        info = soundfile.info(str(path))
+    except Exception as exc:  # libsndfile raises its own error types, not always OSError
+        raise InputDataError(f"{where}: cannot read audio ({' '.join(str(exc).split())})") from None
+    if info.frames == 0:
+        raise InputDataError(f"{where}: audio has no samples")
+    return info

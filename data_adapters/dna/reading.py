@@ -1,0 +1,423 @@
+"""The FASTA/FASTQ adapter: files cut into fixed-length windows.
+
+Items table (one row per window; payload columns for :class:`DNAViews`)::
+
+    item_id       "{record_id}:{start+1}-{end}" (1-based, inclusive; prefixed with
+                  "{file}/" when the record id occurs in more than one file)
+    record_id, source_file, start (0-based), end (exclusive; the record's length for a
+                  short record padded to one window)
+    sequence      flank + window + flank as read (uppercase), clipped at the record's ends
+    window_start  offset of the window inside ``sequence``
+    left_pad, right_pad
+                  padding columns before/after ``sequence``; for every row
+                  left_pad + len(sequence) + right_pad == window + 2 * flank
+    ...           metadata columns (labels table, file-name groups)
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import warnings
+import zlib
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from Bio import SeqIO
+
+from scicontrast.data_adapters.base import Adapter, Items
+from scicontrast.data_adapters.dna.encoding import (
+    AMBIGUOUS_POLICIES,
+    IS_AMBIGUOUS,
+    InvalidBaseError,
+    encode_codes,
+    window_starts,
+)
+from scicontrast.data_adapters.dna.files import (
+    FORMAT_OF_SUFFIX,
+    GLOB_CHARS,
+    PAYLOAD_COLUMNS,
+    TABLE_COLUMNS,
+    Windows,
+    biopython_message,
+    file_stem,
+    strip_gz,
+)
+from scicontrast.data_adapters.labels import compile_filename_pattern, filename_groups, read_table
+from scicontrast.errors import ConfigError, InputDataError
+from scicontrast.registry import ADAPTERS
+
+
+@ADAPTERS.register("dna_fasta")
+class FastaAdapter(Adapter):
+    """FASTA/FASTQ files (plain or gzipped) cut into fixed-length windows.
+
+    Args:
+        paths: Files or glob patterns (``**`` allowed). Format by extension: ``.fa``,
+            ``.fasta``, ``.fna``, ``.fas`` (FASTA), ``.fq``, ``.fastq`` (FASTQ), each
+            optionally followed by ``.gz``. A single string is read as one path.
+        format: ``"fasta"`` or ``"fastq"`` to force the format of every file (then the
+            extension only decides gzip); ``None`` infers it from the extension.
+        window: Window length in bases.
+        stride: Distance between window starts; ``None`` means ``window`` (no overlap).
+            The tail policy is in the module docstring.
+        flank: Extra bases stored on each side of a window, so that a pair builder can
+            shift the window by up to ``flank``; beyond the record's ends they are padding.
+        short_sequences: A record shorter than ``window``: ``"error"`` stops, ``"skip"``
+            drops it (counted in the warning and in ``meta["dropped_windows"]``), ``"pad"``
+            makes one window of the whole record followed by padding columns.
+        ambiguous: Encoding of IUPAC ambiguity codes: ``"uniform"`` over the bases they
+            stand for, or ``"zero"``. Stored in ``meta`` for the pair builder.
+        max_ambiguous_fraction: Windows with a larger fraction of ambiguous bases (any
+            IUPAC code other than A, C, G, T, U) are dropped and counted.
+        labels: A CSV (``.csv``), TSV (``.tsv``, ``.tab``, ``.txt``) or Parquet
+            (``.parquet``, ``.pq``) table with one row per record; its other columns become
+            metadata columns of every window of that record.
+        labels_key: The labels table's column holding record ids.
+        labels_missing: A record with no row in the labels table: ``"error"`` stops,
+            ``"allow"`` leaves its metadata missing (NaN).
+        label_from_filename: A regular expression with named groups, searched
+            (``re.search``) in each file's path as listed by :meth:`input_files`, so it may
+            capture folder names too; each group becomes a metadata column. A file it does
+            not match is an error. Example: ``"(?P<source>[^/.]+)\\.fa"``.
+        duplicate_ids: A record id that occurs again in the same file: ``"error"`` stops
+            (a repeated id usually means a concatenated or mislabelled file), ``"number"``
+            renames the n-th occurrence to ``"<id>#<n>"`` (n >= 2) and counts them in
+            ``meta["renamed_duplicate_ids"]``.
+
+    New files embedded through a trained model (``scicontrast embed --model``) replace
+    ``paths`` and are read without the label parameters, which describe the training files.
+    """
+
+    input_param = "paths"
+    training_only_params = ("labels", "labels_key", "labels_missing", "label_from_filename")
+
+    def __init__(
+        self,
+        paths: list[str] | str,
+        window: int = 200,
+        stride: int | None = None,
+        flank: int = 0,
+        short_sequences: str = "error",
+        ambiguous: str = "uniform",
+        max_ambiguous_fraction: float = 0.1,
+        labels: str | None = None,
+        labels_key: str = "record_id",
+        labels_missing: str = "error",
+        label_from_filename: str | None = None,
+        format: str | None = None,
+        duplicate_ids: str = "error",
+    ) -> None:
+        self.paths = [paths] if isinstance(paths, str) else [str(p) for p in paths]
+        self.window = window
+        self.stride = window if stride is None else stride
+        self.flank = flank
+        self.short_sequences = short_sequences
+        self.ambiguous = ambiguous
+        self.max_ambiguous_fraction = max_ambiguous_fraction
+        self.labels = labels
+        self.labels_key = labels_key
+        self.labels_missing = labels_missing
+        self.format = format
+        self.duplicate_ids = duplicate_ids
+        self._check_params()
+        self.filename_pattern = compile_filename_pattern(
+            label_from_filename, "dna_fasta", TABLE_COLUMNS
+        )
+
+    def _check_params(self) -> None:
+        def require(ok: bool, key: str, message: str) -> None:
+            if not ok:
+                raise ConfigError(f"adapter dna_fasta: params.{key}: {message}")
+
+        require(bool(self.paths), "paths", "give at least one file or glob pattern")
+        for key, value, minimum in (
+            ("window", self.window, 1),
+            ("stride", self.stride, 1),
+            ("flank", self.flank, 0),
+        ):
+            require(
+                isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+                key,
+                f"must be an integer >= {minimum}, got {value!r}",
+            )
+        for key, choice, allowed in (
+            ("short_sequences", self.short_sequences, ("error", "skip", "pad")),
+            ("ambiguous", self.ambiguous, AMBIGUOUS_POLICIES),
+            ("labels_missing", self.labels_missing, ("error", "allow")),
+            ("format", self.format, (None, "fasta", "fastq")),
+            ("duplicate_ids", self.duplicate_ids, ("error", "number")),
+        ):
+            require(choice in allowed, key, f"must be one of {list(allowed)}, got {choice!r}")
+        require(
+            isinstance(self.max_ambiguous_fraction, (int, float))
+            and 0.0 <= self.max_ambiguous_fraction <= 1.0,
+            "max_ambiguous_fraction",
+            f"must be a number in [0, 1], got {self.max_ambiguous_fraction!r}",
+        )
+
+    def input_files(self) -> list[Path]:
+        """The files to read: glob patterns expanded (sorted), literal paths as given.
+
+        A literal path is returned even when it does not exist yet (a workflow may build it);
+        a glob pattern that matches no file raises ``InputDataError``.
+        """
+        files: list[Path] = []
+        for pattern in self.paths:
+            if GLOB_CHARS.search(pattern):
+                matches = [
+                    Path(p) for p in sorted(glob.glob(pattern, recursive=True)) if Path(p).is_file()
+                ]
+                if not matches:
+                    raise InputDataError(f"{pattern}: glob pattern matches no file")
+                files.extend(matches)
+            else:
+                files.append(Path(pattern))
+        return list(dict.fromkeys(files))
+
+    def _format_of(self, path: Path) -> str:
+        name, _ = strip_gz(path)
+        if self.format is not None:
+            return self.format
+        fmt = FORMAT_OF_SUFFIX.get(Path(name).suffix.lower())
+        if fmt is None:
+            raise ConfigError(
+                f"{path}: cannot tell FASTA from FASTQ by the extension (known: "
+                f"{', '.join(FORMAT_OF_SUFFIX)}, optionally + .gz); "
+                "set adapter params.format to 'fasta' or 'fastq'"
+            )
+        return fmt
+
+    def read(self) -> Items:
+        files = self.input_files()
+        for path in files:
+            if not path.is_file():
+                raise InputDataError(f"{path}: file not found")
+        formats = {path: self._format_of(path) for path in files}
+        filename_metadata = {path: filename_groups(self.filename_pattern, path) for path in files}
+
+        windows: list[Windows] = []
+        record_files: dict[str, list[Path]] = {}
+        dropped = Counter({"too_ambiguous": 0, "short_record": 0})
+        self._renamed_duplicates = 0
+        for path in files:
+            for record_id, sequence in self._records(path, formats[path]):
+                record_files.setdefault(record_id, []).append(path)
+                kept = self._windows(path, record_id, sequence, dropped)
+                if kept is not None:
+                    windows.append(kept)
+        n_records = sum(len(v) for v in record_files.values())
+        self._warn_dropped(dropped)
+        if not windows or all(len(w.starts) == 0 for w in windows):
+            raise InputDataError(
+                f"{', '.join(map(str, files))}: no windows left from {n_records} records "
+                f"(dropped: {dict(dropped)}); check window, short_sequences and "
+                "max_ambiguous_fraction"
+            )
+
+        table = self._items_table(windows, record_files, files)
+        table = self._add_filename_metadata(table, filename_metadata)
+        unmatched_label_rows = 0
+        if self.labels is not None:
+            table, unmatched_label_rows = self._add_labels(table, record_files)
+        metadata_columns = [c for c in table.columns if c not in TABLE_COLUMNS]
+        meta: dict[str, Any] = {
+            "modality": "dna",
+            "window": self.window,
+            "stride": self.stride,
+            "flank": self.flank,
+            "ambiguous": self.ambiguous,
+            "payload_columns": list(PAYLOAD_COLUMNS),
+            "metadata_columns": metadata_columns,
+            "dropped_windows": dict(dropped),
+            "records": n_records,
+            "source_files": [str(p) for p in files],
+            "unmatched_label_rows": unmatched_label_rows,
+            "renamed_duplicate_ids": self._renamed_duplicates,
+        }
+        return Items(table=table, meta=meta)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _records(self, path: Path, fmt: str) -> list[tuple[str, str]]:
+        """``(record_id, uppercase sequence)`` for each record, validated."""
+        _, gzipped = strip_gz(path)
+        records: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        previous = None
+        try:
+            opener = gzip.open if gzipped else open
+            with opener(path, "rt", encoding="utf-8") as handle:
+                for record in SeqIO.parse(handle, fmt):
+                    record_id = record.id
+                    number = len(records) + 1
+                    if not record_id:
+                        raise InputDataError(f"{path}: record #{number} has an empty id")
+                    if record_id in seen:
+                        if self.duplicate_ids == "error":
+                            raise InputDataError(
+                                f"{path}: record {record_id!r} occurs twice (record #{number});"
+                                " set params.duplicate_ids: number to rename repeats"
+                            )
+                        occurrence = 2
+                        while f"{record_id}#{occurrence}" in seen:
+                            occurrence += 1
+                        record_id = f"{record_id}#{occurrence}"
+                        self._renamed_duplicates += 1
+                    sequence = str(record.seq)
+                    if not sequence:
+                        raise InputDataError(f"{path}: record {record_id!r} has no sequence")
+                    try:
+                        encode_codes(sequence)
+                    except InvalidBaseError as exc:
+                        raise InputDataError(f"{path}: record {record_id!r}: {exc}") from None
+                    seen.add(record_id)
+                    records.append((record_id, sequence.upper()))
+                    previous = record_id
+        except UnicodeDecodeError:
+            raise InputDataError(
+                f"{path}: not a text {fmt.upper()} file (it holds bytes that are not UTF-8 "
+                "text; a gzipped file needs the .gz extension)"
+            ) from None
+        except ValueError as exc:
+            where = "before the first record" if previous is None else f"after {previous!r}"
+            raise InputDataError(
+                f"{path}: malformed {fmt.upper()} {where}: {biopython_message(exc)}"
+            ) from None
+        except (OSError, EOFError, zlib.error) as exc:
+            raise InputDataError(f"{path}: cannot read ({exc})") from None
+        if not records:
+            raise InputDataError(f"{path}: no records (an empty {fmt.upper()} file?)")
+        return records
+
+    def _windows(
+        self, path: Path, record_id: str, sequence: str, dropped: Counter
+    ) -> Windows | None:
+        length = len(sequence)
+        if length < self.window:
+            if self.short_sequences == "error":
+                raise InputDataError(
+                    f"{path}: record {record_id!r} has {length} bases, shorter than "
+                    f"window={self.window}; set adapter params.short_sequences to 'skip' "
+                    "or 'pad'"
+                )
+            if self.short_sequences == "skip":
+                dropped["short_record"] += 1
+                return None
+            starts = np.zeros(1, dtype=np.int64)
+            ends = np.full(1, length, dtype=np.int64)
+        else:
+            starts = window_starts(length, self.window, self.stride)
+            ends = starts + self.window
+
+        ambiguous_before = np.concatenate([[0], np.cumsum(IS_AMBIGUOUS[encode_codes(sequence)])])
+        n_ambiguous = ambiguous_before[ends] - ambiguous_before[starts]
+        # a quotient, not frac * length: 29 / 100 rounds to the float 0.29, 0.29 * 100 does not
+        keep = n_ambiguous / (ends - starts) <= self.max_ambiguous_fraction
+        dropped["too_ambiguous"] += int((~keep).sum())
+        starts, ends = starts[keep], ends[keep]
+
+        lows = np.maximum(starts - self.flank, 0)
+        highs = np.minimum(ends + self.flank, length)
+        left_pads = self.flank - (starts - lows)
+        right_pads = self.window + 2 * self.flank - left_pads - (highs - lows)
+        return Windows(
+            path=path,
+            record_id=record_id,
+            starts=starts,
+            ends=ends,
+            sequences=[
+                sequence[lo:hi] for lo, hi in zip(lows.tolist(), highs.tolist(), strict=True)
+            ],
+            offsets=starts - lows,
+            left_pads=left_pads,
+            right_pads=right_pads,
+        )
+
+    def _warn_dropped(self, dropped: Counter) -> None:
+        if dropped["too_ambiguous"]:
+            warnings.warn(
+                f"dna_fasta: dropped {dropped['too_ambiguous']} windows with more than "
+                f"{self.max_ambiguous_fraction:.0%} ambiguous bases",
+                stacklevel=3,
+            )
+        if dropped["short_record"]:
+            warnings.warn(
+                f"dna_fasta: skipped {dropped['short_record']} records shorter than "
+                f"window={self.window}",
+                stacklevel=3,
+            )
+
+    # -- table ----------------------------------------------------------------------------
+
+    def _items_table(
+        self, windows: list[Windows], record_files: dict[str, list[Path]], files: list[Path]
+    ) -> pd.DataFrame:
+        stems = Counter(file_stem(p) for p in files)
+        prefix = {p: file_stem(p) if stems[file_stem(p)] == 1 else str(p) for p in files}
+        columns: dict[str, Any] = {name: [] for name in TABLE_COLUMNS}
+        for w in windows:
+            n = len(w.starts)
+            shared = len(record_files[w.record_id]) > 1
+            head = f"{prefix[w.path]}/{w.record_id}" if shared else w.record_id
+            columns["item_id"].extend(
+                f"{head}:{s + 1}-{e}"
+                for s, e in zip(w.starts.tolist(), w.ends.tolist(), strict=True)
+            )
+            columns["record_id"].extend([w.record_id] * n)
+            columns["source_file"].extend([str(w.path)] * n)
+            columns["start"].append(w.starts)
+            columns["end"].append(w.ends)
+            columns["sequence"].extend(w.sequences)
+            columns["window_start"].append(w.offsets)
+            columns["left_pad"].append(w.left_pads)
+            columns["right_pad"].append(w.right_pads)
+        for name in ("start", "end", "window_start", "left_pad", "right_pad"):
+            columns[name] = np.concatenate(columns[name]).astype(np.int64)
+        return pd.DataFrame(columns)
+
+    def _add_filename_metadata(
+        self, table: pd.DataFrame, metadata: dict[Path, dict[str, str]]
+    ) -> pd.DataFrame:
+        if self.filename_pattern is None:
+            return table
+        by_file = {str(p): groups for p, groups in metadata.items()}
+        for group in self.filename_pattern.groupindex:
+            table[group] = table["source_file"].map(lambda f, g=group: by_file[f][g])
+        return table
+
+    def _read_labels(self) -> pd.DataFrame:
+        assert self.labels is not None  # read() calls this only with a labels table
+        frame = read_table(self.labels, self.labels_key).set_index(self.labels_key)
+        taken = set(TABLE_COLUMNS) | set(
+            self.filename_pattern.groupindex if self.filename_pattern else ()
+        )
+        clashes = sorted(set(map(str, frame.columns)) & taken)
+        if clashes:
+            raise InputDataError(
+                f"{self.labels}: columns {clashes} clash with item-table or label_from_filename "
+                "columns; rename them"
+            )
+        return frame
+
+    def _add_labels(
+        self, table: pd.DataFrame, record_files: dict[str, list[Path]]
+    ) -> tuple[pd.DataFrame, int]:
+        labels = self._read_labels()
+        unmatched = int((~labels.index.isin(list(record_files))).sum())
+        if unmatched:
+            warnings.warn(
+                f"{self.labels}: {unmatched} rows name no record in the input files",
+                stacklevel=3,
+            )
+        missing = [r for r in record_files if r not in labels.index]
+        if missing and self.labels_missing == "error":
+            raise InputDataError(
+                f"{self.labels}: no row for record {missing[0]!r} "
+                f"(file {record_files[missing[0]][0]}; {len(missing)} records in all); "
+                "set adapter params.labels_missing to 'allow' to keep them unlabelled"
+            )
+        return table.join(labels, on="record_id"), unmatched

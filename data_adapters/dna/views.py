@@ -1,0 +1,335 @@
+"""The strand/shift pair builder :class:`DNAViews`.
+
+Views
+-----
+:class:`DNAViews` pairs the two strands of a window (the same molecule read in the other
+direction) and, optionally, windows shifted by up to ``max_shift`` bases (the same locus
+seen with a slightly different crop). A view of item ``i`` is the crop
+``[flank + s, flank + s + window)`` of its padded encoding ``[4, window + 2 * flank]``
+with ``s ~ U{-max_shift, ..., max_shift}``, with point mutations at ``mutation_rate`` and
+one block of ``round(mask_fraction * window)`` positions, at a uniform start, set to padding,
+then reverse-complemented for the ``reverse_complement`` view.
+
+With ``neighbours = m > 0`` each window also gets a ``neighbour`` view: the forward view
+of a window drawn uniformly, per epoch, from its ``m`` composition neighbours, the windows
+whose k-mer profiles are nearest. The profile of window ``i`` is its forward-strand k-mer
+frequency vector ``f_i`` (:func:`kmer_counts`, normalised to sum 1), each of the ``4^k``
+columns standardised over all windows, ``z_i = (f_i - mean) / std``; neighbours are the
+``m`` windows ``j != i`` of largest cosine ``cos(z_i, z_j)``. Composition (above all
+tetranucleotide frequency) is what metagenomic binning groups contigs of one genome by
+(Teeling et al., *Environ. Microbiol.* 6:938, 2004), and windows of one kind of element
+(promoters, coding sequence, repeats) share it too; the positive then says "windows that
+read alike are alike", a signal no single window's own views carry, in the spirit of
+nearest-neighbour positives (NNCLR: Dwibedi et al., ICCV 2021), here from a fixed,
+domain-given neighbourhood rather than the encoder's own.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import torch
+
+from scicontrast.data_adapters.base import Items, PairBuilder
+from scicontrast.data_adapters.classical import ClassicalFeatures, kmer_features
+from scicontrast.data_adapters.dna.encoding import (
+    ENCODING_TABLES,
+    PAD_CODE,
+    InvalidBaseError,
+    encode_codes,
+)
+from scicontrast.data_adapters.dna.files import PAYLOAD_COLUMNS
+from scicontrast.data_adapters.dna.kmers import kmer_counts, kmer_words, reverse_complement_kmers
+from scicontrast.errors import ConfigError, InputDataError
+from scicontrast.registry import PAIR_BUILDERS
+
+
+@PAIR_BUILDERS.register("dna_views")
+class DNAViews(PairBuilder):
+    """Two views of each window: the other strand and/or a shifted crop.
+
+    Args:
+        reverse_complement: Pair the forward strand with the reverse complement (views
+            ``["forward", "reverse_complement"]``); ``False`` gives ``["forward",
+            "forward"]``, which differ only by their shifts.
+        max_shift: Each view's window start moves by ``s ~ U{-max_shift..max_shift}``
+            bases, drawn per view; needs the adapter's ``flank >= max_shift``.
+        mutation_rate: Each base (A, C, G or T) of a view is substituted, with this
+            probability and independently per position and view, by one of the three other
+            bases, uniformly: point mutations, which a binding site tolerates in a few of its
+            positions. Ambiguity codes and padding are kept. ``0`` (default) mutates nothing.
+        mask_fraction: Each view hides one contiguous block of ``round(mask_fraction *
+            window)`` bases, at a start drawn uniformly per view, as padding (zero columns)
+            while every other base keeps its place: the view then shows only part of the
+            window, so the positives of an object are partial readings of it that the
+            encoder must match from what each part shows (block masking, the sequence
+            counterpart of cutout; Devries & Taylor, arXiv:1708.04552, 2017). ``0``
+            (default) hides nothing.
+        neighbours: ``m > 0`` adds a third view, ``neighbour``: the forward view of one of
+            the window's ``m`` composition neighbours (module docstring), drawn per epoch
+            and shifted, mutated and masked like the others. The pairs table lists the
+            candidates of each ``neighbour`` row in a column ``neighbour_ids``. ``0``
+            (default) adds none.
+        neighbour_k: The word length of the composition profile (default 4, the
+            tetranucleotides of genome binning; 1 to 6).
+        group_by: ``None`` (default): each window is its own object, so its positives are
+            its own views (instance discrimination). The name of an items column (e.g.
+            ``record_id``, or a genome/contig column): every window sharing that value is
+            one object, so all their views are positives for each other (multi-positive
+            InfoNCE). Use it when the domain says windows of one record share an origin,
+            as in binning sequences by genome of origin.
+
+    ``make_view`` returns ``float32 [4, window]``; with ``rng=None`` the shift is 0, so the
+    canonical view (``"forward"``) is the window exactly as read.
+    """
+
+    canonical_view = "forward"
+    VIEWS = ("forward", "reverse_complement", "neighbour")
+
+    def __init__(
+        self,
+        reverse_complement: bool = True,
+        max_shift: int = 0,
+        mutation_rate: float = 0.0,
+        mask_fraction: float = 0.0,
+        neighbours: int = 0,
+        neighbour_k: int = 4,
+        group_by: str | None = None,
+    ) -> None:
+        if isinstance(max_shift, bool) or not isinstance(max_shift, int) or max_shift < 0:
+            raise ConfigError(
+                f"pairs dna_views: params.max_shift must be an integer >= 0, got {max_shift!r}"
+            )
+        for key, value in (("mutation_rate", mutation_rate), ("mask_fraction", mask_fraction)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+                raise ConfigError(
+                    f"pairs dna_views: params.{key} must be a number in [0, 1), got {value!r}"
+                )
+        for key, value, low, high in (
+            ("neighbours", neighbours, 0, None),
+            ("neighbour_k", neighbour_k, 1, 6),
+        ):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or value < low
+                or (high is not None and value > high)
+            ):
+                bounds = f">= {low}" if high is None else f"from {low} to {high}"
+                raise ConfigError(
+                    f"pairs dna_views: params.{key} must be an integer {bounds}, got {value!r}"
+                )
+        augmentations = (max_shift, mutation_rate, mask_fraction, neighbours)
+        if not reverse_complement and not any(augmentations):
+            raise ConfigError(
+                "pairs dna_views: params.reverse_complement is false and params.max_shift, "
+                "params.mutation_rate, params.mask_fraction and params.neighbours are 0, so "
+                "both views would be identical; enable at least one augmentation"
+            )
+        self.reverse_complement = bool(reverse_complement)
+        self.max_shift = max_shift
+        self.mutation_rate = float(mutation_rate)
+        self.mask_fraction = float(mask_fraction)
+        self.neighbours = neighbours
+        self.neighbour_k = neighbour_k
+        self.group_by = group_by
+        self._codes: np.ndarray | None = None
+        self._neighbour_table: np.ndarray | None = None
+
+    def classical_features(self, items: Items) -> list[ClassicalFeatures]:
+        """Tetranucleotide frequencies of each window, canonical and strand-specific
+        (:func:`~scicontrast.data_adapters.classical.kmer_frequencies`)."""
+        self.bind(items)
+        assert self._codes is not None  # bind sets it
+        windows = self._codes[:, self._flank : self._flank + self._window]
+        return [kmer_features(windows, 4, canonical) for canonical in (True, False)]
+
+    def symmetry_only(self) -> tuple[str, PairBuilder] | None:
+        """The reverse complement without shifts, mutations, masks or neighbours (for
+        per-window groups only)."""
+        augmented = any((self.max_shift, self.mutation_rate, self.mask_fraction, self.neighbours))
+        if not self.reverse_complement or not augmented or self.group_by is not None:
+            return None
+        symmetry = copy.copy(self)
+        symmetry.max_shift, symmetry.mutation_rate, symmetry.neighbours = 0, 0.0, 0
+        symmetry.mask_fraction = 0.0
+        return "reverse complement", symmetry
+
+    def _check_items(self, items: Items) -> None:
+        modality = items.meta.get("modality")
+        if modality != "dna":
+            raise ConfigError(
+                f"pairs dna_views: needs DNA items (meta modality 'dna'), got {modality!r}"
+            )
+        flank = items.meta.get("flank", 0)
+        if flank < self.max_shift:
+            raise ConfigError(
+                f"pairs dna_views: params.max_shift={self.max_shift} exceeds the adapter's "
+                f"params.flank={flank}; set flank >= max_shift"
+            )
+        missing = [c for c in PAYLOAD_COLUMNS if c not in items.table.columns]
+        if missing:
+            raise InputDataError(f"items table lacks the DNA payload columns {missing}")
+
+    def build(self, items: Items) -> pd.DataFrame:
+        self._check_items(items)
+        views = ["forward", "reverse_complement" if self.reverse_complement else "forward"]
+        if self.neighbours:
+            views.append("neighbour")
+        n = len(items)
+        if self.neighbours >= n:
+            raise ConfigError(
+                f"pairs dna_views: params.neighbours={self.neighbours} needs more than "
+                f"{self.neighbours} windows, got {n}"
+            )
+        if self.group_by is None:
+            groups = np.arange(n, dtype=np.int64)
+        elif self.group_by in items.table.columns:
+            groups = pd.factorize(items.table[self.group_by], sort=False)[0].astype(np.int64)
+        else:
+            raise ConfigError(
+                f"pairs dna_views: params.group_by names column {self.group_by!r}, which the "
+                f"items table lacks; columns: {', '.join(items.table.columns)}"
+            )
+        item_ids = items.table["item_id"].to_numpy()
+        pairs = pd.DataFrame(
+            {
+                "group_id": np.repeat(groups, len(views)),
+                "item_id": np.repeat(item_ids, len(views)),
+                "view": np.tile(views, n),
+            }
+        )
+        if self.neighbours:
+            # Written down so that the table shows every window a neighbour view can show.
+            self.bind(items)
+            candidates = [list(item_ids[rows]) for rows in self.composition_neighbours()]
+            pairs["neighbour_ids"] = [
+                candidates[row // len(views)] if view == "neighbour" else None
+                for row, view in enumerate(pairs["view"])
+            ]
+        return pairs
+
+    def bind(self, items: Items) -> None:
+        """Encode every window with its flanks once, as codes ``uint8 [N, window+2*flank]``.
+
+        Codes (one byte per base) instead of one-hot floats keep 1e5 windows at a few tens
+        of MB; ``make_view`` turns a crop into columns with one table lookup.
+        """
+        self._check_items(items)
+        table = items.table
+        window, flank = int(items.meta["window"]), int(items.meta["flank"])
+        width = window + 2 * flank
+        sequences = table["sequence"].tolist()
+        lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
+        left_pads = table["left_pad"].to_numpy(dtype=np.int64)
+        sizes = left_pads + lengths + table["right_pad"].to_numpy(dtype=np.int64)
+        wrong = np.flatnonzero(sizes != width)
+        if wrong.size:
+            row = int(wrong[0])
+            raise InputDataError(
+                f"item {table['item_id'].iloc[row]!r}: left_pad + len(sequence) + right_pad "
+                f"= {sizes[row]}, expected window + 2 * flank = {width}"
+            )
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        try:
+            flat = encode_codes("".join(sequences))
+        except InvalidBaseError as exc:
+            row = int(np.searchsorted(offsets, exc.position - 1, side="right")) - 1
+            raise InputDataError(
+                f"item {table['item_id'].iloc[row]!r}: invalid character {exc.character!r} "
+                f"at position {exc.position - offsets[row]} of its sequence"
+            ) from None
+        codes = np.full((len(table), width), PAD_CODE, dtype=np.uint8)
+        for row, (pad, begin, end) in enumerate(
+            zip(left_pads.tolist(), offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)
+        ):
+            codes[row, pad : pad + end - begin] = flat[begin:end]
+        self._codes = codes
+        self._encoding = ENCODING_TABLES[items.meta.get("ambiguous", "uniform")]
+        self._window, self._flank = window, flank
+        self._neighbour_table = None
+
+    def make_view(
+        self, item_index: int, view: str, rng: np.random.Generator | None
+    ) -> torch.Tensor:
+        if view not in self.VIEWS:
+            raise ValueError(f"dna_views: unknown view {view!r}; known: {list(self.VIEWS)}")
+        if self._codes is None:
+            raise RuntimeError("dna_views: call bind(items) before make_view")
+        if view == "neighbour":
+            drawn = 0 if rng is None else rng.integers(self.neighbours)
+            item_index = int(self.composition_neighbours()[item_index, drawn])
+        shift = 0 if rng is None else int(rng.integers(-self.max_shift, self.max_shift + 1))
+        start = self._flank + shift
+        codes = self._codes[item_index, start : start + self._window]
+        if rng is not None and self.mutation_rate > 0:
+            codes = self._mutate(codes, rng)
+        if rng is not None and self.mask_fraction > 0:
+            codes = self._mask(codes, rng)
+        columns = self._encoding[codes].T
+        if view == "reverse_complement":
+            columns = columns[::-1, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(columns))
+
+    def composition_neighbours(self) -> np.ndarray:
+        """``int64 [N, neighbours]``: the rows of each bound window's composition neighbours,
+        nearest first (module docstring); computed once per ``bind``."""
+        if self._codes is None:
+            raise RuntimeError("dna_views: call bind(items) before composition_neighbours")
+        if self.neighbours == 0:
+            raise ValueError("dna_views: params.neighbours is 0, so there are no neighbours")
+        if self._neighbour_table is None:
+            from sklearn.neighbors import NearestNeighbors
+            from sklearn.preprocessing import StandardScaler
+
+            window = self._codes[:, self._flank : self._flank + self._window]
+            counts = kmer_counts(window, self.neighbour_k)
+            profiles = StandardScaler().fit_transform(
+                counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+            )
+            search = NearestNeighbors(n_neighbors=self.neighbours + 1, metric="cosine")
+            nearest = search.fit(profiles).kneighbors(profiles, return_distance=False)
+            # A window is usually its own nearest, but an identical window can tie with it:
+            # drop the window itself wherever it is, else the farthest candidate.
+            others = nearest != np.arange(len(nearest))[:, None]
+            order = np.argsort(~others, axis=1, kind="stable")[:, : self.neighbours]
+            self._neighbour_table = np.take_along_axis(nearest, order, axis=1)
+        return self._neighbour_table
+
+    def _mutate(self, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``codes`` with each of A, C, G, T (codes 1-4) replaced, with probability
+        ``mutation_rate``, by one of the other three."""
+        base = codes.astype(np.int64) - 1
+        mutated = (rng.random(len(codes)) < self.mutation_rate) & (base >= 0) & (base < 4)
+        other = (base + rng.integers(1, 4, size=len(codes))) % 4 + 1
+        return np.where(mutated, other, codes).astype(codes.dtype)
+
+    def _mask(self, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``codes`` with one block of ``round(mask_fraction * window)`` positions, at a
+        uniformly drawn start, set to padding."""
+        length = round(self.mask_fraction * len(codes))
+        start = int(rng.integers(len(codes) - length + 1))
+        masked = codes.copy()
+        masked[start : start + length] = PAD_CODE
+        return masked
+
+    def specificity(self, items: Items, k: int = 4) -> tuple[str, np.ndarray]:
+        """Mean k-mer surprisal of each window: ``mean_j -log f(kmer_j)``.
+
+        ``f`` is the frequency of a k-mer among all k-mers of all windows, a k-mer and its
+        reverse complement pooled (so both strands of a window score alike); k-mers with an
+        ambiguous base or padding are skipped. A window made of rare k-mers scores high: it
+        is specific. A window without a single clean k-mer gets ``NaN``.
+        """
+        self.bind(items)
+        assert self._codes is not None  # bind sets it
+        index, valid = kmer_words(self._codes[:, self._flank : self._flank + self._window], k)
+        counts = np.bincount(index[valid], minlength=4**k).astype(np.float64)
+        counts += counts[reverse_complement_kmers(k)]
+        surprisal = -np.log(np.maximum(counts, 1.0) / max(counts.sum(), 1.0))
+        totals = np.where(valid, surprisal[index], 0.0).sum(axis=1)
+        per_window = valid.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return f"{k}-mer surprisal", np.where(per_window > 0, totals / per_window, np.nan)

@@ -1,0 +1,1 @@
+"""Grains: segmenting micrographs into grains, grain statistics, and the ``grains`` adapter."""

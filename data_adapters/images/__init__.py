@@ -1,0 +1,1 @@
+"""Images: reading micrographs, the ``image_folder`` adapter, patches, labels and rotation views."""

@@ -1,0 +1,282 @@
+"""Reading micrographs: PNG, JPEG and TIFF files to float pixels, and their ids.
+
+Reading
+-------
+PNG, JPEG and TIFF files (``.png``, ``.jpg``, ``.jpeg``, ``.tif``, ``.tiff``). PNG and JPEG
+are read with ``skimage.io.imread``; TIFF with ``tifffile`` (the reader scikit-image uses),
+page by page, so a multi-page TIFF gives one image per page (reduced-resolution thumbnail
+pages are skipped). Every image becomes ``float32 [H, W, C]`` in ``[0, 1]`` with
+``C = 1`` (grey) or ``3`` (RGB):
+
+* ``uint8`` is divided by 255, ``uint16`` by 65535, ``bool`` is 0/1; a float image must
+  already lie in ``[0, 1]``; any other pixel type is an error;
+* an alpha channel (grey + alpha, RGBA) is dropped.
+
+A file that is empty, truncated or not an image, or an image with no pixels, raises
+:class:`~scicontrast.errors.InputDataError` naming the file (and the page).
+
+Image ids
+---------
+An image's id is its file's stem (``grain_07.png -> grain_07``); page ``k`` of a multi-page
+TIFF (counted from 0) is ``<stem>_page<k>``. When two files share a stem, their ids are
+their paths relative to the files' common folder, without suffix, with ``/`` replaced by
+``__``. Ids name output files, so they stay file-system safe.
+
+Degenerate images
+-----------------
+An image under 8 pixels on a side (a 1 x 1 PNG; a ``64 x 64 x 5`` array written to TIFF
+without a photometric tag, which becomes 64 pages of ``64 x 5``) and a TIFF with a channel
+axis (ImageJ ``C``: one channel per page) are errors naming the file; an image that a crop or
+fit scales up more than 2x is read, with one warning naming the first such file.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from skimage import io as skio
+
+from scicontrast.errors import InputDataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+# Below this side a 3 x 3 convolution stack sees edges, not texture; a TIFF whose channel
+# axis was written as rows gives such slivers (a 64 x 64 x 5 array becomes 64 pages of 64 x 5).
+MIN_IMAGE_SIDE = 8
+
+
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+@dataclass
+class Micrograph:
+    """One image as read: ``pixels`` is ``float32 [H, W, C]`` in ``[0, 1]``, ``C`` 1 or 3."""
+
+    image_id: str
+    path: Path
+    page: int
+    pixels: np.ndarray
+    bit_depth: int
+    pages: int = 1
+
+    @property
+    def where(self) -> str:
+        """The file, and the page when the file has several, for messages."""
+        return f"{self.path} (page {self.page})" if self.pages > 1 else str(self.path)
+
+
+# --- finding files -----------------------------------------------------------------------
+
+
+def expand_image_paths(paths: list[str] | str) -> list[Path]:
+    """Files, glob patterns (``**`` allowed) and folders -> the image files, in order.
+
+    A folder stands for the image files directly inside it (sorted); a glob pattern keeps
+    its matches that are image files (sorted). A literal file path is returned as given,
+    even when it does not exist yet (a workflow may build it). A folder or pattern with no
+    image file raises ``InputDataError``.
+    """
+    entries = [paths] if isinstance(paths, str) else [str(p) for p in paths]
+    files: list[Path] = []
+    for entry in entries:
+        if _GLOB_CHARS.search(entry):
+            matches = [Path(p) for p in sorted(glob.glob(entry, recursive=True))]
+            matches = [p for p in matches if p.is_file() and _is_image_name(p)]
+            if not matches:
+                raise InputDataError(f"{entry}: glob pattern matches no image file")
+            files.extend(matches)
+        elif Path(entry).is_dir():
+            matches = sorted(p for p in Path(entry).iterdir() if p.is_file() and _is_image_name(p))
+            if not matches:
+                raise InputDataError(
+                    f"{entry}: folder holds no image file ({', '.join(IMAGE_SUFFIXES)})"
+                )
+            files.extend(matches)
+        else:
+            files.append(Path(entry))
+    return list(dict.fromkeys(files))
+
+
+def _is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def file_ids(files: list[Path]) -> dict[Path, str]:
+    """The id of each file (see module docstring): its stem, or its path when stems clash."""
+    stems = Counter(p.stem for p in files)
+    clashing = [p for p in files if stems[p.stem] > 1]
+    ids = {p: p.stem for p in files}
+    if clashing:
+        resolved = [p.resolve() for p in clashing]
+        common = Path(*_common_parts([r.parent.parts for r in resolved]))
+        for path, full in zip(clashing, resolved, strict=True):
+            ids[path] = full.relative_to(common).with_suffix("").as_posix().replace("/", "__")
+    return ids
+
+
+def _common_parts(parts: list[tuple[str, ...]]) -> tuple[str, ...]:
+    common = parts[0]
+    for other in parts[1:]:
+        n = 0
+        while n < min(len(common), len(other)) and common[n] == other[n]:
+            n += 1
+        common = common[:n]
+    return common
+
+
+# --- reading -----------------------------------------------------------------------------
+
+
+class _TiffWarnings(logging.Handler):
+    """Collects tifffile's logged warnings: it logs, instead of raising, on a truncated file."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _check_no_channel_axis(path: Path, tif: tifffile.TiffFile) -> None:
+    """A multi-channel stack (ImageJ's ``C`` axis) stores one channel per page; reading its
+    pages as images would turn each channel into a micrograph of its own."""
+    for series in tif.series:
+        axes, shape = series.axes, series.shape
+        if "C" in axes and shape[axes.index("C")] > 1:
+            raise InputDataError(
+                f"{path}: TIFF holds a {shape[axes.index('C')]}-channel image (axes {axes}, "
+                f"shape {tuple(shape)}); only grey or RGB images are read: save the channel "
+                "to embed as a grey image of its own"
+            )
+
+
+def _read_tiff_pages(path: Path) -> list[np.ndarray]:
+    handler = _TiffWarnings()
+    logger = logging.getLogger("tifffile")
+    logger.addHandler(handler)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            _check_no_channel_axis(path, tif)
+            pages = []
+            for page in tif.pages:
+                if getattr(page, "is_reduced", False):
+                    continue
+                array = page.asarray()
+                if page.axes.startswith("S") and array.ndim == 3:
+                    array = np.moveaxis(array, 0, -1)  # planar RGB -> interleaved
+                pages.append(array)
+    finally:
+        logger.removeHandler(handler)
+    if handler.messages:
+        raise InputDataError(f"{path}: corrupt or truncated TIFF ({handler.messages[0]})")
+    return pages
+
+
+def read_image_pages(path: str | Path) -> list[np.ndarray]:
+    """The raw arrays of an image file, one per page (PNG and JPEG have one page).
+
+    Raises ``InputDataError`` naming the file when it is missing, empty, truncated or not an
+    image of a known format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputDataError(f"{path}: image file not found")
+    if path.stat().st_size == 0:
+        raise InputDataError(f"{path}: empty file (0 bytes), not an image")
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise InputDataError(
+            f"{path}: unknown image format {suffix!r}; known: {', '.join(IMAGE_SUFFIXES)}"
+        )
+    try:
+        if suffix in TIFF_SUFFIXES:
+            pages = _read_tiff_pages(path)
+        else:
+            pages = [np.asarray(skio.imread(path))]
+    except InputDataError:
+        raise
+    except Exception as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise InputDataError(
+            f"{path}: cannot read image (corrupt, truncated or not a "
+            f"{suffix.lstrip('.').upper()} file): {type(exc).__name__}: {detail}"
+        ) from None
+    if not pages:
+        raise InputDataError(f"{path}: TIFF file holds no image page")
+    return pages
+
+
+def normalise_pixels(array: np.ndarray, where: str) -> tuple[np.ndarray, int]:
+    """Raw image array -> ``(float32 [H, W, C] in [0, 1] with C in {1, 3}, bit depth)``.
+
+    ``where`` (file and page) names the image in error messages.
+    """
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
+        raise InputDataError(
+            f"{where}: unsupported image shape {array.shape}; expected H x W grey or "
+            "H x W x 3 RGB (an alpha channel is dropped)"
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise InputDataError(f"{where}: image has no pixels (shape {array.shape})")
+    if min(array.shape[:2]) < MIN_IMAGE_SIDE:
+        raise InputDataError(
+            f"{where}: image is {array.shape[0]} x {array.shape[1]} pixels, under "
+            f"{MIN_IMAGE_SIDE} on a side: too small to hold a texture (a channel axis written "
+            "as rows or pages?)"
+        )
+    if array.shape[2] in (2, 4):
+        array = array[:, :, :-1]
+    if array.dtype == np.uint8:
+        pixels, depth = array.astype(np.float32) / 255.0, 8
+    elif array.dtype == np.uint16:
+        pixels, depth = array.astype(np.float32) / 65535.0, 16
+    elif array.dtype == bool:
+        pixels, depth = array.astype(np.float32), 8
+    elif np.issubdtype(array.dtype, np.floating):
+        pixels, depth = array.astype(np.float32), 32
+        if not np.isfinite(pixels).all() or pixels.min() < 0.0 or pixels.max() > 1.0:
+            raise InputDataError(
+                f"{where}: floating-point pixels must lie in [0, 1] (found "
+                f"{np.nanmin(pixels):.4g} .. {np.nanmax(pixels):.4g})"
+            )
+    else:
+        raise InputDataError(
+            f"{where}: unsupported pixel type {array.dtype}; expected 8- or 16-bit unsigned "
+            "integers or floats in [0, 1]"
+        )
+    return np.ascontiguousarray(pixels), depth
+
+
+def read_micrographs(files: list[Path]) -> Iterator[Micrograph]:
+    """Read every page of every file, one file at a time (ids as in the module docstring)."""
+    ids = file_ids(files)
+    for path in files:
+        pages = read_image_pages(path)
+        for page, raw in enumerate(pages):
+            where = f"{path} (page {page})" if len(pages) > 1 else str(path)
+            pixels, depth = normalise_pixels(raw, where)
+            image_id = ids[path] if len(pages) == 1 else f"{ids[path]}_page{page}"
+            yield Micrograph(image_id, path, page, pixels, depth, pages=len(pages))
+
+
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """``[0, 1]`` floats -> ``uint8``, rounding to nearest (exact for 8-bit sources)."""
+    return np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
+
+
+def to_rgb(pixels: np.ndarray) -> np.ndarray:
+    """``[H, W, C]`` -> ``[H, W, 3]`` (a grey image is repeated)."""
+    return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
