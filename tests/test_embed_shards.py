@@ -89,3 +89,17 @@ def test_a_graph_cannot_be_sharded():
     assert shard_items(items, 0, 1, "g") is items
     with pytest.raises(ConfigError, match="embed_shards to 1"):
         shard_items(items, 0, 2, "g")
+
+
+def test_the_workflow_plans_one_job_per_shard_and_a_gather(tmp_path):
+    from test_workflow import run_snakemake, tiny_config
+
+    config = tiny_config(tmp_path)
+    config["experiments"]["tiny"]["analysis"]["embed_shards"] = 3
+    result = run_snakemake(tmp_path, config, "-n", "-p", "results/tiny/embeddings")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    for k in range(3):
+        assert f"--shard {k}/3 --out results/tiny/embedding_shards/{k}" in output
+    shards = " ".join(f"results/tiny/embedding_shards/{k}" for k in range(3))
+    assert f"scicontrast gather-embeddings {shards} --out results/tiny/embeddings" in output

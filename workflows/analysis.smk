@@ -40,7 +40,7 @@ rule embed_shard:
         mem_mb=4000,
         runtime=60,
     params:
-        shards=lambda wildcards: embed_shard_count(wildcards),
+        shards=embed_shard_count,
     shell:
         "scicontrast embed {input.items_dir} --model {input.model}"
         " --shard {wildcards.shard}/{params.shards} --out {output} > {log} 2>&1"
