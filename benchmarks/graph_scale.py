@@ -93,6 +93,18 @@ def run_step(step: str, out: Path, batch_nodes: int, fanouts: list[int]) -> None
 
         exp = experiment(batch_nodes, fanouts)
         train(exp, out / "items", out / "pairs.parquet", out / "model", progress=False)
+    elif step == "untrained":
+        # Layer-wise embedding costs the same whatever the weights: this times it without
+        # the training epoch, whose 10^6-node run outlasts a shared 2-core machine's slot.
+        from torch_geometric.data import Data
+
+        from scicontrast.models.contrastive import build_model, save_model
+
+        exp = experiment(batch_nodes, fanouts)
+        model = build_model(exp)
+        x = torch.from_numpy(np.load(out / "items" / f"{FEATURES}.npy", mmap_mode="r")[:2].copy())
+        model.embed(Data(x=x, edge_index=torch.zeros(2, 0, dtype=torch.long)))
+        save_model(out / "model" / "model.pt", model, exp)
     else:
         from scicontrast.analysis.embed import embed
 
@@ -112,14 +124,25 @@ def main() -> None:
     parser.add_argument("--batch-nodes", type=int, default=2048)
     parser.add_argument("--fanouts", type=int, nargs="+", default=[10, 5])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--step", choices=["pairs", "train", "embed"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--untrained",
+        action="store_true",
+        help="embed with an untrained model instead of training one epoch first",
+    )
+    parser.add_argument(
+        "--step", choices=["pairs", "train", "untrained", "embed"], help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.step:
         run_step(args.step, args.out, args.batch_nodes, args.fanouts)
         return
     start = time.perf_counter()
-    items = sbm_items(args.nodes, args.edges, args.blocks, args.p_in, args.features, 0)
-    items.save(args.out / "items")
+    if (args.out / "items").is_dir():
+        # Reuse the generated graph of an earlier run (the generator is seeded).
+        items = Items.load(args.out / "items")
+    else:
+        items = sbm_items(args.nodes, args.edges, args.blocks, args.p_in, args.features, 0)
+        items.save(args.out / "items")
     edges = items.extras[EDGE_INDEX].shape[1]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     del items
@@ -128,7 +151,7 @@ def main() -> None:
         f"{time.perf_counter() - start:.1f} s, peak {peak:.2f} GiB",
         flush=True,
     )
-    for step in ("pairs", "train", "embed"):
+    for step in ("pairs", "untrained" if args.untrained else "train", "embed"):
         command = [sys.executable, __file__, "--step", step, "--out", str(args.out)]
         command += ["--batch-nodes", str(args.batch_nodes), "--fanouts", *map(str, args.fanouts)]
         subprocess.run(command, check=True)
