@@ -235,7 +235,6 @@ def diagnose(
     The experiment (pair builder, seed, batch size, hold-out) comes from the model file.
     Returns what ``diagnostics.json`` holds.
     """
-    from scicontrast.analysis.embed import embed_items
     from scicontrast.models.contrastive import load_model
     from scicontrast.registry import PAIR_BUILDERS
 
@@ -256,44 +255,94 @@ def diagnose(
         pairs, experiment.training.holdout_fraction, seed, max_groups
     )
     chosen_pairs = pairs[pairs["group_id"].isin(groups)]
-    held_out = training_groups is not None
-
-    def batches(selected: pd.DataFrame):
-        epoch = builder.training_batches(items, selected, seed, batch_size)
-        epoch.set_epoch(VIEW_EPOCH)
-        return epoch
-
+    training_pairs = (
+        None if training_groups is None else pairs[pairs["group_id"].isin(training_groups)]
+    )
+    nets = {"untrained": baseline, "trained": model}
     result: dict[str, Any] = {
         "subset": {
-            "held_out_from_training": held_out,
+            "held_out_from_training": training_groups is not None,
             "groups": len(groups),
             "groups_total": int(pairs["group_id"].nunique()),
             "views": len(chosen_pairs),
             "view_epoch": VIEW_EPOCH,
         },
         "label_column": label_column,
+        **_contrastive_numbers(
+            nets, builder, items, chosen_pairs, training_pairs, (seed, batch_size), torch_device
+        ),
     }
-    for name, net in (("untrained", baseline), ("trained", model)):
-        result[name] = contrastive_metrics(net, batches(chosen_pairs), torch_device)
-    if training_groups is not None:
-        result["trained"]["projection_on_training_groups"] = contrastive_metrics(
-            model, batches(pairs[pairs["group_id"].isin(training_groups)]), torch_device
-        )["projection"]
+    item_rows, embedded = _embed_chosen(nets, builder, items, chosen_pairs, torch_device)
+    table = items.table.iloc[item_rows].reset_index(drop=True)
+    result["subset"]["items"] = len(table)
+    proxies = _specificity_proxies(builder, items, item_rows, table, label_column, embedded, knn_k)
+    per_item, arrays = _embedding_geometry(result, embedded, proxies, table, projections, seed)
+    _write_folder(out_dir, result, per_item, arrays)
+    return result
 
-    # Embeddings of the chosen items (graph nodes are embedded with the whole graph).
+
+def _contrastive_numbers(
+    nets: dict[str, Any],
+    builder: PairBuilder,
+    items: Items,
+    chosen_pairs: pd.DataFrame,
+    training_pairs: pd.DataFrame | None,
+    seed_and_batch_size: tuple[int, int],
+    device: torch.device,
+) -> dict[str, dict[str, Any]]:
+    """Each net's contrastive numbers on the chosen groups' views of epoch
+    :data:`VIEW_EPOCH`; the trained net's projection numbers on training groups too, when
+    the chosen groups were held out."""
+    seed, batch_size = seed_and_batch_size
+
+    def batches(selected: pd.DataFrame):
+        epoch = builder.training_batches(items, selected, seed, batch_size)
+        epoch.set_epoch(VIEW_EPOCH)
+        return epoch
+
+    numbers = {
+        name: contrastive_metrics(net, batches(chosen_pairs), device) for name, net in nets.items()
+    }
+    if training_pairs is not None:
+        numbers["trained"]["projection_on_training_groups"] = contrastive_metrics(
+            nets["trained"], batches(training_pairs), device
+        )["projection"]
+    return numbers
+
+
+def _embed_chosen(
+    nets: dict[str, Any],
+    builder: PairBuilder,
+    items: Items,
+    chosen_pairs: pd.DataFrame,
+    device: torch.device,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The rows of the chosen items and each net's embeddings of them, ``[n, D]`` (graph nodes
+    are embedded with the whole graph)."""
+    from scicontrast.analysis.embed import embed_items
+
     item_rows = np.flatnonzero(items.table["item_id"].isin(chosen_pairs["item_id"]).to_numpy())
     whole = builder.embeds_whole_set
     embed_set = items if whole else _subset(items, item_rows)
     embedded = {
-        name: embed_items(net, builder, embed_set, 512, torch_device, progress=False)
-        for name, net in (("untrained", baseline), ("trained", model))
+        name: embed_items(net, builder, embed_set, 512, device, progress=False)
+        for name, net in nets.items()
     }
     if whole:
         embedded = {name: vectors[item_rows] for name, vectors in embedded.items()}
-    table = items.table.iloc[item_rows].reset_index(drop=True)
-    result["subset"]["items"] = len(table)
+    return item_rows, embedded
 
-    proxies = _specificity_proxies(builder, items, item_rows, table, label_column, embedded, knn_k)
+
+def _embedding_geometry(
+    result: dict[str, Any],
+    embedded: dict[str, np.ndarray],
+    proxies: dict[str, Any],
+    table: pd.DataFrame,
+    projections: int,
+    seed: int,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Gaussianity of random projections and norm against specificity, per net, into
+    ``result``; the per-item table and the projection statistics to save."""
     per_item = pd.DataFrame({"item_id": table["item_id"].to_numpy()})
     arrays: dict[str, np.ndarray] = {}
     sample = np.random.default_rng([seed, 0x5A3E]).permutation(len(table))[:GAUSSIANITY_MAX_POINTS]
@@ -318,7 +367,16 @@ def diagnose(
     result["gaussian_reference"] = summarise_gaussianity(reference)
     for key in ("skew", "kurtosis", "ks", "sample"):
         arrays[f"{key}_gaussian"] = reference[key]
+    return per_item, arrays
 
+
+def _write_folder(
+    out_dir: str | Path,
+    result: dict[str, Any],
+    per_item: pd.DataFrame,
+    arrays: dict[str, np.ndarray],
+) -> None:
+    """``diagnostics.json``, ``per_item.parquet`` and ``projections.npz``, atomically."""
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         (tmp / "diagnostics.json").write_text(
@@ -326,7 +384,6 @@ def diagnose(
         )
         per_item.to_parquet(tmp / "per_item.parquet", index=False)
         np.savez(tmp / "projections.npz", **arrays)  # type: ignore[arg-type]  # stub: allow_pickle
-    return result
 
 
 def _specificity_proxies(
@@ -361,105 +418,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
-
-
-# --------------------------------------------------------------------- reporting
-
-#: ``(label, path into a model's result, what is good)`` rows of the diagnostics table.
-TABLE_ROWS: tuple[tuple[str, tuple[str, ...], str], ...] = (
-    ("loss (z)", ("projection", "loss"), "lower"),
-    ("MI bound log(K+1)-L (z)", ("projection", "mi_lower_bound"), "higher, <= log(K+1)"),
-    ("negatives K", ("projection", "num_negatives"), ""),
-    ("pos - neg cosine (z)", ("projection", "similarity_gap"), ">= margin"),
-    ("margin tau*ln K", ("projection", "effective_margin"), ""),
-    ("gap / margin (z)", ("projection", "gap_over_margin"), ">= 1"),
-    ("alignment (h)", ("embedding", "alignment"), "lower, near 0"),
-    ("uniformity (h)", ("embedding", "uniformity"), "lower (more negative)"),
-    ("invariance (h)", ("embedding", "invariance"), "near 1"),
-    ("|skew| of projections", ("gaussianity", "mean_abs_skew"), "near the Gaussian floor"),
-    ("|excess kurtosis|", ("gaussianity", "mean_abs_excess_kurtosis"), "near the floor"),
-    ("KS distance to N(0,1)", ("gaussianity", "mean_ks_distance"), "near the floor"),
-    ("normality rejected", ("gaussianity", "normality_rejected_fraction"), "near 5%"),
-)
-
-
-def _lookup(block: dict[str, Any], path: tuple[str, ...]) -> Any:
-    for key in path:
-        if not isinstance(block, dict) or key not in block:
-            return None
-        block = block[key]
-    return block
-
-
-def diagnostics_table(diagnostics: dict[str, Any]) -> pd.DataFrame:
-    """The diagnostics as rows ``diagnostic, untrained, trained, gaussian, good`` (floats)."""
-    rows = []
-    for label, path, good in TABLE_ROWS:
-        gaussian = (
-            _lookup(diagnostics["gaussian_reference"], path[1:])
-            if path[0] == "gaussianity"
-            else None
-        )
-        rows.append(
-            {
-                "diagnostic": label,
-                "untrained": _lookup(diagnostics["untrained"], path),
-                "trained": _lookup(diagnostics["trained"], path),
-                "gaussian": gaussian,
-                "good": good,
-            }
-        )
-    on_training = diagnostics["trained"].get("projection_on_training_groups")
-    if on_training is not None:
-        rows.append(
-            {
-                "diagnostic": "loss (z), training groups",
-                "untrained": None,
-                "trained": on_training["loss"],
-                "gaussian": None,
-                "good": "close to held-out loss",
-            }
-        )
-    for name in ("untrained", "trained"):
-        for entry in diagnostics[name]["norm_specificity"]:
-            label = f"Spearman(norm, {entry['proxy']})"
-            row = next((r for r in rows if r["diagnostic"] == label), None)
-            if row is None:
-                row = {"diagnostic": label, "untrained": None, "trained": None, "gaussian": None}
-                row["good"] = "> 0"
-                rows.append(row)
-            row[name] = entry["spearman"]
-    return pd.DataFrame(rows, columns=["diagnostic", "untrained", "trained", "gaussian", "good"])
-
-
-def format_diagnostics(diagnostics: dict[str, Any]) -> list[str]:
-    """Plain-text lines: a heading and the table of :func:`diagnostics_table`."""
-    subset = diagnostics["subset"]
-    where = "held-out" if subset["held_out_from_training"] else "sampled (not held-out)"
-    lines = [
-        f"Diagnostics ({subset['groups']} {where} groups of {subset['groups_total']}, "
-        f"{subset['items']} items, fresh views; z = projection, h = embedding)"
-    ]
-    table = diagnostics_table(diagnostics)
-    rows = [["", "untrained", "trained", "Gaussian", "good"]]
-    for row in table.itertuples(index=False):
-        rows.append(
-            [
-                row.diagnostic,
-                _cell(row.untrained),
-                _cell(row.trained),
-                _cell(row.gaussian),
-                row.good,
-            ]
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines += [
-        "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    ]
-    return lines
-
-
-def _cell(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"

@@ -20,7 +20,7 @@ one figure and returns it; :func:`make_plots` writes them all into one folder
     after every epoch when training held groups out, with the diagnostics' values of the
     untrained model (at epoch 0) and the trained one (at the last epoch) as markers.
 ``diagnostics.png``, ``diagnostics.html``
-    The diagnostics table (``scicontrast.analysis.diagnostics.diagnostics_table``).
+    The diagnostics table (``scicontrast.analysis.diagnostics_report.diagnostics_table``).
 ``gaussianity.png``
     Histograms of random projections against ``N(0, 1)`` and the per-projection excess
     kurtosis of the untrained model, the trained one and true Gaussian samples.
@@ -366,7 +366,7 @@ def make_plots(
     threads: int = 1,
 ) -> list[str]:
     """Write every figure of the module docstring into ``out_dir`` (atomically)."""
-    from scicontrast.analysis.diagnostics import diagnostics_table
+    from scicontrast.analysis.diagnostics_report import diagnostics_table
     from scicontrast.analysis.embed import load_embeddings
 
     metadata, embeddings = load_embeddings(embeddings_dir)

@@ -14,13 +14,12 @@ from conftest import small_dna_experiment
 
 from scicontrast.analysis.diagnostics import (
     diagnose,
-    diagnostics_table,
-    format_diagnostics,
     knn_label_purity,
     norm_specificity,
     projection_statistics,
     summarise_gaussianity,
 )
+from scicontrast.analysis.diagnostics_report import diagnostics_table, format_diagnostics
 from scicontrast.data_adapters.base import Items, held_out_groups
 from scicontrast.data_adapters.dna.views import DNAViews
 from scicontrast.models.contrastive import build_model, save_model

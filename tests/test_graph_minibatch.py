@@ -35,12 +35,11 @@ def graph_items(data: Data) -> Items:
     )
 
 
-def loss_and_grads(encoder, batch, group_ids):
+def loss_and_grads(encoder, batch):
     encoder.zero_grad()
-    z = encoder(batch)
-    rows = getattr(batch, "loss_rows", None)
-    z = z if rows is None else z[rows]
-    loss = InfoNCELoss(temperature=0.5)(z, group_ids).loss
+    z = encoder(batch.inputs)
+    z = z if batch.loss_rows is None else z[batch.loss_rows]
+    loss = InfoNCELoss(temperature=0.5)(z, batch.group_ids).loss
     loss.backward()
     return loss.item(), {name: p.grad.clone() for name, p in encoder.named_parameters()}
 
@@ -56,15 +55,14 @@ def test_sampling_every_neighbour_of_every_node_is_the_full_batch_step(encoder_c
     torch.manual_seed(0)
     encoder = encoder_class(embedding_dim=8, num_layers=2)
     for epoch in (0, 3):
-        batches = [full.training_batches(items, pairs, 7, 0), None]
-        batches[1] = sampled.training_batches(items, pairs, 7, 0)
-        for b in batches:
-            b.set_epoch(epoch)
-        ((full_batch, full_ids),) = list(batches[0])
-        ((mini_batch, mini_ids),) = list(batches[1])
-        assert sorted(mini_ids.tolist()) == sorted(full_ids.tolist())
-        full_loss, full_grads = loss_and_grads(encoder, full_batch, full_ids)
-        mini_loss, mini_grads = loss_and_grads(encoder, mini_batch, mini_ids)
+        loaders = [b.training_batches(items, pairs, 7, 0) for b in (full, sampled)]
+        for loader in loaders:
+            loader.set_epoch(epoch)
+        (whole,) = list(loaders[0])
+        (mini,) = list(loaders[1])
+        assert sorted(mini.group_ids.tolist()) == sorted(whole.group_ids.tolist())
+        full_loss, full_grads = loss_and_grads(encoder, whole)
+        mini_loss, mini_grads = loss_and_grads(encoder, mini)
         assert mini_loss == pytest.approx(full_loss, rel=1e-5)
         for name, grad in full_grads.items():
             torch.testing.assert_close(mini_grads[name], grad, rtol=1e-4, atol=1e-6)
@@ -80,14 +78,19 @@ def test_an_epoch_visits_every_training_node_once_in_small_steps():
     batches.set_epoch(2)
     steps = list(batches)
     assert len(steps) == len(batches) == 5
-    seen = torch.cat([ids[: len(ids) // 2] for _, ids in steps])
+    seen = torch.cat([b.group_ids[: len(b.group_ids) // 2] for b in steps])
     assert sorted(seen.tolist()) == sorted(set(pairs["group_id"].tolist()))
-    for batch, ids in steps:
-        assert len(batch.loss_rows) == len(ids)
-    # Resuming at step 3 gives the uninterrupted epoch's steps 3 and 4.
+    for batch in steps:
+        assert len(batch.loss_rows) == len(batch.group_ids)
+    # Resuming at step 3 gives the uninterrupted epoch's steps 3 and 4, as do two workers.
     batches.set_epoch(2, start_batch=3)
-    for (batch, ids), (again, again_ids) in zip(steps[3:], batches, strict=True):
-        assert torch.equal(ids, again_ids) and torch.equal(batch.edge_index, again.edge_index)
+    for batch, again in zip(steps[3:], batches, strict=True):
+        assert torch.equal(batch.group_ids, again.group_ids)
+        assert torch.equal(batch.inputs.edge_index, again.inputs.edge_index)
+    batches.use_workers(2)
+    batches.set_epoch(2)
+    for batch, again in zip(steps, batches, strict=True):
+        assert torch.equal(batch.inputs.edge_index, again.inputs.edge_index)
 
 
 def test_sampled_fan_out_bounds_the_incoming_edges_of_each_hop():

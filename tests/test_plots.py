@@ -11,7 +11,8 @@ import pytest
 from conftest import small_dna_experiment
 
 from scicontrast.analysis.cluster import cluster, cluster_embeddings
-from scicontrast.analysis.diagnostics import diagnose, diagnostics_table
+from scicontrast.analysis.diagnostics import diagnose
+from scicontrast.analysis.diagnostics_report import diagnostics_table
 from scicontrast.analysis.embed import embed
 from scicontrast.analysis.plots import (
     diagnostics_html,

@@ -182,18 +182,53 @@ def synchronize(
     Returns:
         What ``offsets.json`` holds.
     """
+    _check_settings(manifests, tolerance_s, max_offset_s)
+    columns = (device_column, file_column, time_column, modality_column)
+    events = _read_events(manifests, columns, truth_column)
+    devices = _device_table(events)
+    for modality in MODALITIES:
+        if modality not in set(devices["modality"]):
+            raise InputDataError(f"{', '.join(map(str, manifests))}: no {modality} events")
+    reference = _reference(devices, reference_device)
+    estimates = _estimate_offsets(events, devices.index, reference, tolerance_s, max_offset_s)
+    events["corrected_s"] = events["time_s"] + events["device"].map(
+        {d: e.offset_s for d, e in estimates.items()}
+    )
+    pairs = _pair_events(events, tolerance_s)
+    summary: dict[str, Any] = {
+        "manifests": [str(m) for m in manifests],
+        "reference_device": reference,
+        "tolerance_s": float(tolerance_s),
+        "max_offset_s": float(max_offset_s),
+        "devices": _device_summaries(events, devices, estimates, reference, tolerance_s),
+        "events": len(events),
+        "pairs": len(pairs),
+        "unmatched": {
+            m: int((~events["matched"] & (events["modality"] == m)).sum()) for m in MODALITIES
+        },
+        "time_difference_s": _spread(pairs["time_difference_s"].to_numpy()),
+    }
+    if truth_column is not None:
+        summary["pairing"] = pairing_accuracy(events, pairs, truth_column)
+    _write_folder(out_dir, events, pairs, summary, tolerance_s)
+    return summary
+
+
+def _check_settings(
+    manifests: Sequence[str | Path], tolerance_s: float, max_offset_s: float
+) -> None:
     if not manifests:
         raise ConfigError("synchronize: name at least one manifest")
     for name, value in (("tolerance_s", tolerance_s), ("max_offset_s", max_offset_s)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ConfigError(f"synchronize: {name} must be a number > 0, got {value!r}")
-    events = pd.concat(
-        [
-            read_manifest(m, device_column, file_column, time_column, modality_column)
-            for m in manifests
-        ],
-        ignore_index=True,
-    )
+
+
+def _read_events(
+    manifests: Sequence[str | Path], columns: tuple[str, str, str, str], truth_column: str | None
+) -> pd.DataFrame:
+    """Every manifest's events in one table, checked: unique files, the truth column, files."""
+    events = pd.concat([read_manifest(m, *columns) for m in manifests], ignore_index=True)
     _check_unique(events)
     if truth_column is not None and truth_column not in events.columns:
         raise ConfigError(
@@ -201,36 +236,53 @@ def synchronize(
             f"columns: {list(events.columns)}"
         )
     check_files(events)
-    devices = _device_table(events)
-    for modality in MODALITIES:
-        if modality not in set(devices["modality"]):
-            raise InputDataError(f"{', '.join(map(str, manifests))}: no {modality} events")
-    reference = _reference(devices, reference_device)
+    return events
 
+
+def _estimate_offsets(
+    events: pd.DataFrame,
+    devices: pd.Index,
+    reference: str,
+    tolerance_s: float,
+    max_offset_s: float,
+) -> dict[str, OffsetEstimate]:
+    """Each device's clock offset against the reference device (0 for the reference)."""
     reference_times = events.loc[events["device"] == reference, "time_s"].to_numpy()
     estimates = {}
-    for device in devices.index:
+    for device in devices:
         times = events.loc[events["device"] == device, "time_s"].to_numpy()
         if device == reference:
             estimates[device] = OffsetEstimate(0.0, len(times), 0)
         else:
             estimates[device] = estimate_offset(reference_times, times, tolerance_s, max_offset_s)
-    events["corrected_s"] = events["time_s"] + events["device"].map(
-        {d: e.offset_s for d, e in estimates.items()}
-    )
+    return estimates
 
+
+def _pair_events(events: pd.DataFrame, tolerance_s: float) -> pd.DataFrame:
+    """The pairs table of the audio and image events on the reference clock; marks every
+    event ``matched`` or not in ``events``."""
     audio = events[events["modality"] == "audio"].reset_index(drop=True)
     image = events[events["modality"] == "image"].reset_index(drop=True)
     a, i = match_events(
         audio["corrected_s"].to_numpy(), image["corrected_s"].to_numpy(), tolerance_s
     )
-    pairs = _pairs_table(audio.iloc[a], image.iloc[i])
     matched = np.zeros(len(events), dtype=bool)
     is_audio = (events["modality"] == "audio").to_numpy()
     matched[np.flatnonzero(is_audio)[a]] = True
     matched[np.flatnonzero(~is_audio)[i]] = True
     events["matched"] = matched
+    return _pairs_table(audio.iloc[a], image.iloc[i])
 
+
+def _device_summaries(
+    events: pd.DataFrame,
+    devices: pd.DataFrame,
+    estimates: dict[str, OffsetEstimate],
+    reference: str,
+    tolerance_s: float,
+) -> dict[str, dict[str, Any]]:
+    """Per device: modality, manifests, offset and its search, matched and unmatched events.
+    A device none of whose events paired is an error."""
     per_device = {}
     for device, info in devices.iterrows():
         rows = events[events["device"] == device]
@@ -252,22 +304,17 @@ def synchronize(
                 f"{estimate.offset_s:+.3f} s against reference {reference!r} lined up "
                 f"{estimate.matches}); check its clock, max_offset_s and tolerance_s"
             )
-    summary: dict[str, Any] = {
-        "manifests": [str(m) for m in manifests],
-        "reference_device": reference,
-        "tolerance_s": float(tolerance_s),
-        "max_offset_s": float(max_offset_s),
-        "devices": per_device,
-        "events": len(events),
-        "pairs": len(pairs),
-        "unmatched": {
-            m: int((~events["matched"] & (events["modality"] == m)).sum()) for m in MODALITIES
-        },
-        "time_difference_s": _spread(pairs["time_difference_s"].to_numpy()),
-    }
-    if truth_column is not None:
-        summary["pairing"] = pairing_accuracy(events, pairs, truth_column)
+    return per_device
 
+
+def _write_folder(
+    out_dir: str | Path,
+    events: pd.DataFrame,
+    pairs: pd.DataFrame,
+    summary: dict[str, Any],
+    tolerance_s: float,
+) -> None:
+    """The synchronisation folder (module docstring), atomically."""
     unmatched = events.loc[
         ~events["matched"],
         ["modality", "device", "file", "time_s", "corrected_s", "manifest", "row"],
@@ -278,7 +325,6 @@ def synchronize(
         unmatched.reset_index(drop=True).to_parquet(tmp / UNMATCHED_FILE, index=False)
         (tmp / OFFSETS_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         plot_time_differences(pairs["time_difference_s"].to_numpy(), tolerance_s, tmp / PLOT_FILE)
-    return summary
 
 
 def _check_unique(events: pd.DataFrame) -> None:

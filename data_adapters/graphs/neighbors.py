@@ -27,7 +27,9 @@ import torch
 from torch_geometric.data import Batch, Data
 
 from scicontrast.data_adapters.base import Items
+from scicontrast.data_adapters.batch import ContrastiveBatch
 from scicontrast.data_adapters.graphs.views import GraphViews, graph_data
+from scicontrast.data_adapters.loader import EpochLoader
 from scicontrast.errors import ConfigError
 from scicontrast.models.graph_minibatch import (
     IncomingEdges,
@@ -86,10 +88,10 @@ class NeighborSampledGraphViews(GraphViews):
         batch_size: int,
         rank: int = 0,
         world_size: int = 1,
-    ) -> NeighborViewBatches:
+    ) -> EpochLoader:
         """An epoch of neighbour-sampled steps over the nodes of ``pairs``."""
-        whole = super().training_batches(items, pairs, seed, batch_size, rank, world_size)
-        return NeighborViewBatches(self, whole.data, seed, whole.nodes)
+        whole = super().training_batches(items, pairs, seed, batch_size, rank, world_size).plan
+        return EpochLoader(NeighborViewBatches(self, whole.data, seed, whole.nodes))
 
     def embedding_batches(self, items: Items, batch_size: int) -> Iterator[Data]:
         """The clean graph, once, marked for layer-wise inference."""
@@ -99,10 +101,12 @@ class NeighborSampledGraphViews(GraphViews):
 
 
 class NeighborViewBatches:
-    """One epoch of ``graph_neighbor_views`` steps: ``(Batch of two subgraphs, group_ids)``.
+    """The steps of ``graph_neighbor_views``, a ``BatchPlan`` (``data_adapters.loader``).
 
-    ``group_ids`` ``[2B]`` are the seed nodes' ids, view 1's then view 2's; the batch's
-    ``loss_rows`` are those seeds' rows (the first ``B`` rows of each subgraph).
+    Batch ``key`` of an epoch holds the seed nodes ``key * B ... (key + 1) * B - 1`` of the
+    epoch's permutation; its ``group_ids`` ``[2B]`` are their ids, view 1's then view 2's,
+    and its ``loss_rows`` their rows (the first ``B`` rows of each subgraph). The epoch's two
+    view graphs and their CSR indexes are made once per epoch and process, then reused.
     """
 
     def __init__(
@@ -113,32 +117,36 @@ class NeighborViewBatches:
         self.seed = seed
         self.nodes = nodes
         self.n_groups = len(nodes)
-        self._epoch = 0
-        self._start_batch = 0
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self._epoch = epoch
-        self._start_batch = start_batch
+        self._epoch: tuple[int, list[Data], list[IncomingEdges], torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return math.ceil(len(self.nodes) / self.builder.batch_nodes)
 
-    def __iter__(self) -> Iterator[tuple[Batch, torch.Tensor]]:
-        views, _ = self.builder.views(self.data, self.seed, self._epoch)
-        graphs = [views.get_example(view) for view in range(2)]
-        incoming = [IncomingEdges(g.edge_index, g.num_nodes) for g in graphs]
-        order = self.nodes[epoch_permutation(len(self.nodes), self.seed, self._epoch)]
+    def batch_keys(self, epoch: int) -> list[int]:
+        return list(range(len(self)))
+
+    def _views(self, epoch: int) -> tuple[list[Data], list[IncomingEdges], torch.Tensor]:
+        """The epoch's view graphs, their incoming-edge indexes and its seed order."""
+        if self._epoch is None or self._epoch[0] != epoch:
+            views, _ = self.builder.views(self.data, self.seed, epoch)
+            graphs = [views.get_example(view) for view in range(2)]
+            incoming = [IncomingEdges(g.edge_index, g.num_nodes) for g in graphs]
+            order = self.nodes[epoch_permutation(len(self.nodes), self.seed, epoch)]
+            self._epoch = (epoch, graphs, incoming, order)
+        return self._epoch[1], self._epoch[2], self._epoch[3]
+
+    def make_batch(self, epoch: int, key: int) -> ContrastiveBatch:
+        graphs, incoming, order = self._views(epoch)
         size = self.builder.batch_nodes
-        for step in range(self._start_batch, len(self)):
-            seeds = order[step * size : (step + 1) * size]
-            subgraphs = []
-            for view, (graph, edges) in enumerate(zip(graphs, incoming, strict=True)):
-                generator = step_generator(self.seed, self._epoch, step, view)
-                n_id, edge_index = sample_subgraph(
-                    edges, seeds, self.builder.num_neighbors, generator
-                )
-                subgraphs.append(Data(x=graph.x[n_id], edge_index=edge_index, num_nodes=len(n_id)))
-            batch = Batch.from_data_list(subgraphs)
-            rows = torch.arange(len(seeds))
-            batch.loss_rows = torch.cat([rows, rows + subgraphs[0].num_nodes])
-            yield batch, seeds.repeat(2)
+        seeds = order[key * size : (key + 1) * size]
+        subgraphs = []
+        for view, (graph, edges) in enumerate(zip(graphs, incoming, strict=True)):
+            generator = step_generator(self.seed, epoch, key, view)
+            n_id, edge_index = sample_subgraph(edges, seeds, self.builder.num_neighbors, generator)
+            subgraphs.append(Data(x=graph.x[n_id], edge_index=edge_index, num_nodes=len(n_id)))
+        rows = torch.arange(len(seeds))
+        return ContrastiveBatch(
+            Batch.from_data_list(subgraphs),
+            seeds.repeat(2),
+            loss_rows=torch.cat([rows, rows + subgraphs[0].num_nodes]),
+        )

@@ -213,17 +213,25 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_embed(args: argparse.Namespace) -> None:
     from scicontrast.analysis.embed import embed, embed_files
 
-    items_folders = [p for p in args.inputs if (p / "items.parquet").is_file()]
+    items_folders = [p for p in args.inputs if (p / "items.parquet").exists()]
     if items_folders and len(args.inputs) > 1:
         raise ScicontrastError(
             f"{items_folders[0]} is an items folder: embed one items folder, or raw files"
         )
     if items_folders:
-        embed(args.model, args.inputs[0], args.out, args.batch_size, args.device, *args.shard)
+        embed(
+            args.model,
+            args.inputs[0],
+            args.out,
+            args.batch_size,
+            args.device,
+            args.workers,
+            *args.shard,
+        )
     elif args.shard != (0, 1):
         raise ScicontrastError("--shard splits an items folder; raw files are embedded whole")
     else:
-        embed_files(args.model, args.inputs, args.out, args.batch_size, args.device)
+        embed_files(args.model, args.inputs, args.out, args.batch_size, args.device, args.workers)
     log.info("wrote embeddings to %s", args.out)
 
 
@@ -256,7 +264,8 @@ def cmd_cluster(args: argparse.Namespace) -> None:
 
 
 def cmd_diagnostics(args: argparse.Namespace) -> None:
-    from scicontrast.analysis.diagnostics import diagnose, format_diagnostics
+    from scicontrast.analysis.diagnostics import diagnose
+    from scicontrast.analysis.diagnostics_report import format_diagnostics
 
     analysis = _experiment(args).analysis
     result = diagnose(
@@ -334,7 +343,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             clusters = json.loads((Path(args.clusters) / "metrics.json").read_text())
         report = format_report(evaluation, clusters)
         if args.diagnostics:
-            from scicontrast.analysis.diagnostics import format_diagnostics
+            from scicontrast.analysis.diagnostics_report import format_diagnostics
 
             diagnostics = json.loads((Path(args.diagnostics) / "diagnostics.json").read_text())
             report += "\n" + "\n".join(format_diagnostics(diagnostics)) + "\n"

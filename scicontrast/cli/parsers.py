@@ -163,6 +163,9 @@ def add_embed(sub: Subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument(
+        "--workers", type=int, default=0, help="a loader process makes batches ahead (0: none)"
+    )
+    p.add_argument(
         "--shard",
         type=_shard,
         default=(0, 1),
