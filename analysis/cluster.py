@@ -18,6 +18,11 @@ contrastive loss trains. Centring first removes the offset that encoder outputs 
   modularity; larger values give more, smaller clusters), as single-cell pipelines cluster
   a kNN graph of their embedding. Seeded, so it is deterministic.
 
+Beyond ``exact_max_items`` items (config ``analysis.cluster_exact_max_items``) each method
+switches to its scalable form in ``scicontrast.analysis.cluster_scale``: mini-batch k-means,
+HDBSCAN fitted on a sample of ``exact_max_items`` points with ``approximate_predict`` for the
+rest, and Leiden on an approximate (NN-descent) kNN graph. At or below it nothing changes.
+
 ``methods`` chooses which run (config ``analysis.cluster_methods``). Metrics, per method:
 
 ``n_clusters``
@@ -54,6 +59,11 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
 from sklearn.neighbors import NearestNeighbors
 
+from scicontrast.analysis.cluster_scale import (
+    approximate_neighbors,
+    minibatch_kmeans,
+    sampled_hdbscan,
+)
 from scicontrast.analysis.embed import EMBEDDINGS_TABLE, load_embeddings
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.io import atomic_path
@@ -63,6 +73,7 @@ DEFAULT_KMEANS_CLUSTERS = 8
 NOISE = -1
 METHODS = ("kmeans", "hdbscan", "leiden")
 COMPARISON_COLUMNS = ("method", "n_clusters", "silhouette", "ari", "nmi", "noise_fraction")
+EXACT_MAX_ITEMS = 50_000
 
 
 def cluster_embeddings(
@@ -75,6 +86,7 @@ def cluster_embeddings(
     methods: Sequence[str] = METHODS,
     leiden_resolution: float = 1.0,
     leiden_neighbors: int = 15,
+    exact_max_items: int = EXACT_MAX_ITEMS,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Cluster ``[N, D]`` embeddings; return per-item assignments and metrics.
 
@@ -88,6 +100,7 @@ def cluster_embeddings(
         methods: which of ``kmeans``, ``hdbscan``, ``leiden`` to run, in this order.
         leiden_resolution: Leiden's resolution parameter.
         leiden_neighbors: neighbours per point in Leiden's kNN graph (capped at ``N - 1``).
+        exact_max_items: beyond this many items, the scalable methods run (module docstring).
 
     Returns:
         ``(assignments, metrics)``: assignments has one integer column per method
@@ -113,18 +126,24 @@ def cluster_embeddings(
     if kmeans_clusters is None:
         kmeans_clusters = known.nunique() if known is not None and len(known) else None
     assignments = pd.DataFrame(index=range(n_items))
-    metrics: dict[str, Any] = {"n_items": n_items, "methods": list(methods)}
+    exact = n_items <= exact_max_items
+    metrics: dict[str, Any] = {"n_items": n_items, "methods": list(methods), "exact": exact}
     for method in methods:
         if method == "kmeans":
             k = min(kmeans_clusters or DEFAULT_KMEANS_CLUSTERS, n_items)
-            found = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(unit)
+            if exact:
+                found = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(unit)
+            else:
+                found = minibatch_kmeans(unit, k, seed)
             metrics[method] = {}
         elif method == "hdbscan":
             found, metrics[method] = _hdbscan(
-                unit, hdbscan_min_cluster_size, hdbscan_pca_components, seed
+                unit, hdbscan_min_cluster_size, hdbscan_pca_components, seed, exact_max_items
             )
         else:
-            found, metrics[method] = leiden(unit, leiden_neighbors, leiden_resolution, seed)
+            found, metrics[method] = leiden(
+                unit, leiden_neighbors, leiden_resolution, seed, exact_max_items
+            )
         clustered = found != NOISE
         metrics[method]["n_clusters"] = len(np.unique(found[clustered]))
         # Noise has no cluster to be compact in, so the silhouette skips it.
@@ -142,38 +161,61 @@ def cluster_embeddings(
 
 
 def _hdbscan(
-    unit: np.ndarray, min_cluster_size: int, pca_components: int | None, seed: int
+    unit: np.ndarray,
+    min_cluster_size: int,
+    pca_components: int | None,
+    seed: int,
+    exact_max_items: int,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     min_cluster_size = max(2, min(min_cluster_size, len(unit)))
     density_space = unit
     if pca_components is not None and pca_components < min(unit.shape):
         density_space = PCA(pca_components, random_state=seed).fit_transform(unit)
-    found = HDBSCAN(min_cluster_size=min_cluster_size, copy=True).fit_predict(density_space)
+    if len(unit) <= exact_max_items:
+        found = HDBSCAN(min_cluster_size=min_cluster_size, copy=True).fit_predict(density_space)
+    else:
+        found = sampled_hdbscan(density_space, min_cluster_size, exact_max_items, seed)
     return found, {
         "min_cluster_size": min_cluster_size,
         "pca_components": density_space.shape[1],
+        "fitted_on": min(len(unit), exact_max_items),
         "noise_fraction": float((found == NOISE).mean()),
     }
 
 
-def knn_graph_edges(unit: np.ndarray, neighbors: int) -> np.ndarray:
-    """Undirected edges ``[E, 2]`` (``i < j``) of the symmetrised cosine kNN graph.
+def knn_graph_edges(
+    unit: np.ndarray, neighbors: int, exact_max_items: int = EXACT_MAX_ITEMS, seed: int = 0
+) -> np.ndarray:
+    """Undirected edges ``[E, 2]`` (``i < j``, sorted) of the symmetrised cosine kNN graph.
 
     ``i`` and ``j`` are joined when either is among the other's ``neighbors`` nearest
-    points (the point itself excluded; ``neighbors`` capped at ``N - 1``).
+    points (the point itself excluded; ``neighbors`` capped at ``N - 1``). Beyond
+    ``exact_max_items`` points the neighbours are NN-descent's approximate ones.
     """
-    neighbors = max(1, min(neighbors, len(unit) - 1))
-    index = NearestNeighbors(n_neighbors=neighbors + 1, metric="cosine").fit(unit)
-    nearest = index.kneighbors(unit, return_distance=False)
-    sources = np.repeat(np.arange(len(unit)), neighbors + 1)
-    targets = nearest.reshape(-1)
+    n_items = len(unit)
+    neighbors = max(1, min(neighbors, n_items - 1))
+    if n_items <= exact_max_items:
+        index = NearestNeighbors(n_neighbors=neighbors + 1, metric="cosine").fit(unit)
+        nearest = index.kneighbors(unit, return_distance=False)
+    else:
+        nearest = approximate_neighbors(unit, neighbors, seed)
+    sources = np.repeat(np.arange(n_items, dtype=np.int64), nearest.shape[1])
+    targets = nearest.reshape(-1).astype(np.int64)
     keep = sources != targets
-    edges = np.sort(np.stack([sources[keep], targets[keep]], axis=1), axis=1)
-    return np.unique(edges, axis=0)
+    low = np.minimum(sources[keep], targets[keep])
+    high = np.maximum(sources[keep], targets[keep])
+    # One int64 key per pair dedups millions of edges far faster than unique rows, in the
+    # same (lexicographic) order.
+    keys = np.unique(low * n_items + high)
+    return np.stack([keys // n_items, keys % n_items], axis=1)
 
 
 def leiden(
-    unit: np.ndarray, neighbors: int = 15, resolution: float = 1.0, seed: int = 0
+    unit: np.ndarray,
+    neighbors: int = 15,
+    resolution: float = 1.0,
+    seed: int = 0,
+    exact_max_items: int = EXACT_MAX_ITEMS,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Leiden communities of the kNN graph of ``unit`` (see module docstring).
 
@@ -183,8 +225,8 @@ def leiden(
     import igraph
     import leidenalg
 
-    edges = knn_graph_edges(unit, neighbors)
-    graph = igraph.Graph(n=len(unit), edges=edges.tolist())
+    edges = knn_graph_edges(unit, neighbors, exact_max_items, seed)
+    graph = igraph.Graph(n=len(unit), edges=edges)
     partition = leidenalg.find_partition(
         graph,
         leidenalg.RBConfigurationVertexPartition,
@@ -236,6 +278,7 @@ def cluster(
     methods: Sequence[str] = METHODS,
     leiden_resolution: float = 1.0,
     leiden_neighbors: int = 15,
+    exact_max_items: int = EXACT_MAX_ITEMS,
 ) -> dict[str, Any]:
     """Cluster the embeddings in ``embeddings_dir``; write ``out_dir``; return the metrics."""
     metadata, embeddings = load_embeddings(embeddings_dir)
@@ -260,6 +303,7 @@ def cluster(
         methods=methods,
         leiden_resolution=leiden_resolution,
         leiden_neighbors=leiden_neighbors,
+        exact_max_items=exact_max_items,
     )
     metrics["label_column"] = label_column
     assignments.insert(0, "item_id", metadata["item_id"].to_numpy())

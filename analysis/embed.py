@@ -142,15 +142,20 @@ def embed(
     batch_size: int = 512,
     device: str = "auto",
     workers: int = 0,
+    shard: int = 0,
+    shards: int = 1,
 ) -> None:
     """Embed the items in ``items_dir`` with the model at ``model_path``; write ``out_dir``.
 
     The pair builder comes from the experiment config stored with the model, so the
-    canonical view is the one the model was trained around.
+    canonical view is the one the model was trained around. With ``shards > 1`` only shard
+    ``shard``'s rows are embedded (``scicontrast.analysis.embed_shards``).
     """
+    from scicontrast.analysis.embed_shards import shard_items
+
     _embed_and_write(
         model_path,
-        lambda experiment: Items.load(items_dir),
+        lambda experiment: shard_items(Items.load(items_dir), shard, shards, str(items_dir)),
         str(items_dir),
         out_dir,
         batch_size,

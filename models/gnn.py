@@ -161,6 +161,12 @@ class GraphEncoder(nn.Module):
                 f"encoder {self.name}: the graph carries edge weights (pairs graph_views with "
                 f"a diffusion_view), which {self.name} layers cannot use; use encoder gcn"
             )
+        chunk = getattr(data, "layerwise_nodes", None)
+        if chunk is not None and not torch.is_grad_enabled():
+            # A graph too large for one pass (graph_neighbor_views): exact, layer by layer.
+            from scicontrast.models.graph_minibatch import layerwise_embed
+
+            return layerwise_embed(self, data, chunk)
         graph = (edge_index,) if edge_weight is None else (edge_index, edge_weight)
         outputs = []
         for conv, activation in zip(self.convs, self.activations, strict=True):

@@ -87,6 +87,8 @@ class Analysis:
     cluster_methods: list[str]
     leiden_resolution: float
     leiden_neighbors: int
+    embed_shards: int
+    cluster_exact_max_items: int
     hdbscan_min_cluster_size: int
     hdbscan_pca_components: int | None
     probe_test_fraction: float

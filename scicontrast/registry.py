@@ -147,6 +147,7 @@ PAIR_BUILDERS: Registry = Registry(
         "scicontrast.data_adapters.images.rotations",
         "scicontrast.data_adapters.audio_image.pairs",
         "scicontrast.data_adapters.graphs.views",
+        "scicontrast.data_adapters.graphs.neighbors",
     ],
 )
 ENCODERS: Registry = Registry(

@@ -2,6 +2,8 @@ rule embed:
     input:
         items_dir="results/{experiment}/items",
         model="results/{experiment}/model/model.pt",
+        # analysis.embed_shards > 1: the shards' folders, which this rule only gathers.
+        shards=embedding_shards,
     output:
         directory("results/{experiment}/embeddings"),
     log:
@@ -13,9 +15,35 @@ rule embed:
     resources:
         mem_mb=4000,
         runtime=60,
+    params:
+        command=embed_command,
     shell:
         # Also on the console, as training is (bash runs with pipefail).
-        "scicontrast embed {input.items_dir} --model {input.model} --out {output} 2>&1 | tee {log}"
+        "{params.command} --out {output} 2>&1 | tee {log}"
+
+
+rule embed_shard:
+    input:
+        items_dir="results/{experiment}/items",
+        model="results/{experiment}/model/model.pt",
+    output:
+        directory("results/{experiment}/embedding_shards/{shard}"),
+    log:
+        "results/{experiment}/logs/embed_shard_{shard}.log",
+    benchmark:
+        "results/{experiment}/benchmarks/embed_shard_{shard}.tsv"
+    wildcard_constraints:
+        shard=r"\d+",
+    conda:
+        "../envs/scicontrast.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        shards=embed_shard_count,
+    shell:
+        "scicontrast embed {input.items_dir} --model {input.model}"
+        " --shard {wildcards.shard}/{params.shards} --out {output} > {log} 2>&1"
 
 
 rule cluster:

@@ -39,6 +39,26 @@ def training_launcher(wildcards, resources):
     return "scicontrast"
 
 
+def embed_shard_count(wildcards):
+    return config["experiments"][wildcards.experiment]["analysis"]["embed_shards"]
+
+
+def embedding_shards(wildcards):
+    """The shard folders the embed rule gathers; none when it embeds in one job."""
+    shards = embed_shard_count(wildcards)
+    if shards == 1:
+        return []
+    return [
+        f"results/{wildcards.experiment}/embedding_shards/{k}" for k in range(shards)
+    ]
+
+
+def embed_command(wildcards, input):
+    if input.shards:
+        return "scicontrast gather-embeddings " + " ".join(input.shards)
+    return f"scicontrast embed {input.items_dir} --model {input.model}"
+
+
 def genome_read_sets(wildcards, folder="reads"):
     """The read sets (one per read length) a genome experiment is scored on."""
     analysis = config["experiments"][wildcards.experiment].get("analysis", {})

@@ -18,6 +18,8 @@ tested) without Snakemake; the Snakemake rules call these same commands.
     scicontrast federate --config R/config.json --items R/items --pairs R/pairs.parquet \
                          --out R/model      (instead of train, for a `federated` experiment)
     scicontrast embed R/items --model R/model/model.pt --out R/embeddings
+    scicontrast embed R/items --model R/model/model.pt --shard 0/4 --out R/embedding_shards/0
+    scicontrast gather-embeddings R/embedding_shards/{0,1,2,3} --out R/embeddings
     scicontrast cluster  --config R/config.json --embeddings R/embeddings --out R/clusters
     scicontrast diagnostics --config R/config.json --model R/model/model.pt --items R/items \
                          --pairs R/pairs.parquet --out R/diagnostics

@@ -229,10 +229,27 @@ def cmd_embed(args: argparse.Namespace) -> None:
             f"{items_folders[0]} is an items folder: embed one items folder, or raw files"
         )
     if items_folders:
-        embed(args.model, args.inputs[0], args.out, args.batch_size, args.device, args.workers)
+        embed(
+            args.model,
+            args.inputs[0],
+            args.out,
+            args.batch_size,
+            args.device,
+            args.workers,
+            *args.shard,
+        )
+    elif args.shard != (0, 1):
+        raise ScicontrastError("--shard splits an items folder; raw files are embedded whole")
     else:
         embed_files(args.model, args.inputs, args.out, args.batch_size, args.device, args.workers)
     log.info("wrote embeddings to %s", args.out)
+
+
+def cmd_gather_embeddings(args: argparse.Namespace) -> None:
+    from scicontrast.analysis.embed_shards import gather_shards
+
+    rows = gather_shards(args.shards, args.out)
+    log.info("gathered %d rows from %d shards into %s", rows, len(args.shards), args.out)
 
 
 def cmd_cluster(args: argparse.Namespace) -> None:
@@ -251,6 +268,7 @@ def cmd_cluster(args: argparse.Namespace) -> None:
         methods=analysis.cluster_methods,
         leiden_resolution=analysis.leiden_resolution,
         leiden_neighbors=analysis.leiden_neighbors,
+        exact_max_items=analysis.cluster_exact_max_items,
     )
     print(json.dumps(metrics, indent=2))
 
@@ -359,6 +377,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "train": cmd_train,
     "federate": cmd_federate,
     "embed": cmd_embed,
+    "gather-embeddings": cmd_gather_embeddings,
     "cluster": cmd_cluster,
     "diagnostics": cmd_diagnostics,
     "export": cmd_export,

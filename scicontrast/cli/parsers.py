@@ -177,6 +177,33 @@ def add_embed(sub: Subparsers) -> None:
     p.add_argument(
         "--workers", type=int, default=0, help="a loader process makes batches ahead (0: none)"
     )
+    p.add_argument(
+        "--shard",
+        type=_shard,
+        default=(0, 1),
+        metavar="K/N",
+        help="embed only shard K (from 0) of N of the items folder; join with gather-embeddings",
+    )
+
+
+def _shard(text: str) -> tuple[int, int]:
+    """``K/N`` -> ``(K, N)`` with ``0 <= K < N``."""
+    try:
+        shard, shards = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not K/N, e.g. 0/4") from None
+    if not 0 <= shard < shards:
+        raise argparse.ArgumentTypeError(f"shard {shard} is not one of 0..{shards - 1}")
+    return shard, shards
+
+
+def add_gather_embeddings(sub: Subparsers) -> None:
+    """The ``gather-embeddings`` subcommand."""
+    p = sub.add_parser(
+        "gather-embeddings", help="join embedding shards into one partitioned embeddings folder"
+    )
+    p.add_argument("shards", nargs="+", type=Path, help="shard folders, in shard order")
+    p.add_argument("--out", required=True, type=Path, help="embeddings folder to write")
 
 
 def add_cluster(sub: Subparsers) -> None:
@@ -255,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train(sub)
     add_federate(sub)
     add_embed(sub)
+    add_gather_embeddings(sub)
     add_cluster(sub)
     add_evaluate(sub)
     add_diagnostics(sub)

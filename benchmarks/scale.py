@@ -1,0 +1,220 @@
+"""The workflow at 10^4, 10^5 (and 10^6) items per domain: wall time and peak memory per step.
+
+::
+
+    python benchmarks/scale.py --sizes 10000 100000 --out /tmp/scale --cores 2
+    python benchmarks/scale.py --sizes 100000 --device cuda --out /tmp/scale_gpu   # a GPU node
+
+For each size ``n`` this writes a run folder ``<out>/<n>`` with generated inputs and a
+``config.yaml`` of four experiments, runs the real workflow (Snakemake, the repository's
+``Snakefile``) up to each experiment's ``clusters`` with ``training.epochs: 1``, and prints
+the ``s`` (wall seconds), ``cpu_time`` (CPU seconds, the measure that a shared machine's
+load does not inflate) and ``max_rss`` (peak resident MiB) of the steps ``prepare``,
+``pairs``, ``train`` (one epoch), ``embed`` and ``cluster`` from the rules' Snakemake
+``benchmark:`` files. The experiments:
+
+``dna``
+    ``n`` reads of 150 nt (plus 8 nt flanks for the shifts) cut at seeded random positions
+    from four genomes of ``../shared/data/genomes`` (one FASTA per genome; skipped when the
+    folder is absent),
+    ``dna_fasta`` + ``dna_views`` (reverse complement, shifts) + ``dna_cnn``.
+``images``
+    ``n`` generated 64 px grey PNGs (four classes of oriented gratings with noise),
+    ``image_folder`` + ``rotations`` + ``image_cnn``.
+``graph``
+    a stochastic block model of ``n`` nodes and about ``10 n`` directed edges (20 blocks),
+    ``graph_table`` + ``graph_neighbor_views`` (mini-batches) + ``gcn``.
+``audio_image``
+    the synchronized audio-image demo with ``n / 2`` events (``n`` items: a clip and an
+    image per event), ``audio_image`` + ``synchronized_pairs`` + ``two_tower``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+GENOMES = REPO.parent / "shared" / "data" / "genomes"
+GENOME_FILES = (
+    "Escherichia_coli_K_12_MG1655",
+    "Helicobacter_pylori_G27",
+    "Bradyrhizobium_japonicum_USDA_110",
+    "Arabidopsis_thaliana_mitochondrion",
+)
+STEPS = ("prepare", "pairs", "train", "embed", "cluster")
+READ_LENGTH = 150
+FLANK = 8  # bases either side of the read: room for dna_views' shifts
+
+
+def dna_reads(folder: Path, n: int, seed: int) -> list[str] | None:
+    """Write ``n`` reads cut from four genomes, one FASTA each; ``None`` without genomes."""
+    if not GENOMES.is_dir():
+        return None
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, name in enumerate(GENOME_FILES):
+        with gzip.open(GENOMES / f"{name}.fa.gz", "rt") as handle:
+            genome = "".join(line.strip() for line in handle if not line.startswith(">"))
+        cut = READ_LENGTH + 2 * FLANK
+        starts = rng.integers(0, len(genome) - cut, size=n // 4 + (k < n % 4))
+        path = folder / f"{name}.fa"
+        path.write_text("".join(f">r{i}\n{genome[s : s + cut]}\n" for i, s in enumerate(starts)))
+        paths.append(str(path))
+    return paths
+
+
+def grating_images(folder: Path, n: int, seed: int) -> Path:
+    """Write ``n`` 64 px grey PNG gratings of four orientations; return the labels CSV."""
+    from skimage.io import imsave
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:64, 0:64] / 64.0
+    classes = rng.integers(0, 4, size=n)
+    rows = []
+    for i, label in enumerate(classes):
+        angle = label * np.pi / 4 + rng.normal(0, 0.05)
+        wave = np.sin(2 * np.pi * 6 * (np.cos(angle) * xx + np.sin(angle) * yy) + rng.random() * 6)
+        image = np.clip(0.5 + 0.3 * wave + rng.normal(0, 0.1, wave.shape), 0, 1)
+        name = f"img_{i:07d}.png"
+        imsave(folder / name, (image * 255).astype(np.uint8), check_contrast=False)
+        rows.append((name, int(label)))
+    labels = folder.parent / "image_labels.csv"
+    pd.DataFrame(rows, columns=["file", "orientation"]).to_csv(labels, index=False)
+    return labels
+
+
+def sbm_tables(folder: Path, n: int, seed: int) -> None:
+    """Write ``nodes.csv`` (id, block, 16 features) and ``edges.csv`` of a block model."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from graph_scale import sbm_items
+
+    items = sbm_items(n, 5 * n, blocks=20, p_in=0.8, features=16, seed=seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    nodes = pd.DataFrame(items.arrays["features"], columns=[f"f{i}" for i in range(16)])
+    nodes.insert(0, "block", items.table["block"].to_numpy())
+    nodes.insert(0, "node_id", items.table["item_id"].to_numpy())
+    nodes.to_csv(folder / "nodes.csv", index=False)
+    edges = items.extras["edge_index"]
+    pd.DataFrame({"source": edges[0], "target": edges[1]}).to_csv(folder / "edges.csv", index=False)
+
+
+def experiments(run: Path, n: int, device: str) -> dict:
+    """The four experiments of one run folder (inputs generated as a side effect)."""
+    training = {"epochs": 1, "seed": 0, "device": device}
+    found: dict = {}
+    reads = dna_reads(run / "inputs" / "dna", n, 0)
+    if reads is not None:
+        found["scale_dna"] = {
+            "adapter": {
+                "name": "dna_fasta",
+                "params": {
+                    "paths": reads,
+                    "window": READ_LENGTH,
+                    "stride": READ_LENGTH,
+                    "flank": FLANK,
+                    "label_from_filename": r"(?P<genome>[^/]+)\.fa$",
+                },
+            },
+            "pairs": {"name": "dna_views", "params": {"reverse_complement": True, "max_shift": 8}},
+            "encoder": {"name": "dna_cnn", "params": {"rc_invariant": True, "embedding_dim": 64}},
+            "loss": {"temperature": 0.1},
+            "training": {**training, "batch_size": 256},
+            "analysis": {"label_column": "genome"},
+        }
+    labels = grating_images(run / "inputs" / "images", n, 0)
+    found["scale_images"] = {
+        "adapter": {
+            "name": "image_folder",
+            "params": {"paths": str(run / "inputs" / "images"), "size": 64, "grayscale": True},
+        },
+        "pairs": {"name": "rotations", "params": {"angles": "continuous"}},
+        "encoder": {"name": "image_cnn", "params": {"in_channels": 1, "channels": [16, 32, 64]}},
+        "training": {**training, "batch_size": 256},
+        "analysis": {},
+    }
+    found["scale_images"]["adapter"]["params"]["labels"] = str(labels)
+    sbm_tables(run / "inputs" / "graph", n, 0)
+    found["scale_graph"] = {
+        "adapter": {
+            "name": "graph_table",
+            "params": {
+                "nodes": str(run / "inputs" / "graph" / "nodes.csv"),
+                "edges": str(run / "inputs" / "graph" / "edges.csv"),
+                "label_column": "block",
+            },
+        },
+        "pairs": {"name": "graph_neighbor_views", "params": {"batch_nodes": 1024}},
+        "encoder": {"name": "gcn", "params": {"embedding_dim": 64}},
+        "training": training,
+        "analysis": {"label_column": "block"},
+    }
+    demo = yaml.safe_load((REPO / "config.yaml").read_text())
+    av = demo["experiments"]["audio_image_demo"]
+    av["training"] = {**av["training"], **training}
+    found["scale_audio_image"] = av
+    return found
+
+
+def write_config(run: Path, n: int, device: str) -> list[str]:
+    """Write ``run/config.yaml``; return the experiment names."""
+    demo = yaml.safe_load((REPO / "config.yaml").read_text())
+    demo_data = demo["demo_data"]
+    demo_data["audio_image"]["events"] = n // 2
+    config = {
+        "demo_data": demo_data,
+        "segmentations": {},
+        "synchronizations": {"audio_image_demo": demo["synchronizations"]["audio_image_demo"]},
+        "experiments": experiments(run, n, device),
+    }
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return list(config["experiments"])
+
+
+def step_table(run: Path, names: list[str], n: int) -> list[dict]:
+    """One row per experiment and step from the rules' benchmark files."""
+    rows = []
+    for name in names:
+        for step in STEPS:
+            tsv = run / "results" / name / "benchmarks" / f"{step}.tsv"
+            if tsv.is_file():
+                record = pd.read_csv(tsv, sep="\t").iloc[0]
+                seconds, cpu = float(record["s"]), float(record["cpu_time"])
+                rows.append({"items": n, "experiment": name, "step": step, "s": seconds})
+                rows[-1].update({"cpu s": cpu, "cpu s/1e4 items": cpu / n * 1e4})
+                rows[-1]["peak MiB"] = float(record["max_rss"])
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    parser.add_argument("--only", nargs="+", help="experiment names to run (default: all)")
+    args = parser.parse_args()
+    rows = []
+    for n in args.sizes:
+        run = args.out / str(n)
+        run.mkdir(parents=True, exist_ok=True)
+        names = [e for e in write_config(run, n, args.device) if not args.only or e in args.only]
+        targets = [f"results/{name}/clusters" for name in names]
+        command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+        command += ["--directory", str(run), "--cores", str(args.cores), *targets]
+        subprocess.run(command, check=True, cwd=run)
+        rows += step_table(run, names, n)
+        print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3g"), flush=True)
+
+
+if __name__ == "__main__":
+    main()

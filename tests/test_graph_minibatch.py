@@ -1,0 +1,137 @@
+"""Neighbour-sampled graph training and layer-wise graph embedding."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from torch_geometric.data import Data
+from torch_geometric.utils import to_undirected
+
+from scicontrast.data_adapters.base import Items
+from scicontrast.data_adapters.graphs.cleaning import EDGE_INDEX, FEATURES, MODALITY
+from scicontrast.data_adapters.graphs.neighbors import NeighborSampledGraphViews
+from scicontrast.data_adapters.graphs.views import GraphViews
+from scicontrast.errors import ConfigError
+from scicontrast.models.gnn import GATEncoder, GCNEncoder, GINEncoder
+from scicontrast.models.graph_minibatch import IncomingEdges, layerwise_embed, sample_subgraph
+from scicontrast.models.losses import InfoNCELoss
+
+
+def random_graph(n: int = 40, edges: int = 120, features: int = 6, seed: int = 0) -> Data:
+    generator = torch.Generator().manual_seed(seed)
+    edge_index = to_undirected(torch.randint(0, n, (2, edges), generator=generator), num_nodes=n)
+    x = torch.randn(n, features, generator=generator)
+    return Data(x=x, edge_index=edge_index, num_nodes=n)
+
+
+def graph_items(data: Data) -> Items:
+    n = data.num_nodes
+    return Items(
+        table=pd.DataFrame({"item_id": [f"n{i}" for i in range(n)]}),
+        meta={"modality": MODALITY},
+        arrays={FEATURES: data.x.numpy()},
+        extras={EDGE_INDEX: data.edge_index.numpy()},
+    )
+
+
+def loss_and_grads(encoder, batch):
+    encoder.zero_grad()
+    z = encoder(batch.inputs)
+    z = z if batch.loss_rows is None else z[batch.loss_rows]
+    loss = InfoNCELoss(temperature=0.5)(z, batch.group_ids).loss
+    loss.backward()
+    return loss.item(), {name: p.grad.clone() for name, p in encoder.named_parameters()}
+
+
+@pytest.mark.parametrize("encoder_class", [GCNEncoder, GINEncoder])
+def test_sampling_every_neighbour_of_every_node_is_the_full_batch_step(encoder_class):
+    data = random_graph()
+    items = graph_items(data)
+    views = dict(drop_edge_rate_1=0.2, drop_edge_rate_2=0.3)
+    full = GraphViews(**views)
+    sampled = NeighborSampledGraphViews(batch_nodes=1000, num_neighbors=[-1, -1], **views)
+    pairs = full.build(items)
+    torch.manual_seed(0)
+    encoder = encoder_class(embedding_dim=8, num_layers=2)
+    for epoch in (0, 3):
+        loaders = [b.training_batches(items, pairs, 7, 0) for b in (full, sampled)]
+        for loader in loaders:
+            loader.set_epoch(epoch)
+        (whole,) = list(loaders[0])
+        (mini,) = list(loaders[1])
+        assert sorted(mini.group_ids.tolist()) == sorted(whole.group_ids.tolist())
+        full_loss, full_grads = loss_and_grads(encoder, whole)
+        mini_loss, mini_grads = loss_and_grads(encoder, mini)
+        assert mini_loss == pytest.approx(full_loss, rel=1e-5)
+        for name, grad in full_grads.items():
+            torch.testing.assert_close(mini_grads[name], grad, rtol=1e-4, atol=1e-6)
+
+
+def test_an_epoch_visits_every_training_node_once_in_small_steps():
+    data = random_graph(n=50)
+    items = graph_items(data)
+    builder = NeighborSampledGraphViews(batch_nodes=8, num_neighbors=[3, 2])
+    pairs = builder.build(items)
+    pairs = pairs[pairs["group_id"] % 5 != 0]  # a fifth held out: they pass messages only
+    batches = builder.training_batches(items, pairs, 0, 0)
+    batches.set_epoch(2)
+    steps = list(batches)
+    assert len(steps) == len(batches) == 5
+    seen = torch.cat([b.group_ids[: len(b.group_ids) // 2] for b in steps])
+    assert sorted(seen.tolist()) == sorted(set(pairs["group_id"].tolist()))
+    for batch in steps:
+        assert len(batch.loss_rows) == len(batch.group_ids)
+    # Resuming at step 3 gives the uninterrupted epoch's steps 3 and 4, as do two workers.
+    batches.set_epoch(2, start_batch=3)
+    for batch, again in zip(steps[3:], batches, strict=True):
+        assert torch.equal(batch.group_ids, again.group_ids)
+        assert torch.equal(batch.inputs.edge_index, again.inputs.edge_index)
+    batches.use_workers(2)
+    batches.set_epoch(2)
+    for batch, again in zip(steps, batches, strict=True):
+        assert torch.equal(batch.inputs.edge_index, again.inputs.edge_index)
+
+
+def test_sampled_fan_out_bounds_the_incoming_edges_of_each_hop():
+    data = random_graph(n=60, edges=600)
+    incoming = IncomingEdges(data.edge_index, 60)
+    seeds = torch.tensor([5, 1, 9])
+    n_id, edges = sample_subgraph(incoming, seeds, [4, 2], torch.Generator().manual_seed(0))
+    assert torch.equal(n_id[:3], seeds) and len(torch.unique(n_id)) == len(n_id)
+    in_degree = torch.bincount(edges[1], minlength=len(n_id))
+    assert (in_degree[:3] == 4).all()  # every seed has more than 4 neighbours here
+    assert (in_degree[3:] <= 2).all()
+    edge_set = set(map(tuple, data.edge_index.t().tolist()))
+    assert all((int(n_id[s]), int(n_id[t])) in edge_set for s, t in edges.t().tolist())
+
+
+@pytest.mark.parametrize(
+    "encoder",
+    [
+        GCNEncoder(embedding_dim=6, num_layers=3),
+        GATEncoder(embedding_dim=8, heads=2, num_layers=2),
+        GINEncoder(embedding_dim=6, num_layers=2, jumping_knowledge="cat"),
+    ],
+)
+def test_layerwise_embedding_equals_the_full_graph_pass(encoder):
+    data = random_graph(n=70, edges=250)
+    encoder.eval()
+    with torch.no_grad():
+        whole = encoder(data)
+        chunked = layerwise_embed(encoder, data, chunk=16)
+        data.layerwise_nodes = 16
+        hooked = encoder(data)
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(hooked, chunked)
+
+
+def test_bad_settings_and_node_ids_are_clear_errors():
+    with pytest.raises(ConfigError, match="num_neighbors"):
+        NeighborSampledGraphViews(num_neighbors=[0])
+    with pytest.raises(ConfigError, match="batch_nodes"):
+        NeighborSampledGraphViews(batch_nodes=0)
+    with pytest.raises(ConfigError, match="graph_views"):
+        NeighborSampledGraphViews(neighbours_as_positives=True)
+    with pytest.raises(ValueError, match="node 9 of a graph of 5 nodes"):
+        IncomingEdges(torch.tensor([[0, 9], [1, 2]]), 5)
