@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from scicontrast.data_adapters.base import Items, PairBuilder
 from scicontrast.data_adapters.loader import embedding_loader
+from scicontrast.data_adapters.shards import shard_items
 from scicontrast.device import resolve_device
 from scicontrast.errors import InputDataError
 from scicontrast.experiment import Component, Experiment
@@ -151,8 +152,6 @@ def embed(
     canonical view is the one the model was trained around. With ``shards > 1`` only shard
     ``shard``'s rows are embedded (``scicontrast.analysis.embed_shards``).
     """
-    from scicontrast.analysis.embed_shards import shard_items
-
     _embed_and_write(
         model_path,
         lambda experiment: shard_items(Items.load(items_dir), shard, shards, str(items_dir)),

@@ -31,37 +31,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scicontrast.analysis.embed import EMBEDDINGS_ARRAY, EMBEDDINGS_TABLE
-from scicontrast.data_adapters.base import Items
-from scicontrast.errors import ConfigError, InputDataError
+from scicontrast.errors import InputDataError
 from scicontrast.io import atomic_path
 
 PART_NAME = "part-{:05d}.parquet"
-
-
-def shard_rows(n_items: int, shard: int, shards: int) -> range:
-    """Rows of shard ``shard`` (0-based) of ``shards``: contiguous, sizes differing by <= 1."""
-    if not 0 <= shard < shards:
-        raise ConfigError(f"shard {shard} is not one of 0..{shards - 1}")
-    return range(shard * n_items // shards, (shard + 1) * n_items // shards)
-
-
-def shard_items(items: Items, shard: int, shards: int, source: str) -> Items:
-    """The items of one shard: table rows and row-aligned arrays cut, extras kept whole."""
-    if shards == 1:
-        return items
-    if items.meta.get("modality") == "graph":
-        raise ConfigError(
-            f"{source}: a graph is embedded whole and cannot be split into {shards} shards; "
-            "set analysis.embed_shards to 1"
-        )
-    rows = shard_rows(len(items), shard, shards)
-    cut = slice(rows.start, rows.stop)
-    return Items(
-        table=items.table.iloc[cut].reset_index(drop=True),
-        meta=items.meta,
-        arrays={name: array[cut] for name, array in items.arrays.items()},
-        extras=items.extras,
-    )
 
 
 def gather_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path) -> int:

@@ -9,8 +9,9 @@ import pytest
 from test_analysis import make_items
 
 from scicontrast.analysis.embed import embed, load_embeddings
-from scicontrast.analysis.embed_shards import gather_shards, shard_items, shard_rows
+from scicontrast.analysis.embed_shards import gather_shards
 from scicontrast.data_adapters.base import Items
+from scicontrast.data_adapters.shards import shard_items, shard_rows
 from scicontrast.errors import ConfigError, InputDataError
 
 pytest_plugins = ["test_analysis"]  # the stand_in_model_stack fixture

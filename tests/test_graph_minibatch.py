@@ -11,10 +11,11 @@ from torch_geometric.utils import to_undirected
 from scicontrast.data_adapters.base import Items
 from scicontrast.data_adapters.graphs.cleaning import EDGE_INDEX, FEATURES, MODALITY
 from scicontrast.data_adapters.graphs.neighbors import NeighborSampledGraphViews
+from scicontrast.data_adapters.graphs.sampling import IncomingEdges, sample_subgraph
 from scicontrast.data_adapters.graphs.views import GraphViews
 from scicontrast.errors import ConfigError
 from scicontrast.models.gnn import GATEncoder, GCNEncoder, GINEncoder
-from scicontrast.models.graph_minibatch import IncomingEdges, layerwise_embed, sample_subgraph
+from scicontrast.models.graph_minibatch import layerwise_embed
 from scicontrast.models.losses import InfoNCELoss
 
 

@@ -5,7 +5,7 @@ graph, drawn from ``(seed, epoch, view)``); what changes is the step. An epoch v
 training nodes in a permutation drawn from ``(seed, epoch)``, ``batch_nodes`` at a time;
 each step samples, in each view graph, the subgraph of ``num_neighbors[l]`` incoming edges
 per node and hop around those seed nodes
-(:func:`scicontrast.models.graph_minibatch.sample_subgraph`), and the loss compares the
+(:func:`scicontrast.data_adapters.graphs.sampling.sample_subgraph`), and the loss compares the
 seed nodes' two views (``loss_rows``), every other sampled node only passing messages. Memory
 per step is set by ``batch_nodes`` and the fan-outs, not by the graph. Embedding is exact and
 layer-wise, ``inference_nodes`` target nodes at a time
@@ -28,15 +28,15 @@ from torch_geometric.data import Batch, Data
 
 from scicontrast.data_adapters.base import Items
 from scicontrast.data_adapters.batch import ContrastiveBatch
-from scicontrast.data_adapters.graphs.views import GraphViews, graph_data
-from scicontrast.data_adapters.loader import EpochLoader
-from scicontrast.errors import ConfigError
-from scicontrast.models.graph_minibatch import (
+from scicontrast.data_adapters.graphs.sampling import (
     IncomingEdges,
     epoch_permutation,
     sample_subgraph,
     step_generator,
 )
+from scicontrast.data_adapters.graphs.views import GraphViews, graph_data
+from scicontrast.data_adapters.loader import EpochLoader
+from scicontrast.errors import ConfigError
 from scicontrast.registry import PAIR_BUILDERS
 
 
