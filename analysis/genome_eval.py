@@ -40,7 +40,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.neighbors import NearestNeighbors
 
 from scicontrast.data_adapters.base import Items, held_out_groups
-from scicontrast.data_adapters.classical import kmer_features
+from scicontrast.data_adapters.classical import zscore
 from scicontrast.data_adapters.dna.genome_reads import (
     codes_to_tensor,
     cut_reads,
@@ -148,7 +148,7 @@ def evaluate_reads(
     species = reads.table["species"].astype(str).to_numpy()
     rows: dict[str, dict[str, Any]] = {
         "TNF (canonical 4-mer, z-scored)": origin_scores(
-            kmer_features(codes, 4, canonical=True).features,
+            zscore(kmer_frequencies(codes, 4, canonical=True)),
             genomes,
             species,
             embedding=False,

@@ -29,11 +29,19 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+class TwoTowers(Protocol):
+    """An encoder with one method per tower (``models.audio_image.TwoTowerEncoder``)."""
+
+    def embed_audio(self, waveforms: Tensor) -> Tensor: ...
+
+    def embed_images(self, images: Tensor) -> Tensor: ...
 
 
 class EnsembleEncoder(nn.Module):
@@ -53,10 +61,14 @@ class EnsembleEncoder(nn.Module):
         return torch.cat([member(x) for member in self.members], dim=1)
 
     def embed_audio(self, waveforms: Tensor) -> Tensor:
-        return torch.cat([member.embed_audio(waveforms) for member in self.members], dim=1)
+        return torch.cat([tower.embed_audio(waveforms) for tower in self._towers()], dim=1)
 
     def embed_images(self, images: Tensor) -> Tensor:
-        return torch.cat([member.embed_images(images) for member in self.members], dim=1)
+        return torch.cat([tower.embed_images(images) for tower in self._towers()], dim=1)
+
+    def _towers(self) -> list[TwoTowers]:
+        # Duck-typed: only two-tower members have the per-tower methods; others raise here.
+        return [cast(TwoTowers, member) for member in self.members]
 
 
 class EnsembleHead(nn.Module):
