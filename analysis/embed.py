@@ -31,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from scicontrast.data_adapters.base import Items, PairBuilder
+from scicontrast.data_adapters.loader import embedding_loader
 from scicontrast.device import resolve_device
 from scicontrast.errors import InputDataError
 from scicontrast.experiment import Component, Experiment
@@ -51,6 +52,7 @@ def embed_items(
     batch_size: int = 512,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    workers: int = 0,
 ) -> np.ndarray:
     """Embed the canonical view of every item.
 
@@ -62,20 +64,26 @@ def embed_items(
         batch_size: items per forward pass.
         device: where the forward passes run.
         progress: show a progress bar on stderr.
+        workers: make the batches in a worker process, ahead of the model (0: in this one;
+            see :func:`~scicontrast.data_adapters.loader.embedding_loader`).
 
     Returns:
         ``[N, D]`` float32 array, row ``i`` embedding ``items.table`` row ``i``.
     """
+    device = torch.device(device)
     model.to(device)
     model.eval()
     # Every encoder declares its output width (build_model checks it).
     width = cast(int, model.encoder.embedding_dim)
     chunks = [np.zeros((0, width), dtype=np.float32)]
-    batches = builder.embedding_batches(items, batch_size)
+    batches = embedding_loader(
+        builder, items, batch_size, workers, pin_memory=device.type == "cuda"
+    )
     with torch.no_grad():
         # Shown on a pipe or log file too: a workflow step's console is rarely a terminal.
         for inputs in tqdm(batches, desc="embed", unit="batch", disable=not progress):
-            chunks.append(model.embed(inputs.to(device)).float().cpu().numpy())
+            inputs = inputs.to(device, non_blocking=True)
+            chunks.append(model.embed(inputs).float().cpu().numpy())
     embeddings = np.concatenate(chunks)
     if len(embeddings) != len(items):
         raise ValueError(f"embedded {len(embeddings)} rows for {len(items)} items")
@@ -139,6 +147,7 @@ def embed(
     out_dir: str | Path,
     batch_size: int = 512,
     device: str = "auto",
+    workers: int = 0,
 ) -> None:
     """Embed the items in ``items_dir`` with the model at ``model_path``; write ``out_dir``.
 
@@ -152,6 +161,7 @@ def embed(
         out_dir,
         batch_size,
         device,
+        workers,
     )
 
 
@@ -161,6 +171,7 @@ def embed_files(
     out_dir: str | Path,
     batch_size: int = 512,
     device: str = "auto",
+    workers: int = 0,
 ) -> None:
     """Read new raw files with the adapter the model was trained with, embed them, write.
 
@@ -179,10 +190,12 @@ def embed_files(
         new_inputs = Component(name=adapter.name, params=params)
         return ADAPTERS.create(new_inputs, where=f"{model_path}: adapter").read()
 
-    _embed_and_write(model_path, read, ", ".join(map(str, paths)), out_dir, batch_size, device)
+    _embed_and_write(
+        model_path, read, ", ".join(map(str, paths)), out_dir, batch_size, device, workers
+    )
 
 
-def _embed_and_write(model_path, read_items, source, out_dir, batch_size, device) -> None:
+def _embed_and_write(model_path, read_items, source, out_dir, batch_size, device, workers) -> None:
     # Imported here: the array-level functions above must work without the model stack.
     from scicontrast.models.contrastive import load_model
     from scicontrast.registry import PAIR_BUILDERS
@@ -192,7 +205,9 @@ def _embed_and_write(model_path, read_items, source, out_dir, batch_size, device
     builder = PAIR_BUILDERS.create(experiment.pairs, where=f"{model_path}: pairs")
     items = read_items(experiment)
     try:
-        embeddings = embed_items(model, builder, items, batch_size, resolve_device(device))
+        embeddings = embed_items(
+            model, builder, items, batch_size, resolve_device(device), workers=workers
+        )
     except RuntimeError as exc:
         # Usually a shape mismatch, e.g. a graph with other node features than the training one.
         raise InputDataError(

@@ -72,11 +72,9 @@ def invariance_score(
     first_views, positive_sums, positive_counts = [], [], []
     with torch.no_grad():
         for start in range(0, n_used, batch_size):
-            views, owners = collate_views(
-                [dataset[int(g)] for g in chosen[start : start + batch_size]]
-            )
-            z = F.normalize(embed_fn(views).float(), dim=1)
-            _, counts = torch.unique_consecutive(owners, return_counts=True)
+            batch = collate_views([dataset[int(g)] for g in chosen[start : start + batch_size]])
+            z = F.normalize(embed_fn(batch.inputs).float(), dim=1)
+            _, counts = torch.unique_consecutive(batch.group_ids, return_counts=True)
             first_rows = torch.cumsum(counts, 0) - counts
             group_of_row = torch.repeat_interleave(torch.arange(len(counts)), counts)
             cos_to_first = (z * z[first_rows][group_of_row]).sum(dim=1)

@@ -18,6 +18,15 @@ For every experiment with prepared inputs under ``results/<experiment>/`` (``con
   or CUDA memory allocated by torch on a GPU. Each experiment runs in a fresh process, so
   the peak is its own.
 
+* runs a **plain** hand-written PyTorch loop over the same epochs: the same model (same seed),
+  the same batches, AdamW, and the textbook InfoNCE written in a few lines
+  (:func:`plain_info_nce`), with no metrics, checkpoints or progress bar; and reports the
+  wall and CPU seconds per epoch of both, and their ratios ``train / plain`` (issue 26: at
+  most 1.2). Both include the run's setup (reading the items, building the model), as the
+  workflow's step pays it. CPU seconds are the process's (``time.process_time``; loader
+  workers, if any, are not counted): on a shared machine the wall clock swings with the
+  load, the CPU time hardly.
+
 ``loader / train`` well above 1 means the data loader is not the bottleneck: the loop spends
 most of each step in the model. A sample is one view (an object contributes all its views).
 Graph experiments train on the whole graph per step, so a view is a node in one of the two
@@ -38,10 +47,14 @@ from typing import Any
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
+from torch.nn.parameter import UninitializedParameter
 
 from scicontrast.config import load_experiment
 from scicontrast.data_adapters.base import Items, held_out_groups
+from scicontrast.data_adapters.batch import ContrastiveBatch
 from scicontrast.device import resolve_device
+from scicontrast.models.contrastive import build_model
 from scicontrast.models.train import train
 from scicontrast.registry import PAIR_BUILDERS
 
@@ -60,21 +73,77 @@ def loader_views_per_second(experiment: dict[str, Any], items_dir: Path, pairs_p
     batches.set_epoch(0)
     views = 0
     started = time.perf_counter()
-    for _inputs, group_ids in batches:
-        views += len(group_ids)
+    for batch in batches:
+        views += batch.n_views
     return views / (time.perf_counter() - started)
 
 
 def training_run(
     experiment: dict[str, Any], items_dir: Path, pairs_path: Path, epochs: int, threads: int
-) -> dict[str, float]:
-    """Train ``epochs`` epochs in a temporary folder; the last epoch's line of metrics.jsonl."""
+) -> tuple[dict[str, float], tuple[float, float]]:
+    """Train ``epochs`` epochs in a temporary folder: the last epoch's line of metrics.jsonl
+    and the wall and CPU seconds of the whole run."""
     experiment = copy.deepcopy(experiment)
     experiment["training"]["epochs"] = epochs
     with tempfile.TemporaryDirectory() as out:
+        started, cpu = time.perf_counter(), time.process_time()
         train(experiment, items_dir, pairs_path, out, progress=False, num_threads=threads)
+        seconds = (time.perf_counter() - started, time.process_time() - cpu)
         lines = [json.loads(line) for line in (Path(out) / "metrics.jsonl").open()]
-    return [line for line in lines if line["kind"] == "epoch"][-1]
+    return [line for line in lines if line["kind"] == "epoch"][-1], seconds
+
+
+def plain_info_nce(z: torch.Tensor, batch: ContrastiveBatch, tau: float) -> torch.Tensor:
+    """InfoNCE as one writes it by hand: cross-entropy over cosine similarities / tau.
+
+    In-batch: each row against all other rows, the mean log-probability of its positives
+    (rows with its group id); two towers: CLIP's symmetric cross-entropy.
+    """
+    if batch.loss_rows is not None:
+        z = z[batch.loss_rows]
+    z = F.normalize(z, dim=1)
+    if batch.towers is not None:
+        a, b = batch.towers
+        logits = z[a] @ z[b].T / tau
+        target = torch.arange(len(a), device=z.device)
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    logits = (z @ z.T / tau).fill_diagonal_(float("-inf"))
+    positive = batch.group_ids[:, None] == batch.group_ids[None, :]
+    positive.fill_diagonal_(False)
+    log_prob = logits.log_softmax(dim=1).masked_fill(~positive, 0.0)
+    return -(log_prob.sum(dim=1) / positive.sum(dim=1).clamp(min=1)).mean()
+
+
+def plain_run(
+    experiment: dict[str, Any], items_dir: Path, pairs_path: Path, epochs: int, device: str
+) -> tuple[float, float]:
+    """Wall and CPU seconds of ``epochs`` epochs of a hand-written loop (module docstring)."""
+    settings = experiment["training"]
+    started, cpu = time.perf_counter(), time.process_time()
+    items = Items.load(items_dir)
+    pairs = pd.read_parquet(pairs_path)
+    held_out = held_out_groups(pairs, settings["holdout_fraction"], settings["seed"])
+    pairs = pairs[~pairs["group_id"].isin(held_out)]
+    builder = PAIR_BUILDERS.create(experiment["pairs"], where="pairs")
+    batches = builder.training_batches(items, pairs, settings["seed"], settings["batch_size"])
+    torch.manual_seed(settings["seed"])
+    model = build_model(experiment)
+    if any(isinstance(p, UninitializedParameter) for p in model.parameters()):
+        with torch.no_grad():
+            model.eval().embed(next(iter(builder.embedding_batches(items, 2))))
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"]
+    )
+    tau = experiment["loss"]["temperature"]
+    for epoch in range(epochs):
+        batches.set_epoch(epoch)
+        for batch in batches:
+            batch = batch.to(device)
+            optimizer.zero_grad()
+            plain_info_nce(model(batch.inputs).float(), batch, tau).backward()
+            optimizer.step()
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
 def measure_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -84,10 +153,13 @@ def measure_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     experiment["training"]["device"] = args.device
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
-    loader = loader_views_per_second(experiment, folder / "items", folder / "pairs.parquet")
-    epoch = training_run(
-        experiment, folder / "items", folder / "pairs.parquet", args.epochs, args.threads
-    )
+    items, pairs = folder / "items", folder / "pairs.parquet"
+    loader = loader_views_per_second(experiment, items, pairs)
+    # Alternating, so that a change in the machine's load hits both alike.
+    plain = plain_run(experiment, items, pairs, args.epochs, str(device))
+    epoch, (wall, cpu) = training_run(experiment, items, pairs, args.epochs, args.threads)
+    again = plain_run(experiment, items, pairs, args.epochs, str(device))
+    plain_wall, plain_cpu = min(plain[0], again[0]), min(plain[1], again[1])
     return {
         "experiment": name,
         "device": str(device),
@@ -97,6 +169,12 @@ def measure_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "train views/s": epoch["samples_per_second"],
         "loader / train": loader / epoch["samples_per_second"],
         "peak memory (MiB)": epoch["peak_memory_mb"],
+        "train s/epoch": wall / args.epochs,
+        "plain s/epoch": plain_wall / args.epochs,
+        "train / plain": wall / plain_wall,
+        "train CPU s/epoch": cpu / args.epochs,
+        "plain CPU s/epoch": plain_cpu / args.epochs,
+        "CPU train / plain": cpu / plain_cpu,
     }
 
 
@@ -123,7 +201,9 @@ def format_table(rows: list[dict[str, Any]], markdown: bool) -> str:
 
     def cell(value: Any) -> str:
         if isinstance(value, float):
-            return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+            if value >= 100:
+                return f"{value:,.0f}"
+            return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
         return str(value)
 
     table = [[cell(row[key]) for key in header] for row in rows]

@@ -3,14 +3,15 @@
 Data flow::
 
     raw files --Adapter.read()--> Items --PairBuilder.build()--> pairs table
-    (Items, pairs table, seed, epoch) --ViewDataset--> (views, group ids) per batch
+    (Items, pairs table, seed, epoch) --ViewDataset--> ContrastiveBatch per batch
 
 An **items set** is a folder holding ``items.parquet`` (one row per object: a unique
 ``item_id``, metadata columns such as labels, and the domain's payload columns, e.g.
-``sequence``), ``meta.json`` (facts the later steps need, e.g. the modality), optional
-``<name>.npy`` arrays aligned with the table rows, and optional ``<name>.extra.npy`` arrays
-that are not (e.g. a graph's edge index ``[2, E]``); extras named in
-``meta["memory_mapped_extras"]`` are memory-mapped read-only when loaded.
+``sequence``; a Parquet file or a folder of them), ``meta.json`` (facts the later steps need,
+e.g. the modality), optional ``<name>.npy`` arrays aligned with the table rows, and optional
+``<name>.extra.npy`` arrays that are not (e.g. a graph's edge index ``[2, E]``). The table is
+read in row groups and every array is memory-mapped; adapters may write in chunks
+(:mod:`scicontrast.data_adapters.items_store`).
 
 A **pairs table** has one row per view: ``group_id`` (the object the view came from: views
 sharing it are positives for each other), ``item_id`` and ``view`` (a name the pair builder
@@ -34,8 +35,16 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from scicontrast.errors import ConfigError, InputDataError
-from scicontrast.io import atomic_path
+from scicontrast.data_adapters.batch import ContrastiveBatch, collate_views
+from scicontrast.data_adapters.items_store import (
+    META_FILE,
+    TABLE_FILE,
+    ItemsWriter,
+    load_array,
+    read_table,
+)
+from scicontrast.data_adapters.loader import EpochLoader
+from scicontrast.errors import ConfigError, InputDataError, ScicontrastError
 
 if TYPE_CHECKING:  # for annotations only: every adapter imports this module
     from scicontrast.data_adapters.classical import ClassicalFeatures
@@ -74,33 +83,30 @@ class Items:
         return len(self.table)
 
     def save(self, folder: str | Path) -> None:
-        """Write the folder atomically (all files appear together or not at all)."""
-        with atomic_path(folder) as tmp:
-            tmp.mkdir()
-            self.table.to_parquet(tmp / "items.parquet", index=False)
-            (tmp / "meta.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True))
-            for name, array in self.arrays.items():
-                np.save(tmp / f"{name}.npy", array)
+        """Write the folder atomically (all files appear together or not at all); an
+        adapter that reads more than fits in memory writes it in chunks with
+        :class:`~scicontrast.data_adapters.items_store.ItemsWriter` instead."""
+        with ItemsWriter(folder, self.meta) as writer:
+            writer.append(self.table, self.arrays)
             for name, array in self.extras.items():
-                np.save(tmp / f"{name}{EXTRA_SUFFIX}", array)
+                writer.add_extra(name, array)
 
     @classmethod
     def load(cls, folder: str | Path) -> Items:
+        """Read an items folder: the table row group by row group, every array
+        memory-mapped (:mod:`~scicontrast.data_adapters.items_store`)."""
         folder = Path(folder)
-        table_path = folder / "items.parquet"
+        table_path = folder / TABLE_FILE
         if not table_path.exists():
-            raise InputDataError(f"{folder}: not an items folder (no items.parquet)")
-        table = pd.read_parquet(table_path)
-        meta = json.loads((folder / "meta.json").read_text())
+            raise InputDataError(f"{folder}: not an items folder (no {TABLE_FILE})")
+        table = read_table(table_path)
+        meta = json.loads((folder / META_FILE).read_text())
         arrays, extras = {}, {}
-        # Large stores (a genome corpus's bases) are mapped, read only where they are used.
-        mapped = set(meta.get("memory_mapped_extras", ()))
         for path in sorted(folder.glob("*.npy")):
             if path.name.endswith(EXTRA_SUFFIX):
-                name = path.name.removesuffix(EXTRA_SUFFIX)
-                extras[name] = np.load(path, mmap_mode="r" if name in mapped else None)
+                extras[path.name.removesuffix(EXTRA_SUFFIX)] = load_array(path)
             else:
-                arrays[path.stem] = np.load(path)
+                arrays[path.stem] = load_array(path)
         return cls(table=table, meta=meta, arrays=arrays, extras=extras)
 
 
@@ -244,10 +250,13 @@ class PairBuilder(ABC):
 
         The default draws ``batch_size`` groups per batch and process with all their views
         (see :class:`GroupBatches`). A domain whose objects cannot be batched independently
-        (nodes of one graph) overrides this and yields its own ``(inputs, group_ids)``.
+        (nodes of one graph) overrides this with its own
+        :class:`~scicontrast.data_adapters.loader.BatchPlan`.
         """
-        return GroupBatches(
-            ViewDataset(items, pairs, self, seed), batch_size, rank=rank, world_size=world_size
+        return EpochLoader(
+            GroupBatches(
+                ViewDataset(items, pairs, self, seed), batch_size, rank=rank, world_size=world_size
+            )
         )
 
     def embedding_batches(self, items: Items, batch_size: int) -> Iterator[Any]:
@@ -279,9 +288,11 @@ def check_pairs_table(pairs: pd.DataFrame, items: Items, source: str) -> None:
 class ViewDataset(Dataset):
     """One entry per group: all its views, materialised with fresh randomness per epoch.
 
-    ``dataset[g]`` returns ``(views, group_id)`` with ``views`` stacked along dim 0. The
-    generator for group ``g`` in epoch ``e`` is seeded by ``(seed, e, g)``, so the views do
-    not depend on batch order, worker count or where a run was resumed.
+    ``dataset.views(e, g)`` returns ``(views, g)`` with ``views`` stacked along dim 0, drawn
+    from a generator seeded by ``(seed, e, g)``, so the views do not depend on batch order,
+    worker count or where a run was resumed; ``dataset[g]`` is ``views(epoch, g)`` for the
+    epoch of the last ``set_epoch``. A view that cannot be made is an ``InputDataError``
+    naming the item.
     """
 
     def __init__(self, items: Items, pairs: pd.DataFrame, builder: PairBuilder, seed: int) -> None:
@@ -289,7 +300,8 @@ class ViewDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         builder.bind(items)
-        row_of = pd.Series(np.arange(len(items)), index=items.table["item_id"].to_numpy())
+        self._item_ids = items.table["item_id"].to_numpy()
+        row_of = pd.Series(np.arange(len(items)), index=self._item_ids)
         grouped = pairs.groupby("group_id", sort=True)
         self.group_ids = np.asarray(list(grouped.groups.keys()))
         self._views = [
@@ -303,39 +315,57 @@ class ViewDataset(Dataset):
         return len(self._views)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        return self.views(self.epoch, index)
+
+    def views(self, epoch: int, index: int) -> tuple[torch.Tensor, int]:
+        """Group ``index``'s views in ``epoch``: ``(views [k, ...], index)``."""
+        rng = np.random.default_rng([self.seed, epoch, index])
         rows, views = self._views[index]
-        tensors = [self.builder.make_view(int(r), v, rng) for r, v in zip(rows, views, strict=True)]
+        tensors = []
+        for row, view in zip(rows, views, strict=True):
+            try:
+                tensors.append(self.builder.make_view(int(row), view, rng))
+            except ScicontrastError:
+                raise
+            except Exception as exc:
+                raise InputDataError(
+                    f"item_id {self._item_ids[row]!r} (view {view!r} of group "
+                    f"{self.group_ids[index]!r}): {type(exc).__name__}: {exc}"
+                ) from exc
         return torch.stack(tensors), int(index)
 
 
 class TrainingBatches(Protocol):
-    """An epoch's batches: iterating yields ``(inputs, group_ids [M])``.
+    """An epoch's batches: iterating yields :class:`ContrastiveBatch` objects.
 
-    ``inputs`` is whatever the encoder takes (a tensor, a PyG batch) and has ``.to(device)``;
-    row ``m`` of the encoder's output is the view with ``group_ids[m]``. ``set_epoch(epoch,
-    start_batch)`` makes the next iteration yield that epoch's batches from ``start_batch``
-    on, identical to the ones an uninterrupted run yields (resuming after preemption).
+    ``set_epoch(epoch, start_batch)`` makes the next iteration yield that epoch's batches
+    from ``start_batch`` on, identical to the ones an uninterrupted run yields (resuming
+    after preemption). :class:`~scicontrast.data_adapters.loader.EpochLoader` is the
+    implementation; ``use_workers`` sets its worker processes.
     """
 
-    n_groups: int
+    @property
+    def n_groups(self) -> int: ...
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None: ...
 
+    def use_workers(self, workers: int, pin_memory: bool = False, prefetch: int = 2) -> None: ...
+
     def __len__(self) -> int: ...
 
-    def __iter__(self) -> Iterator[tuple[Any, torch.Tensor]]: ...
+    def __iter__(self) -> Iterator[ContrastiveBatch]: ...
 
 
 class GroupBatches:
     """``batch_size`` groups per batch and process, all their views, in a fresh order per epoch.
 
-    Each epoch's order is a permutation from a generator seeded by ``(seed, epoch)``, cut into
-    global batches of ``batch_size * world_size`` groups; process ``rank`` takes its slice of
-    each, so the processes of a distributed run together see exactly the batches that one
-    process with ``batch_size * world_size`` sees. A last global batch that cannot give every
-    process at least two groups is dropped (a process with one group has no negative of its
-    own). Views come from :class:`ViewDataset`, so the batches do not depend on when they run.
+    A :class:`~scicontrast.data_adapters.loader.BatchPlan`. Each epoch's order is a
+    permutation from a generator seeded by ``(seed, epoch)``, cut into global batches of
+    ``batch_size * world_size`` groups; process ``rank`` takes its slice of each, so the
+    processes of a distributed run together see exactly the batches that one process with
+    ``batch_size * world_size`` sees. A last global batch that cannot give every process at
+    least two groups is dropped (a process with one group has no negative of its own). Views
+    come from :class:`ViewDataset`, so the batches do not depend on when or where they run.
     """
 
     def __init__(
@@ -346,37 +376,28 @@ class GroupBatches:
         self.batch_size = batch_size
         self.rank = rank
         self.world_size = world_size
-        self._epoch = 0
-        self._start_batch = 0
-
-    def _global_batches(self) -> list[torch.Tensor]:
-        generator = torch.Generator().manual_seed(epoch_seed(self.dataset.seed, self._epoch))
-        order = torch.randperm(self.n_groups, generator=generator)
-        size = self.batch_size * self.world_size
-        batches = list(order.split(size))
-        if batches and len(batches[-1]) < 2 * self.world_size:
-            batches.pop()
-        return batches
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.dataset.set_epoch(epoch)
-        self._epoch = epoch
-        self._start_batch = start_batch
 
     def __len__(self) -> int:
         size = self.batch_size * self.world_size
         full, rest = divmod(self.n_groups, size)
         return full + (rest >= 2 * self.world_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for indices in self.group_indices():
-            yield collate_views([self.dataset[g] for g in indices])
-
-    def group_indices(self) -> Iterator[list[int]]:
-        """This process's group indices for each remaining batch of the epoch."""
-        for batch in self._global_batches()[self._start_batch :]:
+    def batch_keys(self, epoch: int) -> list[list[int]]:
+        """This process's group indices for each batch of ``epoch``."""
+        generator = torch.Generator().manual_seed(epoch_seed(self.dataset.seed, epoch))
+        order = torch.randperm(self.n_groups, generator=generator)
+        size = self.batch_size * self.world_size
+        batches = list(order.split(size))
+        if batches and len(batches[-1]) < 2 * self.world_size:
+            batches.pop()
+        keys = []
+        for batch in batches:
             share = -(-len(batch) // self.world_size)
-            yield batch[self.rank * share : (self.rank + 1) * share].tolist()
+            keys.append(batch[self.rank * share : (self.rank + 1) * share].tolist())
+        return keys
+
+    def make_batch(self, epoch: int, key: list[int]) -> ContrastiveBatch:
+        return collate_views([self.dataset.views(epoch, g) for g in key])
 
 
 def held_out_groups(pairs: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
@@ -396,10 +417,3 @@ def held_out_groups(pairs: pd.DataFrame, fraction: float, seed: int) -> np.ndarr
 def epoch_seed(seed: int, epoch: int) -> int:
     """A seed for one epoch's batch order, well mixed from ``(seed, epoch)``."""
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
-
-
-def collate_views(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Concatenate the groups' views into ``(views [M, ...], group_ids [M])``."""
-    views = torch.cat([v for v, _ in batch])
-    group_ids = torch.cat([torch.full((len(v),), g, dtype=torch.long) for v, g in batch])
-    return views, group_ids

@@ -13,6 +13,8 @@ from collections import defaultdict
 
 import torch
 
+from scicontrast.models.batch_loss import batch_loss
+
 # Views for these numbers are drawn for this epoch, which training never reaches.
 VIEW_EPOCH = 1_000_003
 CONTRASTIVE_KEYS = ("loss", "mi_lower_bound", "num_negatives", "pos_sim", "neg_sim")
@@ -41,7 +43,9 @@ def invariance_from_similarities(pos_sim: float, neg_sim: float) -> float | None
 def contrastive_metrics(model, batches, device: torch.device) -> dict[str, dict[str, float | None]]:
     """Loss-side numbers over one pass of ``batches``, for ``z`` (projection) and ``h``.
 
-    ``batches`` yields ``(inputs, group_ids)`` as in training. Returns ``{"projection":
+    ``batches`` yields :class:`ContrastiveBatch` objects as in training; each is scored in
+    its declared form (:func:`~scicontrast.models.batch_loss.batch_loss`, without a key
+    queue). Returns ``{"projection":
     {...}, "embedding": {...}}``: batch means of the metrics, plus the gap, margin and (for
     ``h``) the invariance of the module docstring.
     """
@@ -52,22 +56,11 @@ def contrastive_metrics(model, batches, device: torch.device) -> dict[str, dict[
     n_batches = 0
     model.to(device).eval()
     with torch.no_grad():
-        for inputs, group_ids in batches:
-            inputs, group_ids = inputs.to(device), group_ids.to(device)
-            positive_pairs = getattr(inputs, "positive_pairs", None)
-            extra = {} if positive_pairs is None else {"positive_pairs": positive_pairs}
-            # Two towers train with the symmetric loss: only cross-modal comparisons count.
-            towers = getattr(inputs, "towers", None)
-            h = model.embed(inputs).float()
-            loss_rows = getattr(inputs, "loss_rows", None)
-            if loss_rows is not None:
-                h = h[loss_rows]
+        for batch in batches:
+            batch = batch.to(device)
+            h = model.embed(batch.inputs).float()
             for space, vectors in (("projection", model.head(h)), ("embedding", h)):
-                if towers is None:
-                    record = model.loss(vectors, group_ids, **extra).metrics
-                else:
-                    a, b = vectors[towers[0]], vectors[towers[1]]
-                    record = model.loss.symmetric(a, b, group_ids[towers[0]]).metrics
+                record = batch_loss(model.loss, vectors, batch).metrics
                 for key in (*CONTRASTIVE_KEYS, *GEOMETRY_KEYS, "temperature"):
                     sums[space][key] += record[key]
             n_batches += 1

@@ -65,12 +65,24 @@ def uniformity_or_nan(x: Tensor) -> Tensor:
     return uniformity(x) if x.shape[0] >= 2 else x.new_tensor(math.nan)
 
 
-def uniformity_from_cosine(cosine: Tensor, off_diagonal: Tensor, t: float = 2.0) -> Tensor:
-    """:func:`uniformity` from the Gram matrix of normalised views: ``||x-y||^2 = 2 - 2 cos``."""
+def uniformity_from_cosine(cosine: Tensor, off_diagonal: Tensor | None, t: float = 2.0) -> Tensor:
+    """:func:`uniformity` from the Gram matrix of normalised views: ``||x-y||^2 = 2 - 2 cos``.
+
+    ``off_diagonal`` marks the pairs to average over; ``None``: all but the diagonal. As
+    ``cos <= 1``, ``exp(2 t cos) <= exp(2 t)`` cannot overflow: the mean is summed directly,
+    ``log sum exp(2 t cos) - 2 t - log(pairs)``, two passes over the matrix fewer than a
+    ``logsumexp``.
+    """
     if cosine.shape[0] < 2:
         return cosine.new_tensor(math.nan)
-    pair_cosines = cosine[off_diagonal]
-    return torch.logsumexp(2 * t * (pair_cosines - 1), dim=0) - math.log(pair_cosines.numel())
+    potentials = cosine.mul(2 * t).exp_()
+    if off_diagonal is None:
+        pairs = cosine.shape[0] * (cosine.shape[0] - 1)
+        total = potentials.fill_diagonal_(0.0).sum()
+    else:
+        pairs = int(off_diagonal.sum())
+        total = potentials.masked_fill_(~off_diagonal, 0.0).sum()
+    return torch.log(total) - 2 * t - math.log(pairs)
 
 
 def loss_metrics(
@@ -84,7 +96,6 @@ def loss_metrics(
     ``positive`` must already be a subset of ``valid``. Pairs are ordered (anchor, candidate)
     pairs of anchors with a positive; both directions of the symmetric form are pooled.
     """
-    counted_anchors = sum(has_positive.sum() for *_, has_positive in directions)
     positive_cosines = torch.cat([s[p] for s, p, _, _ in directions])
     negative_count = torch.zeros((), dtype=torch.long, device=loss.device)
     negative_cosine_sum = torch.zeros((), dtype=positive_cosines.dtype, device=loss.device)
@@ -92,6 +103,30 @@ def loss_metrics(
         negative = valid & ~positive & has_positive[:, None]
         negative_count = negative_count + negative.sum()
         negative_cosine_sum = negative_cosine_sum + similarity.masked_fill(~negative, 0).sum()
+    return _metrics(
+        loss,
+        tau,
+        positive_cosines,
+        negative_count,
+        negative_cosine_sum,
+        sum(has_positive.sum() for *_, has_positive in directions),
+        sum((~has).sum() for *_, has in directions),
+        uniformity_value,
+    )
+
+
+def _metrics(
+    loss: Tensor,
+    tau: Tensor,
+    positive_cosines: Tensor,
+    negative_count: Tensor,
+    negative_cosine_sum: Tensor,
+    counted_anchors: Tensor | int,
+    anchors_without_positive: Tensor | int,
+    uniformity_value: Tensor,
+) -> dict[str, float]:
+    """The metrics dict (module docstring) from the pooled (anchor, positive) cosines and the
+    negatives' count and cosine sum over the anchors in the mean."""
     num_negatives = negative_count.to(torch.float64) / counted_anchors
     values = {
         "loss": loss.detach(),
@@ -102,10 +137,39 @@ def loss_metrics(
         "neg_sim": negative_cosine_sum / negative_count,
         "alignment": (2 - 2 * positive_cosines).clamp(min=0).mean(),
         "uniformity": uniformity_value,
-        "anchors_without_positive": sum((~has).sum() for *_, has in directions),
+        "anchors_without_positive": anchors_without_positive,
     }
     # One device-to-host transfer for all of them.
     floats = torch.stack(
         [torch.as_tensor(v).to(loss.device, torch.float64) for v in values.values()]
     )
     return dict(zip(values, floats.tolist(), strict=True))
+
+
+def in_batch_metrics(
+    loss: Tensor,
+    tau: Tensor,
+    similarity: Tensor,
+    anchors: Tensor,
+    partners: Tensor,
+    counts: Tensor,
+) -> dict[str, float]:
+    """:func:`loss_metrics` of the in-batch form (``InfoNCELoss.forward``) from sums,
+    without ``[M, M]`` masks."""
+    rows = similarity.shape[0]
+    has_positive = counts > 0
+    positive_cosines = similarity[anchors, partners]
+    # Negatives of an anchor: every other view but its positives.
+    row_sums = (similarity.sum(dim=1) - similarity.diagonal()).double()
+    positive_sums = torch.zeros_like(row_sums).index_add_(0, anchors, positive_cosines.double())
+    negative_counts = torch.where(has_positive, rows - 1 - counts, 0)
+    return _metrics(
+        loss,
+        tau,
+        positive_cosines,
+        negative_counts.sum(),
+        torch.where(has_positive, row_sums - positive_sums, 0.0).sum(),
+        has_positive.sum(),
+        (~has_positive).sum(),
+        uniformity_from_cosine(similarity, None),
+    )

@@ -38,9 +38,7 @@ Outputs in ``out_dir``:
   "epoch", "projection": {...}, "embedding": {...}}``: the diagnostics' contrastive numbers
   (:func:`scicontrast.models.contrastive_metrics.contrastive_metrics`) on the held-out groups, with
   the same fixed views every epoch, so overfitting shows as a gap to the training curve.
-- ``checkpoint.pt``: written atomically after every epoch (weights, optimiser state, epochs
-  done, steps taken, torch RNG state, the weight average so far and a hash of the
-  experiment config).
+- ``checkpoint.pt``: written atomically after every epoch (:mod:`~scicontrast.models.run_state`).
 - ``model.pt``: written once every epoch is done (format: ``scicontrast.models.contrastive``):
   the last weights, or their average with ``training.swa_epochs``.
 
@@ -49,83 +47,64 @@ the checkpoint was written for the same config (same hash); lines of ``metrics.j
 an unfinished epoch are dropped. Because the views of an epoch are drawn from
 ``(seed, epoch, group)``, the batch order from a generator seeded by ``(seed, epoch)``, and
 the checkpoint holds everything else that changes during training, an interrupted and resumed
-CPU run ends with the same weights, bit for bit, as an uninterrupted one.
+CPU run ends with the same weights, bit for bit, as an uninterrupted one, whatever the number
+of loader workers (``training.loader_workers``, :mod:`scicontrast.data_adapters.loader`).
+The run's setup is :mod:`scicontrast.models.train_setup`; each batch is a
+:class:`~scicontrast.data_adapters.batch.ContrastiveBatch`, its loss
+:func:`~scicontrast.models.batch_loss.batch_loss`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
 import os
 import resource
-import signal
 import sys
-import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-import pandas as pd
 import torch
-from torch.nn.parallel import DistributedDataParallel
-from torch.nn.parameter import UninitializedParameter
-from torch.optim.swa_utils import AveragedModel, update_bn
+from torch.optim.swa_utils import update_bn
 from tqdm.auto import tqdm
 
-from scicontrast.data_adapters.base import Items, check_pairs_table, held_out_groups
+from scicontrast.data_adapters.batch import ContrastiveBatch
 from scicontrast.device import resolve_device
-from scicontrast.errors import ConfigError, InputDataError, Preempted, ScicontrastError
+from scicontrast.errors import ConfigError, Preempted, ScicontrastError
 from scicontrast.io import atomic_path
+from scicontrast.models.batch_loss import batch_loss
 from scicontrast.models.contrastive import (
     ContrastiveModel,
-    build_model,
     ensemble_model,
     load_model,
     save_model,
 )
 from scicontrast.models.contrastive_metrics import VIEW_EPOCH, contrastive_metrics
-from scicontrast.models.distributed import (
-    any_process,
-    gathered_info_nce,
-    start_process_group,
-    stop_process_group,
-    sync_batchnorm,
-)
+from scicontrast.models.distributed import any_process, start_process_group, stop_process_group
 from scicontrast.models.ensemble import member_experiment
 from scicontrast.models.grad_cache import grad_cache_step
 from scicontrast.models.losses import InfoNCEOutput
-from scicontrast.models.moco import moco_info_nce
-from scicontrast.registry import PAIR_BUILDERS
+from scicontrast.models.run_state import (
+    Position,
+    save_checkpoint,
+    write_line,
+)
+from scicontrast.models.train_setup import (
+    Loop,
+    build_model_and_optimizer,
+    check_settings,
+    load_data,
+    open_run,
+    resume_position,
+    sigterm_flag,
+    torch_settings,
+)
 
 logger = logging.getLogger("scicontrast.train")
-
-CHECKPOINT_VERSION = 1
-
-
-def _check_lr(lr: float, name: str) -> None:
-    """Refuse a learning rate whose first AdamW step cannot be written in float32.
-
-    AdamW's first step moves each weight by ``lr / (1 - beta1)`` times a unit-size ratio;
-    beyond float32's largest value that scalar overflows inside torch, a raw RuntimeError.
-    """
-    beta1 = 0.9  # torch.optim.AdamW's default, which training uses
-    if lr / (1 - beta1) > torch.finfo(torch.float32).max:
-        raise ConfigError(
-            f"experiments.{name}.training.lr: {lr:g} makes AdamW's first step "
-            f"lr / (1 - {beta1}) overflow float32; lower training.lr"
-        )
-
-
-def experiment_hash(experiment: dict[str, Any]) -> str:
-    """SHA-256 of the settings that shape training (all but ``analysis`` and ``description``)."""
-    relevant = {k: v for k, v in experiment.items() if k not in ("analysis", "description")}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
 
 def learning_rate(
@@ -184,222 +163,57 @@ def train(
         Preempted: on SIGTERM (a cluster preempting the job), after finishing the current
             step and saving a checkpoint from which a rerun resumes mid-epoch.
     """
-    settings = experiment["training"]
-    epochs = settings["epochs"]
-    swa_epochs = settings.get("swa_epochs", 0)
-    if swa_epochs > epochs:
-        raise ConfigError(
-            f"experiments.{experiment['name']}.training.swa_epochs: {swa_epochs} epochs to "
-            f"average, but training.epochs is {epochs}"
-        )
-    _check_lr(settings["lr"], experiment["name"])
+    check_settings(experiment)
     out_dir = Path(out_dir)
-    if settings["ensemble"] > 1:
-        return _train_ensemble(
-            experiment,
-            items_dir,
-            pairs_path,
-            out_dir,
-            resume=resume,
-            progress=progress,
-            stop_after_epochs=stop_after_epochs,
-            num_threads=num_threads,
-        )
-    checkpoint_path = out_dir / "checkpoint.pt"
-    metrics_path = out_dir / "metrics.jsonl"
-    model_path = out_dir / "model.pt"
+    if experiment["training"]["ensemble"] > 1:
+        options: dict[str, Any] = {"resume": resume, "progress": progress}
+        options.update(num_threads=num_threads, stop_after_epochs=stop_after_epochs)
+        return _train_ensemble(experiment, items_dir, pairs_path, out_dir, **options)
     # Under torchrun every process runs this function; it learns its rank here. Only the
     # main process (rank 0) writes files.
-    group = start_process_group(resolve_device(settings["device"]))
-    loop = _Loop(experiment, group, checkpoint_path, progress)
-    _load_data(loop, items_dir, pairs_path)
-    _build_model_and_optimizer(loop)
-    position = _resume(loop, resume)
-    if group.is_main:
-        # Created only now, so that bad input or settings found above leave nothing behind.
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _keep_lines_up_to(metrics_path, position)
-        if position.epochs_done < epochs:
-            # A model.pt from an earlier run would not match the weights trained from here on.
-            model_path.unlink(missing_ok=True)
-    # Several processes: each holds a replica; DDP averages their gradients.
-    loop.network = loop.model
-    if group.distributed:
-        loop.network = DistributedDataParallel(
-            loop.model, device_ids=[group.device.index] if group.device.type == "cuda" else None
-        )
-    _log_start(loop)
-
-    final_loss = math.nan
+    group = start_process_group(resolve_device(experiment["training"]["device"]))
+    loop = Loop(experiment, group, out_dir / "checkpoint.pt", progress)
+    load_data(loop, items_dir, pairs_path, num_threads)
+    build_model_and_optimizer(loop)
+    position = resume_position(loop, resume)
+    open_run(loop, position, out_dir)
+    metrics_path = out_dir / "metrics.jsonl"
     try:
         metrics = open(metrics_path, "a") if group.is_main else contextlib.nullcontext()
         with (
-            _torch_settings(group.device, num_threads),
-            _sigterm_flag() as loop.sigterm,
+            torch_settings(group.device, num_threads),
+            sigterm_flag() as loop.sigterm,
             metrics as loop.metrics_file,
         ):
-            for epoch in range(position.epochs_done, epochs):
-                if stop_after_epochs is not None and epoch >= stop_after_epochs:
-                    break
-                position, final_loss = _train_epoch(loop, epoch, position)
-            if loop.averaged is not None and position.epochs_done == epochs:
-                # Views of one further epoch, drawn as training draws them.
-                loop.batches.set_epoch(epochs)
-                update_bn(loop.batches, loop.averaged.module, group.device)
-                logger.info("model.pt holds the average of the last %d epochs' weights", swa_epochs)
+            position, final_loss = _train_epochs(loop, position, stop_after_epochs)
     finally:
         # The DDP wrapper goes first: see stop_process_group.
         loop.network = None
         stop_process_group(group)
-    return _finish(loop, position, final_loss, model_path)
+    return _finish(loop, position, final_loss, out_dir / "model.pt")
 
 
-@dataclass
-class _Loop:
-    """What the phases of :func:`train` share: settings, data, model and the open run."""
-
-    experiment: dict[str, Any]
-    group: Any
-    checkpoint_path: Path
-    progress: bool
-    items: Items | None = None
-    pairs: pd.DataFrame | None = None
-    builder: Any = None
-    batches: Any = None
-    held_out_batches: Any = None
-    model: ContrastiveModel | None = None
-    network: torch.nn.Module | None = None
-    averaged: AveragedModel | None = None
-    optimizer: torch.optim.Optimizer | None = None
-    config_hash: str = ""
-    sigterm: threading.Event | None = None
-    metrics_file: Any = None
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        return self.experiment["training"]
-
-    @property
-    def epochs(self) -> int:
-        return self.settings["epochs"]
-
-
-def _load_data(loop: _Loop, items_dir: str | Path, pairs_path: str | Path) -> None:
-    """Items, pairs (less the held-out groups) and the epoch's batches.
-
-    By default a batch is ``batch_size`` groups (per process) with all their views, drawn
-    afresh each epoch (the pair builder decides; see ``PairBuilder.training_batches``).
-    """
-    settings, group = loop.settings, loop.group
-    seed, batch_size = settings["seed"], settings["batch_size"]
-    items = Items.load(items_dir)
-    pairs = _read_pairs(pairs_path)
-    check_pairs_table(pairs, items, str(pairs_path))
-    # Groups set aside for the diagnostics (scicontrast.analysis.diagnostics) never train.
-    held_out = held_out_groups(pairs, settings.get("holdout_fraction", 0.0), seed)
-    held_out_pairs = pairs[pairs["group_id"].isin(held_out)]
-    pairs = pairs[~pairs["group_id"].isin(held_out)]
-    where = f"experiments.{loop.experiment['name']}.pairs"
-    builder = PAIR_BUILDERS.create(loop.experiment["pairs"], where=where)
-    batches = builder.training_batches(
-        items, pairs, seed, batch_size, rank=group.rank, world_size=group.world_size
-    )
-    if batches.n_groups < 2:
-        raise InputDataError(
-            f"{pairs_path}: {batches.n_groups} group(s); contrastive training needs at least 2"
+def _train_epochs(
+    loop: Loop, position: Position, stop_after_epochs: int | None
+) -> tuple[Position, float]:
+    """The epochs from ``position`` on (to ``stop_after_epochs``), then the weight average's
+    batch-norm statistics; the new position and the last epoch's mean loss."""
+    final_loss, epochs = math.nan, loop.epochs
+    for epoch in range(position.epochs_done, epochs):
+        if stop_after_epochs is not None and epoch >= stop_after_epochs:
+            break
+        position, final_loss = _train_epoch(loop, epoch, position)
+    if loop.averaged is not None and position.epochs_done == epochs:
+        # Views of one further epoch, drawn as training draws them.
+        loop.batches.set_epoch(epochs)
+        update_bn((b.inputs for b in loop.batches), loop.averaged.module, loop.group.device)
+        logger.info(
+            "model.pt holds the average of the last %d epochs' weights", loop.settings["swa_epochs"]
         )
-    # Its own builder, so that the held-out pass leaves the training batches' state alone.
-    if group.is_main and len(held_out) >= 2:
-        loop.held_out_batches = PAIR_BUILDERS.create(
-            loop.experiment["pairs"], where=where
-        ).training_batches(items, held_out_pairs, seed, batch_size)
-    loop.items, loop.pairs, loop.builder, loop.batches = items, pairs, builder, batches
+    return position, final_loss
 
 
-def _build_model_and_optimizer(loop: _Loop) -> None:
-    """The seeded model on its device, its weight average, and AdamW.
-
-    As in nanoGPT, only matrices and kernels are weight-decayed, not biases, normalisation
-    scales or the temperature.
-    """
-    settings, group = loop.settings, loop.group
-    torch.manual_seed(settings["seed"])
-    model = build_model(loop.experiment)
-    if any(isinstance(p, UninitializedParameter) for p in model.parameters()):
-        # Lazy layers (PyG's in_channels=-1) learn their input size from one forward pass,
-        # in eval mode so that it leaves no batch-norm statistics behind.
-        model.eval()
-        with torch.no_grad():
-            batch = next(iter(loop.builder.embedding_batches(loop.items, settings["batch_size"])))
-            model.embed(batch)
-    model = model.to(group.device)
-    swa_epochs = settings.get("swa_epochs", 0)
-    if group.distributed:
-        if swa_epochs:
-            raise ConfigError(
-                f"experiments.{loop.experiment['name']}.training.swa_epochs needs one process; "
-                "weight averaging with several processes (training.gpus > 1) is not implemented"
-            )
-        model = sync_batchnorm(model, group.device)
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    loop.model = model
-    loop.averaged = AveragedModel(model) if swa_epochs else None
-    loop.optimizer = torch.optim.AdamW(
-        [
-            {"params": [p for p in parameters if p.dim() >= 2]},
-            {"params": [p for p in parameters if p.dim() < 2], "weight_decay": 0.0},
-        ],
-        lr=settings["lr"],
-        weight_decay=settings["weight_decay"],
-    )
-
-
-def _resume(loop: _Loop, resume: bool) -> _Position:
-    """Where the last checkpoint left off, when it belongs to this config: after a completed
-    epoch, or mid-epoch after a preemption; else the start."""
-    loop.config_hash = experiment_hash(loop.experiment)
-    path = loop.checkpoint_path
-    if not (resume and path.exists()):
-        return _Position()
-    checkpoint = _load_checkpoint(path)
-    if checkpoint["config_hash"] != loop.config_hash:
-        logger.warning("%s was written for a different experiment config; starting fresh", path)
-        return _Position()
-    loop.model.load_state_dict(checkpoint["model"])
-    loop.optimizer.load_state_dict(checkpoint["optimizer"])
-    if loop.averaged is not None:
-        loop.averaged.load_state_dict(checkpoint["averaged_model"])
-    torch.set_rng_state(checkpoint["torch_rng_state"])
-    if loop.group.device.type == "cuda" and "cuda_rng_state" in checkpoint:
-        torch.cuda.set_rng_state(checkpoint["cuda_rng_state"])
-    position = _Position.from_checkpoint(checkpoint)
-    logger.info(
-        "resuming from %s: %d of %d epochs done%s",
-        path,
-        position.epochs_done,
-        loop.epochs,
-        f" and {position.batches_done} batches of the next" if position.batches_done else "",
-    )
-    return position
-
-
-def _log_start(loop: _Loop) -> None:
-    group, batches = loop.group, loop.batches
-    logger.info(
-        "training on %s%s: %d groups, %d views, %d steps per epoch (%d groups per batch%s), "
-        "%d parameters",
-        group.device,
-        f" (process {group.rank} of {group.world_size})" if group.distributed else "",
-        batches.n_groups,
-        len(loop.pairs),
-        len(batches),
-        loop.settings["batch_size"],
-        " and process" if group.distributed else "",
-        sum(p.numel() for p in loop.model.parameters() if p.requires_grad),
-    )
-
-
-def _train_epoch(loop: _Loop, epoch: int, position: _Position) -> tuple[_Position, float]:
+def _train_epoch(loop: Loop, epoch: int, position: Position) -> tuple[Position, float]:
     """One epoch (or its rest, after a preemption): steps, the epoch line, the held-out
     numbers, the weight average, the checkpoint. Returns the new position and mean loss."""
     group, batches, epochs = loop.group, loop.batches, loop.epochs
@@ -419,27 +233,27 @@ def _train_epoch(loop: _Loop, epoch: int, position: _Position) -> tuple[_Positio
         # Each epoch's bar stays as its console line: epoch, loss, seconds.
         leave=True,
     )
-    for batch_index, (inputs, group_ids) in enumerate(bar, start=start_batch):
-        record = _train_step(loop, inputs, group_ids, step)
+    for batch_index, batch in enumerate(bar, start=start_batch):
+        record = _train_step(loop, batch, step)
         step += 1
         _check_finite(loop.model, record["loss"], epoch, step)
         if group.is_main:
-            _write_line(
+            write_line(
                 loop.metrics_file,
                 {"kind": "step", "epoch": epoch, "step": step, **record},
             )
         for key, value in record.items():
             if key != "lr":
                 sums[key] += value
-        n_views += len(group_ids)
+        n_views += batch.n_views
         # The epoch's mean loss so far: the bar's last value is the epoch line's.
         bar.set_postfix(loss=f"{sums['loss'] / (batch_index + 1):.4f}")
         # Preempted (SLURM sends SIGTERM before killing a job): keep this step's work, so a
         # rerun resumes right after it.
         if any_process(loop.sigterm.is_set(), group) and batch_index + 1 < len(batches):
-            position = _Position(epoch, batch_index + 1, step, dict(sums), n_views)
+            position = Position(epoch, batch_index + 1, step, dict(sums), n_views)
             if group.is_main:
-                _save_checkpoint(loop, position, group.device)
+                save_checkpoint(loop, position, group.device)
             raise Preempted(
                 f"stopped by SIGTERM at epoch {epoch + 1}, batch {batch_index + 1}; "
                 f"checkpoint saved to {loop.checkpoint_path}: run again to resume"
@@ -447,9 +261,9 @@ def _train_epoch(loop: _Loop, epoch: int, position: _Position) -> tuple[_Positio
     seconds = time.perf_counter() - started
     means = {key: total / len(batches) for key, total in sums.items()}
     _end_epoch(loop, epoch, means, seconds, n_views)
-    position = _Position(epoch + 1, 0, step)
+    position = Position(epoch + 1, 0, step)
     if group.is_main:
-        _save_checkpoint(loop, position, group.device)
+        save_checkpoint(loop, position, group.device)
     logger.info("epoch %d/%d: loss %.4f (%.1f s)", epoch + 1, epochs, means["loss"], seconds)
     if any_process(loop.sigterm.is_set(), group):
         raise Preempted(
@@ -459,12 +273,11 @@ def _train_epoch(loop: _Loop, epoch: int, position: _Position) -> tuple[_Positio
     return position, means["loss"]
 
 
-def _train_step(loop: _Loop, inputs: Any, group_ids: torch.Tensor, step: int) -> dict[str, float]:
+def _train_step(loop: Loop, batch: ContrastiveBatch, step: int) -> dict[str, float]:
     """Optimiser step number ``step`` (from 0) at its scheduled learning rate; its record
     ``{"lr", "loss", ...}`` (the loss's metrics)."""
     settings, device = loop.settings, loop.group.device
-    inputs = inputs.to(device, non_blocking=True)
-    group_ids = group_ids.to(device, non_blocking=True)
+    batch = batch.to(device, non_blocking=True)
     steps_per_epoch = len(loop.batches)
     lr = learning_rate(
         settings["lr"],
@@ -477,7 +290,7 @@ def _train_step(loop: _Loop, inputs: Any, group_ids: torch.Tensor, step: int) ->
         param_group["lr"] = lr
     loop.optimizer.zero_grad(set_to_none=True)
     output = _forward_backward(
-        loop.network, loop.model, inputs, group_ids, settings, device, loop.group.distributed
+        loop.network, loop.model, batch, settings, device, loop.group.distributed
     )
     loop.optimizer.step()
     loop.model.update_momentum_encoder()
@@ -485,7 +298,7 @@ def _train_step(loop: _Loop, inputs: Any, group_ids: torch.Tensor, step: int) ->
 
 
 def _end_epoch(
-    loop: _Loop, epoch: int, means: dict[str, float], seconds: float, n_views: int
+    loop: Loop, epoch: int, means: dict[str, float], seconds: float, n_views: int
 ) -> None:
     """The epoch line, the held-out numbers and the weight average's update.
 
@@ -494,7 +307,7 @@ def _end_epoch(
     """
     group = loop.group
     if group.is_main:
-        _write_line(
+        write_line(
             loop.metrics_file,
             {
                 "kind": "epoch",
@@ -506,19 +319,16 @@ def _end_epoch(
             },
         )
     if loop.held_out_batches is not None:
-        _write_line(
-            loop.metrics_file,
-            {
-                "kind": "heldout",
-                "epoch": epoch,
-                **_held_out_metrics(loop.model, loop.held_out_batches, group.device),
-            },
-        )
+        # Eval mode and seeded views of a fixed epoch: the pass draws nothing from torch's
+        # global generator and changes no weights, so a resumed run stays bitwise equal.
+        loop.held_out_batches.set_epoch(VIEW_EPOCH)
+        numbers = contrastive_metrics(loop.model, loop.held_out_batches, group.device)
+        write_line(loop.metrics_file, {"kind": "heldout", "epoch": epoch, **numbers})
     if loop.averaged is not None and epoch >= loop.epochs - loop.settings.get("swa_epochs", 0):
         loop.averaged.update_parameters(loop.model)
 
 
-def _finish(loop: _Loop, position: _Position, final_loss: float, model_path: Path) -> Path:
+def _finish(loop: Loop, position: Position, final_loss: float, model_path: Path) -> Path:
     """Save ``model.pt`` once every epoch is done (the weight average, if kept)."""
     epochs = loop.epochs
     if position.epochs_done < epochs:
@@ -531,7 +341,7 @@ def _finish(loop: _Loop, position: _Position, final_loss: float, model_path: Pat
         return model_path
     if loop.group.is_main:
         model = loop.model if loop.averaged is None else loop.averaged.module
-        save_model(model_path, model, loop.experiment)
+        save_model(model_path, cast(ContrastiveModel, model), loop.experiment)
     if math.isnan(final_loss):
         logger.info("all %d epochs were done already; model written to %s", epochs, model_path)
     else:
@@ -573,7 +383,7 @@ def _train_ensemble(
     with atomic_path(out_dir / "metrics.jsonl") as tmp, open(tmp, "w") as metrics:
         for k, path in enumerate(member_paths):
             for line in (path.parent / "metrics.jsonl").read_text().splitlines():
-                _write_line(metrics, {"member": k, **json.loads(line)})
+                write_line(metrics, {"member": k, **json.loads(line)})
     trained = [load_model(path)[0] for path in member_paths]
     save_model(model_path, ensemble_model(trained), experiment)
     logger.info("model.pt holds the %d members side by side", members)
@@ -605,34 +415,18 @@ def _check_finite(model: ContrastiveModel, loss: float, epoch: int, step: int) -
         )
 
 
-def _held_out_metrics(
-    model: ContrastiveModel, batches: Any, device: torch.device
-) -> dict[str, dict[str, float]]:
-    """The diagnostics' contrastive numbers on the held-out groups, with fixed views.
-
-    Eval mode and seeded views: the pass draws nothing from torch's global generator and
-    changes no weights or batch-norm statistics, so a resumed run stays bitwise equal.
-    """
-    batches.set_epoch(VIEW_EPOCH)
-    return contrastive_metrics(model, batches, device)
-
-
 def _forward_backward(
     network: torch.nn.Module,
     model: ContrastiveModel,
-    inputs: Any,
-    group_ids: torch.Tensor,
+    batch: ContrastiveBatch,
     settings: dict[str, Any],
     device: torch.device,
     distributed: bool,
 ) -> InfoNCEOutput:
-    """One batch's loss in the form the batch and the config ask for, backpropagated.
+    """One batch's loss (:func:`~scicontrast.models.batch_loss.batch_loss`), backpropagated.
 
-    ``network`` is ``model`` or its DDP wrapper. Forms: across processes, every view against
-    the views of all processes (``gathered_info_nce``); two towers (batches with ``towers``),
-    the symmetric CLIP loss; a MoCo key queue, queries against momentum keys and the queue;
-    otherwise in-batch InfoNCE, with extra positives when the batch has ``positive_pairs``
-    (graph neighbours). ``training.grad_cache_views`` runs the encoder in chunks of views.
+    ``network`` is ``model`` or its DDP wrapper. ``training.grad_cache_views`` runs the
+    encoder in chunks of views.
     """
 
     def embed(x: Any) -> torch.Tensor:
@@ -641,42 +435,22 @@ def _forward_backward(
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             return network(x).float()
 
-    towers = getattr(inputs, "towers", None)
-    if distributed and (
-        towers is not None or model.key_queue is not None or settings["grad_cache_views"]
-    ):
-        raise ConfigError(
-            "with several processes (training.gpus > 1) only the in-batch loss is implemented; "
-            "two-tower batches, loss.queue_size and training.grad_cache_views need one process"
-        )
-    if towers is not None and model.key_queue is not None:
-        raise ConfigError("loss.queue_size (MoCo) does not apply to two-tower batches")
     if settings["grad_cache_views"]:
-        if not isinstance(inputs, torch.Tensor) or model.key_queue is not None:
+        plain = batch.loss_rows is None and batch.positive_pairs is None and batch.towers is None
+        if not (plain and isinstance(batch.inputs, torch.Tensor)) or model.key_queue is not None:
             raise ConfigError(
                 "training.grad_cache_views needs the in-batch loss on batches that are one "
-                f"tensor of views (DNA, images); got {type(inputs).__name__} batches"
+                f"tensor of views (DNA, images); got {type(batch.inputs).__name__} batches"
                 + (" and loss.queue_size" if model.key_queue is not None else "")
             )
-        return grad_cache_step(embed, inputs, group_ids, model.loss, settings["grad_cache_views"])
-    z = embed(inputs)
-    loss_rows = getattr(inputs, "loss_rows", None)
-    if loss_rows is not None:
-        # Rows that are computed but held out of the loss (graph nodes; see graph_views).
-        z = z[loss_rows]
-    if distributed:
-        output = gathered_info_nce(model.loss, z, group_ids)
-    elif towers is not None:
-        output = model.loss.symmetric(z[towers[0]], z[towers[1]], group_ids[towers[0]])
-    elif model.key_queue is not None:
-        keys = model.keys(inputs).float()
-        output = moco_info_nce(
-            model.loss, z, keys, group_ids, model.key_queue, exclude_diagonal=True
+        if distributed:
+            raise ConfigError("training.grad_cache_views needs one process (training.gpus <= 1)")
+        return grad_cache_step(
+            embed, batch.inputs, batch.group_ids, model.loss, settings["grad_cache_views"]
         )
-    else:
-        positive_pairs = getattr(inputs, "positive_pairs", None)
-        extra = {} if positive_pairs is None else {"positive_pairs": positive_pairs}
-        output = model.loss(z, group_ids, **extra)
+    z = embed(batch.inputs)
+    keys = None if model.key_queue is None else model.keys(batch.inputs).float()
+    output = batch_loss(model.loss, z, batch, keys, model.key_queue, distributed)
     output.loss.backward()
     return output
 
@@ -689,142 +463,3 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (
         2**20 if sys.platform == "darwin" else 2**10
     )
-
-
-@dataclass
-class _Position:
-    """How far training got: whole epochs, batches of the next one, optimiser steps.
-
-    Mid-epoch (after a preemption) it also carries the epoch's running metric sums, so the
-    resumed epoch's summary line equals an uninterrupted one.
-    """
-
-    epochs_done: int = 0
-    batches_done: int = 0
-    step: int = 0
-    sums: dict[str, float] = field(default_factory=dict)
-    n_views: int = 0
-
-    @classmethod
-    def from_checkpoint(cls, checkpoint: dict[str, Any]) -> _Position:
-        return cls(
-            checkpoint["epochs_done"],
-            checkpoint.get("batches_done", 0),
-            checkpoint["global_step"],
-            dict(checkpoint.get("epoch_sums", {})),
-            checkpoint.get("epoch_views", 0),
-        )
-
-
-@contextlib.contextmanager
-def _sigterm_flag() -> Iterator[threading.Event]:
-    """An event set by SIGTERM while training runs; the previous handler is restored after.
-
-    Only the main thread may install signal handlers; elsewhere (e.g. a test runner's
-    worker thread) the flag simply never gets set.
-    """
-    flag = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: flag.set())
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _read_pairs(pairs_path: str | Path) -> pd.DataFrame:
-    try:
-        return pd.read_parquet(pairs_path)
-    except FileNotFoundError:
-        raise InputDataError(f"{pairs_path}: pairs table not found") from None
-    except Exception as exc:  # pyarrow raises several types for a damaged file
-        raise InputDataError(f"{pairs_path}: not a readable Parquet pairs table ({exc})") from None
-
-
-@contextlib.contextmanager
-def _torch_settings(device: torch.device, num_threads: int) -> Iterator[None]:
-    """Deterministic kernels on CPU and the asked thread count, restored afterwards."""
-    previous_threads = torch.get_num_threads()
-    previous_deterministic = torch.are_deterministic_algorithms_enabled()
-    if num_threads > 0:
-        torch.set_num_threads(num_threads)
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous_threads)
-        torch.use_deterministic_algorithms(previous_deterministic)
-
-
-def _write_line(file, record: dict[str, Any]) -> None:
-    file.write(json.dumps(record) + "\n")
-    file.flush()
-
-
-def _keep_lines_up_to(metrics_path: Path, position: _Position) -> None:
-    """Rewrite ``metrics.jsonl`` with only the records up to the checkpointed ``position``.
-
-    Keeps step lines up to the checkpoint's step, and epoch and held-out lines of completed
-    epochs; drops what an interrupted stretch wrote after it (including a half-written last
-    line), so a resumed run appends without duplicates. Without a checkpoint the file starts
-    empty.
-    """
-    kept = []
-    if metrics_path.exists() and position.step > 0:
-        for line in metrics_path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if not isinstance(record, dict):
-                continue
-            if record.get("kind") == "step" and record.get("step", math.inf) <= position.step:
-                kept.append(line + "\n")
-            elif record.get("kind") in ("epoch", "heldout") and record.get("epoch", math.inf) < (
-                position.epochs_done
-            ):
-                kept.append(line + "\n")
-    with atomic_path(metrics_path) as tmp:
-        tmp.write_text("".join(kept))
-
-
-def _save_checkpoint(loop: _Loop, position: _Position, device: torch.device) -> None:
-    """Write the loop's model, optimizer, weight average and RNG states at ``position``."""
-    path, model, optimizer = loop.checkpoint_path, loop.model, loop.optimizer
-    config_hash, averaged = loop.config_hash, loop.averaged
-    checkpoint = {
-        "format_version": CHECKPOINT_VERSION,
-        "config_hash": config_hash,
-        "epochs_done": position.epochs_done,
-        "batches_done": position.batches_done,
-        "global_step": position.step,
-        "epoch_sums": position.sums,
-        "epoch_views": position.n_views,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "torch_rng_state": torch.get_rng_state(),
-    }
-    if averaged is not None:
-        checkpoint["averaged_model"] = averaged.state_dict()
-    if device.type == "cuda":
-        checkpoint["cuda_rng_state"] = torch.cuda.get_rng_state()
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
-
-
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged file
-        raise InputDataError(
-            f"{path}: unreadable checkpoint ({exc}); delete it or train with resume off"
-        ) from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format_version") != CHECKPOINT_VERSION:
-        raise InputDataError(
-            f"{path}: not a scicontrast checkpoint of format_version {CHECKPOINT_VERSION}; "
-            "delete it or train with resume off"
-        )
-    return checkpoint

@@ -72,6 +72,8 @@ class Training:
     grad_cache_views: int
     gpus: int
     gpu_model: str | None
+    loader_workers: int | None
+    augment_on_device: bool
 
 
 @dataclasses.dataclass(frozen=True)

@@ -311,15 +311,15 @@ def test_training_batches_pair_the_towers_and_replay_exactly(synced):
     batches.set_epoch(2)
     first = list(batches)
     assert len(first) == len(batches) == pairs["group_id"].nunique() // 8
-    batch, group_ids = first[1]
-    audio_rows, image_rows = batch.towers
+    batch, group_ids = first[1].inputs, first[1].group_ids
+    audio_rows, image_rows = first[1].towers
     assert torch.equal(group_ids[audio_rows], group_ids[image_rows])
     assert batch.is_audio[audio_rows].all() and not batch.is_audio[image_rows].any()
     batches.set_epoch(2, start_batch=1)
-    again, _ = next(iter(batches))
+    again = next(iter(batches)).inputs
     assert torch.equal(again.audio, batch.audio) and torch.equal(again.images, batch.images)
     batches.set_epoch(3)
-    assert not torch.equal(next(iter(batches))[0].audio, first[0][0].audio)
+    assert not torch.equal(next(iter(batches)).inputs.audio, first[0].inputs.audio)
 
 
 def test_training_uses_the_symmetric_loss(synced, tmp_path):

@@ -158,7 +158,8 @@ def test_training_batches_are_reads_of_their_genome(corpus):
     batches = builder.training_batches(items, pairs, seed=0, batch_size=8)
     names = sorted(items.table["genome"].unique())
     lengths = set()
-    for reads, ids in batches:
+    for batch in batches:
+        reads, ids = batch.inputs, batch.group_ids
         assert reads.shape[0] == 3 * 3 and torch.equal(ids.unique(), torch.arange(3))
         lengths.add(reads.shape[-1])
         for read, group in zip(reads, ids, strict=True):
@@ -169,7 +170,7 @@ def test_training_batches_are_reads_of_their_genome(corpus):
     batches.set_epoch(1)
     full = list(batches)
     batches.set_epoch(1, start_batch=2)
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(full[2:], batches, strict=True))
+    assert all(torch.equal(a.inputs, b.inputs) for a, b in zip(full[2:], batches, strict=True))
 
 
 def test_reads_longer_than_any_record_are_an_error(corpus):

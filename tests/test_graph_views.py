@@ -118,10 +118,10 @@ def test_training_batches_are_one_full_graph_step_per_epoch():
     batches = builder.training_batches(items, builder.build(items), seed=0, batch_size=4)
     assert batches.n_groups == 20 and len(batches) == 1
     batches.set_epoch(2)
-    [(inputs, group_ids)] = list(batches)
-    assert group_ids.tolist() == list(range(20)) * 2
+    [batch] = list(batches)
+    assert batch.group_ids.tolist() == list(range(20)) * 2
     expected, _ = builder.views(graph_data(items), seed=0, epoch=2)
-    assert torch.equal(inputs.edge_index, expected.edge_index)
+    assert torch.equal(batch.inputs.edge_index, expected.edge_index)
     batches.set_epoch(2, start_batch=1)  # resumed after the epoch's only step
     assert list(batches) == []
     [clean] = list(builder.embedding_batches(items, batch_size=4))
@@ -404,11 +404,12 @@ def test_held_out_nodes_are_propagated_but_left_out_of_the_loss():
         items, pairs[pairs["group_id"].isin(kept)], seed=1, batch_size=8
     )
     assert batches.n_groups == len(kept)
-    ((batch, group_ids),) = list(batches)
+    (batch,) = list(batches)
+    group_ids = batch.group_ids
     full_batch, _ = builder.views(graph_data(items), seed=1, epoch=0)
     # Both views of the whole graph go through the encoder ...
-    assert torch.equal(batch.x, full_batch.x) and torch.equal(
-        batch.edge_index, full_batch.edge_index
+    assert torch.equal(batch.inputs.x, full_batch.x) and torch.equal(
+        batch.inputs.edge_index, full_batch.edge_index
     )
     # ... but the loss sees only the kept nodes' rows, and positives among them.
     rows = batch.loss_rows.tolist()

@@ -22,7 +22,8 @@ from scicontrast.device import resolve_device
 from scicontrast.errors import ConfigError, InputDataError, ScicontrastError
 from scicontrast.models.contrastive import ContrastiveModel, build_model, load_model, save_model
 from scicontrast.models.dna_cnn import DNAConvEncoder
-from scicontrast.models.train import experiment_hash, learning_rate, train
+from scicontrast.models.run_state import experiment_hash
+from scicontrast.models.train import learning_rate, train
 from scicontrast.registry import PAIR_BUILDERS
 
 LENGTH = 24
@@ -244,8 +245,8 @@ def batchnorm_input_means(model: ContrastiveModel, batches) -> dict[str, torch.T
     ]
     model.train()
     with torch.no_grad():
-        for views, _ in batches:
-            model(views)
+        for batch in batches:
+            model(batch.inputs)
     for hook in hooks:
         hook.remove()
     return {name: torch.stack(values).mean(dim=0) for name, values in means.items()}
@@ -366,10 +367,11 @@ def test_changed_config_starts_fresh_with_a_warning(tmp_path, toy_data, caplog):
     assert_same_weights(restarted, train(changed, *toy_data, tmp_path / "fresh", progress=False))
 
 
-def test_config_hash_ignores_analysis_and_description_only():
+def test_config_hash_ignores_analysis_description_and_loader_workers_only():
     experiment = make_experiment()
     relabelled = {**experiment, "description": "new words", "analysis": {"knn_k": 3}}
     assert experiment_hash(relabelled) == experiment_hash(experiment)
+    assert experiment_hash(make_experiment(loader_workers=3)) == experiment_hash(experiment)
     assert experiment_hash(make_experiment(seed=1)) != experiment_hash(experiment)
 
 
@@ -385,10 +387,10 @@ def fixed_batch_loss(model: ContrastiveModel, items_dir: Path, pairs_path: Path)
     """The loss over the same views of every group, with batch statistics."""
     items, pairs = Items.load(items_dir), pd.read_parquet(pairs_path)
     dataset = ViewDataset(items, pairs, NoisyCopies(), seed=123)
-    views, group_ids = collate_views([dataset[i] for i in range(len(dataset))])
+    batch = collate_views([dataset[i] for i in range(len(dataset))])
     model.train()
     with torch.no_grad():
-        return model.loss(model(views), group_ids).loss.item()
+        return model.loss(model(batch.inputs), batch.group_ids).loss.item()
 
 
 def test_loss_decreases_on_noisy_copies_of_prototypes(tmp_path, toy_data, caplog):

@@ -7,8 +7,8 @@ about the clip's centre (linear interpolation; like tape speed, it scales tempo 
 together, a rough stand-in for another voice), shifted in time by up to ``audio_shift_s``
 (zero-filled) and scaled by a gain of up to ``audio_gain_db``; an image translated by up to
 ``image_shift`` pixels (zero-filled).
-Batches (:class:`AudioImageBatch`) carry both towers' inputs and ``towers``, the rows of
-the two sides of each pair, which the training loop hands to the symmetric (CLIP) loss.
+Training batches carry both towers' inputs (:class:`AudioImageBatch`) and ``towers``, the
+rows of the two sides of each pair, which the training loop hands to the symmetric (CLIP) loss.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import torch
 
 from scicontrast.data_adapters.audio_image.manifests import MODALITIES
 from scicontrast.data_adapters.base import Items, PairBuilder, epoch_seed
+from scicontrast.data_adapters.batch import ContrastiveBatch
+from scicontrast.data_adapters.loader import EpochLoader
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import PAIR_BUILDERS
 
@@ -37,27 +39,19 @@ class AudioImageBatch:
         images: ``float32 [I, C, S, S]`` images of the image rows, in row order.
         is_audio: ``bool [M]`` (``M = A + I``): which output rows are audio.
         sample_rate: Of ``audio`` (Hz); the encoder checks it against its own.
-        towers: For training: ``(audio_rows [B], image_rows [B])``, row ``b`` of each the two
-            sides of one pair; the training loop then uses the symmetric (CLIP) loss.
     """
 
     audio: torch.Tensor
     images: torch.Tensor
     is_audio: torch.Tensor
     sample_rate: int
-    towers: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def to(self, device: str | torch.device, non_blocking: bool = False) -> AudioImageBatch:
         def move(t: torch.Tensor) -> torch.Tensor:
             return t.to(device, non_blocking=non_blocking)
 
-        towers = None if self.towers is None else (move(self.towers[0]), move(self.towers[1]))
         return replace(
-            self,
-            audio=move(self.audio),
-            images=move(self.images),
-            is_audio=move(self.is_audio),
-            towers=towers,
+            self, audio=move(self.audio), images=move(self.images), is_audio=move(self.is_audio)
         )
 
     def __len__(self) -> int:
@@ -184,7 +178,7 @@ class SynchronizedPairs(PairBuilder):
         batch_size: int,
         rank: int = 0,
         world_size: int = 1,
-    ) -> PairBatches:
+    ) -> EpochLoader:
         if world_size != 1:
             raise ConfigError(
                 "pairs synchronized_pairs: the two-tower (CLIP) loss runs in one process; "
@@ -200,13 +194,15 @@ class SynchronizedPairs(PairBuilder):
                 "pairs table: every group needs one 'audio' and one 'image' view (built by "
                 "synchronized_pairs)"
             )
-        return PairBatches(
-            self,
-            groups=sides.index.to_numpy(),
-            audio_rows=row_of.loc[sides["audio"].to_numpy()].to_numpy(),
-            image_rows=row_of.loc[sides["image"].to_numpy()].to_numpy(),
-            seed=seed,
-            batch_size=batch_size,
+        return EpochLoader(
+            PairBatches(
+                self,
+                groups=sides.index.to_numpy(),
+                audio_rows=row_of.loc[sides["audio"].to_numpy()].to_numpy(),
+                image_rows=row_of.loc[sides["image"].to_numpy()].to_numpy(),
+                seed=seed,
+                batch_size=batch_size,
+            )
         )
 
     def embedding_batches(self, items: Items, batch_size: int) -> Iterator[AudioImageBatch]:
@@ -224,13 +220,12 @@ class SynchronizedPairs(PairBuilder):
                 items,
             )
 
-    def _batch(self, audio, images, is_audio, items: Items, towers=None) -> AudioImageBatch:
+    def _batch(self, audio, images, is_audio, items: Items) -> AudioImageBatch:
         return AudioImageBatch(
             audio=torch.as_tensor(np.asarray(audio, dtype=np.float32)),
             images=torch.as_tensor(np.asarray(images, dtype=np.float32)),
             is_audio=torch.as_tensor(np.asarray(is_audio, dtype=bool)),
             sample_rate=int(items.meta["sample_rate"]),
-            towers=towers,
         )
 
 
@@ -250,7 +245,8 @@ class PairBatches:
     run. A last, incomplete batch is dropped unless it is the only one (as CLIP trains): a
     handful of pairs would make an easy contrast and noisy batch-norm statistics; a new order
     each epoch lets every pair take part. Rows of a batch: the ``B``
-    audio views, then the ``B`` image views; ``group_ids`` repeats the groups twice.
+    audio views, then the ``B`` image views; ``group_ids`` repeats the groups twice. A
+    :class:`~scicontrast.data_adapters.loader.BatchPlan`.
     """
 
     def __init__(
@@ -269,36 +265,34 @@ class PairBatches:
         self.seed = seed
         self.batch_size = batch_size
         self.n_groups = len(groups)
-        self._epoch = 0
-        self._start_batch = 0
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self._epoch = epoch
-        self._start_batch = start_batch
 
     def __len__(self) -> int:
         return max(self.n_groups // self.batch_size, 1)
 
-    def __iter__(self) -> Iterator[tuple[AudioImageBatch, torch.Tensor]]:
-        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self._epoch))
+    def batch_keys(self, epoch: int) -> list[np.ndarray]:
+        """Positions (into ``groups``) of each batch's pairs."""
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
         order = torch.randperm(self.n_groups, generator=generator).numpy()
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         if len(batches) > 1 and len(batches[-1]) < self.batch_size:
             batches.pop()
+        return batches
+
+    def make_batch(self, epoch: int, positions: np.ndarray) -> ContrastiveBatch:
         items = self.builder._bound()
         audio_store, image_store = items.extras["audio"], items.extras["images"]
         modality_row = items.table["modality_row"].to_numpy()
-        for positions in batches[self._start_batch :]:
-            audio, images = [], []
-            for p in positions:
-                rng = np.random.default_rng([self.seed, self._epoch, int(p)])
-                clip = audio_store[modality_row[self.audio_rows[p]]]
-                audio.append(self.builder._audio(clip, rng, items))
-                image = image_store[modality_row[self.image_rows[p]]]
-                images.append(self.builder._image(image, rng))
-            count = len(positions)
-            towers = (torch.arange(count), torch.arange(count, 2 * count))
-            is_audio = np.repeat([True, False], count)
-            batch = self.builder._batch(audio, images, is_audio, items, towers)
-            group_ids = torch.as_tensor(np.tile(self.groups[positions], 2), dtype=torch.long)
-            yield batch, group_ids
+        audio, images = [], []
+        for p in positions:
+            rng = np.random.default_rng([self.seed, epoch, int(p)])
+            clip = audio_store[modality_row[self.audio_rows[p]]]
+            audio.append(self.builder._audio(clip, rng, items))
+            image = image_store[modality_row[self.image_rows[p]]]
+            images.append(self.builder._image(image, rng))
+        count = len(positions)
+        is_audio = np.repeat([True, False], count)
+        return ContrastiveBatch(
+            self.builder._batch(audio, images, is_audio, items),
+            torch.as_tensor(np.tile(self.groups[positions], 2), dtype=torch.long),
+            towers=(torch.arange(count), torch.arange(count, 2 * count)),
+        )

@@ -34,8 +34,10 @@ import pandas as pd
 import torch
 
 from scicontrast.data_adapters.base import Items, PairBuilder, epoch_seed
+from scicontrast.data_adapters.batch import ContrastiveBatch
 from scicontrast.data_adapters.dna.encoding import one_hot
 from scicontrast.data_adapters.dna.genome_store import CODES_EXTRA, record_codes, store_items
+from scicontrast.data_adapters.loader import EpochLoader
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import PAIR_BUILDERS
 
@@ -130,17 +132,16 @@ class GenomeReadBatches:
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
-        self._epoch, self._start = 0, 0
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self._epoch, self._start = epoch, start_batch
 
     def __len__(self) -> int:
         return self.steps
 
-    def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch ``index`` of the current epoch: ``(reads [M, 4, L], group ids [M])``."""
-        rng = np.random.default_rng([epoch_seed(self.seed, self._epoch), index])
+    def batch_keys(self, epoch: int) -> range:
+        return range(self.steps)
+
+    def make_batch(self, epoch: int, index: int) -> ContrastiveBatch:
+        """Batch ``index`` of ``epoch``: reads ``[M, 4, L]`` and their group ids ``[M]``."""
+        rng = np.random.default_rng([epoch_seed(self.seed, epoch), index])
         length = int(rng.integers(self.bounds[0], self.bounds[1] + 1))
         chosen = rng.choice(self.groups, size=self.per_batch, replace=False)
         share = -(-len(chosen) // self.world_size)
@@ -154,11 +155,7 @@ class GenomeReadBatches:
                     row, start, reverse = drawn
                     reads.append(codes_to_tensor(self.sampler.codes(row, start, length, reverse)))
                     ids.append(int(group))
-        return torch.stack(reads), torch.tensor(ids, dtype=torch.long)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for index in range(self._start, self.steps):
-            yield self.batch(index)
+        return ContrastiveBatch(torch.stack(reads), torch.tensor(ids, dtype=torch.long))
 
 
 @PAIR_BUILDERS.register("genome_reads")
@@ -248,23 +245,25 @@ class GenomeReads(PairBuilder):
         batch_size: int,
         rank: int = 0,
         world_size: int = 1,
-    ) -> GenomeReadBatches:
+    ) -> EpochLoader:
         self.bind(items)
         row_of = pd.Series(np.arange(len(items)), index=items.table["item_id"].to_numpy())
         rows = row_of.loc[pairs["item_id"].to_numpy()].to_numpy()
         groups = pairs["group_id"].to_numpy()
         rows_of_group = {int(g): rows[groups == g] for g in np.unique(groups)}
         sampler = ReadSampler(items, rows_of_group, self.bounds[1])
-        return GenomeReadBatches(
-            sampler,
-            np.array(sorted(rows_of_group)),
-            self.bounds,
-            self.reads_per_group,
-            batch_size,
-            self.steps_per_epoch,
-            seed,
-            rank=rank,
-            world_size=world_size,
+        return EpochLoader(
+            GenomeReadBatches(
+                sampler,
+                np.array(sorted(rows_of_group)),
+                self.bounds,
+                self.reads_per_group,
+                batch_size,
+                self.steps_per_epoch,
+                seed,
+                rank=rank,
+                world_size=world_size,
+            )
         )
 
     def embedding_batches(self, items: Items, batch_size: int) -> Iterator[torch.Tensor]:

@@ -70,8 +70,10 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.utils import dropout_edge, mask_feature
 
 from scicontrast.data_adapters.base import Items, PairBuilder
+from scicontrast.data_adapters.batch import ContrastiveBatch
 from scicontrast.data_adapters.classical import ClassicalFeatures, propagated_features
 from scicontrast.data_adapters.graphs.cleaning import EDGE_INDEX, FEATURES, MODALITY
+from scicontrast.data_adapters.loader import EpochLoader
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import PAIR_BUILDERS
 
@@ -199,7 +201,8 @@ class GraphViews(PairBuilder):
             diffused = view == 1 and self.diffusion_view is not None
             if diffused:
                 edge_index, edge_weight = self.diffusion(data)
-            with torch.random.fork_rng(devices=[]):
+            # On a GPU (training.augment_on_device) the draws come from its generator.
+            with torch.random.fork_rng(devices=[data.x.device] if data.x.is_cuda else []):
                 torch.manual_seed(_view_seed(seed, epoch, view))
                 if diffused:
                     edge_index, edge_weight = _drop_edges_keep_loops(
@@ -227,7 +230,7 @@ class GraphViews(PairBuilder):
                 ],
                 dim=1,
             )
-        return batch, torch.arange(n_nodes).repeat(2)
+        return batch, torch.arange(n_nodes, device=data.x.device).repeat(2)
 
     def diffusion(self, data: Data) -> tuple[torch.Tensor, torch.Tensor]:
         """The sparsified PPR diffusion of ``data``: ``(edge_index [2, E'], edge_weight [E'])``.
@@ -275,7 +278,7 @@ class GraphViews(PairBuilder):
         batch_size: int,
         rank: int = 0,
         world_size: int = 1,
-    ) -> GraphViewBatches:
+    ) -> EpochLoader:
         """One full-graph batch of both views per epoch (``batch_size`` is unused).
 
         The loss covers the nodes of ``pairs`` (a subset of the nodes when some are held out).
@@ -296,7 +299,7 @@ class GraphViews(PairBuilder):
                 f"({len(pairs)} rows, expected {len(expected)}); rebuild it"
             )
         nodes = np.unique(pairs["group_id"].to_numpy())
-        return GraphViewBatches(self, graph_data(items), seed, torch.as_tensor(nodes))
+        return EpochLoader(GraphViewBatches(self, graph_data(items), seed, torch.as_tensor(nodes)))
 
     def classical_features(self, items: Items) -> list[ClassicalFeatures]:
         """SGC features ``S^2 X``, PPR features (APPNP's teleport 0.1, 10 hops) and the node
@@ -315,11 +318,13 @@ class GraphViews(PairBuilder):
 
 
 class GraphViewBatches:
-    """An epoch of graph training: one step on both views of the full graph.
+    """An epoch of graph training: one step on both views of the full graph (a
+    :class:`~scicontrast.data_adapters.loader.BatchPlan`).
 
-    With ``nodes`` short of every node, the batch carries ``loss_rows`` (those nodes' rows in
-    both views), ``group_ids`` and ``positive_pairs`` are given for those rows only, in their
-    order (module docstring, "Held-out nodes").
+    The batch's ``positive_pairs`` come out of the views' PyG batch. With ``nodes`` short of
+    every node, the batch carries ``loss_rows`` (those nodes' rows in both views), and
+    ``group_ids`` and ``positive_pairs`` are given for those rows only, in their order
+    (module docstring, "Held-out nodes").
     """
 
     def __init__(self, builder: GraphViews, data: Data, seed: int, nodes: torch.Tensor) -> None:
@@ -328,33 +333,35 @@ class GraphViewBatches:
         self.seed = seed
         self.nodes = nodes
         self.n_groups = len(nodes)
-        self._epoch = 0
-        self._start_batch = 0
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self._epoch = epoch
-        self._start_batch = start_batch
 
     def __len__(self) -> int:
         return 1
 
-    def __iter__(self) -> Iterator[tuple[Batch, torch.Tensor]]:
-        if self._start_batch != 0:
-            return
-        batch, group_ids = self.builder.views(self.data, self.seed, self._epoch)
+    def batch_keys(self, epoch: int) -> list[int]:
+        return [0]
+
+    def to_device(self, device: torch.device) -> None:
+        """Edge dropping and feature masking then run on ``device`` (``augment_on_device``)."""
+        self.data, self.nodes = self.data.to(device), self.nodes.to(device)
+
+    def make_batch(self, epoch: int, key: int) -> ContrastiveBatch:
+        batch, group_ids = self.builder.views(self.data, self.seed, epoch)
+        positive_pairs = getattr(batch, "positive_pairs", None)
+        if positive_pairs is not None:
+            del batch.positive_pairs
         n_nodes = self.data.num_nodes
         if self.n_groups == n_nodes:
-            yield batch, group_ids
-            return
+            return ContrastiveBatch(batch, group_ids, positive_pairs=positive_pairs)
         rows = torch.cat([self.nodes, self.nodes + n_nodes])
-        batch.loss_rows = rows
-        if getattr(batch, "positive_pairs", None) is not None:
+        if positive_pairs is not None:
             # Old row -> position among the loss rows; -1 for rows outside the loss.
-            position = torch.full((2 * n_nodes,), -1, dtype=torch.long)
-            position[rows] = torch.arange(len(rows))
-            kept = position[batch.positive_pairs]
-            batch.positive_pairs = kept[:, (kept >= 0).all(dim=0)]
-        yield batch, group_ids[rows]
+            position = torch.full((2 * n_nodes,), -1, dtype=torch.long, device=rows.device)
+            position[rows] = torch.arange(len(rows), device=rows.device)
+            kept = position[positive_pairs]
+            positive_pairs = kept[:, (kept >= 0).all(dim=0)]
+        return ContrastiveBatch(
+            batch, group_ids[rows], loss_rows=rows, positive_pairs=positive_pairs
+        )
 
 
 def _drop_edges_keep_loops(

@@ -213,15 +213,15 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_embed(args: argparse.Namespace) -> None:
     from scicontrast.analysis.embed import embed, embed_files
 
-    items_folders = [p for p in args.inputs if (p / "items.parquet").is_file()]
+    items_folders = [p for p in args.inputs if (p / "items.parquet").exists()]
     if items_folders and len(args.inputs) > 1:
         raise ScicontrastError(
             f"{items_folders[0]} is an items folder: embed one items folder, or raw files"
         )
     if items_folders:
-        embed(args.model, args.inputs[0], args.out, args.batch_size, args.device)
+        embed(args.model, args.inputs[0], args.out, args.batch_size, args.device, args.workers)
     else:
-        embed_files(args.model, args.inputs, args.out, args.batch_size, args.device)
+        embed_files(args.model, args.inputs, args.out, args.batch_size, args.device, args.workers)
     log.info("wrote embeddings to %s", args.out)
 
 

@@ -162,6 +162,9 @@ def add_embed(sub: Subparsers) -> None:
     p.add_argument("--out", required=True, type=Path, help="embeddings folder to write")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument(
+        "--workers", type=int, default=0, help="a loader process makes batches ahead (0: none)"
+    )
 
 
 def add_cluster(sub: Subparsers) -> None:

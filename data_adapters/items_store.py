@@ -1,0 +1,206 @@
+"""How an items set lies on disk: read in row groups, arrays memory-mapped, written in chunks.
+
+The folder (``Items.save`` / ``Items.load``, layout in :mod:`scicontrast.data_adapters.base`):
+
+``items.parquet``
+    The table: one Parquet file, or a folder of Parquet files (a partitioned data set, e.g.
+    one file per shard or hive partitions ``key=value/``), read in the order of their paths.
+    It is read one row group at a time (pyarrow datasets), so a damaged row group is an
+    :class:`~scicontrast.errors.InputDataError` naming the file and the row group.
+``<name>.npy``, ``<name>.extra.npy``
+    Arrays, memory-mapped when loaded (``np.load(mmap_mode="c")``: pages are read from disk
+    where they are used; writes stay private to the process, so the file never changes),
+    so that a set larger than memory loads; a truncated array names its file.
+
+:class:`ItemsWriter` writes the folder chunk by chunk, as an adapter reads its input: each
+chunk's table rows become one Parquet row group and its array rows are appended to the
+``.npy`` files, whose header is written last. The folder appears atomically when the writer
+closes without error; on an error nothing is left.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from scicontrast.errors import InputDataError
+from scicontrast.io import atomic_path
+
+TABLE_FILE = "items.parquet"
+META_FILE = "meta.json"
+# Room for any header numpy writes for the arrays here: the shape's first number is known
+# only once the last chunk is written, so the header is written into a fixed-size slot.
+_NPY_HEADER_BYTES = 256
+
+
+def table_row_groups(path: str | Path, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+    """The table at ``path`` (a Parquet file or a folder of them), one row group at a time.
+
+    Raises ``InputDataError`` naming the file (and the row group) that cannot be read.
+    """
+    path = Path(path)
+    try:
+        dataset = ds.dataset(path, format="parquet", partitioning="hive")
+    except (OSError, pa.ArrowException) as exc:
+        raise InputDataError(f"{path}: not a readable Parquet table ({exc})") from None
+    for fragment in sorted(dataset.get_fragments(), key=lambda f: f.path):
+        try:
+            row_groups = fragment.split_by_row_group()
+        except (OSError, pa.ArrowException) as exc:
+            raise InputDataError(f"{fragment.path}: truncated or not Parquet ({exc})") from None
+        for index, row_group in enumerate(row_groups):
+            try:
+                table = row_group.to_table(columns=columns, schema=dataset.schema)
+            except (OSError, pa.ArrowException) as exc:
+                raise InputDataError(
+                    f"{fragment.path}: row group {index} is damaged or truncated ({exc})"
+                ) from None
+            yield table.to_pandas()
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """The whole table at ``path``, read row group by row group (:func:`table_row_groups`)."""
+    parts = list(table_row_groups(path))
+    if not parts:
+        raise InputDataError(f"{path}: a Parquet table without row groups")
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+
+
+def load_array(path: Path) -> np.ndarray:
+    """The array in ``path``, memory-mapped copy-on-write; ``InputDataError`` if damaged."""
+    try:
+        return np.load(path, mmap_mode="c")
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputDataError(f"{path}: truncated or not a .npy array ({exc})") from None
+
+
+class ItemsWriter:
+    """Writes an items folder chunk by chunk (module docstring).
+
+    Example::
+
+        with ItemsWriter(folder, meta={"modality": "dna"}) as writer:
+            for table, arrays in chunks:  # pd.DataFrame, {name: array with len(table) rows}
+                writer.append(table, arrays)
+            writer.add_extra("edge_index", edges)
+
+    Every chunk must have the same columns and arrays (same dtypes and row shapes); item
+    ids must be unique across all chunks.
+    """
+
+    def __init__(self, folder: str | Path, meta: dict[str, Any] | None = None) -> None:
+        self.folder = Path(folder)
+        self.meta = dict(meta or {})
+        self._atomic = atomic_path(self.folder)
+        self._tmp: Path | None = None
+        self._table: pq.ParquetWriter | None = None
+        self._arrays: dict[str, tuple[Any, np.dtype, tuple[int, ...]]] = {}
+        self._ids: set[Any] = set()
+        self.rows = 0
+
+    @property
+    def _dir(self) -> Path:
+        if self._tmp is None:
+            raise RuntimeError("ItemsWriter writes inside a with block")
+        return self._tmp
+
+    def __enter__(self) -> ItemsWriter:
+        self._tmp = self._atomic.__enter__()
+        self._dir.mkdir()
+        return self
+
+    def append(self, table: pd.DataFrame, arrays: dict[str, np.ndarray] | None = None) -> None:
+        """Add ``table``'s rows (one row group) and the matching rows of ``arrays``."""
+        arrays = arrays or {}
+        self._check_chunk(table, arrays)
+        chunk = pa.Table.from_pandas(table, preserve_index=False)
+        if self._table is None:
+            self._table = pq.ParquetWriter(self._dir / TABLE_FILE, chunk.schema)
+            self._arrays = {
+                name: (open(self._dir / f"{name}.npy", "wb"), a.dtype, a.shape[1:])
+                for name, a in arrays.items()
+            }
+            for file, _, _ in self._arrays.values():
+                file.write(b"\0" * _NPY_HEADER_BYTES)
+        self._table.write_table(chunk.cast(self._table.schema))
+        for name, array in arrays.items():
+            file, dtype, row_shape = self._arrays[name]
+            if array.dtype != dtype or array.shape[1:] != row_shape:
+                raise ValueError(
+                    f"array {name!r}: chunk of {array.dtype} rows {array.shape[1:]}, "
+                    f"earlier chunks {dtype} rows {row_shape}"
+                )
+            file.write(np.ascontiguousarray(array).data)
+        self.rows += len(table)
+
+    def add_extra(self, name: str, array: np.ndarray) -> None:
+        """An array of any shape that belongs to the set as a whole (``<name>.extra.npy``)."""
+        np.save(self._dir / f"{name}.extra.npy", array)
+
+    def _check_chunk(self, table: pd.DataFrame, arrays: dict[str, np.ndarray]) -> None:
+        if "item_id" not in table.columns:
+            raise ValueError("items table needs an 'item_id' column")
+        ids = table["item_id"]
+        repeated = ids.duplicated() | ids.isin(self._ids)
+        if repeated.any():
+            raise ValueError(f"items table has duplicate item_id {ids[repeated].iloc[0]!r}")
+        self._ids.update(ids.tolist())
+        if self._table is not None and set(arrays) != set(self._arrays):
+            raise ValueError(f"chunk arrays {sorted(arrays)}, earlier {sorted(self._arrays)}")
+        for name, array in arrays.items():
+            if len(array) != len(table):
+                raise ValueError(f"array {name!r} has {len(array)} rows, table {len(table)}")
+            if name.endswith(".extra"):
+                raise ValueError(f"array name {name!r} would be read back as an extra")
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if error is None:
+            try:
+                self._finish()
+            except BaseException as exc:
+                self._close()
+                self._atomic.__exit__(type(exc), exc, exc.__traceback__)
+                raise
+        self._close()
+        # Moves the folder into place, or (with an error) removes it.
+        self._atomic.__exit__(kind, error, traceback)
+
+    def _finish(self) -> None:
+        if self._table is None:
+            raise ValueError(f"{self.folder}: no rows were written")
+        for file, dtype, row_shape in self._arrays.values():
+            file.seek(0)
+            file.write(_npy_header(dtype, (self.rows, *row_shape)))
+        (self._dir / META_FILE).write_text(json.dumps(self.meta, indent=2, sort_keys=True))
+
+    def _close(self) -> None:
+        if self._table is not None:
+            self._table.close()  # writes the Parquet footer
+        for file, _, _ in self._arrays.values():
+            file.close()
+
+
+def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    """A ``.npy`` version 1.0 header of exactly ``_NPY_HEADER_BYTES`` bytes."""
+    header = np.lib.format.header_data_from_array_1_0(np.empty((0,), dtype))
+    header["shape"] = shape
+    text = "{" + "".join(f"'{key}': {value!r}, " for key, value in sorted(header.items())) + "}"
+    size = _NPY_HEADER_BYTES - 10  # magic (6), version (2), header length (2)
+    if len(text) + 1 > size:
+        raise ValueError(f"a .npy header for {dtype} {shape} does not fit {size} bytes")
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", size) + (text.ljust(size - 1) + "\n").encode()
