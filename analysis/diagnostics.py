@@ -72,6 +72,7 @@ from torch.nn.parameter import UninitializedParameter
 
 from scicontrast.analysis.trained import load_trained, read_pairs
 from scicontrast.data_adapters.base import Items, PairBuilder, held_out_groups
+from scicontrast.experiment import Experiment
 from scicontrast.io import atomic_path
 from scicontrast.models.contrastive_metrics import VIEW_EPOCH, contrastive_metrics
 
@@ -176,15 +177,11 @@ def norm_specificity(norms: np.ndarray, proxy: np.ndarray) -> dict[str, Any]:
 # --------------------------------------------------------------------- model-level pieces
 
 
-def untrained_model(experiment: dict[str, Any], builder: PairBuilder, items: Items):
-    """The model exactly as training starts it: seeded like ``train``, lazy layers sized.
-
-    ``experiment`` is the dict form that ``build_model`` and ``load_model`` use (the models
-    layer takes the typed :class:`~scicontrast.experiment.Experiment` once train.py does).
-    """
+def untrained_model(experiment: Experiment, builder: PairBuilder, items: Items):
+    """The model exactly as training starts it: seeded like ``train``, lazy layers sized."""
     from scicontrast.models.contrastive import build_model
 
-    torch.manual_seed(experiment["training"]["seed"])
+    torch.manual_seed(experiment.training.seed)
     model = build_model(experiment)
     model.eval()
     if any(isinstance(p, UninitializedParameter) for p in model.parameters()):
@@ -238,7 +235,7 @@ def diagnose(
     trained = load_trained(model_path, device)
     experiment, builder, torch_device = trained.experiment, trained.builder, trained.device
     seed, batch_size = experiment.training.seed, experiment.training.batch_size
-    baseline = untrained_model(trained.settings, builder, items)
+    baseline = untrained_model(experiment, builder, items)
 
     groups, training_groups = choose_groups(
         pairs, experiment.training.holdout_fraction, seed, max_groups

@@ -209,7 +209,7 @@ def _comparison(
     """The ``comparison`` entry: the trained embedding's scores beside the classical
     features' and (``analysis.untrained_control``) the untrained encoder's."""
     untrained = (
-        untrained_embeddings(trained.settings, trained.builder, items, trained.device)
+        untrained_embeddings(trained.experiment, trained.builder, items, trained.device)
         if analysis.untrained_control
         else None
     )

@@ -202,9 +202,10 @@ def evaluate_genome_reads(
     Writes ``{read set folder: {row: scores}}`` to the JSON file ``out`` and returns it.
     """
     model, settings = load_model(model_path)
-    seed = Experiment.from_dict(settings).training.seed
+    experiment = Experiment.from_dict(settings)
+    seed = experiment.training.seed
     torch.manual_seed(seed)  # the weights training started from
-    untrained = build_model(settings)
+    untrained = build_model(experiment)
     encoders = {"trained encoder": model.encoder, "untrained encoder": untrained.encoder}
     results = {
         Path(folder).name: evaluate_reads(Items.load(folder), encoders, seed)

@@ -286,7 +286,7 @@ def _comparison(
 
     untrained = None
     if analysis.untrained_control:
-        untrained = untrained_embeddings(trained.settings, trained.builder, items, projected=True)
+        untrained = untrained_embeddings(trained.experiment, trained.builder, items, projected=True)
     return compare(trained_scores, score, [cca_features(items, fit_events)], untrained)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -26,14 +26,10 @@ if TYPE_CHECKING:
 
 @dataclasses.dataclass(frozen=True)
 class TrainedModel:
-    """A trained model in evaluation mode on ``device``, and what it was trained with.
-
-    ``settings`` is the stored experiment in the dict form the models layer takes (the
-    untrained control is built from it), ``experiment`` its typed form.
-    """
+    """A trained model in evaluation mode on ``device``, and the experiment and pair builder
+    it was trained with."""
 
     model: ContrastiveModel
-    settings: dict[str, Any]
     experiment: Experiment
     builder: PairBuilder
     device: torch.device
@@ -55,7 +51,7 @@ def load_trained(model_path: str | Path, device: str = "auto") -> TrainedModel:
     torch_device = resolve_device(device)
     model.to(torch_device).eval()
     builder = PAIR_BUILDERS.create(experiment.pairs, where=f"{model_path}: pairs")
-    return TrainedModel(model, settings, experiment, builder, torch_device)
+    return TrainedModel(model, experiment, builder, torch_device)
 
 
 def read_pairs(pairs_path: str | Path, items: Items) -> pd.DataFrame:

@@ -26,14 +26,16 @@ The members are not trained together: a loss on the joint ``z`` would let them c
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import math
 from collections.abc import Sequence
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from scicontrast.experiment import Experiment
 
 
 class TwoTowers(Protocol):
@@ -90,10 +92,10 @@ class EnsembleHead(nn.Module):
         return [head(part) for head, part in zip(self.heads, slices, strict=True)]
 
 
-def member_experiment(experiment: dict[str, Any], member: int) -> dict[str, Any]:
+def member_experiment(experiment: Experiment, member: int) -> Experiment:
     """The experiment member ``member`` trains: one model (``ensemble: 1``), seed
     ``training.seed + member``."""
-    member_settings = copy.deepcopy(experiment)
-    member_settings["training"]["ensemble"] = 1
-    member_settings["training"]["seed"] += member
-    return member_settings
+    training = dataclasses.replace(
+        experiment.training, ensemble=1, seed=experiment.training.seed + member
+    )
+    return dataclasses.replace(experiment, training=training)
