@@ -30,6 +30,7 @@ import torch
 
 from scicontrast.data_adapters.base import Items, PairBuilder
 from scicontrast.data_adapters.classical import ClassicalFeatures
+from scicontrast.experiment import Experiment
 
 Metric = dict[str, Any]
 Scores = dict[str, Metric]
@@ -48,7 +49,7 @@ def metric_summary(values: list[float | None] | float | None) -> Metric:
 
 
 def untrained_embeddings(
-    experiment: dict[str, Any],
+    experiment: Experiment,
     builder: PairBuilder,
     items: Items,
     device: torch.device | str = "cpu",

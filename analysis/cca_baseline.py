@@ -58,10 +58,11 @@ class CCABaseline:
         """Fit on the events of ``events`` that have both a clip and an image;
         :class:`CCAUnavailable` with fewer than ``MIN_EVENTS`` such events or clips too
         short for MFCCs."""
-        features = side_features(items)
-        for found in features.values():
+        features = {}
+        for side, found in side_features(items).items():
             if found.features is None:
                 raise CCAUnavailable(found.skipped)
+            features[side] = found.features
         by_event = {side: _rows_by_event(items.table, side) for side in SIDES}
         paired = np.intersect1d(by_event["audio"].index, by_event["image"].index)
         paired = np.intersect1d(paired, events)
@@ -69,7 +70,7 @@ class CCABaseline:
             raise CCAUnavailable(f"{len(paired)} complete events to fit CCA on; need {MIN_EVENTS}")
         reduced = {}
         for side in SIDES:
-            matrix = features[side].features[by_event[side].loc[paired].to_numpy()]
+            matrix = features[side][by_event[side].loc[paired].to_numpy()]
             dims = max(1, min(matrix.shape[1], len(paired) // 2, 64))
             self.reducers[side] = make_pipeline(StandardScaler(), PCA(dims, random_state=0))
             reduced[side] = self.reducers[side].fit_transform(matrix)
@@ -80,6 +81,8 @@ class CCABaseline:
     def transform(self, items: Items) -> np.ndarray:
         """``[N, k]`` in the items' table order: audio rows their clip's projection, image
         rows their image's."""
+        if self.cca is None:
+            raise RuntimeError("CCABaseline: fit before transform")
         features = side_features(items)
         reduced = {s: self.reducers[s].transform(features[s].features) for s in SIDES}
         # CCA.transform maps each side with its own rotation; the zeros passed beside the

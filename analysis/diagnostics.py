@@ -70,9 +70,8 @@ from scipy import stats
 from sklearn.neighbors import NearestNeighbors
 from torch.nn.parameter import UninitializedParameter
 
-from scicontrast.data_adapters.base import Items, PairBuilder, check_pairs_table, held_out_groups
-from scicontrast.device import resolve_device
-from scicontrast.errors import InputDataError
+from scicontrast.analysis.trained import load_trained, read_pairs
+from scicontrast.data_adapters.base import Items, PairBuilder, held_out_groups
 from scicontrast.experiment import Experiment
 from scicontrast.io import atomic_path
 from scicontrast.models.contrastive_metrics import VIEW_EPOCH, contrastive_metrics
@@ -178,15 +177,11 @@ def norm_specificity(norms: np.ndarray, proxy: np.ndarray) -> dict[str, Any]:
 # --------------------------------------------------------------------- model-level pieces
 
 
-def untrained_model(experiment: dict[str, Any], builder: PairBuilder, items: Items):
-    """The model exactly as training starts it: seeded like ``train``, lazy layers sized.
-
-    ``experiment`` is the dict form that ``build_model`` and ``load_model`` use (the models
-    layer takes the typed :class:`~scicontrast.experiment.Experiment` once train.py does).
-    """
+def untrained_model(experiment: Experiment, builder: PairBuilder, items: Items):
+    """The model exactly as training starts it: seeded like ``train``, lazy layers sized."""
     from scicontrast.models.contrastive import build_model
 
-    torch.manual_seed(experiment["training"]["seed"])
+    torch.manual_seed(experiment.training.seed)
     model = build_model(experiment)
     model.eval()
     if any(isinstance(p, UninitializedParameter) for p in model.parameters()):
@@ -235,21 +230,12 @@ def diagnose(
     The experiment (pair builder, seed, batch size, hold-out) comes from the model file.
     Returns what ``diagnostics.json`` holds.
     """
-    from scicontrast.models.contrastive import load_model
-    from scicontrast.registry import PAIR_BUILDERS
-
-    pairs_path = Path(pairs_path)
-    if not pairs_path.exists():
-        raise InputDataError(f"{pairs_path}: pairs table not found")
-    model, settings = load_model(model_path, map_location="cpu")
-    experiment = Experiment.from_dict(settings)
-    torch_device = resolve_device(device)
-    builder = PAIR_BUILDERS.create(experiment.pairs, where=f"{model_path}: pairs")
     items = Items.load(items_dir)
-    pairs = pd.read_parquet(pairs_path)
-    check_pairs_table(pairs, items, str(pairs_path))
+    pairs = read_pairs(pairs_path, items)
+    trained = load_trained(model_path, device)
+    experiment, builder, torch_device = trained.experiment, trained.builder, trained.device
     seed, batch_size = experiment.training.seed, experiment.training.batch_size
-    baseline = untrained_model(settings, builder, items)
+    baseline = untrained_model(experiment, builder, items)
 
     groups, training_groups = choose_groups(
         pairs, experiment.training.holdout_fraction, seed, max_groups
@@ -258,7 +244,7 @@ def diagnose(
     training_pairs = (
         None if training_groups is None else pairs[pairs["group_id"].isin(training_groups)]
     )
-    nets = {"untrained": baseline, "trained": model}
+    nets = {"untrained": baseline, "trained": trained.model}
     result: dict[str, Any] = {
         "subset": {
             "held_out_from_training": training_groups is not None,

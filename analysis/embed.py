@@ -21,6 +21,7 @@ the adapter settings stored in the model file first (``scicontrast embed --model
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pandas as pd
@@ -37,13 +38,16 @@ from scicontrast.errors import InputDataError
 from scicontrast.experiment import Component, Experiment
 from scicontrast.io import atomic_path
 
+if TYPE_CHECKING:
+    from scicontrast.models.contrastive import ContrastiveModel
+
 EMBEDDINGS_TABLE = "embeddings.parquet"
 EMBEDDINGS_ARRAY = "embeddings.npy"
 EMBEDDING_COLUMN = "embedding"
 
 
 def embed_items(
-    model: torch.nn.Module,
+    model: ContrastiveModel,
     builder: PairBuilder,
     items: Items,
     batch_size: int = 512,
@@ -70,7 +74,9 @@ def embed_items(
     device = torch.device(device)
     model.to(device)
     model.eval()
-    chunks = [np.zeros((0, model.encoder.embedding_dim), dtype=np.float32)]
+    # Every encoder declares its output width (build_model checks it).
+    width = cast(int, model.encoder.embedding_dim)
+    chunks = [np.zeros((0, width), dtype=np.float32)]
     batches = embedding_loader(
         builder, items, batch_size, workers, pin_memory=device.type == "cuda"
     )

@@ -12,14 +12,14 @@ when a label column is given, ``labels`` (how many items were usable), ``probe``
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from scicontrast.analysis.baselines import (
     Scores,
@@ -29,19 +29,11 @@ from scicontrast.analysis.baselines import (
 )
 from scicontrast.analysis.embed import EMBEDDINGS_TABLE, load_embeddings
 from scicontrast.analysis.invariance import invariance_score
-from scicontrast.analysis.probes import (
-    DEFAULT_SEEDS,
-    knn_accuracy,
-    linear_probe,
-    usable_labels,
-)
-from scicontrast.data_adapters.base import (
-    Items,
-    check_pairs_table,
-)
-from scicontrast.device import resolve_device
+from scicontrast.analysis.probes import knn_accuracy, linear_probe, usable_labels
+from scicontrast.analysis.trained import TrainedModel, check_same_items, load_trained, read_pairs
+from scicontrast.data_adapters.base import Items
 from scicontrast.errors import ConfigError, InputDataError
-from scicontrast.experiment import Experiment
+from scicontrast.experiment import Analysis
 from scicontrast.io import write_json
 
 
@@ -65,45 +57,37 @@ def _probe_groups(
     return groups.astype(str).to_numpy()
 
 
+@dataclasses.dataclass(frozen=True)
+class Labelled:
+    """The probed rows of the embeddings table, their labels and (grouped splits) groups."""
+
+    rows: np.ndarray
+    labels: pd.Series
+    groups: np.ndarray | None
+
+
 def evaluate(
     model_path: str | Path,
     items_dir: str | Path,
     pairs_path: str | Path,
     embeddings_dir: str | Path,
     out_path: str | Path,
-    label_column: str | None = None,
-    probe_test_fraction: float = 0.2,
-    probe_seeds: Sequence[int] = DEFAULT_SEEDS,
-    knn_k: int = 10,
-    invariance_negatives: int = 10,
+    analysis: Analysis,
     seed: int = 0,
     device: str = "auto",
-    probe_scaling: str = "standard",
-    probe_class_weight: str | None = None,
-    probe_group_column: str | None = None,
-    baselines: bool = True,
-    untrained_control: bool = True,
 ) -> dict[str, Any]:
-    """Probe the embeddings for ``label_column``, score the model's invariance, write JSON.
+    """The ``evaluate`` step for the items' modality; writes ``out_path`` and returns its JSON.
 
-    With a label column and ``baselines``, the pair builder's classical features and (with
-    ``untrained_control``) the encoder as initialised before training are scored the same
-    way and compared with the embedding (``scicontrast.analysis.baselines``; key
-    ``comparison``).
-
-    With ``probe_group_column`` (a column of the embeddings table, such as ``record_id`` for
-    the windows of one DNA record) the probe and kNN splits keep each group on one side
-    (module doc, "Grouped splits"); graph and audio-image items have no such column.
-
-    Graph items (``meta["modality"] == "graph"``) are evaluated node-wise instead, by
+    ``seed`` (the experiment's training seed) draws the invariance score's negatives.
+    Graph items (``meta["modality"] == "graph"``) are evaluated node-wise, by
     :func:`scicontrast.analysis.graph_eval.evaluate_graph` (random 10/10/80 splits over
     ``probe_seeds``, the public split, training cost; ``probe_test_fraction`` is unused).
     Audio-image items (``"audio_image"``) are evaluated by cross-modal retrieval and
-    zero-shot classification instead, by
-    :func:`scicontrast.analysis.retrieval.evaluate_audio_image`.
+    zero-shot classification, by :func:`scicontrast.analysis.retrieval.evaluate_audio_image`.
+    Other items are probed one by one, by :func:`evaluate_items`.
     """
     modality = _modality(items_dir)
-    if probe_group_column is not None and modality in ("graph", "audio_image"):
+    if analysis.probe_group_column is not None and modality in ("graph", "audio_image"):
         raise ConfigError(
             f"analysis.probe_group_column applies to items probed one by one, not to "
             f"{modality} items ({items_dir})"
@@ -112,129 +96,129 @@ def evaluate(
         from scicontrast.analysis.retrieval import evaluate_audio_image
 
         return evaluate_audio_image(
-            model_path,
-            items_dir,
-            pairs_path,
-            embeddings_dir,
-            out_path,
-            label_column=label_column,
-            invariance_negatives=invariance_negatives,
-            seed=seed,
-            baselines=baselines,
-            untrained_control=untrained_control,
+            model_path, items_dir, pairs_path, embeddings_dir, out_path, analysis, seed
         )
     if modality == "graph":
         from scicontrast.analysis.graph_eval import evaluate_graph
 
         return evaluate_graph(
-            model_path,
-            items_dir,
-            embeddings_dir,
-            out_path,
-            label_column=label_column,
-            probe_seeds=probe_seeds,
-            knn_k=knn_k,
-            invariance_negatives=invariance_negatives,
-            seed=seed,
-            device=device,
-            probe_scaling=probe_scaling,
-            probe_class_weight=probe_class_weight,
-            baselines=baselines,
-            untrained_control=untrained_control,
+            model_path, items_dir, embeddings_dir, out_path, analysis, seed, device
         )
+    return evaluate_items(
+        model_path, items_dir, pairs_path, embeddings_dir, out_path, analysis, seed, device
+    )
+
+
+def evaluate_items(
+    model_path: str | Path,
+    items_dir: str | Path,
+    pairs_path: str | Path,
+    embeddings_dir: str | Path,
+    out_path: str | Path,
+    analysis: Analysis,
+    seed: int = 0,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Probe the embeddings for ``analysis.label_column``, score the model's invariance, write
+    JSON.
+
+    With a label column and ``analysis.baselines``, the pair builder's classical features
+    and (with ``analysis.untrained_control``) the encoder as initialised before training are
+    scored the same way and compared with the embedding (``scicontrast.analysis.baselines``;
+    key ``comparison``). With ``analysis.probe_group_column`` (a column of the embeddings
+    table, such as ``record_id`` for the windows of one DNA record) the probe and kNN splits
+    keep each group on one side (:mod:`~scicontrast.analysis.probes`, "Grouped splits").
+    """
     metadata, embeddings = load_embeddings(embeddings_dir)
     result: dict[str, Any] = {
         "n_items": len(embeddings),
         "embedding_dim": int(embeddings.shape[1]),
-        "label_column": label_column,
+        "label_column": analysis.label_column,
     }
-    rows, labels, groups = np.arange(len(embeddings)), None, None
-    if label_column is not None:
-        source = Path(embeddings_dir) / EMBEDDINGS_TABLE
-        rows, labels, result["labels"] = usable_labels(metadata, label_column, source)
-        if probe_group_column is not None:
-            groups = _probe_groups(metadata, probe_group_column, rows, source)
-            result["probe_group_column"] = probe_group_column
-        try:
-            result["probe"] = linear_probe(
-                embeddings[rows],
-                labels,
-                probe_test_fraction,
-                probe_seeds,
-                probe_scaling,
-                probe_class_weight,
-                groups,
-            )
-            result["knn"] = knn_accuracy(
-                embeddings[rows], labels, knn_k, probe_test_fraction, probe_seeds, groups
-            )
-        except ValueError as exc:
-            raise InputDataError(f"{source}: label column {label_column!r}: {exc}") from None
-
-    # Imported here: the array-level functions above must work without the model stack.
-    from scicontrast.models.contrastive import load_model
-    from scicontrast.registry import PAIR_BUILDERS
-
-    pairs_path = Path(pairs_path)
-    if not pairs_path.exists():
-        raise InputDataError(f"{pairs_path}: pairs table not found")
-    model, settings = load_model(model_path, map_location="cpu")
-    experiment = Experiment.from_dict(settings)
-    torch_device = resolve_device(device)
-    model.to(torch_device).eval()
-    builder = PAIR_BUILDERS.create(experiment.pairs, where=f"{model_path}: pairs")
+    labelled = None
+    if analysis.label_column is not None:
+        probes, labelled = _probe_labels(metadata, embeddings, analysis, embeddings_dir)
+        result.update(probes)
     items = Items.load(items_dir)
-    pairs = pd.read_parquet(pairs_path)
-    check_pairs_table(pairs, items, str(pairs_path))
+    pairs = read_pairs(pairs_path, items)
+    trained = load_trained(model_path, device)
+    result.update(_invariance(trained, items, pairs, analysis.invariance_negatives, seed))
+    if labelled is not None and analysis.baselines:
+        check_same_items(metadata, embeddings_dir, items, items_dir)
+        trained_scores = _item_scores(
+            result["probe"], result["knn"], embeddings[labelled.rows], labelled.labels
+        )
+        result["comparison"] = _comparison(trained_scores, trained, items, labelled, analysis)
+    write_json(out_path, result)
+    return result
 
-    def embed_views(views: torch.Tensor) -> torch.Tensor:
-        return model.embed(views.to(torch_device)).cpu()
 
-    result["invariance"] = invariance_score(
-        embed_views, items, pairs, builder, negatives=invariance_negatives, seed=seed
-    )
+def _probe_labels(
+    metadata: pd.DataFrame, embeddings: np.ndarray, analysis: Analysis, embeddings_dir: str | Path
+) -> tuple[dict[str, Any], Labelled]:
+    """The ``labels``, ``probe`` and ``knn`` entries of the result, and the probed rows."""
+    column = analysis.label_column
+    assert column is not None  # the caller probes only with a label column
+    source = Path(embeddings_dir) / EMBEDDINGS_TABLE
+    rows, labels, used = usable_labels(metadata, column, source)
+    entries: dict[str, Any] = {"labels": used}
+    groups = None
+    if analysis.probe_group_column is not None:
+        groups = _probe_groups(metadata, analysis.probe_group_column, rows, source)
+        entries["probe_group_column"] = analysis.probe_group_column
+    labelled = Labelled(rows, labels, groups)
+    try:
+        entries["probe"] = _linear_probe(embeddings[rows], labelled, analysis)
+        entries["knn"] = _knn(embeddings[rows], labelled, analysis)
+    except ValueError as exc:
+        raise InputDataError(f"{source}: label column {column!r}: {exc}") from None
+    return entries, labelled
+
+
+def _invariance(
+    trained: TrainedModel, items: Items, pairs: pd.DataFrame, negatives: int, seed: int
+) -> dict[str, Any]:
+    """The ``invariance`` entry (the training views) and, where the pair builder has a
+    symmetry of its own, ``invariance_symmetry`` (that symmetry's views alone)."""
+    builder = trained.builder
+    found = {
+        "invariance": invariance_score(
+            trained.embed, items, pairs, builder, negatives=negatives, seed=seed
+        )
+    }
     symmetry = builder.symmetry_only()
     if symmetry is not None:
         name, symmetry_builder = symmetry
-        result["invariance_symmetry"] = {
+        symmetry_pairs = symmetry_builder.build(items)
+        found["invariance_symmetry"] = {
             "symmetry": name,
             **invariance_score(
-                embed_views,
-                items,
-                symmetry_builder.build(items),
-                symmetry_builder,
-                negatives=invariance_negatives,
-                seed=seed,
+                trained.embed, items, symmetry_pairs, symmetry_builder, negatives, seed=seed
             ),
         }
-    if label_column is not None and baselines:
-        if list(metadata["item_id"]) != list(items.table["item_id"]):
-            raise InputDataError(
-                f"{embeddings_dir}: embeddings are not those of the items {items_dir}"
-            )
-        score = _item_scorer(
-            labels,
-            groups,
-            probe_test_fraction,
-            probe_seeds,
-            probe_scaling,
-            probe_class_weight,
-            knn_k,
-            rows,
-        )
-        untrained = (
-            untrained_embeddings(settings, builder, items, torch_device)
-            if untrained_control
-            else None
-        )
-        result["comparison"] = compare(
-            _item_scores(result["probe"], result["knn"], embeddings[rows], labels),
-            score,
-            builder.classical_features(items),
-            untrained,
-        )
-    write_json(out_path, result)
-    return result
+    return found
+
+
+def _comparison(
+    trained_scores: Scores,
+    trained: TrainedModel,
+    items: Items,
+    labelled: Labelled,
+    analysis: Analysis,
+) -> dict[str, Any]:
+    """The ``comparison`` entry: the trained embedding's scores beside the classical
+    features' and (``analysis.untrained_control``) the untrained encoder's."""
+    untrained = (
+        untrained_embeddings(trained.experiment, trained.builder, items, trained.device)
+        if analysis.untrained_control
+        else None
+    )
+    return compare(
+        trained_scores,
+        _item_scorer(labelled, analysis),
+        trained.builder.classical_features(items),
+        untrained,
+    )
 
 
 def _item_scores(
@@ -255,24 +239,40 @@ def _item_scores(
     }
 
 
-def _item_scorer(
-    labels: pd.Series,
-    groups: np.ndarray | None,
-    test_fraction: float,
-    seeds: Sequence[int],
-    scaling: str,
-    class_weight: str | None,
-    knn_k: int,
-    rows: np.ndarray,
-) -> Callable[[np.ndarray], Scores]:
-    """Scores of any ``[N_items, F]`` feature set on the labelled ``rows``, with the trained
+def _linear_probe(features: np.ndarray, labelled: Labelled, analysis: Analysis) -> dict[str, Any]:
+    """The linear probe of ``features`` (the probed rows) with the analysis' settings."""
+    return linear_probe(
+        features,
+        labelled.labels,
+        analysis.probe_test_fraction,
+        analysis.probe_seeds,
+        analysis.probe_scaling,
+        analysis.probe_class_weight,
+        labelled.groups,
+    )
+
+
+def _knn(features: np.ndarray, labelled: Labelled, analysis: Analysis) -> dict[str, Any]:
+    """kNN accuracy of ``features`` (the probed rows) with the analysis' settings."""
+    return knn_accuracy(
+        features,
+        labelled.labels,
+        analysis.knn_k,
+        analysis.probe_test_fraction,
+        analysis.probe_seeds,
+        labelled.groups,
+    )
+
+
+def _item_scorer(labelled: Labelled, analysis: Analysis) -> Callable[[np.ndarray], Scores]:
+    """Scores of any ``[N_items, F]`` feature set on the labelled rows, with the trained
     embedding's probe, splits, kNN and k-means."""
 
     def score(features: np.ndarray) -> Scores:
-        features = np.asarray(features, dtype=np.float64)[rows]
-        probe = linear_probe(features, labels, test_fraction, seeds, scaling, class_weight, groups)
-        knn = knn_accuracy(features, labels, knn_k, test_fraction, seeds, groups)
-        return _item_scores(probe, knn, features, labels)
+        features = np.asarray(features, dtype=np.float64)[labelled.rows]
+        probe = _linear_probe(features, labelled, analysis)
+        knn = _knn(features, labelled, analysis)
+        return _item_scores(probe, knn, features, labelled.labels)
 
     return score
 

@@ -279,7 +279,11 @@ def _torchscript(model, entries: list[Entry]) -> tuple[Any, dict[str, Any]]:
         card: dict[str, Any] = {"load": f"torch.jit.load('{TORCHSCRIPT_FILE}')"}
     else:
         encoder = model.encoder.eval()
-        methods = {entry.module.method: entry.example[0] for entry in entries}
+        methods = {}
+        for entry in entries:
+            # Several entries: one per tower of a two-tower encoder (encoder_entries).
+            assert isinstance(entry.module, Method)
+            methods[entry.module.method] = entry.example[0]
         with torch.no_grad(), _quiet_jit():
             traced = torch.jit.trace_module(encoder, methods, check_trace=True)
             difference = max(

@@ -40,7 +40,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.neighbors import NearestNeighbors
 
 from scicontrast.data_adapters.base import Items, held_out_groups
-from scicontrast.data_adapters.classical import kmer_features
+from scicontrast.data_adapters.classical import zscore
 from scicontrast.data_adapters.dna.genome_reads import (
     codes_to_batch,
     cut_reads,
@@ -149,7 +149,7 @@ def evaluate_reads(
     species = reads.table["species"].astype(str).to_numpy()
     rows: dict[str, dict[str, Any]] = {
         "TNF (canonical 4-mer, z-scored)": origin_scores(
-            kmer_features(codes, 4, canonical=True).features,
+            zscore(kmer_frequencies(codes, 4, canonical=True)),
             genomes,
             species,
             embedding=False,
@@ -203,9 +203,10 @@ def evaluate_genome_reads(
     Writes ``{read set folder: {row: scores}}`` to the JSON file ``out`` and returns it.
     """
     model, settings = load_model(model_path)
-    seed = Experiment.from_dict(settings).training.seed
+    experiment = Experiment.from_dict(settings)
+    seed = experiment.training.seed
     torch.manual_seed(seed)  # the weights training started from
-    untrained = build_model(settings)
+    untrained = build_model(experiment)
     encoders = {"trained encoder": model.encoder, "untrained encoder": untrained.encoder}
     results = {
         Path(folder).name: evaluate_reads(Items.load(folder), encoders, seed)

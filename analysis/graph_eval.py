@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -50,13 +50,16 @@ from scicontrast.analysis.probes import (
     seed_summary,
     usable_labels,
 )
+from scicontrast.analysis.trained import TrainedModel, load_trained
 from scicontrast.data_adapters.base import Items
 from scicontrast.data_adapters.graphs.cleaning import SPLIT_MASKS
 from scicontrast.data_adapters.graphs.views import GraphViews, graph_data
-from scicontrast.device import resolve_device
 from scicontrast.errors import InputDataError
-from scicontrast.experiment import Experiment
+from scicontrast.experiment import Analysis
 from scicontrast.io import write_json
+
+if TYPE_CHECKING:
+    from scicontrast.models.contrastive import ContrastiveModel
 
 TRAIN_FRACTION = 0.1
 VAL_FRACTION = 0.1
@@ -177,7 +180,7 @@ def public_split_probe(
 
 
 def graph_invariance(
-    model: torch.nn.Module,
+    model: ContrastiveModel,
     items: Items,
     builder: GraphViews,
     negatives: int = 10,
@@ -242,73 +245,94 @@ def evaluate_graph(
     items_dir: str | Path,
     embeddings_dir: str | Path,
     out_path: str | Path,
-    label_column: str | None = None,
-    probe_seeds: Sequence[int] = (0, 1, 2, 3, 4),
-    knn_k: int = 10,
-    invariance_negatives: int = 10,
+    analysis: Analysis,
     seed: int = 0,
     device: str = "auto",
-    probe_scaling: str = "standard",
-    probe_class_weight: str | None = None,
-    baselines: bool = True,
-    untrained_control: bool = True,
 ) -> dict[str, Any]:
     """Probe, kNN, public split, invariance and training cost of a graph model, and with
-    ``baselines`` the comparison with classical node features and the untrained encoder
-    (``scicontrast.analysis.baselines``); write JSON."""
+    ``analysis.baselines`` the comparison with classical node features and (with
+    ``analysis.untrained_control``) the untrained encoder (``scicontrast.analysis.baselines``);
+    write JSON. ``seed`` (the experiment's training seed) draws the invariance views and
+    negatives."""
     metadata, embeddings = load_embeddings(embeddings_dir)
     result: dict[str, Any] = {
         "n_items": len(embeddings),
         "embedding_dim": int(embeddings.shape[1]),
-        "label_column": label_column,
+        "label_column": analysis.label_column,
     }
-    if label_column is not None:
+    if analysis.label_column is not None:
         source = Path(embeddings_dir) / EMBEDDINGS_TABLE
-        rows, labels, result["labels"] = usable_labels(metadata, label_column, source)
+        rows, labels, result["labels"] = usable_labels(metadata, analysis.label_column, source)
         try:
-            result["probe"] = node_probe(
-                embeddings[rows], labels, probe_seeds, probe_scaling, probe_class_weight
-            )
-            result["knn"] = node_knn(embeddings[rows], labels, probe_seeds, knn_k)
-            result["public_split"] = public_split_probe(
-                embeddings, metadata, label_column, probe_scaling, probe_class_weight
-            )
+            result.update(_node_probes(embeddings, metadata, rows, labels, analysis))
         except ValueError as exc:
-            raise InputDataError(f"{source}: label column {label_column!r}: {exc}") from None
-
-    # Imported here, as in evaluate: the array-level functions above need no model stack.
-    from scicontrast.models.contrastive import load_model
-    from scicontrast.registry import PAIR_BUILDERS
-
-    model, settings = load_model(model_path, map_location="cpu")
-    experiment = Experiment.from_dict(settings)
-    torch_device = resolve_device(device)
-    model.to(torch_device).eval()
-    builder = PAIR_BUILDERS.create(experiment.pairs, where=f"{model_path}: pairs")
+            raise InputDataError(
+                f"{source}: label column {analysis.label_column!r}: {exc}"
+            ) from None
+    trained = load_trained(model_path, device)
     items = Items.load(items_dir)
     result["invariance"] = graph_invariance(
-        model, items, builder, invariance_negatives, seed, torch_device
+        trained.model,
+        items,
+        cast(GraphViews, trained.builder),
+        analysis.invariance_negatives,
+        seed,
+        trained.device,
     )
     result["training"] = training_cost(Path(model_path).parent / "metrics.jsonl")
-    if label_column is not None and baselines:
-        score = _node_scorer(
-            metadata, label_column, rows, probe_seeds, probe_scaling, probe_class_weight, knn_k
+    if analysis.label_column is not None and analysis.baselines:
+        trained_scores = _node_scores(
+            result["probe"], result["knn"], result["public_split"], embeddings[rows], labels
         )
-        untrained = (
-            untrained_embeddings(settings, builder, items, torch_device)
-            if untrained_control
-            else None
-        )
-        result["comparison"] = compare(
-            _node_scores(
-                result["probe"], result["knn"], result["public_split"], embeddings[rows], labels
-            ),
-            score,
-            builder.classical_features(items),
-            untrained,
-        )
+        result["comparison"] = _comparison(trained_scores, trained, items, metadata, rows, analysis)
     write_json(out_path, result)
     return result
+
+
+def _node_probes(
+    embeddings: np.ndarray,
+    table: pd.DataFrame,
+    rows: np.ndarray,
+    labels: pd.Series,
+    analysis: Analysis,
+) -> dict[str, Any]:
+    """The ``probe``, ``knn`` and ``public_split`` entries for ``[N_nodes, F]`` features
+    (``rows`` the labelled nodes, ``labels`` theirs)."""
+    column = analysis.label_column
+    assert column is not None  # probed only with a label column
+    seeds, scaling, class_weight = (
+        analysis.probe_seeds,
+        analysis.probe_scaling,
+        analysis.probe_class_weight,
+    )
+    return {
+        "probe": node_probe(embeddings[rows], labels, seeds, scaling, class_weight),
+        "knn": node_knn(embeddings[rows], labels, seeds, analysis.knn_k),
+        "public_split": public_split_probe(embeddings, table, column, scaling, class_weight),
+    }
+
+
+def _comparison(
+    trained_scores: Scores,
+    trained: TrainedModel,
+    items: Items,
+    table: pd.DataFrame,
+    rows: np.ndarray,
+    analysis: Analysis,
+) -> dict[str, Any]:
+    """The ``comparison`` entry: the trained embedding's scores beside the classical node
+    features' and (``analysis.untrained_control``) the untrained encoder's."""
+    untrained = (
+        untrained_embeddings(trained.experiment, trained.builder, items, trained.device)
+        if analysis.untrained_control
+        else None
+    )
+    return compare(
+        trained_scores,
+        _node_scorer(table, rows, analysis),
+        trained.builder.classical_features(items),
+        untrained,
+    )
 
 
 def _node_scores(
@@ -336,22 +360,16 @@ def _node_scores(
 
 
 def _node_scorer(
-    table: pd.DataFrame,
-    label_column: str,
-    rows: np.ndarray,
-    seeds: Sequence[int],
-    scaling: str,
-    class_weight: str | None,
-    knn_k: int,
+    table: pd.DataFrame, rows: np.ndarray, analysis: Analysis
 ) -> Callable[[np.ndarray], Scores]:
     """Scores of any ``[N_nodes, F]`` feature set with the embedding's splits and probes."""
-    labels = table[label_column].iloc[rows]
+    labels = table[analysis.label_column].iloc[rows]
 
     def score(features: np.ndarray) -> Scores:
         features = np.asarray(features, dtype=np.float64)
-        probe = node_probe(features[rows], labels, seeds, scaling, class_weight)
-        knn = node_knn(features[rows], labels, seeds, knn_k)
-        public = public_split_probe(features, table, label_column, scaling, class_weight)
-        return _node_scores(probe, knn, public, features[rows], labels)
+        found = _node_probes(features, table, rows, labels, analysis)
+        return _node_scores(
+            found["probe"], found["knn"], found["public_split"], features[rows], labels
+        )
 
     return score

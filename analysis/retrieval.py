@@ -40,15 +40,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from scicontrast.analysis.baselines import Scores, compare, metric_summary, untrained_embeddings
 from scicontrast.analysis.cca_baseline import cca_features
 from scicontrast.analysis.embed import load_embeddings
+from scicontrast.analysis.trained import TrainedModel, check_same_items, load_trained, read_pairs
 from scicontrast.data_adapters.base import Items, held_out_groups
 from scicontrast.errors import ConfigError, InputDataError
-from scicontrast.experiment import Experiment
+from scicontrast.experiment import Analysis
 from scicontrast.io import write_json
-from scicontrast.registry import PAIR_BUILDERS
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -217,67 +218,76 @@ def evaluate_audio_image(
     pairs_path: str | Path,
     embeddings_dir: str | Path,
     out_path: str | Path,
-    label_column: str | None = None,
-    invariance_negatives: int = 10,
+    analysis: Analysis,
     seed: int = 0,
-    baselines: bool = True,
-    untrained_control: bool = True,
 ) -> dict[str, Any]:
     """Evaluate audio-image embeddings (module docstring); write and return the JSON.
 
-    With ``baselines``, the same metrics for MFCCs and pixels joined by CCA
-    (:func:`cca_features`) and, with ``untrained_control``, the model before training
-    (``scicontrast.analysis.baselines``; key ``comparison``).
+    ``seed`` (the experiment's training seed) draws the invariance score's negatives. With
+    ``analysis.baselines``, the same metrics for MFCCs and pixels joined by CCA
+    (:func:`cca_features`) and, with ``analysis.untrained_control``, the model before
+    training (``scicontrast.analysis.baselines``; key ``comparison``).
 
     The hold-out (fraction and seed) and the head come from the model file.
     """
-    import torch
-
-    from scicontrast.models.contrastive import load_model
-
-    model, settings = load_model(model_path, map_location="cpu")
-    experiment = Experiment.from_dict(settings)
-    training = experiment.training
+    # On the CPU whatever the device: the head alone runs here, on the exported embeddings.
+    trained = load_trained(model_path, device="cpu")
     items = Items.load(items_dir)
     metadata, embeddings = load_embeddings(embeddings_dir)
-    if list(metadata["item_id"]) != list(items.table["item_id"]):
-        raise InputDataError(f"{embeddings_dir}: embeddings are not those of the items {items_dir}")
-    pairs_path = Path(pairs_path)
-    if not pairs_path.is_file():
-        raise InputDataError(f"{pairs_path}: pairs table not found")
-    pairs = pd.read_parquet(pairs_path)
+    check_same_items(metadata, embeddings_dir, items, items_dir)
+    pairs = read_pairs(pairs_path, items)
     with torch.no_grad():
-        joint = model.head(torch.from_numpy(np.asarray(embeddings, dtype=np.float32))).numpy()
+        joint = trained.model.head(torch.from_numpy(np.asarray(embeddings, np.float32))).numpy()
+    training = trained.experiment.training
     held_out = held_out_groups(pairs, training.holdout_fraction, training.seed)
     events = held_out if len(held_out) else np.unique(pairs["group_id"].to_numpy())
+    metrics = audio_image_metrics(
+        items.table, joint, events, analysis.label_column, analysis.invariance_negatives, seed
+    )
     result: dict[str, Any] = {
         "n_items": len(embeddings),
         "embedding_dim": int(embeddings.shape[1]),
-        "label_column": label_column,
+        "label_column": analysis.label_column,
         "evaluation_events": "held out from training" if len(held_out) else "all (training) events",
         "space": "projection z = head(h)",
-        **audio_image_metrics(items.table, joint, events, label_column, invariance_negatives, seed),
+        **metrics,
         "synchronization": items.meta.get("synchronization"),
     }
-    if baselines:
-
-        def score(features: np.ndarray) -> Scores:
-            metrics = audio_image_metrics(items.table, features, events, label_column)
-            return _retrieval_scores(metrics)
-
+    if analysis.baselines:
         fit_events = np.setdiff1d(np.unique(pairs["group_id"].to_numpy()), held_out)
-        untrained = None
-        if untrained_control:
-            builder = PAIR_BUILDERS.create(experiment.pairs, where=f"{model_path}: pairs")
-            untrained = untrained_embeddings(settings, builder, items, projected=True)
-        result["comparison"] = compare(
+        result["comparison"] = _comparison(
             _retrieval_scores(result),
-            score,
-            [cca_features(items, fit_events if len(fit_events) else events)],
-            untrained,
+            trained,
+            items,
+            events,
+            fit_events if len(fit_events) else events,
+            analysis,
         )
     write_json(out_path, result)
     return result
+
+
+def _comparison(
+    trained_scores: Scores,
+    trained: TrainedModel,
+    items: Items,
+    events: np.ndarray,
+    fit_events: np.ndarray,
+    analysis: Analysis,
+) -> dict[str, Any]:
+    """The ``comparison`` entry: the trained projections' scores on ``events`` beside those
+    of CCA fitted on ``fit_events`` and (``analysis.untrained_control``) the untrained
+    model's projections."""
+
+    def score(features: np.ndarray) -> Scores:
+        return _retrieval_scores(
+            audio_image_metrics(items.table, features, events, analysis.label_column)
+        )
+
+    untrained = None
+    if analysis.untrained_control:
+        untrained = untrained_embeddings(trained.experiment, trained.builder, items, projected=True)
+    return compare(trained_scores, score, [cca_features(items, fit_events)], untrained)
 
 
 def _retrieval_scores(metrics: dict[str, Any]) -> Scores:

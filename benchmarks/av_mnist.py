@@ -69,6 +69,7 @@ from scicontrast.data_adapters.audio_image.pairs import SynchronizedPairs
 from scicontrast.data_adapters.audio_image.reading import AudioImageAdapter
 from scicontrast.data_adapters.audio_image.synchronization import synchronize
 from scicontrast.data_adapters.base import Items
+from scicontrast.experiment import Experiment
 from scicontrast.models.contrastive import load_model
 from scicontrast.models.ensemble import EnsembleHead
 from scicontrast.models.train import train
@@ -207,8 +208,9 @@ def baselines(out: Path, experiment: dict[str, Any]) -> dict[str, dict[str, Any]
     joined by CCA fitted on the training session's events."""
     items = {name: Items.load(out / name / "items") for name in ("train", "eval")}
     builder = PAIR_BUILDERS.create(experiment["pairs"], where="av_mnist: pairs")
+    typed = Experiment.from_dict(experiment)
     untrained = {
-        name: untrained_embeddings(experiment, builder, found, projected=True)
+        name: untrained_embeddings(typed, builder, found, projected=True)
         for name, found in items.items()
     }
     cca = CCABaseline().fit(items["train"], np.unique(items["train"].table["event"]))

@@ -65,6 +65,7 @@ from scicontrast.config import load_experiment, read_config_file
 from scicontrast.data_adapters import classical
 from scicontrast.data_adapters.base import Items
 from scicontrast.data_adapters.graphs.views import graph_data
+from scicontrast.experiment import Experiment
 from scicontrast.registry import PAIR_BUILDERS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,7 +85,7 @@ def untrained_embeddings(name: str, results: Path, items: Items) -> np.ndarray:
     """The experiment's encoder as training starts it (its seed, no step), on the clean graph."""
     experiment = load_experiment(results / name / "config.json", name)
     builder = PAIR_BUILDERS.create(experiment["pairs"])
-    model = untrained_model(experiment, builder, items)
+    model = untrained_model(Experiment.from_dict(experiment), builder, items)
     with torch.no_grad():
         return model.embed(next(iter(builder.embedding_batches(items, 1)))).double().numpy()
 

@@ -45,6 +45,7 @@ from scicontrast.analysis.genome_eval import embed_reads, evaluate_reads, read_c
 from scicontrast.config import load_experiment
 from scicontrast.data_adapters.base import Items
 from scicontrast.data_adapters.dna.genome_reads import cut_reads
+from scicontrast.experiment import Experiment
 from scicontrast.io import write_parquet
 from scicontrast.models.contrastive import build_model, load_model
 from scicontrast.models.train import train
@@ -94,7 +95,7 @@ def trained_encoders(
 def untrained_encoder(experiment: dict[str, Any], seed: int) -> torch.nn.Module:
     """The experiment's encoder at the initial weights training starts from with ``seed``."""
     torch.manual_seed(seed)  # as models.train.train does
-    return build_model(experiment).encoder
+    return build_model(Experiment.from_dict(experiment)).encoder
 
 
 def summarise(per_seed: list[dict[str, float]]) -> dict[str, list[float]]:

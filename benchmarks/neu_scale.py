@@ -49,6 +49,7 @@ from scicontrast.analysis.embed import embed_items, load_embeddings
 from scicontrast.analysis.probes import knn_accuracy, linear_probe, validation_probe
 from scicontrast.config import read_config_file
 from scicontrast.data_adapters.base import Items
+from scicontrast.experiment import Experiment
 from scicontrast.models.contrastive import build_model, load_model
 from scicontrast.registry import ADAPTERS, PAIR_BUILDERS
 
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     trained, stored = load_model(run / "model" / "model.pt", map_location="cpu")
     torch.manual_seed(stored["training"]["seed"])  # as models.train.train seeds it
-    untrained = build_model(stored)
+    untrained = build_model(Experiment.from_dict(stored))
     native = Items.load(run / "items")
     metadata, workflow_embeddings = load_embeddings(run / "embeddings")
     if not metadata["item_id"].equals(native.table["item_id"]):

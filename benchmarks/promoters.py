@@ -211,11 +211,12 @@ def untrained_embeddings(experiment: dict[str, Any], items: Items) -> np.ndarray
     import torch
 
     from scicontrast.analysis.embed import embed_items
+    from scicontrast.experiment import Experiment
     from scicontrast.models.contrastive import build_model
     from scicontrast.registry import PAIR_BUILDERS
 
     torch.manual_seed(experiment["training"]["seed"])  # as models.train.train does
-    model = build_model(experiment)
+    model = build_model(Experiment.from_dict(experiment))
     builder = PAIR_BUILDERS.create(experiment["pairs"], where=experiment["name"])
     return embed_items(model, builder, items, progress=False)
 

@@ -54,6 +54,7 @@ from scicontrast.config import load_experiment
 from scicontrast.data_adapters.base import Items, held_out_groups
 from scicontrast.data_adapters.batch import ContrastiveBatch
 from scicontrast.device import resolve_device
+from scicontrast.experiment import Experiment
 from scicontrast.models.contrastive import build_model
 from scicontrast.models.train import train
 from scicontrast.registry import PAIR_BUILDERS
@@ -127,7 +128,7 @@ def plain_run(
     builder = PAIR_BUILDERS.create(experiment["pairs"], where="pairs")
     batches = builder.training_batches(items, pairs, settings["seed"], settings["batch_size"])
     torch.manual_seed(settings["seed"])
-    model = build_model(experiment)
+    model = build_model(Experiment.from_dict(experiment))
     if any(isinstance(p, UninitializedParameter) for p in model.parameters()):
         with torch.no_grad():
             model.eval().embed(next(iter(builder.embedding_batches(items, 2))))

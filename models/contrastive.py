@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from scicontrast.config import experiment_as_config, select_experiment, validate_config
 from scicontrast.errors import ConfigError, InputDataError
+from scicontrast.experiment import Experiment
 from scicontrast.io import atomic_path
 from scicontrast.models.chunked_loss import ChunkedInfoNCELoss
 from scicontrast.models.ensemble import EnsembleEncoder, EnsembleHead, member_experiment
@@ -98,44 +99,44 @@ class _Projection(nn.Module):
         return self.head(self.encoder(x))
 
 
-def build_model(experiment: dict[str, Any]) -> ContrastiveModel:
-    """Build a freshly initialised model from a validated experiment (defaults filled).
+def build_model(experiment: Experiment) -> ContrastiveModel:
+    """Build a freshly initialised model from a typed experiment.
 
     The encoder comes from the ``ENCODERS`` registry and must expose ``embedding_dim``.
     With ``training.ensemble > 1``: the ensemble of that many members
     (:func:`ensemble_model`).
     """
-    members = experiment["training"].get("ensemble", 1)
+    members = experiment.training.ensemble
     if members > 1:
         return ensemble_model(
             [build_model(member_experiment(experiment, k)) for k in range(members)]
         )
-    where = f"experiments.{experiment.get('name', '?')}.encoder"
-    encoder = ENCODERS.create(experiment["encoder"], where=where)
+    where = f"experiments.{experiment.name}.encoder"
+    encoder = ENCODERS.create(experiment.encoder, where=where)
     embedding_dim = getattr(encoder, "embedding_dim", None)
     if not isinstance(embedding_dim, int):
         raise ConfigError(
-            f"{where}: encoder {experiment['encoder']['name']!r} has no integer attribute "
+            f"{where}: encoder {experiment.encoder.name!r} has no integer attribute "
             "'embedding_dim' (the size of its output), which the projection head needs"
         )
     head = ProjectionHead(
         embedding_dim,
-        hidden_dim=experiment["head"]["hidden_dim"],
-        output_dim=experiment["head"]["output_dim"],
+        hidden_dim=experiment.head.hidden_dim,
+        output_dim=experiment.head.output_dim,
     )
-    settings = experiment["loss"]
-    loss_class = ChunkedInfoNCELoss if settings["implementation"] == "chunked" else InfoNCELoss
+    settings = experiment.loss
+    loss_class = ChunkedInfoNCELoss if settings.implementation == "chunked" else InfoNCELoss
     loss = banked_loss(experiment) or loss_class(
-        temperature=settings["temperature"],
-        learnable_temperature=settings["learnable_temperature"],
+        temperature=settings.temperature,
+        learnable_temperature=settings.learnable_temperature,
     )
     key_queue = None
-    if settings["queue_size"]:
-        key_queue = KeyQueue(settings["queue_size"], experiment["head"]["output_dim"])
+    if settings.queue_size:
+        key_queue = KeyQueue(settings.queue_size, experiment.head.output_dim)
     try:
-        model = ContrastiveModel(encoder, head, loss, key_queue, settings["momentum"])
+        model = ContrastiveModel(encoder, head, loss, key_queue, settings.momentum)
     except ConfigError as exc:
-        raise ConfigError(f"experiments.{experiment.get('name', '?')}.loss: {exc}") from None
+        raise ConfigError(f"experiments.{experiment.name}.loss: {exc}") from None
     # Federated training (scicontrast.models.federated): FedProx's pull to the global weights.
     return with_proximal_term(model, experiment)
 
@@ -187,7 +188,7 @@ def load_model(
         )
     except ConfigError as exc:
         raise InputDataError(f"{path}: the stored experiment is not valid ({exc})") from None
-    model = build_model(experiment)
+    model = build_model(Experiment.from_dict(experiment))
     try:
         model.load_state_dict(stored["state_dict"])
     except RuntimeError as exc:

@@ -26,14 +26,24 @@ The members are not trained together: a loss on the joint ``z`` would let them c
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import math
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Protocol, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from scicontrast.experiment import Experiment
+
+
+class TwoTowers(Protocol):
+    """An encoder with one method per tower (``models.audio_image.TwoTowerEncoder``)."""
+
+    def embed_audio(self, waveforms: Tensor) -> Tensor: ...
+
+    def embed_images(self, images: Tensor) -> Tensor: ...
 
 
 class EnsembleEncoder(nn.Module):
@@ -53,10 +63,14 @@ class EnsembleEncoder(nn.Module):
         return torch.cat([member(x) for member in self.members], dim=1)
 
     def embed_audio(self, waveforms: Tensor) -> Tensor:
-        return torch.cat([member.embed_audio(waveforms) for member in self.members], dim=1)
+        return torch.cat([tower.embed_audio(waveforms) for tower in self._towers()], dim=1)
 
     def embed_images(self, images: Tensor) -> Tensor:
-        return torch.cat([member.embed_images(images) for member in self.members], dim=1)
+        return torch.cat([tower.embed_images(images) for tower in self._towers()], dim=1)
+
+    def _towers(self) -> list[TwoTowers]:
+        # Duck-typed: only two-tower members have the per-tower methods; others raise here.
+        return [cast(TwoTowers, member) for member in self.members]
 
 
 class EnsembleHead(nn.Module):
@@ -78,10 +92,10 @@ class EnsembleHead(nn.Module):
         return [head(part) for head, part in zip(self.heads, slices, strict=True)]
 
 
-def member_experiment(experiment: dict[str, Any], member: int) -> dict[str, Any]:
+def member_experiment(experiment: Experiment, member: int) -> Experiment:
     """The experiment member ``member`` trains: one model (``ensemble: 1``), seed
     ``training.seed + member``."""
-    member_settings = copy.deepcopy(experiment)
-    member_settings["training"]["ensemble"] = 1
-    member_settings["training"]["seed"] += member
-    return member_settings
+    training = dataclasses.replace(
+        experiment.training, ensemble=1, seed=experiment.training.seed + member
+    )
+    return dataclasses.replace(experiment, training=training)

@@ -52,6 +52,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from scicontrast.data_adapters.base import Items, check_pairs_table
 from scicontrast.errors import ConfigError, Preempted, ScicontrastError
+from scicontrast.experiment import Experiment
 from scicontrast.io import atomic_path, write_parquet
 from scicontrast.models.contrastive import build_model, save_model
 from scicontrast.models.federated_client import LocalSite, site_round
@@ -297,7 +298,7 @@ def _save_global_model(
     out_dir: Path, experiment: dict[str, Any], arrays: dict[str, np.ndarray]
 ) -> Path:
     """``model.pt`` from the global weights; the bank buffers stay empty."""
-    model = build_model(experiment)
+    model = build_model(Experiment.from_dict(experiment))
     state = model.state_dict()
     state.update({k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()})
     model.load_state_dict(state)
@@ -339,7 +340,7 @@ def federate(
     pairs = pd.read_parquet(pairs_path)
     check_pairs_table(pairs, items, str(pairs_path))
     sites = build_sites(experiment, items, pairs)
-    check_sites(experiment, sites, build_model(experiment))
+    check_sites(experiment, sites, build_model(Experiment.from_dict(experiment)))
     if experiment["federated"]["min_sites"] > len(sites):
         raise ConfigError(
             f"experiments.{experiment['name']}.federated.min_sites is "

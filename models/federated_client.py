@@ -34,6 +34,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from scicontrast.data_adapters.base import Items
+from scicontrast.experiment import Experiment
 from scicontrast.io import atomic_path
 from scicontrast.models.contrastive import ContrastiveModel, build_model
 from scicontrast.models.negative_bank import OTHER_SITE, BankedInfoNCELoss, noisy
@@ -68,7 +69,7 @@ def site_round(site: LocalSite, message: Message) -> Message:
     content = message.content
     config = content["config"]
     start_epochs = _begin_round(site, int(config["round"]))
-    template = build_model(site.experiment)
+    template = build_model(Experiment.from_dict(site.experiment))
     arrays = content["arrays"]
     start = None
     if len(arrays):
@@ -170,7 +171,7 @@ def _share(
     bank = experiment["federated"]["bank"]
     # Round 0 sends no weights: the global model is the seeded initialisation train() builds.
     torch.manual_seed(seed)
-    model = build_model(experiment)
+    model = build_model(Experiment.from_dict(experiment))
     items = Items.load(site.items_dir)
     builder = PAIR_BUILDERS.create(experiment["pairs"], where=f"site {site.name}")
     model.eval()

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from scicontrast.errors import ConfigError
+from scicontrast.experiment import Experiment
 from scicontrast.models.loss_metrics import loss_metrics, uniformity_from_cosine
 from scicontrast.models.losses import (
     InfoNCELoss,
@@ -170,28 +171,27 @@ class BankedInfoNCELoss(InfoNCELoss):
         return InfoNCEOutput(loss, metrics)
 
 
-def banked_loss(experiment: dict[str, Any]) -> BankedInfoNCELoss | None:
+def banked_loss(experiment: Experiment) -> BankedInfoNCELoss | None:
     """The loss of a federated experiment with the bank on, else ``None``.
 
     Raises:
         ConfigError: the bank is on with size 0, or with a loss form it does not extend
             (the chunked loss, a MoCo queue).
     """
-    bank = experiment.get("federated", {}).get("bank", {})
-    if not bank.get("enabled", False):
+    if experiment.federated is None or not experiment.federated.bank.enabled:
         return None
-    where = f"experiments.{experiment.get('name', '?')}"
-    if bank["size"] < 1:
+    bank, loss = experiment.federated.bank, experiment.loss
+    where = f"experiments.{experiment.name}"
+    if bank.size < 1:
         raise ConfigError(f"{where}.federated.bank.size is 0 with the bank enabled; set it >= 1")
-    loss = experiment["loss"]
-    if loss["implementation"] != "dense" or loss["queue_size"]:
+    if loss.implementation != "dense" or loss.queue_size:
         raise ConfigError(
             f"{where}.federated.bank extends the dense in-batch loss; set loss.implementation "
             "to dense and loss.queue_size to 0"
         )
     return BankedInfoNCELoss(
-        bank["size"],
-        experiment["head"]["output_dim"],
-        temperature=loss["temperature"],
-        learnable_temperature=loss["learnable_temperature"],
+        bank.size,
+        experiment.head.output_dim,
+        temperature=loss.temperature,
+        learnable_temperature=loss.learnable_temperature,
     )

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.nn.parameter import UninitializedParameter
 
 from scicontrast.errors import ConfigError
+from scicontrast.experiment import Experiment
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -60,22 +61,22 @@ class ProximalTerm(nn.Module):
             getattr(self, buffer).copy_(parameters[name])
 
 
-def with_proximal_term(model: M, experiment: dict[str, Any]) -> M:
+def with_proximal_term(model: M, experiment: Experiment) -> M:
     """``model`` with a :class:`ProximalTerm` when the experiment federates with FedProx.
 
     Raises:
         ConfigError: the model has lazy parameters (their shapes are unknown until data
             flows, so they cannot be anchored).
     """
-    federated = experiment.get("federated")
-    if not federated or federated["aggregation"] != "fedprox":
+    federated = experiment.federated
+    if federated is None or federated.aggregation != "fedprox":
         return model
     if any(isinstance(p, UninitializedParameter) for p in model.parameters()):
         raise ConfigError(
-            f"experiments.{experiment.get('name', '?')}.federated.aggregation: fedprox needs "
+            f"experiments.{experiment.name}.federated.aggregation: fedprox needs "
             "an encoder without lazy layers (give the graph encoder its in_channels)"
         )
     # Not a submodule of itself: the hooks hold the parameters, the term holds the anchors.
-    proximal = ProximalTerm(model, federated["proximal_mu"])
+    proximal = ProximalTerm(model, federated.proximal_mu)
     setattr(model, ATTRIBUTE, proximal)
     return model

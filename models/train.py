@@ -61,6 +61,7 @@ The run's setup is :mod:`scicontrast.models.train_setup`; each batch is a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -80,6 +81,7 @@ from tqdm.auto import tqdm
 from scicontrast.data_adapters.batch import ContrastiveBatch
 from scicontrast.device import resolve_device
 from scicontrast.errors import ConfigError, Preempted, ScicontrastError
+from scicontrast.experiment import Experiment
 from scicontrast.io import atomic_path
 from scicontrast.models.batch_loss import batch_loss
 from scicontrast.models.contrastive import (
@@ -397,7 +399,8 @@ def _train_ensemble(
     model_path.unlink(missing_ok=True)
     member_paths = []
     for k in range(members):
-        member = member_experiment(experiment, k)
+        # The member in the dict form train() takes (the typed form's fields, as stored).
+        member = dataclasses.asdict(member_experiment(Experiment.from_dict(experiment), k))
         seed = member["training"]["seed"]
         logger.info("ensemble member %d of %d (seed %d)", k + 1, members, seed)
         path = train(member, items_dir, pairs_path, out_dir / "members" / str(k), **options)

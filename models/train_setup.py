@@ -23,6 +23,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from scicontrast.data_adapters.base import Items, check_pairs_table, held_out_groups
 from scicontrast.errors import ConfigError, InputDataError
+from scicontrast.experiment import Experiment
 from scicontrast.models.contrastive import ContrastiveModel, build_model
 from scicontrast.models.distributed import sync_batchnorm
 from scicontrast.models.run_state import (
@@ -140,7 +141,7 @@ def build_model_and_optimizer(loop: Loop) -> None:
     """
     settings, group = loop.settings, loop.group
     torch.manual_seed(settings["seed"])
-    model = build_model(loop.experiment)
+    model = build_model(Experiment.from_dict(loop.experiment))
     if any(isinstance(p, UninitializedParameter) for p in model.parameters()):
         # Lazy layers (PyG's in_channels=-1) learn their input size from one forward pass,
         # in eval mode so that it leaves no batch-norm statistics behind.

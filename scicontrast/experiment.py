@@ -5,10 +5,10 @@ The schema (``schemas/config.schema.yaml``) declares every key with its default 
 turns the filled dict into these objects, field by field, so the dataclasses hold no
 defaults of their own: one place says what a key defaults to. Adding a key to a section is
 its schema entry plus one line here: ``tests/test_experiment.py`` fails until the two agree,
-while at run time a key without a field is left out (the models layer, which still takes the
-dict form, reads it there), so a key added on another branch breaks no step. A component's
-``params`` stay a dict: they belong to the component (a plug-in's keyword arguments), which
-checks them itself.
+while at run time a key without a field is left out (``train`` and the model file, which
+still take the dict form, read it there), so a key added on another branch breaks no step.
+A component's ``params`` stay a dict: they belong to the component (a plug-in's keyword
+arguments), which checks them itself.
 
     experiment = Experiment.from_dict(load_experiment("config.yaml", "dna_demo"))
     experiment.training.seed, experiment.analysis.label_column, experiment.pairs.name

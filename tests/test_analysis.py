@@ -41,6 +41,7 @@ from scicontrast.analysis.summary import format_report
 from scicontrast.config import select_experiment, validate_config
 from scicontrast.data_adapters.base import Items, PairBuilder
 from scicontrast.errors import ConfigError, InputDataError
+from scicontrast.experiment import Analysis, Experiment
 
 FEATURES = 8
 
@@ -587,15 +588,22 @@ def _prepare(tmp_path, items: Items) -> None:
     embed("model.pt", tmp_path / "items", tmp_path / "embeddings")
 
 
+def analysis_settings(**overrides) -> Analysis:
+    """The schema's ``analysis`` section with ``overrides``, validated as a config is."""
+    config = validate_config({"experiments": {"a": minimal_experiment(analysis=overrides)}})
+    return Experiment.from_dict(select_experiment(config, "a", "test")).analysis
+
+
 def _evaluate(tmp_path, **options) -> dict:
-    """``evaluate`` on the files ``_prepare`` wrote, into ``evaluation.json``."""
+    """``evaluate`` on the files ``_prepare`` wrote, into ``evaluation.json``, with the
+    schema's analysis settings but ``options``."""
     return evaluate(
         "model.pt",
         tmp_path / "items",
         tmp_path / "pairs.parquet",
         tmp_path / "embeddings",
         tmp_path / "evaluation.json",
-        **options,
+        analysis_settings(**options),
     )
 
 
@@ -604,7 +612,7 @@ def test_evaluate_writes_all_sections(tmp_path, stand_in_model_stack):
     items.table.loc[0, "source"] = "singleton"
     _prepare(tmp_path, items)
     with pytest.warns(UserWarning, match="singleton"):
-        result = _evaluate(tmp_path, label_column="source", probe_seeds=(0, 1), knn_k=3)
+        result = _evaluate(tmp_path, label_column="source", probe_seeds=[0, 1], knn_k=3)
     assert json.loads((tmp_path / "evaluation.json").read_text()) == json.loads(json.dumps(result))
     assert result["n_items"] == 60 and result["embedding_dim"] == FEATURES
     assert result["labels"]["n_used"] == 59 and result["labels"]["dropped_classes"] == ["singleton"]
@@ -681,9 +689,9 @@ def test_evaluate_probes_with_the_class_weight_it_is_given(tmp_path, stand_in_mo
     items = make_items(n=60)
     items.table["rare"] = np.where(np.arange(60) % 6 == 0, "rare", "common")
     _prepare(tmp_path, items)
-    plain = _evaluate(tmp_path, label_column="rare", probe_seeds=(0, 1))["probe"]
+    plain = _evaluate(tmp_path, label_column="rare", probe_seeds=[0, 1])["probe"]
     balanced = _evaluate(
-        tmp_path, label_column="rare", probe_seeds=(0, 1), probe_class_weight="balanced"
+        tmp_path, label_column="rare", probe_seeds=[0, 1], probe_class_weight="balanced"
     )["probe"]
     assert plain["class_weight"] is None and balanced["class_weight"] == "balanced"
     assert balanced["per_seed"] != plain["per_seed"]
@@ -704,7 +712,7 @@ def test_evaluate_groups_the_probe_splits_by_the_column_it_is_given(tmp_path, st
     centres = rng.normal(size=(12, FEATURES)).astype(np.float32)
     items.arrays["features"] = centres[source] + 0.01 * rng.normal(size=(60, FEATURES))
     _prepare(tmp_path, items)
-    options = {"label_column": "label", "probe_seeds": (0, 1, 2), "knn_k": 3}
+    options = {"label_column": "label", "probe_seeds": [0, 1, 2], "knn_k": 3}
     split_by_item = _evaluate(tmp_path, **options)
     grouped = _evaluate(tmp_path, **options, probe_group_column="source")
     assert split_by_item["knn"]["accuracy"]["mean"] > 0.9

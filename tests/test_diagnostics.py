@@ -22,6 +22,7 @@ from scicontrast.analysis.diagnostics import (
 from scicontrast.analysis.diagnostics_report import diagnostics_table, format_diagnostics
 from scicontrast.data_adapters.base import Items, held_out_groups
 from scicontrast.data_adapters.dna.views import DNAViews
+from scicontrast.experiment import Experiment
 from scicontrast.models.contrastive import build_model, save_model
 from scicontrast.models.contrastive_metrics import similarity_gap
 
@@ -123,7 +124,7 @@ def test_untrained_model_file_gives_identical_trained_and_untrained_columns(smal
     """The baseline is the model as training starts it: same seed, same weights."""
     folder, experiment, pairs = small_run
     torch.manual_seed(experiment["training"]["seed"])
-    save_model(folder / "initial.pt", build_model(experiment), experiment)
+    save_model(folder / "initial.pt", build_model(Experiment.from_dict(experiment)), experiment)
     result = diagnose(
         folder / "initial.pt",
         folder / "items",

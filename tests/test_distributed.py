@@ -20,6 +20,7 @@ from scicontrast.config import experiment_as_config, select_experiment, validate
 from scicontrast.data_adapters.dna.demo import generate_demo_dna
 from scicontrast.data_adapters.dna.reading import FastaAdapter
 from scicontrast.data_adapters.dna.views import DNAViews
+from scicontrast.experiment import Experiment
 from scicontrast.io import write_parquet
 from scicontrast.models.contrastive import build_model
 from scicontrast.models.train import train
@@ -87,6 +88,7 @@ GRADIENT_WORKER = textwrap.dedent(
     import sys
     import torch
     from torch.nn.parallel import DistributedDataParallel
+    from scicontrast.experiment import Experiment
     from scicontrast.models.contrastive import build_model
     from scicontrast.models.distributed import (
         gathered_info_nce, start_process_group, stop_process_group, sync_batchnorm
@@ -98,7 +100,7 @@ GRADIENT_WORKER = textwrap.dedent(
     # Unequal shares: rank 0 holds 7 views, rank 1 the rest (groups of 2 and 3 views).
     share = slice(0, 7) if group.rank == 0 else slice(7, None)
     torch.manual_seed(0)
-    model = sync_batchnorm(build_model(experiment), torch.device("cpu"))
+    model = sync_batchnorm(build_model(Experiment.from_dict(experiment)), torch.device("cpu"))
     network = DistributedDataParallel(model)
     output = gathered_info_nce(model.loss, network(views[share]), ids[share])
     output.loss.backward()
@@ -122,7 +124,7 @@ def test_two_processes_give_the_loss_and_gradients_of_one(tmp_path):
         # Groups of unequal size, split unevenly across the processes.
         ids = torch.tensor([0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4, 4, 5, 5, 6, 6])
         torch.manual_seed(0)
-        model = build_model(exp)
+        model = build_model(Experiment.from_dict(exp))
         output = model.loss(model(views), ids)
         output.loss.backward()
         expected = {n: p.grad.clone() for n, p in model.named_parameters()}

@@ -21,6 +21,7 @@ from scicontrast.analysis.export import EMBEDDING_KEY, export, load_torchscript,
 from scicontrast.config import validate_config
 from scicontrast.data_adapters.base import Adapter, Items, PairBuilder
 from scicontrast.errors import ConfigError, InputDataError
+from scicontrast.experiment import Experiment
 from scicontrast.models.contrastive import build_model, save_model
 from scicontrast.registry import ADAPTERS
 
@@ -31,7 +32,7 @@ def trained_stand_in(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("export")
     experiment, fasta = small_dna_experiment(folder, sequences_per_source=6)
     torch.manual_seed(0)
-    model = build_model(experiment)
+    model = build_model(Experiment.from_dict(experiment))
     save_model(folder / "model.pt", model, experiment)
     embed(folder / "model.pt", folder / "items", folder / "embeddings")
     cluster(folder / "embeddings", folder / "clusters", label_column="source")
@@ -261,7 +262,11 @@ def untrained_and_embedded(
     items = ADAPTERS.create(experiment["adapter"]).read()
     items.save(folder / "items")
     builder = PAIR_BUILDERS.create(experiment["pairs"])
-    save_model(folder / "model.pt", untrained_model(experiment, builder, items), experiment)
+    save_model(
+        folder / "model.pt",
+        untrained_model(Experiment.from_dict(experiment), builder, items),
+        experiment,
+    )
     embed(folder / "model.pt", folder / "items", folder / "embeddings")
     return experiment, items, builder
 

@@ -18,6 +18,7 @@ from test_train import LENGTH, NoisyCopies, assert_same_weights, read_metrics
 from scicontrast.config import experiment_as_config, select_experiment, validate_config
 from scicontrast.data_adapters.base import Adapter, Items
 from scicontrast.errors import ConfigError, InputDataError, Preempted, ScicontrastError
+from scicontrast.experiment import Experiment
 from scicontrast.models import federated
 from scicontrast.models.contrastive import build_model
 from scicontrast.models.federated_client import site_round
@@ -225,8 +226,10 @@ def test_the_global_model_never_carries_the_bank(tmp_path):
 def test_fedprox_adds_mu_times_the_distance_to_the_global_weights_to_each_gradient():
     experiment = make_experiment(aggregation="fedprox", proximal_mu=0.5)
     torch.manual_seed(0)
-    model = build_model(experiment)
-    plain = build_model({k: v for k, v in experiment.items() if k != "federated"})
+    model = build_model(Experiment.from_dict(experiment))
+    plain = build_model(
+        Experiment.from_dict({k: v for k, v in experiment.items() if k != "federated"})
+    )
     plain.load_state_dict({k: v for k, v in model.state_dict().items() if "proximal" not in k})
     with torch.no_grad():
         for p in model.parameters():
@@ -298,7 +301,9 @@ def test_fedprox_anchors_each_round_at_the_global_weights_it_started_from(tmp_pa
     federated.federate(experiment, items, pairs, out, stop_after_rounds=2)
     site = torch.load(out / "sites" / "b" / "model" / "checkpoint.pt", weights_only=True)
     anchors = {k: v for k, v in site["model"].items() if k.startswith("proximal.")}
-    assert len(anchors) == sum(p.requires_grad for p in build_model(experiment).parameters())
+    assert len(anchors) == sum(
+        p.requires_grad for p in build_model(Experiment.from_dict(experiment)).parameters()
+    )
     for key, anchor in anchors.items():
         name = key.removeprefix("proximal.").replace("__", ".")
         assert torch.equal(anchor, torch.from_numpy(global_after_round_0[name])), name

@@ -14,6 +14,7 @@ from torch_geometric.utils import to_torch_csr_tensor
 
 from scicontrast.config import validate_config
 from scicontrast.errors import ConfigError
+from scicontrast.experiment import Experiment
 from scicontrast.models.contrastive import build_model, load_model, save_model
 from scicontrast.models.gnn import GATEncoder, GCNEncoder, GINEncoder, PropagatedMLPEncoder
 from scicontrast.registry import ENCODERS
@@ -147,7 +148,7 @@ def test_model_with_lazy_input_size_saves_and_loads(tmp_path, name):
         "name": "g",
         **validate_config({"experiments": {"g": experiment}})["experiments"]["g"],
     }
-    model = build_model(experiment).eval()
+    model = build_model(Experiment.from_dict(experiment)).eval()
     data = toy_graph()
     with torch.no_grad():
         expected = model.embed(data)  # the first pass fixes the input size

@@ -15,19 +15,11 @@ from test_layers import MODULES
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 60
 
-TO_SPLIT = "an analysis step to split into its phases (see below)"
-
 # Modules over the limit.
 LONG_MODULES: dict[str, str] = {}
 
 # Functions over the limit, as "module:Class.function" or "module:function".
 LONG_FUNCTIONS = {
-    # To split next: the analysis steps, a dozen keyword settings each, that read, probe,
-    # score and write in one body; they shrink once they take the typed experiment's
-    # Analysis section (scicontrast.experiment) instead of one parameter per key.
-    "scicontrast.analysis.evaluate:evaluate": TO_SPLIT,
-    "scicontrast.analysis.retrieval:evaluate_audio_image": TO_SPLIT,
-    "scicontrast.analysis.graph_eval:evaluate_graph": TO_SPLIT,
     # Flat sequences: one step after another, each a few lines, no branch worth a name of
     # its own; cut into helpers they would pass a dozen locals back and forth.
     "scicontrast.analysis.summary:format_report": "flat: one block per section of the text",

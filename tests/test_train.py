@@ -20,6 +20,7 @@ from scicontrast.config import select_experiment, validate_config
 from scicontrast.data_adapters.base import Items, PairBuilder, ViewDataset, collate_views
 from scicontrast.device import resolve_device
 from scicontrast.errors import ConfigError, InputDataError, ScicontrastError
+from scicontrast.experiment import Experiment
 from scicontrast.models.contrastive import ContrastiveModel, build_model, load_model, save_model
 from scicontrast.models.dna_cnn import DNAConvEncoder
 from scicontrast.models.run_state import experiment_hash
@@ -263,7 +264,7 @@ def test_weight_averaging_exports_the_mean_of_the_last_epochs_with_fresh_batchno
         last_weights.append(torch.load(out / "checkpoint.pt", weights_only=True)["model"])
     exported = torch.load(out / "model.pt", weights_only=True)["state_dict"]
 
-    parameters = dict(build_model(experiment).named_parameters())
+    parameters = dict(build_model(Experiment.from_dict(experiment)).named_parameters())
     assert any(name.endswith("running_mean") for name in exported)  # dna_cnn has batch norm
     for name in parameters:
         mean = (last_weights[2][name] + last_weights[3][name]) / 2
@@ -396,7 +397,7 @@ def fixed_batch_loss(model: ContrastiveModel, items_dir: Path, pairs_path: Path)
 def test_loss_decreases_on_noisy_copies_of_prototypes(tmp_path, toy_data, caplog):
     experiment = make_experiment(epochs=16, batch_size=4)
     torch.manual_seed(experiment["training"]["seed"])
-    initial = build_model(experiment)  # the weights training starts from
+    initial = build_model(Experiment.from_dict(experiment))  # the weights training starts from
     with caplog.at_level(logging.INFO, logger="scicontrast.train"):
         trained, _ = load_model(train(experiment, *toy_data, tmp_path / "run", progress=False))
     assert fixed_batch_loss(trained, *toy_data) < 0.7 * fixed_batch_loss(initial, *toy_data)
@@ -486,7 +487,7 @@ def test_resolve_device(monkeypatch):
 def test_save_and_load_model_give_identical_embeddings(tmp_path):
     experiment = make_experiment()
     torch.manual_seed(0)
-    model = build_model(experiment)
+    model = build_model(Experiment.from_dict(experiment))
     x = torch.nn.functional.one_hot(torch.randint(0, 4, (6, LENGTH)), 4).float().transpose(1, 2)
     model(x)  # training-mode pass: BatchNorm running statistics now differ from their init
     model.eval()
@@ -501,7 +502,7 @@ def test_save_and_load_model_give_identical_embeddings(tmp_path):
 
 def test_a_model_file_from_before_a_new_setting_loads_with_its_default(tmp_path):
     experiment = make_experiment()
-    model = build_model(experiment)
+    model = build_model(Experiment.from_dict(experiment))
     older = {**experiment, "loss": {"temperature": 0.2}}  # written before loss.implementation
     save_model(tmp_path / "model.pt", model, older)
     _, stored_experiment = load_model(tmp_path / "model.pt")

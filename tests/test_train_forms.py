@@ -11,6 +11,7 @@ import torch
 from test_train import assert_same_weights, make_experiment, write_toy_data
 
 from scicontrast.errors import ConfigError
+from scicontrast.experiment import Experiment
 from scicontrast.models.chunked_loss import ChunkedInfoNCELoss
 from scicontrast.models.contrastive import build_model, load_model
 from scicontrast.models.losses import InfoNCELoss
@@ -42,8 +43,8 @@ LOSS_BLIND = ("encoder.output.bias", "head.layers.1.running_mean")
 def test_chunked_implementation_trains_like_the_dense_loss(tmp_path, toy_data):
     dense = make_experiment(epochs=2)
     chunked = with_loss(dense, implementation="chunked")
-    assert isinstance(build_model(chunked).loss, ChunkedInfoNCELoss)
-    assert type(build_model(dense).loss) is InfoNCELoss
+    assert isinstance(build_model(Experiment.from_dict(chunked)).loss, ChunkedInfoNCELoss)
+    assert type(build_model(Experiment.from_dict(dense)).loss) is InfoNCELoss
     a = state_dict(train(dense, *toy_data, tmp_path / "dense", progress=False))
     b = state_dict(train(chunked, *toy_data, tmp_path / "chunked", progress=False))
     for key in set(a) - set(LOSS_BLIND):

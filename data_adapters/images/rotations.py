@@ -226,10 +226,10 @@ class RotationViews(PairBuilder):
         if items.meta.get("layout") == "patches":
             store, channels = (items.extras[PIXELS], items.arrays[EXTENT]), items.meta["channels"]
 
-            def images():
+            def patch_images():
                 return (unpack_image(*store, i, channels) for i in range(len(items)))
 
-            return [lbp_histograms(images()), raw_pixels(images())]
+            return [lbp_histograms(patch_images()), raw_pixels(patch_images())]
         images = items.arrays["images"]
         return [lbp_histograms(images), raw_pixels(images)]
 
@@ -258,11 +258,11 @@ class RotationViews(PairBuilder):
         if images is None:
             raise InputDataError("image items: no 'images' array (images.npy)")
         channels, size = items.meta.get("channels"), items.meta.get("size")
-        expected = (len(items), channels, size, size)
-        if images.ndim != 4 or images.shape != expected:
+        expected = [len(items), channels, size, size]
+        if list(images.shape) != expected:
             raise InputDataError(
                 f"image items: 'images' has shape {list(images.shape)}, expected [N, C, S, S] = "
-                f"{list(expected)} from meta channels and size"
+                f"{expected} from meta channels and size"
             )
         if images.dtype not in (np.uint8, np.float32):
             raise InputDataError(
@@ -276,7 +276,7 @@ class RotationViews(PairBuilder):
                 f"image items: 'masks' must be bool [N, S, S] = {[len(items), size, size]}, "
                 f"got {masks.dtype} {list(masks.shape)}"
             )
-        return self._check_view_size(size)
+        return self._check_view_size(images.shape[-1])  # S: the shape matched
 
     def _check_patch_items(self, items: Items) -> int:
         """Validate a patch store (``patches`` module); return the view side."""
@@ -349,8 +349,8 @@ class RotationViews(PairBuilder):
         self._has_masks = masks is not None
         if self._has_masks:
             ones = 255 if images.dtype == torch.uint8 else 1.0
-            masks = torch.from_numpy(np.ascontiguousarray(masks))[:, None].to(images.dtype)
-            images = torch.cat([images, masks * ones], dim=1)
+            mask_channel = torch.from_numpy(np.ascontiguousarray(masks))[:, None]
+            images = torch.cat([images, mask_channel.to(images.dtype) * ones], dim=1)
         self._images = images
         self._scale = 1 / 255 if images.dtype == torch.uint8 else 1.0
 
@@ -358,6 +358,7 @@ class RotationViews(PairBuilder):
         """``float32 [1, C, S, S]`` in ``[0, 1]``: the item, or (patch layout) the window of
         side ``S`` at ``(top, left)`` of its image, the centred one for ``None``."""
         if self._store is None:
+            assert self._images is not None  # bind() sets the images or the patch store
             return self._images[item_index : item_index + 1].float() * self._scale
         image = unpack_image(*self._store, item_index, self._channels)
         height, width = image.shape[1:]
@@ -465,8 +466,10 @@ class RotationViews(PairBuilder):
 
     def _grid(self, item_index: int) -> list[Tensor]:
         """Canonical ``o x o`` views at up to ``max_patches`` places of the image's grid."""
-        _, height, width = (int(v) for v in self._store[1][item_index])
-        image = unpack_image(*self._store, item_index, self._channels)
+        store = self._store
+        assert store is not None  # embedding_batches bound the patch items
+        _, height, width = (int(v) for v in store[1][item_index])
+        image = unpack_image(*store, item_index, self._channels)
         side = self._out_size
         views = []
         for _, _, top, left in tile_grid(height, width, side, self.max_patches):

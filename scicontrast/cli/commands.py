@@ -325,7 +325,6 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from scicontrast.io import atomic_path
 
     experiment = _experiment(args)
-    analysis = experiment.analysis
     out = Path(args.out)
     with atomic_path(out) as tmp:
         tmp.mkdir()
@@ -335,18 +334,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             args.pairs,
             args.embeddings,
             tmp / "evaluation.json",
-            label_column=analysis.label_column,
-            probe_test_fraction=analysis.probe_test_fraction,
-            probe_seeds=analysis.probe_seeds,
-            probe_scaling=analysis.probe_scaling,
-            probe_class_weight=analysis.probe_class_weight,
-            probe_group_column=analysis.probe_group_column,
-            knn_k=analysis.knn_k,
-            invariance_negatives=analysis.invariance_negatives,
+            experiment.analysis,
             seed=experiment.training.seed,
             device=args.device,
-            baselines=analysis.baselines,
-            untrained_control=analysis.untrained_control,
         )
         clusters = None
         if args.clusters:
