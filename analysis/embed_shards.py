@@ -43,16 +43,17 @@ def gather_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path) -> int:
     Returns the number of rows written. Raises ``InputDataError`` naming the first shard
     that is missing or incomplete, before anything is written.
     """
-    shard_dirs = [Path(d) for d in shard_dirs]
-    if not shard_dirs:
+    folders = [Path(d) for d in shard_dirs]
+    if not folders:
         raise InputDataError(f"{out_dir}: no embedding shards to gather")
-    rows, widths = [], set()
-    for index, folder in enumerate(shard_dirs):
-        rows.append(_check_shard(folder, index, len(shard_dirs), widths))
+    rows: list[int] = []
+    widths: set[int] = set()
+    for index, folder in enumerate(folders):
+        rows.append(_check_shard(folder, index, len(folders), widths))
     if len(widths) > 1:
         raise InputDataError(f"{out_dir}: shards disagree on the embedding width: {widths}")
     schema = pa.unify_schemas(
-        [pq.read_schema(d / EMBEDDINGS_TABLE) for d in shard_dirs], promote_options="permissive"
+        [pq.read_schema(d / EMBEDDINGS_TABLE) for d in folders], promote_options="permissive"
     )
     with atomic_path(out_dir) as tmp:
         (tmp / EMBEDDINGS_TABLE).mkdir(parents=True)
@@ -60,7 +61,7 @@ def gather_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path) -> int:
             tmp / EMBEDDINGS_ARRAY, mode="w+", dtype=np.float32, shape=(sum(rows), widths.pop())
         )
         start = 0
-        for index, folder in enumerate(shard_dirs):
+        for index, folder in enumerate(folders):
             table = pq.read_table(folder / EMBEDDINGS_TABLE).select(schema.names).cast(schema)
             pq.write_table(table, tmp / EMBEDDINGS_TABLE / PART_NAME.format(index))
             array[start : start + rows[index]] = np.load(folder / EMBEDDINGS_ARRAY, mmap_mode="r")

@@ -121,7 +121,7 @@ def embed_reads(encoder: torch.nn.Module, codes: np.ndarray, batch_size: int = 6
     ``batch_size`` reads per pass (small batches stay in cache: ``EMBED_NUCLEOTIDES``)."""
     encoder.eval()
     chunks = [
-        encoder(codes_to_batch(codes[i : i + batch_size])).numpy()
+        encoder(codes_to_batch(list(codes[i : i + batch_size]))).numpy()
         for i in range(0, len(codes), batch_size)
     ]
     return np.concatenate(chunks)

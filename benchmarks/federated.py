@@ -44,6 +44,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from scicontrast.analysis.probes import best_C, probe_model
 from scicontrast.config import load_experiment
 from scicontrast.data_adapters.base import Items
+from scicontrast.experiment import Experiment
 from scicontrast.io import write_parquet
 from scicontrast.models.contrastive import build_model, load_model
 from scicontrast.models.federated import federate
@@ -207,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         if arm != "central":
             rows[arm]["bytes"] = bytes_per_round(path.parent)
     torch.manual_seed(experiment["training"]["seed"])
-    rows["untrained"] = score(embed(build_model(experiment), experiment, items), labels, is_test)
+    rows["untrained"] = score(
+        embed(build_model(Experiment.from_dict(experiment)), experiment, items), labels, is_test
+    )
     builder = PAIR_BUILDERS.create(experiment["pairs"], where="pairs")
     for features in builder.classical_features(items):
         if features.features is not None:

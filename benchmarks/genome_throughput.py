@@ -24,6 +24,7 @@ import torch
 
 from scicontrast.analysis.genome_eval import embed_reads
 from scicontrast.config import load_experiment
+from scicontrast.experiment import Experiment
 from scicontrast.models.contrastive import build_model
 
 
@@ -39,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    encoder = build_model(load_experiment(args.config, args.experiment)).encoder.eval()
+    encoder = build_model(
+        Experiment.from_dict(load_experiment(args.config, args.experiment))
+    ).encoder.eval()
     codes = np.random.default_rng(0).integers(1, 5, size=(args.reads, args.length), dtype=np.uint8)
     embed_reads(encoder, codes[:128])  # warm-up
     for batch_size in args.batch_sizes:

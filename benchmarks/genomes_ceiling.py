@@ -39,6 +39,7 @@ from torch import nn
 from scicontrast.analysis.genome_eval import split_genomes
 from scicontrast.config import load_experiment
 from scicontrast.data_adapters.base import Items
+from scicontrast.experiment import Experiment
 from scicontrast.models.contrastive import build_model
 from scicontrast.models.train import learning_rate
 from scicontrast.registry import PAIR_BUILDERS
@@ -50,7 +51,7 @@ def train_classifier(
     """The experiment's encoder trained as a genome classifier on ``train_genomes``; saved
     to (and, when present, read from) ``path``. Returns the encoder alone."""
     torch.manual_seed(seed)  # the initial weights of the contrastive run with this seed
-    encoder = build_model(experiment).encoder
+    encoder = build_model(Experiment.from_dict(experiment)).encoder
     if path.is_file():
         encoder.load_state_dict(torch.load(path, weights_only=True))
         return encoder

@@ -98,10 +98,11 @@ def run_step(step: str, out: Path, batch_nodes: int, fanouts: list[int]) -> None
         # the training epoch, whose 10^6-node run outlasts a shared 2-core machine's slot.
         from torch_geometric.data import Data
 
+        from scicontrast.experiment import Experiment
         from scicontrast.models.contrastive import build_model, save_model
 
         exp = experiment(batch_nodes, fanouts)
-        model = build_model(exp)
+        model = build_model(Experiment.from_dict(exp))
         x = torch.from_numpy(np.load(out / "items" / f"{FEATURES}.npy", mmap_mode="r")[:2].copy())
         model.embed(Data(x=x, edge_index=torch.zeros(2, 0, dtype=torch.long)))
         save_model(out / "model" / "model.pt", model, exp)

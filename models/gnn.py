@@ -262,6 +262,8 @@ class PropagatedMLPEncoder(nn.Module):
     propagates as it was trained.
     """
 
+    rule: torch.Tensor  # buffer [2]: hops and teleport, NaN until the rule fills them
+
     name = "propagated_mlp"
     ORDERS = ("before", "after")
 

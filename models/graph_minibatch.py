@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -29,13 +30,15 @@ def layerwise_embed(encoder: nn.Module, data: Data, chunk: int) -> Tensor:
     layer over ``chunk`` target nodes at a time (module docstring); ``[N, embedding_dim]``."""
     n_nodes = data.num_nodes
     edge_index, edge_weight = data.edge_index, getattr(data, "edge_weight", None)
-    gcn = any(isinstance(conv, GCNConv) for conv in encoder.convs)
+    convs = cast(nn.ModuleList, encoder.convs)
+    activations = cast(nn.ModuleList, encoder.activations)
+    gcn = any(isinstance(conv, GCNConv) for conv in convs)
     if gcn:
         edge_index, edge_weight = gcn_norm(edge_index, edge_weight, n_nodes, dtype=data.x.dtype)
     incoming = IncomingEdges(edge_index, n_nodes)
     h, outputs = data.x, []
     device = data.x.device
-    for conv, activation in zip(encoder.convs, encoder.activations, strict=True):
+    for conv, activation in zip(convs, activations, strict=True):
         parts = []
         for start in range(0, n_nodes, chunk):
             stop = min(start + chunk, n_nodes)
@@ -59,7 +62,7 @@ def layerwise_embed(encoder: nn.Module, data: Data, chunk: int) -> Tensor:
 
 
 @contextlib.contextmanager
-def _normalised_already(conv: nn.Module, gcn: bool) -> Iterator[None]:
+def _normalised_already(conv: Any, gcn: bool) -> Iterator[None]:
     """Turn a GCN layer's own normalisation (and self-loops) off: the weights carry them."""
     if not gcn:
         yield

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from typing import cast
 
 import pandas as pd
 import torch
@@ -34,7 +35,7 @@ from scicontrast.data_adapters.graphs.sampling import (
     sample_subgraph,
     step_generator,
 )
-from scicontrast.data_adapters.graphs.views import GraphViews, graph_data
+from scicontrast.data_adapters.graphs.views import GraphViewBatches, GraphViews, graph_data
 from scicontrast.data_adapters.loader import EpochLoader
 from scicontrast.errors import ConfigError
 from scicontrast.registry import PAIR_BUILDERS
@@ -90,7 +91,8 @@ class NeighborSampledGraphViews(GraphViews):
         world_size: int = 1,
     ) -> EpochLoader:
         """An epoch of neighbour-sampled steps over the nodes of ``pairs``."""
-        whole = super().training_batches(items, pairs, seed, batch_size, rank, world_size).plan
+        loader = super().training_batches(items, pairs, seed, batch_size, rank, world_size)
+        whole = cast(GraphViewBatches, loader.plan)
         return EpochLoader(NeighborViewBatches(self, whole.data, seed, whole.nodes))
 
     def embedding_batches(self, items: Items, batch_size: int) -> Iterator[Data]:
