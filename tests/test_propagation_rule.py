@@ -12,6 +12,7 @@ from torch_geometric.utils import dropout_edge
 
 from scicontrast.config import validate_config
 from scicontrast.errors import ConfigError
+from scicontrast.experiment import Experiment
 from scicontrast.models.contrastive import build_model, load_model, save_model
 from scicontrast.models.gnn import PropagatedMLPEncoder, propagation_rule
 
@@ -72,7 +73,7 @@ def test_auto_values_are_saved_with_the_model(tmp_path):
         "name": "g",
         **validate_config({"experiments": {"g": experiment}})["experiments"]["g"],
     }
-    model = build_model(experiment).eval()
+    model = build_model(Experiment.from_dict(experiment)).eval()
     data = toy_graph(n_nodes=9)
     with torch.no_grad():
         expected = model.embed(data)
