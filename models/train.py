@@ -61,7 +61,6 @@ The run's setup is :mod:`scicontrast.models.train_setup`; each batch is a
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import math
@@ -400,7 +399,7 @@ def _train_ensemble(
     member_paths = []
     for k in range(members):
         # The member in the dict form train() takes (the typed form's fields, as stored).
-        member = dataclasses.asdict(member_experiment(Experiment.from_dict(experiment), k))
+        member = member_experiment(Experiment.from_dict(experiment), k).to_dict()
         seed = member["training"]["seed"]
         logger.info("ensemble member %d of %d (seed %d)", k + 1, members, seed)
         path = train(member, items_dir, pairs_path, out_dir / "members" / str(k), **options)

@@ -158,6 +158,16 @@ class Experiment:
         """
         return build(cls, experiment, f"experiments.{experiment.get('name', '?')}")
 
+    def to_dict(self) -> dict[str, Any]:
+        """The dict form :meth:`from_dict` reads (and the model file stores): every field,
+        without the optional sections the experiment does not have."""
+        optional = {f.name for f in dataclasses.fields(self) if f.default is None}
+        return {
+            name: value
+            for name, value in dataclasses.asdict(self).items()
+            if not (value is None and name in optional)
+        }
+
 
 def section(hint: Any) -> Any:
     """The dataclass of an optional section's hint (``Federated | None``), else the hint."""

@@ -6,15 +6,15 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from test_analysis import make_items
+
+# The stand-in model fixture of the embedding tests, shared by import.
+from test_analysis import make_items, stand_in_model_stack  # noqa: F401
 
 from scicontrast.analysis.embed import embed, load_embeddings
 from scicontrast.analysis.embed_shards import gather_shards
 from scicontrast.data_adapters.base import Items
 from scicontrast.data_adapters.shards import shard_items, shard_rows
 from scicontrast.errors import ConfigError, InputDataError
-
-pytest_plugins = ["test_analysis"]  # the stand_in_model_stack fixture
 
 
 @pytest.mark.parametrize(("n_items", "shards"), [(10, 3), (7, 7), (5, 8), (1000, 16)])
@@ -25,7 +25,8 @@ def test_shards_cover_every_row_once_in_order_with_sizes_within_one(n_items, sha
     assert max(sizes) - min(sizes) <= 1
 
 
-def test_gathered_shards_equal_one_embedding_job(tmp_path, stand_in_model_stack):
+@pytest.mark.usefixtures("stand_in_model_stack")
+def test_gathered_shards_equal_one_embedding_job(tmp_path):
     items = make_items(n=23)
     # A column that is all missing in one shard: its type must unify across the parts.
     items.table["note"] = [None] * 8 + ["x"] * 15
@@ -47,7 +48,8 @@ def test_gathered_shards_equal_one_embedding_job(tmp_path, stand_in_model_stack)
     assert pq.read_table(table).column("item_id").to_pylist() == items.table["item_id"].tolist()
 
 
-def test_gathered_embeddings_export_to_anndata_as_one_table(tmp_path, stand_in_model_stack):
+@pytest.mark.usefixtures("stand_in_model_stack")
+def test_gathered_embeddings_export_to_anndata_as_one_table(tmp_path):
     from scicontrast.analysis.export import EMBEDDING_KEY, to_anndata
 
     items = make_items(n=12)
@@ -61,7 +63,8 @@ def test_gathered_embeddings_export_to_anndata_as_one_table(tmp_path, stand_in_m
     assert list(adata.obs_names) == items.table["item_id"].tolist()
 
 
-def test_a_missing_shard_is_named_and_nothing_is_written(tmp_path, stand_in_model_stack):
+@pytest.mark.usefixtures("stand_in_model_stack")
+def test_a_missing_shard_is_named_and_nothing_is_written(tmp_path):
     items = make_items(n=9)
     items.save(tmp_path / "items")
     shard_dirs = [tmp_path / "shards" / str(k) for k in range(3)]
@@ -72,7 +75,8 @@ def test_a_missing_shard_is_named_and_nothing_is_written(tmp_path, stand_in_mode
     assert not (tmp_path / "out").exists()
 
 
-def test_a_truncated_shard_array_is_named(tmp_path, stand_in_model_stack):
+@pytest.mark.usefixtures("stand_in_model_stack")
+def test_a_truncated_shard_array_is_named(tmp_path):
     items = make_items(n=9)
     items.save(tmp_path / "items")
     shard_dirs = [tmp_path / "shards" / str(k) for k in range(2)]

@@ -54,6 +54,10 @@ def test_values_are_the_validated_dicts():
     assert experiment.adapter.params == settings["adapter"]["params"]
     # The optional federated section is None for an experiment without it.
     assert dataclasses.asdict(experiment) == {**settings, "federated": None}
+    # to_dict is from_dict's inverse: an absent optional section stays absent, so the dict
+    # validates again (an ensemble member is trained from it).
+    assert experiment.to_dict() == settings
+    assert Experiment.from_dict(experiment.to_dict()) == experiment
 
 
 def test_defaults_come_from_the_schema():
