@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from scicontrast.analysis.trained import TrainedModel
 from scicontrast.data_adapters.base import Items, PairBuilder
 from scicontrast.data_adapters.classical import ClassicalFeatures
 from scicontrast.experiment import Experiment
@@ -87,6 +88,23 @@ def compare(
             continue
         rows.append({"name": features.name, "kind": CLASSICAL, "scores": score(features.features)})
     return {"rows": rows, "skipped": skipped, "verdicts": verdicts(rows)}
+
+
+def compare_with_controls(
+    trained_scores: Scores,
+    trained: TrainedModel,
+    items: Items,
+    score: Callable[[np.ndarray], Scores],
+    untrained_control: bool,
+) -> dict[str, Any]:
+    """:func:`compare` against the pair builder's classical features of ``items`` and, with
+    ``untrained_control``, the trained model's encoder at its initial weights."""
+    untrained = (
+        untrained_embeddings(trained.experiment, trained.builder, items, trained.device)
+        if untrained_control
+        else None
+    )
+    return compare(trained_scores, score, trained.builder.classical_features(items), untrained)
 
 
 def _difference(trained: Metric, other: Metric) -> tuple[float, float | None]:

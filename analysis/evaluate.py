@@ -23,9 +23,8 @@ import pandas as pd
 
 from scicontrast.analysis.baselines import (
     Scores,
-    compare,
+    compare_with_controls,
     metric_summary,
-    untrained_embeddings,
 )
 from scicontrast.analysis.embed import EMBEDDINGS_TABLE, load_embeddings
 from scicontrast.analysis.invariance import invariance_score
@@ -148,7 +147,10 @@ def evaluate_items(
         trained_scores = _item_scores(
             result["probe"], result["knn"], embeddings[labelled.rows], labelled.labels
         )
-        result["comparison"] = _comparison(trained_scores, trained, items, labelled, analysis)
+        scorer = _item_scorer(labelled, analysis)
+        result["comparison"] = compare_with_controls(
+            trained_scores, trained, items, scorer, analysis.untrained_control
+        )
     write_json(out_path, result)
     return result
 
@@ -197,28 +199,6 @@ def _invariance(
             ),
         }
     return found
-
-
-def _comparison(
-    trained_scores: Scores,
-    trained: TrainedModel,
-    items: Items,
-    labelled: Labelled,
-    analysis: Analysis,
-) -> dict[str, Any]:
-    """The ``comparison`` entry: the trained embedding's scores beside the classical
-    features' and (``analysis.untrained_control``) the untrained encoder's."""
-    untrained = (
-        untrained_embeddings(trained.experiment, trained.builder, items, trained.device)
-        if analysis.untrained_control
-        else None
-    )
-    return compare(
-        trained_scores,
-        _item_scorer(labelled, analysis),
-        trained.builder.classical_features(items),
-        untrained,
-    )
 
 
 def _item_scores(

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from sklearn.model_selection import train_test_split
 
-from scicontrast.analysis.baselines import Scores, compare, metric_summary, untrained_embeddings
+from scicontrast.analysis.baselines import Scores, compare_with_controls, metric_summary
 from scicontrast.analysis.embed import EMBEDDINGS_TABLE, load_embeddings
 from scicontrast.analysis.probes import (
     C_GRID,
@@ -50,7 +50,7 @@ from scicontrast.analysis.probes import (
     seed_summary,
     usable_labels,
 )
-from scicontrast.analysis.trained import TrainedModel, load_trained
+from scicontrast.analysis.trained import load_trained
 from scicontrast.data_adapters.base import Items
 from scicontrast.data_adapters.graphs.cleaning import SPLIT_MASKS
 from scicontrast.data_adapters.graphs.views import GraphViews, graph_data
@@ -284,7 +284,13 @@ def evaluate_graph(
         trained_scores = _node_scores(
             result["probe"], result["knn"], result["public_split"], embeddings[rows], labels
         )
-        result["comparison"] = _comparison(trained_scores, trained, items, metadata, rows, analysis)
+        result["comparison"] = compare_with_controls(
+            trained_scores,
+            trained,
+            items,
+            _node_scorer(metadata, rows, analysis),
+            analysis.untrained_control,
+        )
     write_json(out_path, result)
     return result
 
@@ -310,29 +316,6 @@ def _node_probes(
         "knn": node_knn(embeddings[rows], labels, seeds, analysis.knn_k),
         "public_split": public_split_probe(embeddings, table, column, scaling, class_weight),
     }
-
-
-def _comparison(
-    trained_scores: Scores,
-    trained: TrainedModel,
-    items: Items,
-    table: pd.DataFrame,
-    rows: np.ndarray,
-    analysis: Analysis,
-) -> dict[str, Any]:
-    """The ``comparison`` entry: the trained embedding's scores beside the classical node
-    features' and (``analysis.untrained_control``) the untrained encoder's."""
-    untrained = (
-        untrained_embeddings(trained.experiment, trained.builder, items, trained.device)
-        if analysis.untrained_control
-        else None
-    )
-    return compare(
-        trained_scores,
-        _node_scorer(table, rows, analysis),
-        trained.builder.classical_features(items),
-        untrained,
-    )
 
 
 def _node_scores(
