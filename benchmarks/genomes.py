@@ -161,8 +161,9 @@ def render(results: dict[str, Any], markdown: bool) -> str:
     return "\n".join("\t".join(map(str, line)) for line in [header, *lines])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def benchmark_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments of the genome benchmarks (this script and genomes_ceiling.py)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", default="benchmarks/genomes.yaml")
     parser.add_argument("--experiment", default="genomes")
     parser.add_argument("--split", choices=("genome", "species"), default="genome")
@@ -174,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("results/genomes_bench"))
     parser.add_argument("--markdown", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = benchmark_parser(__doc__.splitlines()[0])
     parser.add_argument(
         "--train-only", action="store_true", help="train the seeds, score nothing (parallel runs)"
     )

@@ -25,7 +25,6 @@ When the data folder is absent the script says so and exits with status 0.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from genomes import render, score_part, store, untrained_encoder
+from genomes import benchmark_parser, render, score_part, store, untrained_encoder
 from torch import nn
 
 from scicontrast.analysis.genome_eval import split_genomes
@@ -89,18 +88,7 @@ def train_classifier(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="benchmarks/genomes.yaml")
-    parser.add_argument("--experiment", default="genomes")
-    parser.add_argument("--split", choices=("genome", "species"), default="genome")
-    parser.add_argument("--split-seed", type=int, default=0)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--lengths", type=int, nargs="+", default=[150, 500, 1000])
-    parser.add_argument("--reads", type=int, default=100, help="reads per genome and length")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=Path("results/genomes_bench"))
-    parser.add_argument("--markdown", action="store_true")
+    parser = benchmark_parser(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
     experiment = load_experiment(args.config, args.experiment)
     data = Path(experiment["adapter"]["params"]["table"]).parent
