@@ -204,8 +204,7 @@ def _embed_and_write(model_path, read_items, source, out_dir, batch_size, device
     from scicontrast.models.contrastive import load_model
     from scicontrast.registry import PAIR_BUILDERS
 
-    model, settings = load_model(model_path, map_location="cpu")
-    experiment = Experiment.from_dict(settings)
+    model, experiment = load_model(model_path, map_location="cpu")
     builder = PAIR_BUILDERS.create(experiment.pairs, where=f"{model_path}: pairs")
     items = read_items(experiment)
     try:

@@ -59,7 +59,6 @@ from scicontrast.analysis.portable import (
 )
 from scicontrast.data_adapters.base import Items
 from scicontrast.errors import InputDataError
-from scicontrast.experiment import Experiment
 from scicontrast.io import atomic_path
 
 EMBEDDING_KEY = "X_scicontrast"
@@ -154,8 +153,8 @@ def export(
     from scicontrast.models.contrastive import load_model
     from scicontrast.registry import PAIR_BUILDERS
 
-    model, settings = load_model(model_path, map_location="cpu")
-    experiment = Experiment.from_dict(settings)
+    model, experiment = load_model(model_path, map_location="cpu")
+    settings = experiment.to_dict()
     metadata, embeddings = load_embeddings(embeddings_dir)
     assignments, cluster_metrics = None, None
     if clusters_dir is not None:

@@ -202,8 +202,7 @@ def evaluate_genome_reads(
 
     Writes ``{read set folder: {row: scores}}`` to the JSON file ``out`` and returns it.
     """
-    model, settings = load_model(model_path)
-    experiment = Experiment.from_dict(settings)
+    model, experiment = load_model(model_path)
     seed = experiment.training.seed
     torch.manual_seed(seed)  # the weights training started from
     untrained = build_model(experiment)

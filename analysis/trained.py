@@ -46,8 +46,7 @@ def load_trained(model_path: str | Path, device: str = "auto") -> TrainedModel:
     from scicontrast.models.contrastive import load_model
     from scicontrast.registry import PAIR_BUILDERS
 
-    model, settings = load_model(model_path, map_location="cpu")
-    experiment = Experiment.from_dict(settings)
+    model, experiment = load_model(model_path, map_location="cpu")
     torch_device = resolve_device(device)
     model.to(torch_device).eval()
     builder = PAIR_BUILDERS.create(experiment.pairs, where=f"{model_path}: pairs")

@@ -302,7 +302,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     started = time.perf_counter()
     train(
-        experiment,
+        Experiment.from_dict(experiment),
         out / "train" / "items",
         out / "train" / "pairs.parquet",
         out / "model",

@@ -84,7 +84,9 @@ def run_arm(arm: str, experiment: dict[str, Any], out: Path) -> tuple[Path, floa
     if arm == "central":
         central = copy.deepcopy(experiment)
         central.pop("federated")
-        path = train(central, items, pairs, out / arm / "model", progress=False)
+        path = train(
+            Experiment.from_dict(central), items, pairs, out / arm / "model", progress=False
+        )
     else:
         federated = copy.deepcopy(experiment)
         federated["federated"]["bank"]["enabled"] = arm == "fedavg_bank"

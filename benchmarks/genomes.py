@@ -80,7 +80,7 @@ def trained_encoders(
         start = time.perf_counter()
         if not model_path.is_file():
             train(
-                run,
+                Experiment.from_dict(run),
                 folder.parent / "store",
                 folder / "pairs.parquet",
                 model_path.parent,

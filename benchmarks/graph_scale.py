@@ -29,6 +29,7 @@ import pandas as pd
 
 from scicontrast.data_adapters.base import Items
 from scicontrast.data_adapters.graphs.cleaning import EDGE_INDEX, FEATURES, MODALITY
+from scicontrast.experiment import Experiment
 
 
 def sbm_items(nodes: int, edges: int, blocks: int, p_in: float, features: int, seed: int):
@@ -91,18 +92,17 @@ def run_step(step: str, out: Path, batch_nodes: int, fanouts: list[int]) -> None
     elif step == "train":
         from scicontrast.models.train import train
 
-        exp = experiment(batch_nodes, fanouts)
+        exp = Experiment.from_dict(experiment(batch_nodes, fanouts))
         train(exp, out / "items", out / "pairs.parquet", out / "model", progress=False)
     elif step == "untrained":
         # Layer-wise embedding costs the same whatever the weights: this times it without
         # the training epoch, whose 10^6-node run outlasts a shared 2-core machine's slot.
         from torch_geometric.data import Data
 
-        from scicontrast.experiment import Experiment
         from scicontrast.models.contrastive import build_model, save_model
 
-        exp = experiment(batch_nodes, fanouts)
-        model = build_model(Experiment.from_dict(exp))
+        exp = Experiment.from_dict(experiment(batch_nodes, fanouts))
+        model = build_model(exp)
         x = torch.from_numpy(np.load(out / "items" / f"{FEATURES}.npy", mmap_mode="r")[:2].copy())
         model.embed(Data(x=x, edge_index=torch.zeros(2, 0, dtype=torch.long)))
         save_model(out / "model" / "model.pt", model, exp)

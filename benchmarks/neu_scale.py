@@ -49,7 +49,6 @@ from scicontrast.analysis.embed import embed_items, load_embeddings
 from scicontrast.analysis.probes import knn_accuracy, linear_probe, validation_probe
 from scicontrast.config import read_config_file
 from scicontrast.data_adapters.base import Items
-from scicontrast.experiment import Experiment
 from scicontrast.models.contrastive import build_model, load_model
 from scicontrast.registry import ADAPTERS, PAIR_BUILDERS
 
@@ -158,9 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (run / "model" / "model.pt").is_file():
         print(f"no model under {run}; run the workflow first (header of {args.config})")
         return 1
-    trained, stored = load_model(run / "model" / "model.pt", map_location="cpu")
-    torch.manual_seed(stored["training"]["seed"])  # as models.train.train seeds it
-    untrained = build_model(Experiment.from_dict(stored))
+    trained, experiment = load_model(run / "model" / "model.pt", map_location="cpu")
+    stored = experiment.to_dict()
+    torch.manual_seed(experiment.training.seed)  # as models.train.train seeds it
+    untrained = build_model(experiment)
     native = Items.load(run / "items")
     metadata, workflow_embeddings = load_embeddings(run / "embeddings")
     if not metadata["item_id"].equals(native.table["item_id"]):

@@ -88,7 +88,14 @@ def training_run(
     experiment["training"]["epochs"] = epochs
     with tempfile.TemporaryDirectory() as out:
         started, cpu = time.perf_counter(), time.process_time()
-        train(experiment, items_dir, pairs_path, out, progress=False, num_threads=threads)
+        train(
+            Experiment.from_dict(experiment),
+            items_dir,
+            pairs_path,
+            out,
+            progress=False,
+            num_threads=threads,
+        )
         seconds = (time.perf_counter() - started, time.process_time() - cpu)
         lines = [json.loads(line) for line in (Path(out) / "metrics.jsonl").open()]
     return [line for line in lines if line["kind"] == "epoch"][-1], seconds

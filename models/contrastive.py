@@ -22,7 +22,6 @@ beside it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -149,13 +148,13 @@ def ensemble_model(members: list[ContrastiveModel]) -> ContrastiveModel:
     return ContrastiveModel(encoder, head, members[0].loss)
 
 
-def save_model(path: str | Path, model: ContrastiveModel, experiment: dict[str, Any]) -> None:
+def save_model(path: str | Path, model: ContrastiveModel, experiment: Experiment) -> None:
     """Write ``model`` and the experiment it was built from to ``path``, atomically."""
     with atomic_path(path) as tmp:
         torch.save(
             {
                 "format_version": FORMAT_VERSION,
-                "experiment": experiment,
+                "experiment": experiment.to_dict(),
                 "state_dict": model.state_dict(),
             },
             tmp,
@@ -164,7 +163,7 @@ def save_model(path: str | Path, model: ContrastiveModel, experiment: dict[str, 
 
 def load_model(
     path: str | Path, map_location: str | torch.device = "cpu"
-) -> tuple[ContrastiveModel, dict[str, Any]]:
+) -> tuple[ContrastiveModel, Experiment]:
     """Rebuild the model stored at ``path``; return it in eval mode with its experiment."""
     path = Path(path)
     if not path.is_file():
@@ -181,14 +180,16 @@ def load_model(
         )
     # Validating fills the defaults of settings added since the file was written.
     try:
-        experiment = select_experiment(
-            validate_config(experiment_as_config(stored["experiment"]), source=str(path)),
-            stored["experiment"]["name"],
-            str(path),
+        experiment = Experiment.from_dict(
+            select_experiment(
+                validate_config(experiment_as_config(stored["experiment"]), source=str(path)),
+                stored["experiment"]["name"],
+                str(path),
+            )
         )
     except ConfigError as exc:
         raise InputDataError(f"{path}: the stored experiment is not valid ({exc})") from None
-    model = build_model(Experiment.from_dict(experiment))
+    model = build_model(experiment)
     try:
         model.load_state_dict(stored["state_dict"])
     except RuntimeError as exc:

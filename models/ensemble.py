@@ -26,7 +26,6 @@ The members are not trained together: a loss on the joint ``z`` would let them c
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Protocol, cast
@@ -95,7 +94,4 @@ class EnsembleHead(nn.Module):
 def member_experiment(experiment: Experiment, member: int) -> Experiment:
     """The experiment member ``member`` trains: one model (``ensemble: 1``), seed
     ``training.seed + member``."""
-    training = dataclasses.replace(
-        experiment.training, ensemble=1, seed=experiment.training.seed + member
-    )
-    return dataclasses.replace(experiment, training=training)
+    return experiment.replace(training={"ensemble": 1, "seed": experiment.training.seed + member})

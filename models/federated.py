@@ -269,7 +269,7 @@ def _bank_store(experiment: dict[str, Any], state: dict[str, Any]) -> BankStore 
 def _load_state(out_dir: Path, experiment: dict[str, Any]) -> dict[str, Any]:
     path = out_dir / SERVER_STATE
     fresh = {
-        "config_hash": experiment_hash(experiment),
+        "config_hash": experiment_hash(Experiment.from_dict(experiment)),
         "round": 0,
         "arrays": {},
         "site_names": [],
@@ -279,7 +279,7 @@ def _load_state(out_dir: Path, experiment: dict[str, Any]) -> dict[str, Any]:
     if not path.exists():
         return fresh
     state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("config_hash") != experiment_hash(experiment):
+    if state.get("config_hash") != experiment_hash(Experiment.from_dict(experiment)):
         logger.warning("%s was written for another experiment config; starting fresh", path)
         return fresh
     logger.info("resuming after round %d of %d", state["round"], experiment["federated"]["rounds"])
@@ -298,12 +298,13 @@ def _save_global_model(
     out_dir: Path, experiment: dict[str, Any], arrays: dict[str, np.ndarray]
 ) -> Path:
     """``model.pt`` from the global weights; the bank buffers stay empty."""
-    model = build_model(Experiment.from_dict(experiment))
+    typed = Experiment.from_dict(experiment)
+    model = build_model(typed)
     state = model.state_dict()
     state.update({k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()})
     model.load_state_dict(state)
     path = out_dir / "model.pt"
-    save_model(path, model, experiment)
+    save_model(path, model, typed)
     return path
 
 

@@ -79,7 +79,7 @@ def site_round(site: LocalSite, message: Message) -> Message:
         reply["bank"] = ArrayRecord(numpy_ndarrays=list(_share(site, start, int(config["round"]))))
     epochs = start_epochs + site.experiment["federated"]["local_epochs"]
     train(
-        site.experiment,
+        Experiment.from_dict(site.experiment),
         site.items_dir,
         site.pairs_path,
         site.state_dir,

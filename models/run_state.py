@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 import torch
 
 from scicontrast.errors import InputDataError
+from scicontrast.experiment import Experiment
 from scicontrast.io import atomic_path
 
 CHECKPOINT_VERSION = 1
@@ -38,21 +40,25 @@ class Checkpointed(Protocol):
     def config_hash(self) -> str: ...
 
 
-def experiment_hash(experiment: dict[str, Any]) -> str:
+def experiment_hash(experiment: Experiment) -> str:
+    """The hash :func:`stored_experiment_hash` gives the experiment's dict form."""
+    return stored_experiment_hash(experiment.to_dict())
+
+
+def stored_experiment_hash(stored: Mapping[str, Any]) -> str:
     """SHA-256 of the settings that shape training: all but ``analysis``, ``description``,
     ``training.loader_workers`` and ``training.checkpoint_every`` (which change no result, so
     a run resumes with other workers or checkpoints); ``training.augment_on_device`` and
     ``training.heldout_every`` count only when not at their defaults, so that checkpoints
-    from before they existed still resume."""
-    relevant = {k: v for k, v in experiment.items() if k not in ("analysis", "description")}
+    written before they existed (whose dict form lacks them) still resume."""
+    relevant = {k: v for k, v in stored.items() if k not in ("analysis", "description")}
     defaults = {"augment_on_device": False, "heldout_every": 1}
-    if "training" in relevant:
-        relevant["training"] = {
-            k: v
-            for k, v in relevant["training"].items()
-            if k not in ("loader_workers", "checkpoint_every")
-            and not (k in defaults and v == defaults[k])
-        }
+    relevant["training"] = {
+        k: v
+        for k, v in relevant["training"].items()
+        if k not in ("loader_workers", "checkpoint_every")
+        and not (k in defaults and v == defaults[k])
+    }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
 

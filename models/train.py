@@ -80,7 +80,7 @@ from tqdm.auto import tqdm
 from scicontrast.data_adapters.batch import ContrastiveBatch
 from scicontrast.device import resolve_device
 from scicontrast.errors import ConfigError, Preempted, ScicontrastError
-from scicontrast.experiment import Experiment
+from scicontrast.experiment import Experiment, Training
 from scicontrast.io import atomic_path
 from scicontrast.models.batch_loss import batch_loss
 from scicontrast.models.contrastive import (
@@ -138,7 +138,7 @@ def learning_rate(
 
 
 def train(
-    experiment: dict[str, Any],
+    experiment: Experiment,
     items_dir: str | Path,
     pairs_path: str | Path,
     out_dir: str | Path,
@@ -151,7 +151,7 @@ def train(
     """Train the experiment's model on an items set and its pairs table.
 
     Args:
-        experiment: A validated experiment (defaults filled), as from ``load_experiment``.
+        experiment: The typed experiment (``Experiment.from_dict`` of a validated one).
         items_dir: The items folder (``Items.save``).
         pairs_path: The pairs table (Parquet) built over those items.
         out_dir: Where ``metrics.jsonl``, ``checkpoint.pt`` and ``model.pt`` go.
@@ -175,13 +175,13 @@ def train(
     """
     check_settings(experiment)
     out_dir = Path(out_dir)
-    if experiment["training"]["ensemble"] > 1:
+    if experiment.training.ensemble > 1:
         options: dict[str, Any] = {"resume": resume, "progress": progress}
         options.update(num_threads=num_threads, stop_after_epochs=stop_after_epochs)
         return _train_ensemble(experiment, items_dir, pairs_path, out_dir, **options)
     # Under torchrun every process runs this function; it learns its rank here. Only the
     # main process (rank 0) writes files.
-    group = start_process_group(resolve_device(experiment["training"]["device"]))
+    group = start_process_group(resolve_device(experiment.training.device))
     loop = Loop(experiment, group, out_dir / "checkpoint.pt", progress)
     load_data(loop, items_dir, pairs_path, num_threads)
     build_model_and_optimizer(loop)
@@ -225,7 +225,7 @@ def _train_epochs(
         loop.batches.set_epoch(epochs)
         update_bn((b.inputs for b in loop.batches), loop.averaged.module, loop.group.device)
         logger.info(
-            "model.pt holds the average of the last %d epochs' weights", loop.settings["swa_epochs"]
+            "model.pt holds the average of the last %d epochs' weights", loop.settings.swa_epochs
         )
     return position, final_loss
 
@@ -280,7 +280,7 @@ def _train_epoch(loop: Loop, epoch: int, position: Position) -> tuple[Position, 
     _end_epoch(loop, epoch, means, seconds, n_views)
     position = Position(epoch + 1, 0, step)
     preempted = any_process(loop.sigterm.is_set(), group)
-    if group.is_main and (preempted or _every(loop.settings, "checkpoint_every", epoch, epochs)):
+    if group.is_main and (preempted or _every(loop.settings.checkpoint_every, epoch, epochs)):
         save_checkpoint(loop, position, group.device)
     logger.info("epoch %d/%d: loss %.4f (%.1f s)", epoch + 1, epochs, means["loss"], seconds)
     if preempted:
@@ -298,11 +298,11 @@ def _train_step(loop: Loop, batch: ContrastiveBatch, step: int) -> dict[str, flo
     batch = batch.to(device, non_blocking=True)
     steps_per_epoch = len(loop.batches)
     lr = learning_rate(
-        settings["lr"],
+        settings.lr,
         step,
         loop.epochs * steps_per_epoch,
-        round(settings.get("warmup_epochs", 0) * steps_per_epoch),
-        settings.get("lr_schedule", "constant"),
+        round(settings.warmup_epochs * steps_per_epoch),
+        settings.lr_schedule,
     )
     for param_group in loop.optimizer.param_groups:
         param_group["lr"] = lr
@@ -337,20 +337,20 @@ def _end_epoch(
             },
         )
     if loop.held_out_batches is not None and _every(
-        loop.settings, "heldout_every", epoch, loop.epochs
+        loop.settings.heldout_every, epoch, loop.epochs
     ):
         # Eval mode and seeded views of a fixed epoch: the pass draws nothing from torch's
         # global generator and changes no weights, so a resumed run stays bitwise equal.
         loop.held_out_batches.set_epoch(VIEW_EPOCH)
         numbers = contrastive_metrics(loop.model, loop.held_out_batches, group.device)
         write_line(loop.metrics_file, {"kind": "heldout", "epoch": epoch, **numbers})
-    if loop.averaged is not None and epoch >= loop.epochs - loop.settings.get("swa_epochs", 0):
+    if loop.averaged is not None and epoch >= loop.epochs - loop.settings.swa_epochs:
         loop.averaged.update_parameters(loop.model)
 
 
-def _every(settings: dict[str, Any], key: str, epoch: int, epochs: int) -> bool:
-    """Whether epoch ``epoch`` (from 0) is one of every ``settings[key]``-th, or the last."""
-    return (epoch + 1) % settings.get(key, 1) == 0 or epoch + 1 == epochs
+def _every(every: int, epoch: int, epochs: int) -> bool:
+    """Whether epoch ``epoch`` (from 0) is one of every ``every``-th, or the last."""
+    return (epoch + 1) % every == 0 or epoch + 1 == epochs
 
 
 def _finish(loop: Loop, position: Position, final_loss: float, model_path: Path) -> Path:
@@ -380,17 +380,17 @@ def _finish(loop: Loop, position: Position, final_loss: float, model_path: Path)
 
 
 def _train_ensemble(
-    experiment: dict[str, Any],
+    experiment: Experiment,
     items_dir: str | Path,
     pairs_path: str | Path,
     out_dir: Path,
     **options: Any,
 ) -> Path:
     """Train the members one after another, then join them (module doc, "Ensembles")."""
-    members = experiment["training"]["ensemble"]
+    members = experiment.training.ensemble
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError(
-            f"experiments.{experiment['name']}.training.ensemble needs one process; training "
+            f"experiments.{experiment.name}.training.ensemble needs one process; training "
             "an ensemble with several processes (training.gpus > 1) is not implemented"
         )
     model_path = out_dir / "model.pt"
@@ -398,9 +398,8 @@ def _train_ensemble(
     model_path.unlink(missing_ok=True)
     member_paths = []
     for k in range(members):
-        # The member in the dict form train() takes (the typed form's fields, as stored).
-        member = member_experiment(Experiment.from_dict(experiment), k).to_dict()
-        seed = member["training"]["seed"]
+        member = member_experiment(experiment, k)
+        seed = member.training.seed
         logger.info("ensemble member %d of %d (seed %d)", k + 1, members, seed)
         path = train(member, items_dir, pairs_path, out_dir / "members" / str(k), **options)
         if not path.exists():  # stopped as asked (stop_after_epochs)
@@ -445,7 +444,7 @@ def _forward_backward(
     network: torch.nn.Module,
     model: ContrastiveModel,
     batch: ContrastiveBatch,
-    settings: dict[str, Any],
+    settings: Training,
     device: torch.device,
     distributed: bool,
 ) -> InfoNCEOutput:
@@ -461,7 +460,7 @@ def _forward_backward(
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             return network(x).float()
 
-    if settings["grad_cache_views"]:
+    if settings.grad_cache_views:
         plain = batch.loss_rows is None and batch.positive_pairs is None and batch.towers is None
         if not (plain and isinstance(batch.inputs, torch.Tensor)) or model.key_queue is not None:
             raise ConfigError(
@@ -472,7 +471,7 @@ def _forward_backward(
         if distributed:
             raise ConfigError("training.grad_cache_views needs one process (training.gpus <= 1)")
         return grad_cache_step(
-            embed, batch.inputs, batch.group_ids, model.loss, settings["grad_cache_views"]
+            embed, batch.inputs, batch.group_ids, model.loss, settings.grad_cache_views
         )
     z = embed(batch.inputs)
     keys = None if model.key_queue is None else model.keys(batch.inputs).float()

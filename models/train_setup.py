@@ -23,7 +23,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from scicontrast.data_adapters.base import Items, check_pairs_table, held_out_groups
 from scicontrast.errors import ConfigError, InputDataError
-from scicontrast.experiment import Experiment
+from scicontrast.experiment import Experiment, Training
 from scicontrast.models.contrastive import ContrastiveModel, build_model
 from scicontrast.models.distributed import sync_batchnorm
 from scicontrast.models.run_state import (
@@ -37,21 +37,21 @@ from scicontrast.registry import PAIR_BUILDERS
 logger = logging.getLogger("scicontrast.train")
 
 
-def check_settings(experiment: dict[str, Any]) -> None:
+def check_settings(experiment: Experiment) -> None:
     """Refuse settings that cannot train: more epochs to average than epochs, and a learning
     rate whose first AdamW step cannot be written in float32.
 
     AdamW's first step moves each weight by ``lr / (1 - beta1)`` times a unit-size ratio;
     beyond float32's largest value that scalar overflows inside torch, a raw RuntimeError.
     """
-    settings, name = experiment["training"], experiment["name"]
-    epochs, swa_epochs = settings["epochs"], settings.get("swa_epochs", 0)
+    settings, name = experiment.training, experiment.name
+    epochs, swa_epochs = settings.epochs, settings.swa_epochs
     if swa_epochs > epochs:
         raise ConfigError(
             f"experiments.{name}.training.swa_epochs: {swa_epochs} epochs to "
             f"average, but training.epochs is {epochs}"
         )
-    lr, beta1 = settings["lr"], 0.9  # torch.optim.AdamW's default, which training uses
+    lr, beta1 = settings.lr, 0.9  # torch.optim.AdamW's default, which training uses
     if lr / (1 - beta1) > torch.finfo(torch.float32).max:
         raise ConfigError(
             f"experiments.{name}.training.lr: {lr:g} makes AdamW's first step "
@@ -67,7 +67,7 @@ class Loop:
     :func:`open_run`); the loop reads them only after, so they are typed as filled.
     """
 
-    experiment: dict[str, Any]
+    experiment: Experiment
     group: Any
     checkpoint_path: Path
     progress: bool
@@ -85,12 +85,12 @@ class Loop:
     metrics_file: Any = None
 
     @property
-    def settings(self) -> dict[str, Any]:
-        return self.experiment["training"]
+    def settings(self) -> Training:
+        return self.experiment.training
 
     @property
     def epochs(self) -> int:
-        return self.settings["epochs"]
+        return self.settings.epochs
 
 
 def load_data(loop: Loop, items_dir: str | Path, pairs_path: str | Path, num_threads: int) -> None:
@@ -102,16 +102,16 @@ def load_data(loop: Loop, items_dir: str | Path, pairs_path: str | Path, num_thr
     thread count is not given), into pinned memory for a GPU.
     """
     settings, group = loop.settings, loop.group
-    seed, batch_size = settings["seed"], settings["batch_size"]
+    seed, batch_size = settings.seed, settings.batch_size
     items = Items.load(items_dir)
     pairs = read_pairs(pairs_path)
     check_pairs_table(pairs, items, str(pairs_path))
     # Groups set aside for the diagnostics (scicontrast.analysis.diagnostics) never train.
-    held_out = held_out_groups(pairs, settings.get("holdout_fraction", 0.0), seed)
+    held_out = held_out_groups(pairs, settings.holdout_fraction, seed)
     held_out_pairs = pairs[pairs["group_id"].isin(held_out)]
     pairs = pairs[~pairs["group_id"].isin(held_out)]
-    where = f"experiments.{loop.experiment['name']}.pairs"
-    builder = PAIR_BUILDERS.create(loop.experiment["pairs"], where=where)
+    where = f"experiments.{loop.experiment.name}.pairs"
+    builder = PAIR_BUILDERS.create(loop.experiment.pairs, where=where)
     batches = builder.training_batches(
         items, pairs, seed, batch_size, rank=group.rank, world_size=group.world_size
     )
@@ -119,16 +119,16 @@ def load_data(loop: Loop, items_dir: str | Path, pairs_path: str | Path, num_thr
         raise InputDataError(
             f"{pairs_path}: {batches.n_groups} group(s); contrastive training needs at least 2"
         )
-    workers = settings.get("loader_workers")
+    workers = settings.loader_workers
     if workers is None:
         workers = num_threads // 4
     batches.use_workers(workers, pin_memory=group.device.type == "cuda")
-    if settings.get("augment_on_device"):
+    if settings.augment_on_device:
         batches.augment_on(group.device)
     # Its own builder, so that the held-out pass leaves the training batches' state alone.
     if group.is_main and len(held_out) >= 2:
         loop.held_out_batches = PAIR_BUILDERS.create(
-            loop.experiment["pairs"], where=where
+            loop.experiment.pairs, where=where
         ).training_batches(items, held_out_pairs, seed, batch_size)
     loop.items, loop.pairs, loop.builder, loop.batches = items, pairs, builder, batches
 
@@ -140,21 +140,21 @@ def build_model_and_optimizer(loop: Loop) -> None:
     scales or the temperature.
     """
     settings, group = loop.settings, loop.group
-    torch.manual_seed(settings["seed"])
-    model = build_model(Experiment.from_dict(loop.experiment))
+    torch.manual_seed(settings.seed)
+    model = build_model(loop.experiment)
     if any(isinstance(p, UninitializedParameter) for p in model.parameters()):
         # Lazy layers (PyG's in_channels=-1) learn their input size from one forward pass,
         # in eval mode so that it leaves no batch-norm statistics behind.
         model.eval()
         with torch.no_grad():
-            batch = next(iter(loop.builder.embedding_batches(loop.items, settings["batch_size"])))
+            batch = next(iter(loop.builder.embedding_batches(loop.items, settings.batch_size)))
             model.embed(batch)
     model = model.to(group.device)
-    swa_epochs = settings.get("swa_epochs", 0)
+    swa_epochs = settings.swa_epochs
     if group.distributed:
         if swa_epochs:
             raise ConfigError(
-                f"experiments.{loop.experiment['name']}.training.swa_epochs needs one process; "
+                f"experiments.{loop.experiment.name}.training.swa_epochs needs one process; "
                 "weight averaging with several processes (training.gpus > 1) is not implemented"
             )
         model = cast(ContrastiveModel, sync_batchnorm(model, group.device))
@@ -167,8 +167,8 @@ def build_model_and_optimizer(loop: Loop) -> None:
     loop.averaged = AveragedModel(model) if swa_epochs else None
     loop.optimizer = torch.optim.AdamW(
         groups,
-        lr=settings["lr"],
-        weight_decay=settings["weight_decay"],
+        lr=settings.lr,
+        weight_decay=settings.weight_decay,
     )
 
 
@@ -242,7 +242,7 @@ def log_start(loop: Loop) -> None:
         batches.n_groups,
         len(loop.pairs),
         len(batches),
-        loop.settings["batch_size"],
+        loop.settings.batch_size,
         " and process" if group.distributed else "",
         sum(p.numel() for p in loop.model.parameters() if p.requires_grad),
     )

@@ -4,14 +4,14 @@ The schema (``schemas/config.schema.yaml``) declares every key with its default 
 :func:`~scicontrast.config.validate_config` fills them in; :meth:`Experiment.from_dict` then
 turns the filled dict into these objects, field by field, so the dataclasses hold no
 defaults of their own: one place says what a key defaults to. Adding a key to a section is
-its schema entry plus one line here: ``tests/test_experiment.py`` fails until the two agree,
-while at run time a key without a field is left out (``train`` and the model file, which
-still take the dict form, read it there), so a key added on another branch breaks no step.
-A component's ``params`` stay a dict: they belong to the component (a plug-in's keyword
-arguments), which checks them itself.
+its schema entry plus one line here: ``tests/test_experiment.py`` fails until the two agree.
+The dict form (:meth:`Experiment.to_dict`) is what a model file stores and what the
+checkpoint's config hash is taken over. A component's ``params`` stay a dict: they belong
+to the component (a plug-in's keyword arguments), which checks them itself.
 
     experiment = Experiment.from_dict(load_experiment("config.yaml", "dna_demo"))
     experiment.training.seed, experiment.analysis.label_column, experiment.pairs.name
+    shorter = experiment.replace(training={"epochs": 2})
 """
 
 from __future__ import annotations
@@ -157,6 +157,20 @@ class Experiment:
                 every default.
         """
         return build(cls, experiment, f"experiments.{experiment.get('name', '?')}")
+
+    def replace(self, **changes: Any) -> Experiment:
+        """A copy with some keys of some sections changed, the rest kept:
+        ``experiment.replace(training={"seed": 1, "epochs": 5}, description="...")``; a
+        section's mapping changes only the keys it names."""
+        changed = {
+            name: (
+                dataclasses.replace(getattr(self, name), **value)
+                if dataclasses.is_dataclass(getattr(self, name))
+                else value
+            )
+            for name, value in changes.items()
+        }
+        return dataclasses.replace(self, **changed)
 
     def to_dict(self) -> dict[str, Any]:
         """The dict form :meth:`from_dict` reads (and the model file stores): every field,

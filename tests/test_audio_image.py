@@ -27,6 +27,7 @@ from scicontrast.data_adapters.audio_image.synchronization import (
     synchronize,
 )
 from scicontrast.errors import ConfigError
+from scicontrast.experiment import Experiment
 from scicontrast.models.audio_image import (
     LogMelSpectrogram,
     TwoTowerEncoder,
@@ -351,7 +352,11 @@ def test_training_uses_the_symmetric_loss(synced, tmp_path):
     )
     experiment = {"name": "t", **config["experiments"]["t"]}
     train(
-        experiment, tmp_path / "items", tmp_path / "pairs.parquet", tmp_path / "m", progress=False
+        Experiment.from_dict(experiment),
+        tmp_path / "items",
+        tmp_path / "pairs.parquet",
+        tmp_path / "m",
+        progress=False,
     )
     steps = [
         json.loads(line)

@@ -13,7 +13,7 @@ from test_train import (
     without_timings,
 )
 
-from scicontrast.models.run_state import experiment_hash
+from scicontrast.models.run_state import experiment_hash, stored_experiment_hash
 from scicontrast.models.train import train
 
 
@@ -53,12 +53,13 @@ def test_checkpoint_cadence_keeps_the_hash_and_default_keys_keep_old_checkpoints
     base = make_experiment(epochs=5)
     assert experiment_hash(base) == experiment_hash(make_experiment(epochs=5, checkpoint_every=3))
     assert experiment_hash(base) != experiment_hash(make_experiment(epochs=5, heldout_every=3))
+    stored = base.to_dict()
     old = {
-        **base,
+        **stored,
         "training": {
             k: v
-            for k, v in base["training"].items()
+            for k, v in stored["training"].items()
             if k not in ("checkpoint_every", "heldout_every")
         },
     }
-    assert experiment_hash(old) == experiment_hash(base)
+    assert stored_experiment_hash(old) == experiment_hash(base)

@@ -124,7 +124,8 @@ def test_untrained_model_file_gives_identical_trained_and_untrained_columns(smal
     """The baseline is the model as training starts it: same seed, same weights."""
     folder, experiment, pairs = small_run
     torch.manual_seed(experiment["training"]["seed"])
-    save_model(folder / "initial.pt", build_model(Experiment.from_dict(experiment)), experiment)
+    typed = Experiment.from_dict(experiment)
+    save_model(folder / "initial.pt", build_model(typed), typed)
     result = diagnose(
         folder / "initial.pt",
         folder / "items",
@@ -166,6 +167,10 @@ def test_training_never_sees_the_held_out_groups(small_run, caplog):
     training_groups = pairs["group_id"].nunique() - len(held_out_groups(pairs, 0.25, 0))
     with caplog.at_level(logging.INFO, logger="scicontrast.train"):
         train(
-            experiment, folder / "items", folder / "pairs.parquet", folder / "model", progress=False
+            Experiment.from_dict(experiment),
+            folder / "items",
+            folder / "pairs.parquet",
+            folder / "model",
+            progress=False,
         )
     assert f"training on cpu: {training_groups} groups" in caplog.text

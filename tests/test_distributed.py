@@ -152,7 +152,11 @@ def test_torchrun_training_equals_one_process_with_the_global_batch(tmp_path, dn
     """2 processes x 6 groups train to the parameters of 1 process x 12 groups (float32)."""
     items_dir, pairs_path = dna_data
     single = train(
-        experiment(epochs=2, batch_size=12), items_dir, pairs_path, tmp_path / "one", progress=False
+        Experiment.from_dict(experiment(epochs=2, batch_size=12)),
+        items_dir,
+        pairs_path,
+        tmp_path / "one",
+        progress=False,
     )
     config_path = tmp_path / "two.json"
     exp = experiment(epochs=2, batch_size=6)
@@ -178,7 +182,9 @@ def test_torchrun_training_equals_one_process_with_the_global_batch(tmp_path, dn
 def test_sigterm_saves_a_checkpoint_and_the_rerun_ends_bitwise_equal(tmp_path, dna_data):
     items_dir, pairs_path = dna_data
     exp = experiment(epochs=2, batch_size=2)
-    uninterrupted = train(exp, items_dir, pairs_path, tmp_path / "whole", progress=False)
+    uninterrupted = train(
+        Experiment.from_dict(exp), items_dir, pairs_path, tmp_path / "whole", progress=False
+    )
 
     config_path = tmp_path / "config.json"
     config_path.write_text(json.dumps(experiment_as_config(exp)))

@@ -32,8 +32,8 @@ def trained_stand_in(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("export")
     experiment, fasta = small_dna_experiment(folder, sequences_per_source=6)
     torch.manual_seed(0)
-    model = build_model(Experiment.from_dict(experiment))
-    save_model(folder / "model.pt", model, experiment)
+    typed = Experiment.from_dict(experiment)
+    save_model(folder / "model.pt", build_model(typed), typed)
     embed(folder / "model.pt", folder / "items", folder / "embeddings")
     cluster(folder / "embeddings", folder / "clusters", label_column="source")
     return {
@@ -262,11 +262,8 @@ def untrained_and_embedded(
     items = ADAPTERS.create(experiment["adapter"]).read()
     items.save(folder / "items")
     builder = PAIR_BUILDERS.create(experiment["pairs"])
-    save_model(
-        folder / "model.pt",
-        untrained_model(Experiment.from_dict(experiment), builder, items),
-        experiment,
-    )
+    typed = Experiment.from_dict(experiment)
+    save_model(folder / "model.pt", untrained_model(typed, builder, items), typed)
     embed(folder / "model.pt", folder / "items", folder / "embeddings")
     return experiment, items, builder
 

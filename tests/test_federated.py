@@ -98,7 +98,7 @@ def test_one_site_without_bank_trains_as_central_training_step_for_step(tmp_path
     federated.federate(experiment, items, pairs, tmp_path / "fed")
     central = dict(experiment)
     central.pop("federated")
-    train(central, items, pairs, tmp_path / "central", progress=False)
+    train(Experiment.from_dict(central), items, pairs, tmp_path / "central", progress=False)
 
     def steps(folder):
         records = read_metrics(folder)

@@ -144,15 +144,13 @@ def test_model_with_lazy_input_size_saves_and_loads(tmp_path, name):
         pairs={"name": "graph_views"},
         encoder={"name": name, "params": {"embedding_dim": 8}},
     )
-    experiment = {
-        "name": "g",
-        **validate_config({"experiments": {"g": experiment}})["experiments"]["g"],
-    }
-    model = build_model(Experiment.from_dict(experiment)).eval()
+    validated = validate_config({"experiments": {"g": experiment}})["experiments"]["g"]
+    typed = Experiment.from_dict({"name": "g", **validated})
+    model = build_model(typed).eval()
     data = toy_graph()
     with torch.no_grad():
         expected = model.embed(data)  # the first pass fixes the input size
-    save_model(tmp_path / "model.pt", model, experiment)
+    save_model(tmp_path / "model.pt", model, typed)
     loaded, _ = load_model(tmp_path / "model.pt")
     with torch.no_grad():
         torch.testing.assert_close(loaded.embed(data), expected, rtol=0, atol=0)

@@ -12,6 +12,7 @@ from scicontrast.analysis.graph_eval import public_split_probe
 from scicontrast.config import validate_config
 from scicontrast.data_adapters.graphs.cleaning import EDGE_INDEX, FEATURES
 from scicontrast.data_adapters.graphs.views import GraphViews, graph_data
+from scicontrast.experiment import Experiment
 from scicontrast.models.contrastive import load_model
 from scicontrast.models.train import train
 from scicontrast.registry import ADAPTERS
@@ -66,7 +67,13 @@ def test_short_training_beats_raw_features_on_the_public_split(cora, tmp_path):
         **validate_config({"experiments": {"c": experiment}})["experiments"]["c"],
     }
     model, _ = load_model(
-        train(experiment, items_dir, pairs_path, tmp_path / "model", progress=False)
+        train(
+            Experiment.from_dict(experiment),
+            items_dir,
+            pairs_path,
+            tmp_path / "model",
+            progress=False,
+        )
     )
     with torch.no_grad():
         embeddings = model.embed(graph_data(cora)).numpy()

@@ -14,6 +14,7 @@ from scicontrast.data_adapters.base import Items
 from scicontrast.data_adapters.graphs.demo import WORD_RATE_IN, WORD_RATE_OUT, generate_demo_graph
 from scicontrast.data_adapters.graphs.views import GraphViews
 from scicontrast.errors import ConfigError
+from scicontrast.experiment import Experiment
 from scicontrast.models.contrastive import load_model
 from scicontrast.models.train import train
 from scicontrast.registry import ADAPTERS
@@ -82,7 +83,11 @@ def test_trained_embeddings_cluster_into_the_blocks(tmp_path):
         **validate_config({"experiments": {"d": experiment}})["experiments"]["d"],
     }
     model_path = train(
-        experiment, tmp_path / "items", tmp_path / "pairs.parquet", tmp_path / "m", progress=False
+        Experiment.from_dict(experiment),
+        tmp_path / "items",
+        tmp_path / "pairs.parquet",
+        tmp_path / "m",
+        progress=False,
     )
     model, _ = load_model(model_path)
     embeddings = embed_items(model, GraphViews(), Items.load(tmp_path / "items"), progress=False)

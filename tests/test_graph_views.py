@@ -19,6 +19,7 @@ from scicontrast.data_adapters.base import Items
 from scicontrast.data_adapters.graphs.cleaning import EDGE_INDEX, FEATURES
 from scicontrast.data_adapters.graphs.views import GraphViews, graph_data
 from scicontrast.errors import ConfigError, InputDataError
+from scicontrast.experiment import Experiment
 from scicontrast.models.losses import InfoNCELoss
 from scicontrast.models.train import train
 
@@ -340,7 +341,7 @@ def test_two_view_loss_is_grace_objective_float64():
 # --- training ------------------------------------------------------------------------------
 
 
-def graph_experiment(**pairs_params) -> dict:
+def graph_experiment(**pairs_params) -> Experiment:
     from scicontrast.config import validate_config
 
     experiment = minimal_experiment(
@@ -351,7 +352,7 @@ def graph_experiment(**pairs_params) -> dict:
         training={"epochs": 3, "device": "cpu", "lr": 0.01},
     )
     config = validate_config({"experiments": {"g": experiment}})
-    return {"name": "g", **config["experiments"]["g"]}
+    return Experiment.from_dict({"name": "g", **config["experiments"]["g"]})
 
 
 @pytest.fixture
@@ -367,8 +368,7 @@ DIFFUSION_VIEWS = {"diffusion_view": "ppr", "ppr_top_k": 8, "neighbours_as_posit
 
 @pytest.mark.parametrize("views", [{}, DIFFUSION_VIEWS], ids=["grace", "diffusion"])
 def test_graph_training_lowers_the_loss(tmp_path, graph_files, views):
-    experiment = graph_experiment(**views)
-    experiment["training"]["epochs"] = 30
+    experiment = graph_experiment(**views).replace(training={"epochs": 30})
     train(experiment, *graph_files, tmp_path / "run", progress=False)
     epochs = [
         json.loads(line)
@@ -381,12 +381,13 @@ def test_graph_training_lowers_the_loss(tmp_path, graph_files, views):
 
 def test_graph_training_with_a_diffusion_view_resumes_exactly(tmp_path, graph_files):
     experiment = graph_experiment(**DIFFUSION_VIEWS)
-    experiment["training"]["epochs"] = 3
     full = train(experiment, *graph_files, tmp_path / "full", progress=False)
     assert_resumed_run_equals(full, experiment, graph_files, tmp_path / "pieces")
 
 
-def assert_resumed_run_equals(full: Path, experiment: dict, graph_files, pieces: Path) -> None:
+def assert_resumed_run_equals(
+    full: Path, experiment: Experiment, graph_files, pieces: Path
+) -> None:
     """A run of ``experiment`` stopped after one epoch and resumed ends with ``full``'s weights."""
     train(experiment, *graph_files, pieces, progress=False, stop_after_epochs=1)
     resumed = train(experiment, *graph_files, pieces, progress=False)
@@ -429,8 +430,9 @@ def test_graph_training_with_held_out_nodes_tracks_them_and_resumes_exactly(
 ):
     from scicontrast.analysis.diagnostics import diagnose
 
-    experiment = graph_experiment(neighbours_as_positives=True)
-    experiment["training"]["holdout_fraction"] = holdout_fraction
+    experiment = graph_experiment(neighbours_as_positives=True).replace(
+        training={"holdout_fraction": holdout_fraction}
+    )
     full = train(experiment, *graph_files, tmp_path / "full", progress=False)
     assert_resumed_run_equals(full, experiment, graph_files, tmp_path / "pieces")
 

@@ -1,5 +1,6 @@
 """The data loader: batches through DataLoader workers, the same whatever their number."""
 
+import dataclasses
 import os
 import signal
 
@@ -20,6 +21,7 @@ from scicontrast.data_adapters.base import Items
 from scicontrast.data_adapters.batch import ContrastiveBatch
 from scicontrast.data_adapters.loader import EpochLoader
 from scicontrast.errors import InputDataError
+from scicontrast.experiment import Component
 from scicontrast.models.batch_loss import batch_loss
 from scicontrast.models.losses import InfoNCELoss
 
@@ -98,8 +100,10 @@ def train_run(experiment, toy_data, out):
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_an_item_that_fails_in_a_worker_is_named(tmp_path, toy_data, workers):
-    experiment = make_experiment(epochs=1, loader_workers=workers)
-    experiment["pairs"]["name"] = f"{__name__}:CrashingCopies"
+    crashing = Component(f"{__name__}:CrashingCopies", {})
+    experiment = dataclasses.replace(
+        make_experiment(epochs=1, loader_workers=workers), pairs=crashing
+    )
     with pytest.raises(InputDataError, match=r"item_id 'proto5' .*unreadable bases"):
         train_run(experiment, toy_data, tmp_path / "run")
     assert not (tmp_path / "run" / "model.pt").exists()
@@ -155,8 +159,9 @@ def test_graph_views_made_on_the_device_train_as_in_the_loader(tmp_path):
     data = (tmp_path / "items", tmp_path / "pairs.parquet")
     runs = {}
     for on_device in (False, True):
-        experiment = graph_experiment(neighbours_as_positives=True)
-        experiment["training"].update(augment_on_device=on_device, holdout_fraction=0.25)
+        experiment = graph_experiment(neighbours_as_positives=True).replace(
+            training={"augment_on_device": on_device, "holdout_fraction": 0.25}
+        )
         runs[on_device] = train_run(experiment, data, tmp_path / str(on_device))
     # On a CPU the device's generator is the loader's: the same views, the same weights.
     assert_same_weights(runs[False], runs[True])

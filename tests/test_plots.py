@@ -23,6 +23,7 @@ from scicontrast.analysis.plots import (
     read_epochs,
     tsne_map,
 )
+from scicontrast.experiment import Experiment
 from scicontrast.models.train import train
 
 
@@ -33,7 +34,11 @@ def finished(tmp_path_factory):
     training = {"batch_size": 8, "epochs": 2, "holdout_fraction": 0.25, "device": "cpu"}
     experiment, _ = small_dna_experiment(folder, sequences_per_source=8, training=training)
     model = train(
-        experiment, folder / "items", folder / "pairs.parquet", folder / "model", progress=False
+        Experiment.from_dict(experiment),
+        folder / "items",
+        folder / "pairs.parquet",
+        folder / "model",
+        progress=False,
     )
     embed(model, folder / "items", folder / "embeddings")
     cluster(folder / "embeddings", folder / "clusters", label_column="source")

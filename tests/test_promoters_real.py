@@ -20,6 +20,7 @@ from scicontrast.analysis.probes import stratified_splits
 from scicontrast.config import read_config_file
 from scicontrast.data_adapters.base import Items
 from scicontrast.data_adapters.dna.encoding import reverse_complement
+from scicontrast.experiment import Experiment
 from scicontrast.registry import ADAPTERS
 
 CONFIG = REPO / "benchmarks" / "promoters.yaml"
@@ -181,7 +182,7 @@ def test_one_epoch_of_the_ecoli_benchmark_beats_plain_5mers(shared_data, tmp_pat
         tmp_path / "pairs.parquet", PAIR_BUILDERS.create(experiment["pairs"]).build(items)
     )
     model_path = train(
-        experiment,
+        Experiment.from_dict(experiment),
         tmp_path / "items",
         tmp_path / "pairs.parquet",
         tmp_path / "model",

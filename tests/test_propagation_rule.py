@@ -69,15 +69,13 @@ def test_auto_values_are_saved_with_the_model(tmp_path):
             "params": {"embedding_dim": 4, "hops": "auto", "teleport": "auto"},
         },
     )
-    experiment = {
-        "name": "g",
-        **validate_config({"experiments": {"g": experiment}})["experiments"]["g"],
-    }
-    model = build_model(Experiment.from_dict(experiment)).eval()
+    validated = validate_config({"experiments": {"g": experiment}})["experiments"]["g"]
+    typed = Experiment.from_dict({"name": "g", **validated})
+    model = build_model(typed).eval()
     data = toy_graph(n_nodes=9)
     with torch.no_grad():
         expected = model.embed(data)
-    save_model(tmp_path / "model.pt", model, experiment)
+    save_model(tmp_path / "model.pt", model, typed)
     loaded, _ = load_model(tmp_path / "model.pt")
     assert loaded.encoder.rule.tolist() == model.encoder.rule.tolist()
     # A different graph first: the loaded model still propagates with the trained values.

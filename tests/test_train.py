@@ -5,6 +5,7 @@ one-hot "prototype" sequence and its views are copies of it with a few bases mut
 model that learns to tell the prototypes apart drives the loss down.
 """
 
+import dataclasses
 import json
 import logging
 import re
@@ -20,8 +21,14 @@ from scicontrast.config import select_experiment, validate_config
 from scicontrast.data_adapters.base import Items, PairBuilder, ViewDataset, collate_views
 from scicontrast.device import resolve_device
 from scicontrast.errors import ConfigError, InputDataError, ScicontrastError
-from scicontrast.experiment import Experiment
-from scicontrast.models.contrastive import ContrastiveModel, build_model, load_model, save_model
+from scicontrast.experiment import Component, Experiment
+from scicontrast.models.contrastive import (
+    FORMAT_VERSION,
+    ContrastiveModel,
+    build_model,
+    load_model,
+    save_model,
+)
 from scicontrast.models.dna_cnn import DNAConvEncoder
 from scicontrast.models.run_state import experiment_hash
 from scicontrast.models.train import learning_rate, train
@@ -84,7 +91,7 @@ class InfiniteStatistics(DNAConvEncoder):
         return super().forward(x)
 
 
-def make_experiment(**training) -> dict:
+def make_experiment(**training) -> Experiment:
     config = {
         "experiments": {
             "toy": {
@@ -99,7 +106,7 @@ def make_experiment(**training) -> dict:
             }
         }
     }
-    return select_experiment(validate_config(config), "toy", "test")
+    return Experiment.from_dict(select_experiment(validate_config(config), "toy", "test"))
 
 
 def write_toy_data(folder: Path, groups: int, seed: int = 0) -> tuple[Path, Path]:
@@ -264,7 +271,7 @@ def test_weight_averaging_exports_the_mean_of_the_last_epochs_with_fresh_batchno
         last_weights.append(torch.load(out / "checkpoint.pt", weights_only=True)["model"])
     exported = torch.load(out / "model.pt", weights_only=True)["state_dict"]
 
-    parameters = dict(build_model(Experiment.from_dict(experiment)).named_parameters())
+    parameters = dict(build_model(experiment).named_parameters())
     assert any(name.endswith("running_mean") for name in exported)  # dna_cnn has batch norm
     for name in parameters:
         mean = (last_weights[2][name] + last_weights[3][name]) / 2
@@ -274,12 +281,9 @@ def test_weight_averaging_exports_the_mean_of_the_last_epochs_with_fresh_batchno
     # Batch-norm statistics: those of the averaged weights over one further epoch's views
     # (epoch 4), not the last weights' running estimates.
     averaged, _ = load_model(out / "model.pt")
-    settings = experiment["training"]
-    batches = PAIR_BUILDERS.create(experiment["pairs"]).training_batches(
-        Items.load(toy_data[0]),
-        pd.read_parquet(toy_data[1]),
-        settings["seed"],
-        settings["batch_size"],
+    settings = experiment.training
+    batches = PAIR_BUILDERS.create(experiment.pairs).training_batches(
+        Items.load(toy_data[0]), pd.read_parquet(toy_data[1]), settings.seed, settings.batch_size
     )
     batches.set_epoch(4)
     for name, mean in batchnorm_input_means(averaged, batches).items():
@@ -370,7 +374,7 @@ def test_changed_config_starts_fresh_with_a_warning(tmp_path, toy_data, caplog):
 
 def test_config_hash_ignores_analysis_description_and_loader_workers_only():
     experiment = make_experiment()
-    relabelled = {**experiment, "description": "new words", "analysis": {"knn_k": 3}}
+    relabelled = experiment.replace(analysis={"knn_k": 3}, description="new words")
     assert experiment_hash(relabelled) == experiment_hash(experiment)
     assert experiment_hash(make_experiment(loader_workers=3)) == experiment_hash(experiment)
     assert experiment_hash(make_experiment(seed=1)) != experiment_hash(experiment)
@@ -396,8 +400,8 @@ def fixed_batch_loss(model: ContrastiveModel, items_dir: Path, pairs_path: Path)
 
 def test_loss_decreases_on_noisy_copies_of_prototypes(tmp_path, toy_data, caplog):
     experiment = make_experiment(epochs=16, batch_size=4)
-    torch.manual_seed(experiment["training"]["seed"])
-    initial = build_model(Experiment.from_dict(experiment))  # the weights training starts from
+    torch.manual_seed(experiment.training.seed)
+    initial = build_model(experiment)  # the weights training starts from
     with caplog.at_level(logging.INFO, logger="scicontrast.train"):
         trained, _ = load_model(train(experiment, *toy_data, tmp_path / "run", progress=False))
     assert fixed_batch_loss(trained, *toy_data) < 0.7 * fixed_batch_loss(initial, *toy_data)
@@ -407,8 +411,8 @@ def test_loss_decreases_on_noisy_copies_of_prototypes(tmp_path, toy_data, caplog
 
 def test_every_epoch_draws_fresh_views(tmp_path, toy_data, monkeypatch):
     monkeypatch.setattr(RecordingNoisyCopies, "made", [])
-    experiment = make_experiment(epochs=2)
-    experiment["pairs"]["name"] = f"{__name__}:RecordingNoisyCopies"
+    recording = Component(f"{__name__}:RecordingNoisyCopies", {})
+    experiment = dataclasses.replace(make_experiment(epochs=2), pairs=recording)
     train(experiment, *toy_data, tmp_path / "run", progress=False)
     made = [x.numpy().tobytes() for x in RecordingNoisyCopies.made]
     assert len(made) == 2 * 16  # 8 groups of 2 views, per epoch
@@ -487,7 +491,7 @@ def test_resolve_device(monkeypatch):
 def test_save_and_load_model_give_identical_embeddings(tmp_path):
     experiment = make_experiment()
     torch.manual_seed(0)
-    model = build_model(Experiment.from_dict(experiment))
+    model = build_model(experiment)
     x = torch.nn.functional.one_hot(torch.randint(0, 4, (6, LENGTH)), 4).float().transpose(1, 2)
     model(x)  # training-mode pass: BatchNorm running statistics now differ from their init
     model.eval()
@@ -502,17 +506,17 @@ def test_save_and_load_model_give_identical_embeddings(tmp_path):
 
 def test_a_model_file_from_before_a_new_setting_loads_with_its_default(tmp_path):
     experiment = make_experiment()
-    model = build_model(Experiment.from_dict(experiment))
-    older = {**experiment, "loss": {"temperature": 0.2}}  # written before loss.implementation
-    save_model(tmp_path / "model.pt", model, older)
+    model = build_model(experiment)
+    older = {**experiment.to_dict(), "loss": {"temperature": 0.2}}  # before loss.implementation
+    file = {"format_version": FORMAT_VERSION, "experiment": older, "state_dict": model.state_dict()}
+    torch.save(file, tmp_path / "model.pt")
     _, stored_experiment = load_model(tmp_path / "model.pt")
-    assert stored_experiment["loss"]["implementation"] == "dense"
-    assert stored_experiment["loss"]["temperature"] == 0.2
+    assert stored_experiment.loss.implementation == "dense"
+    assert stored_experiment.loss.temperature == 0.2
 
 
 def test_learnable_temperature_is_trained_and_saved(tmp_path, toy_data):
-    experiment = make_experiment(epochs=2)
-    experiment["loss"]["learnable_temperature"] = True
+    experiment = make_experiment(epochs=2).replace(loss={"learnable_temperature": True})
     model, _ = load_model(train(experiment, *toy_data, tmp_path / "run", progress=False))
     assert model.loss.temperature().item() != pytest.approx(0.1, abs=1e-6)
 
@@ -546,8 +550,8 @@ def test_progress_leaves_one_console_line_per_epoch_with_mean_loss_and_seconds(
 
 
 def test_a_non_finite_buffer_stops_training_like_a_nan_loss(tmp_path, toy_data):
-    experiment = make_experiment(epochs=2)
-    experiment["encoder"]["name"] = f"{__name__}:InfiniteStatistics"
+    infinite = dataclasses.replace(make_experiment().encoder, name=f"{__name__}:InfiniteStatistics")
+    experiment = dataclasses.replace(make_experiment(epochs=2), encoder=infinite)
     with pytest.raises(
         ScicontrastError,
         match=r"training diverged: encoder\.running_scale holds NaN or infinite values at "

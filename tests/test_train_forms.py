@@ -4,8 +4,6 @@ Each is tested in the training loop against the plain form it replaces; the modu
 themselves are tested in test_chunked_loss.py, test_grad_cache.py and test_moco.py.
 """
 
-import copy
-
 import pytest
 import torch
 from test_train import assert_same_weights, make_experiment, write_toy_data
@@ -23,10 +21,8 @@ def toy_data(tmp_path):
     return write_toy_data(tmp_path, groups=8)
 
 
-def with_loss(experiment: dict, **loss) -> dict:
-    changed = copy.deepcopy(experiment)
-    changed["loss"].update(loss)
-    return changed
+def with_loss(experiment: Experiment, **loss) -> Experiment:
+    return experiment.replace(loss=loss)
 
 
 def state_dict(path) -> dict[str, torch.Tensor]:
@@ -43,8 +39,8 @@ LOSS_BLIND = ("encoder.output.bias", "head.layers.1.running_mean")
 def test_chunked_implementation_trains_like_the_dense_loss(tmp_path, toy_data):
     dense = make_experiment(epochs=2)
     chunked = with_loss(dense, implementation="chunked")
-    assert isinstance(build_model(Experiment.from_dict(chunked)).loss, ChunkedInfoNCELoss)
-    assert type(build_model(Experiment.from_dict(dense)).loss) is InfoNCELoss
+    assert isinstance(build_model(chunked).loss, ChunkedInfoNCELoss)
+    assert type(build_model(dense).loss) is InfoNCELoss
     a = state_dict(train(dense, *toy_data, tmp_path / "dense", progress=False))
     b = state_dict(train(chunked, *toy_data, tmp_path / "chunked", progress=False))
     for key in set(a) - set(LOSS_BLIND):

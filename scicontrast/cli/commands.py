@@ -196,12 +196,10 @@ def cmd_pairs(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from scicontrast.config import load_experiment
     from scicontrast.models.train import train
 
-    # The training loop takes the experiment's dict form, as load_experiment returns it.
     train(
-        load_experiment(args.config, args.experiment),
+        _experiment(args),
         items_dir=args.items,
         pairs_path=args.pairs,
         out_dir=args.out,
