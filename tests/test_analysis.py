@@ -118,10 +118,10 @@ def make_items(n: int = 60, seed: int = 0) -> Items:
     return Items(table=table, meta={"payload_columns": ["sequence"]}, arrays={"features": features})
 
 
-def stored_experiment(name: str, pairs: dict) -> dict:
+def stored_experiment(name: str, pairs: dict) -> Experiment:
     """An experiment as ``load_model`` returns it: validated, every default filled."""
     config = validate_config({"experiments": {name: minimal_experiment(pairs=pairs)}})
-    return select_experiment(config, name, "test")
+    return Experiment.from_dict(select_experiment(config, name, "test"))
 
 
 @pytest.fixture
