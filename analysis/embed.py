@@ -14,12 +14,13 @@ Output folder (written atomically, both files appear together or not at all):
 ``embeddings.npy``
     The same vectors as one ``[N, D]`` float32 array, same row order, for fast loading.
 
-:func:`embed` embeds a prepared items folder; :func:`embed_files` reads new raw files with
-the adapter settings stored in the model file first (``scicontrast embed --model M FILE...``).
+:func:`embed` embeds a prepared items folder; new raw files stream through
+:func:`scicontrast.analysis.embed_files.embed_files` (``scicontrast embed --model M FILE...``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -35,7 +36,6 @@ from scicontrast.data_adapters.loader import embedding_loader
 from scicontrast.data_adapters.shards import shard_items
 from scicontrast.device import resolve_device
 from scicontrast.errors import InputDataError
-from scicontrast.experiment import Component, Experiment
 from scicontrast.io import atomic_path
 
 if TYPE_CHECKING:
@@ -158,63 +158,40 @@ def embed(
     canonical view is the one the model was trained around. With ``shards > 1`` only shard
     ``shard``'s rows are embedded (``scicontrast.analysis.embed_shards``).
     """
-    _embed_and_write(
-        model_path,
-        lambda experiment: shard_items(Items.load(items_dir), shard, shards, str(items_dir)),
-        str(items_dir),
-        out_dir,
-        batch_size,
-        device,
-        workers,
-    )
-
-
-def embed_files(
-    model_path: str | Path,
-    paths: list[str | Path],
-    out_dir: str | Path,
-    batch_size: int = 512,
-    device: str = "auto",
-    workers: int = 0,
-) -> None:
-    """Read new raw files with the adapter the model was trained with, embed them, write.
-
-    The adapter's settings come from the model's stored experiment, with its input files
-    replaced by ``paths`` and its training-only settings (label tables) dropped, see
-    :meth:`~scicontrast.data_adapters.base.Adapter.params_for_new_inputs`. The result
-    equals preparing the same files with that adapter and embedding the items folder.
-    """
-    from scicontrast.registry import ADAPTERS
-
-    def read(experiment: Experiment) -> Items:
-        adapter = experiment.adapter
-        params = ADAPTERS.get(adapter.name).params_for_new_inputs(
-            adapter.params, [str(p) for p in paths]
-        )
-        new_inputs = Component(name=adapter.name, params=params)
-        return ADAPTERS.create(new_inputs, where=f"{model_path}: adapter").read()
-
-    _embed_and_write(
-        model_path, read, ", ".join(map(str, paths)), out_dir, batch_size, device, workers
-    )
-
-
-def _embed_and_write(model_path, read_items, source, out_dir, batch_size, device, workers) -> None:
     # Imported here: the array-level functions above must work without the model stack.
     from scicontrast.models.contrastive import load_model
     from scicontrast.registry import PAIR_BUILDERS
 
     model, experiment = load_model(model_path, map_location="cpu")
     builder = PAIR_BUILDERS.create(experiment.pairs, where=f"{model_path}: pairs")
-    items = read_items(experiment)
-    try:
-        embeddings = embed_items(
-            model, builder, items, batch_size, resolve_device(device), workers=workers
-        )
-    except RuntimeError as exc:
-        # Usually a shape mismatch, e.g. a graph with other node features than the training one.
-        raise InputDataError(
-            f"{source}: the data does not fit the model {model_path} (same adapter settings, "
-            f"but other input sizes?): {' '.join(str(exc).split())}"
-        ) from exc
-    write_embeddings(out_dir, item_metadata(items, source), embeddings)
+    items = shard_items(Items.load(items_dir), shard, shards, str(items_dir))
+    run = EmbeddingRun(model, builder, model_path, batch_size, device, workers)
+    source = str(items_dir)
+    write_embeddings(out_dir, item_metadata(items, source), run.embed(items, source))
+
+
+@dataclass
+class EmbeddingRun:
+    """A loaded model, its pair builder and the embedding settings, for items from a source."""
+
+    model: ContrastiveModel
+    builder: PairBuilder
+    model_path: str | Path
+    batch_size: int
+    device: str
+    workers: int
+
+    def embed(self, items: Items, source: str) -> np.ndarray:
+        """``[len(items), D]`` embeddings; ``InputDataError`` naming ``source`` when the data
+        does not fit the model."""
+        device = resolve_device(self.device)
+        try:
+            return embed_items(
+                self.model, self.builder, items, self.batch_size, device, workers=self.workers
+            )
+        except RuntimeError as exc:
+            # Usually a shape mismatch: a graph with other node features than the training one.
+            raise InputDataError(
+                f"{source}: the data does not fit the model {self.model_path} (same adapter "
+                f"settings, but other input sizes?): {' '.join(str(exc).split())}"
+            ) from exc

@@ -16,7 +16,8 @@ import torch
 from conftest import small_dna_experiment
 
 from scicontrast.analysis.cluster import cluster
-from scicontrast.analysis.embed import embed, embed_files, load_embeddings
+from scicontrast.analysis.embed import embed, load_embeddings
+from scicontrast.analysis.embed_files import embed_files
 from scicontrast.analysis.export import EMBEDDING_KEY, export, load_torchscript, to_anndata
 from scicontrast.config import validate_config
 from scicontrast.data_adapters.base import Adapter, Items, PairBuilder

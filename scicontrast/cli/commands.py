@@ -219,7 +219,8 @@ def cmd_federate(args: argparse.Namespace) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
-    from scicontrast.analysis.embed import embed, embed_files
+    from scicontrast.analysis.embed import embed
+    from scicontrast.analysis.embed_files import embed_files
 
     items_folders = [p for p in args.inputs if (p / "items.parquet").exists()]
     if items_folders and len(args.inputs) > 1:
