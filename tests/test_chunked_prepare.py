@@ -62,19 +62,41 @@ def _inputs(folder: Path) -> dict[str, dict]:
             "name": "image_folder",
             "params": {"paths": [str(images)], "size": 16, "tiles": 3},
         },
+        "patches": {
+            "name": "image_folder",
+            "params": {
+                "paths": [str(images)],
+                "patch_size": 16,
+                "label_from_filename": "_(?P<label>[ab])",
+            },
+        },
+        "patches_scaled": {
+            "name": "image_folder",
+            "params": {
+                "paths": [str(images)],
+                "patch_size": 12,
+                "pixel_size_um": 0.5,
+                "target_pixel_size_um": 0.8,
+            },
+        },
     }
 
 
 def _assert_same(a: Items, b: Items) -> None:
     pd.testing.assert_frame_equal(a.table, b.table)
     assert a.meta == b.meta
-    assert a.arrays.keys() == b.arrays.keys()
-    for name in a.arrays:
-        assert a.arrays[name].dtype == b.arrays[name].dtype
-        assert np.array_equal(a.arrays[name], b.arrays[name])
+    for kind in ("arrays", "extras"):
+        ours, theirs = getattr(a, kind), getattr(b, kind)
+        assert ours.keys() == theirs.keys()
+        for name in ours:
+            assert ours[name].dtype == theirs[name].dtype
+            assert np.array_equal(ours[name], theirs[name])
 
 
-@pytest.mark.parametrize("case", ["dna", "dna_labels", "crop", "fit_grey", "tiles"])
+CASES = ["dna", "dna_labels", "crop", "fit_grey", "tiles", "patches", "patches_scaled"]
+
+
+@pytest.mark.parametrize("case", CASES)
 def test_chunked_prepare_equals_the_whole_read_for_any_chunk_size(tmp_path, case):
     spec = _inputs(tmp_path)[case]
     with warnings.catch_warnings():
@@ -82,12 +104,13 @@ def test_chunked_prepare_equals_the_whole_read_for_any_chunk_size(tmp_path, case
         adapter = ADAPTERS.create(spec, where=case)
         adapter.read().save(tmp_path / "whole")
         whole = Items.load(tmp_path / "whole")
-        for chunk_rows in (1, 4):
+        for chunk_rows in (1, 3, len(whole)):
             folder = tmp_path / f"chunks{chunk_rows}"
             rows = write_chunks(adapter.read_chunks(chunk_rows), folder)
             assert rows == len(whole)
             # each chunk is its own row group: the set was written as it was read
-            assert pq.ParquetFile(folder / "items.parquet").num_row_groups > 1
+            groups = pq.ParquetFile(folder / "items.parquet").num_row_groups
+            assert groups > 1 if chunk_rows < len(whole) - 1 else groups == 1
             _assert_same(whole, Items.load(folder))
 
 
@@ -126,3 +149,12 @@ class _WholeTable(Adapter):
 def test_an_adapter_with_only_read_is_written_as_one_chunk(tmp_path):
     assert write_chunks(_WholeTable().read_chunks(1), tmp_path / "items") == 3
     _assert_same(_WholeTable().read(), Items.load(tmp_path / "items"))
+
+
+def test_a_small_image_after_the_first_patch_chunk_is_named_and_leaves_no_folder(tmp_path):
+    spec = _inputs(tmp_path)["patches"]
+    skio.imsave(tmp_path / "img" / "z_small.png", np.zeros((9, 30), np.uint8), check_contrast=False)
+    adapter = ADAPTERS.create(spec, where="patches")
+    with pytest.raises(InputDataError, match=r"z_small\.png: image is 9 x 30 pixels"):
+        write_chunks(adapter.read_chunks(2), tmp_path / "items")
+    assert not (tmp_path / "items").exists()
