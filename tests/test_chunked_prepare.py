@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from pathlib import Path
 
@@ -156,5 +157,41 @@ def test_a_small_image_after_the_first_patch_chunk_is_named_and_leaves_no_folder
     skio.imsave(tmp_path / "img" / "z_small.png", np.zeros((9, 30), np.uint8), check_contrast=False)
     adapter = ADAPTERS.create(spec, where="patches")
     with pytest.raises(InputDataError, match=r"z_small\.png: image is 9 x 30 pixels"):
+        write_chunks(adapter.read_chunks(2), tmp_path / "items")
+    assert not (tmp_path / "items").exists()
+
+
+def _audio_image(tmp_path: Path) -> tuple[dict, dict]:
+    """The synchronised demo's adapter spec, and one reading its files one by one."""
+    from test_export import audio_image_components
+
+    spec = audio_image_components(tmp_path)["adapter"]
+    files = sorted(str(p) for p in (tmp_path / "demo").rglob("*") if p.suffix in (".wav", ".png"))
+    params = {k: v for k, v in spec["params"].items() if k != "synchronization"}
+    mixed = files[:5] + files[-4:]  # audio clips and images, interleaved by name
+    return spec, {"name": "audio_image", "params": params | {"files": mixed}}
+
+
+def test_audio_image_events_in_chunks_equal_the_whole_read(tmp_path):
+    for spec in _audio_image(tmp_path):
+        adapter = ADAPTERS.create(spec, where="audio_image")
+        adapter.read().save(tmp_path / "whole")
+        whole = Items.load(tmp_path / "whole")
+        for chunk_rows in (1, 3, len(whole)):
+            folder = tmp_path / f"chunks{chunk_rows}"
+            assert write_chunks(adapter.read_chunks(chunk_rows), folder) == len(whole)
+            _assert_same(whole, Items.load(folder))
+        for path in (tmp_path / "whole", *tmp_path.glob("chunks*")):
+            shutil.rmtree(path)
+
+
+def test_a_broken_clip_in_a_later_chunk_is_named_and_leaves_no_folder(tmp_path):
+    spec, _ = _audio_image(tmp_path)
+    pairs = pd.read_parquet(tmp_path / "sync" / "pairs.parquet")
+    broken = pairs.iloc[-1]
+    Path(broken["audio_file"]).write_bytes(b"garbage" * 20)
+    adapter = ADAPTERS.create(spec, where="audio_image")
+    where = rf"row {broken['audio_row']}: .*{Path(broken['audio_file']).name}: cannot read audio"
+    with pytest.raises(InputDataError, match=where):
         write_chunks(adapter.read_chunks(2), tmp_path / "items")
     assert not (tmp_path / "items").exists()
