@@ -13,7 +13,7 @@ gives the same set in memory (``Adapter.read``), and both agree for every chunk 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +67,17 @@ def concat_chunks(chunks: Iterable[Items]) -> Items:
 
 def _joined(parts: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
     return {name: np.concatenate(p) if len(p) > 1 else p[0] for name, p in parts.items()}
+
+
+def split_items(items: Items, chunk_rows: int) -> Iterator[Items]:
+    """An in-memory set as chunks of ``chunk_rows`` rows, ``meta`` and extras with the last
+    (for an adapter that must see every input before the items are final, a graph's)."""
+    for start in range(0, len(items), chunk_rows):
+        rows = slice(start, start + chunk_rows)
+        last = start + chunk_rows >= len(items)
+        yield Items(
+            table=items.table.iloc[rows].reset_index(drop=True),
+            meta=items.meta if last else {},
+            arrays={name: array[rows] for name, array in items.arrays.items()},
+            extras=items.extras if last else {},
+        )
