@@ -154,6 +154,8 @@ class DeviceRotationBatches(GroupBatches):
         sources = torch.stack(
             [builder.source(r, d.window) for r, d in zip(rows, draws, strict=True)]
         )
-        images = sources.to(self._device).float() * builder._scale
+        if self._device.type == "cuda":  # page-locked, so the copy overlaps the host's work
+            sources = sources.pin_memory()
+        images = sources.to(self._device, non_blocking=True).float() * builder._scale
         views = render_views(images, draws, builder.view_shape, self._disc)
         return ContrastiveBatch(views, torch.tensor(group_ids, dtype=torch.long))
