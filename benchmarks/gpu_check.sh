@@ -7,7 +7,8 @@
 # below 1 means the loader is the bottleneck), precision.txt (bf16 autocast against fp32
 # training steps), gpu_util.csv (nvidia-smi samples every 200 ms while those run) with its
 # summary in summary.txt (share of samples >= 80 % busy; target: most of them), and
-# scale.md (the scale benchmark at 10^5 items with device cuda). Without a GPU it runs the
+# scale.md (the scale benchmark at 10^5 items with device cuda), device_views.md (rotations'
+# views per second item by item on the CPU against a batch on the GPU). Without a GPU it runs the
 # CPU part (the demos' inputs, throughput and fp32 steps on CPU, briefly) and says that it
 # skipped the GPU. Run from the repository root with the environment active.
 set -euo pipefail
@@ -24,6 +25,7 @@ if ! command -v nvidia-smi >/dev/null || ! python -c "import torch, sys; sys.exi
     python benchmarks/throughput.py --device cpu --epochs 1 --threads "$CORES" --markdown \
         --experiments $DEMOS | tee "$OUT/throughput.md"
     python benchmarks/precision.py --device cpu --steps 2 --experiments $DEMOS | tee "$OUT/precision.txt"
+    python benchmarks/device_views.py --device cpu --items 512 --epochs 1 --markdown | tee "$OUT/device_views.md"
     echo "GPU part SKIPPED: no nvidia-smi or torch.cuda.is_available() is False" | tee -a "$OUT/summary.txt"
     exit 0
 fi
@@ -37,6 +39,7 @@ trap 'kill "$SAMPLER" 2>/dev/null || true' EXIT
 python benchmarks/throughput.py --device cuda --epochs 3 --threads "$CORES" --markdown \
     --experiments $DEMOS | tee "$OUT/throughput.md"
 python benchmarks/precision.py --device cuda --steps 20 --experiments $DEMOS | tee "$OUT/precision.txt"
+python benchmarks/device_views.py --device cuda --items 8192 --markdown | tee "$OUT/device_views.md"
 python benchmarks/scale.py --sizes 100000 --device cuda --cores "$CORES" --out "$OUT/scale" \
     | tee "$OUT/scale.md"
 

@@ -84,6 +84,34 @@ def load_array(path: Path) -> np.ndarray:
         raise InputDataError(f"{path}: truncated or not a .npy array ({exc})") from None
 
 
+class _GrowingArray:
+    """A ``.npy`` file written a block of rows at a time; its header, which holds the row
+    count, is written last into a fixed-size slot."""
+
+    def __init__(self, path: Path, first: np.ndarray, label: str) -> None:
+        self.path, self.dtype, self.row_shape = path, first.dtype, first.shape[1:]
+        self.label = label
+        self.rows = 0
+        self._file = open(path, "wb")
+        self._file.write(b"\0" * _NPY_HEADER_BYTES)
+
+    def append(self, array: np.ndarray) -> None:
+        if array.dtype != self.dtype or array.shape[1:] != self.row_shape:
+            raise ValueError(
+                f"{self.label}: chunk of {array.dtype} rows {array.shape[1:]}, "
+                f"earlier chunks {self.dtype} rows {self.row_shape}"
+            )
+        self._file.write(np.ascontiguousarray(array).data)
+        self.rows += len(array)
+
+    def finish(self) -> None:
+        self._file.seek(0)
+        self._file.write(_npy_header(self.dtype, (self.rows, *self.row_shape)))
+
+    def close(self) -> None:
+        self._file.close()
+
+
 class ItemsWriter:
     """Writes an items folder chunk by chunk (module docstring).
 
@@ -95,7 +123,8 @@ class ItemsWriter:
             writer.add_extra("edge_index", edges)
 
     Every chunk must have the same columns and arrays (same dtypes and row shapes); item
-    ids must be unique across all chunks.
+    ids must be unique across all chunks. An extra that grows with the chunks (the pixels of
+    a patch store, the clips of audio events) is written with :meth:`append_extra`.
     """
 
     def __init__(self, folder: str | Path, meta: dict[str, Any] | None = None) -> None:
@@ -104,7 +133,8 @@ class ItemsWriter:
         self._atomic = atomic_path(self.folder)
         self._tmp: Path | None = None
         self._table: pq.ParquetWriter | None = None
-        self._arrays: dict[str, tuple[Any, np.dtype, tuple[int, ...]]] = {}
+        self._arrays: dict[str, _GrowingArray] = {}
+        self._extras: dict[str, _GrowingArray] = {}
         self._ids: set[Any] = set()
         self._held: list[pa.Table] = []
         self.rows = 0
@@ -125,21 +155,13 @@ class ItemsWriter:
         arrays = arrays or {}
         self._check_chunk(table, arrays)
         if not self._arrays and not self.rows:
-            self._arrays = {
-                name: (open(self._dir / f"{name}.npy", "wb"), a.dtype, a.shape[1:])
-                for name, a in arrays.items()
-            }
-            for file, _, _ in self._arrays.values():
-                file.write(b"\0" * _NPY_HEADER_BYTES)
+            for name, array in arrays.items():
+                self._arrays[name] = _GrowingArray(
+                    self._dir / f"{name}.npy", array, f"array {name!r}"
+                )
         self._write_table(pa.Table.from_pandas(table, preserve_index=False))
         for name, array in arrays.items():
-            file, dtype, row_shape = self._arrays[name]
-            if array.dtype != dtype or array.shape[1:] != row_shape:
-                raise ValueError(
-                    f"array {name!r}: chunk of {array.dtype} rows {array.shape[1:]}, "
-                    f"earlier chunks {dtype} rows {row_shape}"
-                )
-            file.write(np.ascontiguousarray(array).data)
+            self._arrays[name].append(array)
         self.rows += len(table)
 
     def _write_table(self, chunk: pa.Table | None) -> None:
@@ -166,6 +188,15 @@ class ItemsWriter:
     def add_extra(self, name: str, array: np.ndarray) -> None:
         """An array of any shape that belongs to the set as a whole (``<name>.extra.npy``)."""
         np.save(self._dir / f"{name}.extra.npy", array)
+
+    def append_extra(self, name: str, rows: np.ndarray) -> None:
+        """Rows appended to the extra ``name`` (along its first axis), written as they come:
+        the extra is every chunk's rows in order, same dtype and row shape."""
+        if name not in self._extras:
+            self._extras[name] = _GrowingArray(
+                self._dir / f"{name}.extra.npy", rows, f"extra {name!r}"
+            )
+        self._extras[name].append(rows)
 
     def _check_chunk(self, table: pd.DataFrame, arrays: dict[str, np.ndarray]) -> None:
         if "item_id" not in table.columns:
@@ -204,16 +235,15 @@ class ItemsWriter:
         if not self.rows:
             raise ValueError(f"{self.folder}: no rows were written")
         self._write_table(None)
-        for file, dtype, row_shape in self._arrays.values():
-            file.seek(0)
-            file.write(_npy_header(dtype, (self.rows, *row_shape)))
+        for growing in (*self._arrays.values(), *self._extras.values()):
+            growing.finish()
         (self._dir / META_FILE).write_text(json.dumps(self.meta, indent=2, sort_keys=True))
 
     def _close(self) -> None:
         if self._table is not None:
             self._table.close()  # writes the Parquet footer
-        for file, _, _ in self._arrays.values():
-            file.close()
+        for growing in (*self._arrays.values(), *self._extras.values()):
+            growing.close()
 
 
 def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:

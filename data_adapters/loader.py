@@ -123,7 +123,7 @@ class EpochLoader:
         if not isinstance(self.plan, DeviceBatchPlan):
             raise ConfigError(
                 f"training.augment_on_device: the views of {type(self.plan).__name__} are not "
-                "made on the device (graph_views' and dna_views' are); set it to false"
+                "made on the device (graph_views', dna_views' and rotations' are); set it to false"
             )
         self.plan.to_device(device)
         self.use_workers(0)

@@ -43,11 +43,13 @@ def rotate(
     """
     batch, channels, size = images.shape[0], images.shape[1], images.shape[-1]
     out_size = size if out_size is None else out_size
-    radians = torch.deg2rad(angles.to(torch.float64))
+    # The [B, 2, 3] matrices are built in float64 on the CPU (any device has them then,
+    # float64 or not) and moved to the images' device.
+    radians = torch.deg2rad(angles.detach().to("cpu", torch.float64))
     cos, sin = torch.cos(radians), torch.sin(radians)
     mirror = torch.ones(batch, dtype=torch.float64)
     if flips is not None:
-        mirror = torch.where(flips, -1.0, 1.0).to(torch.float64)
+        mirror = torch.where(flips.cpu(), -1.0, 1.0).to(torch.float64)
     # affine_grid maps output (x right, y down) to input coordinates. Showing the image
     # turned counter-clockwise by theta means sampling at R(-theta) in these y-down axes,
     # [[cos, -sin], [sin, cos]]; the mirror negates the input's x, and out_size / S scales
@@ -59,9 +61,11 @@ def rotate(
     theta[:, 1, 0] = sin * scale
     theta[:, 1, 1] = cos * scale
     if shifts is not None:
-        theta[:, :, 2] = shifts.to(torch.float64) * (2 / size)
+        theta[:, :, 2] = shifts.to("cpu", torch.float64) * (2 / size)
     grid = F.affine_grid(
-        theta.to(images.dtype), [batch, channels, out_size, out_size], align_corners=False
+        theta.to(images.device, images.dtype),
+        [batch, channels, out_size, out_size],
+        align_corners=False,
     )
     return F.grid_sample(
         images, grid, mode=interpolation, padding_mode="border", align_corners=False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from pathlib import Path
 
@@ -62,19 +63,41 @@ def _inputs(folder: Path) -> dict[str, dict]:
             "name": "image_folder",
             "params": {"paths": [str(images)], "size": 16, "tiles": 3},
         },
+        "patches": {
+            "name": "image_folder",
+            "params": {
+                "paths": [str(images)],
+                "patch_size": 16,
+                "label_from_filename": "_(?P<label>[ab])",
+            },
+        },
+        "patches_scaled": {
+            "name": "image_folder",
+            "params": {
+                "paths": [str(images)],
+                "patch_size": 12,
+                "pixel_size_um": 0.5,
+                "target_pixel_size_um": 0.8,
+            },
+        },
     }
 
 
 def _assert_same(a: Items, b: Items) -> None:
     pd.testing.assert_frame_equal(a.table, b.table)
     assert a.meta == b.meta
-    assert a.arrays.keys() == b.arrays.keys()
-    for name in a.arrays:
-        assert a.arrays[name].dtype == b.arrays[name].dtype
-        assert np.array_equal(a.arrays[name], b.arrays[name])
+    for kind in ("arrays", "extras"):
+        ours, theirs = getattr(a, kind), getattr(b, kind)
+        assert ours.keys() == theirs.keys()
+        for name in ours:
+            assert ours[name].dtype == theirs[name].dtype
+            assert np.array_equal(ours[name], theirs[name])
 
 
-@pytest.mark.parametrize("case", ["dna", "dna_labels", "crop", "fit_grey", "tiles"])
+CASES = ["dna", "dna_labels", "crop", "fit_grey", "tiles", "patches", "patches_scaled"]
+
+
+@pytest.mark.parametrize("case", CASES)
 def test_chunked_prepare_equals_the_whole_read_for_any_chunk_size(tmp_path, case):
     spec = _inputs(tmp_path)[case]
     with warnings.catch_warnings():
@@ -82,12 +105,13 @@ def test_chunked_prepare_equals_the_whole_read_for_any_chunk_size(tmp_path, case
         adapter = ADAPTERS.create(spec, where=case)
         adapter.read().save(tmp_path / "whole")
         whole = Items.load(tmp_path / "whole")
-        for chunk_rows in (1, 4):
+        for chunk_rows in (1, 3, len(whole)):
             folder = tmp_path / f"chunks{chunk_rows}"
             rows = write_chunks(adapter.read_chunks(chunk_rows), folder)
             assert rows == len(whole)
             # each chunk is its own row group: the set was written as it was read
-            assert pq.ParquetFile(folder / "items.parquet").num_row_groups > 1
+            groups = pq.ParquetFile(folder / "items.parquet").num_row_groups
+            assert groups > 1 if chunk_rows < len(whole) - 1 else groups == 1
             _assert_same(whole, Items.load(folder))
 
 
@@ -126,3 +150,48 @@ class _WholeTable(Adapter):
 def test_an_adapter_with_only_read_is_written_as_one_chunk(tmp_path):
     assert write_chunks(_WholeTable().read_chunks(1), tmp_path / "items") == 3
     _assert_same(_WholeTable().read(), Items.load(tmp_path / "items"))
+
+
+def test_a_small_image_after_the_first_patch_chunk_is_named_and_leaves_no_folder(tmp_path):
+    spec = _inputs(tmp_path)["patches"]
+    skio.imsave(tmp_path / "img" / "z_small.png", np.zeros((9, 30), np.uint8), check_contrast=False)
+    adapter = ADAPTERS.create(spec, where="patches")
+    with pytest.raises(InputDataError, match=r"z_small\.png: image is 9 x 30 pixels"):
+        write_chunks(adapter.read_chunks(2), tmp_path / "items")
+    assert not (tmp_path / "items").exists()
+
+
+def _audio_image(tmp_path: Path) -> tuple[dict, dict]:
+    """The synchronised demo's adapter spec, and one reading its files one by one."""
+    from test_export import audio_image_components
+
+    spec = audio_image_components(tmp_path)["adapter"]
+    files = sorted(str(p) for p in (tmp_path / "demo").rglob("*") if p.suffix in (".wav", ".png"))
+    params = {k: v for k, v in spec["params"].items() if k != "synchronization"}
+    mixed = files[:5] + files[-4:]  # audio clips and images, interleaved by name
+    return spec, {"name": "audio_image", "params": params | {"files": mixed}}
+
+
+def test_audio_image_events_in_chunks_equal_the_whole_read(tmp_path):
+    for spec in _audio_image(tmp_path):
+        adapter = ADAPTERS.create(spec, where="audio_image")
+        adapter.read().save(tmp_path / "whole")
+        whole = Items.load(tmp_path / "whole")
+        for chunk_rows in (1, 3, len(whole)):
+            folder = tmp_path / f"chunks{chunk_rows}"
+            assert write_chunks(adapter.read_chunks(chunk_rows), folder) == len(whole)
+            _assert_same(whole, Items.load(folder))
+        for path in (tmp_path / "whole", *tmp_path.glob("chunks*")):
+            shutil.rmtree(path)
+
+
+def test_a_broken_clip_in_a_later_chunk_is_named_and_leaves_no_folder(tmp_path):
+    spec, _ = _audio_image(tmp_path)
+    pairs = pd.read_parquet(tmp_path / "sync" / "pairs.parquet")
+    broken = pairs.iloc[-1]
+    Path(broken["audio_file"]).write_bytes(b"garbage" * 20)
+    adapter = ADAPTERS.create(spec, where="audio_image")
+    where = rf"row {broken['audio_row']}: .*{Path(broken['audio_file']).name}: cannot read audio"
+    with pytest.raises(InputDataError, match=where):
+        write_chunks(adapter.read_chunks(2), tmp_path / "items")
+    assert not (tmp_path / "items").exists()

@@ -125,3 +125,19 @@ def test_a_damaged_row_group_is_an_error_naming_the_file_and_row_group(tmp_path)
     path.write_bytes(bytes(data[: len(data) // 2]))  # truncated: the footer is gone
     with pytest.raises(InputDataError, match=r"items\.parquet: .*(truncated|not a readable)"):
         Items.load(tmp_path / "items")
+
+
+def test_an_extra_appended_in_chunks_is_their_rows_in_order(tmp_path):
+    items = make_items(n=6)
+    parts = [np.arange(5, dtype=np.uint8), np.arange(7, dtype=np.uint8) + 5]
+    with ItemsWriter(tmp_path / "items") as writer:
+        for rows, part in zip((slice(0, 2), slice(2, 6)), parts, strict=True):
+            writer.append(items.table.iloc[rows], {k: a[rows] for k, a in items.arrays.items()})
+            writer.append_extra("pixels", part)
+    assert np.array_equal(Items.load(tmp_path / "items").extras["pixels"], np.arange(12))
+    with pytest.raises(ValueError, match="extra 'pixels': chunk of float32"):
+        with ItemsWriter(tmp_path / "bad") as writer:
+            writer.append(items.table, items.arrays)
+            writer.append_extra("pixels", parts[0])
+            writer.append_extra("pixels", parts[1].astype(np.float32))
+    assert not (tmp_path / "bad").exists()

@@ -25,6 +25,7 @@ as in a manifest): one item per file, in the order given, ``item_id``
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from skimage.color import rgb2gray
 from scicontrast.data_adapters.audio_image.manifests import PAIRS_FILE, modality_of
 from scicontrast.data_adapters.audio_image.synchronization import load_synchronization
 from scicontrast.data_adapters.base import Adapter, Items
+from scicontrast.data_adapters.chunks import CHUNK_ROWS, concat_chunks
 from scicontrast.data_adapters.images.cropping import square_image
 from scicontrast.data_adapters.images.reading import normalise_pixels, read_image_pages
 from scicontrast.errors import ConfigError, InputDataError
@@ -165,29 +167,65 @@ class AudioImageAdapter(Adapter):
         return [self.folder]
 
     def read(self) -> Items:
+        return concat_chunks(self.read_chunks(CHUNK_ROWS))
+
+    def read_chunks(self, chunk_rows: int) -> Iterator[Items]:
+        """The items in chunks of ``chunk_rows`` rows, each clip and image read as it comes.
+
+        The table (one row per side of an event, or per file: metadata only) is built
+        first; the clips, then the images, are read a chunk of rows at a time and each
+        chunk's rows of the ``audio`` or ``images`` extra are written with its table rows.
+        """
         if self.files is not None:
-            return self._read_files(self.files)
+            yield from self._read_files(self.files, chunk_rows)
+            return
         assert self.folder is not None  # __init__ takes one of the two
         summary, pairs = load_synchronization(self.folder)
         if len(pairs) == 0:
             raise InputDataError(f"{self.folder}/{PAIRS_FILE}: no pairs")
-        clips, durations, pictures = [], [], []
-        for row in pairs.itertuples(index=False):
+        table = pd.concat(
+            [self._side(pairs, "audio", None), self._side(pairs, "image", None)],
+            ignore_index=True,
+        )
+        meta = self._meta(table, synchronization=summary, synchronization_folder=str(self.folder))
+        bounds = [
+            (first, min(first + chunk_rows, len(pairs)))
+            for first in range(0, len(pairs), chunk_rows)
+        ]
+        for side in ("audio", "image"):
+            for first, last in bounds:
+                chunk = self._event_chunk(pairs, table, side, first, last)
+                if side == "image" and last == len(pairs):
+                    chunk.meta = meta
+                yield chunk
+
+    def _event_chunk(
+        self, pairs: pd.DataFrame, table: pd.DataFrame, side: str, first: int, last: int
+    ) -> Items:
+        """Table rows and clips (or images) of events ``first .. last - 1`` of one side."""
+        offset = 0 if side == "audio" else len(pairs)
+        part = table.iloc[offset + first : offset + last].reset_index(drop=True)
+        rows = pairs.iloc[first:last]
+        if side == "image":
+            pictures = [
+                read_picture(
+                    row.image_file,
+                    self.image_size,
+                    self.channels,
+                    self.resize,
+                    f"{row.image_manifest}: row {row.image_row}: {row.image_file}",
+                )
+                for row in rows.itertuples(index=False)
+            ]
+            return Items(table=part, extras={"images": np.stack(pictures)})
+        clips, durations = [], []
+        for row in rows.itertuples(index=False):
             where = f"{row.audio_manifest}: row {row.audio_row}: {row.audio_file}"
             signal = read_audio(row.audio_file, self.sample_rate, where)
             durations.append(len(signal) / self.sample_rate)
             clips.append(fit_length(signal, self.clip_samples))
-            where = f"{row.image_manifest}: row {row.image_row}: {row.image_file}"
-            pictures.append(
-                read_picture(row.image_file, self.image_size, self.channels, self.resize, where)
-            )
-        table = pd.concat(
-            [self._side(pairs, "audio", durations), self._side(pairs, "image", None)],
-            ignore_index=True,
-        )
-        meta = self._meta(table, synchronization=summary, synchronization_folder=str(self.folder))
-        extras = {"audio": np.stack(clips), "images": np.stack(pictures)}
-        return Items(table=table, meta=meta, extras=extras)
+        part["duration_s"] = np.asarray(durations)
+        return Items(table=part, extras={"audio": np.stack(clips)})
 
     def _meta(self, table: pd.DataFrame, **more: Any) -> dict[str, Any]:
         payload = ["modality_row"]
@@ -202,11 +240,21 @@ class AudioImageAdapter(Adapter):
             **more,
         }
 
-    def _read_files(self, files: list[str]) -> Items:
-        """One unpaired item per file of ``files`` (module docstring)."""
+    def _read_files(self, files: list[str], chunk_rows: int) -> Iterator[Items]:
+        """One unpaired item per file of ``files`` (module docstring), in chunks."""
+        counts = {"audio": 0, "image": 0}
+        for first in range(0, len(files), chunk_rows):
+            chunk = self._file_chunk(files, first, first + chunk_rows, counts)
+            if first + chunk_rows >= len(files):
+                chunk.meta = self._meta(chunk.table)
+            yield chunk
+
+    def _file_chunk(self, files: list[str], first: int, last: int, counts: dict[str, int]) -> Items:
+        """Files ``first .. last - 1``; ``counts``: rows of each modality before them."""
         arrays: dict[str, list[np.ndarray]] = {"audio": [], "image": []}
         rows = []
-        for position, file in enumerate(files):
+        for position in range(first, min(last, len(files))):
+            file = files[position]
             where = f"adapter audio_image: params.files[{position}]: {file}"
             modality = modality_of(file, f"adapter audio_image: params.files[{position}]")
             duration = np.nan
@@ -224,9 +272,10 @@ class AudioImageAdapter(Adapter):
                     "modality": modality,
                     "file": str(Path(file).resolve()),
                     "duration_s": duration,
-                    "modality_row": len(arrays[modality]) - 1,
+                    "modality_row": counts[modality],
                 }
             )
+            counts[modality] += 1
         shapes = {
             "audio": (self.clip_samples,),
             "image": (self.channels, self.image_size, self.image_size),
@@ -237,8 +286,7 @@ class AudioImageAdapter(Adapter):
             else np.zeros((0, *shapes[modality]), dtype=np.float32)
             for store, modality in (("audio", "audio"), ("images", "image"))
         }
-        table = pd.DataFrame(rows)
-        return Items(table=table, meta=self._meta(table), extras=extras)
+        return Items(table=pd.DataFrame(rows), extras=extras)
 
     @staticmethod
     def _side(pairs: pd.DataFrame, side: str, durations: list[float] | None) -> pd.DataFrame:

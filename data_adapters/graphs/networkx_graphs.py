@@ -17,7 +17,13 @@ import pandas as pd
 
 from scicontrast.data_adapters.base import Items, one_path_each
 from scicontrast.data_adapters.graphs.cleaning import GraphAdapter
-from scicontrast.data_adapters.graphs.tables import NODE_PARAMS_DOC, NodeColumns, Table, edge_rows
+from scicontrast.data_adapters.graphs.tables import (
+    NODE_PARAMS_DOC,
+    NodeColumns,
+    Table,
+    edge_rows,
+    node_rows,
+)
 from scicontrast.errors import InputDataError
 from scicontrast.registry import ADAPTERS
 
@@ -129,7 +135,7 @@ class NetworkxAdapter(GraphAdapter):
         edge_index, kept = edge_rows(
             pd.Series([str(u) for u, _ in edge_list], dtype=object),
             pd.Series([str(v) for _, v in edge_list], dtype=object),
-            table["item_id"],
+            node_rows(table["item_id"]),
             lambda k: f"{self.path}, edge {edge_list[k][0]!r} -> {edge_list[k][1]!r}",
             self.missing_nodes,
             cleaning,

@@ -5,7 +5,10 @@ r"""The ``graph_table`` adapter: a node table and an edge table.
   column, feature columns (by default every column that is not the id, label, split or a
   metadata column), optionally a label column and a split column (``train``, ``val``,
   ``test``, or empty). The edge table has a source and a target column; other columns (e.g.
-  weights) are ignored. Ids are compared as text.
+  weights) are ignored. Ids are compared as text. Both tables are read a chunk of rows at
+  a time (pandas ``read_csv`` chunks, Parquet record batches), so the edge table's text ids
+  never lie in memory whole, only the node rows they name (``int64 [2, E]`` in all: edges
+  are coalesced over the whole graph); the items are then written in chunks of nodes.
 
 
 A trained model embeds a new graph through the adapter it was trained with, with every
@@ -16,14 +19,17 @@ and edge tables in that order, ``networkx`` the new graph file and, when the mod
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from scicontrast.data_adapters.base import Items
+from scicontrast.data_adapters.chunks import CHUNK_ROWS, concat_chunks, split_items
 from scicontrast.data_adapters.graphs.cleaning import SPLIT_MASKS, GraphAdapter, Locator
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import ADAPTERS
@@ -56,15 +62,8 @@ class Table:
 
     @classmethod
     def read(cls, path: str | Path) -> Table:
-        path = Path(path)
+        path = _checked(path)
         suffix = path.suffix.lower()
-        if suffix not in _PARQUET_SUFFIXES and suffix not in _TABLE_SEPARATORS:
-            raise InputDataError(
-                f"{path}: unknown table format {suffix!r}; use .csv, .tsv, .tab, .txt, "
-                ".parquet or .pq"
-            )
-        if not path.is_file():
-            raise InputDataError(f"{path}: file not found")
         try:
             if suffix in _PARQUET_SUFFIXES:
                 frame = pd.read_parquet(path)
@@ -76,6 +75,63 @@ class Table:
         except Exception as exc:  # pandas and pyarrow raise many types for a bad file
             raise InputDataError(f"{path}: not a readable table ({exc})") from None
         return cls(frame.reset_index(drop=True), str(path), lambda i: f"row {i + 1}")
+
+    @classmethod
+    def chunks(cls, path: str | Path, rows: int) -> Iterator[Table]:
+        """The table at ``path`` (as :meth:`read` reads it), ``rows`` rows at a time; rows
+        are named from the file's start. A table without rows is one empty chunk."""
+        path = _checked(path)
+        suffix = path.suffix.lower()
+        try:
+            if suffix in _PARQUET_SUFFIXES:
+                parquet = pq.ParquetFile(path)
+                frames: Iterator[pd.DataFrame] = (
+                    pa.Table.from_batches([batch], schema=parquet.schema_arrow).to_pandas()
+                    for batch in parquet.iter_batches(batch_size=rows)
+                )
+                empty = parquet.schema_arrow.empty_table().to_pandas()
+            else:
+                frames = pd.read_csv(
+                    path,
+                    sep=_TABLE_SEPARATORS[suffix],
+                    dtype=str,
+                    keep_default_na=False,
+                    chunksize=rows,
+                )
+                empty = None  # read_csv yields a header-only table as one empty chunk
+        except Exception as exc:  # pandas and pyarrow raise many types for a bad file
+            raise InputDataError(f"{path}: not a readable table ({exc})") from None
+        start = 0
+        while True:
+            try:
+                frame = next(frames, None)
+            except Exception as exc:
+                raise InputDataError(
+                    f"{path}: rows after row {start} are not readable ({exc})"
+                ) from None
+            if frame is None:
+                break
+            yield cls(frame.reset_index(drop=True), str(path), _rows_from(start))
+            start += len(frame)
+        if start == 0 and empty is not None:
+            yield cls(empty, str(path), _rows_from(0))
+
+
+def _rows_from(start: int) -> Callable[[int], str]:
+    return lambda i: f"row {start + i + 1}"
+
+
+def _checked(path: str | Path) -> Path:
+    """``path`` if it names an existing table of a known format; else ``InputDataError``."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in _PARQUET_SUFFIXES and suffix not in _TABLE_SEPARATORS:
+        raise InputDataError(
+            f"{path}: unknown table format {suffix!r}; use .csv, .tsv, .tab, .txt, .parquet or .pq"
+        )
+    if not path.is_file():
+        raise InputDataError(f"{path}: file not found")
+    return path
 
 
 def _is_missing(values: pd.Series) -> np.ndarray:
@@ -222,16 +278,21 @@ class NodeColumns:
         return {mask: (split == part).to_numpy() & ~missing for part, mask in SPLIT_MASKS.items()}
 
 
+def node_rows(item_ids: pd.Series) -> pd.Series:
+    """Node id -> row, for :func:`edge_rows`."""
+    return pd.Series(np.arange(len(item_ids)), index=item_ids.to_numpy())
+
+
 def edge_rows(
     source_ids: pd.Series,
     target_ids: pd.Series,
-    item_ids: pd.Series,
+    row_of: pd.Series,
     where: Locator,
     missing_nodes: str,
     cleaning: dict[str, int],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Edges as ``[2, E]`` node rows, and the input positions of the kept edges."""
-    row_of = pd.Series(np.arange(len(item_ids)), index=item_ids.to_numpy())
+    """Edges as ``[2, E]`` node rows (``row_of``: :func:`node_rows`), and the input positions
+    of the kept edges; ``cleaning["edges_with_missing_nodes"]`` grows by those dropped."""
     rows = []
     for ids in (source_ids, target_ids):
         empty = np.flatnonzero(_is_missing(ids))
@@ -246,7 +307,8 @@ def edge_rows(
             f"{where(k)}: edge names node {str(name)!r}, which is not in the node list "
             "(missing_nodes: error)"
         )
-    cleaning["edges_with_missing_nodes"] = int(unknown.sum())
+    dropped = cleaning.get("edges_with_missing_nodes", 0) + int(unknown.sum())
+    cleaning["edges_with_missing_nodes"] = dropped
     kept = np.flatnonzero(~unknown)
     return np.stack([rows[0][kept], rows[1][kept]]).astype(np.int64).reshape(2, -1), kept
 
@@ -320,25 +382,60 @@ class GraphTableAdapter(GraphAdapter):
         return [self.nodes, self.edges]
 
     def read(self) -> Items:
+        return concat_chunks(self.read_chunks(CHUNK_ROWS))
+
+    def read_chunks(self, chunk_rows: int) -> Iterator[Items]:
+        """Both tables read ``chunk_rows`` rows at a time (module docstring); the items in
+        chunks of ``chunk_rows`` nodes, the edges and ``meta`` with the last."""
         cleaning: dict[str, int] = {}
-        nodes = Table.read(self.nodes)
-        table, features = self.columns.parse(nodes, cleaning)
-        edges = Table.read(self.edges)
-        edge_index, kept = edge_rows(
-            edges.column(self.source_column, "source"),
-            edges.column(self.target_column, "target"),
-            table["item_id"],
-            edges.where,
-            self.missing_nodes,
-            cleaning,
-        )
-        return self._graph_items(
+        table, features = self._nodes(chunk_rows, cleaning)
+        edge_index, kept = self._edges(node_rows(table["item_id"]), chunk_rows, cleaning)
+        items = self._graph_items(
             table,
             features,
             edge_index,
-            edge_where=lambda k: edges.where(int(kept[k])),
-            node_where=nodes.where,
+            edge_where=lambda k: f"{self.edges}, row {int(kept[k]) + 1}",
+            node_where=lambda i: f"{self.nodes}, row {i + 1}",
             cleaning=cleaning,
-            sources=(nodes.source, edges.source),
+            sources=(str(self.nodes), str(self.edges)),
             label_column=self.columns.label_column,
         )
+        yield from split_items(items, chunk_rows)
+
+    def _nodes(self, chunk_rows: int, cleaning: dict[str, int]) -> tuple[pd.DataFrame, np.ndarray]:
+        """The node table parsed a chunk at a time: ``(table, features [N, F])``."""
+        tables, features = [], []
+        for nodes in Table.chunks(self.nodes, chunk_rows):
+            counts: dict[str, int] = {}
+            table, x = self.columns.parse(nodes, counts)
+            tables.append(table)
+            features.append(x)
+            for key, count in counts.items():
+                cleaning[key] = cleaning.get(key, 0) + count
+        table = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
+        repeated = np.flatnonzero(table["item_id"].duplicated().to_numpy())
+        if repeated.size:  # in two chunks (parse names one within a chunk)
+            row = int(repeated[0])
+            raise InputDataError(
+                f"{self.nodes}, row {row + 1}: duplicate node id {table['item_id'].iloc[row]!r}"
+            )
+        return table, np.concatenate(features)
+
+    def _edges(
+        self, row_of: pd.Series, chunk_rows: int, cleaning: dict[str, int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The edge table's node rows ``[2, E]`` and kept input rows, a chunk at a time."""
+        index, kept, start = [], [], 0
+        for edges in Table.chunks(self.edges, chunk_rows):
+            rows, kept_here = edge_rows(
+                edges.column(self.source_column, "source"),
+                edges.column(self.target_column, "target"),
+                row_of,
+                edges.where,
+                self.missing_nodes,
+                cleaning,
+            )
+            index.append(rows)
+            kept.append(kept_here + start)
+            start += len(edges.frame)
+        return np.concatenate(index, axis=1), np.concatenate(kept)

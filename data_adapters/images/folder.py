@@ -280,21 +280,20 @@ class ImageFolderAdapter(Adapter):
         return concat_chunks(self.read_chunks(CHUNK_ROWS))
 
     def read_chunks(self, chunk_rows: int) -> Iterator[Items]:
-        """Crops in chunks of ``chunk_rows`` rows (the last may be shorter), read as they come.
+        """Items in chunks of ``chunk_rows`` rows (the last may be shorter), read as they come.
 
         The array's channels and dtype depend on every image (any colour, any deeper than
         8 bits): when the images fill more than one chunk, a first pass decodes them all for
-        those two facts only. The patch layout's store is one flat array of all pixels and
-        comes as one chunk.
+        those two facts only. In the patch layout each chunk holds its images' pixels (rows of
+        the ``pixels`` extra, in order) and their ``extent`` counted from the set's start.
         """
         files = expand_image_paths(self.paths)
         labels, rows = self._labels(files)
         pixel_sizes = self._file_pixel_sizes(files, labels, rows)
-        if self.patch_size is not None:
-            yield self._patch_layout(files, labels, rows, pixel_sizes)
-            return
         pieces = self._pieces(files, pixel_sizes)
         first = list(itertools.islice(pieces, chunk_rows))
+        if not first:
+            raise InputDataError(f"{', '.join(map(str, files))}: no image gave a crop")
         rest = next(pieces, None)
         if rest is None:
             facts = _array_facts(first, self.grayscale)
@@ -303,13 +302,14 @@ class ImageFolderAdapter(Adapter):
             facts = _array_facts(self._pieces(files, pixel_sizes), self.grayscale)
         summary = _Summary()
         chunk: Items | None = None
+        pixels_before = 0  # patch layout: pixel values of the earlier chunks
         for batch in itertools.chain([first], _batched(pieces, chunk_rows)):
             if chunk is not None:
                 yield chunk
-            chunk = self._chunk(batch, facts, labels, rows)
+            chunk = self._chunk(batch, facts, labels, rows, pixels_before)
+            pixels_before += len(chunk.extras.get(PIXELS, ()))
             summary.add(chunk.table)
-        if chunk is None or not len(chunk):
-            raise InputDataError(f"{', '.join(map(str, files))}: no image gave a crop")
+        assert chunk is not None  # first holds a piece
         _warn_upscaled(pd.concat(summary.upscaled, ignore_index=True))
         chunk.meta = self._meta(chunk.table, facts[0], files, summary)
         yield chunk
@@ -354,39 +354,27 @@ class ImageFolderAdapter(Adapter):
         facts: tuple[int, bool],
         labels: pd.DataFrame | None,
         rows: dict[Path, int],
+        pixels_before: int,
     ) -> Items:
+        """The items of ``pieces``; patch layout: ``extent`` offsets past ``pixels_before``."""
         channels, all_8bit = facts
         table = self._table([p[0] for p in pieces], labels, rows)
+        if self.patch_size is not None:
+            pixels, extent = _patch_store([p[1] for p in pieces], all_8bit, channels)
+            extent[:, 0] += pixels_before
+            return Items(table=table, arrays={EXTENT: extent}, extras={PIXELS: pixels})
         arrays = {"images": stack_images([p[1] for p in pieces], all_8bit, channels)}
         if any(p[2] is not None for p in pieces):
             full = np.ones((self.size, self.size), dtype=bool)
             arrays["masks"] = np.stack([full if p[2] is None else p[2] for p in pieces])
         return Items(table=table, arrays=arrays)
 
-    def _patch_layout(
-        self,
-        files: list[Path],
-        labels: pd.DataFrame | None,
-        rows: dict[Path, int],
-        pixel_sizes: dict[Path, float | None],
-    ) -> Items:
-        pieces = list(self._pieces(files, pixel_sizes))
-        if not pieces:
-            raise InputDataError(f"{', '.join(map(str, files))}: no image gave a crop")
-        channels, all_8bit = _array_facts(pieces, self.grayscale)
-        table = self._table([p[0] for p in pieces], labels, rows)
-        _warn_upscaled(table)
-        summary = _Summary()
-        summary.add(table)
-        meta = self._meta(table, channels, files, summary)
-        meta |= {"layout": "patches", "target_pixel_size_um": self.target_pixel_size_um}
-        pixels, extent = _patch_store([p[1] for p in pieces], all_8bit, channels)
-        return Items(table=table, meta=meta, arrays={EXTENT: extent}, extras={PIXELS: pixels})
-
     def _meta(
         self, last: pd.DataFrame, channels: int, files: list[Path], summary: _Summary
     ) -> dict[str, Any]:
+        patches = {"layout": "patches", "target_pixel_size_um": self.target_pixel_size_um}
         return {
+            **(patches if self.patch_size is not None else {}),
             "modality": "image",
             "channels": channels,
             "size": self.size if self.patch_size is None else self.patch_size,

@@ -39,7 +39,8 @@ sense of ``torch.rot90(x, 1, dims=(-2, -1))``) is drawn per view:
 ``angles="c4"`` / ``"c8"``
     ``theta ~ U{0, 90, 180, 270}`` / ``U{0, 45, ..., 315}``.
 
-Sampling is one ``torch.nn.functional.affine_grid`` + ``grid_sample`` call per view with
+Sampling is one ``torch.nn.functional.affine_grid`` + ``grid_sample`` call per view (per batch
+with ``training.augment_on_device``, :mod:`.device_views`) with
 ``interpolation`` ``"bilinear"`` (default), ``"bicubic"`` (clamped to ``[0, 1]``) or
 ``"nearest"``, border padding and ``align_corners=False``, so the rotation centre is the
 geometric centre of the image and a rotation by a multiple of 90 degrees samples pixel
@@ -86,8 +87,14 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from scicontrast.data_adapters.base import Items, PairBuilder
+from scicontrast.data_adapters.base import Items, PairBuilder, ViewDataset
 from scicontrast.data_adapters.classical import ClassicalFeatures, lbp_histograms, raw_pixels
+from scicontrast.data_adapters.images.device_views import (
+    DeviceRotationBatches,
+    ViewDraw,
+    ViewShape,
+    render_views,
+)
 from scicontrast.data_adapters.images.patches import (
     EXTENT,
     PIXELS,
@@ -95,8 +102,9 @@ from scicontrast.data_adapters.images.patches import (
     tile_grid,
     unpack_image,
 )
+from scicontrast.data_adapters.loader import EpochLoader
 from scicontrast.errors import ConfigError, InputDataError
-from scicontrast.geometry import disc_mask, rotate
+from scicontrast.geometry import disc_mask
 from scicontrast.registry import PAIR_BUILDERS
 
 ANGLE_MODES = {"continuous": None, "c4": 90.0, "c8": 45.0}
@@ -354,17 +362,18 @@ class RotationViews(PairBuilder):
         self._images = images
         self._scale = 1 / 255 if images.dtype == torch.uint8 else 1.0
 
-    def _image(self, item_index: int, window: tuple[int, int] | None) -> Tensor:
-        """``float32 [1, C, S, S]`` in ``[0, 1]``: the item, or (patch layout) the window of
-        side ``S`` at ``(top, left)`` of its image, the centred one for ``None``."""
+    def source(self, item_index: int, window: tuple[int, int] | None) -> Tensor:
+        """``[C', S, S]`` in the stored dtype (the object mask as a last channel): the item,
+        or (patch layout) the window of side ``S`` at ``(top, left)`` of its image, the
+        centred one for ``None``. Times ``_scale`` it is in ``[0, 1]``."""
         if self._store is None:
             assert self._images is not None  # bind() sets the images or the patch store
-            return self._images[item_index : item_index + 1].float() * self._scale
+            return self._images[item_index]
         image = unpack_image(*self._store, item_index, self._channels)
         height, width = image.shape[1:]
         top, left = window if window is not None else self._centred_window(height, width)
         patch = image[:, top : top + self._window, left : left + self._window]
-        return torch.from_numpy(patch.astype(np.float32))[None] * self._scale
+        return torch.from_numpy(np.ascontiguousarray(patch))
 
     def _centred_window(self, height: int, width: int) -> tuple[int, int]:
         return (height - self._window) // 2, (width - self._window) // 2
@@ -387,37 +396,25 @@ class RotationViews(PairBuilder):
         ``float32 [C, out_size, out_size]``."""
         if self._images is None and self._store is None:
             raise RuntimeError("rotations: call bind(items) before making views")
-        image = self._image(item_index, window)
-        if angle == 0.0 and not flip and shift == (0, 0) and self._out_size == image.shape[-1]:
-            view = image[0]
-        else:
-            view = rotate(
-                image,
-                torch.tensor([angle]),
-                self._out_size,
-                torch.tensor([flip]),
-                self.interpolation,
-                torch.tensor([shift]),
-            )[0]
-        mask = self._disc
-        if self._has_masks:
-            view, object_mask = view[: self._channels], view[self._channels :]
-            mask = mask * object_mask[0].clamp(0.0, 1.0)
-        if contrast != 1.0:
-            weight = mask.sum().clamp_min(1e-6) * view.shape[0]
-            mean = (view * mask).sum() / weight
-            view = mean + contrast * (view - mean)
-        if brightness != 0.0:
-            view = view + brightness
-        if gains is not None:
-            view = view * torch.tensor(gains, dtype=view.dtype)[:, None, None]
-        return view.clamp(0.0, 1.0) * mask
+        draw = ViewDraw(angle, flip, shift, contrast, brightness, gains, window)
+        image = self.source(item_index, window)[None].float() * self._scale
+        return render_views(image, [draw], self.view_shape, self._disc)[0]
+
+    @property
+    def view_shape(self) -> ViewShape:
+        """The bound items' channels and view side, for :func:`render_views`."""
+        return ViewShape(self._channels, self._out_size, self._has_masks, self.interpolation)
 
     def make_view(self, item_index: int, view: str, rng: np.random.Generator | None) -> Tensor:
+        return self.render(item_index, *self.draw_view(item_index, view, rng))
+
+    def draw_view(self, item_index: int, view: str, rng: np.random.Generator | None) -> ViewDraw:
+        """A view's random parameters, drawn from ``rng`` in the order of the module
+        docstring; the canonical view's for ``"identity"`` or ``rng=None``."""
         if view not in self.VIEWS:
             raise ValueError(f"rotations: unknown view {view!r}; known: {list(self.VIEWS)}")
         if rng is None or view == "identity":
-            return self.render(item_index)
+            return ViewDraw()
         step = ANGLE_MODES[self.angles]
         if step is None:
             angle = float(rng.uniform(0.0, 360.0))
@@ -445,7 +442,23 @@ class RotationViews(PairBuilder):
                 int(rng.integers(height - self._window + 1)),
                 int(rng.integers(width - self._window + 1)),
             )
-        return self.render(item_index, angle, flip, shift, contrast, brightness, gains, window)
+        return ViewDraw(angle, flip, shift, contrast, brightness, gains, window)
+
+    def training_batches(
+        self,
+        items: Items,
+        pairs: pd.DataFrame,
+        seed: int,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> EpochLoader:
+        """The default batches, able to render a batch's views in one call on the training
+        device (``training.augment_on_device``; :mod:`.device_views`)."""
+        dataset = ViewDataset(items, pairs, self, seed)
+        return EpochLoader(
+            DeviceRotationBatches(dataset, batch_size, rank=rank, world_size=world_size)
+        )
 
     def embedding_batches(self, items: Items, batch_size: int) -> Iterator[Tensor | PatchBag]:
         """Canonical views, ``batch_size`` at a time; for patch items, :class:`PatchBag` s of
