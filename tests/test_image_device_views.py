@@ -120,6 +120,7 @@ def test_a_training_run_through_device_views_equals_the_cpu_run(tmp_path):
     from test_train import assert_same_weights
 
     from scicontrast.config import select_experiment, validate_config
+    from scicontrast.experiment import Experiment
     from scicontrast.models.train import train
 
     items = image_items(n=12, channels=1, masks=True)
@@ -138,7 +139,7 @@ def test_a_training_run_through_device_views_equals_the_cpu_run(tmp_path):
         }
         config = validate_config({"experiments": {"img": experiment}})
         runs[on_device] = train(
-            select_experiment(config, "img", "test"),
+            Experiment.from_dict(select_experiment(config, "img", "test")),
             tmp_path / "items",
             tmp_path / "pairs.parquet",
             tmp_path / str(on_device),
