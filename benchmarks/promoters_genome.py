@@ -149,12 +149,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe-experiment", default="promoters_ecoli_rc_positives")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "promoters_genome")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, help="training seed of every experiment (its own)")
     parser.add_argument("--train-only", action="store_true", help="train, probe nothing")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     names = args.experiment or list(read_config_file(args.config)["experiments"])
     experiments = [load_experiment(args.config, name) for name in names]
+    if args.seed is not None:
+        for experiment in experiments:
+            experiment["training"]["seed"] = args.seed
     probe = load_experiment(args.probe_config, args.probe_experiment)
     needed = [p for e in [*experiments, probe] for p in e["adapter"]["params"]["paths"]]
     missing = [p for p in needed if not (REPO / p).is_file()]
