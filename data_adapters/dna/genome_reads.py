@@ -18,6 +18,8 @@ genomes as negatives (InfoNCE with group ids, :mod:`scicontrast.models.losses`).
 one batch share one length, drawn uniformly from ``read_length = [min, max]`` (or fixed), so
 training never pads; the encoder learns every length across batches. The generator of batch
 ``b`` of epoch ``e`` is seeded by ``(seed, e, b)``: batches do not depend on when they run.
+With ``hard_negatives`` a batch of fewer groups than the corpus pairs random groups with their
+closest other group by TNF (:mod:`~scicontrast.data_adapters.dna.hard_negatives`).
 
 :func:`cut_reads` cuts a fixed set of reads (for evaluation) into a new store of the same
 layout, one row per read, carrying its genome's metadata; :meth:`GenomeReads.canonical` of
