@@ -130,6 +130,7 @@ ADAPTERS: Registry = Registry(
     [
         "scicontrast.data_adapters.dna.reading",
         "scicontrast.data_adapters.dna.genome_store",
+        "scicontrast.data_adapters.dna.upstream",
         "scicontrast.data_adapters.images.folder",
         "scicontrast.data_adapters.grains.reading",
         "scicontrast.data_adapters.audio_image.reading",

@@ -18,6 +18,8 @@ genomes as negatives (InfoNCE with group ids, :mod:`scicontrast.models.losses`).
 one batch share one length, drawn uniformly from ``read_length = [min, max]`` (or fixed), so
 training never pads; the encoder learns every length across batches. The generator of batch
 ``b`` of epoch ``e`` is seeded by ``(seed, e, b)``: batches do not depend on when they run.
+With ``hard_negatives`` a batch of fewer groups than the corpus pairs random groups with their
+closest other group by TNF (:mod:`~scicontrast.data_adapters.dna.hard_negatives`).
 
 :func:`cut_reads` cuts a fixed set of reads (for evaluation) into a new store of the same
 layout, one row per read, carrying its genome's metadata; :meth:`GenomeReads.canonical` of
@@ -41,6 +43,11 @@ from scicontrast.data_adapters.base import Items, PairBuilder, epoch_seed
 from scicontrast.data_adapters.batch import ContrastiveBatch
 from scicontrast.data_adapters.dna.encoding import one_hot
 from scicontrast.data_adapters.dna.genome_store import CODES_EXTRA, record_codes, store_items
+from scicontrast.data_adapters.dna.hard_negatives import (
+    canonical_tnf,
+    closest_groups,
+    hard_negative_groups,
+)
 from scicontrast.data_adapters.loader import EpochLoader
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import PAIR_BUILDERS
@@ -140,8 +147,10 @@ class GenomeReadBatches:
         seed: int,
         rank: int = 0,
         world_size: int = 1,
+        closest: np.ndarray | None = None,
     ) -> None:
         self.sampler = sampler
+        self.closest = closest
         self.groups = groups
         self.n_groups = len(groups)
         self.bounds = bounds
@@ -162,7 +171,10 @@ class GenomeReadBatches:
         """Batch ``index`` of ``epoch``: reads ``[M, 4, L]`` and their group ids ``[M]``."""
         rng = np.random.default_rng([epoch_seed(self.seed, epoch), index])
         length = int(rng.integers(self.bounds[0], self.bounds[1] + 1))
-        chosen = rng.choice(self.groups, size=self.per_batch, replace=False)
+        if self.closest is None:
+            chosen = rng.choice(self.groups, size=self.per_batch, replace=False)
+        else:
+            chosen = self.groups[hard_negative_groups(rng, self.closest, self.per_batch)]
         share = -(-len(chosen) // self.world_size)
         reads, ids = [], []
         for position, group in enumerate(chosen):
@@ -187,6 +199,10 @@ class GenomeReads(PairBuilder):
         read_length: A fixed length or ``[min, max]``, drawn per batch (module docstring).
         reads_per_group: Reads of each group per batch (>= 2: each needs a positive).
         steps_per_epoch: Batches per epoch (reads are drawn afresh; an epoch is a budget).
+        hard_negatives: Fill each batch with random groups each followed by its closest
+            other group by TNF profile, computed from the training records only
+            (:mod:`~scicontrast.data_adapters.dna.hard_negatives`); changes only batches of
+            fewer groups than the corpus. Off by default.
     """
 
     canonical_view = "read"
@@ -197,6 +213,7 @@ class GenomeReads(PairBuilder):
         read_length: int | Sequence[int] = (150, 1000),
         reads_per_group: int = 4,
         steps_per_epoch: int = 100,
+        hard_negatives: bool = False,
     ) -> None:
         self.group_column = group_column
         self.bounds = parse_read_length(read_length)
@@ -208,6 +225,7 @@ class GenomeReads(PairBuilder):
             )
         self.reads_per_group = reads_per_group
         self.steps_per_epoch = steps_per_epoch
+        self.hard_negatives = bool(hard_negatives)
         self._items: Items | None = None
 
     def _group_codes(self, items: Items) -> np.ndarray:
@@ -271,6 +289,13 @@ class GenomeReads(PairBuilder):
         groups = pairs["group_id"].to_numpy()
         rows_of_group = {int(g): rows[groups == g] for g in np.unique(groups)}
         sampler = ReadSampler(items, rows_of_group, self.bounds[1])
+        closest = None
+        if self.hard_negatives:  # the groups of this pairs table only: the training genomes
+            profiles = [
+                canonical_tnf([record_codes(items, int(r)) for r in rows_of_group[g]])
+                for g in sorted(rows_of_group)
+            ]
+            closest = closest_groups(np.vstack(profiles))
         return EpochLoader(
             GenomeReadBatches(
                 sampler,
@@ -282,6 +307,7 @@ class GenomeReads(PairBuilder):
                 seed,
                 rank=rank,
                 world_size=world_size,
+                closest=closest,
             )
         )
 
