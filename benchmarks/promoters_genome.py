@@ -75,7 +75,7 @@ def pretrain(experiment: dict[str, Any], out: Path, threads: int) -> tuple[Path,
     if not model_path.is_file():
         cpu = time.process_time()
         train(
-            experiment,
+            Experiment.from_dict(experiment),
             items_dir,
             pairs_path,
             model_path.parent,
