@@ -56,6 +56,7 @@ from scicontrast.experiment import Experiment
 from scicontrast.io import atomic_path, write_parquet
 from scicontrast.models.contrastive import build_model, save_model
 from scicontrast.models.federated_client import LocalSite, site_round
+from scicontrast.models.federated_norm import mixture_variance
 from scicontrast.models.federated_sites import Site, build_sites, check_sites
 from scicontrast.models.negative_bank import BankStore
 from scicontrast.models.run_state import experiment_hash
@@ -219,6 +220,8 @@ def _one_round(
     up, losses = _take_shared(answered, state, store)
     averaged, _ = fed.aggregate_train(round_index + 1, answered)
     state["arrays"] = {k: v.numpy() for k, v in averaged.to_torch_state_dict().items()}
+    if settings["batch_norm"] == "global":
+        state["arrays"] = mixture_variance(state["arrays"])
     state["log"].append(
         {
             "round": round_index,
