@@ -37,7 +37,6 @@ from scicontrast.data_adapters.base import Items
 from scicontrast.experiment import Experiment
 from scicontrast.io import atomic_path
 from scicontrast.models.contrastive import ContrastiveModel, build_model
-from scicontrast.models.federated_norm import input_moments
 from scicontrast.models.negative_bank import OTHER_SITE, BankedInfoNCELoss, noisy
 from scicontrast.models.proximal import ATTRIBUTE as PROXIMAL
 from scicontrast.models.train import train
@@ -90,12 +89,8 @@ def site_round(site: LocalSite, message: Message) -> Message:
         start_weights=start,
     )
     weights = torch.load(site.state_dir / CHECKPOINT, map_location="cpu", weights_only=True)
-    trained = {k: v for k, v in weights["model"].items() if travels(k)}
-    if site.experiment["federated"]["batch_norm"] == "global":
-        model, batches = _site_model(site, weights["model"])
-        trained.update(input_moments(model, batches))
     _write_state(site, {"round": int(config["round"]), "start_epochs": start_epochs, "done": True})
-    reply["arrays"] = ArrayRecord(trained)
+    reply["arrays"] = ArrayRecord({k: v for k, v in weights["model"].items() if travels(k)})
     reply["metrics"] = MetricRecord(
         {"num-examples": _n_groups(site), "loss": _last_epoch_loss(site)}
     )
@@ -174,7 +169,7 @@ def _share(
     experiment = site.experiment
     seed = experiment["training"]["seed"]
     bank = experiment["federated"]["bank"]
-    model, batches = _site_model(site, start)
+    model, batches = site_model(site, start)
     with torch.no_grad():
         z = torch.cat([model(batch) for batch in batches])
     items = Items.load(site.items_dir)
@@ -190,7 +185,7 @@ def _share(
     return shared.numpy().astype(np.float32), chosen["group_id"].to_numpy(np.int64)
 
 
-def _site_model(
+def site_model(
     site: LocalSite, state: dict[str, torch.Tensor] | None
 ) -> tuple[ContrastiveModel, list[Any]]:
     """The site's model in evaluation mode with ``state`` loaded (``None``: round 0, when

@@ -9,27 +9,32 @@ before the loss sees it, and the global negative bank, whose rows are computed w
 global statistics, lives in another coordinate system than the site's queries. The averaged
 variances are means of within-site variances and miss the between-site part.
 
-``federated.batch_norm: global`` keeps one set of statistics for the union:
+``federated.batch_norm: global`` keeps one set of statistics, the union's:
 
 * during local training every batch-norm layer normalises with the global running
   statistics it received (evaluation-mode normalisation; the affine scale and shift still
   train): a site's queries, the bank's rows and the final model use the same function;
-* after training, a site measures the mean :math:`m_k` and the raw second moment
-  :math:`q_k = E_k[x^2]` of every batch-norm layer's input over its items' canonical views
-  (:func:`input_moments`, the model in evaluation mode) and sends them in place of its
-  running mean and variance; FedAvg's weighted average gives
-  :math:`M = \sum_k w_k m_k` and :math:`Q = \sum_k w_k q_k`, and the server sets
-  (:func:`mixture_variance`) the law of total variance
+* before the first round and after every aggregation the server sets the global model's
+  statistics to the union's (a federated form of SWA's ``update_bn``;
+  :func:`scicontrast.models.federated_calibration.calibrate`):
+  it sends the global weights, each site replies with the mean :math:`m_k` and raw second
+  moment :math:`q_k = E_k[x^2]` of every batch-norm layer's input over its items' canonical
+  views (:func:`input_moments`, the model in evaluation mode), and the server forms,
+  weighting site ``k`` by its share :math:`w_k` of the items, :math:`M = \sum_k w_k m_k`
+  and (:func:`mixture_variance`) the law of total variance
 
-  .. math:: \sigma^2 = Q - M^2 = \sum_k w_k \sigma_k^2 + \sum_k w_k (m_k - M)^2,
+  .. math:: \sigma^2 = \sum_k w_k q_k - M^2
+            = \sum_k w_k \sigma_k^2 + \sum_k w_k (m_k - M)^2,
 
-  the variance of the union, within-site plus between-site. No item leaves a site: the
-  moments are two numbers per channel, the size of the running statistics FedAvg already
-  exchanges.
+  within-site plus between-site variance. A layer's input depends on the statistics of
+  the layers before it, so this repeats once per batch-norm layer: after pass ``i`` the
+  first ``i`` layers (in the order data flows) hold the union's exact statistics under the
+  global weights, whatever order the model lists them in.
 
-Round 0 starts from the initial statistics (mean 0, variance 1). With one site the
-statistics are that site's; central training is unchanged (this applies to federated sites
-only).
+No item leaves a site: per pass a site sends two numbers per channel. With one site the
+statistics are that site's; central training is unchanged (this applies to federated
+sites only). Round 0 starts from the seeded initial weights the server builds, so the
+encoder must have no lazy layers.
 """
 
 from __future__ import annotations
