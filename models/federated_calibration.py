@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from torch.nn.parameter import UninitializedParameter
 
@@ -48,7 +48,7 @@ def calibrate(
     for _ in range(sum(key.endswith(MEAN) for key in arrays)):
         record = ArrayRecord({k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()})
         messages = [
-            grid.create_message(RecordDict({"arrays": record}), MessageType.QUERY, node, group_id)
+            Message(RecordDict({"arrays": record}), node, MessageType.QUERY, group_id=group_id)
             for node in grid.get_node_ids()
         ]
         replies = [m for m in grid.send_and_receive(messages) if not m.has_error()]
@@ -57,8 +57,9 @@ def calibrate(
                 f"batch-norm calibration ({group_id}): {len(replies)} of {len(messages)} sites "
                 f"answered, fewer than federated.min_sites = {min_sites}"
             )
-        # One order of the sums, so that a resumed run adds them up the same way.
-        replies.sort(key=lambda m: m.metadata.src_node_id)
+        # One order of the sums (by site name, as FedAvg's), so that a resumed run and a
+        # deployment across machines add them up the same way.
+        replies.sort(key=lambda m: str(m.content["site"]["name"]))
         shares = np.array([float(m.content["metrics"]["num-examples"]) for m in replies])
         shares /= shares.sum()
         moments = [m.content["arrays"].to_torch_state_dict() for m in replies]
@@ -84,6 +85,7 @@ def site_moments(site: LocalSite, message: Message) -> Message:
         {
             "arrays": ArrayRecord(input_moments(model, batches)),
             "metrics": MetricRecord({"num-examples": len(Items.load(site.items_dir))}),
+            "site": ConfigRecord({"name": site.name}),
         }
     )
     return Message(reply, reply_to=message)
