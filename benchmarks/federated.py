@@ -55,11 +55,24 @@ from scicontrast.registry import ADAPTERS, PAIR_BUILDERS
 ARMS = ("central", "fedavg", "fedavg_bank")
 
 
+def iid_sites(labels: np.ndarray, n: int) -> np.ndarray:
+    """Site names ``site0`` .. ``site{n-1}`` dealt in turn within each class after a seeded
+    shuffle: ``n`` sites with the union's class mix (the control for one-class sites)."""
+    rng = np.random.default_rng(0)
+    sites = np.empty(len(labels), dtype=object)
+    for value in np.unique(labels):
+        rows = np.flatnonzero(labels == value)
+        rng.shuffle(rows)
+        sites[rows] = [f"site{i % n}" for i in range(len(rows))]
+    return sites
+
+
 def prepare(
-    experiment: dict[str, Any], out: Path, test_fraction: float
+    experiment: dict[str, Any], out: Path, test_fraction: float, iid: int = 0
 ) -> tuple[Items, np.ndarray]:
     """All items (cached in ``out/items``) and the boolean test mask; writes the training
-    items and pairs to ``out/train``."""
+    items and pairs to ``out/train``, with ``iid > 0`` a ``shard`` column of
+    :func:`iid_sites` for ``federated.split_by``."""
     if not (out / "items").exists():
         ADAPTERS.create(experiment["adapter"], where="adapter").read().save(out / "items")
     items = Items.load(out / "items")
@@ -69,6 +82,9 @@ def prepare(
     is_test = np.isin(rows, test)
     if not (out / "train" / "items").exists():
         train_items = subset(items, np.flatnonzero(~is_test))
+        if iid:
+            label_column = experiment["analysis"]["label_column"]
+            train_items.table["shard"] = iid_sites(train_items.table[label_column].to_numpy(), iid)
         builder = PAIR_BUILDERS.create(experiment["pairs"], where="pairs")
         write_parquet(out / "train" / "pairs.parquet", builder.build(train_items))
         train_items.save(out / "train" / "items")
@@ -190,6 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-fraction", type=float, default=0.2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=None, help="override training.seed")
+    parser.add_argument(
+        "--iid-sites",
+        type=int,
+        default=0,
+        help="split the training items into this many sites of the union's class mix instead "
+        "of federated.split_by (the control: FedAvg's own cost without one-class sites)",
+    )
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -200,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     if not data.exists():
         print(f"{data} is absent (see ../shared/data/DATA.md); nothing to score")
         return 0
-    items, is_test = prepare(experiment, args.out, args.test_fraction)
+    if args.iid_sites:
+        experiment["federated"]["split_by"] = "shard"
+    items, is_test = prepare(experiment, args.out, args.test_fraction, args.iid_sites)
     labels = items.table[experiment["analysis"]["label_column"]].to_numpy()
     rows: dict[str, dict[str, Any]] = {}
     for arm in args.arms:

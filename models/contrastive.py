@@ -32,6 +32,7 @@ from scicontrast.experiment import Experiment
 from scicontrast.io import atomic_path
 from scicontrast.models.chunked_loss import ChunkedInfoNCELoss
 from scicontrast.models.ensemble import EnsembleEncoder, EnsembleHead, member_experiment
+from scicontrast.models.federated_norm import with_global_batch_norm
 from scicontrast.models.heads import ProjectionHead
 from scicontrast.models.losses import InfoNCELoss
 from scicontrast.models.moco import KeyQueue, MomentumEncoder
@@ -136,8 +137,9 @@ def build_model(experiment: Experiment) -> ContrastiveModel:
         model = ContrastiveModel(encoder, head, loss, key_queue, settings.momentum)
     except ConfigError as exc:
         raise ConfigError(f"experiments.{experiment.name}.loss: {exc}") from None
-    # Federated training (scicontrast.models.federated): FedProx's pull to the global weights.
-    return with_proximal_term(model, experiment)
+    # Federated training (scicontrast.models.federated): FedProx's pull to the global
+    # weights, batch-norm layers that keep the union's statistics.
+    return with_global_batch_norm(with_proximal_term(model, experiment), experiment)
 
 
 def ensemble_model(members: list[ContrastiveModel]) -> ContrastiveModel:

@@ -55,6 +55,7 @@ from scicontrast.errors import ConfigError, Preempted, ScicontrastError
 from scicontrast.experiment import Experiment
 from scicontrast.io import atomic_path, write_parquet
 from scicontrast.models.contrastive import build_model, save_model
+from scicontrast.models.federated_calibration import calibrate, initial_arrays, site_moments
 from scicontrast.models.federated_client import LocalSite, site_round
 from scicontrast.models.federated_sites import Site, build_sites, check_sites
 from scicontrast.models.negative_bank import BankStore
@@ -175,6 +176,9 @@ def run_server(
     state = _load_state(out_dir, experiment)
     fed = strategy(experiment)
     store = _bank_store(experiment, state)
+    if settings["batch_norm"] == "global" and not state["arrays"]:
+        start = initial_arrays(Experiment.from_dict(experiment))
+        state["arrays"] = calibrate(grid, start, settings["min_sites"], "initial")[0]
     for round_index in range(state["round"], settings["rounds"]):
         if stop_after_rounds is not None and round_index >= stop_after_rounds:
             return out_dir / "model.pt"
@@ -219,6 +223,12 @@ def _one_round(
     up, losses = _take_shared(answered, state, store)
     averaged, _ = fed.aggregate_train(round_index + 1, answered)
     state["arrays"] = {k: v.numpy() for k, v in averaged.to_torch_state_dict().items()}
+    if settings["batch_norm"] == "global":
+        state["arrays"], down_bn, up_bn = calibrate(
+            grid, state["arrays"], settings["min_sites"], f"round {round_index}"
+        )
+        down += down_bn
+        up = {name: sent + up_bn for name, sent in up.items()}
     state["log"].append(
         {
             "round": round_index,
@@ -381,6 +391,10 @@ def _client_app(site: LocalSite) -> ClientApp:
     @app.train()
     def train_round(message: Message, context: Context) -> Message:
         return site_round(site, message)
+
+    @app.query()
+    def moments(message: Message, context: Context) -> Message:
+        return site_moments(site, message)
 
     return app
 

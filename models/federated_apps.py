@@ -24,6 +24,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from scicontrast.config import load_experiment
 from scicontrast.models.federated import check_experiment, run_server
+from scicontrast.models.federated_calibration import site_moments
 from scicontrast.models.federated_client import LocalSite, site_round
 
 server_app = ServerApp()
@@ -39,15 +40,24 @@ def serve(grid: Grid, context: Context) -> None:
     run_server(grid, experiment, Path(str(settings["out"])))
 
 
-@client_app.train()
-def train_round(message: Message, context: Context) -> Message:
-    """One round at the site the node config describes."""
+def _site(context: Context) -> LocalSite:
     node = context.node_config
-    site = LocalSite(
+    return LocalSite(
         str(node["site"]),
         load_experiment(str(node["config"]), str(node["experiment"])),
         Path(str(node["items"])),
         Path(str(node["pairs"])),
         Path(str(node["state-dir"])),
     )
-    return site_round(site, message)
+
+
+@client_app.train()
+def train_round(message: Message, context: Context) -> Message:
+    """One round at the site the node config describes."""
+    return site_round(_site(context), message)
+
+
+@client_app.query()
+def moments(message: Message, context: Context) -> Message:
+    """A batch-norm calibration pass (``federated.batch_norm: global``) at that site."""
+    return site_moments(_site(context), message)

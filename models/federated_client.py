@@ -169,19 +169,10 @@ def _share(
     experiment = site.experiment
     seed = experiment["training"]["seed"]
     bank = experiment["federated"]["bank"]
-    # Round 0 sends no weights: the global model is the seeded initialisation train() builds.
-    torch.manual_seed(seed)
-    model = build_model(Experiment.from_dict(experiment))
-    items = Items.load(site.items_dir)
-    builder = PAIR_BUILDERS.create(experiment["pairs"], where=f"site {site.name}")
-    model.eval()
+    model, batches = site_model(site, start)
     with torch.no_grad():
-        batches = builder.embedding_batches(items, experiment["training"]["batch_size"])
-        first = next(batches)
-        model.embed(first)  # lazy layers learn their input size before weights load
-        if start is not None:
-            model.load_state_dict(start)
-        z = torch.cat([model(first), *(model(batch) for batch in batches)])
+        z = torch.cat([model(batch) for batch in batches])
+    items = Items.load(site.items_dir)
     pairs = _pairs(site)
     first_item = pairs.drop_duplicates("group_id")
     rng = np.random.default_rng([seed, round_index, _stable(site.name)])
@@ -192,6 +183,26 @@ def _share(
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
     shared = noisy(z[rows], bank["noise_std"], generator)
     return shared.numpy().astype(np.float32), chosen["group_id"].to_numpy(np.int64)
+
+
+def site_model(
+    site: LocalSite, state: dict[str, torch.Tensor] | None
+) -> tuple[ContrastiveModel, list[Any]]:
+    """The site's model in evaluation mode with ``state`` loaded (``None``: round 0, when
+    the global model is the seeded initialisation train() builds), and the batches of its
+    items' canonical views."""
+    experiment = site.experiment
+    torch.manual_seed(experiment["training"]["seed"])
+    model = build_model(Experiment.from_dict(experiment))
+    builder = PAIR_BUILDERS.create(experiment["pairs"], where=f"site {site.name}")
+    items = Items.load(site.items_dir)
+    batches = list(builder.embedding_batches(items, experiment["training"]["batch_size"]))
+    model.eval()
+    with torch.no_grad():
+        model.embed(batches[0])  # lazy layers learn their input size before weights load
+    if state is not None:
+        model.load_state_dict(state)
+    return model, batches
 
 
 def _stable(name: str) -> int:

@@ -129,6 +129,7 @@ class Federated:
     aggregation: str
     proximal_mu: float
     min_sites: int
+    batch_norm: str
     bank: Bank
 
 
