@@ -146,8 +146,8 @@ class DeviceRotationBatches(GroupBatches):
         rows, draws, group_ids = [], [], []
         for group in key:
             rng = np.random.default_rng([dataset.seed, epoch, group])
-            item_rows, views = dataset.group_views(group)
-            for row, view in zip(item_rows, views, strict=True):
+            item_rows, view_names = dataset.group_views(group)
+            for row, view in zip(item_rows, view_names, strict=True):
                 rows.append(int(row))
                 draws.append(builder.draw_view(int(row), view, rng))
                 group_ids.append(group)
