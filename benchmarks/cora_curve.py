@@ -109,6 +109,51 @@ def curve(args: argparse.Namespace) -> None:
             )
 
 
+def choices(runs: list[dict[str, Any]], last: int) -> dict[str, tuple[float, float]]:
+    """One seed's ``(random, public)`` test accuracy under three epoch rules, from its lines
+    up to epoch ``last``: that epoch; the epoch with the best mean validation accuracy over the
+    random splits (the earliest on ties), for both; and each split's own validation nodes
+    choosing its epoch (the random splits one by one, the public split by its 500)."""
+    runs = sorted((r for r in runs if r["epoch"] <= last), key=lambda r: r["epoch"])
+    fixed = next(r for r in runs if r["epoch"] == last)
+    by_mean = max(runs, key=lambda r: r["random_val"])
+    per_split = [
+        max(runs, key=lambda r: r["random_val_per_seed"][k])["random_per_seed"][k]
+        for k in range(len(fixed["random_per_seed"]))
+    ]
+    by_public = max(runs, key=lambda r: r["public_val"])
+    return {
+        f"epoch {last}": (fixed["random"], fixed["public"]),
+        "epoch by mean random-split validation": (by_mean["random"], by_mean["public"]),
+        "epoch by each split's validation": (float(np.mean(per_split)), by_public["public"]),
+    }
+
+
+def report(lines: list[dict[str, Any]], last: int) -> str:
+    """Markdown: per experiment and epoch rule, each seed's accuracies and their mean, min and
+    (population) sd over seeds."""
+    out = [
+        "| experiment | epoch rule | random splits, per seed | mean / min / sd |"
+        " public split, per seed | mean / min / sd |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in dict.fromkeys(r["experiment"] for r in lines):
+        # Seeds that reached the last epoch.
+        seeds = sorted({r["seed"] for r in lines if r["experiment"] == name and r["epoch"] == last})
+        per_seed = [
+            choices([r for r in lines if r["experiment"] == name and r["seed"] == s], last)
+            for s in seeds
+        ]
+        for rule in per_seed[0] if per_seed else []:
+            cells = [name, rule]
+            for part in (0, 1):
+                values = 100 * np.array([c[rule][part] for c in per_seed])
+                cells.append(", ".join(f"{v:.1f}" for v in values))
+                cells.append(f"{values.mean():.2f} / {values.min():.1f} / {values.std():.2f}")
+            out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def read_lines(path: Path) -> list[dict[str, Any]]:
     """The JSON lines of ``path`` (none when it is absent)."""
     if not path.is_file():
@@ -128,7 +173,15 @@ def main(argv: list[str] | None = None) -> int:
         "--stop", type=int, help="train every seed to this epoch only (a rerun goes on from it)"
     )
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="train nothing: print the epoch rules' table from --out/curve.jsonl up to --stop",
+    )
     args = parser.parse_args(argv)
+    if args.report:
+        print(report(read_lines(args.out / "curve.jsonl"), args.stop or args.epochs))
+        return 0
     torch.set_num_threads(1)
     curve(args)
     return 0
