@@ -74,6 +74,7 @@ def decomposition(accuracy: np.ndarray) -> dict[str, float]:
         "seed sd (model)": var_u**0.5,
         "seed x draw sd (interaction)": var_e**0.5,
         "seed sd on one draw, mean over draws": float(accuracy.std(0, ddof=1).mean()),
+        "seed sd on one draw, largest": float(accuracy.std(0, ddof=1).max()),
     }
 
 
