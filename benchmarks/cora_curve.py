@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -154,6 +155,29 @@ def report(lines: list[dict[str, Any]], last: int) -> str:
     return "\n".join(out)
 
 
+def best_of(lines: list[dict[str, Any]], last: int, k: int) -> str:
+    """Markdown: "train ``k`` seeds, keep the one best on the validation nodes" (mean random-
+    split validation accuracy, then the public split's) at epoch ``last``, over every ``k``
+    of the experiment's seeds: the kept model's margins' mean and min over the subsets."""
+    out = [
+        f"| experiment | best of {k} seeds: subsets | random split, kept model: mean / min |"
+        " public split, kept model: mean / min |",
+        "|---|---|---|---|",
+    ]
+    for name in dict.fromkeys(r["experiment"] for r in lines):
+        runs = [r for r in lines if r["experiment"] == name and r["epoch"] == last]
+        kept = [
+            max(subset, key=lambda r: (r["random_val"], r["public_val"]))
+            for subset in itertools.combinations(runs, k)
+        ]
+        cells = [name, str(len(kept))]
+        for key in ("random", "public"):
+            values = 100 * np.array([r[key] for r in kept])
+            cells.append(f"{values.mean():.2f} / {values.min():.1f}")
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def read_lines(path: Path) -> list[dict[str, Any]]:
     """The JSON lines of ``path`` (none when it is absent)."""
     if not path.is_file():
@@ -178,9 +202,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="train nothing: print the epoch rules' table from --out/curve.jsonl up to --stop",
     )
+    parser.add_argument(
+        "--best-of", type=int, help="with --report: also keep the best of this many seeds"
+    )
     args = parser.parse_args(argv)
     if args.report:
-        print(report(read_lines(args.out / "curve.jsonl"), args.stop or args.epochs))
+        lines, last = read_lines(args.out / "curve.jsonl"), args.stop or args.epochs
+        print(report(lines, last))
+        if args.best_of:
+            print("\n" + best_of(lines, last, args.best_of))
         return 0
     torch.set_num_threads(1)
     curve(args)

@@ -40,3 +40,20 @@ def test_each_rule_takes_the_epoch_its_validation_nodes_choose(curve):
     assert rules["epoch by mean random-split validation"] == (pytest.approx(0.65), 0.71)
     # Split 0 picks epoch 20 (0.875), split 1 epoch 10 (0.875); the public split epoch 30.
     assert rules["epoch by each split's validation"] == (pytest.approx(0.70), 0.73)
+
+
+def test_best_of_keeps_the_seed_best_on_validation_in_every_subset(curve):
+    runs = [
+        {
+            "experiment": "x",
+            "epoch": 100,
+            "random_val": v,
+            "public_val": 0.5,
+            "random": t,
+            "public": t,
+        }
+        for v, t in ((0.9, 0.75), (0.8, 0.875), (0.7, 0.5))
+    ]
+    # Subsets {0, 1} and {0, 2} keep seed 0 (0.75), {1, 2} keeps seed 1 (0.875).
+    row = curve.best_of(runs, 100, 2).splitlines()[-1]
+    assert row == "| x | 3 | 79.17 / 75.0 | 79.17 / 75.0 |"
