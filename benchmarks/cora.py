@@ -120,6 +120,7 @@ def score(
         "public_val": None if public is None else public["val_accuracy"],
         "nmi": clusters["kmeans"]["nmi"],
         "ari": clusters["kmeans"]["ari"],
+        "probe": probe,
     }
 
 
