@@ -106,7 +106,7 @@ def run_arm(arm: str, experiment: dict[str, Any], out: Path) -> tuple[Path, floa
     else:
         federated = copy.deepcopy(experiment)
         federated["federated"]["bank"]["enabled"] = arm == "fedavg_bank"
-        path = federate(federated, items, pairs, out / arm / "model")
+        path = federate(Experiment.from_dict(federated), items, pairs, out / arm / "model")
     if not record.exists():
         record.write_text(json.dumps(time.perf_counter() - started))
     return path, json.loads(record.read_text())

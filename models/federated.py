@@ -69,20 +69,20 @@ ROUNDS = "rounds.jsonl"
 CLIENT_APP_RAISED_EXCEPTION = 300
 
 
-def check_experiment(experiment: dict[str, Any]) -> None:
+def check_experiment(experiment: Experiment) -> None:
     """Refuse federated settings that cannot run (before anything is written)."""
-    where = f"experiments.{experiment['name']}"
-    settings, training = experiment["federated"], experiment["training"]
-    total = settings["rounds"] * settings["local_epochs"]
-    if training["epochs"] != total:
+    where = f"experiments.{experiment.name}"
+    settings, training = experiment.federated_section(), experiment.training
+    total = settings.rounds * settings.local_epochs
+    if training.epochs != total:
         raise ConfigError(
-            f"{where}.training.epochs is {training['epochs']}, but federated.rounds x "
+            f"{where}.training.epochs is {training.epochs}, but federated.rounds x "
             f"local_epochs is {total}: set them equal (a site's schedule spans all rounds)"
         )
     for key, most in (("ensemble", 1), ("swa_epochs", 0), ("grad_cache_views", 0), ("gpus", 1)):
-        if training[key] > most:
+        if getattr(training, key) > most:
             raise ConfigError(f"{where}.training.{key}: not implemented for federated training")
-    if experiment["loss"]["queue_size"]:
+    if experiment.loss.queue_size:
         raise ConfigError(f"{where}.loss.queue_size: MoCo is not implemented for federated sites")
 
 
@@ -151,35 +151,35 @@ class LocalGrid(Grid):
         return self.pull_messages(self.push_messages(messages))
 
 
-def strategy(experiment: dict[str, Any]) -> FedAvg:
+def strategy(experiment: Experiment) -> FedAvg:
     """Flower's FedAvg (or FedProx) sampling every connected site once ``min_sites`` are."""
-    settings = experiment["federated"]
+    settings = experiment.federated_section()
     options = {
         "fraction_train": 1.0,
         "fraction_evaluate": 0.0,
-        "min_train_nodes": settings["min_sites"],
-        "min_available_nodes": settings["min_sites"],
+        "min_train_nodes": settings.min_sites,
+        "min_available_nodes": settings.min_sites,
     }
-    if settings["aggregation"] == "fedprox":
-        return FedProx(proximal_mu=settings["proximal_mu"], **options)
+    if settings.aggregation == "fedprox":
+        return FedProx(proximal_mu=settings.proximal_mu, **options)
     return FedAvg(**options)
 
 
 def run_server(
     grid: Grid,
-    experiment: dict[str, Any],
+    experiment: Experiment,
     out_dir: Path,
     stop_after_rounds: int | None = None,
 ) -> Path:
     """The server's rounds (module docstring); returns the path of ``model.pt``."""
-    settings = experiment["federated"]
+    settings = experiment.federated_section()
     state = _load_state(out_dir, experiment)
     fed = strategy(experiment)
     store = _bank_store(experiment, state)
-    if settings["batch_norm"] == "global" and not state["arrays"]:
-        start = initial_arrays(Experiment.from_dict(experiment))
-        state["arrays"] = calibrate(grid, start, settings["min_sites"], "initial")[0]
-    for round_index in range(state["round"], settings["rounds"]):
+    if settings.batch_norm == "global" and not state["arrays"]:
+        start = initial_arrays(experiment)
+        state["arrays"] = calibrate(grid, start, settings.min_sites, "initial")[0]
+    for round_index in range(state["round"], settings.rounds):
         if stop_after_rounds is not None and round_index >= stop_after_rounds:
             return out_dir / "model.pt"
         _one_round(grid, fed, experiment, round_index, state, store)
@@ -191,14 +191,14 @@ def run_server(
 def _one_round(
     grid: Grid,
     fed: FedAvg,
-    experiment: dict[str, Any],
+    experiment: Experiment,
     round_index: int,
     state: dict[str, Any],
     store: BankStore | None,
 ) -> None:
     """Send, train, average; merge the shared projections into the bank; log the round."""
-    settings = experiment["federated"]
-    share = store is not None and round_index % settings["bank"]["refresh_every"] == 0
+    settings = experiment.federated_section()
+    share = store is not None and round_index % settings.bank.refresh_every == 0
     # A ConfigRecord list needs an element to know its type: [""] names no site.
     names = list(state["site_names"]) or [""]
     config = ConfigRecord({"round": round_index, "share": share, "site-names": names})
@@ -215,17 +215,17 @@ def _one_round(
         key=lambda m: "" if m.has_error() else str(m.content["site"]["name"]),
     )
     answered = [m for m in replies if not m.has_error()]
-    if len(answered) < settings["min_sites"]:
+    if len(answered) < settings.min_sites:
         raise ScicontrastError(
             f"federated round {round_index}: {len(answered)} of {len(messages)} sites answered, "
-            f"fewer than federated.min_sites = {settings['min_sites']}"
+            f"fewer than federated.min_sites = {settings.min_sites}"
         )
     up, losses = _take_shared(answered, state, store)
     averaged, _ = fed.aggregate_train(round_index + 1, answered)
     state["arrays"] = {k: v.numpy() for k, v in averaged.to_torch_state_dict().items()}
-    if settings["batch_norm"] == "global":
+    if settings.batch_norm == "global":
         state["arrays"], down_bn, up_bn = calibrate(
-            grid, state["arrays"], settings["min_sites"], f"round {round_index}"
+            grid, state["arrays"], settings.min_sites, f"round {round_index}"
         )
         down += down_bn
         up = {name: sent + up_bn for name, sent in up.items()}
@@ -266,20 +266,20 @@ def _take_shared(
     return up, losses
 
 
-def _bank_store(experiment: dict[str, Any], state: dict[str, Any]) -> BankStore | None:
-    bank = experiment["federated"]["bank"]
-    if not bank["enabled"]:
+def _bank_store(experiment: Experiment, state: dict[str, Any]) -> BankStore | None:
+    bank = experiment.federated_section().bank
+    if not bank.enabled:
         return None
-    store = BankStore(bank["size"], experiment["head"]["output_dim"])
+    store = BankStore(bank.size, experiment.head.output_dim)
     if state.get("bank") is not None:
         store.load(state["bank"])
     return store
 
 
-def _load_state(out_dir: Path, experiment: dict[str, Any]) -> dict[str, Any]:
+def _load_state(out_dir: Path, experiment: Experiment) -> dict[str, Any]:
     path = out_dir / SERVER_STATE
     fresh = {
-        "config_hash": experiment_hash(Experiment.from_dict(experiment)),
+        "config_hash": experiment_hash(experiment),
         "round": 0,
         "arrays": {},
         "site_names": [],
@@ -289,10 +289,11 @@ def _load_state(out_dir: Path, experiment: dict[str, Any]) -> dict[str, Any]:
     if not path.exists():
         return fresh
     state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("config_hash") != experiment_hash(Experiment.from_dict(experiment)):
+    if state.get("config_hash") != experiment_hash(experiment):
         logger.warning("%s was written for another experiment config; starting fresh", path)
         return fresh
-    logger.info("resuming after round %d of %d", state["round"], experiment["federated"]["rounds"])
+    rounds = experiment.federated_section().rounds
+    logger.info("resuming after round %d of %d", state["round"], rounds)
     return state
 
 
@@ -305,21 +306,20 @@ def _save_state(out_dir: Path, state: dict[str, Any], store: BankStore | None) -
 
 
 def _save_global_model(
-    out_dir: Path, experiment: dict[str, Any], arrays: dict[str, np.ndarray]
+    out_dir: Path, experiment: Experiment, arrays: dict[str, np.ndarray]
 ) -> Path:
     """``model.pt`` from the global weights; the bank buffers stay empty."""
-    typed = Experiment.from_dict(experiment)
-    model = build_model(typed)
+    model = build_model(experiment)
     state = model.state_dict()
     state.update({k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()})
     model.load_state_dict(state)
     path = out_dir / "model.pt"
-    save_model(path, model, typed)
+    save_model(path, model, experiment)
     return path
 
 
 def federate(
-    experiment: dict[str, Any],
+    experiment: Experiment,
     items_dir: str | Path,
     pairs_path: str | Path,
     out_dir: str | Path,
@@ -328,7 +328,7 @@ def federate(
     """Split the experiment's items into its sites and run every round in this process.
 
     Args:
-        experiment: A validated experiment with a ``federated`` section.
+        experiment: The typed experiment, with a ``federated`` section.
         items_dir: The union's items (split by ``federated.split_by``; without it, each
             site reads its own items with its adapter and these serve evaluation only).
         pairs_path: The pairs table over those items.
@@ -343,19 +343,18 @@ def federate(
         ConfigError, InputDataError: bad settings or sites (naming the site); nothing is
             written then.
     """
-    if not experiment.get("federated"):
-        raise ConfigError(f"experiments.{experiment['name']}: no federated section")
     check_experiment(experiment)
     out_dir = Path(out_dir)
     items = Items.load(items_dir)
     pairs = pd.read_parquet(pairs_path)
     check_pairs_table(pairs, items, str(pairs_path))
     sites = build_sites(experiment, items, pairs)
-    check_sites(experiment, sites, build_model(Experiment.from_dict(experiment)))
-    if experiment["federated"]["min_sites"] > len(sites):
+    check_sites(experiment, sites, build_model(experiment))
+    min_sites = experiment.federated_section().min_sites
+    if min_sites > len(sites):
         raise ConfigError(
-            f"experiments.{experiment['name']}.federated.min_sites is "
-            f"{experiment['federated']['min_sites']}, but there are {len(sites)} sites"
+            f"experiments.{experiment.name}.federated.min_sites is "
+            f"{min_sites}, but there are {len(sites)} sites"
         )
     nodes = {}
     for node_id, site in enumerate(sites, start=1):

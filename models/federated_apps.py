@@ -23,6 +23,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from scicontrast.config import load_experiment
+from scicontrast.experiment import Experiment
 from scicontrast.models.federated import check_experiment, run_server
 from scicontrast.models.federated_calibration import site_moments
 from scicontrast.models.federated_client import LocalSite, site_round
@@ -35,7 +36,9 @@ client_app = ClientApp()
 def serve(grid: Grid, context: Context) -> None:
     """The server's rounds; ``model.pt`` goes to the run config's ``out``."""
     settings = context.run_config
-    experiment = load_experiment(str(settings["config"]), str(settings["experiment"]))
+    experiment = Experiment.from_dict(
+        load_experiment(str(settings["config"]), str(settings["experiment"]))
+    )
     check_experiment(experiment)
     run_server(grid, experiment, Path(str(settings["out"])))
 
@@ -44,7 +47,7 @@ def _site(context: Context) -> LocalSite:
     node = context.node_config
     return LocalSite(
         str(node["site"]),
-        load_experiment(str(node["config"]), str(node["experiment"])),
+        Experiment.from_dict(load_experiment(str(node["config"]), str(node["experiment"]))),
         Path(str(node["items"])),
         Path(str(node["pairs"])),
         Path(str(node["state-dir"])),

@@ -58,7 +58,7 @@ class LocalSite:
     """What a site holds: its name, the experiment, its items and pairs, a state folder."""
 
     name: str
-    experiment: dict[str, Any]
+    experiment: Experiment
     items_dir: Path
     pairs_path: Path
     state_dir: Path
@@ -69,7 +69,7 @@ def site_round(site: LocalSite, message: Message) -> Message:
     content = message.content
     config = content["config"]
     start_epochs = _begin_round(site, int(config["round"]))
-    template = build_model(Experiment.from_dict(site.experiment))
+    template = build_model(site.experiment)
     arrays = content["arrays"]
     start = None
     if len(arrays):
@@ -77,9 +77,9 @@ def site_round(site: LocalSite, message: Message) -> Message:
     reply = RecordDict()
     if config["share"]:
         reply["bank"] = ArrayRecord(numpy_ndarrays=list(_share(site, start, int(config["round"]))))
-    epochs = start_epochs + site.experiment["federated"]["local_epochs"]
+    epochs = start_epochs + _local_epochs(site)
     train(
-        Experiment.from_dict(site.experiment),
+        site.experiment,
         site.items_dir,
         site.pairs_path,
         site.state_dir,
@@ -128,7 +128,7 @@ def _begin_round(site: LocalSite, round_index: int) -> int:
 
 
 def _local_epochs(site: LocalSite) -> int:
-    return site.experiment["federated"]["local_epochs"]
+    return site.experiment.federated_section().local_epochs
 
 
 def _write_state(site: LocalSite, state: dict[str, Any]) -> None:
@@ -167,8 +167,8 @@ def _share(
     """Projections ``[n, d]`` of ``share_per_site`` of the site's groups (one item each) under
     the global weights, with the configured noise, and their group ids ``[n]``."""
     experiment = site.experiment
-    seed = experiment["training"]["seed"]
-    bank = experiment["federated"]["bank"]
+    seed = experiment.training.seed
+    bank = experiment.federated_section().bank
     model, batches = site_model(site, start)
     with torch.no_grad():
         z = torch.cat([model(batch) for batch in batches])
@@ -176,12 +176,12 @@ def _share(
     pairs = _pairs(site)
     first_item = pairs.drop_duplicates("group_id")
     rng = np.random.default_rng([seed, round_index, _stable(site.name)])
-    n = min(bank["share_per_site"], len(first_item))
+    n = min(bank.share_per_site, len(first_item))
     chosen = first_item.iloc[np.sort(rng.choice(len(first_item), n, replace=False))]
     row_of = {item: row for row, item in enumerate(items.table["item_id"])}
     rows = torch.as_tensor([row_of[item] for item in chosen["item_id"]])
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    shared = noisy(z[rows], bank["noise_std"], generator)
+    shared = noisy(z[rows], bank.noise_std, generator)
     return shared.numpy().astype(np.float32), chosen["group_id"].to_numpy(np.int64)
 
 
@@ -192,11 +192,11 @@ def site_model(
     the global model is the seeded initialisation train() builds), and the batches of its
     items' canonical views."""
     experiment = site.experiment
-    torch.manual_seed(experiment["training"]["seed"])
-    model = build_model(Experiment.from_dict(experiment))
-    builder = PAIR_BUILDERS.create(experiment["pairs"], where=f"site {site.name}")
+    torch.manual_seed(experiment.training.seed)
+    model = build_model(experiment)
+    builder = PAIR_BUILDERS.create(experiment.pairs, where=f"site {site.name}")
     items = Items.load(site.items_dir)
-    batches = list(builder.embedding_batches(items, experiment["training"]["batch_size"]))
+    batches = list(builder.embedding_batches(items, experiment.training.batch_size))
     model.eval()
     with torch.no_grad():
         model.embed(batches[0])  # lazy layers learn their input size before weights load

@@ -27,6 +27,7 @@ import torch
 
 from scicontrast.data_adapters.base import Items
 from scicontrast.errors import ConfigError, InputDataError
+from scicontrast.experiment import Experiment
 from scicontrast.models.contrastive import ContrastiveModel
 from scicontrast.registry import ADAPTERS, PAIR_BUILDERS
 
@@ -54,22 +55,22 @@ def subset(items: Items, rows: np.ndarray) -> Items:
     )
 
 
-def build_sites(experiment: dict[str, Any], items: Items, pairs: pd.DataFrame) -> list[Site]:
+def build_sites(experiment: Experiment, items: Items, pairs: pd.DataFrame) -> list[Site]:
     """The experiment's sites, in the order they are declared (or of the column's values)."""
-    settings = experiment["federated"]
-    where = f"experiments.{experiment['name']}.federated"
-    column = settings["split_by"]
+    settings = experiment.federated_section()
+    where = f"experiments.{experiment.name}.federated"
+    column = settings.split_by
     if column is None:
-        if not settings["sites"]:
+        if not settings.sites:
             raise ConfigError(f"{where}: give sites (each with an adapter) or split_by")
-        return [_adapter_site(experiment, entry, where) for entry in settings["sites"]]
+        return [_adapter_site(experiment, entry, where) for entry in settings.sites]
     if column not in items.table.columns:
         raise ConfigError(
             f"{where}.split_by: {column!r} is not a column of the items table "
             f"(columns: {', '.join(map(str, items.table.columns))})"
         )
     values = items.table[column]
-    entries = settings["sites"] or [
+    entries = settings.sites or [
         {"name": _site_name(value), "values": [value]} for value in sorted(values.dropna().unique())
     ]
     sites = []
@@ -87,17 +88,17 @@ def _site_name(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", str(value))
 
 
-def _adapter_site(experiment: dict[str, Any], entry: dict[str, Any], where: str) -> Site:
+def _adapter_site(experiment: Experiment, entry: dict[str, Any], where: str) -> Site:
     name = entry["name"]
     if "adapter" not in entry:
         raise ConfigError(f"{where}.sites.{name}: without split_by, give the site's adapter")
     adapter = ADAPTERS.create(entry["adapter"], where=f"{where}.sites.{name}.adapter")
     items = adapter.read()
-    builder = PAIR_BUILDERS.create(experiment["pairs"], where=f"experiments.{name}.pairs")
+    builder = PAIR_BUILDERS.create(experiment.pairs, where=f"experiments.{name}.pairs")
     return Site(name, items, builder.build(items))
 
 
-def check_sites(experiment: dict[str, Any], sites: list[Site], model: ContrastiveModel) -> None:
+def check_sites(experiment: Experiment, sites: list[Site], model: ContrastiveModel) -> None:
     """Refuse sites that cannot train one model together (module docstring).
 
     Args:
@@ -113,7 +114,7 @@ def check_sites(experiment: dict[str, Any], sites: list[Site], model: Contrastiv
     duplicated = {n for n in names if names.count(n) > 1}
     if duplicated:
         raise ConfigError(f"federated.sites: duplicate site names {sorted(duplicated)}")
-    batch_size = experiment["training"]["batch_size"]
+    batch_size = experiment.training.batch_size
     reference = None
     for site in sites:
         groups = site.pairs["group_id"].nunique()
@@ -133,10 +134,10 @@ def check_sites(experiment: dict[str, Any], sites: list[Site], model: Contrastiv
 
 
 def _signature(
-    experiment: dict[str, Any], site: Site, model: ContrastiveModel
+    experiment: Experiment, site: Site, model: ContrastiveModel
 ) -> tuple[Any, tuple[int, ...], int | None]:
     """``(modality, shape of one canonical view, embedding size)`` of a site's items."""
-    builder = PAIR_BUILDERS.create(experiment["pairs"], where=f"site {site.name}")
+    builder = PAIR_BUILDERS.create(experiment.pairs, where=f"site {site.name}")
     try:
         batch = next(iter(builder.embedding_batches(site.items, 1)))
     except Exception as exc:  # the builder refuses the site's items in its own words

@@ -159,6 +159,12 @@ class Experiment:
         """
         return build(cls, experiment, f"experiments.{experiment.get('name', '?')}")
 
+    def federated_section(self) -> Federated:
+        """The ``federated`` section; ``ConfigError`` naming the experiment without one."""
+        if self.federated is None:
+            raise ConfigError(f"experiments.{self.name}: no federated section")
+        return self.federated
+
     def replace(self, **changes: Any) -> Experiment:
         """A copy with some keys of some sections changed, the rest kept:
         ``experiment.replace(training={"seed": 1, "epochs": 5}, description="...")``; a

@@ -95,7 +95,7 @@ BANK = {"enabled": True, "size": 10, "share_per_site": 4}
 def test_one_site_without_bank_trains_as_central_training_step_for_step(tmp_path):
     items, pairs = write_sites(tmp_path, ["a"] * 8)
     experiment = make_experiment(rounds=3)
-    federated.federate(experiment, items, pairs, tmp_path / "fed")
+    federated.federate(Experiment.from_dict(experiment), items, pairs, tmp_path / "fed")
     central = dict(experiment)
     central.pop("federated")
     train(Experiment.from_dict(central), items, pairs, tmp_path / "central", progress=False)
@@ -167,7 +167,7 @@ def test_a_site_dropping_out_for_a_round_does_not_stop_the_run(tmp_path, monkeyp
 
     monkeypatch.setattr(federated, "site_round", flaky)
     experiment = make_experiment(bank=BANK, min_sites=2)
-    model = federated.federate(experiment, items, pairs, tmp_path / "out")
+    model = federated.federate(Experiment.from_dict(experiment), items, pairs, tmp_path / "out")
     assert model.exists()
     rounds = [json.loads(line) for line in (tmp_path / "out" / "rounds.jsonl").open()]
     assert [r["sites"] for r in rounds] == [["a", "b", "c"], ["a", "c"], ["a", "b", "c"]]
@@ -178,7 +178,7 @@ def test_a_site_dropping_out_for_a_round_does_not_stop_the_run(tmp_path, monkeyp
 
     strict = make_experiment(bank=BANK, min_sites=3)
     with pytest.raises(ScicontrastError, match="round 1: 2 of 3 sites answered"):
-        federated.federate(strict, items, pairs, tmp_path / "strict")
+        federated.federate(Experiment.from_dict(strict), items, pairs, tmp_path / "strict")
 
 
 @pytest.mark.parametrize("interrupt", ["between rounds", "mid-round"])
@@ -187,10 +187,10 @@ def test_a_resumed_federated_run_equals_an_uninterrupted_one(
 ):
     items, pairs = write_sites(tmp_path, THREE_LABS)
     experiment = make_experiment(bank=BANK)
-    federated.federate(experiment, items, pairs, tmp_path / "once")
+    federated.federate(Experiment.from_dict(experiment), items, pairs, tmp_path / "once")
     out = tmp_path / "twice"
     if interrupt == "between rounds":
-        federated.federate(experiment, items, pairs, out, stop_after_rounds=2)
+        federated.federate(Experiment.from_dict(experiment), items, pairs, out, stop_after_rounds=2)
         assert not (out / "model.pt").exists()
     else:
 
@@ -201,10 +201,10 @@ def test_a_resumed_federated_run_equals_an_uninterrupted_one(
 
         monkeypatch.setattr(federated, "site_round", preempted)
         with pytest.raises(Preempted):
-            federated.federate(experiment, items, pairs, out)
+            federated.federate(Experiment.from_dict(experiment), items, pairs, out)
         monkeypatch.setattr(federated, "site_round", site_round)
     caplog.set_level("INFO", logger="scicontrast.federated")
-    federated.federate(experiment, items, pairs, out)
+    federated.federate(Experiment.from_dict(experiment), items, pairs, out)
     done = 2 if interrupt == "between rounds" else 1
     assert f"resuming after round {done} of 3" in caplog.text
     assert_same_weights(tmp_path / "once" / "model.pt", out / "model.pt")
@@ -216,7 +216,9 @@ def test_a_resumed_federated_run_equals_an_uninterrupted_one(
 
 def test_the_global_model_never_carries_the_bank(tmp_path):
     items, pairs = write_sites(tmp_path, THREE_LABS)
-    path = federated.federate(make_experiment(bank=BANK), items, pairs, tmp_path / "out")
+    path = federated.federate(
+        Experiment.from_dict(make_experiment(bank=BANK)), items, pairs, tmp_path / "out"
+    )
     state = torch.load(path, weights_only=True)["state_dict"]
     assert int(state["loss.bank_count"]) == 0 and not state["loss.bank"].any()
     server = torch.load(tmp_path / "out" / "server_state.pt", weights_only=False)
@@ -272,7 +274,7 @@ def test_bad_sites_and_settings_are_refused_naming_them_and_nothing_is_written(
     if "bank" in settings:
         experiment = make_experiment(bank=settings["bank"])
     with pytest.raises(error, match=message):
-        federated.federate(experiment, items, pairs, tmp_path / "out")
+        federated.federate(Experiment.from_dict(experiment), items, pairs, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -296,9 +298,9 @@ def test_fedprox_anchors_each_round_at_the_global_weights_it_started_from(tmp_pa
     items, pairs = write_sites(tmp_path, THREE_LABS)
     experiment = make_experiment(aggregation="fedprox", proximal_mu=0.1)
     out = tmp_path / "out"
-    federated.federate(experiment, items, pairs, out, stop_after_rounds=1)
+    federated.federate(Experiment.from_dict(experiment), items, pairs, out, stop_after_rounds=1)
     global_after_round_0 = torch.load(out / "server_state.pt", weights_only=False)["arrays"]
-    federated.federate(experiment, items, pairs, out, stop_after_rounds=2)
+    federated.federate(Experiment.from_dict(experiment), items, pairs, out, stop_after_rounds=2)
     site = torch.load(out / "sites" / "b" / "model" / "checkpoint.pt", weights_only=True)
     anchors = {k: v for k, v in site["model"].items() if k.startswith("proximal.")}
     assert len(anchors) == sum(

@@ -22,6 +22,7 @@ from test_federated import BANK, THREE_LABS, make_experiment, write_sites
 from test_train import assert_same_weights
 
 from scicontrast.config import experiment_as_config
+from scicontrast.experiment import Experiment
 from scicontrast.models import federated
 
 ENTRY_POINTS = {
@@ -94,7 +95,7 @@ def stop(processes: list[subprocess.Popen]) -> None:
 def test_superlink_and_supernodes_train_as_the_in_process_run(tmp_path):
     items, pairs = write_sites(tmp_path, THREE_LABS[:12])  # sites a and b
     experiment = make_experiment(rounds=2, min_sites=2, bank=BANK, batch_norm="global")
-    federated.federate(experiment, items, pairs, tmp_path / "local")
+    federated.federate(Experiment.from_dict(experiment), items, pairs, tmp_path / "local")
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(experiment_as_config(experiment)))
     flower_programs(tmp_path / "bin")

@@ -79,7 +79,9 @@ def test_the_global_models_statistics_are_the_unions(tmp_path):
     items, pairs = write_sites(tmp_path, ["a"] * 3 + ["b"] * 9 + ["c"] * 6)
     experiment = make_experiment(rounds=1, batch_norm="global")
     experiment["training"]["lr"] = 1e-30
-    state = load_model(federated.federate(experiment, items, pairs, tmp_path / "fed"))[0]
+    state = load_model(
+        federated.federate(Experiment.from_dict(experiment), items, pairs, tmp_path / "fed")
+    )[0]
     torch.manual_seed(experiment["training"]["seed"])
     union = build_model(Experiment.from_dict(make_experiment(rounds=1)))  # batch_norm: local
     values = {}
@@ -106,9 +108,11 @@ def test_global_batch_norm_runs_with_the_bank_and_resumes(tmp_path):
     items, pairs = write_sites(tmp_path, THREE_LABS)
     bank = {"enabled": True, "size": 10, "share_per_site": 4}
     experiment = make_experiment(bank=bank, batch_norm="global")
-    federated.federate(experiment, items, pairs, tmp_path / "once")
-    federated.federate(experiment, items, pairs, tmp_path / "twice", stop_after_rounds=2)
-    federated.federate(experiment, items, pairs, tmp_path / "twice")
+    federated.federate(Experiment.from_dict(experiment), items, pairs, tmp_path / "once")
+    federated.federate(
+        Experiment.from_dict(experiment), items, pairs, tmp_path / "twice", stop_after_rounds=2
+    )
+    federated.federate(Experiment.from_dict(experiment), items, pairs, tmp_path / "twice")
     once = load_model(tmp_path / "once" / "model.pt")[0].state_dict()
     twice = load_model(tmp_path / "twice" / "model.pt")[0].state_dict()
     for key, value in once.items():

@@ -210,12 +210,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_federate(args: argparse.Namespace) -> None:
-    from scicontrast.config import load_experiment
     from scicontrast.models.federated import federate
 
-    # Federated training takes the experiment's dict form, as train does.
-    experiment = load_experiment(args.config, args.experiment)
-    federate(experiment, args.items, args.pairs, args.out, args.stop_after_rounds)
+    federate(_experiment(args), args.items, args.pairs, args.out, args.stop_after_rounds)
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
