@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from test_federated import BANK, THREE_LABS, make_experiment, write_sites
 from test_train import assert_same_weights
@@ -95,7 +96,14 @@ def stop(processes: list[subprocess.Popen]) -> None:
 def test_superlink_and_supernodes_train_as_the_in_process_run(tmp_path):
     items, pairs = write_sites(tmp_path, THREE_LABS[:12])  # sites a and b
     experiment = make_experiment(rounds=2, min_sites=2, bank=BANK, batch_norm="global")
-    federated.federate(Experiment.from_dict(experiment), items, pairs, tmp_path / "local")
+    # One torch thread here as in the deployed processes (OMP_NUM_THREADS=1 below): sums
+    # split over other thread counts round differently, and the weights must match bit for bit.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        federated.federate(Experiment.from_dict(experiment), items, pairs, tmp_path / "local")
+    finally:
+        torch.set_num_threads(threads)
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(experiment_as_config(experiment)))
     flower_programs(tmp_path / "bin")
