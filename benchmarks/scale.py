@@ -33,9 +33,12 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -108,11 +111,27 @@ def sbm_tables(folder: Path, n: int, seed: int) -> None:
     pd.DataFrame({"source": edges[0], "target": edges[1]}).to_csv(folder / "edges.csv", index=False)
 
 
-def experiments(run: Path, n: int, device: str) -> dict:
-    """The four experiments of one run folder (inputs generated as a side effect)."""
+def generated(folder: Path, make: Callable[[], Any]) -> Any:
+    """``make()``'s result, generated once: a rerun of the same size reuses the inputs (and
+    Snakemake its finished steps); ``folder/result.json`` marks a finished generation."""
+    marker = folder / "result.json"
+    if marker.is_file():
+        return json.loads(marker.read_text())
+    result = make()
+    folder.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(result))
+    return result
+
+
+def experiments(run: Path, n: int, device: str, only: list[str] | None) -> dict:
+    """The experiments of one run folder (``only`` these; inputs generated as a side effect)."""
     training = {"epochs": 1, "seed": 0, "device": device}
+    wanted = set(only or ("scale_dna", "scale_images", "scale_graph", "scale_audio_image"))
+    inputs = run / "inputs"
     found: dict = {}
-    reads = dna_reads(run / "inputs" / "dna", n, 0)
+    reads = None
+    if "scale_dna" in wanted:
+        reads = generated(inputs / "dna", lambda: dna_reads(inputs / "dna", n, 0))
     if reads is not None:
         found["scale_dna"] = {
             "adapter": {
@@ -131,41 +150,48 @@ def experiments(run: Path, n: int, device: str) -> dict:
             "training": {**training, "batch_size": 256},
             "analysis": {"label_column": "genome"},
         }
-    labels = grating_images(run / "inputs" / "images", n, 0)
-    found["scale_images"] = {
-        "adapter": {
-            "name": "image_folder",
-            "params": {"paths": str(run / "inputs" / "images"), "size": 64, "grayscale": True},
-        },
-        "pairs": {"name": "rotations", "params": {"angles": "continuous"}},
-        "encoder": {"name": "image_cnn", "params": {"in_channels": 1, "channels": [16, 32, 64]}},
-        "training": {**training, "batch_size": 256},
-        "analysis": {},
-    }
-    found["scale_images"]["adapter"]["params"]["labels"] = str(labels)
-    sbm_tables(run / "inputs" / "graph", n, 0)
-    found["scale_graph"] = {
-        "adapter": {
-            "name": "graph_table",
-            "params": {
-                "nodes": str(run / "inputs" / "graph" / "nodes.csv"),
-                "edges": str(run / "inputs" / "graph" / "edges.csv"),
-                "label_column": "block",
+    if "scale_images" in wanted:
+        images = inputs / "images"
+        labels = generated(images, lambda: str(grating_images(images, n, 0)))
+        found["scale_images"] = {
+            "adapter": {
+                "name": "image_folder",
+                "params": {"paths": str(images), "size": 64, "grayscale": True, "labels": labels},
             },
-        },
-        "pairs": {"name": "graph_neighbor_views", "params": {"batch_nodes": 1024}},
-        "encoder": {"name": "gcn", "params": {"embedding_dim": 64}},
-        "training": training,
-        "analysis": {"label_column": "block"},
-    }
-    demo = yaml.safe_load((REPO / "config.yaml").read_text())
-    av = demo["experiments"]["audio_image_demo"]
-    av["training"] = {**av["training"], **training}
-    found["scale_audio_image"] = av
+            "pairs": {"name": "rotations", "params": {"angles": "continuous"}},
+            "encoder": {
+                "name": "image_cnn",
+                "params": {"in_channels": 1, "channels": [16, 32, 64]},
+            },
+            "training": {**training, "batch_size": 256},
+            "analysis": {},
+        }
+    if "scale_graph" in wanted:
+        graph = inputs / "graph"
+        generated(graph, lambda: sbm_tables(graph, n, 0))
+        found["scale_graph"] = {
+            "adapter": {
+                "name": "graph_table",
+                "params": {
+                    "nodes": str(graph / "nodes.csv"),
+                    "edges": str(graph / "edges.csv"),
+                    "label_column": "block",
+                },
+            },
+            "pairs": {"name": "graph_neighbor_views", "params": {"batch_nodes": 1024}},
+            "encoder": {"name": "gcn", "params": {"embedding_dim": 64}},
+            "training": training,
+            "analysis": {"label_column": "block"},
+        }
+    if "scale_audio_image" in wanted:
+        demo = yaml.safe_load((REPO / "config.yaml").read_text())
+        av = demo["experiments"]["audio_image_demo"]
+        av["training"] = {**av["training"], **training}
+        found["scale_audio_image"] = av
     return found
 
 
-def write_config(run: Path, n: int, device: str) -> list[str]:
+def write_config(run: Path, n: int, device: str, only: list[str] | None) -> list[str]:
     """Write ``run/config.yaml``; return the experiment names."""
     demo = yaml.safe_load((REPO / "config.yaml").read_text())
     demo_data = demo["demo_data"]
@@ -174,7 +200,7 @@ def write_config(run: Path, n: int, device: str) -> list[str]:
         "demo_data": demo_data,
         "segmentations": {},
         "synchronizations": {"audio_image_demo": demo["synchronizations"]["audio_image_demo"]},
-        "experiments": experiments(run, n, device),
+        "experiments": experiments(run, n, device, only),
     }
     (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return list(config["experiments"])
@@ -207,7 +233,7 @@ def main() -> None:
     for n in args.sizes:
         run = args.out / str(n)
         run.mkdir(parents=True, exist_ok=True)
-        names = [e for e in write_config(run, n, args.device) if not args.only or e in args.only]
+        names = write_config(run, n, args.device, args.only)
         targets = [f"results/{name}/clusters" for name in names]
         command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
         command += ["--directory", str(run), "--cores", str(args.cores), *targets]

@@ -41,11 +41,12 @@ class Checkpointed(Protocol):
 def experiment_hash(experiment: dict[str, Any]) -> str:
     """SHA-256 of the settings that shape training: all but ``analysis``, ``description``,
     ``training.loader_workers`` and ``training.checkpoint_every`` (which change no result, so
-    a run resumes with other workers or checkpoints); ``training.augment_on_device`` and
-    ``training.heldout_every`` count only when not at their defaults, so that checkpoints
+    a run resumes with other workers or checkpoints); ``training.augment_on_device``,
+    ``training.heldout_every`` and ``training.max_steps_per_epoch`` count only when not at
+    their defaults, so that checkpoints
     from before they existed still resume."""
     relevant = {k: v for k, v in experiment.items() if k not in ("analysis", "description")}
-    defaults = {"augment_on_device": False, "heldout_every": 1}
+    defaults = {"augment_on_device": False, "heldout_every": 1, "max_steps_per_epoch": None}
     if "training" in relevant:
         relevant["training"] = {
             k: v

@@ -125,6 +125,8 @@ def load_data(loop: Loop, items_dir: str | Path, pairs_path: str | Path, num_thr
     batches.use_workers(workers, pin_memory=group.device.type == "cuda")
     if settings.get("augment_on_device"):
         batches.augment_on(group.device)
+    if settings.get("max_steps_per_epoch") is not None:
+        batches.limit_steps(settings["max_steps_per_epoch"])
     # Its own builder, so that the held-out pass leaves the training batches' state alone.
     if group.is_main and len(held_out) >= 2:
         loop.held_out_batches = PAIR_BUILDERS.create(
