@@ -53,6 +53,9 @@ GENOME_FILES = (
     "Arabidopsis_thaliana_mitochondrion",
 )
 STEPS = ("prepare", "pairs", "train", "embed", "cluster")
+# Views a pair builder makes per object: two per read, image or node, one clip + one image
+# per event (an event is two items).
+VIEWS_PER_ITEM = {"scale_audio_image": 1}
 READ_LENGTH = 150
 FLANK = 8  # bases either side of the read: room for dna_views' shifts
 
@@ -123,9 +126,11 @@ def generated(folder: Path, make: Callable[[], Any]) -> Any:
     return result
 
 
-def experiments(run: Path, n: int, device: str, only: list[str] | None) -> dict:
+def experiments(
+    run: Path, n: int, device: str, only: list[str] | None, max_steps: int | None
+) -> dict:
     """The experiments of one run folder (``only`` these; inputs generated as a side effect)."""
-    training = {"epochs": 1, "seed": 0, "device": device}
+    training = {"epochs": 1, "seed": 0, "device": device, "max_steps_per_epoch": max_steps}
     wanted = set(only or ("scale_dna", "scale_images", "scale_graph", "scale_audio_image"))
     inputs = run / "inputs"
     found: dict = {}
@@ -191,7 +196,9 @@ def experiments(run: Path, n: int, device: str, only: list[str] | None) -> dict:
     return found
 
 
-def write_config(run: Path, n: int, device: str, only: list[str] | None) -> list[str]:
+def write_config(
+    run: Path, n: int, device: str, only: list[str] | None, max_steps: int | None
+) -> list[str]:
     """Write ``run/config.yaml``; return the experiment names."""
     demo = yaml.safe_load((REPO / "config.yaml").read_text())
     demo_data = demo["demo_data"]
@@ -200,25 +207,70 @@ def write_config(run: Path, n: int, device: str, only: list[str] | None) -> list
         "demo_data": demo_data,
         "segmentations": {},
         "synchronizations": {"audio_image_demo": demo["synchronizations"]["audio_image_demo"]},
-        "experiments": experiments(run, n, device, only),
+        "experiments": experiments(run, n, device, only, max_steps),
     }
     (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return list(config["experiments"])
 
 
 def step_table(run: Path, names: list[str], n: int) -> list[dict]:
-    """One row per experiment and step from the rules' benchmark files."""
+    """One row per experiment and step from the rules' benchmark files; the train row's
+    per-item CPU time counts the items that trained (all but the held-out, or the capped
+    epoch's ``steps x batch`` groups: the run's setup is then spread over fewer items)."""
     rows = []
     for name in names:
         for step in STEPS:
             tsv = run / "results" / name / "benchmarks" / f"{step}.tsv"
-            if tsv.is_file():
-                record = pd.read_csv(tsv, sep="\t").iloc[0]
-                seconds, cpu = float(record["s"]), float(record["cpu_time"])
-                rows.append({"items": n, "experiment": name, "step": step, "s": seconds})
-                rows[-1].update({"cpu s": cpu, "cpu s/1e4 items": cpu / n * 1e4})
-                rows[-1]["peak MiB"] = float(record["max_rss"])
+            if not tsv.is_file():
+                continue
+            record = pd.read_csv(tsv, sep="\t").iloc[0]
+            seconds, cpu = float(record["s"]), float(record["cpu_time"])
+            items = trained_items(run, name) if step == "train" else n
+            rows.append({"items": n, "experiment": name, "step": step, "s": seconds})
+            rows[-1].update(
+                {"cpu s": cpu, "step items": items, "cpu s/1e4 items": cpu / items * 1e4}
+            )
+            rows[-1]["peak MiB"] = float(record["max_rss"])
     return rows
+
+
+def trained_items(run: Path, name: str) -> float:
+    """Objects (groups) of the epoch's steps, from the step lines of metrics.jsonl and the
+    epoch line's views per second (views / groups is the builder's views per object)."""
+    folder = run / "results" / name
+    lines = [json.loads(line) for line in (folder / "model" / "metrics.jsonl").open()]
+    epoch = next(line for line in lines if line["kind"] == "epoch")
+    views = epoch["samples_per_second"] * epoch["seconds"]
+    return views / VIEWS_PER_ITEM.get(name, 2)
+
+
+def loader_rates(run: Path, name: str, batches: int, workers: int) -> dict:
+    """Loader against model on the experiment's first ``batches`` training batches: views
+    per wall second with ``workers`` loader processes and per CPU second in this process,
+    the plain loop's model steps per CPU second (throughput.py), and the trainer's views
+    per wall second from metrics.jsonl (whole capped or full epoch)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from throughput import loader_views_per_second, model_views_per_cpu_second
+
+    from scicontrast.config import load_experiment
+
+    folder = run / "results" / name
+    experiment = load_experiment(folder / "config.json")
+    inputs = (folder / "items", folder / "pairs.parquet")
+    wall, _ = loader_views_per_second(experiment, *inputs, workers, batches)
+    _, per_cpu = loader_views_per_second(experiment, *inputs, 0, batches)
+    model = model_views_per_cpu_second(experiment, *inputs, batches)
+    lines = [json.loads(line) for line in (folder / "model" / "metrics.jsonl").open()]
+    train = next(line for line in lines if line["kind"] == "epoch")["samples_per_second"]
+    return {
+        "experiment": name,
+        f"loader views/s ({workers} workers)": wall,
+        "train views/s": train,
+        "loader / train (wall)": wall / train,
+        "loader views/CPU s": per_cpu,
+        "model views/CPU s": model,
+        "loader / model (CPU)": per_cpu / model,
+    }
 
 
 def main() -> None:
@@ -228,18 +280,32 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     parser.add_argument("--only", nargs="+", help="experiment names to run (default: all)")
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        help="cap the training epoch at this many steps (training.max_steps_per_epoch)",
+    )
+    parser.add_argument(
+        "--loader-batches", type=int, default=20, help="batches timed for the loader rates"
+    )
+    parser.add_argument("--loader-workers", type=int, default=2)
     args = parser.parse_args()
-    rows = []
+    rows, rates = [], []
     for n in args.sizes:
         run = args.out / str(n)
         run.mkdir(parents=True, exist_ok=True)
-        names = write_config(run, n, args.device, args.only)
+        names = write_config(run, n, args.device, args.only, args.max_steps)
         targets = [f"results/{name}/clusters" for name in names]
         command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
         command += ["--directory", str(run), "--cores", str(args.cores), *targets]
         subprocess.run(command, check=True, cwd=run)
         rows += step_table(run, names, n)
         print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3g"), flush=True)
+        for name in names:
+            rates.append(
+                {"items": n, **loader_rates(run, name, args.loader_batches, args.loader_workers)}
+            )
+        print(pd.DataFrame(rates).to_markdown(index=False, floatfmt=".3g"), flush=True)
 
 
 if __name__ == "__main__":

@@ -62,8 +62,16 @@ from scicontrast.registry import PAIR_BUILDERS
 DEFAULT_EXPERIMENTS = ("dna_demo", "grains_demo", "graph_demo", "audio_image_demo")
 
 
-def loader_views_per_second(experiment: dict[str, Any], items_dir: Path, pairs_path: Path) -> float:
-    """Views per second of one epoch of training batches, materialised without a model."""
+def loader_views_per_second(
+    experiment: dict[str, Any],
+    items_dir: Path,
+    pairs_path: Path,
+    workers: int = 0,
+    max_batches: int | None = None,
+) -> tuple[float, float]:
+    """Views per wall second and per CPU second of this process, of one epoch of training
+    batches (its first ``max_batches``) materialised without a model by ``workers`` loader
+    processes (0: this one; the CPU seconds then count the views' making)."""
     settings = experiment["training"]
     items = Items.load(items_dir)
     pairs = pd.read_parquet(pairs_path)
@@ -71,12 +79,14 @@ def loader_views_per_second(experiment: dict[str, Any], items_dir: Path, pairs_p
     pairs = pairs[~pairs["group_id"].isin(held_out)]
     builder = PAIR_BUILDERS.create(experiment["pairs"], where="pairs")
     batches = builder.training_batches(items, pairs, settings["seed"], settings["batch_size"])
+    batches.use_workers(workers)
+    batches.limit_steps(max_batches)
     batches.set_epoch(0)
     views = 0
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for batch in batches:
         views += batch.n_views
-    return views / (time.perf_counter() - started)
+    return views / (time.perf_counter() - started), views / (time.process_time() - cpu)
 
 
 def training_run(
@@ -115,12 +125,11 @@ def plain_info_nce(z: torch.Tensor, batch: ContrastiveBatch, tau: float) -> torc
     return -(log_prob.sum(dim=1) / positive.sum(dim=1).clamp(min=1)).mean()
 
 
-def plain_run(
-    experiment: dict[str, Any], items_dir: Path, pairs_path: Path, epochs: int, device: str
-) -> tuple[float, float]:
-    """Wall and CPU seconds of ``epochs`` epochs of a hand-written loop (module docstring)."""
+def plain_setup(
+    experiment: dict[str, Any], items_dir: Path, pairs_path: Path, device: str
+) -> tuple[Any, torch.nn.Module, torch.optim.Optimizer]:
+    """The plain loop's training batches, model (seeded as training seeds it) and AdamW."""
     settings = experiment["training"]
-    started, cpu = time.perf_counter(), time.process_time()
     items = Items.load(items_dir)
     pairs = pd.read_parquet(pairs_path)
     held_out = held_out_groups(pairs, settings["holdout_fraction"], settings["seed"])
@@ -136,15 +145,45 @@ def plain_run(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"]
     )
-    tau = experiment["loss"]["temperature"]
+    return batches, model, optimizer
+
+
+def plain_step(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: ContrastiveBatch, tau: float
+) -> None:
+    optimizer.zero_grad()
+    plain_info_nce(model(batch.inputs).float(), batch, tau).backward()
+    optimizer.step()
+
+
+def plain_run(
+    experiment: dict[str, Any], items_dir: Path, pairs_path: Path, epochs: int, device: str
+) -> tuple[float, float]:
+    """Wall and CPU seconds of ``epochs`` epochs of a hand-written loop (module docstring)."""
+    started, cpu = time.perf_counter(), time.process_time()
+    batches, model, optimizer = plain_setup(experiment, items_dir, pairs_path, device)
     for epoch in range(epochs):
         batches.set_epoch(epoch)
         for batch in batches:
-            batch = batch.to(device)
-            optimizer.zero_grad()
-            plain_info_nce(model(batch.inputs).float(), batch, tau).backward()
-            optimizer.step()
+            plain_step(model, optimizer, batch.to(device), experiment["loss"]["temperature"])
     return time.perf_counter() - started, time.process_time() - cpu
+
+
+def model_views_per_cpu_second(
+    experiment: dict[str, Any], items_dir: Path, pairs_path: Path, max_batches: int
+) -> float:
+    """Views per CPU second of the plain loop's steps alone (forward, InfoNCE, backward,
+    AdamW) on training batches 2 to ``max_batches``, made beforehand: the rate that the
+    loader has to keep up with."""
+    batches, model, optimizer = plain_setup(experiment, items_dir, pairs_path, "cpu")
+    batches.limit_steps(max_batches)
+    first, *made = list(batches)
+    tau = experiment["loss"]["temperature"]
+    plain_step(model, optimizer, first, tau)  # untimed: the first step pays lazy set-up
+    cpu = time.process_time()
+    for batch in made:
+        plain_step(model, optimizer, batch, tau)
+    return sum(batch.n_views for batch in made) / (time.process_time() - cpu)
 
 
 def measure_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -155,7 +194,7 @@ def measure_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
     items, pairs = folder / "items", folder / "pairs.parquet"
-    loader = loader_views_per_second(experiment, items, pairs)
+    loader, _ = loader_views_per_second(experiment, items, pairs)
     # Alternating, so that a change in the machine's load hits both alike.
     plain = plain_run(experiment, items, pairs, args.epochs, str(device))
     epoch, (wall, cpu) = training_run(experiment, items, pairs, args.epochs, args.threads)
