@@ -196,9 +196,7 @@ def experiments(
     return found
 
 
-def write_config(
-    run: Path, n: int, device: str, only: list[str] | None, max_steps: int | None
-) -> list[str]:
+def write_config(run: Path, n: int, args: argparse.Namespace) -> list[str]:
     """Write ``run/config.yaml``; return the experiment names."""
     demo = yaml.safe_load((REPO / "config.yaml").read_text())
     demo_data = demo["demo_data"]
@@ -207,8 +205,11 @@ def write_config(
         "demo_data": demo_data,
         "segmentations": {},
         "synchronizations": {"audio_image_demo": demo["synchronizations"]["audio_image_demo"]},
-        "experiments": experiments(run, n, device, only, max_steps),
+        "experiments": experiments(run, n, args.device, args.only, args.max_steps),
     }
+    if args.cluster_methods:
+        for experiment in config["experiments"].values():
+            experiment.setdefault("analysis", {})["cluster_methods"] = args.cluster_methods
     (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return list(config["experiments"])
 
@@ -289,12 +290,18 @@ def main() -> None:
         "--loader-batches", type=int, default=20, help="batches timed for the loader rates"
     )
     parser.add_argument("--loader-workers", type=int, default=2)
+    parser.add_argument(
+        "--cluster-methods",
+        nargs="+",
+        choices=["kmeans", "hdbscan", "leiden"],
+        help="analysis.cluster_methods of every experiment (default: the schema's, all three)",
+    )
     args = parser.parse_args()
     rows, rates = [], []
     for n in args.sizes:
         run = args.out / str(n)
         run.mkdir(parents=True, exist_ok=True)
-        names = write_config(run, n, args.device, args.only, args.max_steps)
+        names = write_config(run, n, args)
         targets = [f"results/{name}/clusters" for name in names]
         command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
         command += ["--directory", str(run), "--cores", str(args.cores), *targets]

@@ -25,7 +25,9 @@ For every experiment with prepared inputs under ``results/<experiment>/`` (``con
   most 1.2). Both include the run's setup (reading the items, building the model), as the
   workflow's step pays it. CPU seconds are the process's (``time.process_time``; loader
   workers, if any, are not counted): on a shared machine the wall clock swings with the
-  load, the CPU time hardly.
+  load, the CPU time hardly. With ``--epochs`` E > 1 the row also gives the CPU seconds of
+  **one more epoch** of each loop (the slope between a 1-epoch and an E-epoch run: what an
+  epoch costs without the run's setup and final writes) and the **setup** that remains.
 
 ``loader / train`` well above 1 means the data loader is not the bottleneck: the loop spends
 most of each step in the model. A sample is one view (an object contributes all its views).
@@ -80,7 +82,8 @@ def loader_views_per_second(
     builder = PAIR_BUILDERS.create(experiment["pairs"], where="pairs")
     batches = builder.training_batches(items, pairs, settings["seed"], settings["batch_size"])
     batches.use_workers(workers)
-    batches.limit_steps(max_batches)
+    if max_batches is not None:
+        batches.limit_steps(max_batches)
     batches.set_epoch(0)
     views = 0
     started, cpu = time.perf_counter(), time.process_time()
@@ -195,12 +198,19 @@ def measure_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     items, pairs = folder / "items", folder / "pairs.parquet"
     loader, _ = loader_views_per_second(experiment, items, pairs)
-    # Alternating, so that a change in the machine's load hits both alike.
-    plain = plain_run(experiment, items, pairs, args.epochs, str(device))
+
+    def trainer(epochs: int) -> tuple[float, float]:
+        return training_run(experiment, items, pairs, epochs, args.threads)[1]
+
+    def plain(epochs: int) -> tuple[float, float]:
+        return plain_run(experiment, items, pairs, epochs, str(device))
+
+    # Alternating, so that a change in the machine's load hits both alike; each figure is
+    # the least of two runs.
+    plain_wall, plain_cpu = map(min, zip(plain(args.epochs), plain(args.epochs), strict=True))
     epoch, (wall, cpu) = training_run(experiment, items, pairs, args.epochs, args.threads)
-    again = plain_run(experiment, items, pairs, args.epochs, str(device))
-    plain_wall, plain_cpu = min(plain[0], again[0]), min(plain[1], again[1])
-    return {
+    wall, cpu = map(min, zip((wall, cpu), trainer(args.epochs), strict=True))
+    row = {
         "experiment": name,
         "device": str(device),
         "encoder": experiment["encoder"]["name"],
@@ -216,6 +226,19 @@ def measure_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "plain CPU s/epoch": plain_cpu / args.epochs,
         "CPU train / plain": cpu / plain_cpu,
     }
+    if args.epochs > 1:
+        # One more epoch without the run's setup and last writes: the slope between a
+        # 1-epoch and an E-epoch run, in CPU seconds.
+        one = min(trainer(1)[1], trainer(1)[1])
+        plain_one = min(plain(1)[1], plain(1)[1])
+        train_epoch = (cpu - one) / (args.epochs - 1)
+        plain_epoch = (plain_cpu - plain_one) / (args.epochs - 1)
+        row["train CPU s/extra epoch"] = train_epoch
+        row["plain CPU s/extra epoch"] = plain_epoch
+        row["CPU extra epoch train / plain"] = train_epoch / plain_epoch
+        row["train setup CPU s"] = one - train_epoch
+        row["plain setup CPU s"] = plain_one - plain_epoch
+    return row
 
 
 def measure(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -89,7 +89,7 @@ from scicontrast.models.contrastive import (
     load_model,
     save_model,
 )
-from scicontrast.models.contrastive_metrics import VIEW_EPOCH, contrastive_metrics
+from scicontrast.models.contrastive_metrics import contrastive_metrics
 from scicontrast.models.distributed import any_process, start_process_group, stop_process_group
 from scicontrast.models.ensemble import member_experiment
 from scicontrast.models.grad_cache import grad_cache_step
@@ -257,10 +257,7 @@ def _train_epoch(loop: Loop, epoch: int, position: Position) -> tuple[Position, 
         preempted = any_process(loop.sigterm.is_set(), group)
         _check_finite(loop.model, record["loss"], epoch, step, weights=last or preempted)
         if group.is_main:
-            write_line(
-                loop.metrics_file,
-                {"kind": "step", "epoch": epoch, "step": step, **record},
-            )
+            write_line(loop.metrics_file, {"kind": "step", "epoch": epoch, "step": step, **record})
         for key, value in record.items():
             if key != "lr":
                 sums[key] += value
@@ -343,7 +340,6 @@ def _end_epoch(
     ):
         # Eval mode and seeded views of a fixed epoch: the pass draws nothing from torch's
         # global generator and changes no weights, so a resumed run stays bitwise equal.
-        loop.held_out_batches.set_epoch(VIEW_EPOCH)
         numbers = contrastive_metrics(loop.model, loop.held_out_batches, group.device)
         write_line(loop.metrics_file, {"kind": "heldout", "epoch": epoch, **numbers})
     if loop.averaged is not None and epoch >= loop.epochs - loop.settings.get("swa_epochs", 0):
