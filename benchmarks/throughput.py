@@ -266,7 +266,7 @@ def format_table(rows: list[dict[str, Any]], markdown: bool) -> str:
         if isinstance(value, float):
             if value >= 100:
                 return f"{value:,.0f}"
-            return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+            return f"{value:.1f}" if value >= 10 else f"{value:.3g}"
         return str(value)
 
     table = [[cell(row[key]) for key in header] for row in rows]
