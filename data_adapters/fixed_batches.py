@@ -5,8 +5,8 @@ fixed epoch, ``VIEW_EPOCH``), so making them again each time is wasted work: on 
 demos it was a seventh to a quarter of an epoch's CPU time
 (docs/experiments/scale2.md). :class:`FixedBatches` makes them on the first pass and yields the
 kept batches on later passes, unless together they hold more than ``max_bytes`` of tensors
-(a held-out tenth of a large image set), in which case every pass makes them afresh. Either
-way every pass yields equal batches.
+(a held-out tenth of a large image set) or there is one pass only (``max_bytes = 0``), in
+which case every pass makes them afresh. Either way every pass yields equal batches.
 """
 
 from __future__ import annotations
@@ -40,12 +40,15 @@ def tensor_bytes(value: Any) -> int:
 
 class FixedBatches:
     """The batches of ``batches``' epoch ``epoch``, kept after the first whole pass when they
-    hold at most ``max_bytes`` (module docstring). ``batches``: ``TrainingBatches``."""
+    hold at most ``max_bytes`` (module docstring). ``batches``: ``TrainingBatches``.
+
+    Whether they fit is judged from the first batch times the number of batches, before
+    any is kept, so that a set too large to keep never holds more than one batch at a time.
+    """
 
     def __init__(self, batches: Any, epoch: int, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.batches, self.epoch, self.max_bytes = batches, epoch, max_bytes
         self.kept: list[ContrastiveBatch] | None = None
-        self._too_large = False
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -55,14 +58,11 @@ class FixedBatches:
             yield from self.kept
             return
         self.batches.set_epoch(self.epoch)
-        kept: list[ContrastiveBatch] | None = None if self._too_large else []
-        size = 0
+        kept: list[ContrastiveBatch] | None = [] if self.max_bytes > 0 else None
         for batch in self.batches:
+            if kept == [] and tensor_bytes(batch) * len(self.batches) > self.max_bytes:
+                kept = None
             if kept is not None:
-                size += tensor_bytes(batch)
-                if size <= self.max_bytes:
-                    kept.append(batch)
-                else:
-                    kept, self._too_large = None, True
+                kept.append(batch)
             yield batch
         self.kept = kept

@@ -3,8 +3,6 @@ pass yields the batches a fresh pass makes, and training's held-out numbers do n
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from test_train import (
     NoisyCopies,
@@ -36,10 +34,13 @@ def test_every_pass_yields_the_fixed_epochs_fresh_batches(toy_data):  # noqa: F8
     fresh = batches()
     fresh.set_epoch(7)
     expected = list(fresh)
+    # Judged from the first batch: all 3 batches of the toy set are the same size.
+    just_too_large = tensor_bytes(expected[0]) * len(expected) - 1
     kept, remade = FixedBatches(batches(), 7), FixedBatches(batches(), 7, max_bytes=0)
-    for fixed in (kept, remade, kept, remade):
+    too_large = FixedBatches(batches(), 7, max_bytes=just_too_large)
+    for fixed in (kept, remade, too_large, kept, remade, too_large):
         assert_equal_batches(list(fixed), expected)
-    assert kept.kept is not None and remade.kept is None
+    assert kept.kept is not None and remade.kept is None and too_large.kept is None
     assert all(a is b for a, b in zip(list(kept), list(kept), strict=True))  # not made again
 
 
@@ -57,7 +58,11 @@ def test_kept_held_out_views_leave_the_held_out_numbers_unchanged(
 ):
     experiment = make_experiment(epochs=3, holdout_fraction=0.25)
     kept = read_metrics(train(experiment, *toy_data, tmp_path / "kept").parent)
-    monkeypatch.setattr(train_setup, "FixedBatches", functools.partial(FixedBatches, max_bytes=0))
+
+    def never_kept(batches, epoch, max_bytes):
+        return FixedBatches(batches, epoch, max_bytes=0)
+
+    monkeypatch.setattr(train_setup, "FixedBatches", never_kept)
     remade = read_metrics(train(experiment, *toy_data, tmp_path / "remade").parent)
 
     def held_out(records):
