@@ -33,9 +33,12 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,6 +53,9 @@ GENOME_FILES = (
     "Arabidopsis_thaliana_mitochondrion",
 )
 STEPS = ("prepare", "pairs", "train", "embed", "cluster")
+# Views a pair builder makes per object: two per read, image or node, one clip + one image
+# per event (an event is two items).
+VIEWS_PER_ITEM = {"scale_audio_image": 1}
 READ_LENGTH = 150
 FLANK = 8  # bases either side of the read: room for dna_views' shifts
 
@@ -108,11 +114,29 @@ def sbm_tables(folder: Path, n: int, seed: int) -> None:
     pd.DataFrame({"source": edges[0], "target": edges[1]}).to_csv(folder / "edges.csv", index=False)
 
 
-def experiments(run: Path, n: int, device: str) -> dict:
-    """The four experiments of one run folder (inputs generated as a side effect)."""
-    training = {"epochs": 1, "seed": 0, "device": device}
+def generated(folder: Path, make: Callable[[], Any]) -> Any:
+    """``make()``'s result, generated once: a rerun of the same size reuses the inputs (and
+    Snakemake its finished steps); ``folder/result.json`` marks a finished generation."""
+    marker = folder / "result.json"
+    if marker.is_file():
+        return json.loads(marker.read_text())
+    result = make()
+    folder.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(result))
+    return result
+
+
+def experiments(
+    run: Path, n: int, device: str, only: list[str] | None, max_steps: int | None
+) -> dict:
+    """The experiments of one run folder (``only`` these; inputs generated as a side effect)."""
+    training = {"epochs": 1, "seed": 0, "device": device, "max_steps_per_epoch": max_steps}
+    wanted = set(only or ("scale_dna", "scale_images", "scale_graph", "scale_audio_image"))
+    inputs = run / "inputs"
     found: dict = {}
-    reads = dna_reads(run / "inputs" / "dna", n, 0)
+    reads = None
+    if "scale_dna" in wanted:
+        reads = generated(inputs / "dna", lambda: dna_reads(inputs / "dna", n, 0))
     if reads is not None:
         found["scale_dna"] = {
             "adapter": {
@@ -131,41 +155,48 @@ def experiments(run: Path, n: int, device: str) -> dict:
             "training": {**training, "batch_size": 256},
             "analysis": {"label_column": "genome"},
         }
-    labels = grating_images(run / "inputs" / "images", n, 0)
-    found["scale_images"] = {
-        "adapter": {
-            "name": "image_folder",
-            "params": {"paths": str(run / "inputs" / "images"), "size": 64, "grayscale": True},
-        },
-        "pairs": {"name": "rotations", "params": {"angles": "continuous"}},
-        "encoder": {"name": "image_cnn", "params": {"in_channels": 1, "channels": [16, 32, 64]}},
-        "training": {**training, "batch_size": 256},
-        "analysis": {},
-    }
-    found["scale_images"]["adapter"]["params"]["labels"] = str(labels)
-    sbm_tables(run / "inputs" / "graph", n, 0)
-    found["scale_graph"] = {
-        "adapter": {
-            "name": "graph_table",
-            "params": {
-                "nodes": str(run / "inputs" / "graph" / "nodes.csv"),
-                "edges": str(run / "inputs" / "graph" / "edges.csv"),
-                "label_column": "block",
+    if "scale_images" in wanted:
+        images = inputs / "images"
+        labels = generated(images, lambda: str(grating_images(images, n, 0)))
+        found["scale_images"] = {
+            "adapter": {
+                "name": "image_folder",
+                "params": {"paths": str(images), "size": 64, "grayscale": True, "labels": labels},
             },
-        },
-        "pairs": {"name": "graph_neighbor_views", "params": {"batch_nodes": 1024}},
-        "encoder": {"name": "gcn", "params": {"embedding_dim": 64}},
-        "training": training,
-        "analysis": {"label_column": "block"},
-    }
-    demo = yaml.safe_load((REPO / "config.yaml").read_text())
-    av = demo["experiments"]["audio_image_demo"]
-    av["training"] = {**av["training"], **training}
-    found["scale_audio_image"] = av
+            "pairs": {"name": "rotations", "params": {"angles": "continuous"}},
+            "encoder": {
+                "name": "image_cnn",
+                "params": {"in_channels": 1, "channels": [16, 32, 64]},
+            },
+            "training": {**training, "batch_size": 256},
+            "analysis": {},
+        }
+    if "scale_graph" in wanted:
+        graph = inputs / "graph"
+        generated(graph, lambda: sbm_tables(graph, n, 0))
+        found["scale_graph"] = {
+            "adapter": {
+                "name": "graph_table",
+                "params": {
+                    "nodes": str(graph / "nodes.csv"),
+                    "edges": str(graph / "edges.csv"),
+                    "label_column": "block",
+                },
+            },
+            "pairs": {"name": "graph_neighbor_views", "params": {"batch_nodes": 1024}},
+            "encoder": {"name": "gcn", "params": {"embedding_dim": 64}},
+            "training": training,
+            "analysis": {"label_column": "block"},
+        }
+    if "scale_audio_image" in wanted:
+        demo = yaml.safe_load((REPO / "config.yaml").read_text())
+        av = demo["experiments"]["audio_image_demo"]
+        av["training"] = {**av["training"], **training}
+        found["scale_audio_image"] = av
     return found
 
 
-def write_config(run: Path, n: int, device: str) -> list[str]:
+def write_config(run: Path, n: int, args: argparse.Namespace) -> list[str]:
     """Write ``run/config.yaml``; return the experiment names."""
     demo = yaml.safe_load((REPO / "config.yaml").read_text())
     demo_data = demo["demo_data"]
@@ -174,25 +205,73 @@ def write_config(run: Path, n: int, device: str) -> list[str]:
         "demo_data": demo_data,
         "segmentations": {},
         "synchronizations": {"audio_image_demo": demo["synchronizations"]["audio_image_demo"]},
-        "experiments": experiments(run, n, device),
+        "experiments": experiments(run, n, args.device, args.only, args.max_steps),
     }
+    if args.cluster_methods:
+        for experiment in config["experiments"].values():
+            experiment.setdefault("analysis", {})["cluster_methods"] = args.cluster_methods
     (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return list(config["experiments"])
 
 
 def step_table(run: Path, names: list[str], n: int) -> list[dict]:
-    """One row per experiment and step from the rules' benchmark files."""
+    """One row per experiment and step from the rules' benchmark files; the train row's
+    per-item CPU time counts the items that trained (all but the held-out, or the capped
+    epoch's ``steps x batch`` groups: the run's setup is then spread over fewer items)."""
     rows = []
     for name in names:
         for step in STEPS:
             tsv = run / "results" / name / "benchmarks" / f"{step}.tsv"
-            if tsv.is_file():
-                record = pd.read_csv(tsv, sep="\t").iloc[0]
-                seconds, cpu = float(record["s"]), float(record["cpu_time"])
-                rows.append({"items": n, "experiment": name, "step": step, "s": seconds})
-                rows[-1].update({"cpu s": cpu, "cpu s/1e4 items": cpu / n * 1e4})
-                rows[-1]["peak MiB"] = float(record["max_rss"])
+            if not tsv.is_file():
+                continue
+            record = pd.read_csv(tsv, sep="\t").iloc[0]
+            seconds, cpu = float(record["s"]), float(record["cpu_time"])
+            items = trained_items(run, name) if step == "train" else n
+            rows.append({"items": n, "experiment": name, "step": step, "s": seconds})
+            rows[-1].update(
+                {"cpu s": cpu, "step items": items, "cpu s/1e4 items": cpu / items * 1e4}
+            )
+            rows[-1]["peak MiB"] = float(record["max_rss"])
     return rows
+
+
+def trained_items(run: Path, name: str) -> float:
+    """Objects (groups) of the epoch's steps, from the step lines of metrics.jsonl and the
+    epoch line's views per second (views / groups is the builder's views per object)."""
+    folder = run / "results" / name
+    lines = [json.loads(line) for line in (folder / "model" / "metrics.jsonl").open()]
+    epoch = next(line for line in lines if line["kind"] == "epoch")
+    views = epoch["samples_per_second"] * epoch["seconds"]
+    return views / VIEWS_PER_ITEM.get(name, 2)
+
+
+def loader_rates(run: Path, name: str, batches: int, workers: int) -> dict:
+    """Loader against model on the experiment's first ``batches`` training batches: views
+    per wall second with ``workers`` loader processes and per CPU second in this process,
+    the plain loop's model steps per CPU second (throughput.py), and the trainer's views
+    per wall second from metrics.jsonl (whole capped or full epoch)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from throughput import loader_views_per_second, model_views_per_cpu_second
+
+    from scicontrast.config import load_experiment
+
+    folder = run / "results" / name
+    experiment = load_experiment(folder / "config.json")
+    inputs = (folder / "items", folder / "pairs.parquet")
+    wall, _ = loader_views_per_second(experiment, *inputs, workers, batches)
+    _, per_cpu = loader_views_per_second(experiment, *inputs, 0, batches)
+    model = model_views_per_cpu_second(experiment, *inputs, batches)
+    lines = [json.loads(line) for line in (folder / "model" / "metrics.jsonl").open()]
+    train = next(line for line in lines if line["kind"] == "epoch")["samples_per_second"]
+    return {
+        "experiment": name,
+        f"loader views/s ({workers} workers)": wall,
+        "train views/s": train,
+        "loader / train (wall)": wall / train,
+        "loader views/CPU s": per_cpu,
+        "model views/CPU s": model,
+        "loader / model (CPU)": per_cpu / model,
+    }
 
 
 def main() -> None:
@@ -202,18 +281,38 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     parser.add_argument("--only", nargs="+", help="experiment names to run (default: all)")
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        help="cap the training epoch at this many steps (training.max_steps_per_epoch)",
+    )
+    parser.add_argument(
+        "--loader-batches", type=int, default=20, help="batches timed for the loader rates"
+    )
+    parser.add_argument("--loader-workers", type=int, default=2)
+    parser.add_argument(
+        "--cluster-methods",
+        nargs="+",
+        choices=["kmeans", "hdbscan", "leiden"],
+        help="analysis.cluster_methods of every experiment (default: the schema's, all three)",
+    )
     args = parser.parse_args()
-    rows = []
+    rows, rates = [], []
     for n in args.sizes:
         run = args.out / str(n)
         run.mkdir(parents=True, exist_ok=True)
-        names = [e for e in write_config(run, n, args.device) if not args.only or e in args.only]
+        names = write_config(run, n, args)
         targets = [f"results/{name}/clusters" for name in names]
         command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
         command += ["--directory", str(run), "--cores", str(args.cores), *targets]
         subprocess.run(command, check=True, cwd=run)
         rows += step_table(run, names, n)
         print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3g"), flush=True)
+        for name in names:
+            rates.append(
+                {"items": n, **loader_rates(run, name, args.loader_batches, args.loader_workers)}
+            )
+        print(pd.DataFrame(rates).to_markdown(index=False, floatfmt=".3g"), flush=True)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,9 @@ For every experiment with prepared inputs under ``results/<experiment>/`` (``con
   most 1.2). Both include the run's setup (reading the items, building the model), as the
   workflow's step pays it. CPU seconds are the process's (``time.process_time``; loader
   workers, if any, are not counted): on a shared machine the wall clock swings with the
-  load, the CPU time hardly.
+  load, the CPU time hardly. With ``--epochs`` E > 1 the row also gives the CPU seconds of
+  **one more epoch** of each loop (the slope between a 1-epoch and an E-epoch run: what an
+  epoch costs without the run's setup and final writes) and the **setup** that remains.
 
 ``loader / train`` well above 1 means the data loader is not the bottleneck: the loop spends
 most of each step in the model. A sample is one view (an object contributes all its views).
@@ -62,8 +64,16 @@ from scicontrast.registry import PAIR_BUILDERS
 DEFAULT_EXPERIMENTS = ("dna_demo", "grains_demo", "graph_demo", "audio_image_demo")
 
 
-def loader_views_per_second(experiment: dict[str, Any], items_dir: Path, pairs_path: Path) -> float:
-    """Views per second of one epoch of training batches, materialised without a model."""
+def loader_views_per_second(
+    experiment: dict[str, Any],
+    items_dir: Path,
+    pairs_path: Path,
+    workers: int = 0,
+    max_batches: int | None = None,
+) -> tuple[float, float]:
+    """Views per wall second and per CPU second of this process, of one epoch of training
+    batches (its first ``max_batches``) materialised without a model by ``workers`` loader
+    processes (0: this one; the CPU seconds then count the views' making)."""
     settings = experiment["training"]
     items = Items.load(items_dir)
     pairs = pd.read_parquet(pairs_path)
@@ -71,12 +81,15 @@ def loader_views_per_second(experiment: dict[str, Any], items_dir: Path, pairs_p
     pairs = pairs[~pairs["group_id"].isin(held_out)]
     builder = PAIR_BUILDERS.create(experiment["pairs"], where="pairs")
     batches = builder.training_batches(items, pairs, settings["seed"], settings["batch_size"])
+    batches.use_workers(workers)
+    if max_batches is not None:
+        batches.limit_steps(max_batches)
     batches.set_epoch(0)
     views = 0
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for batch in batches:
         views += batch.n_views
-    return views / (time.perf_counter() - started)
+    return views / (time.perf_counter() - started), views / (time.process_time() - cpu)
 
 
 def training_run(
@@ -122,12 +135,11 @@ def plain_info_nce(z: torch.Tensor, batch: ContrastiveBatch, tau: float) -> torc
     return -(log_prob.sum(dim=1) / positive.sum(dim=1).clamp(min=1)).mean()
 
 
-def plain_run(
-    experiment: dict[str, Any], items_dir: Path, pairs_path: Path, epochs: int, device: str
-) -> tuple[float, float]:
-    """Wall and CPU seconds of ``epochs`` epochs of a hand-written loop (module docstring)."""
+def plain_setup(
+    experiment: dict[str, Any], items_dir: Path, pairs_path: Path, device: str
+) -> tuple[Any, torch.nn.Module, torch.optim.Optimizer]:
+    """The plain loop's training batches, model (seeded as training seeds it) and AdamW."""
     settings = experiment["training"]
-    started, cpu = time.perf_counter(), time.process_time()
     items = Items.load(items_dir)
     pairs = pd.read_parquet(pairs_path)
     held_out = held_out_groups(pairs, settings["holdout_fraction"], settings["seed"])
@@ -143,15 +155,45 @@ def plain_run(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"]
     )
-    tau = experiment["loss"]["temperature"]
+    return batches, model, optimizer
+
+
+def plain_step(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: ContrastiveBatch, tau: float
+) -> None:
+    optimizer.zero_grad()
+    plain_info_nce(model(batch.inputs).float(), batch, tau).backward()
+    optimizer.step()
+
+
+def plain_run(
+    experiment: dict[str, Any], items_dir: Path, pairs_path: Path, epochs: int, device: str
+) -> tuple[float, float]:
+    """Wall and CPU seconds of ``epochs`` epochs of a hand-written loop (module docstring)."""
+    started, cpu = time.perf_counter(), time.process_time()
+    batches, model, optimizer = plain_setup(experiment, items_dir, pairs_path, device)
     for epoch in range(epochs):
         batches.set_epoch(epoch)
         for batch in batches:
-            batch = batch.to(device)
-            optimizer.zero_grad()
-            plain_info_nce(model(batch.inputs).float(), batch, tau).backward()
-            optimizer.step()
+            plain_step(model, optimizer, batch.to(device), experiment["loss"]["temperature"])
     return time.perf_counter() - started, time.process_time() - cpu
+
+
+def model_views_per_cpu_second(
+    experiment: dict[str, Any], items_dir: Path, pairs_path: Path, max_batches: int
+) -> float:
+    """Views per CPU second of the plain loop's steps alone (forward, InfoNCE, backward,
+    AdamW) on training batches 2 to ``max_batches``, made beforehand: the rate that the
+    loader has to keep up with."""
+    batches, model, optimizer = plain_setup(experiment, items_dir, pairs_path, "cpu")
+    batches.limit_steps(max_batches)
+    first, *made = list(batches)
+    tau = experiment["loss"]["temperature"]
+    plain_step(model, optimizer, first, tau)  # untimed: the first step pays lazy set-up
+    cpu = time.process_time()
+    for batch in made:
+        plain_step(model, optimizer, batch, tau)
+    return sum(batch.n_views for batch in made) / (time.process_time() - cpu)
 
 
 def measure_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -162,13 +204,20 @@ def measure_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
     items, pairs = folder / "items", folder / "pairs.parquet"
-    loader = loader_views_per_second(experiment, items, pairs)
-    # Alternating, so that a change in the machine's load hits both alike.
-    plain = plain_run(experiment, items, pairs, args.epochs, str(device))
+    loader, _ = loader_views_per_second(experiment, items, pairs)
+
+    def trainer(epochs: int) -> tuple[float, float]:
+        return training_run(experiment, items, pairs, epochs, args.threads)[1]
+
+    def plain(epochs: int) -> tuple[float, float]:
+        return plain_run(experiment, items, pairs, epochs, str(device))
+
+    # Alternating, so that a change in the machine's load hits both alike; each figure is
+    # the least of two runs.
+    plain_wall, plain_cpu = map(min, zip(plain(args.epochs), plain(args.epochs), strict=True))
     epoch, (wall, cpu) = training_run(experiment, items, pairs, args.epochs, args.threads)
-    again = plain_run(experiment, items, pairs, args.epochs, str(device))
-    plain_wall, plain_cpu = min(plain[0], again[0]), min(plain[1], again[1])
-    return {
+    wall, cpu = map(min, zip((wall, cpu), trainer(args.epochs), strict=True))
+    row = {
         "experiment": name,
         "device": str(device),
         "encoder": experiment["encoder"]["name"],
@@ -184,6 +233,19 @@ def measure_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "plain CPU s/epoch": plain_cpu / args.epochs,
         "CPU train / plain": cpu / plain_cpu,
     }
+    if args.epochs > 1:
+        # One more epoch without the run's setup and last writes: the slope between a
+        # 1-epoch and an E-epoch run, in CPU seconds.
+        one = min(trainer(1)[1], trainer(1)[1])
+        plain_one = min(plain(1)[1], plain(1)[1])
+        train_epoch = (cpu - one) / (args.epochs - 1)
+        plain_epoch = (plain_cpu - plain_one) / (args.epochs - 1)
+        row["train CPU s/extra epoch"] = train_epoch
+        row["plain CPU s/extra epoch"] = plain_epoch
+        row["CPU extra epoch train / plain"] = train_epoch / plain_epoch
+        row["train setup CPU s"] = one - train_epoch
+        row["plain setup CPU s"] = plain_one - plain_epoch
+    return row
 
 
 def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -211,7 +273,7 @@ def format_table(rows: list[dict[str, Any]], markdown: bool) -> str:
         if isinstance(value, float):
             if value >= 100:
                 return f"{value:,.0f}"
-            return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+            return f"{value:.1f}" if value >= 10 else f"{value:.3g}"
         return str(value)
 
     table = [[cell(row[key]) for key in header] for row in rows]

@@ -102,6 +102,7 @@ class EpochLoader:
         self.plan = plan
         self._entries = _Entries()
         self._epoch, self._start = 0, 0
+        self._max_steps: int | None = None
         self._loader: DataLoader | None = None
         self.use_workers(workers, pin_memory, prefetch)
 
@@ -128,11 +129,17 @@ class EpochLoader:
         self.plan.to_device(device)
         self.use_workers(0)
 
+    def limit_steps(self, steps: int | None) -> None:
+        """Yield at most the first ``steps`` batches of each epoch (``None``: all of them)."""
+        if steps is not None and steps < 1:
+            raise ValueError(f"an epoch needs at least 1 step, got {steps}")
+        self._max_steps = steps
+
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self._epoch, self._start = epoch, start_batch
 
     def __len__(self) -> int:
-        return len(self.plan)
+        return len(self.plan) if self._max_steps is None else min(len(self.plan), self._max_steps)
 
     def _data_loader(self) -> DataLoader:
         if self._loader is None:
@@ -153,7 +160,7 @@ class EpochLoader:
 
     def __iter__(self) -> Iterator[ContrastiveBatch]:
         epoch = self._epoch
-        keys = list(self.plan.batch_keys(epoch))[self._start :]
+        keys = list(self.plan.batch_keys(epoch))[self._start : len(self)]
         self._entries.entries = [(epoch, self._start + i, key) for i, key in enumerate(keys)]
         iterator = iter(self._data_loader())
         for position in range(self._start, self._start + len(keys)):

@@ -89,7 +89,7 @@ from scicontrast.models.contrastive import (
     load_model,
     save_model,
 )
-from scicontrast.models.contrastive_metrics import VIEW_EPOCH, contrastive_metrics
+from scicontrast.models.contrastive_metrics import contrastive_metrics
 from scicontrast.models.distributed import any_process, start_process_group, stop_process_group
 from scicontrast.models.ensemble import member_experiment
 from scicontrast.models.grad_cache import grad_cache_step
@@ -253,12 +253,11 @@ def _train_epoch(loop: Loop, epoch: int, position: Position) -> tuple[Position, 
     for batch_index, batch in enumerate(bar, start=start_batch):
         record = _train_step(loop, batch, step)
         step += 1
-        _check_finite(loop.model, record["loss"], epoch, step)
+        last = batch_index + 1 == len(batches)
+        preempted = any_process(loop.sigterm.is_set(), group)
+        _check_finite(loop.model, record["loss"], epoch, step, weights=last or preempted)
         if group.is_main:
-            write_line(
-                loop.metrics_file,
-                {"kind": "step", "epoch": epoch, "step": step, **record},
-            )
+            write_line(loop.metrics_file, {"kind": "step", "epoch": epoch, "step": step, **record})
         for key, value in record.items():
             if key != "lr":
                 sums[key] += value
@@ -267,7 +266,7 @@ def _train_epoch(loop: Loop, epoch: int, position: Position) -> tuple[Position, 
         bar.set_postfix(loss=f"{sums['loss'] / (batch_index + 1):.4f}")
         # Preempted (SLURM sends SIGTERM before killing a job): keep this step's work, so a
         # rerun resumes right after it.
-        if any_process(loop.sigterm.is_set(), group) and batch_index + 1 < len(batches):
+        if preempted and not last:
             position = Position(epoch, batch_index + 1, step, dict(sums), n_views)
             if group.is_main:
                 save_checkpoint(loop, position, group.device)
@@ -341,7 +340,6 @@ def _end_epoch(
     ):
         # Eval mode and seeded views of a fixed epoch: the pass draws nothing from torch's
         # global generator and changes no weights, so a resumed run stays bitwise equal.
-        loop.held_out_batches.set_epoch(VIEW_EPOCH)
         numbers = contrastive_metrics(loop.model, loop.held_out_batches, group.device)
         write_line(loop.metrics_file, {"kind": "heldout", "epoch": epoch, **numbers})
     if loop.averaged is not None and epoch >= loop.epochs - loop.settings.swa_epochs:
@@ -415,16 +413,22 @@ def _train_ensemble(
     return model_path
 
 
-def _check_finite(model: ContrastiveModel, loss: float, epoch: int, step: int) -> None:
-    """Stop training once the loss or any weight or buffer is NaN or infinite.
+def _check_finite(
+    model: ContrastiveModel, loss: float, epoch: int, step: int, weights: bool = True
+) -> None:
+    """Stop training once the loss or (with ``weights``) any weight or buffer is NaN or
+    infinite.
 
     A too-large learning rate can leave the loss finite (batch norm normalises with the
     batch's own statistics in training mode) while the running statistics or weights are
     already infinite; such a model would embed everything as NaN, so it must not be saved.
-    One device sync per step: the per-tensor flags are reduced on the device first.
+    The loop checks the loss every step and the weights and buffers before anything is
+    saved or evaluated (end of an epoch, preemption): a non-finite weight makes the next
+    step's loss non-finite anyway, and the per-step check of every tensor cost up to a
+    tenth of a small model's step (docs/experiments/scale2.md).
     """
     what = None if math.isfinite(loss) else f"loss is {loss}"
-    if what is None:
+    if what is None and weights:
         tensors = [
             (name, tensor)
             for name, tensor in (*model.named_parameters(), *model.named_buffers())

@@ -22,9 +22,11 @@ from torch.nn.parameter import UninitializedParameter
 from torch.optim.swa_utils import AveragedModel
 
 from scicontrast.data_adapters.base import Items, check_pairs_table, held_out_groups
+from scicontrast.data_adapters.fixed_batches import DEFAULT_MAX_BYTES, FixedBatches
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.experiment import Experiment, Training
 from scicontrast.models.contrastive import ContrastiveModel, build_model
+from scicontrast.models.contrastive_metrics import VIEW_EPOCH
 from scicontrast.models.distributed import sync_batchnorm
 from scicontrast.models.run_state import (
     Position,
@@ -125,11 +127,17 @@ def load_data(loop: Loop, items_dir: str | Path, pairs_path: str | Path, num_thr
     batches.use_workers(workers, pin_memory=group.device.type == "cuda")
     if settings.augment_on_device:
         batches.augment_on(group.device)
+    if settings.max_steps_per_epoch is not None:
+        batches.limit_steps(settings.max_steps_per_epoch)
     # Its own builder, so that the held-out pass leaves the training batches' state alone.
     if group.is_main and len(held_out) >= 2:
-        loop.held_out_batches = PAIR_BUILDERS.create(
-            loop.experiment.pairs, where=where
-        ).training_batches(items, held_out_pairs, seed, batch_size)
+        # The same views at every pass: made once and kept while small, if passes recur.
+        held_out_builder = PAIR_BUILDERS.create(loop.experiment.pairs, where=where)
+        loop.held_out_batches = FixedBatches(
+            held_out_builder.training_batches(items, held_out_pairs, seed, batch_size),
+            VIEW_EPOCH,
+            DEFAULT_MAX_BYTES if loop.epochs > settings.heldout_every else 0,
+        )
     loop.items, loop.pairs, loop.builder, loop.batches = items, pairs, builder, batches
 
 

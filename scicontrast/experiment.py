@@ -76,6 +76,7 @@ class Training:
     augment_on_device: bool
     checkpoint_every: int
     heldout_every: int
+    max_steps_per_epoch: int | None
 
 
 @dataclasses.dataclass(frozen=True)

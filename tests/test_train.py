@@ -554,11 +554,14 @@ def test_a_non_finite_buffer_stops_training_like_a_nan_loss(tmp_path, toy_data):
     experiment = dataclasses.replace(make_experiment(epochs=2), encoder=infinite)
     with pytest.raises(
         ScicontrastError,
+        # Weights and buffers are checked at the end of the epoch (3 steps), before the
+        # held-out pass and any checkpoint.
         match=r"training diverged: encoder\.running_scale holds NaN or infinite values at "
-        r"epoch 0, step 1; lower training\.lr",
+        r"epoch 0, step 3; lower training\.lr",
     ):
         train(experiment, *toy_data, tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "model.pt").exists()
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
 @pytest.mark.parametrize("lr", [1.0e6, 1.0e38])

@@ -212,7 +212,7 @@ class FastaAdapter(Adapter):
         state = _LabelState(labels)
         dropped = Counter({"too_ambiguous": 0, "short_record": 0})
         self._renamed_duplicates = 0  # the first pass over the ids counted them too
-        n_records, rows = 0, 0
+        n_records, pending_rows = 0, 0
         pending: list[Windows] = []
         ready: Items | None = None
         for path in files:
@@ -222,14 +222,14 @@ class FastaAdapter(Adapter):
                 kept = self._windows(path, record_id, sequence, dropped)
                 if kept is not None and len(kept.starts):
                     pending.append(kept)
-                    rows += len(kept.starts)
-                if sum(len(w.starts) for w in pending) >= chunk_rows:
+                    pending_rows += len(kept.starts)  # a running count: summing is quadratic
+                if pending_rows >= chunk_rows:
                     if ready is not None:
                         yield ready
                     ready = self._chunk(pending, files, shared, filename_metadata, labels)
-                    pending = []
+                    pending, pending_rows = [], 0
         self._warn_dropped(dropped)
-        if rows == 0:
+        if ready is None and not pending:
             raise InputDataError(
                 f"{', '.join(map(str, files))}: no windows left from {n_records} records "
                 f"(dropped: {dict(dropped)}); check window, short_sequences and "
@@ -239,7 +239,7 @@ class FastaAdapter(Adapter):
             if ready is not None:
                 yield ready
             ready = self._chunk(pending, files, shared, filename_metadata, labels)
-        assert ready is not None  # rows > 0, so some chunk was made
+        assert ready is not None  # some window was kept, so some chunk was made
         unmatched_label_rows = self._check_labels(state)
         ready.meta = {
             "modality": "dna",
