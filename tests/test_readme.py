@@ -67,7 +67,7 @@ def readme_demo_summary() -> str:
 
 def stated_tolerance() -> float:
     """The README's own words: 'each printed decimal within <tol> of the figures here'."""
-    found = re.search(r"each printed decimal within ([0-9.]+) of", README.read_text())
+    found = re.search(r"each\s+printed\s+decimal\s+within\s+([0-9.]+)\s+of", README.read_text())
     assert found, "README.md states no tolerance for its demo output"
     return float(found.group(1))
 
