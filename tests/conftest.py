@@ -55,8 +55,14 @@ def minimal_experiment(**overrides) -> dict:
     return experiment
 
 
+# Each takes 35-100 s on 2 cores: the DNA demo run, the audio-image workflow and the tiny
+# workflow's module fixture.
+LONGEST_FILES = ("test_readme.py", "test_audio_image_workflow.py", "test_workflow.py")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A test that reads the real data sets must say so with the ``real_data`` marker."""
+    """A test that reads the real data sets must say so with the ``real_data`` marker; long
+    runs go first."""
     unmarked = [
         item.nodeid
         for item in items
@@ -65,6 +71,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     ]
     if unmarked:
         raise pytest.UsageError(f"tests using shared_data lack @pytest.mark.real_data: {unmarked}")
+    # The longest files first, then the other long runs (stable otherwise): the test command's
+    # pytest-xdist workers take whole files in this order (--no-loadscope-reorder), so the
+    # longest start at once instead of ending the run.
+    items.sort(
+        key=lambda item: (item.path.name not in LONGEST_FILES, not item.get_closest_marker("slow"))
+    )
 
 
 @pytest.fixture

@@ -95,7 +95,7 @@ def stop(processes: list[subprocess.Popen]) -> None:
 @pytest.mark.slow
 def test_superlink_and_supernodes_train_as_the_in_process_run(tmp_path):
     items, pairs = write_sites(tmp_path, THREE_LABS[:12])  # sites a and b
-    experiment = make_experiment(rounds=2, min_sites=2, bank=BANK, batch_norm="global")
+    experiment = make_experiment(rounds=2, min_sites=2, bank=BANK)
     # One torch thread here as in the deployed processes (OMP_NUM_THREADS=1 below): sums
     # split over other thread counts round differently, and the weights must match bit for bit.
     threads = torch.get_num_threads()
