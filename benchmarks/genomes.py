@@ -178,24 +178,35 @@ def benchmark_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = benchmark_parser(__doc__.splitlines()[0])
-    parser.add_argument(
-        "--train-only", action="store_true", help="train the seeds, score nothing (parallel runs)"
-    )
-    args = parser.parse_args(argv)
+def prepare_run(
+    args: argparse.Namespace,
+) -> tuple[dict[str, Any], Items, dict[str, Any], Path] | None:
+    """The experiment (epochs set from ``--steps``), its genome store, the genome split and
+    the run folder; ``None`` when the genomes are absent (nothing to benchmark)."""
     experiment = load_experiment(args.config, args.experiment)
     data = Path(experiment["adapter"]["params"]["table"]).parent
     if not data.is_dir():
         print(f"{data} is absent: nothing to benchmark")
-        return 0
+        return None
     if args.steps is not None:
         per_epoch = experiment["pairs"]["params"].get("steps_per_epoch", 100)
         experiment["training"]["epochs"] = math.ceil(args.steps / per_epoch)
     torch.set_num_threads(args.threads)
     items = store(experiment, args.out)
     parts = split_genomes(items.table, args.split, args.split_seed)
-    folder = args.out / f"by_{args.split}"
+    return experiment, items, parts, args.out / f"by_{args.split}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = benchmark_parser(__doc__.splitlines()[0])
+    parser.add_argument(
+        "--train-only", action="store_true", help="train the seeds, score nothing (parallel runs)"
+    )
+    args = parser.parse_args(argv)
+    prepared = prepare_run(args)
+    if prepared is None:
+        return 0
+    experiment, items, parts, folder = prepared
     encoders, seconds = trained_encoders(
         experiment, items, parts["train"], folder, args.seeds, args.threads
     )

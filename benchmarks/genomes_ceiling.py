@@ -26,17 +26,14 @@ When the data folder is absent the script says so and exits with status 0.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from genomes import benchmark_parser, render, score_part, store, untrained_encoder
+from genomes import benchmark_parser, prepare_run, render, score_part, untrained_encoder
 from torch import nn
 
-from scicontrast.analysis.genome_eval import split_genomes
-from scicontrast.config import load_experiment
 from scicontrast.data_adapters.base import Items
 from scicontrast.experiment import Experiment
 from scicontrast.models.contrastive import build_model
@@ -90,18 +87,10 @@ def train_classifier(
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
-    experiment = load_experiment(args.config, args.experiment)
-    data = Path(experiment["adapter"]["params"]["table"]).parent
-    if not data.is_dir():
-        print(f"{data} is absent: nothing to benchmark")
+    prepared = prepare_run(args)
+    if prepared is None:
         return 0
-    if args.steps is not None:
-        per_epoch = experiment["pairs"]["params"].get("steps_per_epoch", 100)
-        experiment["training"]["epochs"] = math.ceil(args.steps / per_epoch)
-    torch.set_num_threads(args.threads)
-    items = store(experiment, args.out)
-    parts = split_genomes(items.table, args.split, args.split_seed)
-    folder = args.out / f"by_{args.split}"
+    experiment, items, parts, folder = prepared
     encoders, seconds = {}, {}
     for seed in args.seeds:
         start = time.perf_counter()
