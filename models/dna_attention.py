@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scicontrast.errors import ConfigError
-from scicontrast.models.dna_cnn import _DilatedResidualBlock
+from scicontrast.models.dna_cnn import DilatedResidualBlock
 from scicontrast.registry import ENCODERS
 
 
@@ -133,7 +133,7 @@ class DNAConvAttentionEncoder(nn.Module):
             nn.ReLU(),
         )
         self.blocks = nn.ModuleList(
-            _DilatedResidualBlock(channels, kernel_size, 2**i) for i in range(1, conv_layers)
+            DilatedResidualBlock(channels, kernel_size, 2**i) for i in range(1, conv_layers)
         )
         self.tokenize = nn.Conv1d(channels, model_dim, token_size, stride=token_size)
         layer = nn.TransformerEncoderLayer(
