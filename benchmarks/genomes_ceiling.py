@@ -68,12 +68,12 @@ def train_classifier(
     encoder.train()
     for epoch in range(settings["epochs"]):
         batches.set_epoch(epoch)
-        for reads, group_ids in batches:
+        for batch in batches:
             lr = learning_rate(settings["lr"], step, total, warmup, settings["lr_schedule"])
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            target = torch.tensor([classes[int(g)] for g in group_ids])
-            loss = nn.functional.cross_entropy(classifier(encoder(reads)), target)
+            target = torch.tensor([classes[int(g)] for g in batch.group_ids])
+            loss = nn.functional.cross_entropy(classifier(encoder(batch.inputs)), target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

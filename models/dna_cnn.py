@@ -87,7 +87,7 @@ def reverse_complement(x: Tensor) -> Tensor:
     return x.flip(-2).flip(-1)
 
 
-class _DilatedResidualBlock(nn.Module):
+class DilatedResidualBlock(nn.Module):
     """``x + ReLU(BN(Conv1d_dilated(x)))``: same length, wider receptive field."""
 
     def __init__(self, channels: int, kernel_size: int, dilation: int) -> None:
@@ -165,7 +165,7 @@ class DNAConvEncoder(nn.Module):
             nn.ReLU(),
         )
         self.blocks = nn.Sequential(
-            *(_DilatedResidualBlock(channels, kernel_size, 2**i) for i in range(1, layers))
+            *(DilatedResidualBlock(channels, kernel_size, 2**i) for i in range(1, layers))
         )
         pooled_dim = (2 if pooling == "mean_max" else 1) * channels * position_bins
         self.output = (

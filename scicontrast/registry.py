@@ -156,6 +156,7 @@ ENCODERS: Registry = Registry(
     "scicontrast.encoders",
     [
         "scicontrast.models.dna_cnn",
+        "scicontrast.models.dna_attention",
         "scicontrast.models.image_cnn",
         "scicontrast.models.audio_image",
         "scicontrast.models.gnn",
