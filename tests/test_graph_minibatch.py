@@ -10,7 +10,10 @@ from torch_geometric.utils import to_undirected
 
 from scicontrast.data_adapters.base import Items
 from scicontrast.data_adapters.graphs.cleaning import EDGE_INDEX, FEATURES, MODALITY
-from scicontrast.data_adapters.graphs.neighbors import NeighborSampledGraphViews
+from scicontrast.data_adapters.graphs.neighbors import (
+    NeighborSampledGraphViews,
+    hop_ordered_union,
+)
 from scicontrast.data_adapters.graphs.sampling import IncomingEdges, sample_subgraph
 from scicontrast.data_adapters.graphs.views import GraphViews
 from scicontrast.errors import ConfigError
@@ -81,8 +84,11 @@ def test_an_epoch_visits_every_training_node_once_in_small_steps():
     assert len(steps) == len(batches) == 5
     seen = torch.cat([b.group_ids[: len(b.group_ids) // 2] for b in steps])
     assert sorted(seen.tolist()) == sorted(set(pairs["group_id"].tolist()))
+    encoder = GCNEncoder(embedding_dim=4)
     for batch in steps:
-        assert len(batch.loss_rows) == len(batch.group_ids)
+        # The encoder returns the seeds' rows of both views: the rows of the loss.
+        assert batch.loss_rows is None
+        assert encoder(batch.inputs).shape == (len(batch.group_ids), 4)
     # Resuming at step 3 gives the uninterrupted epoch's steps 3 and 4, as do two workers.
     batches.set_epoch(2, start_batch=3)
     for batch, again in zip(steps[3:], batches, strict=True):
@@ -98,13 +104,49 @@ def test_sampled_fan_out_bounds_the_incoming_edges_of_each_hop():
     data = random_graph(n=60, edges=600)
     incoming = IncomingEdges(data.edge_index, 60)
     seeds = torch.tensor([5, 1, 9])
-    n_id, edges = sample_subgraph(incoming, seeds, [4, 2], torch.Generator().manual_seed(0))
+    n_id, edges, hops = sample_subgraph(incoming, seeds, [4, 2], torch.Generator().manual_seed(0))
     assert torch.equal(n_id[:3], seeds) and len(torch.unique(n_id)) == len(n_id)
+    assert hops[0] == 3 and sum(hops) == len(n_id) and len(hops) == 3
     in_degree = torch.bincount(edges[1], minlength=len(n_id))
     assert (in_degree[:3] == 4).all()  # every seed has more than 4 neighbours here
     assert (in_degree[3:] <= 2).all()
     edge_set = set(map(tuple, data.edge_index.t().tolist()))
     assert all((int(n_id[s]), int(n_id[t])) in edge_set for s, t in edges.t().tolist())
+
+
+@pytest.mark.parametrize(
+    ("encoder", "fanouts"),
+    [
+        (GCNEncoder(embedding_dim=6, num_layers=3, jumping_knowledge="cat"), [3, 2, 2]),
+        (GATEncoder(embedding_dim=8, heads=2, num_layers=2), [3, 2]),
+        (GINEncoder(embedding_dim=6, num_layers=2), [3, 2]),
+        (GCNEncoder(embedding_dim=6, num_layers=3), [4]),  # fewer hops than layers
+    ],
+)
+def test_the_trimmed_pass_gives_the_untrimmed_pass_rows_of_the_seeds(encoder, fanouts):
+    data = random_graph(n=200, edges=800)
+    builder = NeighborSampledGraphViews(batch_nodes=5, num_neighbors=fanouts)
+    items = graph_items(data)
+    batch = next(iter(builder.training_batches(items, builder.build(items), 0, 0)))
+    sampled = batch.inputs
+    hops = sampled.num_sampled_nodes
+    assert hops[0] == 10 and sum(hops) == sampled.num_nodes and len(hops) == len(fanouts) + 1
+    # Rows by hop: a node first reached at hop h is the target of an edge only if h < H.
+    reached = sum(hops[:-1])
+    assert int(sampled.edge_index[1].max()) < reached
+    whole = Data(x=sampled.x, edge_index=sampled.edge_index, num_nodes=sampled.num_nodes)
+    encoder.eval()  # GIN's batch norm with running statistics: rows do not interact
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(sampled), encoder(whole)[: hops[0]])
+
+
+def test_the_union_of_two_subgraphs_lists_its_rows_by_hop_then_by_view():
+    first = (torch.tensor([[10.0], [11.0], [12.0]]), torch.tensor([[1, 2], [0, 0]]), [1, 2])
+    second = (torch.tensor([[20.0], [21.0]]), torch.tensor([[1], [0]]), [1, 1])
+    union = hop_ordered_union([first, second])
+    assert union.x.flatten().tolist() == [10.0, 20.0, 11.0, 12.0, 21.0]
+    assert union.edge_index.tolist() == [[2, 3, 4], [0, 0, 1]]
+    assert union.num_sampled_nodes == [2, 3] and union.num_nodes == 5
 
 
 @pytest.mark.parametrize(
