@@ -90,10 +90,26 @@ def trimmed_forward(encoder: nn.Module, data: Data, num_sampled_nodes: Sequence[
         graph = [edge_index[:, kept]]
         if edge_weight is not None:
             graph.append(edge_weight[kept])
-        with _normalised_already(conv, gcn):
-            h = activation(conv(h, *graph)[:rows])
+        if isinstance(conv, GCNConv) and h.shape[1] < conv.out_channels:
+            h = activation(_aggregate_first(conv, h, graph[0], graph[1], rows))
+        else:
+            with _normalised_already(conv, gcn):
+                h = activation(conv(h, *graph)[:rows])
         outputs.append(h[:seeds])
     return torch.cat(outputs, dim=1) if encoder.jumping_knowledge == "cat" else h
+
+
+def _aggregate_first(
+    conv: GCNConv, h: Tensor, edge_index: Tensor, edge_weight: Tensor, rows: int
+) -> Tensor:
+    r"""``conv(h)[:rows]`` of a GCN layer with normalised ``edge_weight``, as
+    :math:`(\hat A H) W + b` rather than PyG's :math:`\hat A (H W) + b`: equal, but when the
+    input is narrower than the output the messages carry the input's channels and the linear
+    map runs on the ``rows`` targets only, not on every source (a sampled step's first layer:
+    a few times more sources than targets)."""
+    aggregated = conv.propagate(edge_index, x=h, edge_weight=edge_weight)[:rows]
+    out = conv.lin(aggregated)
+    return out if conv.bias is None else out + conv.bias
 
 
 @contextlib.contextmanager
