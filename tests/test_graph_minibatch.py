@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import pandas as pd
 import pytest
 import torch
+from conftest import minimal_experiment
 from torch_geometric.data import Data
 from torch_geometric.utils import to_undirected
 
+from scicontrast.config import validate_config
 from scicontrast.data_adapters.base import Items
 from scicontrast.data_adapters.graphs.cleaning import EDGE_INDEX, FEATURES, MODALITY
 from scicontrast.data_adapters.graphs.neighbors import (
@@ -15,11 +20,16 @@ from scicontrast.data_adapters.graphs.neighbors import (
     hop_ordered_union,
 )
 from scicontrast.data_adapters.graphs.sampling import IncomingEdges, sample_subgraph
-from scicontrast.data_adapters.graphs.views import GraphViews
+from scicontrast.data_adapters.graphs.views import GraphViews, graph_data
 from scicontrast.errors import ConfigError
+from scicontrast.experiment import Experiment
+from scicontrast.models.contrastive import build_model
+from scicontrast.models.distributed import start_process_group
 from scicontrast.models.gnn import GATEncoder, GCNEncoder, GINEncoder
 from scicontrast.models.graph_minibatch import layerwise_embed
 from scicontrast.models.losses import InfoNCELoss
+from scicontrast.models.train import train
+from scicontrast.models.train_setup import Loop, build_model_and_optimizer, load_data
 
 
 def random_graph(n: int = 40, edges: int = 120, features: int = 6, seed: int = 0) -> Data:
@@ -178,3 +188,52 @@ def test_bad_settings_and_node_ids_are_clear_errors():
         NeighborSampledGraphViews(neighbours_as_positives=True)
     with pytest.raises(ValueError, match="node 9 of a graph of 5 nodes"):
         IncomingEdges(torch.tensor([[0, 9], [1, 2]]), 5)
+
+
+def neighbor_experiment() -> Experiment:
+    config = validate_config(
+        {
+            "experiments": {
+                "g": minimal_experiment(
+                    adapter={"name": "graph_table", "params": {"nodes": "n.csv", "edges": "e.csv"}},
+                    pairs={"name": "graph_neighbor_views", "params": {"batch_nodes": 16}},
+                    encoder={"name": "gcn", "params": {"embedding_dim": 8}},
+                    head={"hidden_dim": 8, "output_dim": 8},
+                    training={"epochs": 1, "device": "cpu", "seed": 3},
+                )
+            }
+        }
+    )
+    return Experiment.from_dict({"name": "g", **config["experiments"]["g"]})
+
+
+def test_training_sizes_its_layers_from_one_node_as_from_the_whole_graph(tmp_path, monkeypatch):
+    """The loop's lazy-size pass reads one node of a layer-wise graph, not the whole graph,
+    and initialises the weights a whole-graph pass gives; then a capped epoch trains."""
+    embedded = []
+
+    def recorded(encoder, data, chunk):
+        embedded.append(data.num_nodes)
+        return layerwise_embed(encoder, data, chunk)
+
+    monkeypatch.setattr("scicontrast.models.graph_minibatch.layerwise_embed", recorded)
+    items = graph_items(random_graph(n=50))
+    items.save(tmp_path / "items")
+    NeighborSampledGraphViews().build(items).to_parquet(tmp_path / "pairs.parquet")
+    experiment = neighbor_experiment()
+    loop = Loop(experiment, start_process_group(torch.device("cpu")), tmp_path / "c.pt", False)
+    load_data(loop, tmp_path / "items", tmp_path / "pairs.parquet", 0)
+    build_model_and_optimizer(loop)
+    assert embedded == [1]
+    torch.manual_seed(3)
+    expected = build_model(experiment)
+    expected.eval()
+    with torch.no_grad():
+        expected.embed(graph_data(items))
+    got, want = loop.model.state_dict(), expected.state_dict()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
+    capped = experiment.replace(training={"max_steps_per_epoch": 2})
+    model_path = train(capped, tmp_path / "items", tmp_path / "pairs.parquet", tmp_path / "run")
+    lines = [json.loads(line) for line in (model_path.parent / "metrics.jsonl").open()]
+    steps = [line for line in lines if line["kind"] == "step"]
+    assert len(steps) == 2 and all(math.isfinite(line["loss"]) for line in steps)
