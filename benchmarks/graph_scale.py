@@ -97,7 +97,7 @@ def run_step(step: str, out: Path, batch_nodes: int, fanouts: list[int]) -> None
         train(exp, out / "items", out / "pairs.parquet", out / "model", progress=False)
     elif step == "untrained":
         # Layer-wise embedding costs the same whatever the weights: this times it without
-        # the training epoch, whose 10^6-node run outlasts a shared 2-core machine's slot.
+        # the training epoch (at 10^6 nodes about 390 CPU s, docs/experiments/graphscale.md).
         from torch_geometric.data import Data
 
         from scicontrast.models.contrastive import build_model, save_model
