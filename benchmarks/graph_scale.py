@@ -79,7 +79,8 @@ def experiment(batch_nodes: int, fanouts: list[int]) -> dict:
 
 
 def run_step(step: str, out: Path, batch_nodes: int, fanouts: list[int]) -> None:
-    """One step in this process (called through ``--step``); prints seconds and peak GiB."""
+    """One step in this process (called through ``--step``); prints its wall seconds, the
+    process's CPU seconds and its peak GiB."""
     import torch
 
     torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", "1")))
@@ -96,7 +97,7 @@ def run_step(step: str, out: Path, batch_nodes: int, fanouts: list[int]) -> None
         train(exp, out / "items", out / "pairs.parquet", out / "model", progress=False)
     elif step == "untrained":
         # Layer-wise embedding costs the same whatever the weights: this times it without
-        # the training epoch, whose 10^6-node run outlasts a shared 2-core machine's slot.
+        # the training epoch (at 10^6 nodes about 390 CPU s, docs/experiments/graphscale.md).
         from torch_geometric.data import Data
 
         from scicontrast.models.contrastive import build_model, save_model
@@ -111,8 +112,13 @@ def run_step(step: str, out: Path, batch_nodes: int, fanouts: list[int]) -> None
 
         embed(out / "model" / "model.pt", out / "items", out / "embeddings", device="cpu")
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(json.dumps({"step": step, "seconds": round(seconds, 1), "peak_gib": round(peak, 2)}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    # CPU seconds of the whole process (imports included): on a shared machine the wall
+    # seconds also count the waits for a core.
+    cpu = usage.ru_utime + usage.ru_stime
+    peak = usage.ru_maxrss / 2**20
+    record = {"step": step, "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1)}
+    print(json.dumps({**record, "peak_gib": round(peak, 2)}))
 
 
 def main() -> None:

@@ -153,7 +153,9 @@ class GraphEncoder(nn.Module):
         raise NotImplementedError
 
     def forward(self, data: Data) -> Tensor:
-        """``[N, embedding_dim]`` embeddings of the nodes of ``data`` (a PyG Data or Batch)."""
+        """``[N, embedding_dim]`` embeddings of the nodes of ``data`` (a PyG Data or Batch);
+        of its seeds alone, ``[num_sampled_nodes[0], embedding_dim]``, when ``data`` is a
+        hop-ordered neighbour sample (``models.graph_minibatch.trimmed_forward``)."""
         h, edge_index = data.x, data.edge_index
         edge_weight = getattr(data, "edge_weight", None)
         if edge_weight is not None and not self.uses_edge_weight:
@@ -167,6 +169,12 @@ class GraphEncoder(nn.Module):
             from scicontrast.models.graph_minibatch import layerwise_embed
 
             return layerwise_embed(self, data, chunk)
+        hops = getattr(data, "num_sampled_nodes", None)
+        if hops is not None:
+            # A neighbour-sampled step (graph_neighbor_views): the seeds' rows, trimmed.
+            from scicontrast.models.graph_minibatch import trimmed_forward
+
+            return trimmed_forward(self, data, hops)
         graph = (edge_index,) if edge_weight is None else (edge_index, edge_weight)
         outputs = []
         for conv, activation in zip(self.convs, self.activations, strict=True):

@@ -1,4 +1,4 @@
-r"""Layer-wise inference: the embedding of a graph too large for one forward pass.
+r"""Layer-wise inference and trimmed training passes: graphs too large for one forward pass.
 
 **Layer-wise inference** (PyG's ``inference`` examples): the embedding of a graph too large
 for one pass is computed one layer at a time over all nodes, ``chunk`` target nodes at a
@@ -8,12 +8,21 @@ chunk ``T``. GCN's symmetric normalisation :math:`\hat D^{-1/2}(A + I)\hat D^{-1
 degrees of the whole graph, so it is computed once and passed as edge weights with the
 layer's own normalisation off. Memory: two ``[N, width]`` layer outputs plus one chunk's
 edges, instead of every layer's activations and messages for every edge at once.
+
+**Trimmed training pass** (PyG's ``trim_to_layer``): a neighbour-sampled step's input lists
+its nodes by hop (``num_sampled_nodes``: hop 0 = the seeds). With ``L`` layers, the seeds'
+outputs read layer ``L - 1`` at hop <= 1 only, which reads layer ``L - 2`` at hop <= 2, and so
+on: layer ``l`` (from 1) is computed for the nodes of hop <= ``L - l`` alone, from their
+incoming edges alone. Every computed row equals the untrimmed pass's row (GCN's
+normalisation again comes from the whole sampled graph's degrees, computed once), except
+that batch-norm statistics (GIN's MLP) are those of the computed rows; the pass returns the
+seeds' rows ``[num_sampled_nodes[0], D]``.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
 import torch
@@ -59,6 +68,48 @@ def layerwise_embed(encoder: nn.Module, data: Data, chunk: int) -> Tensor:
         h = torch.cat(parts)
         outputs.append(h)
     return torch.cat(outputs, dim=1) if encoder.jumping_knowledge == "cat" else h
+
+
+def trimmed_forward(encoder: nn.Module, data: Data, num_sampled_nodes: Sequence[int]) -> Tensor:
+    """``encoder(data)``'s rows of the seeds (hop 0) of a hop-ordered sampled graph, each layer
+    computed only for the nodes a later layer reads (module docstring); ``[S, D]``."""
+    convs = cast(nn.ModuleList, encoder.convs)
+    activations = cast(nn.ModuleList, encoder.activations)
+    edge_index, edge_weight = data.edge_index, getattr(data, "edge_weight", None)
+    gcn = any(isinstance(conv, GCNConv) for conv in convs)
+    if gcn:
+        edge_index, edge_weight = gcn_norm(
+            edge_index, edge_weight, data.num_nodes, dtype=data.x.dtype
+        )
+    h, outputs, seeds = data.x, [], num_sampled_nodes[0]
+    for layer, (conv, activation) in enumerate(zip(convs, activations, strict=True)):
+        # Rows a later layer reads: hops 0 .. L - 1 - layer, a prefix of the rows; their
+        # incoming edges come from hops <= L - layer, the rows the previous layer computed.
+        rows = sum(num_sampled_nodes[: len(convs) - layer])
+        kept = edge_index[1] < rows
+        graph = [edge_index[:, kept]]
+        if edge_weight is not None:
+            graph.append(edge_weight[kept])
+        if isinstance(conv, GCNConv) and h.shape[1] < conv.out_channels:
+            h = activation(_aggregate_first(conv, h, graph[0], graph[1], rows))
+        else:
+            with _normalised_already(conv, gcn):
+                h = activation(conv(h, *graph)[:rows])
+        outputs.append(h[:seeds])
+    return torch.cat(outputs, dim=1) if encoder.jumping_knowledge == "cat" else h
+
+
+def _aggregate_first(
+    conv: GCNConv, h: Tensor, edge_index: Tensor, edge_weight: Tensor, rows: int
+) -> Tensor:
+    r"""``conv(h)[:rows]`` of a GCN layer with normalised ``edge_weight``, as
+    :math:`(\hat A H) W + b` rather than PyG's :math:`\hat A (H W) + b`: equal, but when the
+    input is narrower than the output the messages carry the input's channels and the linear
+    map runs on the ``rows`` targets only, not on every source (a sampled step's first layer:
+    a few times more sources than targets)."""
+    aggregated = conv.propagate(edge_index, x=h, edge_weight=edge_weight)[:rows]
+    out = conv.lin(aggregated)
+    return out if conv.bias is None else out + conv.bias
 
 
 @contextlib.contextmanager

@@ -156,6 +156,9 @@ def build_model_and_optimizer(loop: Loop) -> None:
         model.eval()
         with torch.no_grad():
             batch = next(iter(loop.builder.embedding_batches(loop.items, settings.batch_size)))
+            if getattr(batch, "layerwise_nodes", None) is not None:
+                # A graph of any size, embedded layer by layer: one node shows the input size.
+                batch = batch.subgraph(torch.arange(1))
             model.embed(batch)
     model = model.to(group.device)
     swa_epochs = settings.swa_epochs

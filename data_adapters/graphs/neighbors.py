@@ -6,8 +6,14 @@ training nodes in a permutation drawn from ``(seed, epoch)``, ``batch_nodes`` at
 each step samples, in each view graph, the subgraph of ``num_neighbors[l]`` incoming edges
 per node and hop around those seed nodes
 (:func:`scicontrast.data_adapters.graphs.sampling.sample_subgraph`), and the loss compares the
-seed nodes' two views (``loss_rows``), every other sampled node only passing messages. Memory
-per step is set by ``batch_nodes`` and the fan-outs, not by the graph. Embedding is exact and
+seed nodes' two views, every other sampled node only passing messages. A step's input is the
+disjoint union of the two subgraphs with its nodes ordered by hop (both views' seeds, then
+both views' hop-1 nodes, ...) and ``num_sampled_nodes`` per hop, so that the encoder computes
+layer ``l`` only for the nodes that a later layer reads (PyG's ``trim_to_layer``; see
+:func:`~scicontrast.models.graph_minibatch.trimmed_forward`) and returns the seeds' rows
+alone: hop ``L`` of ``L`` layers is read by the first layer only, and the last layer and the
+projection head run on the seeds only. Memory and time per step are set by ``batch_nodes``
+and the fan-outs, not by the graph. Embedding is exact and
 layer-wise, ``inference_nodes`` target nodes at a time
 (:func:`~scicontrast.models.graph_minibatch.layerwise_embed`, for the message-passing
 encoders ``gcn``, ``gat``, ``gin``).
@@ -25,7 +31,7 @@ from typing import cast
 
 import pandas as pd
 import torch
-from torch_geometric.data import Batch, Data
+from torch_geometric.data import Data
 
 from scicontrast.data_adapters.base import Items
 from scicontrast.data_adapters.batch import ContrastiveBatch
@@ -107,8 +113,8 @@ class NeighborViewBatches:
 
     Batch ``key`` of an epoch holds the seed nodes ``key * B ... (key + 1) * B - 1`` of the
     epoch's permutation; its ``group_ids`` ``[2B]`` are their ids, view 1's then view 2's,
-    and its ``loss_rows`` their rows (the first ``B`` rows of each subgraph). The epoch's two
-    view graphs and their CSR indexes are made once per epoch and process, then reused.
+    the rows the encoder returns for its hop-ordered input (module docstring). The epoch's
+    two view graphs and their CSR indexes are made once per epoch and process, then reused.
     """
 
     def __init__(
@@ -144,11 +150,34 @@ class NeighborViewBatches:
         subgraphs = []
         for view, (graph, edges) in enumerate(zip(graphs, incoming, strict=True)):
             generator = step_generator(self.seed, epoch, key, view)
-            n_id, edge_index = sample_subgraph(edges, seeds, self.builder.num_neighbors, generator)
-            subgraphs.append(Data(x=graph.x[n_id], edge_index=edge_index, num_nodes=len(n_id)))
-        rows = torch.arange(len(seeds))
-        return ContrastiveBatch(
-            Batch.from_data_list(subgraphs),
-            seeds.repeat(2),
-            loss_rows=torch.cat([rows, rows + subgraphs[0].num_nodes]),
-        )
+            n_id, edge_index, hops = sample_subgraph(
+                edges, seeds, self.builder.num_neighbors, generator
+            )
+            subgraphs.append((graph.x[n_id], edge_index, hops))
+        return ContrastiveBatch(hop_ordered_union(subgraphs), seeds.repeat(2))
+
+
+def hop_ordered_union(subgraphs: Sequence[tuple[torch.Tensor, torch.Tensor, list[int]]]) -> Data:
+    """The disjoint union of sampled subgraphs, its nodes ordered by hop, then by subgraph.
+
+    Each subgraph is ``(x [n_v, F], edge_index [2, e_v], hop_sizes [H])`` with its nodes
+    ordered by hop (:func:`~scicontrast.data_adapters.graphs.sampling.sample_subgraph`). The
+    union's rows are every subgraph's hop-0 nodes (subgraph 0's, then 1's, ...), then every
+    subgraph's hop-1 nodes, and so on; its ``num_sampled_nodes`` ``[H]`` counts them per hop
+    (PyG's ``NeighborLoader`` attribute of that name), and its edges are the subgraphs'
+    edges relabelled to those rows.
+    """
+    sizes = torch.tensor([hops for _, _, hops in subgraphs])  # [V, H]
+    by_hop = sizes.t().flatten()  # hop-major: the union's blocks in row order
+    starts = (torch.cumsum(by_hop, 0) - by_hop).view(sizes.shape[1], -1).t()  # [V, H]
+    x = subgraphs[0][0].new_empty((int(sizes.sum()), subgraphs[0][0].shape[1]))
+    edges = []
+    for view, (x_view, edge_index, _) in enumerate(subgraphs):
+        hop = torch.repeat_interleave(torch.arange(sizes.shape[1]), sizes[view])
+        first = torch.cumsum(sizes[view], 0) - sizes[view]  # each hop's first local row
+        row = starts[view][hop] + torch.arange(len(hop)) - first[hop]
+        x[row] = x_view
+        edges.append(row[edge_index])
+    union = Data(x=x, edge_index=torch.cat(edges, dim=1), num_nodes=len(x))
+    union.num_sampled_nodes = sizes.sum(0).tolist()
+    return union

@@ -5,9 +5,10 @@ r"""Neighbour-sampled subgraphs: how a large graph trains in mini-batches.
 ``seeds``, hop ``l`` takes, for every node first reached at hop ``l - 1`` (the seeds at hop
 1), ``fanouts[l-1]`` of its incoming edges drawn without replacement (all of them when the
 fan-out is ``-1`` or at least the in-degree); their sources not yet reached form the next
-frontier. The subgraph holds the reached nodes, seeds first in seed order, and the sampled
-edges. With every fan-out ``-1`` and every node a seed it is the whole graph, relabelled, so
-a mini-batch step then equals a full-batch step (``tests/test_graph_minibatch.py``).
+frontier. The subgraph holds the reached nodes by hop (seeds first in seed order, then
+the nodes first reached at hop 1, ...) and the sampled edges. With every fan-out ``-1`` and
+every node a seed it is the whole graph, relabelled, so a mini-batch step then equals a
+full-batch step (``tests/test_graph_minibatch.py``).
 PyG's ``NeighborLoader`` needs ``pyg-lib`` or ``torch-sparse``, neither of which installs
 from PyPI for every torch; this sampler is a few vectorised torch operations on a CSR index.
 """
@@ -53,11 +54,12 @@ class IncomingEdges:
 
 def sample_subgraph(
     incoming: IncomingEdges, seeds: Tensor, fanouts: Sequence[int], generator: torch.Generator
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, list[int]]:
     """Neighbour-sampled subgraph around ``seeds`` (module docstring).
 
-    Returns ``(n_id [n], edge_index [2, e])``: the reached nodes' global ids (``n_id[:len(seeds)]
-    == seeds``) and the sampled edges in local ids.
+    Returns ``(n_id [n], edge_index [2, e], hop_sizes [len(fanouts) + 1])``: the reached
+    nodes' global ids by hop (``n_id[:len(seeds)] == seeds``), the sampled edges in local ids,
+    and how many nodes were first reached at each hop (``hop_sizes[0] == len(seeds)``).
     """
     local = torch.full((incoming.num_nodes,), -1, dtype=torch.long)
     local[seeds] = torch.arange(len(seeds))
@@ -83,7 +85,7 @@ def sample_subgraph(
         edges.append(torch.stack([local[sources], local[frontier[owner]]]))
         nodes.append(new)
         frontier = new
-    return torch.cat(nodes), torch.cat(edges, dim=1)
+    return torch.cat(nodes), torch.cat(edges, dim=1), [len(hop) for hop in nodes]
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
