@@ -8,7 +8,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp.strategy import FedAvg, FedAvgM
-from test_federated import BANK, THREE_LABS, make_experiment, write_sites
+from test_federated import BANK, make_experiment, write_sites
 from test_train import assert_same_weights
 
 from scicontrast.experiment import Experiment
@@ -20,7 +20,7 @@ STEP = 0.01  # what the fake site subtracts from every float weight, every round
 
 
 def test_the_default_is_plain_fedavg_and_fedavgm_at_rate_1_without_momentum_equals_it(tmp_path):
-    items, pairs = write_sites(tmp_path, THREE_LABS)
+    items, pairs = write_sites(tmp_path, ["a"] * 6 + ["b"] * 6)
     plain = Experiment.from_dict(make_experiment(rounds=2, bank=BANK))
     assert type(federated.strategy(plain)) is FedAvg
     neutral = make_experiment(
