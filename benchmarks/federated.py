@@ -38,11 +38,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from sklearn.model_selection import train_test_split
 from sklearn.neighbors import KNeighborsClassifier
 
 from scicontrast.analysis.probes import best_C, probe_model
-from scicontrast.config import load_experiment
+from scicontrast.config import experiment_as_config, load_experiment, validate_config
 from scicontrast.data_adapters.base import Items
 from scicontrast.experiment import Experiment
 from scicontrast.io import write_parquet
@@ -53,6 +54,23 @@ from scicontrast.models.train import train
 from scicontrast.registry import ADAPTERS, PAIR_BUILDERS
 
 ARMS = ("central", "fedavg", "fedavg_bank")
+
+
+def override(experiment: dict[str, Any], settings: list[str]) -> dict[str, Any]:
+    """The experiment with each ``section.key=value`` (value read as YAML) set, validated
+    again (so a misspelt key or a bad value is an error naming it)."""
+    body = copy.deepcopy(experiment)
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {setting!r}: expected section.key=value")
+        *path, last = key.split(".")
+        node = body
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = yaml.safe_load(value)
+    config = validate_config(experiment_as_config(body), source="--set")
+    return {"name": body["name"], **config["experiments"][body["name"]]}
 
 
 def iid_sites(labels: np.ndarray, n: int) -> np.ndarray:
@@ -213,10 +231,17 @@ def main(argv: list[str] | None = None) -> int:
         help="split the training items into this many sites of the union's class mix instead "
         "of federated.split_by (the control: FedAvg's own cost without one-class sites)",
     )
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change experiment keys, e.g. training.lr=0.004 federated.aggregation=fedavgm",
+    )
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    experiment = load_experiment(args.config, args.experiment)
+    experiment = override(load_experiment(args.config, args.experiment), args.set)
     if args.seed is not None:
         experiment["training"]["seed"] = args.seed
     data = Path(experiment["adapter"]["params"]["paths"])

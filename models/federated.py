@@ -6,7 +6,9 @@ r"""Federated InfoNCE on Flower: sites keep their items, the server averages the
               site k: local_epochs epochs of train() from w^r on its own items, the bank's
                       rows as extra negatives  --(w_k, n_k, projections)--> server
               server: w^{r+1} = sum_k n_k w_k / sum_k n_k   (FedAvg; FedProx adds
-                      (mu / 2) ||w - w^r||^2 to each site's loss), B^{r+1} = newest rows
+                      (mu / 2) ||w - w^r||^2 to each site's loss; FedAvgM, FedAdam and
+                      FedYogi step from w^r along that average's pseudo-gradient,
+                      scicontrast.models.federated_server), B^{r+1} = newest rows
 
 with ``n_k`` the site's number of groups. The server loop is a Flower ``ServerApp``
 (:func:`run_server`) that drives Flower's ``FedAvg`` / ``FedProx`` strategy (node sampling,
@@ -57,6 +59,13 @@ from scicontrast.io import atomic_path, write_parquet
 from scicontrast.models.contrastive import build_model, save_model
 from scicontrast.models.federated_calibration import calibrate, initial_arrays, site_moments
 from scicontrast.models.federated_client import LocalSite, site_round
+from scicontrast.models.federated_server import (
+    SERVER_OPTIMIZERS,
+    aggregate,
+    optimizer_state,
+    restore,
+    server_strategy,
+)
 from scicontrast.models.federated_sites import Site, build_sites, check_sites
 from scicontrast.models.negative_bank import BankStore
 from scicontrast.models.run_state import experiment_hash
@@ -152,7 +161,8 @@ class LocalGrid(Grid):
 
 
 def strategy(experiment: Experiment) -> FedAvg:
-    """Flower's FedAvg (or FedProx) sampling every connected site once ``min_sites`` are."""
+    """Flower's FedAvg (FedProx, or a server optimiser) sampling every connected site once
+    ``min_sites`` are."""
     settings = experiment.federated_section()
     options = {
         "fraction_train": 1.0,
@@ -162,6 +172,8 @@ def strategy(experiment: Experiment) -> FedAvg:
     }
     if settings.aggregation == "fedprox":
         return FedProx(proximal_mu=settings.proximal_mu, **options)
+    if settings.aggregation in SERVER_OPTIMIZERS:
+        return server_strategy(settings, options)
     return FedAvg(**options)
 
 
@@ -179,6 +191,9 @@ def run_server(
     if settings.batch_norm == "global" and not state["arrays"]:
         start = initial_arrays(experiment)
         state["arrays"] = calibrate(grid, start, settings.min_sites, "initial")[0]
+    elif settings.aggregation in SERVER_OPTIMIZERS and not state["arrays"]:
+        # The first pseudo-gradient needs the weights round 0 starts from.
+        state["arrays"] = initial_arrays(experiment)
     for round_index in range(state["round"], settings.rounds):
         if stop_after_rounds is not None and round_index >= stop_after_rounds:
             return out_dir / "model.pt"
@@ -203,6 +218,7 @@ def _one_round(
     names = list(state["site_names"]) or [""]
     config = ConfigRecord({"round": round_index, "share": share, "site-names": names})
     arrays = ArrayRecord({k: torch.from_numpy(v) for k, v in state["arrays"].items()})
+    restore(fed, state.get("server_optimizer"))
     messages = list(fed.configure_train(round_index + 1, arrays, config, grid))
     bank = None
     if store is not None:
@@ -221,8 +237,7 @@ def _one_round(
             f"fewer than federated.min_sites = {settings.min_sites}"
         )
     up, losses = _take_shared(answered, state, store)
-    averaged, _ = fed.aggregate_train(round_index + 1, answered)
-    state["arrays"] = {k: v.numpy() for k, v in averaged.to_torch_state_dict().items()}
+    _aggregate(fed, experiment, round_index + 1, answered, state)
     if settings.batch_norm == "global":
         state["arrays"], down_bn, up_bn = calibrate(
             grid, state["arrays"], settings.min_sites, f"round {round_index}"
@@ -243,6 +258,24 @@ def _one_round(
     logger.info(
         "round %d: %d sites, mean loss %.4f", round_index, len(up), state["log"][-1]["loss"]
     )
+
+
+def _aggregate(
+    fed: FedAvg,
+    experiment: Experiment,
+    server_round: int,
+    answered: list[Message],
+    state: dict[str, Any],
+) -> None:
+    """The next global weights into ``state``: the sites' average (FedAvg, FedProx) or the
+    server optimiser's step (``scicontrast.models.federated_server``), with its state."""
+    if experiment.federated_section().aggregation in SERVER_OPTIMIZERS:
+        buffers = {k for k, _ in build_model(experiment).named_buffers()}
+        state["arrays"] = aggregate(fed, server_round, answered, buffers)
+        state["server_optimizer"] = optimizer_state(fed)
+    else:
+        averaged, _ = fed.aggregate_train(server_round, answered)
+        state["arrays"] = {k: v.numpy() for k, v in averaged.to_torch_state_dict().items()}
 
 
 def _take_shared(
@@ -285,6 +318,7 @@ def _load_state(out_dir: Path, experiment: Experiment) -> dict[str, Any]:
         "site_names": [],
         "log": [],
         "bank": None,
+        "server_optimizer": None,
     }
     if not path.exists():
         return fresh

@@ -29,8 +29,9 @@ def initial_arrays(experiment: Experiment) -> dict[str, np.ndarray]:
     model = build_model(experiment)
     if any(isinstance(p, UninitializedParameter) for p in model.parameters()):
         raise ConfigError(
-            f"experiments.{experiment.name}.federated.batch_norm: global needs an encoder "
-            "without lazy layers (give the graph encoder its in_channels)"
+            f"experiments.{experiment.name}.federated: batch_norm global and the server "
+            "optimisers need an encoder without lazy layers (give the graph encoder its "
+            "in_channels)"
         )
     return {k: v.numpy() for k, v in model.state_dict().items() if travels(k)}
 

@@ -120,6 +120,17 @@ class Bank:
 
 
 @dataclasses.dataclass(frozen=True)
+class Server:
+    """The server optimiser of federated training (schema: ``federated.server``)."""
+
+    learning_rate: float | None
+    momentum: float
+    beta_1: float
+    beta_2: float
+    tau: float
+
+
+@dataclasses.dataclass(frozen=True)
 class Federated:
     """Sites, rounds and aggregation of federated training (schema: ``federated``)."""
 
@@ -129,6 +140,7 @@ class Federated:
     local_epochs: int
     aggregation: str
     proximal_mu: float
+    server: Server
     min_sites: int
     batch_norm: str
     bank: Bank
