@@ -99,3 +99,21 @@ def test_views_read_the_memory_mapped_images_without_a_copy(tmp_path):
     source = builder.source(4, None).numpy()
     assert np.array_equal(source[0], images[4, 0])
     assert np.array_equal(source[1], masks[4] * np.uint8(255))
+
+
+def test_audio_image_chunks_end_at_the_byte_budget(tmp_path, monkeypatch):
+    """One clip or image a chunk when each is over the budget; the same set as one chunk."""
+    from test_chunked_prepare import _assert_same, _audio_image
+
+    from scicontrast.data_adapters.audio_image import reading
+    from scicontrast.registry import ADAPTERS
+
+    for k, spec in enumerate(_audio_image(tmp_path)):
+        adapter = ADAPTERS.create(spec, where="audio_image")
+        whole = adapter.read()
+        monkeypatch.setattr(reading, "CHUNK_BYTES", 1)
+        chunks = list(adapter.read_chunks(1000))
+        assert len(chunks) == len(whole)
+        write_chunks(chunks, tmp_path / f"items{k}")
+        _assert_same(whole, Items.load(tmp_path / f"items{k}"))
+        monkeypatch.undo()

@@ -40,7 +40,7 @@ import pandas as pd
 from skimage.color import rgb2gray
 
 from scicontrast.data_adapters.base import Adapter, Items
-from scicontrast.data_adapters.chunks import CHUNK_ROWS, concat_chunks
+from scicontrast.data_adapters.chunks import CHUNK_BYTES, CHUNK_ROWS, concat_chunks
 from scicontrast.data_adapters.images.cropping import (
     MAX_SILENT_UPSCALE,
     RESIZE_POLICIES,
@@ -71,8 +71,6 @@ from scicontrast.data_adapters.labels import (
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import ADAPTERS
 
-# Float pixels per chunk: a chunk holds its images as float32 until they are packed.
-CHUNK_BYTES = 64 * 2**20
 # The labels-table row of a piece's file, carried in its table row until the join.
 _LABEL_ROW = "__label_row"
 
