@@ -8,12 +8,17 @@ import pandas as pd
 import pytest
 import tifffile
 from PIL import Image
+from skimage import io as skio
 
 from scicontrast.data_adapters.base import Items
 from scicontrast.data_adapters.chunks import write_chunks
 from scicontrast.data_adapters.images import folder as image_folder
 from scicontrast.data_adapters.images.folder import ImageFolderAdapter
-from scicontrast.data_adapters.images.reading import image_facts, read_micrographs
+from scicontrast.data_adapters.images.reading import (
+    image_facts,
+    read_image_pages,
+    read_micrographs,
+)
 from scicontrast.data_adapters.images.rotations import RotationViews
 
 
@@ -41,6 +46,13 @@ def _files(folder):
         image.save(folder / name)
     tifffile.imwrite(folder / "j_grey16.tif", _pattern(24, 20, 65535))
     return sorted(folder.iterdir())
+
+
+def test_png_and_jpeg_pixels_are_those_of_skimage_imread(tmp_path):
+    for path in _files(tmp_path):
+        if path.suffix != ".tif":
+            ours, theirs = read_image_pages(path)[0], skio.imread(path)
+            assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs), path.name
 
 
 def test_header_facts_equal_the_facts_of_the_decoded_pixels(tmp_path):

@@ -3,7 +3,8 @@
 Reading
 -------
 PNG, JPEG and TIFF files (``.png``, ``.jpg``, ``.jpeg``, ``.tif``, ``.tiff``). PNG and JPEG
-are read with ``skimage.io.imread``; TIFF with ``tifffile`` (the reader scikit-image uses),
+are read as ``skimage.io.imread`` reads them (with Pillow itself for the common modes, the
+same arrays at a fraction of the cost); TIFF with ``tifffile`` (the reader scikit-image uses),
 page by page, so a multi-page TIFF gives one image per page (reduced-resolution thumbnail
 pages are skipped). Every image becomes ``float32 [H, W, C]`` in ``[0, 1]`` with
 ``C = 1`` (grey) or ``3`` (RGB):
@@ -209,10 +210,7 @@ def read_image_pages(path: str | Path) -> list[np.ndarray]:
             f"{path}: unknown image format {suffix!r}; known: {', '.join(IMAGE_SUFFIXES)}"
         )
     try:
-        if suffix in TIFF_SUFFIXES:
-            pages = _read_tiff_pages(path)
-        else:
-            pages = [np.asarray(skio.imread(path))]
+        pages = _read_tiff_pages(path) if suffix in TIFF_SUFFIXES else [_read_png_or_jpeg(path)]
     except InputDataError:
         raise
     except Exception as exc:
@@ -238,6 +236,17 @@ _MODE_FACTS = {
     "RGB": (True, 8),
     "RGBA": (True, 8),
 }
+
+
+def _read_png_or_jpeg(path: Path) -> np.ndarray:
+    """The pixels ``skimage.io.imread`` gives (through imageio's Pillow plugin), read with
+    Pillow itself where that is the same array: a single frame of a mode in ``_MODE_FACTS``.
+    imageio costs about 0.3 ms more an image (its plugin lookup), the whole decode of a
+    64 px PNG being 0.1 ms."""
+    with Image.open(path) as image:
+        if image.mode in _MODE_FACTS and getattr(image, "n_frames", 1) == 1:
+            return np.array(image)
+    return np.asarray(skio.imread(path))
 
 
 def image_facts(path: Path) -> Iterator[tuple[bool, int]]:
