@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,12 @@ from skimage.color import rgb2gray
 
 from scicontrast.data_adapters.base import Adapter, Items
 from scicontrast.data_adapters.chunks import CHUNK_BYTES, CHUNK_ROWS, concat_chunks
+from scicontrast.data_adapters.images.chunking import (
+    ChunkSummary,
+    Piece,
+    array_facts,
+    batched_pieces,
+)
 from scicontrast.data_adapters.images.cropping import (
     MAX_SILENT_UPSCALE,
     RESIZE_POLICIES,
@@ -136,62 +142,6 @@ def _warn_upscaled(table: pd.DataFrame) -> None:
             f"up over {MAX_SILENT_UPSCALE:g}x); most of their pixels are interpolated",
             stacklevel=3,
         )
-
-
-# (table row, [S, S, C] crop, valid-pixel mask or None, colour source?, bit depth)
-_Piece = tuple[dict[str, Any], np.ndarray, "np.ndarray | None", bool, int]
-
-
-def _array_facts(facts: Iterable[tuple[bool, int]], grayscale: bool | None) -> tuple[int, bool]:
-    """``(channels, every source 8-bit?)`` of the images array from each image's
-    ``(colour?, bit depth)``.
-
-    ``grayscale=False`` asks for 3 channels, ``True`` for 1; otherwise 3 only when some
-    image is in colour.
-    """
-    any_colour, depths = False, set()
-    for colour, depth in facts:
-        any_colour |= colour
-        depths.add(depth)
-    return (3 if grayscale is False or (any_colour and not grayscale) else 1), depths == {8}
-
-
-def _batched(pieces: Iterator[_Piece], rows: int, max_bytes: int) -> Iterator[list[_Piece]]:
-    """``pieces`` in lists of ``rows``, cut earlier where their pixels pass ``max_bytes``."""
-    batch: list[_Piece] = []
-    held = 0
-    for piece in pieces:
-        batch.append(piece)
-        held += piece[1].nbytes
-        if len(batch) == rows or held >= max_bytes:
-            yield batch
-            batch, held = [], 0
-    if batch:
-        yield batch
-
-
-class _Summary:
-    """What the meta needs from every chunk: the image count, pixel sizes, upscaled rows."""
-
-    def __init__(self) -> None:
-        self.images = 0
-        self._last_image: str | None = None
-        self.upscaled: list[pd.DataFrame] = []
-        self._pixel_sizes: list[pd.Series] = []
-
-    def add(self, table: pd.DataFrame) -> None:
-        # An image's items (its tiles) are consecutive rows: count where the image changes.
-        images = table["image"].to_numpy()
-        self.images += int((images[1:] != images[:-1]).sum()) + (images[0] != self._last_image)
-        self._last_image = images[-1]
-        self.upscaled.append(table[table["scale"] > MAX_SILENT_UPSCALE])
-        if "pixel_size_um" in table.columns:
-            self._pixel_sizes.append(table["pixel_size_um"])
-
-    def pixel_sizes(self) -> dict[str, pd.Series]:
-        if not self._pixel_sizes:
-            return {}
-        return {"pixel_size_um": pd.concat(self._pixel_sizes, ignore_index=True)}
 
 
 @ADAPTERS.register("image_folder")
@@ -312,16 +262,16 @@ class ImageFolderAdapter(Adapter):
         files = expand_image_paths(self.paths)
         labels, rows = self._labels(files)
         pixel_sizes = self._file_pixel_sizes(labels, rows)
-        batches = _batched(self._pieces(files, pixel_sizes, rows), chunk_rows, CHUNK_BYTES)
+        batches = batched_pieces(self._pieces(files, pixel_sizes, rows), chunk_rows, CHUNK_BYTES)
         head = list(itertools.islice(batches, 2))
         if not head:
             raise InputDataError(f"{', '.join(map(str, files))}: no image gave a crop")
         if len(head) == 1:
-            facts = _array_facts(((p[3], p[4]) for p in head[0]), self.grayscale)
+            facts = array_facts(((p[3], p[4]) for p in head[0]), self.grayscale)
         else:
             pages = itertools.chain.from_iterable(map(image_facts, files))
-            facts = _array_facts(pages, self.grayscale)
-        summary = _Summary()
+            facts = array_facts(pages, self.grayscale)
+        summary = ChunkSummary()
         chunk: Items | None = None
         pixels_before = 0  # patch layout: pixel values of the earlier chunks
         for batch in itertools.chain(head, batches):
@@ -337,7 +287,7 @@ class ImageFolderAdapter(Adapter):
 
     def _pieces(
         self, files: list[Path], pixel_sizes: dict[Path, float], rows: dict[Path, int]
-    ) -> Iterator[_Piece]:
+    ) -> Iterator[Piece]:
         """One ``(table row, [S, S, C] crop, mask or None, colour?, bit depth)`` per item;
         the table row holds the file's labels-table row (``_LABEL_ROW``, -1 for none)."""
         for path in files:  # a file name that does not match names the file before any read
@@ -376,7 +326,7 @@ class ImageFolderAdapter(Adapter):
 
     def _chunk(
         self,
-        pieces: list[_Piece],
+        pieces: list[Piece],
         facts: tuple[int, bool],
         labels: pd.DataFrame | None,
         pixels_before: int,
@@ -395,7 +345,7 @@ class ImageFolderAdapter(Adapter):
         return Items(table=table, arrays=arrays)
 
     def _meta(
-        self, last: pd.DataFrame, channels: int, files: list[Path], summary: _Summary
+        self, last: pd.DataFrame, channels: int, files: list[Path], summary: ChunkSummary
     ) -> dict[str, Any]:
         patches = {"layout": "patches", "target_pixel_size_um": self.target_pixel_size_um}
         return {
