@@ -26,6 +26,9 @@ from scicontrast.errors import InputDataError
 # Rows per chunk: small enough that a chunk of 64 px RGB images (12 KiB each) stays under a
 # GiB, large enough that Parquet row groups and array writes are not per-row overhead.
 CHUNK_ROWS = 65_536
+# Bytes of float pixels or samples per chunk, for adapters whose items are large (images at
+# their working scale, audio clips): 65,536 one-second clips at 8 kHz would be 2 GiB.
+CHUNK_BYTES = 64 * 2**20
 
 
 def write_chunks(chunks: Iterable[Items], folder: str | Path) -> int:

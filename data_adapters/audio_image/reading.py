@@ -37,7 +37,7 @@ from skimage.color import rgb2gray
 from scicontrast.data_adapters.audio_image.manifests import PAIRS_FILE, modality_of
 from scicontrast.data_adapters.audio_image.synchronization import load_synchronization
 from scicontrast.data_adapters.base import Adapter, Items
-from scicontrast.data_adapters.chunks import CHUNK_ROWS, concat_chunks
+from scicontrast.data_adapters.chunks import CHUNK_BYTES, CHUNK_ROWS, concat_chunks
 from scicontrast.data_adapters.images.cropping import square_image
 from scicontrast.data_adapters.images.reading import normalise_pixels, read_image_pages
 from scicontrast.errors import ConfigError, InputDataError
@@ -173,8 +173,9 @@ class AudioImageAdapter(Adapter):
         """The items in chunks of ``chunk_rows`` rows, each clip and image read as it comes.
 
         The table (one row per side of an event, or per file: metadata only) is built
-        first; the clips, then the images, are read a chunk of rows at a time and each
-        chunk's rows of the ``audio`` or ``images`` extra are written with its table rows.
+        first; the clips, then the images, are read a chunk of rows at a time (fewer where
+        their float32 samples or pixels would pass ``CHUNK_BYTES``) and each chunk's rows of
+        the ``audio`` or ``images`` extra are written with its table rows.
         """
         if self.files is not None:
             yield from self._read_files(self.files, chunk_rows)
@@ -188,12 +189,10 @@ class AudioImageAdapter(Adapter):
             ignore_index=True,
         )
         meta = self._meta(table, synchronization=summary, synchronization_folder=str(self.folder))
-        bounds = [
-            (first, min(first + chunk_rows, len(pairs)))
-            for first in range(0, len(pairs), chunk_rows)
-        ]
         for side in ("audio", "image"):
-            for first, last in bounds:
+            rows = self._chunk_rows(chunk_rows, side)
+            for first in range(0, len(pairs), rows):
+                last = min(first + rows, len(pairs))
                 chunk = self._event_chunk(pairs, table, side, first, last)
                 if side == "image" and last == len(pairs):
                     chunk.meta = meta
@@ -227,6 +226,12 @@ class AudioImageAdapter(Adapter):
         part["duration_s"] = np.asarray(durations)
         return Items(table=part, extras={"audio": np.stack(clips)})
 
+    def _chunk_rows(self, chunk_rows: int, *sides: str) -> int:
+        """Rows per chunk: ``chunk_rows``, or fewer where the float32 clips or images of
+        ``sides`` (the larger of them) would pass ``CHUNK_BYTES``."""
+        values = {"audio": self.clip_samples, "image": self.channels * self.image_size**2}
+        return max(1, min(chunk_rows, CHUNK_BYTES // (4 * max(values[s] for s in sides))))
+
     def _meta(self, table: pd.DataFrame, **more: Any) -> dict[str, Any]:
         payload = ["modality_row"]
         return {
@@ -243,9 +248,10 @@ class AudioImageAdapter(Adapter):
     def _read_files(self, files: list[str], chunk_rows: int) -> Iterator[Items]:
         """One unpaired item per file of ``files`` (module docstring), in chunks."""
         counts = {"audio": 0, "image": 0}
-        for first in range(0, len(files), chunk_rows):
-            chunk = self._file_chunk(files, first, first + chunk_rows, counts)
-            if first + chunk_rows >= len(files):
+        rows = self._chunk_rows(chunk_rows, "audio", "image")
+        for first in range(0, len(files), rows):
+            chunk = self._file_chunk(files, first, first + rows, counts)
+            if first + rows >= len(files):
                 chunk.meta = self._meta(chunk.table)
             yield chunk
 

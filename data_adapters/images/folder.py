@@ -23,14 +23,15 @@ Items table columns: ``item_id`` (the image id, ``<id>:r<i>c<j>`` for tile ``(i,
 or working pixels per source pixel), ``tile_row``, ``tile_col`` (``-1`` without tiles), then
 metadata columns from ``label_from_filename`` and the labels table. ``meta`` follows the image
 contract: ``modality = "image"``, ``channels``, ``size``, ``pixel_size_um`` (of the source
-images, or ``None``) and ``payload_columns = []`` (pixels live in the arrays).
+images, or ``None``) and ``payload_columns = []`` (pixels live in the arrays); it also
+counts the ``files`` and ``images`` read and keeps the configured ``source_paths``.
 """
 
 from __future__ import annotations
 
 import itertools
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,13 @@ import pandas as pd
 from skimage.color import rgb2gray
 
 from scicontrast.data_adapters.base import Adapter, Items
-from scicontrast.data_adapters.chunks import CHUNK_ROWS, concat_chunks
+from scicontrast.data_adapters.chunks import CHUNK_BYTES, CHUNK_ROWS, concat_chunks
+from scicontrast.data_adapters.images.chunking import (
+    ChunkSummary,
+    Piece,
+    array_facts,
+    batched_pieces,
+)
 from scicontrast.data_adapters.images.cropping import (
     MAX_SILENT_UPSCALE,
     RESIZE_POLICIES,
@@ -56,6 +63,7 @@ from scicontrast.data_adapters.images.patches import (
 from scicontrast.data_adapters.images.reading import (
     Micrograph,
     expand_image_paths,
+    image_facts,
     read_micrographs,
     to_rgb,
     to_uint8,
@@ -68,6 +76,9 @@ from scicontrast.data_adapters.labels import (
 )
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import ADAPTERS
+
+# The labels-table row of a piece's file, carried in its table row until the join.
+_LABEL_ROW = "__label_row"
 
 _TABLE_COLUMNS = (
     "item_id",
@@ -131,48 +142,6 @@ def _warn_upscaled(table: pd.DataFrame) -> None:
             f"up over {MAX_SILENT_UPSCALE:g}x); most of their pixels are interpolated",
             stacklevel=3,
         )
-
-
-# (table row, [S, S, C] crop, valid-pixel mask or None, colour source?, bit depth)
-_Piece = tuple[dict[str, Any], np.ndarray, "np.ndarray | None", bool, int]
-
-
-def _array_facts(pieces: Iterable[_Piece], grayscale: bool | None) -> tuple[int, bool]:
-    """``(channels, every source 8-bit?)`` of the images array over all ``pieces``.
-
-    ``grayscale=False`` asks for 3 channels; otherwise 3 only when some piece is in colour
-    (``grayscale=True`` has made every piece grey already).
-    """
-    any_colour, depths = False, set()
-    for _, _, _, colour, depth in pieces:
-        any_colour |= colour
-        depths.add(depth)
-    return (3 if grayscale is False or any_colour else 1), depths == {8}
-
-
-def _batched(pieces: Iterator[_Piece], size: int) -> Iterator[list[_Piece]]:
-    while batch := list(itertools.islice(pieces, size)):
-        yield batch
-
-
-class _Summary:
-    """What the meta needs from every chunk: image ids, pixel sizes, upscaled rows."""
-
-    def __init__(self) -> None:
-        self.images: set[str] = set()
-        self.upscaled: list[pd.DataFrame] = []
-        self._pixel_sizes: list[pd.Series] = []
-
-    def add(self, table: pd.DataFrame) -> None:
-        self.images.update(table["image"].tolist())
-        self.upscaled.append(table[table["scale"] > MAX_SILENT_UPSCALE])
-        if "pixel_size_um" in table.columns:
-            self._pixel_sizes.append(table["pixel_size_um"])
-
-    def pixel_sizes(self) -> dict[str, pd.Series]:
-        if not self._pixel_sizes:
-            return {}
-        return {"pixel_size_um": pd.concat(self._pixel_sizes, ignore_index=True)}
 
 
 @ADAPTERS.register("image_folder")
@@ -282,31 +251,33 @@ class ImageFolderAdapter(Adapter):
     def read_chunks(self, chunk_rows: int) -> Iterator[Items]:
         """Items in chunks of ``chunk_rows`` rows (the last may be shorter), read as they come.
 
+        A chunk also ends where its images' float pixels pass ``CHUNK_BYTES`` (a chunk of
+        micrographs at their working scale, or of 65,536 crops, would not fit in memory).
         The array's channels and dtype depend on every image (any colour, any deeper than
-        8 bits): when the images fill more than one chunk, a first pass decodes them all for
-        those two facts only. In the patch layout each chunk holds its images' pixels (rows of
-        the ``pixels`` extra, in order) and their ``extent`` counted from the set's start.
+        8 bits): when the images fill more than one chunk, a first pass reads those two facts
+        from every file's header (:func:`image_facts`; files it cannot answer are decoded).
+        In the patch layout each chunk holds its images' pixels (rows of the ``pixels``
+        extra, in order) and their ``extent`` counted from the set's start.
         """
         files = expand_image_paths(self.paths)
         labels, rows = self._labels(files)
-        pixel_sizes = self._file_pixel_sizes(files, labels, rows)
-        pieces = self._pieces(files, pixel_sizes)
-        first = list(itertools.islice(pieces, chunk_rows))
-        if not first:
+        pixel_sizes = self._file_pixel_sizes(labels, rows)
+        batches = batched_pieces(self._pieces(files, pixel_sizes, rows), chunk_rows, CHUNK_BYTES)
+        head = list(itertools.islice(batches, 2))
+        if not head:
             raise InputDataError(f"{', '.join(map(str, files))}: no image gave a crop")
-        rest = next(pieces, None)
-        if rest is None:
-            facts = _array_facts(first, self.grayscale)
+        if len(head) == 1:
+            facts = array_facts(((p[3], p[4]) for p in head[0]), self.grayscale)
         else:
-            first.append(rest)
-            facts = _array_facts(self._pieces(files, pixel_sizes), self.grayscale)
-        summary = _Summary()
+            pages = itertools.chain.from_iterable(map(image_facts, files))
+            facts = array_facts(pages, self.grayscale)
+        summary = ChunkSummary()
         chunk: Items | None = None
         pixels_before = 0  # patch layout: pixel values of the earlier chunks
-        for batch in itertools.chain([first], _batched(pieces, chunk_rows)):
+        for batch in itertools.chain(head, batches):
             if chunk is not None:
                 yield chunk
-            chunk = self._chunk(batch, facts, labels, rows, pixels_before)
+            chunk = self._chunk(batch, facts, labels, pixels_before)
             pixels_before += len(chunk.extras.get(PIXELS, ()))
             summary.add(chunk.table)
         assert chunk is not None  # first holds a piece
@@ -314,9 +285,13 @@ class ImageFolderAdapter(Adapter):
         chunk.meta = self._meta(chunk.table, facts[0], files, summary)
         yield chunk
 
-    def _pieces(self, files: list[Path], pixel_sizes: dict[Path, float | None]) -> Iterator[_Piece]:
-        """One ``(table row, [S, S, C] crop, mask or None, colour?, bit depth)`` per item."""
-        groups = {path: filename_groups(self.filename_pattern, path) for path in files}
+    def _pieces(
+        self, files: list[Path], pixel_sizes: dict[Path, float], rows: dict[Path, int]
+    ) -> Iterator[Piece]:
+        """One ``(table row, [S, S, C] crop, mask or None, colour?, bit depth)`` per item;
+        the table row holds the file's labels-table row (``_LABEL_ROW``, -1 for none)."""
+        for path in files:  # a file name that does not match names the file before any read
+            filename_groups(self.filename_pattern, path)
         for micrograph in read_micrographs(files):
             pixels = micrograph.pixels
             if self.grayscale and pixels.shape[2] == 3:
@@ -331,34 +306,34 @@ class ImageFolderAdapter(Adapter):
             if self.patch_size is None:
                 made = self._crops(micrograph, pixels)
             else:
-                made = self._working_image(micrograph, pixels, pixel_sizes[micrograph.path])
+                pixel_size = pixel_sizes.get(micrograph.path, self.pixel_size_um)
+                made = self._working_image(micrograph, pixels, pixel_size)
+            groups = filename_groups(self.filename_pattern, micrograph.path)
+            label_row = rows.get(micrograph.path, -1)
             for record, crop, mask in made:
-                row = {**base, **record, **groups[micrograph.path]}
+                row = {**base, **record, **groups, _LABEL_ROW: label_row}
                 yield row, crop, mask, pixels.shape[2] == 3, micrograph.bit_depth
 
-    def _table(
-        self, records: list[dict[str, Any]], labels: pd.DataFrame | None, rows: dict[Path, int]
-    ) -> pd.DataFrame:
+    def _table(self, records: list[dict[str, Any]], labels: pd.DataFrame | None) -> pd.DataFrame:
         table = pd.DataFrame.from_records(records)
+        positions = table.pop(_LABEL_ROW).to_numpy()
         if labels is None:
             return table
-        row_of_file = {str(p): r for p, r in rows.items()}
         columns = labels.drop(columns=[self.labels_key]).reset_index(drop=True)
-        positions = table["file"].map(row_of_file)
-        joined = columns.reindex(positions.to_numpy()).reset_index(drop=True)
+        # -1 (a file without a row) is not in the index: its labels are missing.
+        joined = columns.reindex(positions).reset_index(drop=True)
         return pd.concat([table, joined], axis=1)
 
     def _chunk(
         self,
-        pieces: list[_Piece],
+        pieces: list[Piece],
         facts: tuple[int, bool],
         labels: pd.DataFrame | None,
-        rows: dict[Path, int],
         pixels_before: int,
     ) -> Items:
         """The items of ``pieces``; patch layout: ``extent`` offsets past ``pixels_before``."""
         channels, all_8bit = facts
-        table = self._table([p[0] for p in pieces], labels, rows)
+        table = self._table([p[0] for p in pieces], labels)
         if self.patch_size is not None:
             pixels, extent = _patch_store([p[1] for p in pieces], all_8bit, channels)
             extent[:, 0] += pixels_before
@@ -370,7 +345,7 @@ class ImageFolderAdapter(Adapter):
         return Items(table=table, arrays=arrays)
 
     def _meta(
-        self, last: pd.DataFrame, channels: int, files: list[Path], summary: _Summary
+        self, last: pd.DataFrame, channels: int, files: list[Path], summary: ChunkSummary
     ) -> dict[str, Any]:
         patches = {"layout": "patches", "target_pixel_size_um": self.target_pixel_size_um}
         return {
@@ -383,8 +358,11 @@ class ImageFolderAdapter(Adapter):
             "metadata_columns": [c for c in last.columns if c not in _TABLE_COLUMNS],
             "resize": None if self.tiles or self.patch_size else self.resize,
             "tiles": self.tiles,
-            "source_files": [str(p) for p in files],
-            "images": len(summary.images),
+            # The paths as configured, not every file: a million file names would make
+            # meta.json, which every later step reads, tens of megabytes.
+            "source_paths": list(self.paths),
+            "files": len(files),
+            "images": summary.images,
         }
 
     def _working_image(
@@ -452,13 +430,14 @@ class ImageFolderAdapter(Adapter):
         return table, rows
 
     def _file_pixel_sizes(
-        self, files: list[Path], labels: pd.DataFrame | None, rows: dict[Path, int]
-    ) -> dict[Path, float | None]:
-        """Micrometres per pixel of each file: its labels-table value, else ``pixel_size_um``.
+        self, labels: pd.DataFrame | None, rows: dict[Path, int]
+    ) -> dict[Path, float]:
+        """Micrometres per pixel of the files with a labels-table value (the others have
+        ``pixel_size_um``).
 
         A table value that is not a number > 0 is an error naming the table, row and file.
         """
-        sizes: dict[Path, float | None] = dict.fromkeys(files, self.pixel_size_um)
+        sizes: dict[Path, float] = {}
         if labels is None or "pixel_size_um" not in labels.columns:
             return sizes
         values = pd.to_numeric(labels["pixel_size_um"], errors="coerce")

@@ -225,6 +225,7 @@ class RotationViews(PairBuilder):
         # views (symmetry_only) all from the centre, so that they differ by the rotation alone.
         self.random_window = True
         self._images: Tensor | None = None
+        self._masks: Tensor | None = None
         self._store: tuple[np.ndarray, np.ndarray] | None = None
 
     def classical_features(self, items: Items) -> list[ClassicalFeatures]:
@@ -337,10 +338,11 @@ class RotationViews(PairBuilder):
         )
 
     def bind(self, items: Items) -> None:
-        """Keep the images (and object masks, as an extra channel) as one tensor.
+        """Keep the images (and object masks) as tensors over the stored arrays.
 
         Images stay in their stored dtype (uint8 takes a quarter of float32's memory) and
-        are scaled to ``[0, 1]`` per view.
+        memory-mapped: an item's pixels are read when a view needs them, and are scaled to
+        ``[0, 1]`` per view.
         """
         self._out_size = self._check_items(items)
         self._channels = int(items.meta["channels"])
@@ -352,13 +354,11 @@ class RotationViews(PairBuilder):
             self._scale = 1 / 255 if self._store[0].dtype == np.uint8 else 1.0
             return
         self._store = None
+        # No copy: a memory-mapped array stays one, and a mask joins its item per view.
         images = torch.from_numpy(np.ascontiguousarray(items.arrays["images"]))
         masks = items.arrays.get("masks")
         self._has_masks = masks is not None
-        if self._has_masks:
-            ones = 255 if images.dtype == torch.uint8 else 1.0
-            mask_channel = torch.from_numpy(np.ascontiguousarray(masks))[:, None]
-            images = torch.cat([images, mask_channel.to(images.dtype) * ones], dim=1)
+        self._masks = None if masks is None else torch.from_numpy(np.ascontiguousarray(masks))
         self._images = images
         self._scale = 1 / 255 if images.dtype == torch.uint8 else 1.0
 
@@ -368,7 +368,11 @@ class RotationViews(PairBuilder):
         centred one for ``None``. Times ``_scale`` it is in ``[0, 1]``."""
         if self._store is None:
             assert self._images is not None  # bind() sets the images or the patch store
-            return self._images[item_index]
+            image = self._images[item_index]
+            if self._masks is None:
+                return image
+            ones = 255 if image.dtype == torch.uint8 else 1.0
+            return torch.cat([image, self._masks[item_index][None].to(image.dtype) * ones])
         image = unpack_image(*self._store, item_index, self._channels)
         height, width = image.shape[1:]
         top, left = window if window is not None else self._centred_window(height, width)
