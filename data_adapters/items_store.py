@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from scicontrast.data_adapters.id_hashes import HashedIdSet
 from scicontrast.errors import InputDataError
 from scicontrast.io import atomic_path
 
@@ -43,16 +44,25 @@ META_FILE = "meta.json"
 _NPY_HEADER_BYTES = 256
 
 
+def _dataset(path: Path) -> ds.Dataset:
+    try:
+        return ds.dataset(path, format="parquet", partitioning="hive")
+    except (OSError, pa.ArrowException) as exc:
+        raise InputDataError(f"{path}: not a readable Parquet table ({exc})") from None
+
+
+def table_schema(path: str | Path) -> pa.Schema:
+    """The Arrow schema of the table at ``path`` (a Parquet file or a folder of them)."""
+    return _dataset(Path(path)).schema
+
+
 def table_row_groups(path: str | Path, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
     """The table at ``path`` (a Parquet file or a folder of them), one row group at a time.
 
     Raises ``InputDataError`` naming the file (and the row group) that cannot be read.
     """
     path = Path(path)
-    try:
-        dataset = ds.dataset(path, format="parquet", partitioning="hive")
-    except (OSError, pa.ArrowException) as exc:
-        raise InputDataError(f"{path}: not a readable Parquet table ({exc})") from None
+    dataset = _dataset(path)
     for fragment in sorted(dataset.get_fragments(), key=lambda f: f.path):
         try:
             row_groups = fragment.split_by_row_group()
@@ -68,9 +78,10 @@ def table_row_groups(path: str | Path, columns: list[str] | None = None) -> Iter
             yield table.to_pandas()
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """The whole table at ``path``, read row group by row group (:func:`table_row_groups`)."""
-    parts = list(table_row_groups(path))
+def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """The table at ``path`` (only ``columns``, ``None``: all), read row group by row group
+    (:func:`table_row_groups`)."""
+    parts = list(table_row_groups(path, columns))
     if not parts:
         raise InputDataError(f"{path}: a Parquet table without row groups")
     return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
@@ -84,7 +95,7 @@ def load_array(path: Path) -> np.ndarray:
         raise InputDataError(f"{path}: truncated or not a .npy array ({exc})") from None
 
 
-class _GrowingArray:
+class GrowingArray:
     """A ``.npy`` file written a block of rows at a time; its header, which holds the row
     count, is written last into a fixed-size slot."""
 
@@ -133,9 +144,10 @@ class ItemsWriter:
         self._atomic = atomic_path(self.folder)
         self._tmp: Path | None = None
         self._table: pq.ParquetWriter | None = None
-        self._arrays: dict[str, _GrowingArray] = {}
-        self._extras: dict[str, _GrowingArray] = {}
-        self._ids: set[Any] = set()
+        self._arrays: dict[str, GrowingArray] = {}
+        self._extras: dict[str, GrowingArray] = {}
+        # Hashes, not the ids: 16 bytes an id, however many rows the set has.
+        self._ids = HashedIdSet()
         self._held: list[pa.Table] = []
         self.rows = 0
 
@@ -156,7 +168,7 @@ class ItemsWriter:
         self._check_chunk(table, arrays)
         if not self._arrays and not self.rows:
             for name, array in arrays.items():
-                self._arrays[name] = _GrowingArray(
+                self._arrays[name] = GrowingArray(
                     self._dir / f"{name}.npy", array, f"array {name!r}"
                 )
         self._write_table(pa.Table.from_pandas(table, preserve_index=False))
@@ -193,7 +205,7 @@ class ItemsWriter:
         """Rows appended to the extra ``name`` (along its first axis), written as they come:
         the extra is every chunk's rows in order, same dtype and row shape."""
         if name not in self._extras:
-            self._extras[name] = _GrowingArray(
+            self._extras[name] = GrowingArray(
                 self._dir / f"{name}.extra.npy", rows, f"extra {name!r}"
             )
         self._extras[name].append(rows)
@@ -201,11 +213,10 @@ class ItemsWriter:
     def _check_chunk(self, table: pd.DataFrame, arrays: dict[str, np.ndarray]) -> None:
         if "item_id" not in table.columns:
             raise ValueError("items table needs an 'item_id' column")
-        ids = table["item_id"]
-        repeated = ids.duplicated() | ids.isin(self._ids)
-        if repeated.any():
-            raise ValueError(f"items table has duplicate item_id {ids[repeated].iloc[0]!r}")
-        self._ids.update(ids.tolist())
+        ids = table["item_id"].to_numpy()
+        repeated = self._ids.add_new(ids)
+        if repeated is not None:
+            raise ValueError(f"items table has duplicate item_id {ids[repeated]!r}")
         if self.rows and set(arrays) != set(self._arrays):
             raise ValueError(f"chunk arrays {sorted(arrays)}, earlier {sorted(self._arrays)}")
         for name, array in arrays.items():

@@ -39,10 +39,12 @@ from scicontrast.data_adapters.dna.encoding import (
     window_starts,
 )
 from scicontrast.data_adapters.dna.files import (
+    CODES_ARRAY,
     FORMAT_OF_SUFFIX,
     GLOB_CHARS,
     PAYLOAD_COLUMNS,
     TABLE_COLUMNS,
+    LabelState,
     Windows,
     biopython_message,
     file_stem,
@@ -209,7 +211,7 @@ class FastaAdapter(Adapter):
         self._renamed_duplicates = 0
         shared = self._shared_record_ids(files, formats)
         labels = self._read_labels() if self.labels is not None else None
-        state = _LabelState(labels)
+        state = LabelState(labels)
         dropped = Counter({"too_ambiguous": 0, "short_record": 0})
         self._renamed_duplicates = 0  # the first pass over the ids counted them too
         n_records, pending_rows = 0, 0
@@ -240,22 +242,28 @@ class FastaAdapter(Adapter):
                 yield ready
             ready = self._chunk(pending, files, shared, filename_metadata, labels)
         assert ready is not None  # some window was kept, so some chunk was made
-        unmatched_label_rows = self._check_labels(state)
-        ready.meta = {
+        ready.meta = self._meta(ready, dropped, n_records, files, self._check_labels(state))
+        yield ready
+
+    def _meta(
+        self, last: Items, dropped: Counter, n_records: int, files: list[Path], unmatched: int
+    ) -> dict[str, Any]:
+        """The items set's ``meta``, known once every record was read."""
+        return {
             "modality": "dna",
             "window": self.window,
             "stride": self.stride,
             "flank": self.flank,
             "ambiguous": self.ambiguous,
             "payload_columns": list(PAYLOAD_COLUMNS),
-            "metadata_columns": [c for c in ready.table.columns if c not in TABLE_COLUMNS],
+            "codes_array": CODES_ARRAY,
+            "metadata_columns": [c for c in last.table.columns if c not in TABLE_COLUMNS],
             "dropped_windows": dict(dropped),
             "records": n_records,
             "source_files": [str(p) for p in files],
-            "unmatched_label_rows": unmatched_label_rows,
+            "unmatched_label_rows": unmatched,
             "renamed_duplicate_ids": self._renamed_duplicates,
         }
-        yield ready
 
     def _shared_record_ids(self, files: list[Path], formats: dict[Path, str]) -> set[str]:
         """Record ids that occur in more than one file (a first pass over the ids)."""
@@ -281,7 +289,7 @@ class FastaAdapter(Adapter):
         table = self._add_filename_metadata(table, filename_metadata)
         if labels is not None:
             table = table.join(labels, on="record_id")
-        return Items(table=table)
+        return Items(table=table, arrays={CODES_ARRAY: np.concatenate([w.codes for w in windows])})
 
     # -- reading --------------------------------------------------------------------------
 
@@ -355,7 +363,8 @@ class FastaAdapter(Adapter):
             starts = window_starts(length, self.window, self.stride)
             ends = starts + self.window
 
-        ambiguous_before = np.concatenate([[0], np.cumsum(IS_AMBIGUOUS[encode_codes(sequence)])])
+        codes = encode_codes(sequence)
+        ambiguous_before = np.concatenate([[0], np.cumsum(IS_AMBIGUOUS[codes])])
         n_ambiguous = ambiguous_before[ends] - ambiguous_before[starts]
         # a quotient, not frac * length: 29 / 100 rounds to the float 0.29, 0.29 * 100 does not
         keep = n_ambiguous / (ends - starts) <= self.max_ambiguous_fraction
@@ -366,6 +375,11 @@ class FastaAdapter(Adapter):
         highs = np.minimum(ends + self.flank, length)
         left_pads = self.flank - (starts - lows)
         right_pads = self.window + 2 * self.flank - left_pads - (highs - lows)
+        # Row r is padded[starts[r] : starts[r] + width] of the record with flank + window
+        # padding codes around it: the flanks beyond the record's ends are padding.
+        width = self.window + 2 * self.flank
+        padded = np.zeros(length + width, dtype=np.uint8)
+        padded[self.flank : self.flank + length] = codes
         return Windows(
             path=path,
             record_id=record_id,
@@ -377,6 +391,7 @@ class FastaAdapter(Adapter):
             offsets=starts - lows,
             left_pads=left_pads,
             right_pads=right_pads,
+            codes=np.lib.stride_tricks.sliding_window_view(padded, width)[starts],
         )
 
     def _warn_dropped(self, dropped: Counter) -> None:
@@ -445,7 +460,7 @@ class FastaAdapter(Adapter):
             )
         return frame
 
-    def _check_labels(self, state: _LabelState) -> int:
+    def _check_labels(self, state: LabelState) -> int:
         """Warn about label rows naming no record; raise for a record without a row.
 
         Returns the number of label rows that name no record.
@@ -466,24 +481,3 @@ class FastaAdapter(Adapter):
                 "set adapter params.labels_missing to 'allow' to keep them unlabelled"
             )
         return unmatched
-
-
-class _LabelState:
-    """Which records a labels table covers, gathered as the records stream past."""
-
-    def __init__(self, labels: pd.DataFrame | None) -> None:
-        self.labels = labels
-        self._keys = set() if labels is None else set(labels.index)
-        self.matched: set[str] = set()
-        self.missing: set[str] = set()
-        self.first_missing: tuple[str, Path] = ("", Path())
-
-    def see(self, record_id: str, path: Path) -> None:
-        if self.labels is None:
-            return
-        if record_id in self._keys:
-            self.matched.add(record_id)
-        elif record_id not in self.missing:
-            if not self.missing:
-                self.first_missing = (record_id, path)
-            self.missing.add(record_id)

@@ -183,15 +183,15 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_pairs(args: argparse.Namespace) -> None:
-    from scicontrast.data_adapters.base import Items
-    from scicontrast.io import write_parquet
+    from scicontrast.data_adapters.base import load_items
+    from scicontrast.data_adapters.pairs_table import write_pairs
     from scicontrast.registry import PAIR_BUILDERS
 
     experiment = _experiment(args)
     builder = PAIR_BUILDERS.create(experiment.pairs, where=f"experiments.{experiment.name}.pairs")
-    items = Items.load(args.items)
+    items = load_items(args.items, builder)
     pairs = builder.build(items)
-    write_parquet(args.out, pairs)
+    write_pairs(args.out, pairs)
     log.info("wrote %d views in %d groups to %s", len(pairs), pairs["group_id"].nunique(), args.out)
 
 
