@@ -200,8 +200,9 @@ class FastaAdapter(Adapter):
 
     def read_chunks(self, chunk_rows: int) -> Iterator[Items]:
         """Windows in chunks of at least ``chunk_rows`` rows (whole records), as the files
-        are streamed: only one chunk and the next are in memory, plus the record ids when a
-        record id may occur in more than one file (their items get a file prefix)."""
+        are streamed: only the chunk being filled is in memory, plus the record ids when a
+        record id may occur in more than one file (their items get a file prefix). A last
+        chunk without rows carries the set's ``meta``, known once every record was read."""
         files = self.input_files()
         for path in files:
             if not path.is_file():
@@ -214,9 +215,9 @@ class FastaAdapter(Adapter):
         state = LabelState(labels)
         dropped = Counter({"too_ambiguous": 0, "short_record": 0})
         self._renamed_duplicates = 0  # the first pass over the ids counted them too
-        n_records, pending_rows = 0, 0
+        n_records, pending_rows, n_rows = 0, 0, 0
         pending: list[Windows] = []
-        ready: Items | None = None
+        columns: list[str] = []
         for path in files:
             for record_id, sequence in self._records(path, formats[path]):
                 n_records += 1
@@ -226,27 +227,31 @@ class FastaAdapter(Adapter):
                     pending.append(kept)
                     pending_rows += len(kept.starts)  # a running count: summing is quadratic
                 if pending_rows >= chunk_rows:
-                    if ready is not None:
-                        yield ready
-                    ready = self._chunk(pending, files, shared, filename_metadata, labels)
+                    chunk = self._chunk(pending, files, shared, filename_metadata, labels)
+                    columns, n_rows = list(chunk.table.columns), n_rows + len(chunk)
                     pending, pending_rows = [], 0
+                    yield chunk
+        if pending:
+            chunk = self._chunk(pending, files, shared, filename_metadata, labels)
+            columns, n_rows = list(chunk.table.columns), n_rows + len(chunk)
+            yield chunk
         self._warn_dropped(dropped)
-        if ready is None and not pending:
+        if not n_rows:
             raise InputDataError(
                 f"{', '.join(map(str, files))}: no windows left from {n_records} records "
                 f"(dropped: {dict(dropped)}); check window, short_sequences and "
                 "max_ambiguous_fraction"
             )
-        if pending:
-            if ready is not None:
-                yield ready
-            ready = self._chunk(pending, files, shared, filename_metadata, labels)
-        assert ready is not None  # some window was kept, so some chunk was made
-        ready.meta = self._meta(ready, dropped, n_records, files, self._check_labels(state))
-        yield ready
+        meta = self._meta(columns, dropped, n_records, files, self._check_labels(state))
+        yield Items(table=pd.DataFrame({"item_id": pd.Series([], dtype=object)}), meta=meta)
 
     def _meta(
-        self, last: Items, dropped: Counter, n_records: int, files: list[Path], unmatched: int
+        self,
+        columns: list[str],
+        dropped: Counter,
+        n_records: int,
+        files: list[Path],
+        unmatched: int,
     ) -> dict[str, Any]:
         """The items set's ``meta``, known once every record was read."""
         return {
@@ -257,7 +262,7 @@ class FastaAdapter(Adapter):
             "ambiguous": self.ambiguous,
             "payload_columns": list(PAYLOAD_COLUMNS),
             "codes_array": CODES_ARRAY,
-            "metadata_columns": [c for c in last.table.columns if c not in TABLE_COLUMNS],
+            "metadata_columns": [c for c in columns if c not in TABLE_COLUMNS],
             "dropped_windows": dict(dropped),
             "records": n_records,
             "source_files": [str(p) for p in files],
