@@ -54,6 +54,11 @@ from scicontrast.data_adapters.labels import compile_filename_pattern, filename_
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import ADAPTERS
 
+# A chunk also ends after this many records: a record's windows are held as a handful of
+# numpy arrays until the chunk's table is built, about 1 KB a record, so 65,536 reads (one
+# window each) took 100 MB more than their table.
+RECORDS_PER_CHUNK = 16_384
+
 
 @ADAPTERS.register("dna_fasta")
 class FastaAdapter(Adapter):
@@ -199,10 +204,11 @@ class FastaAdapter(Adapter):
         return concat_chunks(self.read_chunks(CHUNK_ROWS))
 
     def read_chunks(self, chunk_rows: int) -> Iterator[Items]:
-        """Windows in chunks of at least ``chunk_rows`` rows (whole records), as the files
-        are streamed: only the chunk being filled is in memory, plus the record ids when a
-        record id may occur in more than one file (their items get a file prefix). A last
-        chunk without rows carries the set's ``meta``, known once every record was read."""
+        """Windows in chunks of at least ``chunk_rows`` rows or ``RECORDS_PER_CHUNK`` records
+        (whole records), as the files are streamed: only the chunk being filled is in
+        memory, plus the record ids when a record id may occur in more than one file (their
+        items get a file prefix). A last chunk without rows carries the set's ``meta``,
+        known once every record was read."""
         files = self.input_files()
         for path in files:
             if not path.is_file():
@@ -226,7 +232,7 @@ class FastaAdapter(Adapter):
                 if kept is not None and len(kept.starts):
                     pending.append(kept)
                     pending_rows += len(kept.starts)  # a running count: summing is quadratic
-                if pending_rows >= chunk_rows:
+                if pending_rows >= chunk_rows or len(pending) >= RECORDS_PER_CHUNK:
                     chunk = self._chunk(pending, files, shared, filename_metadata, labels)
                     columns, n_rows = list(chunk.table.columns), n_rows + len(chunk)
                     pending, pending_rows = [], 0
