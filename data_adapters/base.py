@@ -308,7 +308,13 @@ def check_pairs_table(pairs: pd.DataFrame, items: Items, source: str) -> None:
     missing = [c for c in PAIRS_COLUMNS if c not in pairs.columns]
     if missing:
         raise InputDataError(f"{source}: pairs table lacks columns {missing}")
-    unknown = ~pairs["item_id"].isin(items.table["item_id"])
+    ids = pairs["item_id"]
+    if isinstance(ids.dtype, pd.CategoricalDtype) and ids.cat.categories.equals(
+        pd.Index(items.table["item_id"])
+    ):  # read_pairs's row codes: every code >= 0 names an item
+        unknown = pd.Series(ids.cat.codes.to_numpy() < 0)
+    else:
+        unknown = ~ids.isin(items.table["item_id"])
     if unknown.any():
         row = int(np.flatnonzero(unknown.to_numpy())[0])
         raise InputDataError(
@@ -358,11 +364,15 @@ class ViewDataset(Dataset):
         # group), a group's views a slice: a few bytes a view rather than Python objects.
         rows = item_rows(pairs["item_id"], items.table["item_id"])
         groups = pairs["group_id"].to_numpy()
-        order = np.argsort(groups, kind="stable")
-        self.group_ids, starts = np.unique(groups[order], return_index=True)
-        self._bounds = np.append(starts, len(order))
-        self._rows = rows[order]
-        view_codes, self._view_names = pd.factorize(pairs["view"].to_numpy()[order])
+        views = pairs["view"].to_numpy()
+        if len(groups) > 1 and not (groups[1:] >= groups[:-1]).all():  # else: no copies
+            order = np.argsort(groups, kind="stable")
+            groups, rows, views = groups[order], rows[order], views[order]
+        starts = np.flatnonzero(groups[1:] != groups[:-1]) + 1
+        self.group_ids = groups[np.append(0, starts)] if len(groups) else groups
+        self._bounds = np.concatenate([[0], starts, [len(groups)]])
+        self._rows = rows
+        view_codes, self._view_names = pd.factorize(views)
         self._view_codes = view_codes.astype(np.int32)
 
     def set_epoch(self, epoch: int) -> None:

@@ -61,6 +61,12 @@ def table_row_groups(path: str | Path, columns: list[str] | None = None) -> Iter
 
     Raises ``InputDataError`` naming the file (and the row group) that cannot be read.
     """
+    for table in arrow_row_groups(path, columns):
+        yield table.to_pandas()
+
+
+def arrow_row_groups(path: str | Path, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """:func:`table_row_groups` as Arrow tables (no Python object per string)."""
     path = Path(path)
     dataset = _dataset(path)
     for fragment in sorted(dataset.get_fragments(), key=lambda f: f.path):
@@ -75,7 +81,7 @@ def table_row_groups(path: str | Path, columns: list[str] | None = None) -> Iter
                 raise InputDataError(
                     f"{fragment.path}: row group {index} is damaged or truncated ({exc})"
                 ) from None
-            yield table.to_pandas()
+            yield table
 
 
 def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
@@ -84,7 +90,16 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFra
     parts = list(table_row_groups(path, columns))
     if not parts:
         raise InputDataError(f"{path}: a Parquet table without row groups")
-    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    table = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    release_arrow_memory()
+    return table
+
+
+def release_arrow_memory() -> None:
+    """Hand the memory Arrow freed back to the system. Its pool (mimalloc) keeps freed
+    blocks for reuse: after reading 2 x 10^6 pairs rows by row group it held 200 MiB that
+    nothing used, which a long step (training) would keep to its end."""
+    pa.default_memory_pool().release_unused()
 
 
 def load_array(path: Path) -> np.ndarray:

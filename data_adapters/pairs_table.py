@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from scicontrast.data_adapters.items_store import table_row_groups
+from scicontrast.data_adapters.items_store import arrow_row_groups, release_arrow_memory
 from scicontrast.errors import InputDataError
 from scicontrast.io import atomic_path
 
@@ -64,27 +65,37 @@ def read_pairs(path: str | Path, item_ids: pd.Series) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise InputDataError(f"{path}: pairs table not found")
-    index = pd.Index(item_ids)
+    # Matched in Arrow: no Python string per pairs row, no hash table of Python objects.
+    known = pa.array(item_ids.to_numpy())
     parts, codes, seen = [], [], 0
     columns: list[str] = []
-    for number, part in enumerate(table_row_groups(path)):
-        columns = list(part.columns)
+    for number, part in enumerate(arrow_row_groups(path)):
+        columns = part.column_names
         if "item_id" not in columns:
             raise InputDataError(f"{path}: pairs table lacks the column 'item_id'")
-        rows = index.get_indexer(part["item_id"])
-        unknown = np.flatnonzero(rows < 0)
-        if unknown.size:
+        ids = part.column("item_id")
+        try:
+            value_set = known if known.type == ids.type else known.cast(ids.type)
+        except pa.ArrowException:
+            raise InputDataError(
+                f"{path}: item_id is {ids.type} in the pairs table, {known.type} in the items"
+            ) from None
+        rows = pc.index_in(ids, value_set=value_set).to_numpy(zero_copy_only=False)
+        unknown = np.flatnonzero(np.isnan(rows)) if rows.dtype.kind == "f" else []
+        if len(unknown):
             row = int(unknown[0])
             raise InputDataError(
                 f"{path}: row {seen + row} (row group {number}) names item_id "
-                f"{part['item_id'].iloc[row]!r}, which is not in the items table"
+                f"{ids[row].as_py()!r}, which is not in the items table"
             )
-        codes.append(rows.astype(np.int32 if len(index) < 2**31 else np.int64))
-        parts.append(part.drop(columns="item_id"))
+        codes.append(rows.astype(np.int32 if len(known) < 2**31 else np.int64))
+        parts.append(part.drop_columns(["item_id"]).to_pandas())
         seen += len(part)
     if not parts:
         raise InputDataError(f"{path}: a pairs table without row groups")
     pairs = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-    item_column = pd.Categorical.from_codes(np.concatenate(codes), categories=index)
-    pairs["item_id"] = item_column
+    categories = pd.Index(item_ids.to_numpy(), copy=False)
+    pairs["item_id"] = pd.Categorical.from_codes(np.concatenate(codes), categories=categories)
+    del known, part, ids, value_set  # the Arrow buffers, so that their memory can be released
+    release_arrow_memory()
     return pairs[columns]
