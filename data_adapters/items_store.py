@@ -21,6 +21,7 @@ closes without error; on an error nothing is left.
 from __future__ import annotations
 
 import json
+import mmap
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,6 +109,15 @@ def load_array(path: Path) -> np.ndarray:
         return np.load(path, mmap_mode="c")
     except (OSError, ValueError, EOFError) as exc:
         raise InputDataError(f"{path}: truncated or not a .npy array ({exc})") from None
+
+
+def drop_mapped_pages(array: np.ndarray) -> None:
+    """Let the kernel take back the pages of a memory-mapped ``array`` that are resident
+    (they are read from the file again when used; nothing is written to a ``"c"`` mapping).
+    A pass over a whole set, embedding say, would otherwise keep all of it resident."""
+    mapping = getattr(array, "_mmap", None)
+    if mapping is not None:
+        mapping.madvise(mmap.MADV_DONTNEED)
 
 
 class GrowingArray:

@@ -251,3 +251,12 @@ def test_hashed_ids_find_repeats_within_and_across_chunks():
     numbers = HashedIdSet()
     assert numbers.add_new(np.arange(1000)) is None
     assert numbers.add_new(np.array([1000, 5])) == 1
+
+
+def test_embedding_batches_are_the_canonical_views_and_leave_the_codes_on_disk(folders):
+    for folder in folders:
+        builder = DNAViews(max_shift=FLANK)
+        items = load_items(folder, builder)
+        batches = torch.cat(list(builder.embedding_batches(items, 4)))
+        one_by_one = torch.stack([builder.canonical(i) for i in range(len(items))])
+        torch.testing.assert_close(batches, one_by_one, rtol=0, atol=0)

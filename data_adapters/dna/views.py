@@ -27,6 +27,7 @@ domain-given neighbourhood rather than the encoder's own.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ from scicontrast.data_adapters.dna.encoding import (
 )
 from scicontrast.data_adapters.dna.files import CODES_ARRAY, PAYLOAD_COLUMNS
 from scicontrast.data_adapters.dna.kmers import kmer_counts, kmer_words, reverse_complement_kmers
+from scicontrast.data_adapters.items_store import drop_mapped_pages
 from scicontrast.data_adapters.loader import EpochLoader
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import PAIR_BUILDERS
@@ -271,6 +273,19 @@ class DNAViews(PairBuilder):
         if view == "reverse_complement":
             columns = columns[::-1, ::-1]
         return torch.from_numpy(np.ascontiguousarray(columns))
+
+    def embedding_batches(self, items: Items, batch_size: int) -> Iterator[torch.Tensor]:
+        """Canonical views (:meth:`canonical`, ``[b, 4, window]``) of ``batch_size`` windows
+        at a time, made for the whole batch at once; a memory-mapped codes array's pages
+        are handed back after each batch, so a pass over 10^6 windows does not keep their
+        166 MB resident."""
+        self.bind(items)
+        assert self._codes is not None  # bind sets it
+        window = slice(self._flank, self._flank + self._window)
+        for start in range(0, len(items), batch_size):
+            codes = np.array(self._codes[start : start + batch_size, window])
+            drop_mapped_pages(self._codes)
+            yield torch.from_numpy(np.ascontiguousarray(self._encoding[codes].transpose(0, 2, 1)))
 
     def training_batches(
         self,
