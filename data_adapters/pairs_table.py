@@ -40,8 +40,8 @@ def write_pairs(path: str | Path, pairs: pd.DataFrame) -> None:
         for name in pairs.columns
         if isinstance(pairs[name].dtype, pd.CategoricalDtype)
     }
-    schema = pa.Schema.from_pandas(pairs.astype(plain).iloc[:0], preserve_index=False)
-    schema = _typed(schema, pairs, plain)
+    first = pairs.iloc[:ROW_GROUP_ROWS].astype(plain)
+    schema = _typed(pa.Schema.from_pandas(first, preserve_index=False), pairs, plain)
     with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         for start in range(0, max(len(pairs), 1), ROW_GROUP_ROWS):
             part = pairs.iloc[start : start + ROW_GROUP_ROWS].astype(plain)
@@ -49,13 +49,14 @@ def write_pairs(path: str | Path, pairs: pd.DataFrame) -> None:
 
 
 def _typed(schema: pa.Schema, pairs: pd.DataFrame, plain: dict) -> pa.Schema:
-    """``schema`` with each column that an empty slice leaves untyped (object columns)
-    typed from the whole column."""
+    """``schema`` with each column that is null throughout the first row group typed from
+    its first value that is not (the type of a column of objects is inferred from values)."""
     for index, field in enumerate(schema):
-        if pa.types.is_null(field.type) and len(pairs):
-            column = pairs[field.name]
-            values = column.astype(plain[field.name]) if field.name in plain else column
-            schema = schema.set(index, field.with_type(pa.array(values).type))
+        if pa.types.is_null(field.type):
+            column = pairs[field.name].dropna()
+            if len(column):
+                values = column.iloc[:1].astype(plain.get(field.name, column.dtype))
+                schema = schema.set(index, field.with_type(pa.array(values).type))
     return schema
 
 
