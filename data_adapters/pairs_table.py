@@ -82,7 +82,8 @@ def read_pairs(path: str | Path, item_ids: pd.Series) -> pd.DataFrame:
                 f"{path}: item_id is {ids.type} in the pairs table, {known.type} in the items"
             ) from None
         rows = pc.index_in(ids, value_set=value_set).to_numpy(zero_copy_only=False)
-        unknown = np.flatnonzero(np.isnan(rows)) if rows.dtype.kind == "f" else []
+        # Nulls (ids not found) make the indices float with NaN.
+        unknown = np.flatnonzero(np.isnan(rows)) if rows.dtype.kind == "f" else np.zeros(0, int)
         if len(unknown):
             row = int(unknown[0])
             raise InputDataError(
