@@ -20,6 +20,7 @@ Output folder (written atomically, both files appear together or not at all):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -31,19 +32,22 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
-from scicontrast.data_adapters.base import Items, PairBuilder
+from scicontrast.analysis.embed_stream import (
+    EMBEDDING_COLUMN,
+    EMBEDDINGS_ARRAY,
+    EMBEDDINGS_TABLE,
+    metadata_parts,
+    write_stream,
+)
+from scicontrast.data_adapters.base import Items, PairBuilder, load_items
 from scicontrast.data_adapters.loader import embedding_loader
-from scicontrast.data_adapters.shards import shard_items
+from scicontrast.data_adapters.shards import shard_items, shard_rows
 from scicontrast.device import resolve_device
 from scicontrast.errors import InputDataError
 from scicontrast.io import atomic_path
 
 if TYPE_CHECKING:
     from scicontrast.models.contrastive import ContrastiveModel
-
-EMBEDDINGS_TABLE = "embeddings.parquet"
-EMBEDDINGS_ARRAY = "embeddings.npy"
-EMBEDDING_COLUMN = "embedding"
 
 
 def embed_items(
@@ -71,24 +75,40 @@ def embed_items(
     Returns:
         ``[N, D]`` float32 array, row ``i`` embedding ``items.table`` row ``i``.
     """
-    device = torch.device(device)
-    model.to(device)
-    model.eval()
     # Every encoder declares its output width (build_model checks it).
     width = cast(int, model.encoder.embedding_dim)
     chunks = [np.zeros((0, width), dtype=np.float32)]
-    batches = embedding_loader(
-        builder, items, batch_size, workers, pin_memory=device.type == "cuda"
-    )
-    with torch.no_grad():
-        # Shown on a pipe or log file too: a workflow step's console is rarely a terminal.
-        for inputs in tqdm(batches, desc="embed", unit="batch", disable=not progress):
-            inputs = inputs.to(device, non_blocking=True)
-            chunks.append(model.embed(inputs).float().cpu().numpy())
+    chunks += embedding_chunks(model, builder, items, batch_size, device, progress, workers)
     embeddings = np.concatenate(chunks)
     if len(embeddings) != len(items):
         raise ValueError(f"embedded {len(embeddings)} rows for {len(items)} items")
     return embeddings
+
+
+def embedding_chunks(
+    model: ContrastiveModel,
+    builder: PairBuilder,
+    items: Items,
+    batch_size: int = 512,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    workers: int = 0,
+) -> Iterator[np.ndarray]:
+    """The embeddings of :func:`embed_items`, one ``[b, D]`` batch at a time, as made."""
+    device = torch.device(device)
+    model.to(device)
+    model.eval()
+    batches = embedding_loader(
+        builder, items, batch_size, workers, pin_memory=device.type == "cuda"
+    )
+    # Shown on a pipe or log file too: a workflow step's console is rarely a terminal.
+    for inputs in tqdm(batches, desc="embed", unit="batch", disable=not progress):
+        inputs = inputs.to(device, non_blocking=True)
+        # Per batch, not around the loop: a suspended generator would leave grad mode off
+        # in its caller.
+        with torch.no_grad():
+            embedded = model.embed(inputs).float().cpu().numpy()
+        yield embedded
 
 
 def item_metadata(items: Items, source: str = "items table") -> pd.DataFrame:
@@ -164,10 +184,16 @@ def embed(
 
     model, experiment = load_model(model_path, map_location="cpu")
     builder = PAIR_BUILDERS.create(experiment.pairs, where=f"{model_path}: pairs")
-    items = shard_items(Items.load(items_dir), shard, shards, str(items_dir))
-    run = EmbeddingRun(model, builder, model_path, batch_size, device, workers)
     source = str(items_dir)
-    write_embeddings(out_dir, item_metadata(items, source), run.embed(items, source))
+    # The table columns the builder reads; the metadata is read again by row group as the
+    # embeddings are written, so neither the table nor the embeddings are held whole.
+    whole = load_items(items_dir, builder)
+    items = shard_items(whole, shard, shards, source)
+    rows = shard_rows(len(whole), shard, shards)
+    del whole
+    stored, metadata = metadata_parts(items_dir, items.meta.get("payload_columns", []), rows)
+    run = EmbeddingRun(model, builder, model_path, batch_size, device, workers)
+    write_stream(out_dir, stored, metadata, run.chunks(items, source), len(items))
 
 
 @dataclass
@@ -190,8 +216,22 @@ class EmbeddingRun:
                 self.model, self.builder, items, self.batch_size, device, workers=self.workers
             )
         except RuntimeError as exc:
-            # Usually a shape mismatch: a graph with other node features than the training one.
-            raise InputDataError(
-                f"{source}: the data does not fit the model {self.model_path} (same adapter "
-                f"settings, but other input sizes?): {' '.join(str(exc).split())}"
-            ) from exc
+            raise self._misfit(source, exc) from exc
+
+    def chunks(self, items: Items, source: str) -> Iterator[np.ndarray]:
+        """The embeddings of :meth:`embed`, one batch at a time."""
+        device = resolve_device(self.device)
+        batches = embedding_chunks(
+            self.model, self.builder, items, self.batch_size, device, workers=self.workers
+        )
+        try:
+            yield from batches
+        except RuntimeError as exc:
+            raise self._misfit(source, exc) from exc
+
+    def _misfit(self, source: str, exc: RuntimeError) -> InputDataError:
+        # Usually a shape mismatch: a graph with other node features than the training one.
+        return InputDataError(
+            f"{source}: the data does not fit the model {self.model_path} (same adapter "
+            f"settings, but other input sizes?): {' '.join(str(exc).split())}"
+        )

@@ -92,15 +92,21 @@ class Items:
                 writer.add_extra(name, array)
 
     @classmethod
-    def load(cls, folder: str | Path) -> Items:
+    def load(cls, folder: str | Path, columns: Sequence[str] | None = None) -> Items:
         """Read an items folder: the table row group by row group, every array
-        memory-mapped (:mod:`~scicontrast.data_adapters.items_store`)."""
+        memory-mapped (:mod:`~scicontrast.data_adapters.items_store`).
+
+        ``columns``: the table columns to read (``item_id`` always; ``None``: all). The
+        others stay on disk, e.g. a payload that a pair builder reads from an array instead
+        (:meth:`PairBuilder.table_columns`).
+        """
         folder = Path(folder)
         table_path = folder / TABLE_FILE
         if not table_path.exists():
             raise InputDataError(f"{folder}: not an items folder (no {TABLE_FILE})")
-        table = read_table(table_path)
-        meta = json.loads((folder / META_FILE).read_text())
+        wanted = None if columns is None else list(dict.fromkeys(["item_id", *columns]))
+        table = read_table(table_path, wanted)
+        meta = read_meta(folder)
         arrays, extras = {}, {}
         for path in sorted(folder.glob("*.npy")):
             if path.name.endswith(EXTRA_SUFFIX):
@@ -108,6 +114,16 @@ class Items:
             else:
                 arrays[path.stem] = load_array(path)
         return cls(table=table, meta=meta, arrays=arrays, extras=extras)
+
+
+def read_meta(folder: str | Path) -> dict[str, Any]:
+    """The ``meta.json`` of the items folder ``folder``."""
+    return json.loads((Path(folder) / META_FILE).read_text())
+
+
+def load_items(folder: str | Path, builder: PairBuilder) -> Items:
+    """The items in ``folder`` with the table columns ``builder`` reads (all by default)."""
+    return Items.load(folder, columns=builder.table_columns(read_meta(folder)))
 
 
 class Adapter(ABC):
@@ -208,6 +224,12 @@ class PairBuilder(ABC):
         """The un-augmented input of one item, for embedding."""
         return self.make_view(item_index, self.canonical_view, None)
 
+    def table_columns(self, meta: dict[str, Any]) -> list[str] | None:
+        """The items-table columns that :meth:`build`, :meth:`bind` and the batches read, for
+        a set with ``meta``; ``None`` (the default): all. Naming fewer keeps a large set's
+        other columns (a payload that an array also holds) on disk."""
+        return None
+
     canonical_view: ClassVar[str] = "identity"
     # True when an item can only be embedded together with all the others (graph nodes need
     # their neighbours), so that a subset of the items is embedded by embedding all of them.
@@ -286,13 +308,40 @@ def check_pairs_table(pairs: pd.DataFrame, items: Items, source: str) -> None:
     missing = [c for c in PAIRS_COLUMNS if c not in pairs.columns]
     if missing:
         raise InputDataError(f"{source}: pairs table lacks columns {missing}")
-    unknown = ~pairs["item_id"].isin(items.table["item_id"])
+    ids = pairs["item_id"]
+    if isinstance(ids.dtype, pd.CategoricalDtype) and ids.cat.categories.equals(
+        pd.Index(items.table["item_id"])
+    ):  # read_pairs's row codes: every code >= 0 names an item
+        unknown = pd.Series(ids.cat.codes.to_numpy() < 0)
+    else:
+        unknown = ~ids.isin(items.table["item_id"])
     if unknown.any():
         row = int(np.flatnonzero(unknown.to_numpy())[0])
         raise InputDataError(
             f"{source}: row {row} names item_id {pairs['item_id'].iloc[row]!r}, "
             "which is not in the items table"
         )
+
+
+def item_rows(pair_item_ids: pd.Series, item_ids: pd.Series) -> np.ndarray:
+    """``int64 [n]``: the items-table row of each pairs row's ``item_id``.
+
+    A categorical column over exactly the items' ids (:func:`read_pairs`) gives its codes;
+    otherwise the ids are looked up. ``InputDataError`` for an id the items lack.
+    """
+    if isinstance(pair_item_ids.dtype, pd.CategoricalDtype) and (
+        pair_item_ids.cat.categories.equals(pd.Index(item_ids))
+    ):
+        rows = pair_item_ids.cat.codes.to_numpy().astype(np.int64)
+    else:
+        rows = pd.Index(item_ids).get_indexer(pair_item_ids)
+    unknown = np.flatnonzero(rows < 0)
+    if unknown.size:
+        raise InputDataError(
+            f"pairs row {int(unknown[0])} names item_id "
+            f"{pair_item_ids.iloc[int(unknown[0])]!r}, which is not in the items table"
+        )
+    return rows
 
 
 class ViewDataset(Dataset):
@@ -311,22 +360,32 @@ class ViewDataset(Dataset):
         self.epoch = 0
         builder.bind(items)
         self._item_ids = items.table["item_id"].to_numpy()
-        row_of = pd.Series(np.arange(len(items)), index=self._item_ids)
-        grouped = pairs.groupby("group_id", sort=True)
-        self.group_ids = np.asarray(list(grouped.groups.keys()))
-        self._views = [
-            (row_of.loc[g["item_id"].to_numpy()].to_numpy(), g["view"].tolist()) for _, g in grouped
-        ]
+        # The pairs as integer arrays sorted by group (stable: pairs-table order within a
+        # group), a group's views a slice: a few bytes a view rather than Python objects.
+        rows = item_rows(pairs["item_id"], items.table["item_id"])
+        groups = pairs["group_id"].to_numpy()
+        views = pairs["view"].to_numpy()
+        if len(groups) > 1 and not (groups[1:] >= groups[:-1]).all():  # else: no copies
+            order = np.argsort(groups, kind="stable")
+            groups, rows, views = groups[order], rows[order], views[order]
+        starts = np.flatnonzero(groups[1:] != groups[:-1]) + 1
+        self.group_ids = groups[np.append(0, starts)] if len(groups) else groups
+        self._bounds = np.concatenate([[0], starts, [len(groups)]])
+        self._rows = rows
+        view_codes, self._view_names = pd.factorize(views)
+        self._view_codes = view_codes.astype(np.int32)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def group_views(self, index: int) -> tuple[np.ndarray, list[str]]:
         """Group ``index``'s item rows and view names, in pairs-table order."""
-        return self._views[index]
+        begin, end = self._bounds[index], self._bounds[index + 1]
+        names = self._view_names
+        return self._rows[begin:end], [names[code] for code in self._view_codes[begin:end]]
 
     def __len__(self) -> int:
-        return len(self._views)
+        return len(self.group_ids)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.views(self.epoch, index)

@@ -21,8 +21,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.nn.parameter import UninitializedParameter
 from torch.optim.swa_utils import AveragedModel
 
-from scicontrast.data_adapters.base import Items, check_pairs_table, held_out_groups
+from scicontrast.data_adapters.base import Items, check_pairs_table, held_out_groups, load_items
 from scicontrast.data_adapters.fixed_batches import DEFAULT_MAX_BYTES, FixedBatches
+from scicontrast.data_adapters.pairs_table import read_pairs
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.experiment import Experiment, Training
 from scicontrast.models.contrastive import ContrastiveModel, build_model
@@ -105,15 +106,18 @@ def load_data(loop: Loop, items_dir: str | Path, pairs_path: str | Path, num_thr
     """
     settings, group = loop.settings, loop.group
     seed, batch_size = settings.seed, settings.batch_size
-    items = Items.load(items_dir)
-    pairs = read_pairs(pairs_path)
+    where = f"experiments.{loop.experiment.name}.pairs"
+    builder = PAIR_BUILDERS.create(loop.experiment.pairs, where=where)
+    # Only the columns the builder reads, and pairs as row codes: the rest stays on disk.
+    items = load_items(items_dir, builder)
+    pairs = read_pairs(pairs_path, items.table["item_id"])
     check_pairs_table(pairs, items, str(pairs_path))
     # Groups set aside for the diagnostics (scicontrast.analysis.diagnostics) never train.
     held_out = held_out_groups(pairs, settings.holdout_fraction, seed)
-    held_out_pairs = pairs[pairs["group_id"].isin(held_out)]
-    pairs = pairs[~pairs["group_id"].isin(held_out)]
-    where = f"experiments.{loop.experiment.name}.pairs"
-    builder = PAIR_BUILDERS.create(loop.experiment.pairs, where=where)
+    held_out_pairs = pairs.iloc[:0]
+    if len(held_out):  # else no copy of the pairs: 2 x 10^6 rows at 10^6 windows
+        held_out_pairs = pairs[pairs["group_id"].isin(held_out)]
+        pairs = pairs[~pairs["group_id"].isin(held_out)]
     batches = builder.training_batches(
         items, pairs, seed, batch_size, rank=group.rank, world_size=group.world_size
     )
@@ -257,15 +261,6 @@ def log_start(loop: Loop) -> None:
         " and process" if group.distributed else "",
         sum(p.numel() for p in loop.model.parameters() if p.requires_grad),
     )
-
-
-def read_pairs(pairs_path: str | Path) -> pd.DataFrame:
-    try:
-        return pd.read_parquet(pairs_path)
-    except FileNotFoundError:
-        raise InputDataError(f"{pairs_path}: pairs table not found") from None
-    except Exception as exc:  # pyarrow raises several types for a damaged file
-        raise InputDataError(f"{pairs_path}: not a readable Parquet pairs table ({exc})") from None
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 from scicontrast.analysis import embed as embed_module
+from scicontrast.analysis import embed_stream
 from scicontrast.analysis.cluster import cluster, cluster_embeddings
 from scicontrast.analysis.embed import embed, embed_items, load_embeddings
 from scicontrast.analysis.evaluate import evaluate
@@ -194,8 +195,8 @@ def test_failed_embedding_write_leaves_nothing(tmp_path, stand_in_model_stack, m
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    # The parquet file is already written when the array write fails.
-    monkeypatch.setattr(embed_module.np, "save", fail)
+    # The parquet row group is already written when the array write fails.
+    monkeypatch.setattr(embed_stream.GrowingArray, "append", fail)
     out = tmp_path / "results"
     with pytest.raises(OSError, match="disk full"):
         embed("model.pt", tmp_path / "items", out / "embeddings")

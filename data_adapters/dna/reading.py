@@ -39,10 +39,12 @@ from scicontrast.data_adapters.dna.encoding import (
     window_starts,
 )
 from scicontrast.data_adapters.dna.files import (
+    CODES_ARRAY,
     FORMAT_OF_SUFFIX,
     GLOB_CHARS,
     PAYLOAD_COLUMNS,
     TABLE_COLUMNS,
+    LabelState,
     Windows,
     biopython_message,
     file_stem,
@@ -51,6 +53,11 @@ from scicontrast.data_adapters.dna.files import (
 from scicontrast.data_adapters.labels import compile_filename_pattern, filename_groups, read_table
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import ADAPTERS
+
+# A chunk also ends after this many records: a record's windows are held as a handful of
+# numpy arrays until the chunk's table is built, about 1 KB a record, so 65,536 reads (one
+# window each) took 100 MB more than their table.
+RECORDS_PER_CHUNK = 16_384
 
 
 @ADAPTERS.register("dna_fasta")
@@ -197,9 +204,11 @@ class FastaAdapter(Adapter):
         return concat_chunks(self.read_chunks(CHUNK_ROWS))
 
     def read_chunks(self, chunk_rows: int) -> Iterator[Items]:
-        """Windows in chunks of at least ``chunk_rows`` rows (whole records), as the files
-        are streamed: only one chunk and the next are in memory, plus the record ids when a
-        record id may occur in more than one file (their items get a file prefix)."""
+        """Windows in chunks of at least ``chunk_rows`` rows or ``RECORDS_PER_CHUNK`` records
+        (whole records), as the files are streamed: only the chunk being filled is in
+        memory, plus the record ids when a record id may occur in more than one file (their
+        items get a file prefix). A last chunk without rows carries the set's ``meta``,
+        known once every record was read."""
         files = self.input_files()
         for path in files:
             if not path.is_file():
@@ -209,12 +218,12 @@ class FastaAdapter(Adapter):
         self._renamed_duplicates = 0
         shared = self._shared_record_ids(files, formats)
         labels = self._read_labels() if self.labels is not None else None
-        state = _LabelState(labels)
+        state = LabelState(labels)
         dropped = Counter({"too_ambiguous": 0, "short_record": 0})
         self._renamed_duplicates = 0  # the first pass over the ids counted them too
-        n_records, pending_rows = 0, 0
+        n_records, pending_rows, n_rows = 0, 0, 0
         pending: list[Windows] = []
-        ready: Items | None = None
+        columns: list[str] = []
         for path in files:
             for record_id, sequence in self._records(path, formats[path]):
                 n_records += 1
@@ -223,39 +232,49 @@ class FastaAdapter(Adapter):
                 if kept is not None and len(kept.starts):
                     pending.append(kept)
                     pending_rows += len(kept.starts)  # a running count: summing is quadratic
-                if pending_rows >= chunk_rows:
-                    if ready is not None:
-                        yield ready
-                    ready = self._chunk(pending, files, shared, filename_metadata, labels)
+                if pending_rows >= chunk_rows or len(pending) >= RECORDS_PER_CHUNK:
+                    chunk = self._chunk(pending, files, shared, filename_metadata, labels)
+                    columns, n_rows = list(chunk.table.columns), n_rows + len(chunk)
                     pending, pending_rows = [], 0
+                    yield chunk
+        if pending:
+            chunk = self._chunk(pending, files, shared, filename_metadata, labels)
+            columns, n_rows = list(chunk.table.columns), n_rows + len(chunk)
+            yield chunk
         self._warn_dropped(dropped)
-        if ready is None and not pending:
+        if not n_rows:
             raise InputDataError(
                 f"{', '.join(map(str, files))}: no windows left from {n_records} records "
                 f"(dropped: {dict(dropped)}); check window, short_sequences and "
                 "max_ambiguous_fraction"
             )
-        if pending:
-            if ready is not None:
-                yield ready
-            ready = self._chunk(pending, files, shared, filename_metadata, labels)
-        assert ready is not None  # some window was kept, so some chunk was made
-        unmatched_label_rows = self._check_labels(state)
-        ready.meta = {
+        meta = self._meta(columns, dropped, n_records, files, self._check_labels(state))
+        yield Items(table=pd.DataFrame({"item_id": pd.Series([], dtype=object)}), meta=meta)
+
+    def _meta(
+        self,
+        columns: list[str],
+        dropped: Counter,
+        n_records: int,
+        files: list[Path],
+        unmatched: int,
+    ) -> dict[str, Any]:
+        """The items set's ``meta``, known once every record was read."""
+        return {
             "modality": "dna",
             "window": self.window,
             "stride": self.stride,
             "flank": self.flank,
             "ambiguous": self.ambiguous,
             "payload_columns": list(PAYLOAD_COLUMNS),
-            "metadata_columns": [c for c in ready.table.columns if c not in TABLE_COLUMNS],
+            "codes_array": CODES_ARRAY,
+            "metadata_columns": [c for c in columns if c not in TABLE_COLUMNS],
             "dropped_windows": dict(dropped),
             "records": n_records,
             "source_files": [str(p) for p in files],
-            "unmatched_label_rows": unmatched_label_rows,
+            "unmatched_label_rows": unmatched,
             "renamed_duplicate_ids": self._renamed_duplicates,
         }
-        yield ready
 
     def _shared_record_ids(self, files: list[Path], formats: dict[Path, str]) -> set[str]:
         """Record ids that occur in more than one file (a first pass over the ids)."""
@@ -281,7 +300,7 @@ class FastaAdapter(Adapter):
         table = self._add_filename_metadata(table, filename_metadata)
         if labels is not None:
             table = table.join(labels, on="record_id")
-        return Items(table=table)
+        return Items(table=table, arrays={CODES_ARRAY: np.concatenate([w.codes for w in windows])})
 
     # -- reading --------------------------------------------------------------------------
 
@@ -355,7 +374,8 @@ class FastaAdapter(Adapter):
             starts = window_starts(length, self.window, self.stride)
             ends = starts + self.window
 
-        ambiguous_before = np.concatenate([[0], np.cumsum(IS_AMBIGUOUS[encode_codes(sequence)])])
+        codes = encode_codes(sequence)
+        ambiguous_before = np.concatenate([[0], np.cumsum(IS_AMBIGUOUS[codes])])
         n_ambiguous = ambiguous_before[ends] - ambiguous_before[starts]
         # a quotient, not frac * length: 29 / 100 rounds to the float 0.29, 0.29 * 100 does not
         keep = n_ambiguous / (ends - starts) <= self.max_ambiguous_fraction
@@ -366,6 +386,11 @@ class FastaAdapter(Adapter):
         highs = np.minimum(ends + self.flank, length)
         left_pads = self.flank - (starts - lows)
         right_pads = self.window + 2 * self.flank - left_pads - (highs - lows)
+        # Row r is padded[starts[r] : starts[r] + width] of the record with flank + window
+        # padding codes around it: the flanks beyond the record's ends are padding.
+        width = self.window + 2 * self.flank
+        padded = np.zeros(length + width, dtype=np.uint8)
+        padded[self.flank : self.flank + length] = codes
         return Windows(
             path=path,
             record_id=record_id,
@@ -377,6 +402,7 @@ class FastaAdapter(Adapter):
             offsets=starts - lows,
             left_pads=left_pads,
             right_pads=right_pads,
+            codes=np.lib.stride_tricks.sliding_window_view(padded, width)[starts],
         )
 
     def _warn_dropped(self, dropped: Counter) -> None:
@@ -445,7 +471,7 @@ class FastaAdapter(Adapter):
             )
         return frame
 
-    def _check_labels(self, state: _LabelState) -> int:
+    def _check_labels(self, state: LabelState) -> int:
         """Warn about label rows naming no record; raise for a record without a row.
 
         Returns the number of label rows that name no record.
@@ -466,24 +492,3 @@ class FastaAdapter(Adapter):
                 "set adapter params.labels_missing to 'allow' to keep them unlabelled"
             )
         return unmatched
-
-
-class _LabelState:
-    """Which records a labels table covers, gathered as the records stream past."""
-
-    def __init__(self, labels: pd.DataFrame | None) -> None:
-        self.labels = labels
-        self._keys = set() if labels is None else set(labels.index)
-        self.matched: set[str] = set()
-        self.missing: set[str] = set()
-        self.first_missing: tuple[str, Path] = ("", Path())
-
-    def see(self, record_id: str, path: Path) -> None:
-        if self.labels is None:
-            return
-        if record_id in self._keys:
-            self.matched.add(record_id)
-        elif record_id not in self.missing:
-            if not self.missing:
-                self.first_missing = (record_id, path)
-            self.missing.add(record_id)

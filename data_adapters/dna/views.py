@@ -27,6 +27,8 @@ domain-given neighbourhood rather than the encoder's own.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,8 +43,9 @@ from scicontrast.data_adapters.dna.encoding import (
     InvalidBaseError,
     encode_codes,
 )
-from scicontrast.data_adapters.dna.files import PAYLOAD_COLUMNS
+from scicontrast.data_adapters.dna.files import CODES_ARRAY, PAYLOAD_COLUMNS
 from scicontrast.data_adapters.dna.kmers import kmer_counts, kmer_words, reverse_complement_kmers
+from scicontrast.data_adapters.items_store import drop_mapped_pages
 from scicontrast.data_adapters.loader import EpochLoader
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import PAIR_BUILDERS
@@ -171,9 +174,19 @@ class DNAViews(PairBuilder):
                 f"pairs dna_views: params.max_shift={self.max_shift} exceeds the adapter's "
                 f"params.flank={flank}; set flank >= max_shift"
             )
+        if CODES_ARRAY in items.arrays:
+            return
         missing = [c for c in PAYLOAD_COLUMNS if c not in items.table.columns]
         if missing:
             raise InputDataError(f"items table lacks the DNA payload columns {missing}")
+
+    def table_columns(self, meta: dict[str, Any]) -> list[str] | None:
+        """``item_id`` and the ``group_by`` column; the payload columns too for a set
+        written without the codes array (``meta["codes_array"]``), whose windows are then
+        encoded from the ``sequence`` column."""
+        grouping = [] if self.group_by is None else [self.group_by]
+        payload = [] if meta.get("codes_array") == CODES_ARRAY else PAYLOAD_COLUMNS
+        return ["item_id", *grouping, *payload]
 
     def build(self, items: Items) -> pd.DataFrame:
         self._check_items(items)
@@ -200,7 +213,8 @@ class DNAViews(PairBuilder):
             {
                 "group_id": np.repeat(groups, len(views)),
                 "item_id": np.repeat(item_ids, len(views)),
-                "view": np.tile(views, n),
+                # Objects, not numpy's fixed-width unicode (72 bytes a row at 18 characters).
+                "view": np.tile(np.array(views, dtype=object), n),
             }
         )
         if self.neighbours:
@@ -214,41 +228,26 @@ class DNAViews(PairBuilder):
         return pairs
 
     def bind(self, items: Items) -> None:
-        """Encode every window with its flanks once, as codes ``uint8 [N, window+2*flank]``.
+        """The codes ``uint8 [N, window + 2 * flank]`` of every window with its flanks.
 
-        Codes (one byte per base) instead of one-hot floats keep 1e5 windows at a few tens
-        of MB; ``make_view`` turns a crop into columns with one table lookup.
+        Codes (one byte per base) instead of one-hot floats; ``make_view`` turns a crop into
+        columns with one table lookup. The adapter's ``codes`` array (memory-mapped: only
+        the rows that views read are paged in) is used as it is; a set written without it
+        is encoded from its ``sequence`` column once (:func:`encode_windows`).
         """
         self._check_items(items)
-        table = items.table
         window, flank = int(items.meta["window"]), int(items.meta["flank"])
         width = window + 2 * flank
-        sequences = table["sequence"].tolist()
-        lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
-        left_pads = table["left_pad"].to_numpy(dtype=np.int64)
-        sizes = left_pads + lengths + table["right_pad"].to_numpy(dtype=np.int64)
-        wrong = np.flatnonzero(sizes != width)
-        if wrong.size:
-            row = int(wrong[0])
-            raise InputDataError(
-                f"item {table['item_id'].iloc[row]!r}: left_pad + len(sequence) + right_pad "
-                f"= {sizes[row]}, expected window + 2 * flank = {width}"
-            )
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        try:
-            flat = encode_codes("".join(sequences))
-        except InvalidBaseError as exc:
-            row = int(np.searchsorted(offsets, exc.position - 1, side="right")) - 1
-            raise InputDataError(
-                f"item {table['item_id'].iloc[row]!r}: invalid character {exc.character!r} "
-                f"at position {exc.position - offsets[row]} of its sequence"
-            ) from None
-        codes = np.full((len(table), width), PAD_CODE, dtype=np.uint8)
-        for row, (pad, begin, end) in enumerate(
-            zip(left_pads.tolist(), offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)
-        ):
-            codes[row, pad : pad + end - begin] = flat[begin:end]
-        self._codes = codes
+        if CODES_ARRAY in items.arrays:
+            codes = items.arrays[CODES_ARRAY]
+            if codes.ndim != 2 or codes.shape[1] != width:
+                raise InputDataError(
+                    f"items array {CODES_ARRAY!r} has shape {codes.shape}, expected "
+                    f"[{len(items)}, window + 2 * flank = {width}]"
+                )
+            self._codes = codes
+        else:
+            self._codes = encode_windows(items.table, width)
         self._encoding = ENCODING_TABLES[items.meta.get("ambiguous", "uniform")]
         self._window, self._flank = window, flank
         self._neighbour_table = None
@@ -274,6 +273,19 @@ class DNAViews(PairBuilder):
         if view == "reverse_complement":
             columns = columns[::-1, ::-1]
         return torch.from_numpy(np.ascontiguousarray(columns))
+
+    def embedding_batches(self, items: Items, batch_size: int) -> Iterator[torch.Tensor]:
+        """Canonical views (:meth:`canonical`, ``[b, 4, window]``) of ``batch_size`` windows
+        at a time, made for the whole batch at once; a memory-mapped codes array's pages
+        are handed back after each batch, so a pass over 10^6 windows does not keep their
+        166 MB resident."""
+        self.bind(items)
+        assert self._codes is not None  # bind sets it
+        window = slice(self._flank, self._flank + self._window)
+        for start in range(0, len(items), batch_size):
+            codes = np.array(self._codes[start : start + batch_size, window])
+            drop_mapped_pages(self._codes)
+            yield torch.from_numpy(np.ascontiguousarray(self._encoding[codes].transpose(0, 2, 1)))
 
     def training_batches(
         self,
@@ -349,3 +361,35 @@ class DNAViews(PairBuilder):
         per_window = valid.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             return f"{k}-mer surprisal", np.where(per_window > 0, totals / per_window, np.nan)
+
+
+def encode_windows(table: pd.DataFrame, width: int) -> np.ndarray:
+    """``uint8 [N, width]``: each row's ``sequence`` encoded (:func:`encode_codes`) after
+    ``left_pad`` padding codes and before ``right_pad`` ones; ``InputDataError`` naming the
+    item whose sizes do not add up to ``width`` or whose sequence holds a non-IUPAC letter."""
+    sequences = table["sequence"].tolist()
+    lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
+    left_pads = table["left_pad"].to_numpy(dtype=np.int64)
+    sizes = left_pads + lengths + table["right_pad"].to_numpy(dtype=np.int64)
+    wrong = np.flatnonzero(sizes != width)
+    if wrong.size:
+        row = int(wrong[0])
+        raise InputDataError(
+            f"item {table['item_id'].iloc[row]!r}: left_pad + len(sequence) + right_pad "
+            f"= {sizes[row]}, expected window + 2 * flank = {width}"
+        )
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    try:
+        flat = encode_codes("".join(sequences))
+    except InvalidBaseError as exc:
+        row = int(np.searchsorted(offsets, exc.position - 1, side="right")) - 1
+        raise InputDataError(
+            f"item {table['item_id'].iloc[row]!r}: invalid character {exc.character!r} "
+            f"at position {exc.position - offsets[row]} of its sequence"
+        ) from None
+    codes = np.full((len(table), width), PAD_CODE, dtype=np.uint8)
+    for row, (pad, begin, end) in enumerate(
+        zip(left_pads.tolist(), offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)
+    ):
+        codes[row, pad : pad + end - begin] = flat[begin:end]
+    return codes

@@ -183,16 +183,19 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_pairs(args: argparse.Namespace) -> None:
-    from scicontrast.data_adapters.base import Items
-    from scicontrast.io import write_parquet
+    import numpy as np
+
+    from scicontrast.data_adapters.base import load_items
+    from scicontrast.data_adapters.pairs_table import write_pairs
     from scicontrast.registry import PAIR_BUILDERS
 
     experiment = _experiment(args)
     builder = PAIR_BUILDERS.create(experiment.pairs, where=f"experiments.{experiment.name}.pairs")
-    items = Items.load(args.items)
+    items = load_items(args.items, builder)
     pairs = builder.build(items)
-    write_parquet(args.out, pairs)
-    log.info("wrote %d views in %d groups to %s", len(pairs), pairs["group_id"].nunique(), args.out)
+    write_pairs(args.out, pairs)
+    groups = len(np.unique(pairs["group_id"].to_numpy()))  # a sort: nunique's hash is larger
+    log.info("wrote %d views in %d groups to %s", len(pairs), groups, args.out)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
