@@ -373,10 +373,10 @@ class RotationViews(PairBuilder):
                 return image
             ones = 255 if image.dtype == torch.uint8 else 1.0
             return torch.cat([image, self._masks[item_index][None].to(image.dtype) * ones])
-        image = unpack_image(*self._store, item_index, self._channels)
-        height, width = image.shape[1:]
+        stored = unpack_image(*self._store, item_index, self._channels)
+        height, width = stored.shape[1:]
         top, left = window if window is not None else self._centred_window(height, width)
-        patch = image[:, top : top + self._window, left : left + self._window]
+        patch = stored[:, top : top + self._window, left : left + self._window]
         return torch.from_numpy(np.ascontiguousarray(patch))
 
     def _centred_window(self, height: int, width: int) -> tuple[int, int]:
