@@ -40,6 +40,7 @@ from scicontrast.data_adapters.items_store import (
     META_FILE,
     TABLE_FILE,
     ItemsWriter,
+    drop_mapped_pages,
     load_array,
     read_table,
 )
@@ -295,12 +296,17 @@ class PairBuilder(ABC):
         """Canonical inputs of every item, in table order, ``batch_size`` items at a time.
 
         The encoder maps each yielded input to ``[n, D]`` embeddings; the rows of all
-        batches together are the items' rows.
+        batches together are the items' rows. The pages of memory-mapped arrays are handed
+        back after each batch, so one pass over a set larger than memory does not keep all
+        of it resident.
         """
         self.bind(items)
         for start in range(0, len(items), batch_size):
             stop = min(start + batch_size, len(items))
-            yield torch.stack([self.canonical(i) for i in range(start, stop)])
+            batch = torch.stack([self.canonical(i) for i in range(start, stop)])
+            for array in items.arrays.values():
+                drop_mapped_pages(array)
+            yield batch
 
 
 def check_pairs_table(pairs: pd.DataFrame, items: Items, source: str) -> None:

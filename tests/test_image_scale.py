@@ -3,10 +3,13 @@ from the memory-mapped array (issue 26, images at 10^5 / 10^6)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+import torch
 from PIL import Image
 from skimage import io as skio
 
@@ -111,6 +114,36 @@ def test_views_read_the_memory_mapped_images_without_a_copy(tmp_path):
     source = builder.source(4, None).numpy()
     assert np.array_equal(source[0], images[4, 0])
     assert np.array_equal(source[1], masks[4] * np.uint8(255))
+
+
+def _resident_kib(path) -> int:
+    """Resident KiB of this process's mappings of ``path`` (``/proc/self/smaps``)."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+            inside = fields[-1] == str(path)
+        elif inside and fields[0] == "Rss:":
+            total += int(fields[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
+def test_a_pass_of_embedding_batches_leaves_the_mapped_images_on_disk(tmp_path):
+    """Embedding reads every image once; afterwards at most one batch of the memory-mapped
+    array is resident, not the set (a set larger than memory would otherwise fill it)."""
+    images = np.random.default_rng(0).integers(0, 255, (512, 1, 64, 64), dtype=np.uint8)
+    table = pd.DataFrame({"item_id": [f"i{k}" for k in range(512)]})
+    meta = {"modality": "image", "channels": 1, "size": 64}
+    Items(table, meta, arrays={"images": images}).save(tmp_path / "items")
+    items = Items.load(tmp_path / "items")
+    mapped = (tmp_path / "items" / "images.npy").resolve()
+    batches = list(RotationViews().embedding_batches(items, 32))
+    in_memory = RotationViews().embedding_batches(Items(table, meta, {"images": images}), 32)
+    assert torch.equal(torch.cat(batches), torch.cat(list(in_memory)))
+    assert _resident_kib(mapped) <= 32 * 64 * 64 // 1024 + 8  # one batch and a page
+    np.asarray(items.arrays["images"]).sum()  # touching every page makes it all resident
+    assert _resident_kib(mapped) >= images.nbytes // 1024 - 8
 
 
 def test_audio_image_chunks_end_at_the_byte_budget(tmp_path, monkeypatch):
