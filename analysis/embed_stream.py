@@ -111,17 +111,24 @@ class EmbeddingsWriter:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        try:
-            if error is None:
+        if error is None:
+            try:
                 if self._array is None:
                     raise ValueError("no embeddings were written")
                 self._array.finish()
-        finally:
-            if self._table is not None:
-                self._table.close()
-            if self._array is not None:
-                self._array.close()
+            except BaseException as exc:
+                self._close()
+                self._atomic.__exit__(type(exc), exc, exc.__traceback__)
+                raise
+        self._close()
+        # Moves the folder into place, or (with an error) removes it.
         self._atomic.__exit__(kind, error, traceback)
+
+    def _close(self) -> None:
+        if self._table is not None:
+            self._table.close()
+        if self._array is not None:
+            self._array.close()
 
 
 def write_stream(
