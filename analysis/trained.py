@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from scicontrast.data_adapters.base import Items, PairBuilder, check_pairs_table
+from scicontrast.data_adapters.pairs_table import read_pairs as read_pairs_table
 from scicontrast.device import resolve_device
 from scicontrast.errors import InputDataError
 from scicontrast.experiment import Experiment
@@ -60,10 +61,7 @@ def read_pairs(pairs_path: str | Path, items: Items) -> pd.DataFrame:
         InputDataError: the file is missing, lacks a column, or names an item not in
             ``items``.
     """
-    pairs_path = Path(pairs_path)
-    if not pairs_path.is_file():
-        raise InputDataError(f"{pairs_path}: pairs table not found")
-    pairs = pd.read_parquet(pairs_path)
+    pairs = read_pairs_table(pairs_path, items.table["item_id"])
     check_pairs_table(pairs, items, str(pairs_path))
     return pairs
 
