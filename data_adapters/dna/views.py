@@ -215,9 +215,9 @@ class DNAViews(PairBuilder):
 
     def build_parts(self, folder: Path) -> Iterator[pa.Table]:
         """:meth:`build`'s table an items row group at a time, in Arrow: no Python object
-        per row, memory independent of the number of windows (:mod:`~scicontrast.
-        data_adapters.pair_parts`). With ``neighbours``, whose candidates may lie in any row
-        group, the default: ``build`` over all the items."""
+        per row, memory independent of the number of windows
+        (:mod:`~scicontrast.data_adapters.pair_parts`). With ``neighbours``, whose candidates
+        may lie in any row group, the default: ``build`` over all the items."""
         if self.neighbours:
             yield from super().build_parts(folder)
             return
