@@ -48,6 +48,7 @@ from scicontrast.data_adapters.dna.genome_reads import (
 )
 from scicontrast.data_adapters.dna.genome_store import CODES_EXTRA
 from scicontrast.data_adapters.dna.kmers import kmer_frequencies
+from scicontrast.data_adapters.pairs_table import read_pairs
 from scicontrast.errors import ConfigError
 from scicontrast.experiment import Experiment
 from scicontrast.io import write_json
@@ -179,7 +180,7 @@ def held_out_reads(
     training does; ``analysis.genome_reads`` reads of ``length`` nt are cut from each.
     """
     items = Items.load(items_dir)
-    pairs = pd.read_parquet(pairs_path)
+    pairs = read_pairs(pairs_path, items.table["item_id"])
     training = experiment.training
     held_out = held_out_groups(pairs, training.holdout_fraction, training.seed)
     if len(held_out) < 2:
@@ -188,9 +189,8 @@ def held_out_reads(
             f"{len(held_out)} group(s); genome-of-origin scores need at least 2"
         )
     column = experiment.pairs.params.get("group_column", "genome")
-    rows = items.table.set_index("item_id").loc[
-        pairs.loc[pairs["group_id"].isin(held_out), "item_id"]
-    ]
+    # read_pairs's codes of the ids are the items' rows.
+    rows = items.table.iloc[pairs.loc[pairs["group_id"].isin(held_out), "item_id"].cat.codes]
     groups = sorted(rows[column].astype(str).unique())
     return cut_reads(items, length, experiment.analysis.genome_reads, training.seed, column, groups)
 

@@ -2,7 +2,7 @@
 
 Data flow::
 
-    raw files --Adapter.read()--> Items --PairBuilder.build()--> pairs table
+    raw files --Adapter.read()--> Items --PairBuilder.build_parts()--> pairs table
     (Items, pairs table, seed, epoch) --ViewDataset--> ContrastiveBatch per batch
 
 An **items set** is a folder holding ``items.parquet`` (one row per object: a unique
@@ -45,12 +45,14 @@ from scicontrast.data_adapters.items_store import (
     read_table,
 )
 from scicontrast.data_adapters.loader import EpochLoader
+from scicontrast.data_adapters.pairs_table import PAIRS_COLUMNS, frame_parts
 from scicontrast.errors import ConfigError, InputDataError, ScicontrastError
 
 if TYPE_CHECKING:  # for annotations only: every adapter imports this module
+    import pyarrow as pa
+
     from scicontrast.data_adapters.classical import ClassicalFeatures
 
-PAIRS_COLUMNS = ("group_id", "item_id", "view")
 EXTRA_SUFFIX = ".extra.npy"
 
 
@@ -211,6 +213,11 @@ class PairBuilder(ABC):
     def build(self, items: Items) -> pd.DataFrame:
         """Return the pairs table: columns ``group_id``, ``item_id``, ``view``."""
 
+    def build_parts(self, folder: Path) -> Iterator[pa.Table]:
+        """:meth:`build`'s table for the items in ``folder``, in Arrow parts written as they
+        come (:mod:`~scicontrast.data_adapters.pair_parts`); default: ``build``'s, cut up."""
+        return frame_parts(self.build(load_items(folder, self)))
+
     @abstractmethod
     def bind(self, items: Items) -> None:
         """Prepare to materialise views of ``items`` (e.g. encode sequences once)."""
@@ -314,19 +321,10 @@ def check_pairs_table(pairs: pd.DataFrame, items: Items, source: str) -> None:
     missing = [c for c in PAIRS_COLUMNS if c not in pairs.columns]
     if missing:
         raise InputDataError(f"{source}: pairs table lacks columns {missing}")
-    ids = pairs["item_id"]
-    if isinstance(ids.dtype, pd.CategoricalDtype) and ids.cat.categories.equals(
-        pd.Index(items.table["item_id"])
-    ):  # read_pairs's row codes: every code >= 0 names an item
-        unknown = pd.Series(ids.cat.codes.to_numpy() < 0)
-    else:
-        unknown = ~ids.isin(items.table["item_id"])
-    if unknown.any():
-        row = int(np.flatnonzero(unknown.to_numpy())[0])
-        raise InputDataError(
-            f"{source}: row {row} names item_id {pairs['item_id'].iloc[row]!r}, "
-            "which is not in the items table"
-        )
+    try:
+        item_rows(pairs["item_id"], items.table["item_id"])
+    except InputDataError as exc:
+        raise InputDataError(f"{source}: {exc}") from None
 
 
 def item_rows(pair_item_ids: pd.Series, item_ids: pd.Series) -> np.ndarray:

@@ -49,10 +49,12 @@ class HashedIdSet:
         repeats = np.flatnonzero(ordered[1:] == ordered[:-1]) + 1
         first = int(order[repeats].min()) if repeats.size else None
         for run in self._runs:
-            found = np.searchsorted(run, keys)
-            hit = np.flatnonzero(run[np.minimum(found, len(run) - 1)] == keys)
+            # Sorted needles: numpy's binary search starts from the last one's place.
+            found = np.searchsorted(run, ordered)
+            hit = np.flatnonzero(run[np.minimum(found, len(run) - 1)] == ordered)
             if hit.size:
-                first = int(hit[0]) if first is None else min(first, int(hit[0]))
+                position = int(order[hit].min())
+                first = position if first is None else min(first, position)
         if first is not None:
             return first
         self._runs.append(ordered)

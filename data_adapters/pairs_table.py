@@ -5,15 +5,19 @@ A pairs table (``group_id``, ``item_id``, ``view``, optional columns; see
 each it is 2 x 10^6 rows; with the item id as a Python string per row and the table and its
 Arrow copy in memory at once, it cost 340 MiB in ``pairs`` and ``train``.
 
-:func:`write_pairs` writes a built table ``ROW_GROUP_ROWS`` rows at a time (one Arrow slice
-in memory, not the whole table's). :func:`read_pairs` reads it one row group at a time and
-keeps ``item_id`` as a ``pandas.Categorical`` over the items' own ids: 4 bytes a row and no
-string copies, the same values as the file. A damaged row group and an id the items lack
+:func:`write_pairs` writes the table as a pair builder yields it in parts (Arrow tables:
+:meth:`~scicontrast.data_adapters.base.PairBuilder.build_parts`, an items row group at a
+time where the builder can), in row groups of ``ROW_GROUP_ROWS`` rows; :func:`frame_parts`
+cuts a table built in memory into such parts. :func:`read_pairs` reads it one row group at a
+time and keeps ``item_id`` as a ``pandas.Categorical`` over the items' own ids: 4 bytes a row
+and no string copies, the same values as the file. A damaged row group and an id the items lack
 are :class:`~scicontrast.errors.InputDataError` naming the file and the row group or row.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -27,14 +31,14 @@ from scicontrast.errors import InputDataError
 from scicontrast.io import atomic_path
 
 ROW_GROUP_ROWS = 131_072
+PAIRS_COLUMNS = ("group_id", "item_id", "view")
 
 
-def write_pairs(path: str | Path, pairs: pd.DataFrame) -> None:
-    """Write ``pairs`` to ``path`` atomically, ``ROW_GROUP_ROWS`` rows per row group.
-
-    Reads back (``pandas.read_parquet``) as the table ``DataFrame.to_parquet`` writes:
-    categorical columns are written as their values.
-    """
+def frame_parts(pairs: pd.DataFrame) -> Iterator[pa.Table]:
+    """``pairs`` as Arrow tables of ``ROW_GROUP_ROWS`` rows, one slice converted at a time
+    (not the whole table), typed as ``DataFrame.to_parquet`` types it: categorical columns
+    as their values, a column that is null throughout the first slice from its first value.
+    The parts :func:`write_pairs` takes, for a table built in memory."""
     plain = {
         name: pairs[name].dtype.categories.dtype
         for name in pairs.columns
@@ -42,10 +46,81 @@ def write_pairs(path: str | Path, pairs: pd.DataFrame) -> None:
     }
     first = pairs.iloc[:ROW_GROUP_ROWS].astype(plain)
     schema = _typed(pa.Schema.from_pandas(first, preserve_index=False), pairs, plain)
+    for start in range(0, max(len(pairs), 1), ROW_GROUP_ROWS):
+        part = pairs.iloc[start : start + ROW_GROUP_ROWS].astype(plain)
+        yield pa.Table.from_pandas(part, schema=schema, preserve_index=False)
+
+
+def write_pairs(path: str | Path, parts: Iterable[pa.Table]) -> tuple[int, int]:
+    """Write the pairs table that ``parts`` hold, in order, to ``path`` atomically;
+    returns ``(rows, distinct group ids)``.
+
+    ``parts``: Arrow tables of one schema (later parts are cast to the first's), written as
+    they come (:meth:`~scicontrast.data_adapters.base.PairBuilder.build_parts`) in row groups
+    of ``ROW_GROUP_ROWS`` rows whatever the parts' sizes, so one table gives one file. Parts
+    without pandas metadata get what pandas would write for the first part, so that
+    ``pandas.read_parquet`` reads the file back as it reads :func:`frame_parts`' file of the
+    same table. Nothing is left at ``path`` when a part fails.
+    """
+    path = Path(path)
+    parts = iter(parts)
+    first = next(parts, None)
+    if first is None:
+        raise InputDataError(f"{path}: the pair builder gave no pairs table")
+    schema = _file_schema(first, path)
+    rows, group_ids = 0, []
+    conformed = (_conform(part, schema, path, n) for n, part in enumerate(chain([first], parts)))
     with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
-        for start in range(0, max(len(pairs), 1), ROW_GROUP_ROWS):
-            part = pairs.iloc[start : start + ROW_GROUP_ROWS].astype(plain)
-            writer.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False))
+        for table in _row_groups(conformed, ROW_GROUP_ROWS):
+            writer.write_table(table)
+            release_arrow_memory()  # else its pool kept 70 MiB more at 10^6 windows
+            rows += len(table)
+            group_ids.append(np.unique(table.column("group_id").to_numpy()))
+    # Distinct per row group first: the ids of all rows at once would be a second table.
+    return rows, len(np.unique(np.concatenate(group_ids)))
+
+
+def _file_schema(first: pa.Table, path: Path) -> pa.Schema:
+    """The schema of the file: ``first``'s, with pandas metadata if it has none."""
+    missing = [name for name in PAIRS_COLUMNS if name not in first.column_names]
+    if missing:
+        raise InputDataError(f"{path}: the pairs table to write lacks columns {missing}")
+    if first.schema.metadata and b"pandas" in first.schema.metadata:
+        return first.schema
+    described = pa.Schema.from_pandas(first.to_pandas(), preserve_index=False)
+    return first.schema.with_metadata({**(first.schema.metadata or {}), **described.metadata})
+
+
+def _conform(part: pa.Table, schema: pa.Schema, path: Path, number: int) -> pa.Table:
+    """``part`` with the file's ``schema``; ``InputDataError`` naming the part if it cannot."""
+    if part.schema.equals(schema, check_metadata=False):
+        return part
+    try:
+        return part.cast(schema)
+    except (ValueError, pa.ArrowException) as exc:
+        raise InputDataError(
+            f"{path}: part {number} of the pairs table has the schema {part.schema}, which "
+            f"does not match the first part's {schema} ({exc})"
+        ) from None
+
+
+def _row_groups(parts: Iterable[pa.Table], size: int) -> Iterator[pa.Table]:
+    """The rows of ``parts`` in order, in tables of ``size`` rows (the last may be shorter;
+    one empty table when there are no rows), each a single chunk."""
+    pending: list[pa.Table] = []
+    count, yielded = 0, False
+    for part in parts:
+        pending.append(part)
+        count += len(part)
+        if count < size:
+            continue
+        table, start = pa.concat_tables(pending), 0
+        while count - start >= size:
+            yield table.slice(start, size).combine_chunks()
+            start, yielded = start + size, True
+        pending, count = [table.slice(start)], count - start
+    if count or not yielded:
+        yield pa.concat_tables(pending).combine_chunks()
 
 
 def _typed(schema: pa.Schema, pairs: pd.DataFrame, plain: dict) -> pa.Schema:

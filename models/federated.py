@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -53,7 +52,8 @@ from flwr.serverapp.strategy import FedAvg, FedProx
 from flwr.supercore.task_identity import TaskIdentity
 
 from scicontrast.data_adapters.base import Items, check_pairs_table
-from scicontrast.errors import ConfigError, Preempted, ScicontrastError
+from scicontrast.data_adapters.pairs_table import read_pairs
+from scicontrast.errors import ConfigError, InputDataError, Preempted, ScicontrastError
 from scicontrast.experiment import Experiment
 from scicontrast.io import atomic_path, write_parquet
 from scicontrast.models.contrastive import build_model, save_model
@@ -380,9 +380,10 @@ def federate(
     check_experiment(experiment)
     out_dir = Path(out_dir)
     items = Items.load(items_dir)
-    pairs = pd.read_parquet(pairs_path)
+    pairs = read_pairs(pairs_path, items.table["item_id"])
     check_pairs_table(pairs, items, str(pairs_path))
-    sites = build_sites(experiment, items, pairs)
+    # Ids as values (not codes over all items' ids): each site's table is written on its own.
+    sites = build_sites(experiment, items, pairs.astype({"item_id": object}))
     check_sites(experiment, sites, build_model(experiment))
     min_sites = experiment.federated_section().min_sites
     if min_sites > len(sites):
@@ -411,11 +412,20 @@ def _write_site(site: Site, local: LocalSite) -> None:
         same_items = (
             Items.load(local.items_dir).table["item_id"].equals(site.items.table["item_id"])
         )
-        if same_items and pd.read_parquet(local.pairs_path).equals(site.pairs):
+        if same_items and _same_pairs(local.pairs_path, site):
             return
         shutil.rmtree(local.items_dir)
     site.items.save(local.items_dir)
     write_parquet(local.pairs_path, site.pairs)
+
+
+def _same_pairs(path: Path, site: Site) -> bool:
+    """Whether the pairs table at ``path`` is ``site``'s."""
+    try:
+        pairs = read_pairs(path, site.items.table["item_id"])
+    except InputDataError:  # it names an item the site lacks
+        return False
+    return pairs.astype({"item_id": object}).equals(site.pairs)
 
 
 def _client_app(site: LocalSite) -> ClientApp:

@@ -34,6 +34,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from scicontrast.data_adapters.base import Items
+from scicontrast.data_adapters.pairs_table import read_pairs
 from scicontrast.experiment import Experiment
 from scicontrast.io import atomic_path
 from scicontrast.models.contrastive import ContrastiveModel, build_model
@@ -173,13 +174,12 @@ def _share(
     with torch.no_grad():
         z = torch.cat([model(batch) for batch in batches])
     items = Items.load(site.items_dir)
-    pairs = _pairs(site)
+    pairs = _pairs(site, items)
     first_item = pairs.drop_duplicates("group_id")
     rng = np.random.default_rng([seed, round_index, _stable(site.name)])
     n = min(bank.share_per_site, len(first_item))
     chosen = first_item.iloc[np.sort(rng.choice(len(first_item), n, replace=False))]
-    row_of = {item: row for row, item in enumerate(items.table["item_id"])}
-    rows = torch.as_tensor([row_of[item] for item in chosen["item_id"]])
+    rows = torch.as_tensor(chosen["item_id"].cat.codes.to_numpy(np.int64))  # items' rows
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
     shared = noisy(z[rows], bank.noise_std, generator)
     return shared.numpy().astype(np.float32), chosen["group_id"].to_numpy(np.int64)
@@ -210,12 +210,13 @@ def _stable(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
 
 
-def _pairs(site: LocalSite) -> pd.DataFrame:
-    return pd.read_parquet(site.pairs_path)
+def _pairs(site: LocalSite, items: Items) -> pd.DataFrame:
+    """The site's pairs table, ``item_id`` as codes over ``items``' ids (their rows)."""
+    return read_pairs(site.pairs_path, items.table["item_id"])
 
 
 def _n_groups(site: LocalSite) -> int:
-    return int(_pairs(site)["group_id"].nunique())
+    return int(_pairs(site, Items.load(site.items_dir, columns=[]))["group_id"].nunique())
 
 
 def _last_epoch_loss(site: LocalSite) -> float:

@@ -23,7 +23,7 @@ from scicontrast.data_adapters.dna.files import CODES_ARRAY
 from scicontrast.data_adapters.dna.reading import FastaAdapter
 from scicontrast.data_adapters.dna.views import DNAViews, encode_windows
 from scicontrast.data_adapters.id_hashes import HashedIdSet
-from scicontrast.data_adapters.pairs_table import read_pairs, write_pairs
+from scicontrast.data_adapters.pairs_table import frame_parts, read_pairs, write_pairs
 from scicontrast.errors import InputDataError
 from scicontrast.experiment import Experiment
 from scicontrast.models.train import train
@@ -105,7 +105,7 @@ def test_the_codes_array_and_the_old_format_give_the_same_pairs_and_batches(
     batches = []
     for folder in folders:
         items = load_items(folder, builder)
-        write_pairs(tmp_path / "pairs.parquet", builder.build(items))
+        write_pairs(tmp_path / "pairs.parquet", builder.build_parts(folder))
         pairs = read_pairs(tmp_path / "pairs.parquet", items.table["item_id"])
         loader = builder.training_batches(items, pairs, seed=3, batch_size=4)
         loader.set_epoch(1)
@@ -131,7 +131,7 @@ def test_training_on_the_codes_array_gives_the_old_format_weights(folders, tmp_p
     weights = []
     for folder in folders:
         pairs = tmp_path / f"{folder.name}.parquet"
-        write_pairs(pairs, DNAViews(max_shift=2).build(load_items(folder, DNAViews())))
+        write_pairs(pairs, DNAViews(max_shift=2).build_parts(folder))
         model = train(experiment, folder, pairs, tmp_path / f"model_{folder.name}", progress=False)
         weights.append(torch.load(model, weights_only=True)["state_dict"])
     for name, value in weights[0].items():
@@ -178,7 +178,7 @@ def test_pairs_are_written_and_read_in_row_groups(tmp_path, monkeypatch):
     )
     monkeypatch.setattr(pairs_table, "ROW_GROUP_ROWS", 8)
     path = tmp_path / "pairs.parquet"
-    write_pairs(path, pairs)
+    write_pairs(path, frame_parts(pairs))
     assert pq.ParquetFile(path).num_row_groups == 8
     pd.testing.assert_frame_equal(pd.read_parquet(path), pairs)
     no_whole_table_reads(monkeypatch)
@@ -190,7 +190,7 @@ def test_pairs_are_written_and_read_in_row_groups(tmp_path, monkeypatch):
 def test_a_pairs_row_naming_no_item_names_the_row_and_row_group(tmp_path, monkeypatch):
     monkeypatch.setattr(pairs_table, "ROW_GROUP_ROWS", 4)
     pairs = pd.DataFrame({"group_id": range(10), "item_id": list("abcdefghiz"), "view": "x"})
-    write_pairs(tmp_path / "pairs.parquet", pairs)
+    write_pairs(tmp_path / "pairs.parquet", frame_parts(pairs))
     with pytest.raises(InputDataError, match=r"pairs\.parquet: row 9 \(row group 2\) .*'z'"):
         read_pairs(tmp_path / "pairs.parquet", pd.Series(list("abcdefghij")))
 
@@ -199,7 +199,7 @@ def test_a_truncated_pairs_table_or_codes_array_names_the_file(folders, tmp_path
     new, _ = folders
     pairs = DNAViews().build(load_items(new, DNAViews()))
     path = tmp_path / "pairs.parquet"
-    write_pairs(path, pairs)
+    write_pairs(path, frame_parts(pairs))
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(InputDataError, match=r"pairs\.parquet: .*(truncated|not a readable)"):

@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 
 from scicontrast.data_adapters.base import Items, PairBuilder, ViewDataset
@@ -47,6 +49,12 @@ from scicontrast.data_adapters.dna.files import CODES_ARRAY, PAYLOAD_COLUMNS
 from scicontrast.data_adapters.dna.kmers import kmer_counts, kmer_words, reverse_complement_kmers
 from scicontrast.data_adapters.items_store import drop_mapped_pages
 from scicontrast.data_adapters.loader import EpochLoader
+from scicontrast.data_adapters.pair_parts import (
+    FirstSeenCodes,
+    item_row_groups,
+    items_folder,
+    repeat_views,
+)
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import PAIR_BUILDERS
 
@@ -163,20 +171,25 @@ class DNAViews(PairBuilder):
         return "reverse complement", symmetry
 
     def _check_items(self, items: Items) -> None:
-        modality = items.meta.get("modality")
+        self._check_set(items.meta, CODES_ARRAY in items.arrays, list(items.table.columns))
+
+    def _check_set(self, meta: dict[str, Any], has_codes: bool, columns: list[str]) -> None:
+        """Raise unless a set with ``meta`` and table ``columns`` (and the codes array when
+        ``has_codes``) is DNA that these views can be made of."""
+        modality = meta.get("modality")
         if modality != "dna":
             raise ConfigError(
                 f"pairs dna_views: needs DNA items (meta modality 'dna'), got {modality!r}"
             )
-        flank = items.meta.get("flank", 0)
+        flank = meta.get("flank", 0)
         if flank < self.max_shift:
             raise ConfigError(
                 f"pairs dna_views: params.max_shift={self.max_shift} exceeds the adapter's "
                 f"params.flank={flank}; set flank >= max_shift"
             )
-        if CODES_ARRAY in items.arrays:
+        if has_codes:
             return
-        missing = [c for c in PAYLOAD_COLUMNS if c not in items.table.columns]
+        missing = [c for c in PAYLOAD_COLUMNS if c not in columns]
         if missing:
             raise InputDataError(f"items table lacks the DNA payload columns {missing}")
 
@@ -188,26 +201,52 @@ class DNAViews(PairBuilder):
         payload = [] if meta.get("codes_array") == CODES_ARRAY else PAYLOAD_COLUMNS
         return ["item_id", *grouping, *payload]
 
+    def _views(self) -> list[str]:
+        """The view names of each window, in pairs-table order."""
+        views = ["forward", "reverse_complement" if self.reverse_complement else "forward"]
+        return [*views, "neighbour"] if self.neighbours else views
+
+    def _check_group_by(self, columns: list[str]) -> None:
+        if self.group_by is not None and self.group_by not in columns:
+            raise ConfigError(
+                f"pairs dna_views: params.group_by names column {self.group_by!r}, which the "
+                f"items table lacks; columns: {', '.join(columns)}"
+            )
+
+    def build_parts(self, folder: Path) -> Iterator[pa.Table]:
+        """:meth:`build`'s table an items row group at a time, in Arrow: no Python object
+        per row, memory independent of the number of windows
+        (:mod:`~scicontrast.data_adapters.pair_parts`). With ``neighbours``, whose candidates
+        may lie in any row group, the default: ``build`` over all the items."""
+        if self.neighbours:
+            yield from super().build_parts(folder)
+            return
+        meta, columns = items_folder(folder)
+        self._check_set(meta, (Path(folder) / f"{CODES_ARRAY}.npy").exists(), columns)
+        self._check_group_by(columns)
+        groups_of = FirstSeenCodes()
+        grouping = [] if self.group_by is None else [self.group_by]
+        for first, table in item_row_groups(folder, grouping):
+            if self.group_by is None:
+                groups = np.arange(first, first + len(table), dtype=np.int64)
+            else:
+                groups = groups_of(table.column(self.group_by).to_pandas())
+            yield repeat_views(groups, table.column("item_id"), self._views())
+
     def build(self, items: Items) -> pd.DataFrame:
         self._check_items(items)
-        views = ["forward", "reverse_complement" if self.reverse_complement else "forward"]
-        if self.neighbours:
-            views.append("neighbour")
+        views = self._views()
         n = len(items)
         if self.neighbours >= n:
             raise ConfigError(
                 f"pairs dna_views: params.neighbours={self.neighbours} needs more than "
                 f"{self.neighbours} windows, got {n}"
             )
+        self._check_group_by(list(items.table.columns))
         if self.group_by is None:
             groups = np.arange(n, dtype=np.int64)
-        elif self.group_by in items.table.columns:
-            groups = pd.factorize(items.table[self.group_by], sort=False)[0].astype(np.int64)
         else:
-            raise ConfigError(
-                f"pairs dna_views: params.group_by names column {self.group_by!r}, which the "
-                f"items table lacks; columns: {', '.join(items.table.columns)}"
-            )
+            groups = pd.factorize(items.table[self.group_by], sort=False)[0].astype(np.int64)
         item_ids = items.table["item_id"].to_numpy()
         pairs = pd.DataFrame(
             {
