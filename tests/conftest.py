@@ -32,7 +32,8 @@ def load_benchmark(script: str) -> ModuleType:
 # so each training step of a workflow job maps its activations afresh and faults them in page
 # by page: a third of the DNA demo's training CPU seconds were the kernel's. The tests' workflow
 # runs keep freed memory in the heap for reuse instead: the same numbers (checked on the demo's
-# losses), more resident memory, 31 % less CPU in its train job.
+# losses), 0.8 GB more resident memory, 146 -> 109 CPU s in its train job
+# (docs/experiments/ciperf.md).
 MALLOC_REUSE = {
     "MALLOC_MMAP_MAX_": "0",
     "MALLOC_TRIM_THRESHOLD_": str(2**34),
