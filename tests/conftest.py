@@ -6,6 +6,7 @@ import contextlib
 import importlib.util
 import io
 import logging
+import os
 import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -25,6 +26,24 @@ def load_benchmark(script: str) -> ModuleType:
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+# glibc hands every freed block above its mmap threshold (32 MiB at most) back to the kernel,
+# so each training step of a workflow job maps its activations afresh and faults them in page
+# by page: a third of the DNA demo's training CPU seconds were the kernel's. The tests' workflow
+# runs keep freed memory in the heap for reuse instead: the same numbers (checked on the demo's
+# losses), 0.8 GB more resident memory, 146 -> 109 CPU s in its train job
+# (docs/experiments/ciperf.md).
+MALLOC_REUSE = {
+    "MALLOC_MMAP_MAX_": "0",
+    "MALLOC_TRIM_THRESHOLD_": str(2**34),
+    "MALLOC_TOP_PAD_": str(2**28),
+}
+
+
+def workflow_env() -> dict[str, str]:
+    """The environment for a test's Snakemake run: this one, with ``MALLOC_REUSE``."""
+    return {**os.environ, **MALLOC_REUSE}
 
 
 def run_cli(*args: str | Path) -> SimpleNamespace:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, workflow_env
 
 from scicontrast.registry import ADAPTERS, ENCODERS, PAIR_BUILDERS, Registry
 
@@ -125,7 +125,7 @@ def dna_demo_summary(tmp_path: Path) -> str:
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
          str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "--cores", "2", target],
-        capture_output=True, text=True, check=False,
+        capture_output=True, text=True, check=False, env=workflow_env(),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     return (tmp_path / target).read_text()

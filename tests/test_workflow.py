@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, workflow_env
 
 # Every test here runs Snakemake, whose jobs each start the CLI (seconds of imports).
 pytestmark = pytest.mark.slow
@@ -76,6 +76,7 @@ def run_snakemake(workdir: Path, config: dict, *args: str) -> subprocess.Complet
         capture_output=True,
         text=True,
         check=False,
+        env=workflow_env(),
     )
 
 
@@ -196,13 +197,11 @@ def test_lint_is_clean(tmp_path):
             "experiments.tiny.adapter: unknown adapter 'fastaa'",
         ),
         ({"training": {"epochs": "many"}}, "'many' is not of type 'integer'"),
-        (
-            {"encoder": {"name": "dna_cnn", "params": {"no_such_option": 1}}},
-            "experiments.tiny.encoder",
-        ),
     ],
 )
 def test_bad_config_fails_before_any_job(tmp_path, patch, expected):
+    """The schema's check and the components' check (its other messages:
+    ``tests/test_workflow_helpers.py``) both run when the Snakefile is parsed."""
     config = tiny_config(tmp_path)
     config["experiments"]["tiny"].update(patch)
     result = run_snakemake(tmp_path, config, "--cores", "1")
