@@ -80,7 +80,8 @@ from scicontrast.errors import InputDataError
 from scicontrast.io import atomic_path
 
 SILHOUETTE_MAX_POINTS = 5000
-# scikit-learn's default (1 GiB) computes all 5000 x 5000 distances at once: 260 MiB more than in 16 MiB blocks.
+# scikit-learn's default (1 GiB) computes all 5000 x 5000 distances at once: 260 MiB more
+# than in blocks of 16 MiB.
 SILHOUETTE_WORKING_MIB = 16
 DEFAULT_KMEANS_CLUSTERS = 8
 NOISE = -1
