@@ -10,10 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import adjusted_rand_score, silhouette_score
+from sklearn.neighbors import NearestNeighbors
 
 from scicontrast.analysis import cluster as cluster_module
 from scicontrast.analysis import cluster_scale
-from scicontrast.analysis.cluster import cluster, cluster_embeddings, cluster_unit
+from scicontrast.analysis.cluster import cluster, cluster_embeddings, cluster_unit, knn_graph_edges
 from scicontrast.analysis.cluster_input import label_codes, unit_vectors, unit_vectors_on_disk
 from scicontrast.analysis.embed_stream import EMBEDDINGS_ARRAY, EMBEDDINGS_TABLE, EmbeddingsWriter
 from scicontrast.errors import InputDataError
@@ -66,6 +67,16 @@ def test_silhouette_is_scikit_learns_on_its_own_subsample():
         unit, found["kmeans"], metric="cosine", sample_size=5000, random_state=5
     )
     assert metrics["kmeans"]["silhouette"] == expected
+
+
+def test_the_exact_knn_graph_in_blocks_is_the_one_in_one_block():
+    points, _ = mixture(n_per=500, dim=16)
+    unit = unit_vectors(points)
+    # scikit-learn's default working memory takes all 2000 x 2000 distances in one block.
+    nearest = NearestNeighbors(n_neighbors=11, metric="cosine").fit(unit).kneighbors(unit)[1]
+    sources = np.arange(len(unit)).repeat(11)
+    edges = {tuple(sorted(p)) for p in zip(sources, nearest.ravel(), strict=True) if p[0] != p[1]}
+    assert {tuple(e) for e in knn_graph_edges(unit, 10)} == edges
 
 
 def test_beyond_the_threshold_a_partitioned_folder_clusters_the_mixture(tmp_path):
