@@ -22,6 +22,10 @@ Beyond ``exact_max_items`` items (config ``analysis.cluster_exact_max_items``) e
 switches to its scalable form in ``scicontrast.analysis.cluster_scale``: mini-batch k-means,
 HDBSCAN fitted on a sample of ``exact_max_items`` points with ``approximate_predict`` for the
 rest, and Leiden on an approximate (NN-descent) kNN graph. At or below it nothing changes.
+The ``cluster`` step reads its folder as ``scicontrast.analysis.cluster_input`` describes
+(the unit vectors in a float32 file, read a batch of rows at a time), so beyond the threshold
+memory holds one integer per item and method, not the ``[N, D]`` embeddings: 371 MiB for
+k-means and HDBSCAN of 10^6 x 64 (docs/experiments/cluster_memory.md).
 
 ``methods`` chooses which run (config ``analysis.cluster_methods``). Metrics, per method:
 
