@@ -132,7 +132,7 @@ class DiskRows:
 
     def _read(self, descriptor: int, out: np.ndarray, first_row: int) -> None:
         wanted = out.nbytes
-        got = os.preadv(descriptor, [out], self._offset + first_row * self._row_bytes)
+        got = os.preadv(descriptor, [out.data], self._offset + first_row * self._row_bytes)
         if got != wanted:
             raise InputDataError(f"{self.path}: truncated at row {first_row}")
 
