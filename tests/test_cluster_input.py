@@ -59,12 +59,13 @@ def test_below_the_threshold_the_folder_gives_the_in_memory_result(tmp_path):
     assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == metrics
 
 
-def test_silhouette_is_scikit_learns_on_its_own_subsample():
-    points, _ = mixture(n_per=1300, dim=4)
+def test_silhouette_is_scikit_learns_on_its_own_subsample(monkeypatch):
+    monkeypatch.setattr(cluster_module, "SILHOUETTE_MAX_POINTS", 500)
+    points, _ = mixture(n_per=300, dim=4)
     unit = unit_vectors(points)
-    found, metrics = cluster_unit(unit, methods=["kmeans"], seed=5)
+    found, metrics = cluster_unit(unit, methods=["kmeans"], seed=5, exact_max_items=1000)
     expected = silhouette_score(
-        unit, found["kmeans"], metric="cosine", sample_size=5000, random_state=5
+        unit, found["kmeans"], metric="cosine", sample_size=500, random_state=5
     )
     assert metrics["kmeans"]["silhouette"] == expected
 
