@@ -70,6 +70,7 @@ from scicontrast.analysis.cluster_input import (
     check_label_column,
     label_codes,
     open_embeddings,
+    row_batches,
     unit_vectors,
     unit_vectors_on_disk,
     write_assignments,
@@ -77,7 +78,6 @@ from scicontrast.analysis.cluster_input import (
 from scicontrast.analysis.cluster_scale import (
     approximate_neighbors,
     minibatch_kmeans,
-    row_batches,
     sampled_hdbscan,
 )
 from scicontrast.errors import InputDataError

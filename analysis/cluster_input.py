@@ -21,6 +21,7 @@ each: 8 MB per column at 10^6 items), one batch of rows, and the methods' fitted
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from scicontrast.analysis.cluster_scale import row_batches
 from scicontrast.analysis.embed_stream import EMBEDDING_COLUMN, EMBEDDINGS_ARRAY, EMBEDDINGS_TABLE
 from scicontrast.data_adapters.items_store import (
     arrow_row_groups,
@@ -41,6 +41,17 @@ from scicontrast.errors import ConfigError, InputDataError
 
 ITEM_ID = "item_id"
 MISSING = -1
+# Rows per batch where a method reads all N (k-means labels, HDBSCAN predictions): 4 MiB of
+# float32 at D = 64, enough to keep the per-call overhead of scikit-learn and hdbscan small.
+BATCH_ROWS = 16_384
+
+
+def row_batches(n_rows: int, batch: int | None = None) -> Iterator[slice]:
+    """Contiguous ``slice`` s of at most ``batch`` (default ``BATCH_ROWS``) rows covering
+    ``range(n_rows)`` in order."""
+    batch = batch or BATCH_ROWS
+    for start in range(0, n_rows, batch):
+        yield slice(start, min(start + batch, n_rows))
 
 
 def open_embeddings(folder: str | Path) -> tuple[np.ndarray, Path]:

@@ -26,29 +26,14 @@ plus the ``[N]`` labels, whatever ``N``:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
-
 import numpy as np
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.decomposition import PCA
 
-if TYPE_CHECKING:
-    from scicontrast.analysis.cluster_input import DiskRows
+from scicontrast.analysis.cluster_input import DiskRows, row_batches
 
 KMEANS_BATCH = 4096
 KMEANS_RESTARTS = 3
-# Rows per batch where a method reads all N (k-means labels, HDBSCAN predictions): 4 MiB of
-# float32 at D = 64, enough to keep the per-call overhead of scikit-learn and hdbscan small.
-BATCH_ROWS = 16_384
-
-
-def row_batches(n_rows: int, batch: int | None = None) -> Iterator[slice]:
-    """Contiguous ``slice`` s of at most ``batch`` (default ``BATCH_ROWS``) rows covering
-    ``range(n_rows)`` in order."""
-    batch = batch or BATCH_ROWS
-    for start in range(0, n_rows, batch):
-        yield slice(start, min(start + batch, n_rows))
 
 
 def seeded_sample(n_rows: int, size: int, seed: int) -> np.ndarray:

@@ -13,7 +13,7 @@ from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sklearn.neighbors import NearestNeighbors
 
 from scicontrast.analysis import cluster as cluster_module
-from scicontrast.analysis import cluster_scale
+from scicontrast.analysis import cluster_input, cluster_scale
 from scicontrast.analysis.cluster import cluster, cluster_embeddings, cluster_unit, knn_graph_edges
 from scicontrast.analysis.cluster_input import label_codes, unit_vectors, unit_vectors_on_disk
 from scicontrast.analysis.embed_stream import EMBEDDINGS_ARRAY, EMBEDDINGS_TABLE, EmbeddingsWriter
@@ -131,7 +131,7 @@ class RowReader:
 
 
 def test_scalable_kmeans_and_hdbscan_read_the_unit_vectors_a_batch_at_a_time(monkeypatch):
-    monkeypatch.setattr(cluster_scale, "BATCH_ROWS", 200)
+    monkeypatch.setattr(cluster_input, "BATCH_ROWS", 200)
     monkeypatch.setattr(cluster_scale, "KMEANS_BATCH", 128)
     monkeypatch.setattr(cluster_module, "SILHOUETTE_MAX_POINTS", 250)
     points, kinds = mixture(n_per=400)
@@ -143,7 +143,7 @@ def test_scalable_kmeans_and_hdbscan_read_the_unit_vectors_a_batch_at_a_time(mon
 
 
 def test_unit_vectors_on_disk_are_the_in_memory_ones_and_read_by_rows(tmp_path, monkeypatch):
-    monkeypatch.setattr(cluster_scale, "BATCH_ROWS", 7)
+    monkeypatch.setattr(cluster_input, "BATCH_ROWS", 7)
     points, _ = mixture(n_per=10)
     rows = unit_vectors_on_disk(points, tmp_path / "unit.npy")
     whole = np.load(tmp_path / "unit.npy")
