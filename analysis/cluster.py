@@ -22,6 +22,10 @@ Beyond ``exact_max_items`` items (config ``analysis.cluster_exact_max_items``) e
 switches to its scalable form in ``scicontrast.analysis.cluster_scale``: mini-batch k-means,
 HDBSCAN fitted on a sample of ``exact_max_items`` points with ``approximate_predict`` for the
 rest, and Leiden on an approximate (NN-descent) kNN graph. At or below it nothing changes.
+The ``cluster`` step reads its folder as ``scicontrast.analysis.cluster_input`` describes
+(the unit vectors in a float32 file, read a batch of rows at a time), so beyond the threshold
+memory holds one integer per item and method, not the ``[N, D]`` embeddings: 371 MiB for
+k-means and HDBSCAN of 10^6 x 64 (docs/experiments/cluster_memory.md).
 
 ``methods`` chooses which run (config ``analysis.cluster_methods``). Metrics, per method:
 
@@ -54,21 +58,36 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn import config_context
 from sklearn.cluster import HDBSCAN, KMeans
 from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
 from sklearn.neighbors import NearestNeighbors
 
+from scicontrast.analysis.cluster_input import (
+    MISSING,
+    DiskRows,
+    check_label_column,
+    label_codes,
+    open_embeddings,
+    row_batches,
+    unit_vectors,
+    unit_vectors_on_disk,
+    write_assignments,
+)
 from scicontrast.analysis.cluster_scale import (
     approximate_neighbors,
     minibatch_kmeans,
     sampled_hdbscan,
 )
-from scicontrast.analysis.embed import EMBEDDINGS_TABLE, load_embeddings
-from scicontrast.errors import ConfigError, InputDataError
+from scicontrast.errors import InputDataError
 from scicontrast.io import atomic_path
 
 SILHOUETTE_MAX_POINTS = 5000
+# scikit-learn computes pairwise distances in blocks of its working_memory (default 1 GiB):
+# the silhouette's 5000 x 5000 at once (260 MiB more than in 16 MiB blocks), and the exact
+# kNN graph of 10^4 points 1.4 GiB. The same distances (tested), in blocks of 16 MiB.
+DISTANCE_BLOCK_MIB = 16
 DEFAULT_KMEANS_CLUSTERS = 8
 NOISE = -1
 METHODS = ("kmeans", "hdbscan", "leiden")
@@ -88,103 +107,149 @@ def cluster_embeddings(
     leiden_neighbors: int = 15,
     exact_max_items: int = EXACT_MAX_ITEMS,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Cluster ``[N, D]`` embeddings; return per-item assignments and metrics.
+    """Cluster ``[N, D]`` embeddings held in memory; return per-item assignments and metrics.
 
     Args:
         embeddings: ``[N, D]``, ``N >= 2``.
         labels: ``[N]`` known labels (any hashable values; missing ones are ``NaN``/``None``).
-        kmeans_clusters: ``k`` for k-means (capped at ``N``).
+        kmeans_clusters, ...: as :func:`cluster_unit`.
+
+    Returns:
+        ``(assignments, metrics)``: assignments has one integer column per method
+        (``-1`` = HDBSCAN noise) in input order; metrics as in the module docstring.
+    """
+    codes = None
+    if labels is not None:
+        codes = pd.factorize(pd.Series(np.asarray(labels, dtype=object)))[0].astype(np.int64)
+        if len(codes) != len(embeddings):
+            raise ValueError(f"{len(codes)} labels for {len(embeddings)} embeddings")
+    found, metrics = cluster_unit(
+        unit_vectors(embeddings),
+        codes,
+        kmeans_clusters=kmeans_clusters,
+        hdbscan_min_cluster_size=hdbscan_min_cluster_size,
+        hdbscan_pca_components=hdbscan_pca_components,
+        seed=seed,
+        methods=methods,
+        leiden_resolution=leiden_resolution,
+        leiden_neighbors=leiden_neighbors,
+        exact_max_items=exact_max_items,
+    )
+    return pd.DataFrame(found), metrics
+
+
+def cluster_unit(
+    unit: np.ndarray | DiskRows,
+    codes: np.ndarray | None = None,
+    kmeans_clusters: int | None = None,
+    hdbscan_min_cluster_size: int = 10,
+    hdbscan_pca_components: int | None = 5,
+    seed: int = 0,
+    methods: Sequence[str] = METHODS,
+    leiden_resolution: float = 1.0,
+    leiden_neighbors: int = 15,
+    exact_max_items: int = EXACT_MAX_ITEMS,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Cluster centred unit vectors ``unit [N, D]`` (in memory, or beyond ``exact_max_items``
+    possibly :class:`DiskRows` of a file: the scalable methods read it in batches).
+
+    Args:
+        unit: ``[N, D]``, ``N >= 2``, from :func:`~scicontrast.analysis.cluster_input.unit_vectors`.
+        codes: ``[N]`` integer code of each item's known label, ``-1`` where it is missing.
+        kmeans_clusters: ``k`` for k-means (capped at ``N``); ``None``: the number of codes.
         hdbscan_min_cluster_size: HDBSCAN's smallest cluster (capped at ``N``).
         hdbscan_pca_components: principal components HDBSCAN runs on; ``None``: all.
-        seed: seeds k-means, Leiden and the silhouette subsample.
+        seed: seeds k-means, Leiden, the samples and the silhouette subsample.
         methods: which of ``kmeans``, ``hdbscan``, ``leiden`` to run, in this order.
         leiden_resolution: Leiden's resolution parameter.
         leiden_neighbors: neighbours per point in Leiden's kNN graph (capped at ``N - 1``).
         exact_max_items: beyond this many items, the scalable methods run (module docstring).
 
     Returns:
-        ``(assignments, metrics)``: assignments has one integer column per method
-        (``-1`` = HDBSCAN noise) in input order; metrics as in the module docstring.
+        ``(found, metrics)``: ``found[method]`` is the ``[N]`` assignment (``-1`` = HDBSCAN
+        noise), ``metrics`` as in the module docstring.
     """
-    n_items = len(embeddings)
+    n_items = len(unit)
     if n_items < 2:
         raise ValueError(f"clustering needs at least 2 embeddings, got {n_items}")
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise ValueError(f"unknown clustering methods {unknown}; known: {list(METHODS)}")
-    centred = embeddings - embeddings.mean(axis=0, keepdims=True)
-    norms = np.linalg.norm(centred, axis=1, keepdims=True)
-    unit = centred / np.maximum(norms, np.finfo(np.float32).tiny)
-
-    known: pd.Series | None = None
-    if labels is not None:
-        label_series = pd.Series(np.asarray(labels, dtype=object))
-        if len(label_series) != n_items:
-            raise ValueError(f"{len(label_series)} labels for {n_items} embeddings")
-        known = label_series[label_series.notna()]
-
-    if kmeans_clusters is None:
-        kmeans_clusters = known.nunique() if known is not None and len(known) else None
-    assignments = pd.DataFrame(index=range(n_items))
+    if kmeans_clusters is None and codes is not None:
+        kmeans_clusters = len(np.unique(codes[codes != MISSING])) or None
     exact = n_items <= exact_max_items
     metrics: dict[str, Any] = {"n_items": n_items, "methods": list(methods), "exact": exact}
+    found: dict[str, np.ndarray] = {}
     for method in methods:
         if method == "kmeans":
             k = min(kmeans_clusters or DEFAULT_KMEANS_CLUSTERS, n_items)
-            if exact:
-                found = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(unit)
-            else:
-                found = minibatch_kmeans(unit, k, seed)
-            metrics[method] = {}
+            found[method], metrics[method] = _kmeans(unit, k, seed, exact_max_items), {}
         elif method == "hdbscan":
-            found, metrics[method] = _hdbscan(
+            found[method], metrics[method] = _hdbscan(
                 unit, hdbscan_min_cluster_size, hdbscan_pca_components, seed, exact_max_items
             )
         else:
-            found, metrics[method] = leiden(
+            found[method], metrics[method] = leiden(
                 unit, leiden_neighbors, leiden_resolution, seed, exact_max_items
             )
-        clustered = found != NOISE
-        metrics[method]["n_clusters"] = len(np.unique(found[clustered]))
-        # Noise has no cluster to be compact in, so the silhouette skips it.
-        metrics[method]["silhouette"] = _silhouette(unit[clustered], found[clustered], seed)
-        assignments[method] = found
-    if known is not None:
-        metrics["n_labelled"] = len(known)
-        metrics["n_missing_labels"] = n_items - len(known)
-        codes = pd.factorize(known)[0]
-        for method in methods:
-            predicted = assignments[method].to_numpy()[known.index.to_numpy()]
-            metrics[method]["ari"] = _score(adjusted_rand_score, codes, predicted)
-            metrics[method]["nmi"] = _score(normalized_mutual_info_score, codes, predicted)
-    return assignments, metrics
+        clustered = found[method] != NOISE
+        metrics[method]["n_clusters"] = len(np.unique(found[method][clustered]))
+        metrics[method]["silhouette"] = _silhouette(unit, found[method], seed)
+    if codes is not None:
+        _score_against_labels(metrics, found, codes)
+    return found, metrics
+
+
+def _score_against_labels(
+    metrics: dict[str, Any], found: dict[str, np.ndarray], codes: np.ndarray
+) -> None:
+    """Add ``n_labelled``, ``n_missing_labels`` and each method's ``ari`` and ``nmi``."""
+    known = np.flatnonzero(codes != MISSING)
+    metrics["n_labelled"] = len(known)
+    metrics["n_missing_labels"] = len(codes) - len(known)
+    truth = codes[known]
+    for method, assignment in found.items():
+        predicted = assignment[known]
+        metrics[method]["ari"] = _score(adjusted_rand_score, truth, predicted)
+        metrics[method]["nmi"] = _score(normalized_mutual_info_score, truth, predicted)
+
+
+def _kmeans(unit: np.ndarray | DiskRows, k: int, seed: int, exact_max_items: int) -> np.ndarray:
+    if len(unit) <= exact_max_items:
+        return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(unit)
+    return minibatch_kmeans(unit, k, seed, exact_max_items)
 
 
 def _hdbscan(
-    unit: np.ndarray,
+    unit: np.ndarray | DiskRows,
     min_cluster_size: int,
     pca_components: int | None,
     seed: int,
     exact_max_items: int,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     min_cluster_size = max(2, min(min_cluster_size, len(unit)))
-    density_space = unit
-    if pca_components is not None and pca_components < min(unit.shape):
-        density_space = PCA(pca_components, random_state=seed).fit_transform(unit)
+    if pca_components is not None and pca_components >= min(unit.shape):
+        pca_components = None
     if len(unit) <= exact_max_items:
+        density_space = unit
+        if pca_components is not None:
+            density_space = PCA(pca_components, random_state=seed).fit_transform(unit)
         found = HDBSCAN(min_cluster_size=min_cluster_size, copy=True).fit_predict(density_space)
     else:
-        found = sampled_hdbscan(density_space, min_cluster_size, exact_max_items, seed)
+        found = sampled_hdbscan(unit, min_cluster_size, exact_max_items, seed, pca_components)
     return found, {
         "min_cluster_size": min_cluster_size,
-        "pca_components": density_space.shape[1],
+        "pca_components": pca_components or unit.shape[1],
         "fitted_on": min(len(unit), exact_max_items),
         "noise_fraction": float((found == NOISE).mean()),
     }
 
 
 def knn_graph_edges(
-    unit: np.ndarray, neighbors: int, exact_max_items: int = EXACT_MAX_ITEMS, seed: int = 0
+    unit: np.ndarray | DiskRows,
+    neighbors: int,
+    exact_max_items: int = EXACT_MAX_ITEMS,
+    seed: int = 0,
 ) -> np.ndarray:
     """Undirected edges ``[E, 2]`` (``i < j``, sorted) of the symmetrised cosine kNN graph.
 
@@ -196,22 +261,34 @@ def knn_graph_edges(
     neighbors = max(1, min(neighbors, n_items - 1))
     if n_items <= exact_max_items:
         index = NearestNeighbors(n_neighbors=neighbors + 1, metric="cosine").fit(unit)
-        nearest = index.kneighbors(unit, return_distance=False)
+        with config_context(working_memory=DISTANCE_BLOCK_MIB):
+            nearest = index.kneighbors(unit, return_distance=False)
     else:
         nearest = approximate_neighbors(unit, neighbors, seed)
-    sources = np.repeat(np.arange(n_items, dtype=np.int64), nearest.shape[1])
-    targets = nearest.reshape(-1).astype(np.int64)
-    keep = sources != targets
-    low = np.minimum(sources[keep], targets[keep])
-    high = np.maximum(sources[keep], targets[keep])
-    # One int64 key per pair dedups millions of edges far faster than unique rows, in the
-    # same (lexicographic) order.
-    keys = np.unique(low * n_items + high)
-    return np.stack([keys // n_items, keys % n_items], axis=1)
+    # One int64 key per pair, i * N + j, dedups millions of edges far faster than unique
+    # rows, in the same (lexicographic) order; made a batch of rows at a time and sorted in
+    # place, so that the [N, neighbors] temporaries of one expression are not all held at once.
+    keys = np.empty(nearest.size, dtype=np.int64)
+    filled = 0
+    for rows in row_batches(n_items):
+        targets = nearest[rows].astype(np.int64)
+        sources = np.broadcast_to(np.arange(rows.start, rows.stop)[:, None], targets.shape)
+        keep = sources != targets
+        low = np.minimum(sources[keep], targets[keep])
+        high = np.maximum(sources[keep], targets[keep])
+        keys[filled : filled + len(low)] = low * n_items + high
+        filled += len(low)
+    keys = keys[:filled]
+    keys.sort()
+    keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
+    edges = np.empty((len(keys), 2), dtype=np.int64)
+    np.floor_divide(keys, n_items, out=edges[:, 0])
+    np.remainder(keys, n_items, out=edges[:, 1])
+    return edges
 
 
 def leiden(
-    unit: np.ndarray,
+    unit: np.ndarray | DiskRows,
     neighbors: int = 15,
     resolution: float = 1.0,
     seed: int = 0,
@@ -250,17 +327,24 @@ def comparison_table(metrics: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
 
 
-def _silhouette(unit: np.ndarray, assignment: np.ndarray, seed: int) -> float | None:
-    """Cosine silhouette, or ``None`` where it is undefined (needs 2 <= clusters < points)."""
-    n_clusters = len(np.unique(assignment))
-    if not 2 <= n_clusters < len(assignment):
+def _silhouette(unit: np.ndarray | DiskRows, assignment: np.ndarray, seed: int) -> float | None:
+    """Cosine silhouette of the clustered (not noise) rows, or ``None`` where it is undefined
+    (needs 2 <= clusters < points).
+
+    Beyond ``SILHOUETTE_MAX_POINTS`` clustered rows, on the seeded subsample that
+    ``silhouette_score(sample_size=...)`` draws (the same rows, so the same value); only those
+    rows are read from ``unit``, and the distances are computed in blocks of
+    ``DISTANCE_BLOCK_MIB`` (the same values as in one block).
+    """
+    rows = np.flatnonzero(assignment != NOISE)
+    n_clusters = len(np.unique(assignment[rows]))
+    if not 2 <= n_clusters < len(rows):
         return None
-    sample_size = SILHOUETTE_MAX_POINTS if len(assignment) > SILHOUETTE_MAX_POINTS else None
-    return float(
-        silhouette_score(
-            unit, assignment, metric="cosine", sample_size=sample_size, random_state=seed
-        )
-    )
+    if len(rows) > SILHOUETTE_MAX_POINTS:
+        drawn = np.random.RandomState(seed).permutation(len(rows))[:SILHOUETTE_MAX_POINTS]
+        rows = rows[drawn]
+    with config_context(working_memory=DISTANCE_BLOCK_MIB):
+        return float(silhouette_score(unit[rows], assignment[rows], metric="cosine"))
 
 
 def _score(metric, truth: np.ndarray, predicted: np.ndarray) -> float | None:
@@ -280,38 +364,40 @@ def cluster(
     leiden_neighbors: int = 15,
     exact_max_items: int = EXACT_MAX_ITEMS,
 ) -> dict[str, Any]:
-    """Cluster the embeddings in ``embeddings_dir``; write ``out_dir``; return the metrics."""
-    metadata, embeddings = load_embeddings(embeddings_dir)
-    source = Path(embeddings_dir) / EMBEDDINGS_TABLE
-    if len(embeddings) < 2:
-        raise InputDataError(f"{source}: clustering needs at least 2 items, got {len(embeddings)}")
-    labels = None
+    """Cluster the embeddings in ``embeddings_dir``; write ``out_dir``; return the metrics.
+
+    The folder is read as :mod:`scicontrast.analysis.cluster_input` describes: beyond
+    ``exact_max_items`` items the unit vectors are a file in the output's temporary folder,
+    read a batch of rows at a time, and memory holds ``O(N)`` integers, not ``[N, D]`` floats.
+    """
+    embeddings, table_path = open_embeddings(embeddings_dir)
+    n_items = len(embeddings)
+    if n_items < 2:
+        raise InputDataError(f"{table_path}: clustering needs at least 2 items, got {n_items}")
+    codes = None
     if label_column is not None:
-        if label_column not in metadata.columns:
-            raise ConfigError(
-                f"{source}: label column {label_column!r} is not in the table; "
-                f"available columns: {', '.join(map(str, metadata.columns))}"
-            )
-        labels = metadata[label_column]
-    assignments, metrics = cluster_embeddings(
-        embeddings,
-        labels,
-        kmeans_clusters=kmeans_clusters,
-        hdbscan_min_cluster_size=hdbscan_min_cluster_size,
-        hdbscan_pca_components=hdbscan_pca_components,
-        seed=seed,
-        methods=methods,
-        leiden_resolution=leiden_resolution,
-        leiden_neighbors=leiden_neighbors,
-        exact_max_items=exact_max_items,
-    )
-    metrics["label_column"] = label_column
-    assignments.insert(0, "item_id", metadata["item_id"].to_numpy())
-    if labels is not None:
-        assignments[label_column] = labels.to_numpy()
+        check_label_column(table_path, label_column)
+        codes = label_codes(table_path, label_column)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        assignments.to_parquet(tmp / "assignments.parquet", index=False)
+        if n_items <= exact_max_items:
+            unit = unit_vectors(np.array(embeddings))
+        else:
+            unit = unit_vectors_on_disk(embeddings, tmp.parent / "unit_vectors.npy")
+        found, metrics = cluster_unit(
+            unit,
+            codes,
+            kmeans_clusters=kmeans_clusters,
+            hdbscan_min_cluster_size=hdbscan_min_cluster_size,
+            hdbscan_pca_components=hdbscan_pca_components,
+            seed=seed,
+            methods=methods,
+            leiden_resolution=leiden_resolution,
+            leiden_neighbors=leiden_neighbors,
+            exact_max_items=exact_max_items,
+        )
+        metrics["label_column"] = label_column
+        write_assignments(tmp / "assignments.parquet", table_path, found, label_column)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         comparison_table(metrics).to_csv(tmp / "comparison.csv", index=False)
     return metrics

@@ -2,61 +2,109 @@
 
 ``scicontrast.analysis.cluster`` switches to these beyond ``exact_max_items`` items (config
 ``analysis.cluster_exact_max_items``); at or below it, the exact methods run and results are
-unchanged. Each replaces one exact step by a bounded-cost approximation of the same objective:
+unchanged. Each replaces one exact step by a bounded-cost approximation of the same objective,
+and reads the ``[N, D]`` unit vectors only in batches of rows (a seeded uniform sample of
+``S = exact_max_items`` rows, or ``BATCH_ROWS`` at a time), so that they can be rows of a file
+(:class:`~scicontrast.analysis.cluster_input.DiskRows`) and memory holds ``O(S D + batch)`` floats
+plus the ``[N]`` labels, whatever ``N``:
 
 * **k-means**: ``MiniBatchKMeans`` (Sculley 2010) minimises the same within-cluster sum of
-  squares from random batches of ``KMEANS_BATCH`` points, so each step costs ``O(batch k D)``
-  instead of ``O(N k D)``; three k-means++ restarts instead of ten.
-* **HDBSCAN**: the hierarchy is built on a seeded uniform sample of ``sample_size`` points
-  (the ``hdbscan`` library, ``prediction_data=True``); every other point gets the cluster that
-  ``hdbscan.approximate_predict`` gives it: the cluster its mutual-reachability neighbours in
-  the sample fall in, or noise. Cost ``O(S log S)`` for the fit and ``O(N log S)`` to predict.
-  ``min_cluster_size`` counts sample points.
+  squares from batches of ``KMEANS_BATCH`` points. It is first fitted on the sample
+  (``KMEANS_RESTARTS`` k-means++ restarts, the best kept, steps until its early stop), then
+  ``partial_fit`` takes one step per batch of a seeded shuffle of all ``N`` points, so every
+  point moves the centres; the labels are ``predict``'s, batch by batch.
+* **HDBSCAN**: the principal axes (``PCA``) and the hierarchy are fitted on the sample (the
+  ``hdbscan`` library, ``prediction_data=True``); every other point gets the cluster that
+  ``hdbscan.approximate_predict`` gives it, batch by batch: the cluster its mutual-reachability
+  neighbours in the sample fall in, or noise. Cost ``O(S log S)`` for the fit and
+  ``O(N log S)`` to predict. ``min_cluster_size`` counts sample points.
 * **Leiden's kNN graph**: nearest neighbours by NN-descent (Dong et al. 2011, ``pynndescent``),
-  about ``O(N^1.14)`` distance evaluations instead of the exact ``O(N^2)``.
+  about ``O(N^1.14)`` distance evaluations instead of the exact ``O(N^2)``. NN-descent visits
+  rows in no fixed order, so it reads all of them (``4 N D`` bytes of file pages) and holds
+  the ``[N, neighbors + 1]`` graph: inherent to a kNN graph of every point.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from sklearn.cluster import MiniBatchKMeans
+from sklearn.decomposition import PCA
+
+from scicontrast.analysis.cluster_input import DiskRows, row_batches
 
 KMEANS_BATCH = 4096
 KMEANS_RESTARTS = 3
 
 
-def minibatch_kmeans(unit: np.ndarray, clusters: int, seed: int) -> np.ndarray:
-    """k-means assignment ``[N]`` of ``unit`` ``[N, D]`` by seeded mini-batch k-means."""
-    model = MiniBatchKMeans(
-        n_clusters=clusters, batch_size=KMEANS_BATCH, n_init=KMEANS_RESTARTS, random_state=seed
-    )
-    return model.fit_predict(unit).astype(np.int64)
-
-
-def sampled_hdbscan(
-    points: np.ndarray, min_cluster_size: int, sample_size: int, seed: int
-) -> np.ndarray:
-    """HDBSCAN assignment ``[N]`` (``-1`` = noise) fitted on a sample of ``points`` ``[N, d]``.
-
-    Sample points keep the label of the fit; the rest get ``approximate_predict``'s.
-    """
-    import hdbscan
-
+def seeded_sample(n_rows: int, size: int, seed: int) -> np.ndarray:
+    """Sorted indices ``[min(size, n_rows)]`` of a seeded uniform sample of the rows."""
     rng = np.random.default_rng(seed)
-    sample = np.sort(rng.choice(len(points), size=min(sample_size, len(points)), replace=False))
-    model = hdbscan.HDBSCAN(
-        min_cluster_size=max(2, min(min_cluster_size, len(sample))), prediction_data=True
-    ).fit(points[sample])
-    found = np.empty(len(points), dtype=np.int64)
-    rest = np.ones(len(points), dtype=bool)
-    rest[sample] = False
-    found[sample] = model.labels_
-    if rest.any():
-        found[rest] = hdbscan.approximate_predict(model, points[rest])[0]
+    return np.sort(rng.choice(n_rows, size=min(size, n_rows), replace=False))
+
+
+def minibatch_kmeans(
+    unit: np.ndarray | DiskRows, clusters: int, seed: int, sample_size: int
+) -> np.ndarray:
+    """k-means assignment ``[N]`` (int64) of ``unit`` ``[N, D]`` by seeded mini-batch k-means,
+    fitted on a sample of ``sample_size`` rows, then one ``partial_fit`` pass over all rows."""
+    # k-means++ needs at least one row per centre.
+    sample = seeded_sample(len(unit), max(sample_size, clusters), seed)
+    model = MiniBatchKMeans(
+        n_clusters=clusters,
+        batch_size=KMEANS_BATCH,
+        n_init=KMEANS_RESTARTS,
+        random_state=seed,
+        compute_labels=False,
+    ).fit(unit[sample])
+    order = np.random.default_rng(seed).permutation(len(unit))
+    for rows in row_batches(len(unit), KMEANS_BATCH):
+        # Sorted, so that the file is read forwards; the batch is the same set.
+        model.partial_fit(unit[np.sort(order[rows])])
+    found = np.empty(len(unit), dtype=np.int64)
+    for rows in row_batches(len(unit)):
+        found[rows] = model.predict(unit[rows])
     return found
 
 
-def approximate_neighbors(unit: np.ndarray, neighbors: int, seed: int) -> np.ndarray:
+def sampled_hdbscan(
+    points: np.ndarray | DiskRows,
+    min_cluster_size: int,
+    sample_size: int,
+    seed: int,
+    pca_components: int | None = None,
+) -> np.ndarray:
+    """HDBSCAN assignment ``[N]`` (``-1`` = noise) of ``points`` ``[N, D]`` fitted on a sample.
+
+    With ``pca_components``, HDBSCAN runs on that many principal components, the axes fitted
+    on the sample. Sample points keep the label of the fit; the rest get
+    ``approximate_predict``'s, a batch of rows at a time.
+    """
+    import hdbscan
+
+    sample = seeded_sample(len(points), sample_size, seed)
+    fitted = points[sample]
+    pca = None
+    if pca_components is not None:
+        pca = PCA(pca_components, random_state=seed).fit(fitted)
+        fitted = pca.transform(fitted)
+    model = hdbscan.HDBSCAN(
+        min_cluster_size=max(2, min(min_cluster_size, len(sample))), prediction_data=True
+    ).fit(fitted)
+    found = np.empty(len(points), dtype=np.int64)
+    in_sample = np.zeros(len(points), dtype=bool)
+    in_sample[sample] = True
+    for rows in row_batches(len(points)):
+        rest = ~in_sample[rows]
+        if rest.any():
+            batch = points[rows][rest]
+            if pca is not None:
+                batch = pca.transform(batch)
+            found[rows][rest] = hdbscan.approximate_predict(model, batch)[0]
+    found[sample] = model.labels_
+    return found
+
+
+def approximate_neighbors(unit: np.ndarray | DiskRows, neighbors: int, seed: int) -> np.ndarray:
     """Indices ``[N, neighbors + 1]`` of each row's approximate nearest rows (itself included).
 
     On unit vectors Euclidean order is cosine order, so NN-descent runs on the cheaper metric.
@@ -64,6 +112,10 @@ def approximate_neighbors(unit: np.ndarray, neighbors: int, seed: int) -> np.nda
     from pynndescent import NNDescent
 
     index = NNDescent(
-        unit, n_neighbors=neighbors + 1, metric="euclidean", random_state=seed, low_memory=True
+        np.asarray(unit),
+        n_neighbors=neighbors + 1,
+        metric="euclidean",
+        random_state=seed,
+        low_memory=True,
     )
     return index.neighbor_graph[0]

@@ -27,7 +27,6 @@ LONG_FUNCTIONS = {
     "scicontrast.analysis.plots:make_plots": "flat: one figure after another",
     "scicontrast.analysis.retrieval:format_audio_image": "flat: one table after another",
     "scicontrast.analysis.export:export": "flat: one output file after another",
-    "scicontrast.analysis.cluster:cluster_embeddings": "flat: one clustering after another",
     "scicontrast.data_adapters.grains.folders:segment": "flat: per image segment and save",
     "scicontrast.data_adapters.graphs.cleaning:GraphAdapter._graph_items": (
         "flat: one cleaning policy after another, each counted in `cleaning`"
