@@ -348,6 +348,7 @@ class RotationViews(PairBuilder):
         self._out_size = self._check_items(items)
         self._channels = int(items.meta["channels"])
         self._disc = disc_mask(self._out_size).float()
+        self._mapped = [*items.arrays.values(), *items.extras.values()]  # pages handed back
         if items.meta.get("layout") == "patches":
             self._store = (items.extras[PIXELS], items.arrays[EXTENT])
             self._window = int(items.meta["size"])
