@@ -8,13 +8,16 @@ expression whose named groups become columns.
 
 from __future__ import annotations
 
+import os
 import re
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from scicontrast.data_adapters.images.listing import ImageFiles, shared
 from scicontrast.errors import ConfigError, InputDataError
 
 
@@ -56,39 +59,73 @@ def read_table(path: str | Path, key: str) -> pd.DataFrame:
 
 
 def match_table_to_files(
-    table: pd.DataFrame, key: str, files: list[Path], table_path: Path
-) -> tuple[dict[Path, int], list[str]]:
+    table: pd.DataFrame, key: str, files: ImageFiles, table_path: Path
+) -> tuple[np.ndarray, list[str]]:
     """Which table row describes which file.
 
     A key names a file when it is, in this order of preference, the file's path relative to
     the table's folder, its path as listed, its name, or its stem (name and stem only when
-    unique among the files). Returns ``(row of each matched file, keys matching no file)``.
+    unique among the files). Each rule is one Arrow hash lookup of the keys still unmatched
+    in the files' strings (``pc.index_in``), not a dict or a ``Path`` per file. Returns
+    ``(int64 [n_files] table row of each file, -1 for none; keys matching no file)``.
+    Two rows naming one file is an error naming both rows (counted from 1) and the file.
     """
-    resolved = {p.resolve(): p for p in files}
-    as_listed = {p.as_posix(): p for p in files}
-    names = Counter(p.name for p in files)
-    stems = Counter(p.stem for p in files)
-    by_name = {p.name: p for p in files if names[p.name] == 1}
-    by_stem = {p.stem: p for p in files if stems[p.stem] == 1}
-    rows: dict[Path, int] = {}
-    unmatched: list[str] = []
-    for row, value in enumerate(table[key].tolist()):
-        candidate = (table_path.parent / value).resolve()
-        path = (
-            resolved.get(candidate)
-            or as_listed.get(Path(value).as_posix())
-            or by_name.get(value)
-            or by_stem.get(value)
+    values = pa.array(table[key].to_numpy(dtype=object), type=pa.large_string())
+    # (the files' side, the keys' side, only files whose key no other file shares?), each
+    # made only while some key is unmatched.
+    rules = (
+        (
+            lambda: _resolved(files.strings, Path()),
+            lambda v: _resolved(v, table_path.parent),
+            False,
+        ),
+        (lambda: files.strings, _as_posix, False),
+        (files.names, None, True),
+        (files.stems, None, True),
+    )
+    file_of_row = np.full(len(values), -1, dtype=np.int64)
+    for file_side, convert, must_be_unique in rules:
+        todo = np.flatnonzero(file_of_row < 0)
+        if not len(todo):
+            break
+        file_keys = file_side()
+        keys = values.take(pa.array(todo))
+        found = pc.index_in(keys if convert is None else convert(keys), value_set=file_keys)
+        found = found.fill_null(-1).to_numpy().astype(np.int64)
+        if must_be_unique:  # a name or stem that several files share names none
+            hit = found >= 0
+            found[hit] = np.where(shared(file_keys)[found[hit]], -1, found[hit])
+        file_of_row[todo] = found
+    matched = np.flatnonzero(file_of_row >= 0)
+    repeated = pd.Series(file_of_row[matched]).duplicated().to_numpy()
+    if repeated.any():
+        second = matched[int(np.argmax(repeated))]
+        first = matched[int(np.argmax(file_of_row[matched] == file_of_row[second]))]
+        raise InputDataError(
+            f"{table_path}: rows {first + 1} and {second + 1} both name file "
+            f"{files[int(file_of_row[second])]}"
         )
-        if path is None:
-            unmatched.append(value)
-            continue
-        if path in rows:
-            raise InputDataError(
-                f"{table_path}: rows {rows[path] + 1} and {row + 1} both name file {path}"
-            )
-        rows[path] = row
-    return rows, unmatched
+    row_of_file = np.full(len(files), -1, dtype=np.int64)
+    row_of_file[file_of_row[matched]] = matched
+    return row_of_file, values.filter(pa.array(file_of_row < 0)).to_pylist()
+
+
+def _resolved(paths: pa.Array, base: Path) -> pa.Array:
+    """``(base / path).resolve()`` of each path whose name is not a link: each distinct
+    folder is resolved once (``os.path.realpath``), and the name joined to it."""
+    folders = pc.replace_substring_regex(paths, pattern=r"[^/]*$", replacement="")
+    names = pc.replace_substring_regex(paths, pattern=r"^.*/", replacement="")
+    distinct = pc.unique(folders)
+    real = [os.path.realpath(os.path.join(base, f or ".")) for f in distinct.to_pylist()]
+    where = pc.index_in(folders, value_set=distinct)
+    return pc.binary_join_element_wise(
+        pa.array(real, type=pa.large_string()).take(where), names, pa.scalar("/", pa.large_string())
+    )
+
+
+def _as_posix(paths: pa.Array) -> pa.Array:
+    """``Path(p).as_posix()`` of each path (``./`` and repeated or trailing ``/`` dropped)."""
+    return pa.array([Path(p).as_posix() for p in paths.to_pylist()], type=pa.large_string())
 
 
 def compile_filename_pattern(

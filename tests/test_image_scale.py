@@ -146,6 +146,29 @@ def test_a_pass_of_embedding_batches_leaves_the_mapped_images_on_disk(tmp_path):
     assert _resident_kib(mapped) >= images.nbytes // 1024 - 8
 
 
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("on_device", [False, True])
+def test_training_batches_hand_back_the_mapped_images(tmp_path, on_device):
+    """Each training batch reads random items; after it, none of the memory-mapped images
+    stays resident, and the batches equal those of the same set held in memory."""
+    images = np.random.default_rng(0).integers(0, 255, (512, 1, 32, 32), dtype=np.uint8)
+    table = pd.DataFrame({"item_id": [f"i{k}" for k in range(512)]})
+    meta = {"modality": "image", "channels": 1, "size": 32}
+    Items(table, meta, arrays={"images": images}).save(tmp_path / "items")
+    mapped = (tmp_path / "items" / "images.npy").resolve()
+    made = []
+    for items in (Items.load(tmp_path / "items"), Items(table, meta, {"images": images})):
+        builder = RotationViews()
+        batches = builder.training_batches(items, builder.build(items), 0, 64)
+        if on_device:
+            batches.augment_on(torch.device("cpu"))
+        batches.limit_steps(3)
+        made.append([b.inputs for b in batches])
+        if len(made) == 1:
+            assert _resident_kib(mapped) == 0
+    assert all(torch.equal(a, b) for a, b in zip(*made, strict=True)) and len(made[0]) == 3
+
+
 def test_audio_image_chunks_end_at_the_byte_budget(tmp_path, monkeypatch):
     """One clip or image a chunk when each is over the budget; the same set as one chunk."""
     from test_chunked_prepare import _assert_same, _audio_image

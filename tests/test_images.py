@@ -12,8 +12,9 @@ from skimage import io as skio
 
 from scicontrast.cli import main
 from scicontrast.data_adapters.images.folder import ImageFolderAdapter
+from scicontrast.data_adapters.images.listing import expand_image_paths
 from scicontrast.data_adapters.images.patches import tile_grid
-from scicontrast.data_adapters.images.reading import expand_image_paths, file_ids, read_image_pages
+from scicontrast.data_adapters.images.reading import file_ids, read_image_pages
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import ADAPTERS
 

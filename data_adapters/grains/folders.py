@@ -40,9 +40,9 @@ from scicontrast.data_adapters.grains.statistics import (
     overlay_boundaries,
 )
 from scicontrast.data_adapters.images.folder import check_pixel_size
+from scicontrast.data_adapters.images.listing import expand_image_paths
 from scicontrast.data_adapters.images.reading import (
     Micrograph,
-    expand_image_paths,
     file_ids,
     normalise_pixels,
     read_image_pages,

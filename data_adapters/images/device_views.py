@@ -32,6 +32,7 @@ from torch import Tensor
 
 from scicontrast.data_adapters.base import GroupBatches
 from scicontrast.data_adapters.batch import ContrastiveBatch
+from scicontrast.data_adapters.items_store import drop_mapped_pages
 from scicontrast.geometry import rotate
 
 
@@ -111,6 +112,7 @@ class _BoundRotationViews(Protocol):
 
     _scale: float
     _disc: Tensor
+    _mapped: list[np.ndarray]
 
     @property
     def view_shape(self) -> ViewShape: ...
@@ -140,6 +142,16 @@ class DeviceRotationBatches(GroupBatches):
         self._disc = self.builder._disc.to(device)
 
     def make_batch(self, epoch: int, key: list[int]) -> ContrastiveBatch:
+        """The batch of groups ``key``; then the pages of the memory-mapped images that it
+        read are handed back. A view reads one random item, but the kernel maps the file's
+        page-cache folio around it (about 400 KiB an item measured): 30 steps of 256 groups
+        kept 620 MiB of a 10^6-image set resident after 5 steps, and an epoch keeps all."""
+        batch = self._make_batch(epoch, key)
+        for array in self.builder._mapped:
+            drop_mapped_pages(array)
+        return batch
+
+    def _make_batch(self, epoch: int, key: list[int]) -> ContrastiveBatch:
         if self._device is None or self._disc is None:
             return super().make_batch(epoch, key)
         builder, dataset = self.builder, self.dataset

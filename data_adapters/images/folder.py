@@ -52,6 +52,7 @@ from scicontrast.data_adapters.images.cropping import (
     RESIZE_POLICIES,
     square_image,
 )
+from scicontrast.data_adapters.images.listing import ImageFiles, expand_image_paths
 from scicontrast.data_adapters.images.patches import (
     EXTENT,
     PIXELS,
@@ -62,12 +63,12 @@ from scicontrast.data_adapters.images.patches import (
 )
 from scicontrast.data_adapters.images.reading import (
     Micrograph,
-    expand_image_paths,
     image_facts,
     read_micrographs,
     to_rgb,
     to_uint8,
 )
+from scicontrast.data_adapters.items_store import release_arrow_memory
 from scicontrast.data_adapters.labels import (
     compile_filename_pattern,
     filename_groups,
@@ -242,7 +243,7 @@ class ImageFolderAdapter(Adapter):
         self.filename_pattern = compile_filename_pattern(label_from_filename, name, _TABLE_COLUMNS)
 
     def input_files(self) -> list[Path]:
-        files = expand_image_paths(self.paths)
+        files = list(expand_image_paths(self.paths))
         return [*files, Path(self.labels)] if self.labels is not None else files
 
     def read(self) -> Items:
@@ -261,11 +262,12 @@ class ImageFolderAdapter(Adapter):
         """
         files = expand_image_paths(self.paths)
         labels, rows = self._labels(files)
-        pixel_sizes = self._file_pixel_sizes(labels, rows)
+        release_arrow_memory()  # what matching freed: about 170 MiB at 10^6 files
+        pixel_sizes = self._file_pixel_sizes(labels, rows, files)
         batches = batched_pieces(self._pieces(files, pixel_sizes, rows), chunk_rows, CHUNK_BYTES)
         head = list(itertools.islice(batches, 2))
         if not head:
-            raise InputDataError(f"{', '.join(map(str, files))}: no image gave a crop")
+            raise InputDataError(f"{', '.join(self.paths)}: no image gave a crop")
         if len(head) == 1:
             facts = array_facts(((p[3], p[4]) for p in head[0]), self.grayscale)
         else:
@@ -286,10 +288,11 @@ class ImageFolderAdapter(Adapter):
         yield chunk
 
     def _pieces(
-        self, files: list[Path], pixel_sizes: dict[Path, float], rows: dict[Path, int]
+        self, files: ImageFiles, pixel_sizes: np.ndarray | None, rows: np.ndarray | None
     ) -> Iterator[Piece]:
         """One ``(table row, [S, S, C] crop, mask or None, colour?, bit depth)`` per item;
-        the table row holds the file's labels-table row (``_LABEL_ROW``, -1 for none)."""
+        the table row holds the file's labels-table row (``_LABEL_ROW``, -1 for none).
+        ``pixel_sizes`` and ``rows`` are per file (NaN, -1: none), or ``None`` for all."""
         for path in files:  # a file name that does not match names the file before any read
             filename_groups(self.filename_pattern, path)
         for micrograph in read_micrographs(files):
@@ -306,10 +309,12 @@ class ImageFolderAdapter(Adapter):
             if self.patch_size is None:
                 made = self._crops(micrograph, pixels)
             else:
-                pixel_size = pixel_sizes.get(micrograph.path, self.pixel_size_um)
+                pixel_size = self.pixel_size_um
+                if pixel_sizes is not None and not np.isnan(pixel_sizes[micrograph.file_index]):
+                    pixel_size = float(pixel_sizes[micrograph.file_index])
                 made = self._working_image(micrograph, pixels, pixel_size)
             groups = filename_groups(self.filename_pattern, micrograph.path)
-            label_row = rows.get(micrograph.path, -1)
+            label_row = -1 if rows is None else int(rows[micrograph.file_index])
             for record, crop, mask in made:
                 row = {**base, **record, **groups, _LABEL_ROW: label_row}
                 yield row, crop, mask, pixels.shape[2] == 3, micrograph.bit_depth
@@ -319,9 +324,8 @@ class ImageFolderAdapter(Adapter):
         positions = table.pop(_LABEL_ROW).to_numpy()
         if labels is None:
             return table
-        columns = labels.drop(columns=[self.labels_key]).reset_index(drop=True)
         # -1 (a file without a row) is not in the index: its labels are missing.
-        joined = columns.reindex(positions).reset_index(drop=True)
+        joined = labels.reindex(positions).reset_index(drop=True)
         return pd.concat([table, joined], axis=1)
 
     def _chunk(
@@ -345,7 +349,7 @@ class ImageFolderAdapter(Adapter):
         return Items(table=table, arrays=arrays)
 
     def _meta(
-        self, last: pd.DataFrame, channels: int, files: list[Path], summary: ChunkSummary
+        self, last: pd.DataFrame, channels: int, files: ImageFiles, summary: ChunkSummary
     ) -> dict[str, Any]:
         patches = {"layout": "patches", "target_pixel_size_um": self.target_pixel_size_um}
         return {
@@ -401,9 +405,11 @@ class ImageFolderAdapter(Adapter):
             }
             yield record, pixels[top : top + self.size, left : left + self.size], None
 
-    def _labels(self, files: list[Path]) -> tuple[pd.DataFrame | None, dict[Path, int]]:
+    def _labels(self, files: ImageFiles) -> tuple[pd.DataFrame | None, np.ndarray | None]:
+        """The labels table's columns less its key (rows in table order) and the table row
+        of each file (-1: none), or ``(None, None)`` without a table."""
         if self.labels is None:
-            return None, {}
+            return None, None
         path = Path(self.labels)
         table = read_table(path, self.labels_key)
         taken = set(_TABLE_COLUMNS) | set(
@@ -421,37 +427,37 @@ class ImageFolderAdapter(Adapter):
                 f"{path}: {len(unmatched)} rows name no input file (first: {unmatched[0]!r})",
                 stacklevel=3,
             )
-        missing = [p for p in files if p not in rows]
-        if missing and self.labels_missing == "error":
+        missing = np.flatnonzero(rows < 0)
+        if len(missing) and self.labels_missing == "error":
             raise InputDataError(
-                f"{path}: no row for image file {missing[0]} ({len(missing)} files in all); "
-                "set adapter params.labels_missing to 'allow' to keep them unlabelled"
+                f"{path}: no row for image file {files[int(missing[0])]} ({len(missing)} files "
+                "in all); set adapter params.labels_missing to 'allow' to keep them unlabelled"
             )
-        return table, rows
+        return table.drop(columns=[self.labels_key]).reset_index(drop=True), rows
 
     def _file_pixel_sizes(
-        self, labels: pd.DataFrame | None, rows: dict[Path, int]
-    ) -> dict[Path, float]:
-        """Micrometres per pixel of the files with a labels-table value (the others have
-        ``pixel_size_um``).
+        self, labels: pd.DataFrame | None, rows: np.ndarray | None, files: ImageFiles
+    ) -> np.ndarray | None:
+        """``float64 [n_files]`` micrometres per pixel from the labels table (NaN: the file
+        has ``pixel_size_um``), or ``None`` without such a column.
 
         A table value that is not a number > 0 is an error naming the table, row and file.
         """
-        sizes: dict[Path, float] = {}
-        if labels is None or "pixel_size_um" not in labels.columns:
-            return sizes
-        values = pd.to_numeric(labels["pixel_size_um"], errors="coerce")
-        for path, row in rows.items():
-            raw, value = labels["pixel_size_um"].iloc[row], values.iloc[row]
-            if pd.isna(raw):
-                continue
-            if pd.isna(value) or not value > 0:
-                raise InputDataError(
-                    f"{self.labels}: row {row + 1} ({path}): pixel_size_um {raw!r} is not a "
-                    "number > 0 (micrometres per pixel)"
-                )
-            sizes[path] = float(value)
-        return sizes
+        if labels is None or rows is None or "pixel_size_um" not in labels.columns:
+            return None
+        raw = labels["pixel_size_um"]
+        values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
+        bad = raw.notna().to_numpy() & ~(values > 0)
+        described = np.zeros(len(labels), dtype=bool)
+        described[rows[rows >= 0]] = True
+        if (bad & described).any():
+            row = int(np.argmax(bad & described))
+            file = files[int(np.argmax(rows == row))]
+            raise InputDataError(
+                f"{self.labels}: row {row + 1} ({file}): pixel_size_um {raw.iloc[row]!r} is "
+                "not a number > 0 (micrometres per pixel)"
+            )
+        return np.append(values, np.nan)[rows]  # row -1 (no row) takes the NaN
 
     def _pixel_size(self, table: pd.DataFrame) -> float | None:
         """The source pixel size; a per-file column wins, and must then be one value."""

@@ -33,31 +33,25 @@ fit scales up more than 2x is read, with one warning naming the first such file.
 
 from __future__ import annotations
 
-import glob
 import logging
-import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import tifffile
 from PIL import Image
 from skimage import io as skio
 
+from scicontrast.data_adapters.images.listing import IMAGE_SUFFIXES, ImageFiles, shared
 from scicontrast.errors import InputDataError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 TIFF_SUFFIXES = (".tif", ".tiff")
 
 
 # Below this side a 3 x 3 convolution stack sees edges, not texture; a TIFF whose channel
 # axis was written as rows gives such slivers (a 64 x 64 x 5 array becomes 64 pages of 64 x 5).
 MIN_IMAGE_SIDE = 8
-
-
-_GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 @dataclass
@@ -70,6 +64,7 @@ class Micrograph:
     pixels: np.ndarray
     bit_depth: int
     pages: int = 1
+    file_index: int = 0  # the file's place in the list read
 
     @property
     def where(self) -> str:
@@ -77,53 +72,20 @@ class Micrograph:
         return f"{self.path} (page {self.page})" if self.pages > 1 else str(self.path)
 
 
-# --- finding files -----------------------------------------------------------------------
+# --- file ids ----------------------------------------------------------------------------
 
 
-def expand_image_paths(paths: list[str] | str) -> list[Path]:
-    """Files, glob patterns (``**`` allowed) and folders -> the image files, in order.
-
-    A folder stands for the image files directly inside it (sorted); a glob pattern keeps
-    its matches that are image files (sorted). A literal file path is returned as given,
-    even when it does not exist yet (a workflow may build it). A folder or pattern with no
-    image file raises ``InputDataError``.
-    """
-    entries = [paths] if isinstance(paths, str) else [str(p) for p in paths]
-    files: list[Path] = []
-    for entry in entries:
-        if _GLOB_CHARS.search(entry):
-            matches = [Path(p) for p in sorted(glob.glob(entry, recursive=True))]
-            matches = [p for p in matches if p.is_file() and _is_image_name(p)]
-            if not matches:
-                raise InputDataError(f"{entry}: glob pattern matches no image file")
-            files.extend(matches)
-        elif Path(entry).is_dir():
-            matches = sorted(p for p in Path(entry).iterdir() if p.is_file() and _is_image_name(p))
-            if not matches:
-                raise InputDataError(
-                    f"{entry}: folder holds no image file ({', '.join(IMAGE_SUFFIXES)})"
-                )
-            files.extend(matches)
-        else:
-            files.append(Path(entry))
-    return list(dict.fromkeys(files))
-
-
-def _is_image_name(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
-
-
-def file_ids(files: list[Path]) -> dict[Path, str]:
+def file_ids(files: Sequence[Path]) -> dict[Path, str]:
     """The id of each file (see module docstring): its stem, or its path when stems clash."""
     clashing = clashing_file_ids(files)
     return {p: clashing.get(p, p.stem) for p in files}
 
 
-def clashing_file_ids(files: list[Path]) -> dict[Path, str]:
+def clashing_file_ids(files: Sequence[Path]) -> dict[Path, str]:
     """The ids of the files whose stem another file shares (the others' id is their stem);
     a dict of those only, so a folder of a million distinct names costs no dict entry each."""
-    stems = pd.Series([p.stem for p in files], dtype=object)
-    clashing = [files[i] for i in np.flatnonzero(stems.duplicated(keep=False).to_numpy())]
+    listing = files if isinstance(files, ImageFiles) else ImageFiles.of(files)
+    clashing = [listing[int(i)] for i in np.flatnonzero(shared(listing.stems()))]
     if not clashing:
         return {}
     resolved = [p.resolve() for p in clashing]
@@ -315,17 +277,17 @@ def normalise_pixels(array: np.ndarray, where: str) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(pixels), depth
 
 
-def read_micrographs(files: list[Path]) -> Iterator[Micrograph]:
+def read_micrographs(files: Sequence[Path]) -> Iterator[Micrograph]:
     """Read every page of every file, one file at a time (ids as in the module docstring)."""
     clashing = clashing_file_ids(files)
-    for path in files:
+    for index, path in enumerate(files):
         pages = read_image_pages(path)
         file_id = clashing.get(path, path.stem)
         for page, raw in enumerate(pages):
             where = f"{path} (page {page})" if len(pages) > 1 else str(path)
             pixels, depth = normalise_pixels(raw, where)
             image_id = file_id if len(pages) == 1 else f"{file_id}_page{page}"
-            yield Micrograph(image_id, path, page, pixels, depth, pages=len(pages))
+            yield Micrograph(image_id, path, page, pixels, depth, len(pages), index)
 
 
 def to_uint8(pixels: np.ndarray) -> np.ndarray:

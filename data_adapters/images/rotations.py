@@ -326,16 +326,17 @@ class RotationViews(PairBuilder):
             )
         return out_size
 
+    def table_columns(self, meta: dict[str, Any]) -> list[str] | None:
+        """``item_id`` only: views come from the arrays (file paths, labels stay on disk)."""
+        return ["item_id"]
+
     def build(self, items: Items) -> pd.DataFrame:
         self._check_items(items)
-        n = len(items)
-        return pd.DataFrame(
-            {
-                "group_id": np.repeat(np.arange(n, dtype=np.int64), self.views),
-                "item_id": np.repeat(items.table["item_id"].to_numpy(), self.views),
-                "view": np.full(n * self.views, "rotated"),
-            }
-        )
+        n, k = len(items), self.views
+        # A categorical view name (written as its values), not a Python string per row.
+        views = pd.Categorical.from_codes(np.zeros(n * k, dtype=np.int8), ["rotated"])
+        ids = np.repeat(items.table["item_id"].to_numpy(), k)
+        return pd.DataFrame({"group_id": np.repeat(np.arange(n), k), "item_id": ids, "view": views})
 
     def bind(self, items: Items) -> None:
         """Keep the images (and object masks) as tensors over the stored arrays.
@@ -347,6 +348,7 @@ class RotationViews(PairBuilder):
         self._out_size = self._check_items(items)
         self._channels = int(items.meta["channels"])
         self._disc = disc_mask(self._out_size).float()
+        self._mapped = [*items.arrays.values(), *items.extras.values()]  # pages handed back
         if items.meta.get("layout") == "patches":
             self._store = (items.extras[PIXELS], items.arrays[EXTENT])
             self._window = int(items.meta["size"])
