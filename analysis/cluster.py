@@ -380,6 +380,7 @@ def cluster(
         codes = label_codes(table_path, label_column)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
+        unit: np.ndarray | DiskRows
         if n_items <= exact_max_items:
             unit = unit_vectors(np.array(embeddings))
         else:
