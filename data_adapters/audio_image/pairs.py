@@ -15,14 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from scicontrast.data_adapters.audio_image.manifests import MODALITIES
-from scicontrast.data_adapters.base import Items, PairBuilder, epoch_seed
+from scicontrast.data_adapters.base import Items, PairBuilder, epoch_seed, item_rows
 from scicontrast.data_adapters.batch import ContrastiveBatch
+from scicontrast.data_adapters.items_store import drop_mapped_pages
 from scicontrast.data_adapters.loader import EpochLoader
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import PAIR_BUILDERS
@@ -95,6 +96,11 @@ class SynchronizedPairs(PairBuilder):
         self.audio_gain_db = float(audio_gain_db)
         self.image_shift = image_shift
         self._items: Items | None = None
+
+    def table_columns(self, meta: dict[str, Any]) -> list[str]:
+        """The columns the pairs, batches and embeddings read: the clips and images are in
+        the extras, the metadata (file paths, times) stays on disk."""
+        return ["item_id", "modality", "event", "modality_row"]
 
     def build(self, items: Items) -> pd.DataFrame:
         """Two rows per event: its audio item (view ``audio``) and image item (``image``)."""
@@ -186,20 +192,13 @@ class SynchronizedPairs(PairBuilder):
                 "implemented for the in-batch loss)"
             )
         self.bind(items)
-        row_of = pd.Series(np.arange(len(items)), index=items.table["item_id"].to_numpy())
-        sides = pairs.pivot(index="group_id", columns="view", values="item_id")
-        missing = [v for v in MODALITIES if v not in sides.columns]
-        if missing or sides.isna().any().any():
-            raise InputDataError(
-                "pairs table: every group needs one 'audio' and one 'image' view (built by "
-                "synchronized_pairs)"
-            )
+        groups, audio_rows, image_rows = _event_rows(pairs, items)
         return EpochLoader(
             PairBatches(
                 self,
-                groups=sides.index.to_numpy(),
-                audio_rows=row_of.loc[sides["audio"].to_numpy()].to_numpy(),
-                image_rows=row_of.loc[sides["image"].to_numpy()].to_numpy(),
+                groups=groups,
+                audio_rows=audio_rows,
+                image_rows=image_rows,
                 seed=seed,
                 batch_size=batch_size,
             )
@@ -219,6 +218,10 @@ class SynchronizedPairs(PairBuilder):
                 is_audio,
                 items,
             )
+            # Clips and images are memory-mapped: hand back the pages read, or one pass over
+            # the set would keep all of it resident.
+            for array in items.extras.values():
+                drop_mapped_pages(array)
 
     def _batch(self, audio, images, is_audio, items: Items) -> AudioImageBatch:
         return AudioImageBatch(
@@ -227,6 +230,29 @@ class SynchronizedPairs(PairBuilder):
             is_audio=torch.as_tensor(np.asarray(is_audio, dtype=bool)),
             sample_rate=int(items.meta["sample_rate"]),
         )
+
+
+def _event_rows(pairs: pd.DataFrame, items: Items) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(groups, audio rows, image rows)``: each group of ``pairs`` (sorted) and the
+    items-table rows of its ``audio`` and ``image`` views, from the pairs table's row codes
+    (:func:`~scicontrast.data_adapters.base.item_rows`), not a lookup of the id strings."""
+    rows = item_rows(pairs["item_id"], items.table["item_id"])
+    views = pairs["view"].to_numpy()
+    groups = pairs["group_id"].to_numpy()
+    is_audio, is_image = views == "audio", views == "image"
+    audio_order = np.argsort(groups[is_audio], kind="stable")
+    image_order = np.argsort(groups[is_image], kind="stable")
+    audio_groups = groups[is_audio][audio_order]
+    if (
+        not (is_audio | is_image).all()
+        or not np.array_equal(audio_groups, groups[is_image][image_order])
+        or (audio_groups[1:] == audio_groups[:-1]).any()
+    ):
+        raise InputDataError(
+            "pairs table: every group needs one 'audio' and one 'image' view (built by "
+            "synchronized_pairs)"
+        )
+    return audio_groups, rows[is_audio][audio_order], rows[is_image][image_order]
 
 
 def _check_items(items: Items) -> pd.DataFrame:
