@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 import pandas as pd
@@ -72,7 +73,7 @@ def read_manifest(
         )
     if len(frame) == 0:
         raise InputDataError(f"{path}: manifest has no rows")
-    where = [f"{path}: row {i + 1}" for i in range(len(frame))]
+    where = RowPlaces(path, len(frame))
     for column in (device_column, file_column):
         empty = frame[column].isna() | (frame[column].astype(str).str.strip() == "")
         if empty.any():
@@ -90,12 +91,12 @@ def read_manifest(
             )
         modalities = modalities.tolist()
     else:
-        modalities = [modality_of(f, w) for f, w in zip(files, where, strict=True)]
-    for file, modality, place in zip(files, modalities, where, strict=True):
+        modalities = [modality_of(f, where[i]) for i, f in enumerate(files)]
+    for i, (file, modality) in enumerate(zip(files, modalities, strict=True)):
         suffixes = AUDIO_SUFFIXES if modality == "audio" else IMAGE_SUFFIXES
         if Path(file).suffix.lower() not in suffixes:
             raise InputDataError(
-                f"{place}: {file}: unsupported {modality} format {Path(file).suffix!r}; "
+                f"{where[i]}: {file}: unsupported {modality} format {Path(file).suffix!r}; "
                 f"supported: {', '.join(suffixes)}"
             )
     base = path.parent
@@ -120,6 +121,28 @@ def read_manifest(
     if clash:
         raise InputDataError(f"{path}: metadata column(s) {clash} clash with reserved names")
     return pd.concat([events, metadata], axis=1)
+
+
+class RowPlaces(Sequence[str]):
+    """``places[i]`` is ``"<manifest>: row <i + 1>"``, made when an error needs it (a string
+    per row, made up front, cost 150 bytes a row)."""
+
+    def __init__(self, path: Path, rows: int) -> None:
+        self.path, self.rows = path, rows
+
+    def __len__(self) -> int:
+        return self.rows
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self.rows))]
+        if not -self.rows <= index < self.rows:
+            raise IndexError(index)
+        return f"{self.path}: row {index % self.rows + 1}"
 
 
 def _read_table(path: Path) -> pd.DataFrame:
