@@ -217,26 +217,26 @@ class AudioImageAdapter(Adapter):
             if column not in part.columns:
                 part[column] = pd.Series([None] * len(part), dtype=object)
         part = part[columns]
+        # Each clip or image is written into the chunk's array as it is read: a list of
+        # them stacked at the end held the chunk twice.
         if side == "image":
-            pictures = [
-                read_picture(
-                    row.image_file,
-                    self.image_size,
-                    self.channels,
-                    self.resize,
-                    f"{row.image_manifest}: row {row.image_row}: {row.image_file}",
+            shape = (self.channels, self.image_size, self.image_size)
+            pictures = np.empty((len(pairs), *shape), dtype=np.float32)
+            for k, row in enumerate(pairs.itertuples(index=False)):
+                where = f"{row.image_manifest}: row {row.image_row}: {row.image_file}"
+                pictures[k] = read_picture(
+                    row.image_file, self.image_size, self.channels, self.resize, where
                 )
-                for row in pairs.itertuples(index=False)
-            ]
-            return Items(table=part, extras={"images": np.stack(pictures)})
-        clips, durations = [], []
-        for row in pairs.itertuples(index=False):
+            return Items(table=part, extras={"images": pictures})
+        clips = np.empty((len(pairs), self.clip_samples), dtype=np.float32)
+        durations = np.empty(len(pairs))
+        for k, row in enumerate(pairs.itertuples(index=False)):
             where = f"{row.audio_manifest}: row {row.audio_row}: {row.audio_file}"
             signal = read_audio(row.audio_file, self.sample_rate, where)
-            durations.append(len(signal) / self.sample_rate)
-            clips.append(fit_length(signal, self.clip_samples))
-        part["duration_s"] = np.asarray(durations)
-        return Items(table=part, extras={"audio": np.stack(clips)})
+            durations[k] = len(signal) / self.sample_rate
+            clips[k] = fit_length(signal, self.clip_samples)
+        part["duration_s"] = durations
+        return Items(table=part, extras={"audio": clips})
 
     def _chunk_rows(self, chunk_rows: int, *sides: str) -> int:
         """Rows per chunk: ``chunk_rows``, or fewer where the float32 clips or images of
