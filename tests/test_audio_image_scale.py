@@ -106,7 +106,7 @@ def test_training_rows_come_from_the_row_codes_in_any_order(paired):
 
 
 @pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
-def test_embedding_batches_leave_the_mapped_clips_and_images_on_disk(paired):
+def test_embedding_and_training_batches_leave_the_mapped_clips_and_images_on_disk(paired):
     items, _, tmp = paired
     builder = SynchronizedPairs()
     batches = list(builder.embedding_batches(items, 8))
@@ -123,3 +123,8 @@ def test_embedding_batches_leave_the_mapped_clips_and_images_on_disk(paired):
     for name, path in mapped.items():
         np.asarray(items.extras[name]).sum()  # touching every page makes it all resident
         assert _resident_kib(path) >= items.extras[name].nbytes // 1024 - 8
+    # An epoch of training batches (the held-out pass too) hands its pages back as well.
+    pairs = builder.build(items)
+    assert len(list(builder.training_batches(items, pairs, seed=0, batch_size=4))) == 9
+    for path in mapped.values():
+        assert _resident_kib(path) <= 8

@@ -317,8 +317,11 @@ class PairBatches:
             images.append(self.builder._image(image, rng))
         count = len(positions)
         is_audio = np.repeat([True, False], count)
+        inputs = self.builder._batch(audio, images, is_audio, items)  # copies the views
+        for array in (audio_store, image_store):  # as in embedding_batches
+            drop_mapped_pages(array)
         return ContrastiveBatch(
-            self.builder._batch(audio, images, is_audio, items),
+            inputs,
             torch.as_tensor(np.tile(self.groups[positions], 2), dtype=torch.long),
             towers=(torch.arange(count), torch.arange(count, 2 * count)),
         )
