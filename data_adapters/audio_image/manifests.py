@@ -27,6 +27,8 @@ of a device must have the same modality. Column names are configurable.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import overload
@@ -94,16 +96,17 @@ def read_manifest(
         modalities = [modality_of(f, where[i]) for i, f in enumerate(files)]
     for i, (file, modality) in enumerate(zip(files, modalities, strict=True)):
         suffixes = AUDIO_SUFFIXES if modality == "audio" else IMAGE_SUFFIXES
-        if Path(file).suffix.lower() not in suffixes:
+        if suffix_of(file).lower() not in suffixes:
             raise InputDataError(
-                f"{where[i]}: {file}: unsupported {modality} format {Path(file).suffix!r}; "
+                f"{where[i]}: {file}: unsupported {modality} format {suffix_of(file)!r}; "
                 f"supported: {', '.join(suffixes)}"
             )
     base = path.parent
     events = pd.DataFrame(
         {
             "device": frame[device_column].astype(str).to_numpy(),
-            "file": [str((base / f).resolve()) for f in files],
+            # As str((base / f).resolve()), without a Path per row (suffix_of).
+            "file": [os.path.realpath(os.path.join(base, f)) for f in files],
             "file_as_listed": files.to_numpy(),
             "time_s": times,
             "modality": modalities,
@@ -196,8 +199,16 @@ def parse_times(values: pd.Series, where: Sequence[str], column: str = "time") -
     return seconds
 
 
+def suffix_of(file: str) -> str:
+    """The file name's suffix, as ``Path(file).suffix`` (a leading dot is no suffix), without
+    making a ``Path``: that interns every part of the path, and Python's table of interned
+    strings never shrinks (about 100 MiB after 10^6 files)."""
+    suffix = os.path.splitext(file)[1]
+    return "" if suffix == "." else suffix
+
+
 def modality_of(file: str, where: str) -> str:
-    suffix = Path(file).suffix.lower()
+    suffix = suffix_of(file).lower()
     if suffix in AUDIO_SUFFIXES:
         return "audio"
     if suffix in IMAGE_SUFFIXES:
@@ -214,18 +225,21 @@ def check_files(events: pd.DataFrame) -> None:
         events["file"], events["modality"], events["manifest"], events["row"], strict=True
     ):
         where = f"{manifest}: row {row}: {file}"
-        path = Path(file)
-        if not path.is_file():
+        try:
+            facts = os.stat(file)
+        except OSError:
+            facts = None
+        if facts is None or not stat.S_ISREG(facts.st_mode):
             raise InputDataError(f"{where}: file not found")
-        if path.stat().st_size == 0:
+        if facts.st_size == 0:
             raise InputDataError(f"{where}: empty file (0 bytes)")
         if modality == "audio":
-            _audio_info(path, where)
+            _audio_info(file, where)
 
 
-def _audio_info(path: Path, where: str) -> soundfile._SoundFileInfo:
+def _audio_info(path: str, where: str) -> soundfile._SoundFileInfo:
     try:
-        info = soundfile.info(str(path))
+        info = soundfile.info(path)
     except Exception as exc:  # libsndfile raises its own error types, not always OSError
         raise InputDataError(f"{where}: cannot read audio ({' '.join(str(exc).split())})") from None
     if info.frames == 0:
