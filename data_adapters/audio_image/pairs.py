@@ -99,8 +99,10 @@ class SynchronizedPairs(PairBuilder):
 
     def table_columns(self, meta: dict[str, Any]) -> list[str]:
         """The columns the pairs, batches and embeddings read: the clips and images are in
-        the extras, the metadata (file paths, times) stays on disk."""
-        return ["item_id", "modality", "event", "modality_row"]
+        the extras, the metadata (file paths, times) stays on disk. Items read from single
+        files (no synchronisation) have no ``event``."""
+        events = ["event"] if "synchronization" in meta else []
+        return ["item_id", "modality", *events, "modality_row"]
 
     def build(self, items: Items) -> pd.DataFrame:
         """Two rows per event: its audio item (view ``audio``) and image item (``image``)."""
