@@ -15,7 +15,7 @@ from test_image_scale import _resident_kib
 from scicontrast.data_adapters.audio_image import demo, synchronization
 from scicontrast.data_adapters.audio_image.pairs import SynchronizedPairs, _event_rows
 from scicontrast.data_adapters.audio_image.reading import AudioImageAdapter
-from scicontrast.data_adapters.base import Items
+from scicontrast.data_adapters.base import Items, load_items
 from scicontrast.data_adapters.chunks import write_chunks
 from scicontrast.data_adapters.pairs_table import read_pairs, write_pairs
 from scicontrast.errors import InputDataError
@@ -86,7 +86,7 @@ def paired(tmp_path_factory) -> tuple[Items, pd.DataFrame, Path]:
     adapter = AudioImageAdapter(str(tmp / "sync"), clip_seconds=0.2, image_size=12)
     write_chunks(adapter.read_chunks(1000), tmp / "items")
     builder = SynchronizedPairs()
-    items = Items.load(tmp / "items", columns=builder.table_columns({}))
+    items = load_items(tmp / "items", builder)
     write_pairs(tmp / "pairs.parquet", builder.build(items))
     return items, read_pairs(tmp / "pairs.parquet", items.table["item_id"]), tmp
 
