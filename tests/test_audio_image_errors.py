@@ -145,6 +145,7 @@ def test_single_files_name_a_bad_file_by_its_position(tmp_path):
 
 def test_single_files_embed_but_do_not_train(tmp_path):
     from scicontrast.data_adapters.audio_image.pairs import SynchronizedPairs
+    from scicontrast.data_adapters.base import load_items
 
     manifest = write_station(tmp_path / "s")
     items = AudioImageAdapter(
@@ -158,6 +159,10 @@ def test_single_files_embed_but_do_not_train(tmp_path):
     assert items.table["duration_s"].iloc[1] == pytest.approx(0.1)
     with pytest.raises(InputDataError, match="no events to pair"):
         SynchronizedPairs().build(items)
+    items.save(tmp_path / "items")  # loaded with the builder's columns, it still embeds
+    loaded = load_items(tmp_path / "items", SynchronizedPairs())
+    batch = next(iter(SynchronizedPairs().embedding_batches(loaded, 4)))
+    assert batch.is_audio.tolist() == [False, True] and batch.audio.shape == (1, 4000)
 
 
 @pytest.mark.parametrize("sources", [{}, {"synchronization": "s", "files": ["a.wav"]}])

@@ -125,8 +125,10 @@ rule demo_audio_image:
         dropout=DEMO_AUDIO_IMAGE["dropout"],
         image_size=DEMO_AUDIO_IMAGE["image_size"],
         seed=DEMO_AUDIO_IMAGE["seed"],
+        clip_seconds=DEMO_AUDIO_IMAGE["clip_seconds"],
     shell:
         "scicontrast demo-data audio-image --out {params.out_dir} --events {params.events}"
         " --classes {params.classes} --clock-offset-s {params.clock_offset_s}"
         " --jitter-s {params.jitter_s} --dropout {params.dropout}"
-        " --image-size {params.image_size} --seed {params.seed} > {log} 2>&1"
+        " --image-size {params.image_size} --seed {params.seed}"
+        " --clip-seconds {params.clip_seconds} > {log} 2>&1"

@@ -7,7 +7,8 @@ r"""Synthetic field recordings: tones and shapes on two drifting clocks (the emb
 * **Tone** of class ``c``: pitch ``f_c = 400 * 6^(c / (classes - 1))`` Hz (log-spaced from
   400 to 2400 Hz; 400 Hz for a single class), detuned by up to 3 %, with a second harmonic
   at 0.3 of the amplitude, a Hann envelope over 0.25-0.45 s, amplitude 0.3-0.9, centred in
-  a 0.6 s clip with white noise (standard deviation 0.02). Written as 16-bit **stereo** WAV at
+  a ``clip_seconds`` clip (0.6 s; a shorter clip scales the tone's length with it) with
+  white noise (standard deviation 0.02). Written as 16-bit **stereo** WAV at
   **16 kHz** (the right channel at 0.8 of the left), so that reading it exercises down-mixing
   and resampling.
 * **Shape** of class ``c``: disc, square, triangle, cross, ring or diamond, of radius 35-45 %
@@ -54,10 +55,12 @@ def tone_pitch(label: int, classes: int) -> float:
     return LOWEST_PITCH_HZ * PITCH_RANGE ** (label / (classes - 1))
 
 
-def tone(label: int, classes: int, rng: np.random.Generator) -> np.ndarray:
-    """A stereo clip ``float32 [RECORDING_RATE * CLIP_SECONDS, 2]`` of class ``label``."""
-    n = round(RECORDING_RATE * CLIP_SECONDS)
-    length = round(RECORDING_RATE * rng.uniform(0.25, 0.45))
+def tone(
+    label: int, classes: int, rng: np.random.Generator, clip_seconds: float = CLIP_SECONDS
+) -> np.ndarray:
+    """A stereo clip ``float32 [RECORDING_RATE * clip_seconds, 2]`` of class ``label``."""
+    n = round(RECORDING_RATE * clip_seconds)
+    length = round(RECORDING_RATE * rng.uniform(0.25, 0.45) * (clip_seconds / CLIP_SECONDS))
     t = np.arange(length) / RECORDING_RATE
     pitch = tone_pitch(label, classes) * (1 + rng.uniform(-0.03, 0.03))
     wave = np.sin(2 * np.pi * pitch * t) + 0.3 * np.sin(4 * np.pi * pitch * t)
@@ -90,6 +93,35 @@ def shape(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(np.rint(picture * 255), 0, 255).astype(np.uint8)
 
 
+# Manifest rows per block written: a row per event as Python objects would grow with the events.
+MANIFEST_BLOCK = 65_536
+DEVICE_FILES = (("microphone", "audio", "wav"), ("camera", "images", "png"))
+
+
+def write_manifest(
+    path: Path, kept: dict[str, np.ndarray], times: dict[str, np.ndarray], labels: np.ndarray
+) -> None:
+    """The manifest CSV (module docstring), ``MANIFEST_BLOCK`` rows at a time: the
+    microphone's events, then the camera's, each in event order (``kept[device]``), times
+    (``times[device]``, indexed by event) rounded to milliseconds."""
+    header = True
+    with open(path, "w", newline="") as handle:
+        for device, folder, suffix in DEVICE_FILES:
+            for start in range(0, len(kept[device]), MANIFEST_BLOCK):
+                event = kept[device][start : start + MANIFEST_BLOCK]
+                block = pd.DataFrame(
+                    {
+                        "device": device,
+                        "file": [f"{folder}/event_{e:04d}.{suffix}" for e in event],
+                        "time": times[device][event].round(3),
+                        "label": np.asarray(SHAPES)[labels[event]],
+                        "true_event": event,
+                    }
+                )
+                block.to_csv(handle, index=False, header=header)
+                header = False
+
+
 def generate_demo_audio_image(
     out_dir: str | Path,
     events: int = 240,
@@ -99,12 +131,17 @@ def generate_demo_audio_image(
     dropout: float = 0.05,
     image_size: int = 24,
     seed: int = 0,
+    clip_seconds: float = CLIP_SECONDS,
 ) -> Path:
     """Write the demo recordings and ``manifest.csv`` into ``out_dir``; return the manifest."""
     if not 1 <= classes <= len(SHAPES):
         raise ConfigError(f"demo_data.audio_image: classes must be 1..{len(SHAPES)}, got {classes}")
     if events < 2:
         raise ConfigError(f"demo_data.audio_image: events must be >= 2, got {events}")
+    if not 0.05 <= clip_seconds <= 10:
+        raise ConfigError(
+            f"demo_data.audio_image: clip_seconds must be 0.05..10, got {clip_seconds}"
+        )
     if not 0 <= dropout < 0.5 or jitter_s < 0:
         raise ConfigError("demo_data.audio_image: need 0 <= dropout < 0.5 and jitter_s >= 0")
     out_dir = Path(out_dir)
@@ -112,33 +149,27 @@ def generate_demo_audio_image(
     true_times = 5.0 + np.cumsum(1.0 + rng.exponential(1.5, events))
     labels = rng.integers(0, classes, events)
     dropped = rng.permutation(events)[: 2 * round(dropout * events)]
-    no_image, no_audio = set(dropped[::2].tolist()), set(dropped[1::2].tolist())
-    microphone = true_times + rng.normal(0.0, jitter_s, events)
-    camera = true_times - clock_offset_s + rng.normal(0.0, jitter_s, events)
-
-    rows = []
+    everything = np.arange(events)
+    kept = {  # events in order, each side without its dropped ones
+        "microphone": np.setdiff1d(everything, dropped[1::2]),
+        "camera": np.setdiff1d(everything, dropped[::2]),
+    }
+    times = {
+        "microphone": true_times + rng.normal(0.0, jitter_s, events),
+        "camera": true_times - clock_offset_s + rng.normal(0.0, jitter_s, events),
+    }
     with atomic_path(out_dir / "audio") as tmp:
         tmp.mkdir()
-        for event in range(events):
-            if event in no_audio:
-                continue
-            name = f"event_{event:04d}.wav"
-            clip = tone(int(labels[event]), classes, np.random.default_rng([seed, 1, event]))
-            soundfile.write(tmp / name, clip, RECORDING_RATE, subtype="PCM_16")
-            rows.append(("microphone", f"audio/{name}", microphone[event], event))
+        for event in kept["microphone"]:
+            clip_rng = np.random.default_rng([seed, 1, event])
+            clip = tone(int(labels[event]), classes, clip_rng, clip_seconds)
+            soundfile.write(tmp / f"event_{event:04d}.wav", clip, RECORDING_RATE, subtype="PCM_16")
     with atomic_path(out_dir / "images") as tmp:
         tmp.mkdir()
-        for event in range(events):
-            if event in no_image:
-                continue
-            name = f"event_{event:04d}.png"
+        for event in kept["camera"]:
             picture = shape(int(labels[event]), image_size, np.random.default_rng([seed, 2, event]))
-            skio.imsave(tmp / name, picture, check_contrast=False)
-            rows.append(("camera", f"images/{name}", camera[event], event))
-    manifest = pd.DataFrame(rows, columns=["device", "file", "time", "true_event"])
-    manifest["time"] = manifest["time"].round(3)
-    manifest["label"] = [SHAPES[labels[e]] for e in manifest["true_event"]]
+            skio.imsave(tmp / f"event_{event:04d}.png", picture, check_contrast=False)
     path = out_dir / "manifest.csv"
     with atomic_path(path) as tmp:
-        manifest[["device", "file", "time", "label", "true_event"]].to_csv(tmp, index=False)
+        write_manifest(tmp, kept, times, labels)
     return path

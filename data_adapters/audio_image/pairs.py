@@ -15,14 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from scicontrast.data_adapters.audio_image.manifests import MODALITIES
-from scicontrast.data_adapters.base import Items, PairBuilder, epoch_seed
+from scicontrast.data_adapters.base import Items, PairBuilder, epoch_seed, item_rows
 from scicontrast.data_adapters.batch import ContrastiveBatch
+from scicontrast.data_adapters.items_store import drop_mapped_pages
 from scicontrast.data_adapters.loader import EpochLoader
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import PAIR_BUILDERS
@@ -96,6 +97,13 @@ class SynchronizedPairs(PairBuilder):
         self.image_shift = image_shift
         self._items: Items | None = None
 
+    def table_columns(self, meta: dict[str, Any]) -> list[str]:
+        """The columns the pairs, batches and embeddings read: the clips and images are in
+        the extras, the metadata (file paths, times) stays on disk. Items read from single
+        files (no synchronisation) have no ``event``."""
+        events = ["event"] if "synchronization" in meta else []
+        return ["item_id", "modality", *events, "modality_row"]
+
     def build(self, items: Items) -> pd.DataFrame:
         """Two rows per event: its audio item (view ``audio``) and image item (``image``)."""
         table = _check_items(items)
@@ -104,19 +112,25 @@ class SynchronizedPairs(PairBuilder):
                 "items: read from single files (adapter params.files), so they have no events "
                 "to pair; training needs params.synchronization"
             )
-        counts = table.groupby(["event", "modality"]).size().unstack(fill_value=0)
-        incomplete = counts[(counts.get("audio", 0) != 1) | (counts.get("image", 0) != 1)]
+        # In numpy, not a groupby and sort over the modality strings (their hash tables
+        # were most of the step's memory at 10^5 items).
+        events = table["event"].to_numpy()
+        modality = table["modality"].to_numpy()
+        is_audio, is_image = modality == "audio", modality == "image"
+        found, event_of = np.unique(events, return_inverse=True)
+        audio = np.bincount(event_of, weights=is_audio, minlength=len(found))
+        image = np.bincount(event_of, weights=is_image, minlength=len(found))
+        incomplete = found[(audio != 1) | (image != 1)]
         if len(incomplete):
             raise InputDataError(
-                f"items: event {incomplete.index[0]!r} does not have exactly one audio and one "
-                "image item"
+                f"items: event {incomplete[0]!r} does not have exactly one audio and one image item"
             )
-        ordered = table.sort_values(["event", "modality"], kind="stable")
+        order = np.lexsort((is_image, events))  # by event, audio first
         return pd.DataFrame(
             {
-                "group_id": ordered["event"].to_numpy(),
-                "item_id": ordered["item_id"].to_numpy(),
-                "view": ordered["modality"].to_numpy(),
+                "group_id": events[order],
+                "item_id": table["item_id"].to_numpy()[order],
+                "view": modality[order],
             }
         )
 
@@ -186,20 +200,13 @@ class SynchronizedPairs(PairBuilder):
                 "implemented for the in-batch loss)"
             )
         self.bind(items)
-        row_of = pd.Series(np.arange(len(items)), index=items.table["item_id"].to_numpy())
-        sides = pairs.pivot(index="group_id", columns="view", values="item_id")
-        missing = [v for v in MODALITIES if v not in sides.columns]
-        if missing or sides.isna().any().any():
-            raise InputDataError(
-                "pairs table: every group needs one 'audio' and one 'image' view (built by "
-                "synchronized_pairs)"
-            )
+        groups, audio_rows, image_rows = _event_rows(pairs, items)
         return EpochLoader(
             PairBatches(
                 self,
-                groups=sides.index.to_numpy(),
-                audio_rows=row_of.loc[sides["audio"].to_numpy()].to_numpy(),
-                image_rows=row_of.loc[sides["image"].to_numpy()].to_numpy(),
+                groups=groups,
+                audio_rows=audio_rows,
+                image_rows=image_rows,
                 seed=seed,
                 batch_size=batch_size,
             )
@@ -219,6 +226,10 @@ class SynchronizedPairs(PairBuilder):
                 is_audio,
                 items,
             )
+            # Clips and images are memory-mapped: hand back the pages read, or one pass over
+            # the set would keep all of it resident.
+            for array in items.extras.values():
+                drop_mapped_pages(array)
 
     def _batch(self, audio, images, is_audio, items: Items) -> AudioImageBatch:
         return AudioImageBatch(
@@ -227,6 +238,29 @@ class SynchronizedPairs(PairBuilder):
             is_audio=torch.as_tensor(np.asarray(is_audio, dtype=bool)),
             sample_rate=int(items.meta["sample_rate"]),
         )
+
+
+def _event_rows(pairs: pd.DataFrame, items: Items) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(groups, audio rows, image rows)``: each group of ``pairs`` (sorted) and the
+    items-table rows of its ``audio`` and ``image`` views, from the pairs table's row codes
+    (:func:`~scicontrast.data_adapters.base.item_rows`), not a lookup of the id strings."""
+    rows = item_rows(pairs["item_id"], items.table["item_id"])
+    views = pairs["view"].to_numpy()
+    groups = pairs["group_id"].to_numpy()
+    is_audio, is_image = views == "audio", views == "image"
+    audio_order = np.argsort(groups[is_audio], kind="stable")
+    image_order = np.argsort(groups[is_image], kind="stable")
+    audio_groups = groups[is_audio][audio_order]
+    if (
+        not (is_audio | is_image).all()
+        or not np.array_equal(audio_groups, groups[is_image][image_order])
+        or (audio_groups[1:] == audio_groups[:-1]).any()
+    ):
+        raise InputDataError(
+            "pairs table: every group needs one 'audio' and one 'image' view (built by "
+            "synchronized_pairs)"
+        )
+    return audio_groups, rows[is_audio][audio_order], rows[is_image][image_order]
 
 
 def _check_items(items: Items) -> pd.DataFrame:
@@ -291,8 +325,11 @@ class PairBatches:
             images.append(self.builder._image(image, rng))
         count = len(positions)
         is_audio = np.repeat([True, False], count)
+        inputs = self.builder._batch(audio, images, is_audio, items)  # copies the views
+        for array in (audio_store, image_store):  # as in embedding_batches
+            drop_mapped_pages(array)
         return ContrastiveBatch(
-            self.builder._batch(audio, images, is_audio, items),
+            inputs,
             torch.as_tensor(np.tile(self.groups[positions], 2), dtype=torch.long),
             towers=(torch.arange(count), torch.arange(count, 2 * count)),
         )

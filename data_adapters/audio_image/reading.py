@@ -35,11 +35,12 @@ import soundfile
 from skimage.color import rgb2gray
 
 from scicontrast.data_adapters.audio_image.manifests import PAIRS_FILE, modality_of
-from scicontrast.data_adapters.audio_image.synchronization import load_synchronization
+from scicontrast.data_adapters.audio_image.synchronization import load_offsets
 from scicontrast.data_adapters.base import Adapter, Items
 from scicontrast.data_adapters.chunks import CHUNK_BYTES, CHUNK_ROWS, concat_chunks
 from scicontrast.data_adapters.images.cropping import square_image
 from scicontrast.data_adapters.images.reading import normalise_pixels, read_image_pages
+from scicontrast.data_adapters.items_store import table_row_groups, table_schema
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import ADAPTERS
 
@@ -172,59 +173,70 @@ class AudioImageAdapter(Adapter):
     def read_chunks(self, chunk_rows: int) -> Iterator[Items]:
         """The items in chunks of ``chunk_rows`` rows, each clip and image read as it comes.
 
-        The table (one row per side of an event, or per file: metadata only) is built
-        first; the clips, then the images, are read a chunk of rows at a time (fewer where
-        their float32 samples or pixels would pass ``CHUNK_BYTES``) and each chunk's rows of
-        the ``audio`` or ``images`` extra are written with its table rows.
+        The synchronisation's pairs table is read one row group at a time, once for the
+        audio side, then for the image side (only that side's columns): each row group's
+        clips or images are read a chunk of rows at a time (fewer where their float32
+        samples or pixels would pass ``CHUNK_BYTES``), and each chunk's rows of the
+        ``audio`` or ``images`` extra are written with its table rows. No step holds the
+        whole pairs or items table. The last chunk is empty and carries the meta.
         """
         if self.files is not None:
             yield from self._read_files(self.files, chunk_rows)
             return
         assert self.folder is not None  # __init__ takes one of the two
-        summary, pairs = load_synchronization(self.folder)
-        if len(pairs) == 0:
-            raise InputDataError(f"{self.folder}/{PAIRS_FILE}: no pairs")
-        table = pd.concat(
-            [self._side(pairs, "audio", None), self._side(pairs, "image", None)],
-            ignore_index=True,
-        )
-        meta = self._meta(table, synchronization=summary, synchronization_folder=str(self.folder))
+        summary = load_offsets(self.folder)
+        path = self.folder / PAIRS_FILE
+        names = table_schema(path).names
+        columns = _item_columns(names)
         for side in ("audio", "image"):
             rows = self._chunk_rows(chunk_rows, side)
-            for first in range(0, len(pairs), rows):
-                last = min(first + rows, len(pairs))
-                chunk = self._event_chunk(pairs, table, side, first, last)
-                if side == "image" and last == len(pairs):
-                    chunk.meta = meta
-                yield chunk
+            wanted = ["event", *(c for c in names if c.startswith(f"{side}_"))]
+            done = 0
+            for group in table_row_groups(path, wanted):
+                for first in range(0, len(group), rows):
+                    part = group.iloc[first : first + rows]
+                    yield self._event_chunk(part, side, done, columns)
+                    done += len(part)
+            if done == 0:
+                raise InputDataError(f"{path}: no pairs")
+        table = pd.DataFrame(columns=columns)
+        yield Items(
+            table=table,
+            meta=self._meta(
+                table, synchronization=summary, synchronization_folder=str(self.folder)
+            ),
+        )
 
-    def _event_chunk(
-        self, pairs: pd.DataFrame, table: pd.DataFrame, side: str, first: int, last: int
-    ) -> Items:
-        """Table rows and clips (or images) of events ``first .. last - 1`` of one side."""
-        offset = 0 if side == "audio" else len(pairs)
-        part = table.iloc[offset + first : offset + last].reset_index(drop=True)
-        rows = pairs.iloc[first:last]
+    def _event_chunk(self, pairs: pd.DataFrame, side: str, first: int, columns: list[str]) -> Items:
+        """Table rows (``columns``) and clips (or images) of one side of ``pairs``, rows
+        ``first ..`` of the pairs table."""
+        part = _side(pairs, side, first)
+        # A metadata column of the other side only: None (Arrow's null type), typed by the
+        # chunks that hold it, as a concatenation of both sides' tables would be.
+        for column in columns:
+            if column not in part.columns:
+                part[column] = pd.Series([None] * len(part), dtype=object)
+        part = part[columns]
+        # Each clip or image is written into the chunk's array as it is read: a list of
+        # them stacked at the end held the chunk twice.
         if side == "image":
-            pictures = [
-                read_picture(
-                    row.image_file,
-                    self.image_size,
-                    self.channels,
-                    self.resize,
-                    f"{row.image_manifest}: row {row.image_row}: {row.image_file}",
+            shape = (self.channels, self.image_size, self.image_size)
+            pictures = np.empty((len(pairs), *shape), dtype=np.float32)
+            for k, row in enumerate(pairs.itertuples(index=False)):
+                where = f"{row.image_manifest}: row {row.image_row}: {row.image_file}"
+                pictures[k] = read_picture(
+                    row.image_file, self.image_size, self.channels, self.resize, where
                 )
-                for row in rows.itertuples(index=False)
-            ]
-            return Items(table=part, extras={"images": np.stack(pictures)})
-        clips, durations = [], []
-        for row in rows.itertuples(index=False):
+            return Items(table=part, extras={"images": pictures})
+        clips = np.empty((len(pairs), self.clip_samples), dtype=np.float32)
+        durations = np.empty(len(pairs))
+        for k, row in enumerate(pairs.itertuples(index=False)):
             where = f"{row.audio_manifest}: row {row.audio_row}: {row.audio_file}"
             signal = read_audio(row.audio_file, self.sample_rate, where)
-            durations.append(len(signal) / self.sample_rate)
-            clips.append(fit_length(signal, self.clip_samples))
-        part["duration_s"] = np.asarray(durations)
-        return Items(table=part, extras={"audio": np.stack(clips)})
+            durations[k] = len(signal) / self.sample_rate
+            clips[k] = fit_length(signal, self.clip_samples)
+        part["duration_s"] = durations
+        return Items(table=part, extras={"audio": clips})
 
     def _chunk_rows(self, chunk_rows: int, *sides: str) -> int:
         """Rows per chunk: ``chunk_rows``, or fewer where the float32 clips or images of
@@ -294,26 +306,42 @@ class AudioImageAdapter(Adapter):
         }
         return Items(table=pd.DataFrame(rows), extras=extras)
 
-    @staticmethod
-    def _side(pairs: pd.DataFrame, side: str, durations: list[float] | None) -> pd.DataFrame:
-        prefix = f"{side}_"
-        listed = pairs[f"{side}_file_as_listed"].astype(str)
-        table = pd.DataFrame(
-            {
-                "item_id": f"{side}/" + pairs[f"{side}_device"].astype(str) + "/" + listed,
-                "modality": side,
-                "event": pairs["event"].to_numpy(),
-                "device": pairs[f"{side}_device"].to_numpy(),
-                "file": pairs[f"{side}_file"].to_numpy(),
-                "time_s": pairs[f"{side}_time_s"].to_numpy(),
-                "corrected_s": pairs[f"{side}_corrected_s"].to_numpy(),
-                "duration_s": np.nan if durations is None else np.asarray(durations),
-                "modality_row": np.arange(len(pairs)),
-            }
-        )
-        fixed = {"device", "file", "file_as_listed", "time_s", "corrected_s", "manifest", "row"}
-        for column in pairs.columns:
-            name = column.removeprefix(prefix)
-            if column.startswith(prefix) and name not in fixed:
-                table[name] = pairs[column].to_numpy()
-        return table
+
+_FIXED = ("device", "file", "file_as_listed", "time_s", "corrected_s", "manifest", "row")
+_ITEM_COLUMNS = ["item_id", "modality", "event", "device", "file", "time_s", "corrected_s"]
+_ITEM_COLUMNS += ["duration_s", "modality_row"]
+
+
+def _item_columns(pairs_columns: list[str]) -> list[str]:
+    """The items-table columns for a pairs table with ``pairs_columns``: the fixed ones,
+    then the audio side's metadata, then the image side's that the audio side lacks."""
+    columns = list(_ITEM_COLUMNS)
+    for side in ("audio", "image"):
+        for column in pairs_columns:
+            name = column.removeprefix(f"{side}_")
+            if column.startswith(f"{side}_") and name not in _FIXED and name not in columns:
+                columns.append(name)
+    return columns
+
+
+def _side(pairs: pd.DataFrame, side: str, first: int) -> pd.DataFrame:
+    """Items-table rows of one side of ``pairs`` (rows ``first ..`` of the pairs table)."""
+    listed = pairs[f"{side}_file_as_listed"].astype(str)
+    table = pd.DataFrame(
+        {
+            "item_id": f"{side}/" + pairs[f"{side}_device"].astype(str) + "/" + listed,
+            "modality": side,
+            "event": pairs["event"].to_numpy(),
+            "device": pairs[f"{side}_device"].to_numpy(),
+            "file": pairs[f"{side}_file"].to_numpy(),
+            "time_s": pairs[f"{side}_time_s"].to_numpy(),
+            "corrected_s": pairs[f"{side}_corrected_s"].to_numpy(),
+            "duration_s": np.nan,
+            "modality_row": np.arange(first, first + len(pairs)),
+        }
+    )
+    for column in pairs.columns:
+        name = column.removeprefix(f"{side}_")
+        if column.startswith(f"{side}_") and name not in _FIXED:
+            table[name] = pairs[column].to_numpy()
+    return table

@@ -72,6 +72,9 @@ from scicontrast.data_adapters.audio_image.manifests import (
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.io import atomic_path
 
+# Rows per row group of pairs.parquet.
+PAIRS_ROW_GROUP = 65_536
+
 # --- offsets and matching ----------------------------------------------------------------
 
 
@@ -321,7 +324,8 @@ def _write_folder(
     ]
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        pairs.to_parquet(tmp / PAIRS_FILE, index=False)
+        # In row groups, which the adapter reads one at a time.
+        pairs.to_parquet(tmp / PAIRS_FILE, index=False, row_group_size=PAIRS_ROW_GROUP)
         unmatched.reset_index(drop=True).to_parquet(tmp / UNMATCHED_FILE, index=False)
         (tmp / OFFSETS_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         plot_time_differences(pairs["time_difference_s"].to_numpy(), tolerance_s, tmp / PLOT_FILE)
@@ -434,8 +438,8 @@ def plot_time_differences(differences: np.ndarray, tolerance_s: float, path: Pat
     figure.savefig(path, dpi=100)
 
 
-def load_synchronization(folder: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:
-    """``(offsets.json, pairs table)`` of a synchronisation folder."""
+def load_offsets(folder: str | Path) -> dict[str, Any]:
+    """The ``offsets.json`` of a synchronisation folder that also holds its pairs table."""
     folder = Path(folder)
     offsets, pairs = folder / OFFSETS_FILE, folder / PAIRS_FILE
     if not offsets.is_file() or not pairs.is_file():
@@ -443,7 +447,7 @@ def load_synchronization(folder: str | Path) -> tuple[dict[str, Any], pd.DataFra
             f"{folder}: not a synchronisation folder (needs {OFFSETS_FILE} and {PAIRS_FILE}; "
             "write one with 'scicontrast synchronize')"
         )
-    return json.loads(offsets.read_text()), pd.read_parquet(pairs)
+    return json.loads(offsets.read_text())
 
 
 def synchronization_options(entry: dict[str, Any]) -> str:

@@ -49,6 +49,7 @@ DEMO_OPTIONS: list[tuple[str, type, str]] = [
     ("--jitter-s", float, "audio-image: clock jitter (s)"),
     ("--dropout", float, "audio-image: events missing one side"),
     ("--image-size", int, "audio-image: image side (pixels)"),
+    ("--clip-seconds", float, "audio-image: clip length (s)"),
     ("--species", int, "genomes: species"),
     ("--strains", int, "genomes: strains per species"),
     ("--divergence", float, "genomes: strain substitution rate"),
