@@ -57,6 +57,11 @@ def table_schema(path: str | Path) -> pa.Schema:
     return _dataset(Path(path)).schema
 
 
+def table_rows(path: str | Path) -> int:
+    """The number of rows of the table at ``path``, from the Parquet footers."""
+    return _dataset(Path(path)).count_rows()
+
+
 def table_row_groups(path: str | Path, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
     """The table at ``path`` (a Parquet file or a folder of them), one row group at a time.
 
