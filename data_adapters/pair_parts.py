@@ -34,13 +34,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from scicontrast.data_adapters.base import EXTRA_SUFFIX, read_meta
+from scicontrast.data_adapters.base import read_meta
 from scicontrast.data_adapters.id_hashes import HashedIdSet
 from scicontrast.data_adapters.items_store import (
     META_FILE,
     TABLE_FILE,
     arrow_row_groups,
-    load_array,
+    load_arrays,
     table_rows,
     table_schema,
 )
@@ -60,21 +60,17 @@ def items_folder(folder: str | Path) -> tuple[dict[str, Any], list[str]]:
 def mapped_arrays(
     folder: str | Path,
 ) -> tuple[int, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """``(rows, arrays, extras)`` of the items folder ``folder`` as ``Items.load`` reads
-    them (every array memory-mapped), the rows counted from the table's Parquet footers.
+    """``(rows, arrays, extras)`` of the items folder ``folder``: the arrays as
+    ``Items.load`` maps them, the rows counted from the table's Parquet footers.
 
     ``InputDataError`` naming the file for an array whose length is not the row count.
     """
     folder = Path(folder)
     rows = table_rows(folder / TABLE_FILE)
-    arrays, extras = {}, {}
-    for path in sorted(folder.glob("*.npy")):
-        if path.name.endswith(EXTRA_SUFFIX):
-            extras[path.name.removesuffix(EXTRA_SUFFIX)] = load_array(path)
-            continue
-        arrays[path.stem] = array = load_array(path)
+    arrays, extras = load_arrays(folder)
+    for name, array in arrays.items():
         if len(array) != rows:
-            raise InputDataError(f"{path}: {len(array)} rows, the items table {rows}")
+            raise InputDataError(f"{folder / name}.npy: {len(array)} rows, the items table {rows}")
     return rows, arrays, extras
 
 
