@@ -37,11 +37,12 @@ from torch.utils.data import Dataset
 
 from scicontrast.data_adapters.batch import ContrastiveBatch, collate_views
 from scicontrast.data_adapters.items_store import (
+    EXTRA_SUFFIX,
     META_FILE,
     TABLE_FILE,
     ItemsWriter,
     drop_mapped_pages,
-    load_array,
+    load_arrays,
     read_table,
 )
 from scicontrast.data_adapters.loader import EpochLoader
@@ -52,8 +53,6 @@ if TYPE_CHECKING:  # for annotations only: every adapter imports this module
     import pyarrow as pa
 
     from scicontrast.data_adapters.classical import ClassicalFeatures
-
-EXTRA_SUFFIX = ".extra.npy"
 
 
 @dataclass
@@ -109,14 +108,8 @@ class Items:
             raise InputDataError(f"{folder}: not an items folder (no {TABLE_FILE})")
         wanted = None if columns is None else list(dict.fromkeys(["item_id", *columns]))
         table = read_table(table_path, wanted)
-        meta = read_meta(folder)
-        arrays, extras = {}, {}
-        for path in sorted(folder.glob("*.npy")):
-            if path.name.endswith(EXTRA_SUFFIX):
-                extras[path.name.removesuffix(EXTRA_SUFFIX)] = load_array(path)
-            else:
-                arrays[path.stem] = load_array(path)
-        return cls(table=table, meta=meta, arrays=arrays, extras=extras)
+        arrays, extras = load_arrays(folder)
+        return cls(table=table, meta=read_meta(folder), arrays=arrays, extras=extras)
 
 
 def read_meta(folder: str | Path) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from scicontrast.io import atomic_path
 
 TABLE_FILE = "items.parquet"
 META_FILE = "meta.json"
+EXTRA_SUFFIX = ".extra.npy"
 # Room for any header numpy writes for the arrays here: the shape's first number is known
 # only once the last chunk is written, so the header is written into a fixed-size slot.
 _NPY_HEADER_BYTES = 256
@@ -55,6 +56,11 @@ def _dataset(path: Path) -> ds.Dataset:
 def table_schema(path: str | Path) -> pa.Schema:
     """The Arrow schema of the table at ``path`` (a Parquet file or a folder of them)."""
     return _dataset(Path(path)).schema
+
+
+def table_rows(path: str | Path) -> int:
+    """The number of rows of the table at ``path``, from the Parquet footers."""
+    return _dataset(Path(path)).count_rows()
 
 
 def table_row_groups(path: str | Path, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
@@ -109,6 +115,17 @@ def load_array(path: Path) -> np.ndarray:
         return np.load(path, mmap_mode="c")
     except (OSError, ValueError, EOFError) as exc:
         raise InputDataError(f"{path}: truncated or not a .npy array ({exc})") from None
+
+
+def load_arrays(folder: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``(arrays, extras)`` of the items folder ``folder``, each memory-mapped, by name."""
+    arrays, extras = {}, {}
+    for path in sorted(Path(folder).glob("*.npy")):
+        if path.name.endswith(EXTRA_SUFFIX):
+            extras[path.name.removesuffix(EXTRA_SUFFIX)] = load_array(path)
+        else:
+            arrays[path.stem] = load_array(path)
+    return arrays, extras
 
 
 def drop_mapped_pages(array: np.ndarray) -> None:

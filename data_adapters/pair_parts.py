@@ -11,6 +11,8 @@ row group depend only on that row group and the ones before it (one group per it
 groups named by a column) overrides ``build_parts`` with the pieces here:
 
 * :func:`items_folder`: the folder's meta and table columns, without reading the table;
+* :func:`mapped_arrays`: its row count and arrays (memory-mapped), to check the set by, and
+  :func:`item_id_at` to name an item in an error;
 * :func:`item_row_groups`: the table one row group at a time, only the columns named, with
   every ``item_id`` checked against all earlier ones (as hashes,
   :class:`~scicontrast.data_adapters.id_hashes.HashedIdSet`: 16 bytes an id);
@@ -38,6 +40,8 @@ from scicontrast.data_adapters.items_store import (
     META_FILE,
     TABLE_FILE,
     arrow_row_groups,
+    load_arrays,
+    table_rows,
     table_schema,
 )
 from scicontrast.errors import InputDataError
@@ -51,6 +55,31 @@ def items_folder(folder: str | Path) -> tuple[dict[str, Any], list[str]]:
         if not (folder / name).exists():
             raise InputDataError(f"{folder}: not an items folder (no {name})")
     return read_meta(folder), table_schema(folder / TABLE_FILE).names
+
+
+def mapped_arrays(
+    folder: str | Path,
+) -> tuple[int, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``(rows, arrays, extras)`` of the items folder ``folder``: the arrays as
+    ``Items.load`` maps them, the rows counted from the table's Parquet footers.
+
+    ``InputDataError`` naming the file for an array whose length is not the row count.
+    """
+    folder = Path(folder)
+    rows = table_rows(folder / TABLE_FILE)
+    arrays, extras = load_arrays(folder)
+    for name, array in arrays.items():
+        if len(array) != rows:
+            raise InputDataError(f"{folder / name}.npy: {len(array)} rows, the items table {rows}")
+    return rows, arrays, extras
+
+
+def item_id_at(folder: str | Path, row: int) -> Any:
+    """The ``item_id`` of row ``row`` of the items table in ``folder`` (read to that row)."""
+    for first, table in item_row_groups(folder, []):
+        if row < first + len(table):
+            return table.column("item_id")[row - first].as_py()
+    raise IndexError(f"{folder}: no row {row} in the items table")
 
 
 def item_row_groups(folder: str | Path, columns: Sequence[str]) -> Iterator[tuple[int, pa.Table]]:

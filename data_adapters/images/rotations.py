@@ -80,10 +80,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 from torch import Tensor
 
@@ -95,6 +97,7 @@ from scicontrast.data_adapters.images.device_views import (
     ViewShape,
     render_views,
 )
+from scicontrast.data_adapters.images.image_checks import check_image_set
 from scicontrast.data_adapters.images.patches import (
     EXTENT,
     PIXELS,
@@ -103,7 +106,14 @@ from scicontrast.data_adapters.images.patches import (
     unpack_image,
 )
 from scicontrast.data_adapters.loader import EpochLoader
-from scicontrast.errors import ConfigError, InputDataError
+from scicontrast.data_adapters.pair_parts import (
+    item_id_at,
+    item_row_groups,
+    items_folder,
+    mapped_arrays,
+    repeat_views,
+)
+from scicontrast.errors import ConfigError
 from scicontrast.geometry import disc_mask
 from scicontrast.registry import PAIR_BUILDERS
 
@@ -256,59 +266,10 @@ class RotationViews(PairBuilder):
 
     def _check_items(self, items: Items) -> int:
         """Validate an image items set; return the view side ``out_size`` (or ``S``)."""
-        modality = items.meta.get("modality")
-        if modality != "image":
-            raise ConfigError(
-                f"pairs rotations: needs image items (meta modality 'image'), got {modality!r}"
-            )
-        if items.meta.get("layout") == "patches":
-            return self._check_patch_items(items)
-        images = items.arrays.get("images")
-        if images is None:
-            raise InputDataError("image items: no 'images' array (images.npy)")
-        channels, size = items.meta.get("channels"), items.meta.get("size")
-        expected = [len(items), channels, size, size]
-        if list(images.shape) != expected:
-            raise InputDataError(
-                f"image items: 'images' has shape {list(images.shape)}, expected [N, C, S, S] = "
-                f"{expected} from meta channels and size"
-            )
-        if images.dtype not in (np.uint8, np.float32):
-            raise InputDataError(
-                f"image items: 'images' must be uint8 or float32, got {images.dtype}"
-            )
-        masks = items.arrays.get("masks")
-        if masks is not None and (
-            masks.dtype != np.bool_ or masks.shape != (len(items), size, size)
-        ):
-            raise InputDataError(
-                f"image items: 'masks' must be bool [N, S, S] = {[len(items), size, size]}, "
-                f"got {masks.dtype} {list(masks.shape)}"
-            )
-        return self._check_view_size(images.shape[-1])  # S: the shape matched
-
-    def _check_patch_items(self, items: Items) -> int:
-        """Validate a patch store (``patches`` module); return the view side."""
-        pixels, extent = items.extras.get(PIXELS), items.arrays.get(EXTENT)
-        if pixels is None or extent is None:
-            raise InputDataError(
-                "image items (patch layout): need the 'pixels' extra and the 'extent' array"
-            )
-        channels, size = items.meta["channels"], items.meta["size"]
-        heights, widths = extent[:, 1], extent[:, 2]
-        ends = extent[:, 0] + channels * heights * widths
-        if pixels.dtype not in (np.uint8, np.float32) or (len(ends) and ends.max() > len(pixels)):
-            raise InputDataError(
-                f"image items (patch layout): 'pixels' ({pixels.dtype}, {len(pixels)} values) "
-                "does not hold the images that 'extent' describes"
-            )
-        small = np.flatnonzero(np.minimum(heights, widths) < size)
-        if len(small):
-            row = int(small[0])
-            raise InputDataError(
-                f"image items: {items.table['item_id'].iloc[row]!r} is {heights[row]} x "
-                f"{widths[row]}, smaller than one {size} x {size} patch"
-            )
+        ids = items.table["item_id"]
+        size = check_image_set(
+            items.meta, len(items), items.arrays, items.extras, lambda row: ids.iloc[row]
+        )
         return self._check_view_size(size)
 
     def _check_view_size(self, size: int) -> int:
@@ -329,6 +290,18 @@ class RotationViews(PairBuilder):
     def table_columns(self, meta: dict[str, Any]) -> list[str] | None:
         """``item_id`` only: views come from the arrays (file paths, labels stay on disk)."""
         return ["item_id"]
+
+    def build_parts(self, folder: Path) -> Iterator[pa.Table]:
+        """:meth:`build`'s table an items row group at a time, in Arrow
+        (:mod:`~scicontrast.data_adapters.pair_parts`), the set checked from its meta and
+        memory-mapped arrays: no ``item_id`` column in memory, whatever the number of images."""
+        meta, _ = items_folder(folder)
+        n, arrays, extras = mapped_arrays(folder)
+        check = check_image_set(meta, n, arrays, extras, lambda row: item_id_at(folder, row))
+        self._check_view_size(check)
+        for first, table in item_row_groups(folder, []):
+            groups = np.arange(first, first + len(table), dtype=np.int64)
+            yield repeat_views(groups, table.column("item_id"), ["rotated"] * self.views)
 
     def build(self, items: Items) -> pd.DataFrame:
         self._check_items(items)
