@@ -17,7 +17,7 @@ from scicontrast.data_adapters.audio_image.pairs import SynchronizedPairs, _even
 from scicontrast.data_adapters.audio_image.reading import AudioImageAdapter
 from scicontrast.data_adapters.base import Items, load_items
 from scicontrast.data_adapters.chunks import write_chunks
-from scicontrast.data_adapters.pairs_table import read_pairs, write_pairs
+from scicontrast.data_adapters.pairs_table import frame_parts, read_pairs, write_pairs
 from scicontrast.errors import InputDataError
 
 
@@ -87,7 +87,7 @@ def paired(tmp_path_factory) -> tuple[Items, pd.DataFrame, Path]:
     write_chunks(adapter.read_chunks(1000), tmp / "items")
     builder = SynchronizedPairs()
     items = load_items(tmp / "items", builder)
-    write_pairs(tmp / "pairs.parquet", builder.build(items))
+    write_pairs(tmp / "pairs.parquet", frame_parts(builder.build(items)))
     return items, read_pairs(tmp / "pairs.parquet", items.table["item_id"]), tmp
 
 
