@@ -63,6 +63,8 @@ def write_pairs(path: str | Path, parts: Iterable[pa.Table]) -> tuple[int, int]:
     same table. Nothing is left at ``path`` when a part fails.
     """
     path = Path(path)
+    if isinstance(parts, pd.DataFrame):  # iterating a frame gives its column names
+        raise TypeError(f"{path}: write_pairs takes Arrow parts; pass frame_parts(frame)")
     parts = iter(parts)
     first = next(parts, None)
     if first is None:

@@ -127,4 +127,6 @@ def test_parts_whose_columns_do_not_match_the_first_name_the_part(tmp_path):
         write_pairs(tmp_path / "pairs.parquet", iter([first, second]))
     with pytest.raises(InputDataError, match=r"lacks columns \['view'\]"):
         write_pairs(tmp_path / "pairs.parquet", [first.drop_columns(["view"])])
+    with pytest.raises(TypeError, match=r"frame_parts"):
+        write_pairs(tmp_path / "pairs.parquet", first.to_pandas())  # type: ignore[arg-type]
     assert not (tmp_path / "pairs.parquet").exists()
