@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
 import pandas as pd
@@ -30,7 +29,7 @@ from scicontrast.data_adapters.items_store import (
     table_schema,
 )
 from scicontrast.errors import InputDataError
-from scicontrast.io import atomic_path
+from scicontrast.io import AtomicFolderWriter
 
 EMBEDDINGS_TABLE = "embeddings.parquet"
 EMBEDDINGS_ARRAY = "embeddings.npy"
@@ -64,21 +63,15 @@ def metadata_parts(
     return pa.schema([stored.field(name) for name in columns]), parts()
 
 
-class EmbeddingsWriter:
+class EmbeddingsWriter(AtomicFolderWriter):
     """Writes an embeddings folder part by part (``with`` block; atomic)."""
 
     def __init__(self, out_dir: str | Path, stored: pa.Schema) -> None:
-        self._atomic = atomic_path(out_dir)
+        super().__init__(out_dir)
         self._stored = stored
         self._table: pq.ParquetWriter | None = None
         self._array: GrowingArray | None = None
-        self._tmp = Path()
         self.rows = 0
-
-    def __enter__(self) -> EmbeddingsWriter:
-        self._tmp = self._atomic.__enter__()
-        self._tmp.mkdir()
-        return self
 
     def write(self, metadata: pd.DataFrame, embeddings: np.ndarray) -> None:
         """Add ``metadata``'s rows with their ``embeddings [len(metadata), D]``."""
@@ -89,8 +82,9 @@ class EmbeddingsWriter:
         table = pa.Table.from_pandas(metadata, preserve_index=False)
         table = table.append_column(EMBEDDING_COLUMN, vectors)
         if self._table is None:
-            self._table = pq.ParquetWriter(self._tmp / EMBEDDINGS_TABLE, self._typed(table))
-            self._array = GrowingArray(self._tmp / EMBEDDINGS_ARRAY, embeddings, EMBEDDINGS_ARRAY)
+            folder = self.folder_being_written
+            self._table = pq.ParquetWriter(folder / EMBEDDINGS_TABLE, self._typed(table))
+            self._array = GrowingArray(folder / EMBEDDINGS_ARRAY, embeddings, EMBEDDINGS_ARRAY)
         assert self._array is not None  # made with the table writer
         self._table.write_table(table.cast(self._table.schema))
         self._array.append(embeddings)
@@ -105,24 +99,10 @@ class EmbeddingsWriter:
                 schema = schema.set(index, field.with_type(self._stored.field(field.name).type))
         return schema
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if error is None:
-            try:
-                if self._array is None:
-                    raise ValueError("no embeddings were written")
-                self._array.finish()
-            except BaseException as exc:
-                self._close()
-                self._atomic.__exit__(type(exc), exc, exc.__traceback__)
-                raise
-        self._close()
-        # Moves the folder into place, or (with an error) removes it.
-        self._atomic.__exit__(kind, error, traceback)
+    def _finish(self) -> None:
+        if self._array is None:
+            raise ValueError("no embeddings were written")
+        self._array.finish()
 
     def _close(self) -> None:
         if self._table is not None:

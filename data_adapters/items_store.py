@@ -25,7 +25,6 @@ import mmap
 import struct
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -36,7 +35,7 @@ import pyarrow.parquet as pq
 
 from scicontrast.data_adapters.id_hashes import HashedIdSet
 from scicontrast.errors import InputDataError
-from scicontrast.io import atomic_path
+from scicontrast.io import AtomicFolderWriter
 
 TABLE_FILE = "items.parquet"
 META_FILE = "meta.json"
@@ -165,7 +164,7 @@ class GrowingArray:
         self._file.close()
 
 
-class ItemsWriter:
+class ItemsWriter(AtomicFolderWriter):
     """Writes an items folder chunk by chunk (module docstring).
 
     Example::
@@ -181,10 +180,9 @@ class ItemsWriter:
     """
 
     def __init__(self, folder: str | Path, meta: dict[str, Any] | None = None) -> None:
+        super().__init__(folder)
         self.folder = Path(folder)
         self.meta = dict(meta or {})
-        self._atomic = atomic_path(self.folder)
-        self._tmp: Path | None = None
         self._table: pq.ParquetWriter | None = None
         self._arrays: dict[str, GrowingArray] = {}
         self._extras: dict[str, GrowingArray] = {}
@@ -193,17 +191,6 @@ class ItemsWriter:
         self._held: list[pa.Table] = []
         self.rows = 0
 
-    @property
-    def _dir(self) -> Path:
-        if self._tmp is None:
-            raise RuntimeError("ItemsWriter writes inside a with block")
-        return self._tmp
-
-    def __enter__(self) -> ItemsWriter:
-        self._tmp = self._atomic.__enter__()
-        self._dir.mkdir()
-        return self
-
     def append(self, table: pd.DataFrame, arrays: dict[str, np.ndarray] | None = None) -> None:
         """Add ``table``'s rows (one row group) and the matching rows of ``arrays``."""
         arrays = arrays or {}
@@ -211,7 +198,7 @@ class ItemsWriter:
         if not self._arrays and not self.rows:
             for name, array in arrays.items():
                 self._arrays[name] = GrowingArray(
-                    self._dir / f"{name}.npy", array, f"array {name!r}"
+                    self.folder_being_written / f"{name}.npy", array, f"array {name!r}"
                 )
         self._write_table(pa.Table.from_pandas(table, preserve_index=False))
         for name, array in arrays.items():
@@ -234,21 +221,21 @@ class ItemsWriter:
         schema = pa.unify_schemas([t.schema for t in self._held], promote_options="permissive")
         if chunk is not None and any(pa.types.is_null(f.type) for f in schema):
             return
-        self._table = pq.ParquetWriter(self._dir / TABLE_FILE, schema)
+        self._table = pq.ParquetWriter(self.folder_being_written / TABLE_FILE, schema)
         for held in self._held:
             self._table.write_table(held.cast(schema))
         self._held = []
 
     def add_extra(self, name: str, array: np.ndarray) -> None:
         """An array of any shape that belongs to the set as a whole (``<name>.extra.npy``)."""
-        np.save(self._dir / f"{name}.extra.npy", array)
+        np.save(self.folder_being_written / f"{name}.extra.npy", array)
 
     def append_extra(self, name: str, rows: np.ndarray) -> None:
         """Rows appended to the extra ``name`` (along its first axis), written as they come:
         the extra is every chunk's rows in order, same dtype and row shape."""
         if name not in self._extras:
             self._extras[name] = GrowingArray(
-                self._dir / f"{name}.extra.npy", rows, f"extra {name!r}"
+                self.folder_being_written / f"{name}.extra.npy", rows, f"extra {name!r}"
             )
         self._extras[name].append(rows)
 
@@ -267,30 +254,15 @@ class ItemsWriter:
             if name.endswith(".extra"):
                 raise ValueError(f"array name {name!r} would be read back as an extra")
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if error is None:
-            try:
-                self._finish()
-            except BaseException as exc:
-                self._close()
-                self._atomic.__exit__(type(exc), exc, exc.__traceback__)
-                raise
-        self._close()
-        # Moves the folder into place, or (with an error) removes it.
-        self._atomic.__exit__(kind, error, traceback)
-
     def _finish(self) -> None:
         if not self.rows:
             raise ValueError(f"{self.folder}: no rows were written")
         self._write_table(None)
         for growing in (*self._arrays.values(), *self._extras.values()):
             growing.finish()
-        (self._dir / META_FILE).write_text(json.dumps(self.meta, indent=2, sort_keys=True))
+        (self.folder_being_written / META_FILE).write_text(
+            json.dumps(self.meta, indent=2, sort_keys=True)
+        )
 
     def _close(self) -> None:
         if self._table is not None:

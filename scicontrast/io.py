@@ -13,7 +13,8 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 
 @contextlib.contextmanager
@@ -36,6 +37,54 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+class AtomicFolderWriter:
+    """A folder written piece by piece inside a ``with`` block, moved into place at its end.
+
+    Subclasses write into :attr:`folder_being_written` and define ``_finish`` (the last
+    writes; it may raise to refuse the folder) and ``_close`` (release open files). On a
+    clean exit the folder is finished, closed and moved onto its target; on an error, in the
+    block or in ``_finish``, it is closed and removed, and the target is left as it was.
+    """
+
+    def __init__(self, target: str | os.PathLike) -> None:
+        self._atomic = atomic_path(target)
+        self._tmp: Path | None = None
+
+    @property
+    def folder_being_written(self) -> Path:
+        if self._tmp is None:
+            raise RuntimeError(f"{type(self).__name__} writes inside a with block")
+        return self._tmp
+
+    def __enter__(self) -> Self:
+        self._tmp = self._atomic.__enter__()
+        self._tmp.mkdir()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if error is None:
+            try:
+                self._finish()
+            except BaseException as exc:
+                self._close()
+                self._atomic.__exit__(type(exc), exc, exc.__traceback__)
+                raise
+        self._close()
+        # Moves the folder into place, or (with an error) removes it.
+        self._atomic.__exit__(kind, error, traceback)
+
+    def _finish(self) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
