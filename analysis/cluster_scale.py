@@ -110,12 +110,18 @@ def approximate_neighbors(unit: np.ndarray | DiskRows, neighbors: int, seed: int
     On unit vectors Euclidean order is cosine order, so NN-descent runs on the cheaper metric.
     """
     from pynndescent import NNDescent
+    from threadpoolctl import threadpool_limits
 
-    index = NNDescent(
-        np.asarray(unit),
-        n_neighbors=neighbors + 1,
-        metric="euclidean",
-        random_state=seed,
-        low_memory=True,
-    )
+    # NN-descent runs numba's parallel loops. The first of them in a process starts numba's
+    # OpenMP layer, which sets this thread's OpenMP thread count to numba's (every CPU), and
+    # torch reads its thread count there: restore the caller's, or a later torch run in this
+    # process (an in-process train()) changes its sums (docs/experiments/sigterm.md).
+    with threadpool_limits(limits=None, user_api="openmp"):
+        index = NNDescent(
+            np.asarray(unit),
+            n_neighbors=neighbors + 1,
+            metric="euclidean",
+            random_state=seed,
+            low_memory=True,
+        )
     return index.neighbor_graph[0]

@@ -135,6 +135,8 @@ def save_checkpoint(loop: Checkpointed, position: Position, device: torch.device
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "torch_rng_state": torch.get_rng_state(),
+        # Written while training runs: the thread count its sums were split over.
+        "torch_threads": torch.get_num_threads(),
     }
     if averaged is not None:
         checkpoint["averaged_model"] = averaged.state_dict()

@@ -108,6 +108,7 @@ from scicontrast.models.train_setup import (
     resume_position,
     sigterm_flag,
     torch_settings,
+    warn_if_threads_changed,
 )
 
 logger = logging.getLogger("scicontrast.train")
@@ -207,6 +208,7 @@ def _epochs_context(loop: Loop, metrics_path: Path, num_threads: int) -> Iterato
         sigterm_flag() as loop.sigterm,
         metrics as loop.metrics_file,
     ):
+        warn_if_threads_changed(loop)
         yield
 
 

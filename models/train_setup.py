@@ -84,6 +84,7 @@ class Loop:
     averaged: AveragedModel | None = None
     optimizer: torch.optim.Optimizer = None  # type: ignore[assignment]
     config_hash: str = ""
+    resumed_threads: int | None = None  # the torch threads of the run that wrote the checkpoint
     sigterm: threading.Event = None  # type: ignore[assignment]
     metrics_file: Any = None
 
@@ -212,6 +213,7 @@ def _checkpoint_position(loop: Loop, resume: bool) -> Position:
         return Position()
     loop.model.load_state_dict(checkpoint["model"])
     loop.optimizer.load_state_dict(checkpoint["optimizer"])
+    loop.resumed_threads = checkpoint.get("torch_threads")
     if loop.averaged is not None:
         loop.averaged.load_state_dict(checkpoint["averaged_model"])
     torch.set_rng_state(checkpoint["torch_rng_state"])
@@ -277,6 +279,22 @@ def torch_settings(device: torch.device, num_threads: int) -> Iterator[None]:
     finally:
         torch.set_num_threads(previous_threads)
         torch.use_deterministic_algorithms(previous_deterministic)
+
+
+def warn_if_threads_changed(loop: Loop) -> None:
+    """Warn when this run trains with another torch thread count than the run that wrote the
+    checkpoint it resumes: sums split over other thread counts round differently, so it would
+    not end bitwise equal to an uninterrupted run (docs/experiments/sigterm.md)."""
+    threads, before = torch.get_num_threads(), loop.resumed_threads
+    if before is not None and before != threads:
+        logger.warning(
+            "%s was written by a run with %d torch threads, this one has %d: the weights will "
+            "not be bitwise equal to an uninterrupted run's (--threads %d restores them)",
+            loop.checkpoint_path,
+            before,
+            threads,
+            before,
+        )
 
 
 @contextlib.contextmanager
