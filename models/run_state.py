@@ -47,8 +47,9 @@ def experiment_hash(experiment: Experiment) -> str:
 
 def stored_experiment_hash(stored: Mapping[str, Any]) -> str:
     """SHA-256 of the settings that shape training: all but ``analysis``, ``description``,
-    ``training.loader_workers`` and ``training.checkpoint_every`` (which change no result, so
-    a run resumes with other workers or checkpoints); ``training.augment_on_device``,
+    ``training.loader_workers``, ``training.checkpoint_every`` and
+    ``training.checkpoint_seconds`` (which change no result, so a run resumes with other
+    workers or checkpoints); ``training.augment_on_device``,
     ``training.heldout_every`` and ``training.max_steps_per_epoch`` count only when not at
     their defaults, so that checkpoints written before they existed (whose dict form lacks
     them) still resume."""
@@ -57,7 +58,7 @@ def stored_experiment_hash(stored: Mapping[str, Any]) -> str:
     relevant["training"] = {
         k: v
         for k, v in relevant["training"].items()
-        if k not in ("loader_workers", "checkpoint_every")
+        if k not in ("loader_workers", "checkpoint_every", "checkpoint_seconds")
         and not (k in defaults and v == defaults[k])
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()

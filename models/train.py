@@ -38,11 +38,13 @@ Outputs in ``out_dir``:
   "epoch", "projection": {...}, "embedding": {...}}``: the diagnostics' contrastive numbers
   (:func:`scicontrast.models.contrastive_metrics.contrastive_metrics`) on the held-out groups, with
   the same fixed views every epoch, so overfitting shows as a gap to the training curve.
-- ``checkpoint.pt``: written atomically after every ``training.checkpoint_every``-th epoch
-  and the last (:mod:`~scicontrast.models.run_state`); an interrupted run redoes the epochs
-  after the last checkpoint. The held-out line comes every ``training.heldout_every``-th
-  epoch and the last. Both default to every epoch: on a small demo they cost as much as
-  its epochs (docs/experiments/loader.md).
+- ``checkpoint.pt``: written atomically (:mod:`~scicontrast.models.run_state`) after every
+  ``training.checkpoint_every``-th epoch once ``training.checkpoint_seconds`` (default 60)
+  have passed since the last one, and always after the last epoch, at the end of a
+  ``stop_after_epochs`` piece and on SIGTERM (:func:`_checkpoint_due`); an interrupted run
+  redoes the epochs after the last checkpoint. The held-out line comes every
+  ``training.heldout_every``-th epoch and the last. On a small demo a write per epoch
+  cost a tenth to a half of its epoch (docs/experiments/loader.md, epochcost.md).
 - ``model.pt``: written once every epoch is done (format: ``scicontrast.models.contrastive``):
   the last weights, or their average with ``training.swa_epochs``.
 
@@ -216,10 +218,10 @@ def _train_epochs(
     """The epochs from ``position`` on (to ``stop_after_epochs``), then the weight average's
     batch-norm statistics; the new position and the last epoch's mean loss."""
     final_loss, epochs = math.nan, loop.epochs
-    for epoch in range(position.epochs_done, epochs):
-        if stop_after_epochs is not None and epoch >= stop_after_epochs:
-            break
-        position, final_loss = _train_epoch(loop, epoch, position)
+    stop = epochs if stop_after_epochs is None else min(epochs, stop_after_epochs)
+    loop.checkpointed_at = time.monotonic()
+    for epoch in range(position.epochs_done, stop):
+        position, final_loss = _train_epoch(loop, epoch, position, last_of_call=epoch + 1 == stop)
     if loop.averaged is not None and position.epochs_done == epochs:
         # Views of one further epoch, drawn as training draws them.
         loop.batches.set_epoch(epochs)
@@ -230,9 +232,12 @@ def _train_epochs(
     return position, final_loss
 
 
-def _train_epoch(loop: Loop, epoch: int, position: Position) -> tuple[Position, float]:
+def _train_epoch(
+    loop: Loop, epoch: int, position: Position, last_of_call: bool
+) -> tuple[Position, float]:
     """One epoch (or its rest, after a preemption): steps, the epoch line, the held-out
-    numbers, the weight average, the checkpoint. Returns the new position and mean loss."""
+    numbers, the weight average, the checkpoint (:func:`_checkpoint_due`; ``last_of_call``:
+    the last epoch this call trains). Returns the new position and mean loss."""
     group, batches, epochs = loop.group, loop.batches, loop.epochs
     loop.model.train()
     start_batch = position.batches_done if epoch == position.epochs_done else 0
@@ -279,8 +284,9 @@ def _train_epoch(loop: Loop, epoch: int, position: Position) -> tuple[Position, 
     _end_epoch(loop, epoch, means, seconds, n_views)
     position = Position(epoch + 1, 0, step)
     preempted = any_process(loop.sigterm.is_set(), group)
-    if group.is_main and (preempted or _every(loop.settings.checkpoint_every, epoch, epochs)):
+    if group.is_main and (preempted or _checkpoint_due(loop, epoch, last_of_call)):
         save_checkpoint(loop, position, group.device)
+        loop.checkpointed_at = time.monotonic()
     logger.info("epoch %d/%d: loss %.4f (%.1f s)", epoch + 1, epochs, means["loss"], seconds)
     if preempted:
         raise Preempted(
@@ -344,6 +350,22 @@ def _end_epoch(
         write_line(loop.metrics_file, {"kind": "heldout", "epoch": epoch, **numbers})
     if loop.averaged is not None and epoch >= loop.epochs - loop.settings.swa_epochs:
         loop.averaged.update_parameters(loop.model)
+
+
+def _checkpoint_due(loop: Loop, epoch: int, last_of_call: bool) -> bool:
+    """Whether a checkpoint follows epoch ``epoch`` (from 0): always after the run's last
+    epoch; after every ``training.checkpoint_every``-th epoch that is this call's last
+    (``stop_after_epochs``, so that training in pieces resumes where it stopped) or that
+    ends at least ``training.checkpoint_seconds`` after the last checkpoint (or the start of
+    this call). The time gate keeps a run of short epochs from paying a write per epoch
+    (docs/experiments/epochcost.md); a crash loses at most that long plus one epoch."""
+    settings = loop.settings
+    if epoch + 1 == loop.epochs:
+        return True
+    if not _every(settings.checkpoint_every, epoch, loop.epochs):
+        return False
+    waited = time.monotonic() - loop.checkpointed_at
+    return last_of_call or waited >= settings.checkpoint_seconds
 
 
 def _every(every: int, epoch: int, epochs: int) -> bool:

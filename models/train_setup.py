@@ -86,6 +86,7 @@ class Loop:
     config_hash: str = ""
     sigterm: threading.Event = None  # type: ignore[assignment]
     metrics_file: Any = None
+    checkpointed_at: float = 0.0  # time.monotonic() of the last checkpoint
 
     @property
     def settings(self) -> Training:

@@ -75,6 +75,7 @@ class Training:
     loader_workers: int | None
     augment_on_device: bool
     checkpoint_every: int
+    checkpoint_seconds: float
     heldout_every: int
     max_steps_per_epoch: int | None
 
