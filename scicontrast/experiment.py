@@ -77,6 +77,7 @@ class Training:
     checkpoint_every: int
     checkpoint_seconds: float
     heldout_every: int
+    heldout_min_steps: int
     max_steps_per_epoch: int | None
 
 

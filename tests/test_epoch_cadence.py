@@ -1,6 +1,6 @@
-"""The wall-clock gate on checkpoints (``training.checkpoint_seconds``): short epochs skip
-the write until enough time has passed, yet the end of the run, the end of a
-``stop_after_epochs`` piece and SIGTERM still write one, and no result changes."""
+"""What a short epoch skips: the checkpoint until ``training.checkpoint_seconds`` have passed
+(the end of the run and of a ``stop_after_epochs`` piece still write one), and the held-out
+pass until ``training.heldout_min_steps`` steps were taken; no weight or number changes."""
 
 from __future__ import annotations
 
@@ -61,3 +61,21 @@ def test_a_piece_of_training_ends_with_a_checkpoint_and_resumes_bit_for_bit(
     assert saved == [1, 3]
     assert torch.load(pieces / "checkpoint.pt", weights_only=True)["epochs_done"] == 3
     assert_same_weights(full, train(experiment, *toy_data, pieces, progress=False))
+
+
+def test_held_out_passes_wait_for_enough_steps_and_keep_their_numbers(
+    tmp_path,
+    toy_data,  # noqa: F811
+):
+    # 6 training groups in batches of 3: 2 steps an epoch, so 4 steps make every 2nd epoch.
+    sparse = make_experiment(epochs=5, holdout_fraction=0.25, heldout_min_steps=4)
+    dense = make_experiment(epochs=5, holdout_fraction=0.25, heldout_min_steps=1)
+    lines = {}
+    for name, experiment in (("sparse", sparse), ("dense", dense)):
+        train(experiment, *toy_data, tmp_path / name, progress=False)
+        lines[name] = {
+            r["epoch"]: r for r in read_metrics(tmp_path / name) if r["kind"] == "heldout"
+        }
+    assert sorted(lines["sparse"]) == [1, 3, 4] and sorted(lines["dense"]) == [0, 1, 2, 3, 4]
+    assert all(lines["sparse"][e] == lines["dense"][e] for e in (1, 3, 4))
+    assert_same_weights(tmp_path / "sparse" / "model.pt", tmp_path / "dense" / "model.pt")
