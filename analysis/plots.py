@@ -205,7 +205,9 @@ def plot_training_curves(
         for index, (label, values) in enumerate(lines):
             if values is not None:
                 style = "-o" if index == 0 else "-s" if label == held_out_label else "--"
-                axes.plot(x, values, style, markersize=4, label=label)
+                # Held-out passes may skip epochs (training.heldout_min_steps): join the ones run.
+                kept = values.notna().to_numpy() if label == held_out_label else slice(None)
+                axes.plot(x[kept], np.asarray(values)[kept], style, markersize=4, label=label)
         for name, position, marker in (("untrained", 0, "s"), ("trained", last, "*")):
             if held_key is not None and held.get(name, {}).get(held_key) is not None:
                 axes.plot(

@@ -213,10 +213,14 @@ def measure_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         return plain_run(experiment, items, pairs, epochs, str(device))
 
     # Alternating, so that a change in the machine's load hits both alike; each figure is
-    # the least of two runs.
-    plain_wall, plain_cpu = map(min, zip(plain(args.epochs), plain(args.epochs), strict=True))
-    epoch, (wall, cpu) = training_run(experiment, items, pairs, args.epochs, args.threads)
-    wall, cpu = map(min, zip((wall, cpu), trainer(args.epochs), strict=True))
+    # the least of --repeats runs.
+    runs = [plain(args.epochs)]
+    epoch, last_run = training_run(experiment, items, pairs, args.epochs, args.threads)
+    runs.append(last_run)
+    for _ in range(args.repeats - 1):
+        runs += [plain(args.epochs), trainer(args.epochs)]
+    plain_wall, plain_cpu = map(min, zip(*runs[0::2], strict=True))
+    wall, cpu = map(min, zip(*runs[1::2], strict=True))
     row = {
         "experiment": name,
         "device": str(device),
@@ -236,8 +240,8 @@ def measure_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     if args.epochs > 1:
         # One more epoch without the run's setup and last writes: the slope between a
         # 1-epoch and an E-epoch run, in CPU seconds.
-        one = min(trainer(1)[1], trainer(1)[1])
-        plain_one = min(plain(1)[1], plain(1)[1])
+        ones = [(trainer(1)[1], plain(1)[1]) for _ in range(args.repeats)]
+        one, plain_one = (min(column) for column in zip(*ones, strict=True))
         train_epoch = (cpu - one) / (args.epochs - 1)
         plain_epoch = (plain_cpu - plain_one) / (args.epochs - 1)
         row["train CPU s/extra epoch"] = train_epoch
@@ -258,6 +262,7 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             continue
         command = [sys.executable, __file__, "--one", name, "--results", str(args.results)]
         command += ["--epochs", str(args.epochs), "--threads", str(args.threads)]
+        command += ["--repeats", str(args.repeats)]
         command += ["--device", args.device]
         result = subprocess.run(command, capture_output=True, text=True, check=True)
         rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
@@ -293,6 +298,9 @@ def main() -> None:
     parser.add_argument("--experiments", nargs="+", default=list(DEFAULT_EXPERIMENTS))
     parser.add_argument("--epochs", type=int, default=2, help="training epochs per experiment")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="runs of each loop per figure (the least counts)"
+    )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--one", help=argparse.SUPPRESS)

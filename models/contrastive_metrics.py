@@ -55,7 +55,9 @@ def contrastive_metrics(model, batches, device: torch.device) -> dict[str, dict[
     }
     n_batches = 0
     model.to(device).eval()
-    with torch.no_grad():
+    # Inference mode, not just no_grad: no version counters or views tracked (a tenth of
+    # the held-out pass on the small demos, docs/experiments/epochcost.md).
+    with torch.inference_mode():
         for batch in batches:
             batch = batch.to(device)
             h = model.embed(batch.inputs).float()

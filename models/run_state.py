@@ -47,17 +47,23 @@ def experiment_hash(experiment: Experiment) -> str:
 
 def stored_experiment_hash(stored: Mapping[str, Any]) -> str:
     """SHA-256 of the settings that shape training: all but ``analysis``, ``description``,
-    ``training.loader_workers`` and ``training.checkpoint_every`` (which change no result, so
-    a run resumes with other workers or checkpoints); ``training.augment_on_device``,
-    ``training.heldout_every`` and ``training.max_steps_per_epoch`` count only when not at
-    their defaults, so that checkpoints written before they existed (whose dict form lacks
-    them) still resume."""
+    ``training.loader_workers``, ``training.checkpoint_every`` and
+    ``training.checkpoint_seconds`` (which change no result, so a run resumes with other
+    workers or checkpoints); ``training.augment_on_device``, ``heldout_every``,
+    ``heldout_min_steps`` and ``max_steps_per_epoch`` count only when not at their
+    defaults, so that checkpoints written before they existed (whose dict form lacks them)
+    still resume."""
     relevant = {k: v for k, v in stored.items() if k not in ("analysis", "description")}
-    defaults = {"augment_on_device": False, "heldout_every": 1, "max_steps_per_epoch": None}
+    defaults = {
+        "augment_on_device": False,
+        "heldout_every": 1,
+        "heldout_min_steps": 4,
+        "max_steps_per_epoch": None,
+    }
     relevant["training"] = {
         k: v
         for k, v in relevant["training"].items()
-        if k not in ("loader_workers", "checkpoint_every")
+        if k not in ("loader_workers", "checkpoint_every", "checkpoint_seconds")
         and not (k in defaults and v == defaults[k])
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()

@@ -34,15 +34,17 @@ Outputs in ``out_dir``:
   a GPU, else the process's peak resident set size).
   ``epoch`` counts from 0 (it is the epoch seed of the views), ``step`` is the number of
   optimiser steps taken so far, and a sample is one view. When training holds groups out
-  (``training.holdout_fraction > 0``), each epoch also writes ``{"kind": "heldout",
+  (``training.holdout_fraction > 0``), epochs also write ``{"kind": "heldout",
   "epoch", "projection": {...}, "embedding": {...}}``: the diagnostics' contrastive numbers
   (:func:`scicontrast.models.contrastive_metrics.contrastive_metrics`) on the held-out groups, with
   the same fixed views every epoch, so overfitting shows as a gap to the training curve.
-- ``checkpoint.pt``: written atomically after every ``training.checkpoint_every``-th epoch
-  and the last (:mod:`~scicontrast.models.run_state`); an interrupted run redoes the epochs
-  after the last checkpoint. The held-out line comes every ``training.heldout_every``-th
-  epoch and the last. Both default to every epoch: on a small demo they cost as much as
-  its epochs (docs/experiments/loader.md).
+- ``checkpoint.pt``: written atomically (:mod:`~scicontrast.models.run_state`) after every
+  ``training.checkpoint_every``-th epoch once ``training.checkpoint_seconds`` (default 60)
+  have passed since the last one, and always after the last epoch, at the end of a
+  ``stop_after_epochs`` piece and on SIGTERM; an interrupted run redoes the epochs after
+  the last checkpoint. The held-out line comes every ``training.heldout_every``-th epoch
+  that ends at least ``training.heldout_min_steps`` (default 4) optimiser steps after the
+  previous one, and after the last. Both rules: :mod:`scicontrast.models.cadence`.
 - ``model.pt``: written once every epoch is done (format: ``scicontrast.models.contrastive``):
   the last weights, or their average with ``training.swa_epochs``.
 
@@ -83,6 +85,7 @@ from scicontrast.errors import ConfigError, Preempted, ScicontrastError
 from scicontrast.experiment import Experiment, Training
 from scicontrast.io import atomic_path
 from scicontrast.models.batch_loss import batch_loss
+from scicontrast.models.cadence import checkpoint_due, every
 from scicontrast.models.contrastive import (
     ContrastiveModel,
     ensemble_model,
@@ -218,10 +221,10 @@ def _train_epochs(
     """The epochs from ``position`` on (to ``stop_after_epochs``), then the weight average's
     batch-norm statistics; the new position and the last epoch's mean loss."""
     final_loss, epochs = math.nan, loop.epochs
-    for epoch in range(position.epochs_done, epochs):
-        if stop_after_epochs is not None and epoch >= stop_after_epochs:
-            break
-        position, final_loss = _train_epoch(loop, epoch, position)
+    stop = epochs if stop_after_epochs is None else min(epochs, stop_after_epochs)
+    loop.checkpointed_at = time.monotonic()
+    for epoch in range(position.epochs_done, stop):
+        position, final_loss = _train_epoch(loop, epoch, position, last_of_call=epoch + 1 == stop)
     if loop.averaged is not None and position.epochs_done == epochs:
         # Views of one further epoch, drawn as training draws them.
         loop.batches.set_epoch(epochs)
@@ -232,7 +235,9 @@ def _train_epochs(
     return position, final_loss
 
 
-def _train_epoch(loop: Loop, epoch: int, position: Position) -> tuple[Position, float]:
+def _train_epoch(
+    loop: Loop, epoch: int, position: Position, last_of_call: bool
+) -> tuple[Position, float]:
     """One epoch (or its rest, after a preemption): steps, the epoch line, the held-out
     numbers, the weight average, the checkpoint. Returns the new position and mean loss."""
     group, batches, epochs = loop.group, loop.batches, loop.epochs
@@ -270,8 +275,7 @@ def _train_epoch(loop: Loop, epoch: int, position: Position) -> tuple[Position, 
         # rerun resumes right after it.
         if preempted and not last:
             position = Position(epoch, batch_index + 1, step, dict(sums), n_views)
-            if group.is_main:
-                save_checkpoint(loop, position, group.device)
+            _save_checkpoint(loop, position)
             raise Preempted(
                 f"stopped by SIGTERM at epoch {epoch + 1}, batch {batch_index + 1}; "
                 f"checkpoint saved to {loop.checkpoint_path}: run again to resume"
@@ -281,8 +285,8 @@ def _train_epoch(loop: Loop, epoch: int, position: Position) -> tuple[Position, 
     _end_epoch(loop, epoch, means, seconds, n_views)
     position = Position(epoch + 1, 0, step)
     preempted = any_process(loop.sigterm.is_set(), group)
-    if group.is_main and (preempted or _every(loop.settings.checkpoint_every, epoch, epochs)):
-        save_checkpoint(loop, position, group.device)
+    if preempted or checkpoint_due(loop.settings, epoch, last_of_call, loop.checkpointed_at):
+        _save_checkpoint(loop, position)
     logger.info("epoch %d/%d: loss %.4f (%.1f s)", epoch + 1, epochs, means["loss"], seconds)
     if preempted:
         raise Preempted(
@@ -290,6 +294,13 @@ def _train_epoch(loop: Loop, epoch: int, position: Position) -> tuple[Position, 
             f"{loop.checkpoint_path}: run again to resume"
         )
     return position, means["loss"]
+
+
+def _save_checkpoint(loop: Loop, position: Position) -> None:
+    """The checkpoint at ``position`` (main process only), and when it was written."""
+    if loop.group.is_main:
+        save_checkpoint(loop, position, loop.group.device)
+    loop.checkpointed_at = time.monotonic()
 
 
 def _train_step(loop: Loop, batch: ContrastiveBatch, step: int) -> dict[str, float]:
@@ -337,20 +348,13 @@ def _end_epoch(
                 "peak_memory_mb": _peak_memory_mb(group.device),
             },
         )
-    if loop.held_out_batches is not None and _every(
-        loop.settings.heldout_every, epoch, loop.epochs
-    ):
+    if loop.held_out_batches is not None and every(loop.heldout_every, epoch, loop.epochs):
         # Eval mode and seeded views of a fixed epoch: the pass draws nothing from torch's
         # global generator and changes no weights, so a resumed run stays bitwise equal.
         numbers = contrastive_metrics(loop.model, loop.held_out_batches, group.device)
         write_line(loop.metrics_file, {"kind": "heldout", "epoch": epoch, **numbers})
     if loop.averaged is not None and epoch >= loop.epochs - loop.settings.swa_epochs:
         loop.averaged.update_parameters(loop.model)
-
-
-def _every(every: int, epoch: int, epochs: int) -> bool:
-    """Whether epoch ``epoch`` (from 0) is one of every ``every``-th, or the last."""
-    return (epoch + 1) % every == 0 or epoch + 1 == epochs
 
 
 def _finish(loop: Loop, position: Position, final_loss: float, model_path: Path) -> Path:

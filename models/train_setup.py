@@ -26,6 +26,7 @@ from scicontrast.data_adapters.fixed_batches import DEFAULT_MAX_BYTES, FixedBatc
 from scicontrast.data_adapters.pairs_table import read_pairs
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.experiment import Experiment, Training
+from scicontrast.models.cadence import heldout_cadence
 from scicontrast.models.contrastive import ContrastiveModel, build_model
 from scicontrast.models.contrastive_metrics import VIEW_EPOCH
 from scicontrast.models.distributed import sync_batchnorm
@@ -87,6 +88,8 @@ class Loop:
     resumed_threads: int | None = None  # the torch threads of the run that wrote the checkpoint
     sigterm: threading.Event = None  # type: ignore[assignment]
     metrics_file: Any = None
+    checkpointed_at: float = 0.0  # time.monotonic() of the last checkpoint
+    heldout_every: int = 1  # the held-out pass's cadence in epochs (heldout_cadence)
 
     @property
     def settings(self) -> Training:
@@ -135,13 +138,14 @@ def load_data(loop: Loop, items_dir: str | Path, pairs_path: str | Path, num_thr
     if settings.max_steps_per_epoch is not None:
         batches.limit_steps(settings.max_steps_per_epoch)
     # Its own builder, so that the held-out pass leaves the training batches' state alone.
+    loop.heldout_every = heldout_cadence(settings, len(batches))
     if group.is_main and len(held_out) >= 2:
         # The same views at every pass: made once and kept while small, if passes recur.
         held_out_builder = PAIR_BUILDERS.create(loop.experiment.pairs, where=where)
         loop.held_out_batches = FixedBatches(
             held_out_builder.training_batches(items, held_out_pairs, seed, batch_size),
             VIEW_EPOCH,
-            DEFAULT_MAX_BYTES if loop.epochs > settings.heldout_every else 0,
+            DEFAULT_MAX_BYTES if loop.epochs > loop.heldout_every else 0,
         )
     loop.items, loop.pairs, loop.builder, loop.batches = items, pairs, builder, batches
 

@@ -75,7 +75,9 @@ class Training:
     loader_workers: int | None
     augment_on_device: bool
     checkpoint_every: int
+    checkpoint_seconds: float
     heldout_every: int
+    heldout_min_steps: int
     max_steps_per_epoch: int | None
 
 

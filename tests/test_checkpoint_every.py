@@ -22,7 +22,8 @@ def test_a_run_interrupted_between_checkpoints_resumes_to_the_uninterrupted_weig
     toy_data,  # noqa: F811
 ):
     every_epoch = train(make_experiment(epochs=5), *toy_data, tmp_path / "every", progress=False)
-    experiment = make_experiment(epochs=5, checkpoint_every=2)
+    # checkpoint_seconds=0: every second epoch, whatever the clock says.
+    experiment = make_experiment(epochs=5, checkpoint_every=2, checkpoint_seconds=0)
     full = train(experiment, *toy_data, tmp_path / "full", progress=False)
     assert_same_weights(every_epoch, full)  # checkpoints change no result
 
@@ -40,7 +41,7 @@ def test_a_run_interrupted_between_checkpoints_resumes_to_the_uninterrupted_weig
 
 def test_held_out_numbers_every_k_epochs_and_after_the_last(tmp_path, toy_data):  # noqa: F811
     experiment = make_experiment(epochs=5, holdout_fraction=0.25, heldout_every=2)
-    every = make_experiment(epochs=5, holdout_fraction=0.25)
+    every = make_experiment(epochs=5, holdout_fraction=0.25, heldout_min_steps=1)
     sparse = read_metrics(train(experiment, *toy_data, tmp_path / "sparse").parent)
     dense = read_metrics(train(every, *toy_data, tmp_path / "dense").parent)
     held_out = [r for r in sparse if r["kind"] == "heldout"]

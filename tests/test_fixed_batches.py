@@ -56,7 +56,7 @@ def test_kept_held_out_views_leave_the_held_out_numbers_unchanged(
     toy_data,  # noqa: F811
     monkeypatch,
 ):
-    experiment = make_experiment(epochs=3, holdout_fraction=0.25)
+    experiment = make_experiment(epochs=3, holdout_fraction=0.25, heldout_min_steps=1)
     kept = read_metrics(train(experiment, *toy_data, tmp_path / "kept").parent)
 
     def never_kept(batches, epoch, max_bytes):

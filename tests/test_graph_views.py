@@ -430,8 +430,9 @@ def test_graph_training_with_held_out_nodes_tracks_them_and_resumes_exactly(
 ):
     from scicontrast.analysis.diagnostics import diagnose
 
+    # heldout_min_steps=1: a pass after each one-step epoch.
     experiment = graph_experiment(neighbours_as_positives=True).replace(
-        training={"holdout_fraction": holdout_fraction}
+        training={"holdout_fraction": holdout_fraction, "heldout_min_steps": 1}
     )
     full = train(experiment, *graph_files, tmp_path / "full", progress=False)
     assert_resumed_run_equals(full, experiment, graph_files, tmp_path / "pieces")

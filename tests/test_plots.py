@@ -190,3 +190,12 @@ def test_temperature_study_tabulates_and_plots_every_finished_run(finished, tmp_
     assert markdown[0].startswith("| tau | probe bal. acc.") and markdown[2].startswith("| 0.1 |")
     study.plot(table, tmp_path / "study.png", "study")
     assert matplotlib.image.imread(tmp_path / "study.png").shape[1] > 1000
+
+
+def test_a_held_out_curve_with_skipped_epochs_joins_the_passes_run(finished, tmp_path):
+    epochs = read_epochs(finished / "model" / "metrics.jsonl")
+    epochs.loc[0, "heldout_loss"] = float("nan")  # no pass after epoch 1 (heldout_min_steps)
+    figure = plot_training_curves(epochs, None, "run", tmp_path / "curves.png")
+    held_out_curve = figure.axes[0].get_lines()[1]
+    assert held_out_curve.get_xdata().tolist() == [2]
+    assert held_out_curve.get_ydata().tolist() == [epochs["heldout_loss"].iloc[1]]

@@ -181,7 +181,8 @@ def test_held_out_groups_are_tracked_every_epoch_as_the_diagnostics_compute_them
 ):
     from scicontrast.analysis.diagnostics import diagnose
 
-    experiment = make_experiment(epochs=3, holdout_fraction=0.25)
+    # heldout_min_steps=1: a pass after each two-step epoch.
+    experiment = make_experiment(epochs=3, holdout_fraction=0.25, heldout_min_steps=1)
     model_path = train(experiment, *toy_data, tmp_path / "run", progress=False)
     held_out = [r for r in read_metrics(tmp_path / "run") if r["kind"] == "heldout"]
     assert [r["epoch"] for r in held_out] == [0, 1, 2]
