@@ -43,9 +43,9 @@ def station(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_blocks_and_pieces_of_any_size_write_the_same_files(station, tmp_path, monkeypatch):
-    monkeypatch.setattr(synchronization, "PAIRS_ROW_GROUP", 11)
     folders = []
-    for block, piece in ((events.BLOCK_ROWS, sync_output.PIECE_ROWS), (7, 5)):
+    for block, piece, group in ((events.BLOCK_ROWS, sync_output.PIECE_ROWS, 11), (7, 5, 11)):
+        monkeypatch.setattr(synchronization, "PAIRS_ROW_GROUP", group)
         monkeypatch.setattr(events, "BLOCK_ROWS", block)
         monkeypatch.setattr(sync_output, "PIECE_ROWS", piece)
         folders.append(tmp_path / f"sync{block}")
@@ -58,6 +58,19 @@ def test_blocks_and_pieces_of_any_size_write_the_same_files(station, tmp_path, m
     assert summary["pairing"]["precision"] == 1.0 and summary["pairing"]["correct"] == len(pairs)
     # A column null in the first pieces is still typed from its values, as pandas writes it.
     assert pairs["image_note"].iloc[-1] == "windy" and (pairs["audio_site"] == "north").all()
+
+
+@pytest.mark.parametrize("group", [11, 65_536])
+def test_the_tables_are_the_files_pandas_writes(station, tmp_path, monkeypatch, group):
+    """Written by row group and piece, each file is ``to_parquet`` of its own table (a column
+    null in the first row but not the first piece; null in the first row group)."""
+    monkeypatch.setattr(synchronization, "PAIRS_ROW_GROUP", group)
+    monkeypatch.setattr(sync_output, "PIECE_ROWS", 5)
+    synchronization.synchronize(list(station), tmp_path / "sync")
+    for name, rows in (("pairs.parquet", group), ("unmatched.parquet", None)):
+        written = tmp_path / "sync" / name
+        pd.read_parquet(written).to_parquet(tmp_path / name, index=False, row_group_size=rows)
+        assert written.read_bytes() == (tmp_path / name).read_bytes(), name
 
 
 def test_a_file_listed_twice_in_different_blocks_names_both_rows(station, tmp_path, monkeypatch):

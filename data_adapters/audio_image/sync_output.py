@@ -71,14 +71,16 @@ def _file_schema(
     metadata column without values there is typed (and described in the pandas metadata)
     by its first value in the table, as ``pyarrow`` infers a column of objects."""
     schema = pa.Schema.from_pandas(piece, preserve_index=False)
-    sample = piece.iloc[:1].copy()
+    sample = piece
     for side, rows in sides.items():
         for column in metadata[side]:
             name = f"{side}_{column}"
-            if len(sample) and pa.types.is_null(schema.field(name).type):
+            if len(piece) and pa.types.is_null(schema.field(name).type):
                 first = rows[np.flatnonzero(events.present[column][rows])[:1]]
-                sample[name] = events.frame(first, [column])[column].to_numpy()
-    return pa.Schema.from_pandas(sample, preserve_index=False) if len(sample) else schema
+                values = piece[name].to_numpy(copy=True)
+                values[0] = events.frame(first, [column])[column].iloc[0]
+                sample = sample.assign(**{name: values})
+    return schema if sample is piece else pa.Schema.from_pandas(sample, preserve_index=False)
 
 
 def _piece(
