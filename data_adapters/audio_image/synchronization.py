@@ -254,7 +254,8 @@ def synchronize(
             "time_difference_s": _spread(corrected[pairs[1]] - corrected[pairs[0]]),
         }
         if events.truth is not None and truth_column is not None:
-            summary["pairing"] = pairing_accuracy(*events.truth, is_audio, pairs, truth_column)
+            truth, known = events.truth
+            summary["pairing"] = pairing_accuracy(truth, known, is_audio, pairs, truth_column)
         _write_folder(tmp, events, corrected, pairs, matched, summary, tolerance_s)
     return summary
 
