@@ -31,12 +31,12 @@ OUTPUTS = ("pairs.parquet", "unmatched.parquet", "offsets.json", "time_differenc
 @pytest.fixture(scope="module")
 def station(tmp_path_factory) -> tuple[Path, Path]:
     """The demo's events in two manifests: the microphone's (CSV, with a column ``site``)
-    and the camera's (Parquet, with a column ``note`` null in its first 40 rows)."""
+    and the camera's (Parquet, with a column ``note`` null in its first 20 rows)."""
     folder = tmp_path_factory.mktemp("station")
-    table = pd.read_csv(demo.generate_demo_audio_image(folder, events=60, image_size=12))
+    table = pd.read_csv(demo.generate_demo_audio_image(folder, events=40, image_size=12))
     mic, cam = table[table.device == "microphone"].copy(), table[table.device == "camera"].copy()
     mic["site"] = "north"
-    cam["note"] = np.where(np.arange(len(cam)) < 40, None, "windy")
+    cam["note"] = np.where(np.arange(len(cam)) < 20, None, "windy")
     mic.to_csv(folder / "mic.csv", index=False)
     cam.drop(columns=["label"]).to_parquet(folder / "cam.parquet", index=False)
     return folder / "mic.csv", folder / "cam.parquet"
@@ -56,21 +56,22 @@ def test_blocks_and_pieces_of_any_size_write_the_same_files(station, tmp_path, m
     assert pq.ParquetFile(folders[1] / "pairs.parquet").num_row_groups == -(-len(pairs) // 11)
     assert (pairs["audio_true_event"] == pairs["image_true_event"]).all()
     assert summary["pairing"]["precision"] == 1.0 and summary["pairing"]["correct"] == len(pairs)
-    # A column null in the first pieces is still typed from its values, as pandas writes it.
+    # A column null in the first row group is still typed from its values, as pandas
+    # writes the whole table.
     assert pairs["image_note"].iloc[-1] == "windy" and (pairs["audio_site"] == "north").all()
+    _assert_written_by_pandas(folders[1], tmp_path, 11)
 
 
-@pytest.mark.parametrize("group", [11, 65_536])
-def test_the_tables_are_the_files_pandas_writes(station, tmp_path, monkeypatch, group):
-    """Written by row group and piece, each file is ``to_parquet`` of its own table (a column
-    null in the first row but not the first piece; null in the first row group)."""
-    monkeypatch.setattr(synchronization, "PAIRS_ROW_GROUP", group)
-    monkeypatch.setattr(sync_output, "PIECE_ROWS", 5)
+def test_a_column_null_in_the_first_row_only_is_typed_as_pandas_types_it(station, tmp_path):
     synchronization.synchronize(list(station), tmp_path / "sync")
-    for name, rows in (("pairs.parquet", group), ("unmatched.parquet", None)):
-        written = tmp_path / "sync" / name
-        pd.read_parquet(written).to_parquet(tmp_path / name, index=False, row_group_size=rows)
-        assert written.read_bytes() == (tmp_path / name).read_bytes(), name
+    _assert_written_by_pandas(tmp_path / "sync", tmp_path, synchronization.PAIRS_ROW_GROUP)
+
+
+def _assert_written_by_pandas(folder: Path, tmp_path: Path, row_group: int) -> None:
+    """Each table of ``folder`` is the file ``to_parquet`` writes of it."""
+    for name, rows in (("pairs.parquet", row_group), ("unmatched.parquet", None)):
+        pd.read_parquet(folder / name).to_parquet(tmp_path / name, index=False, row_group_size=rows)
+        assert (folder / name).read_bytes() == (tmp_path / name).read_bytes(), name
 
 
 def test_a_file_listed_twice_in_different_blocks_names_both_rows(station, tmp_path, monkeypatch):

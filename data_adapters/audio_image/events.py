@@ -49,14 +49,13 @@ _EVENT_COLUMNS = {"device", "file", "file_as_listed", "time_s", "modality", "man
 
 @dataclass
 class Block:
-    """One spilled block: events ``first .. first + rows - 1`` of manifest ``manifest``,
-    whose first data row is ``first_row`` (0-based)."""
+    """One spilled block (a pickled table at ``path``): the events from number ``first`` on,
+    of manifest number ``manifest``, whose data rows start at ``first_row`` (0-based)."""
 
     path: Path
     manifest: int
     first: int
     first_row: int
-    rows: int
 
 
 @dataclass
@@ -207,7 +206,7 @@ class _Reader:
             self.truth.append(_truth_values(events, self.truth_column))
         path = self.spill / f"{len(self.blocks)}.pkl"
         events[SPILLED + metadata].to_pickle(path)
-        self.blocks.append(Block(path, number, self.count, first_row, len(events)))
+        self.blocks.append(Block(path, number, self.count, first_row))
         self.count += len(events)
 
     def _check_unique(self, events: pd.DataFrame) -> None:
