@@ -55,10 +55,26 @@ def write_pairs_table(
                 tables.append(pa.Table.from_pandas(piece, schema=schema, preserve_index=False))
             if writer is None:
                 writer = pq.ParquetWriter(path, schema, compression="snappy")
-            writer.write_table(pa.concat_tables(tables))
+            writer.write_table(_one_chunk(tables, schema))
     finally:
         if writer is not None:
             writer.close()
+
+
+def _one_chunk(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
+    """The rows of ``tables`` as one table of one chunk a column, a column at a time (each
+    piece's column freed as it is copied). Parquet's writer cuts pages and gives up a
+    dictionary at chunk boundaries too: the same rows in pieces were other bytes."""
+    parts = [table.columns for table in tables]
+    tables.clear()
+    columns = []
+    for index in range(len(schema)):
+        chunks = [c for part in parts for c in part[index].chunks]
+        empty = pa.array([], schema.field(index).type)
+        columns.append(pa.concat_arrays(chunks) if chunks else empty)
+        for part in parts:
+            part[index] = None
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _file_schema(
