@@ -32,7 +32,7 @@ LONG_FUNCTIONS = {
         "flat: one cleaning policy after another, each counted in `cleaning`"
     ),
     # Checks in the order the user's file is read, each with its own message.
-    "scicontrast.data_adapters.audio_image.manifests:read_manifest": "checks in file order",
+    "scicontrast.data_adapters.audio_image.manifests:manifest_events": "checks in file order",
     "scicontrast.data_adapters.graphs.planetoid:PyGDataAdapter.read": "checks in file order",
     "scicontrast.analysis.invariance:invariance_score": "the formula's terms in order",
     # The loss forms: the math in one place, matching the module docstring line by line.

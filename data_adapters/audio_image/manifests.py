@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import overload
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import soundfile
 
 from scicontrast.data_adapters.images.reading import IMAGE_SUFFIXES
@@ -52,30 +54,63 @@ PLOT_FILE = "time_differences.png"
 # --- manifests ---------------------------------------------------------------------------
 
 
-def read_manifest(
-    path: str | Path,
+def manifest_blocks(path: str | Path, rows: int) -> Iterator[tuple[int, pd.DataFrame]]:
+    """``(first row, table)`` for each block of ``rows`` data rows of the manifest ``path``
+    (0-based first row), read as they come: a manifest of 10^6 events is never whole in memory.
+
+    Each block's columns are typed from its own values (as ``pandas.read_csv`` types a large
+    file's parts); ``InputDataError`` names the manifest when it cannot be read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputDataError(f"{path}: manifest not found")
+    suffix = path.suffix.lower()
+    if suffix not in MANIFEST_SUFFIXES:
+        raise InputDataError(
+            f"{path}: manifest must be CSV, TSV or Parquet ({', '.join(MANIFEST_SUFFIXES)})"
+        )
+    first = 0
+    try:
+        if suffix in (".parquet", ".pq"):
+            batches = pq.ParquetFile(path).iter_batches(batch_size=rows)
+            blocks: Iterable[pd.DataFrame] = (batch.to_pandas() for batch in batches)
+        else:
+            sep = "," if suffix == ".csv" else "\t"
+            blocks = pd.read_csv(path, sep=sep, chunksize=rows)
+        for block in blocks:
+            yield first, block.set_axis(range(first, first + len(block)))
+            first += len(block)
+    except pd.errors.EmptyDataError:
+        raise InputDataError(f"{path}: manifest is empty") from None
+    except (ValueError, OSError, UnicodeDecodeError, pa.ArrowException) as exc:
+        raise InputDataError(f"{path}: cannot read manifest: {exc}") from None
+    if first == 0:
+        raise InputDataError(f"{path}: manifest has no rows")
+
+
+def manifest_events(
+    path: Path,
+    frame: pd.DataFrame,
     device_column: str = "device",
     file_column: str = "file",
     time_column: str = "time",
     modality_column: str = "modality",
 ) -> pd.DataFrame:
-    """One manifest as a table of events (format in the module docstring).
+    """The events of ``frame``, a block of the manifest ``path`` (format in the module
+    docstring) whose index is its 0-based data rows (:func:`manifest_blocks`).
 
     Returns columns ``device``, ``file`` (absolute path), ``file_as_listed``, ``time_s``,
     ``modality``, ``manifest``, ``row`` (1-based data row) and the metadata columns.
     Raises ``InputDataError`` naming the manifest and row for a missing column, a missing or
     unparseable time, an unsupported file format or a device with two modalities.
     """
-    path = Path(path)
-    frame = _read_table(path)
     missing = [c for c in (device_column, file_column, time_column) if c not in frame.columns]
     if missing:
         raise InputDataError(
             f"{path}: manifest lacks column(s) {missing}; columns: {list(frame.columns)}"
         )
-    if len(frame) == 0:
-        raise InputDataError(f"{path}: manifest has no rows")
-    where = RowPlaces(path, len(frame))
+    first_row = int(frame.index[0]) if len(frame) else 0
+    where = RowPlaces(path, len(frame), first_row)
     for column in (device_column, file_column):
         empty = frame[column].isna() | (frame[column].astype(str).str.strip() == "")
         if empty.any():
@@ -111,7 +146,7 @@ def read_manifest(
             "time_s": times,
             "modality": modalities,
             "manifest": str(path),
-            "row": np.arange(1, len(frame) + 1),
+            "row": np.arange(first_row + 1, first_row + len(frame) + 1),
         }
     )
     mixed = events.groupby("device")["modality"].nunique()
@@ -127,11 +162,11 @@ def read_manifest(
 
 
 class RowPlaces(Sequence[str]):
-    """``places[i]`` is ``"<manifest>: row <i + 1>"``, made when an error needs it (a string
-    per row, made up front, cost 150 bytes a row)."""
+    """``places[i]`` is ``"<manifest>: row <first + i + 1>"``, made when an error needs it (a
+    string per row, made up front, cost 150 bytes a row)."""
 
-    def __init__(self, path: Path, rows: int) -> None:
-        self.path, self.rows = path, rows
+    def __init__(self, path: Path, rows: int, first: int = 0) -> None:
+        self.path, self.rows, self.first = path, rows, first
 
     def __len__(self) -> int:
         return self.rows
@@ -145,27 +180,7 @@ class RowPlaces(Sequence[str]):
             return [self[i] for i in range(*index.indices(self.rows))]
         if not -self.rows <= index < self.rows:
             raise IndexError(index)
-        return f"{self.path}: row {index % self.rows + 1}"
-
-
-def _read_table(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise InputDataError(f"{path}: manifest not found")
-    suffix = path.suffix.lower()
-    if suffix not in MANIFEST_SUFFIXES:
-        raise InputDataError(
-            f"{path}: manifest must be CSV, TSV or Parquet ({', '.join(MANIFEST_SUFFIXES)})"
-        )
-    try:
-        if suffix == ".csv":
-            return pd.read_csv(path)
-        if suffix in (".tsv", ".tab", ".txt"):
-            return pd.read_csv(path, sep="\t")
-        return pd.read_parquet(path)
-    except pd.errors.EmptyDataError:
-        raise InputDataError(f"{path}: manifest is empty") from None
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
-        raise InputDataError(f"{path}: cannot read manifest: {exc}") from None
+        return f"{self.path}: row {self.first + index % self.rows + 1}"
 
 
 def parse_times(values: pd.Series, where: Sequence[str], column: str = "time") -> np.ndarray:

@@ -15,16 +15,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 
+from scicontrast.data_adapters.audio_image.pair_stream import event_order, pair_parts
 from scicontrast.data_adapters.base import Items, PairBuilder, epoch_seed, item_rows
 from scicontrast.data_adapters.batch import ContrastiveBatch
 from scicontrast.data_adapters.items_store import drop_mapped_pages
 from scicontrast.data_adapters.loader import EpochLoader
+from scicontrast.data_adapters.pair_parts import items_folder
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.registry import PAIR_BUILDERS
 
@@ -108,24 +112,12 @@ class SynchronizedPairs(PairBuilder):
         """Two rows per event: its audio item (view ``audio``) and image item (``image``)."""
         table = _check_items(items)
         if "event" not in table.columns:
-            raise InputDataError(
-                "items: read from single files (adapter params.files), so they have no events "
-                "to pair; training needs params.synchronization"
-            )
+            raise InputDataError(_NO_EVENTS)
         # In numpy, not a groupby and sort over the modality strings (their hash tables
         # were most of the step's memory at 10^5 items).
         events = table["event"].to_numpy()
         modality = table["modality"].to_numpy()
-        is_audio, is_image = modality == "audio", modality == "image"
-        found, event_of = np.unique(events, return_inverse=True)
-        audio = np.bincount(event_of, weights=is_audio, minlength=len(found))
-        image = np.bincount(event_of, weights=is_image, minlength=len(found))
-        incomplete = found[(audio != 1) | (image != 1)]
-        if len(incomplete):
-            raise InputDataError(
-                f"items: event {incomplete[0]!r} does not have exactly one audio and one image item"
-            )
-        order = np.lexsort((is_image, events))  # by event, audio first
+        order = event_order(events, modality)
         return pd.DataFrame(
             {
                 "group_id": events[order],
@@ -133,6 +125,16 @@ class SynchronizedPairs(PairBuilder):
                 "view": modality[order],
             }
         )
+
+    def build_parts(self, folder: Path) -> Iterator[pa.Table]:
+        """:meth:`build`'s table in Arrow parts, from the items table's row groups without
+        loading it (:mod:`~scicontrast.data_adapters.audio_image.pair_stream`): no Python
+        string per item."""
+        meta, columns = items_folder(folder)
+        _check_meta(meta)
+        if "event" not in columns:
+            raise InputDataError(_NO_EVENTS)
+        return pair_parts(folder)
 
     def bind(self, items: Items) -> None:
         _check_items(items)
@@ -263,12 +265,22 @@ def _event_rows(pairs: pd.DataFrame, items: Items) -> tuple[np.ndarray, np.ndarr
     return audio_groups, rows[is_audio][audio_order], rows[is_image][image_order]
 
 
+_NO_EVENTS = (
+    "items: read from single files (adapter params.files), so they have no events to pair; "
+    "training needs params.synchronization"
+)
+
+
 def _check_items(items: Items) -> pd.DataFrame:
-    if items.meta.get("modality") != "audio_image":
+    _check_meta(items.meta)
+    return items.table
+
+
+def _check_meta(meta: dict[str, Any]) -> None:
+    if meta.get("modality") != "audio_image":
         raise InputDataError(
             "pairs synchronized_pairs: the items are not audio-image items (adapter audio_image)"
         )
-    return items.table
 
 
 class PairBatches:

@@ -52,23 +52,24 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from scicontrast.data_adapters.audio_image.events import Events, read_events
 from scicontrast.data_adapters.audio_image.manifests import (
     MODALITIES,
     OFFSETS_FILE,
     PAIRS_FILE,
     PLOT_FILE,
     UNMATCHED_FILE,
-    check_files,
-    read_manifest,
 )
+from scicontrast.data_adapters.audio_image.sync_output import write_pairs_table, write_unmatched
 from scicontrast.errors import ConfigError, InputDataError
 from scicontrast.io import atomic_path
 
@@ -93,34 +94,71 @@ def estimate_offset(
     """The offset ``delta`` (``|delta| <= max_offset_s``) with ``reference ~ times + delta``
     that lines up the most events within ``tolerance_s`` (module docstring).
 
-    With no candidate lag at all the offset is 0 with 0 matches.
+    With no candidate lag at all the offset is 0 with 0 matches. The candidate differences
+    (about ``2 (max_offset_s + tolerance_s) / spacing`` an event: 7 x 10^6 at 10^6 events
+    3 s apart) are taken a slice of lags at a time (:func:`_lag_slices`), so memory holds
+    ``DIFFERENCES_PER_SLICE`` of them, whatever the number of events.
     """
     reference = np.sort(np.asarray(reference, dtype=np.float64))
     times = np.sort(np.asarray(times, dtype=np.float64))
-    reach = max_offset_s + tolerance_s
-    starts = np.searchsorted(reference, times - reach, side="left")
-    stops = np.searchsorted(reference, times + reach, side="right")
-    counts = stops - starts
-    if counts.sum() == 0:
+    best_count, window = 0, np.zeros(0)
+    for values, starts, counts, _ in _lag_slices(reference, times, tolerance_s, max_offset_s):
+        k = int(np.argmax(counts)) if len(counts) else 0
+        if len(counts) and counts[k] > best_count:  # ties: the smallest lag, as argmax
+            best_count = int(counts[k])
+            window = values[starts[k] : starts[k] + best_count].copy()
+    if best_count == 0:
         return OffsetEstimate(0.0, 0, 0)
-    owner = np.repeat(np.arange(len(times)), counts)
-    first = np.repeat(starts - np.cumsum(counts) + counts, counts)
-    differences = np.sort(reference[first + np.arange(counts.sum())] - times[owner])
-    # Window [d_k, d_k + 2 tau] for every candidate start d_k; its centre is the lag.
-    ends = np.searchsorted(differences, differences + 2 * tolerance_s, side="right")
-    window_counts = ends - np.arange(len(differences))
-    centres = differences + tolerance_s
-    allowed = np.abs(centres) <= max_offset_s + 1e-12
-    if not allowed.any():
-        return OffsetEstimate(0.0, 0, 0)
-    window_counts = np.where(allowed, window_counts, 0)
-    best = int(np.argmax(window_counts))
-    offset = float(np.median(differences[best : ends[best]]))
-    offset = float(np.clip(offset, -max_offset_s, max_offset_s))
-    far = np.abs(centres - offset) > 2 * tolerance_s
-    runner_up = int(window_counts[far].max()) if far.any() else 0
+    offset = float(np.clip(np.median(window), -max_offset_s, max_offset_s))
+    runner_up = 0
+    for _, _, counts, centres in _lag_slices(reference, times, tolerance_s, max_offset_s):
+        far = np.abs(centres - offset) > 2 * tolerance_s
+        runner_up = max(runner_up, int(counts[far].max()) if far.any() else 0)
     matched = len(match_events(reference, times + offset, tolerance_s)[0])
     return OffsetEstimate(offset, matched, runner_up)
+
+
+# Candidate differences held at a time by estimate_offset (8 bytes each, and a few arrays
+# of their length).
+DIFFERENCES_PER_SLICE = 1 << 16
+
+
+def _lag_slices(
+    reference: np.ndarray, times: np.ndarray, tolerance_s: float, max_offset_s: float
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """The windows ``[d_k, d_k + 2 tau]`` of :func:`estimate_offset`, slice by slice of
+    ``d_k`` in increasing order: ``(values, starts, counts, centres)`` where ``values`` are
+    the sorted differences from the slice's first ``d_k`` to its last ``+ 2 tau``, and for
+    each candidate ``d_k`` in the slice (in sorted order) ``starts`` is its position in
+    ``values``, ``counts`` the differences in its window (0 where the centre ``d_k + tau``
+    is outside ``|lag| <= max_offset_s``) and ``centres`` the centre.
+
+    The candidates are the differences ``r_i - t_j`` with ``t_j - reach <= r_i <= t_j +
+    reach`` (``reach = max_offset_s + tolerance_s``), as one sorted array of all of them
+    would give (its window counts are the same numbers).
+    """
+    reach = max_offset_s + tolerance_s
+    low = np.searchsorted(reference, times - reach, side="left")
+    high = np.searchsorted(reference, times + reach, side="right")
+    slices = max(-(-int((high - low).sum()) // DIFFERENCES_PER_SLICE), 1)
+    edges = np.linspace(-reach, reach, slices + 1)
+    edges[0], edges[-1] = -np.inf, np.inf
+    # Far above the rounding of t + x and r - t (2^-52 of the times' size).
+    margin = 1e-9 * (1 + max(np.abs(reference).max(initial=0), np.abs(times).max(initial=0)))
+    for lower, top in pairwise(edges):
+        first = np.maximum(low, np.searchsorted(reference, times + lower - margin))
+        last = np.searchsorted(reference, times + top + 2 * tolerance_s + margin, side="right")
+        counts = np.maximum(np.minimum(high, last) - first, 0)
+        owner = np.repeat(np.arange(len(times)), counts)
+        at = np.repeat(first - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+        values = np.sort(reference[at] - times[owner])
+        del owner, at
+        values = values[values >= lower]
+        starts = np.arange(np.searchsorted(values, top))
+        ends = np.searchsorted(values, values[starts] + 2 * tolerance_s, side="right")
+        centres = values[starts] + tolerance_s
+        allowed = np.abs(centres) <= max_offset_s + 1e-12
+        yield values, starts, np.where(allowed, ends - starts, 0), centres
 
 
 def match_events(
@@ -134,22 +172,28 @@ def match_events(
     order = np.argsort(second, kind="stable")
     ordered = second[order]
     starts = np.searchsorted(ordered, first - tolerance_s, side="left")
-    stops = np.searchsorted(ordered, first + tolerance_s, side="right")
-    counts = stops - starts
-    i = np.repeat(np.arange(len(first)), counts)
-    positions = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
-    j = order[positions]
-    distance = np.abs(first[i] - second[j])
+    counts = np.searchsorted(ordered, first + tolerance_s, side="right") - starts
+    del ordered
+    # The candidates' indices in 32 bits where they fit, the arrays freed as soon as used:
+    # at 10^6 events these arrays were the peak of synchronize.
+    total = int(counts.sum())
+    index = np.int32 if max(len(first), len(second), total) < 2**31 else np.int64
+    i = np.repeat(np.arange(len(first), dtype=index), counts)
+    positions = np.repeat((starts - np.cumsum(counts) + counts).astype(index), counts)
+    positions += np.arange(total, dtype=index)
+    del starts, counts
+    j = order[positions].astype(index)
+    del positions, order
+    sequence = np.lexsort((j, i, np.abs(first[i] - second[j])))
     taken_first = np.zeros(len(first), dtype=bool)
     taken_second = np.zeros(len(second), dtype=bool)
-    accepted = []
-    for k in np.lexsort((j, i, distance)):
+    accepted = np.zeros(len(i), dtype=bool)
+    for k in sequence:
         if not taken_first[i[k]] and not taken_second[j[k]]:
-            taken_first[i[k]] = taken_second[j[k]] = True
-            accepted.append(k)
-    kept = np.asarray(accepted, dtype=np.int64)
+            taken_first[i[k]] = taken_second[j[k]] = accepted[k] = True
+    kept = np.flatnonzero(accepted)
     by_first = np.argsort(i[kept], kind="stable")
-    return i[kept][by_first], j[kept][by_first]
+    return i[kept][by_first].astype(np.int64), j[kept][by_first].astype(np.int64)
 
 
 # --- synchronisation ---------------------------------------------------------------------
@@ -187,33 +231,32 @@ def synchronize(
     """
     _check_settings(manifests, tolerance_s, max_offset_s)
     columns = (device_column, file_column, time_column, modality_column)
-    events = _read_events(manifests, columns, truth_column)
-    devices = _device_table(events)
-    for modality in MODALITIES:
-        if modality not in set(devices["modality"]):
-            raise InputDataError(f"{', '.join(map(str, manifests))}: no {modality} events")
-    reference = _reference(devices, reference_device)
-    estimates = _estimate_offsets(events, devices.index, reference, tolerance_s, max_offset_s)
-    events["corrected_s"] = events["time_s"] + events["device"].map(
-        {d: e.offset_s for d, e in estimates.items()}
-    )
-    pairs = _pair_events(events, tolerance_s)
-    summary: dict[str, Any] = {
-        "manifests": [str(m) for m in manifests],
-        "reference_device": reference,
-        "tolerance_s": float(tolerance_s),
-        "max_offset_s": float(max_offset_s),
-        "devices": _device_summaries(events, devices, estimates, reference, tolerance_s),
-        "events": len(events),
-        "pairs": len(pairs),
-        "unmatched": {
-            m: int((~events["matched"] & (events["modality"] == m)).sum()) for m in MODALITIES
-        },
-        "time_difference_s": _spread(pairs["time_difference_s"].to_numpy()),
-    }
-    if truth_column is not None:
-        summary["pairing"] = pairing_accuracy(events, pairs, truth_column)
-    _write_folder(out_dir, events, pairs, summary, tolerance_s)
+    with atomic_path(out_dir) as tmp:
+        # The events' strings wait in a spill folder beside the output, removed with it.
+        events = read_events(manifests, columns, truth_column, tmp.parent / f"{tmp.name}.events")
+        reference = _reference(_device_table(events, manifests), reference_device)
+        estimates = _estimate_offsets(events, reference, tolerance_s, max_offset_s)
+        offsets = np.array([estimates[d].offset_s for d in events.devices])
+        corrected = events.times + offsets[events.device]
+        pairs, matched = _pair_events(events, corrected, tolerance_s)
+        is_audio = events.is_audio()
+        summary: dict[str, Any] = {
+            "manifests": [str(m) for m in manifests],
+            "reference_device": reference,
+            "tolerance_s": float(tolerance_s),
+            "max_offset_s": float(max_offset_s),
+            "devices": _device_summaries(events, matched, estimates, reference, tolerance_s),
+            "events": len(events),
+            "pairs": len(pairs[0]),
+            "unmatched": {
+                m: int((~matched & (is_audio == (m == "audio"))).sum()) for m in MODALITIES
+            },
+            "time_difference_s": _spread(corrected[pairs[1]] - corrected[pairs[0]]),
+        }
+        if events.truth is not None and truth_column is not None:
+            truth, known = events.truth
+            summary["pairing"] = pairing_accuracy(truth, known, is_audio, pairs, truth_column)
+        _write_folder(tmp, events, corrected, pairs, matched, summary, tolerance_s)
     return summary
 
 
@@ -227,33 +270,16 @@ def _check_settings(
             raise ConfigError(f"synchronize: {name} must be a number > 0, got {value!r}")
 
 
-def _read_events(
-    manifests: Sequence[str | Path], columns: tuple[str, str, str, str], truth_column: str | None
-) -> pd.DataFrame:
-    """Every manifest's events in one table, checked: unique files, the truth column, files."""
-    events = pd.concat([read_manifest(m, *columns) for m in manifests], ignore_index=True)
-    _check_unique(events)
-    if truth_column is not None and truth_column not in events.columns:
-        raise ConfigError(
-            f"synchronize: truth_column {truth_column!r} is not a manifest column; "
-            f"columns: {list(events.columns)}"
-        )
-    check_files(events)
-    return events
-
-
 def _estimate_offsets(
-    events: pd.DataFrame,
-    devices: pd.Index,
-    reference: str,
-    tolerance_s: float,
-    max_offset_s: float,
+    events: Events, reference: str, tolerance_s: float, max_offset_s: float
 ) -> dict[str, OffsetEstimate]:
-    """Each device's clock offset against the reference device (0 for the reference)."""
-    reference_times = events.loc[events["device"] == reference, "time_s"].to_numpy()
+    """Each device's clock offset against the reference device (0 for the reference), in
+    the order of the device names."""
+    codes = {name: code for code, name in enumerate(events.devices)}
+    reference_times = events.times[events.device == codes[reference]]
     estimates = {}
-    for device in devices:
-        times = events.loc[events["device"] == device, "time_s"].to_numpy()
+    for device in sorted(codes):
+        times = events.times[events.device == codes[device]]
         if device == reference:
             estimates[device] = OffsetEstimate(0.0, len(times), 0)
         else:
@@ -261,49 +287,48 @@ def _estimate_offsets(
     return estimates
 
 
-def _pair_events(events: pd.DataFrame, tolerance_s: float) -> pd.DataFrame:
-    """The pairs table of the audio and image events on the reference clock; marks every
-    event ``matched`` or not in ``events``."""
-    audio = events[events["modality"] == "audio"].reset_index(drop=True)
-    image = events[events["modality"] == "image"].reset_index(drop=True)
-    a, i = match_events(
-        audio["corrected_s"].to_numpy(), image["corrected_s"].to_numpy(), tolerance_s
-    )
+def _pair_events(
+    events: Events, corrected: np.ndarray, tolerance_s: float
+) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """``((audio events, image events), matched)``: the pairs of audio and image events on
+    the reference clock (event numbers, in audio-event order) and whether each event is
+    paired."""
+    is_audio = events.is_audio()
+    audio, image = np.flatnonzero(is_audio), np.flatnonzero(~is_audio)
+    a, i = match_events(corrected[audio], corrected[image], tolerance_s)
     matched = np.zeros(len(events), dtype=bool)
-    is_audio = (events["modality"] == "audio").to_numpy()
-    matched[np.flatnonzero(is_audio)[a]] = True
-    matched[np.flatnonzero(~is_audio)[i]] = True
-    events["matched"] = matched
-    return _pairs_table(audio.iloc[a], image.iloc[i])
+    matched[audio[a]] = matched[image[i]] = True
+    return (audio[a], image[i]), matched
 
 
 def _device_summaries(
-    events: pd.DataFrame,
-    devices: pd.DataFrame,
+    events: Events,
+    matched: np.ndarray,
     estimates: dict[str, OffsetEstimate],
     reference: str,
     tolerance_s: float,
 ) -> dict[str, dict[str, Any]]:
     """Per device: modality, manifests, offset and its search, matched and unmatched events.
     A device none of whose events paired is an error."""
+    count = np.bincount(events.device, minlength=len(events.devices))
+    paired = np.bincount(events.device, weights=matched, minlength=len(events.devices))
     per_device = {}
-    for device, info in devices.iterrows():
-        rows = events[events["device"] == device]
+    for code, device in sorted(enumerate(events.devices), key=lambda d: d[1]):
         estimate = estimates[device]
         per_device[device] = {
-            "modality": info["modality"],
-            "manifests": sorted(set(rows["manifest"])),
+            "modality": events.modalities[code],
+            "manifests": events.device_manifests[code],
             "offset_s": estimate.offset_s,
             "offset_search_matches": estimate.matches,
             "offset_search_runner_up": estimate.runner_up_matches,
-            "events": len(rows),
-            "matched": int(rows["matched"].sum()),
-            "unmatched": int((~rows["matched"]).sum()),
+            "events": int(count[code]),
+            "matched": int(paired[code]),
+            "unmatched": int(count[code] - paired[code]),
         }
         if per_device[device]["matched"] == 0:
             raise InputDataError(
-                f"{', '.join(per_device[device]['manifests'])}: device {device!r}: none of its "
-                f"{len(rows)} events pairs within {tolerance_s} s (best offset "
+                f"{', '.join(events.device_manifests[code])}: device {device!r}: none of its "
+                f"{count[code]} events pairs within {tolerance_s} s (best offset "
                 f"{estimate.offset_s:+.3f} s against reference {reference!r} lined up "
                 f"{estimate.matches}); check its clock, max_offset_s and tolerance_s"
             )
@@ -311,47 +336,36 @@ def _device_summaries(
 
 
 def _write_folder(
-    out_dir: str | Path,
-    events: pd.DataFrame,
-    pairs: pd.DataFrame,
+    tmp: Path,
+    events: Events,
+    corrected: np.ndarray,
+    pairs: tuple[np.ndarray, np.ndarray],
+    matched: np.ndarray,
     summary: dict[str, Any],
     tolerance_s: float,
 ) -> None:
-    """The synchronisation folder (module docstring), atomically."""
-    unmatched = events.loc[
-        ~events["matched"],
-        ["modality", "device", "file", "time_s", "corrected_s", "manifest", "row"],
-    ]
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir()
-        # In row groups, which the adapter reads one at a time.
-        pairs.to_parquet(tmp / PAIRS_FILE, index=False, row_group_size=PAIRS_ROW_GROUP)
-        unmatched.reset_index(drop=True).to_parquet(tmp / UNMATCHED_FILE, index=False)
-        (tmp / OFFSETS_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-        plot_time_differences(pairs["time_difference_s"].to_numpy(), tolerance_s, tmp / PLOT_FILE)
+    """The synchronisation folder (module docstring) at ``tmp``, moved into place by the
+    caller."""
+    tmp.mkdir()
+    # In row groups, which the adapter reads one at a time.
+    write_pairs_table(tmp / PAIRS_FILE, events, corrected, pairs, PAIRS_ROW_GROUP)
+    write_unmatched(tmp / UNMATCHED_FILE, events, corrected, matched)
+    (tmp / OFFSETS_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    differences = corrected[pairs[1]] - corrected[pairs[0]]
+    plot_time_differences(differences, tolerance_s, tmp / PLOT_FILE)
 
 
-def _check_unique(events: pd.DataFrame) -> None:
-    keys = events["device"] + "/" + events["file_as_listed"]
-    duplicated = keys.duplicated(keep=False)
-    if duplicated.any():
-        rows = events[duplicated].head(2)
-        places = " and ".join(
-            f"{m}: row {r}" for m, r in zip(rows["manifest"], rows["row"], strict=True)
-        )
-        raise InputDataError(f"{places}: device and file {keys[duplicated].iloc[0]!r} listed twice")
-
-
-def _device_table(events: pd.DataFrame) -> pd.DataFrame:
-    modality = events.groupby("device")["modality"].agg(lambda m: sorted(set(m)))
-    mixed = modality[modality.map(len) > 1]
-    if len(mixed):
-        device = mixed.index[0]
-        manifests = ", ".join(sorted(set(events.loc[events["device"] == device, "manifest"])))
-        raise InputDataError(f"{manifests}: device {device!r} lists both audio and image files")
-    return pd.DataFrame(
-        {"modality": modality.map(lambda m: m[0]), "events": events.groupby("device").size()}
+def _device_table(events: Events, manifests: Sequence[str | Path]) -> pd.DataFrame:
+    """Per device (sorted by name): its modality and number of events. Both modalities
+    must have events."""
+    for modality in MODALITIES:
+        if modality not in events.modalities:
+            raise InputDataError(f"{', '.join(map(str, manifests))}: no {modality} events")
+    count = np.bincount(events.device, minlength=len(events.devices))
+    table = pd.DataFrame(
+        {"modality": events.modalities, "events": count}, index=pd.Index(events.devices)
     )
+    return table.sort_index()
 
 
 def _reference(devices: pd.DataFrame, reference_device: str | None) -> str:
@@ -367,44 +381,29 @@ def _reference(devices: pd.DataFrame, reference_device: str | None) -> str:
     return sorted(audio.index[audio["events"] == most])[0]
 
 
-def _pairs_table(audio: pd.DataFrame, image: pd.DataFrame) -> pd.DataFrame:
-    columns = {"event": np.arange(len(audio))}
-    columns["time_difference_s"] = image["corrected_s"].to_numpy() - audio["corrected_s"].to_numpy()
-    for side, frame in (("audio", audio), ("image", image)):
-        for column in ("device", "file", "time_s", "corrected_s", "manifest", "row"):
-            columns[f"{side}_{column}"] = frame[column].to_numpy()
-        columns[f"{side}_file_as_listed"] = frame["file_as_listed"].to_numpy()
-        for column in _metadata_columns(frame):
-            columns[f"{side}_{column}"] = frame[column].to_numpy()
-    return pd.DataFrame(columns)
-
-
-_EVENT_COLUMNS = {"device", "file", "file_as_listed", "time_s", "modality", "manifest", "row"}
-_EVENT_COLUMNS |= {"corrected_s", "matched"}
-
-
-def _metadata_columns(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns if c not in _EVENT_COLUMNS and frame[c].notna().any()]
-
-
-def pairing_accuracy(events: pd.DataFrame, pairs: pd.DataFrame, truth_column: str) -> dict:
-    """Pairs whose audio and image share the true event id (``truth_column``).
+def pairing_accuracy(
+    truth: np.ndarray,
+    known: np.ndarray,
+    is_audio: np.ndarray,
+    pairs: tuple[np.ndarray, np.ndarray],
+    truth_column: str,
+) -> dict:
+    """Pairs whose audio and image share the true event id (``truth``, one key per event,
+    ``known`` where the event has one; ``truth_column`` names it).
 
     ``precision`` = correct / pairs; ``recall`` = correct / true events that have both an
     audio and an image event.
     """
-    correct = int((pairs[f"audio_{truth_column}"] == pairs[f"image_{truth_column}"]).sum())
-    truth = events.dropna(subset=[truth_column])
-    both = set(truth.loc[truth["modality"] == "audio", truth_column]) & set(
-        truth.loc[truth["modality"] == "image", truth_column]
-    )
+    audio, image = pairs
+    correct = int(((truth[audio] == truth[image]) & known[audio] & known[image]).sum())
+    both = len(np.intersect1d(truth[is_audio & known], truth[~is_audio & known]))
     return {
         "truth_column": truth_column,
-        "pairs": len(pairs),
+        "pairs": len(audio),
         "correct": correct,
-        "true_pairs": len(both),
-        "precision": correct / len(pairs) if len(pairs) else None,
-        "recall": correct / len(both) if both else None,
+        "true_pairs": both,
+        "precision": correct / len(audio) if len(audio) else None,
+        "recall": correct / both if both else None,
     }
 
 
