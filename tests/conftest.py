@@ -13,6 +13,13 @@ from types import ModuleType, SimpleNamespace
 
 import pytest
 
+# torch's CPU threads are OpenMP's, which spin on their core while they wait for work (libgomp's
+# default). The test command's two xdist workers each run torch on 2 threads on 2 cores, so a
+# waiting thread burns the core the other worker needs: 3 epochs of the Cora test's training
+# took 10.2 CPU s spinning, 4.0 waiting passively, with the same numbers (same threads, same
+# split of the work). Set here, before anything imports torch; Snakemake jobs inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
