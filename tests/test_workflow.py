@@ -82,6 +82,50 @@ def run_snakemake(workdir: Path, config: dict, *args: str) -> subprocess.Complet
     )
 
 
+# The checks that need no run come first: under pytest-xdist the demo run they would
+# otherwise wait for may still be running on the other worker.
+
+
+def test_lint_is_clean(tmp_path):
+    result = run_snakemake(tmp_path, tiny_config(tmp_path), "--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("patch", "expected"),
+    [
+        (
+            {"adapter": {"name": "fastaa", "params": {}}},
+            "experiments.tiny.adapter: unknown adapter 'fastaa'",
+        ),
+        ({"training": {"epochs": "many"}}, "'many' is not of type 'integer'"),
+    ],
+)
+def test_bad_config_fails_before_any_job(tmp_path, patch, expected):
+    """The schema's check and the components' check (its other messages:
+    ``tests/test_workflow_helpers.py``) both run when the Snakefile is parsed."""
+    config = tiny_config(tmp_path)
+    config["experiments"]["tiny"].update(patch)
+    result = run_snakemake(tmp_path, config, "--cores", "1")
+    assert result.returncode != 0
+    assert expected in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_slurm_profile_dry_run_launches_torchrun_for_several_gpus(tmp_path):
+    config = tiny_config(tmp_path)
+    config["experiments"]["tiny"]["training"].update({"gpus": 2, "gpu_model": "a100"})
+    result = run_snakemake(
+        tmp_path, config, "--workflow-profile", str(REPO / "profiles" / "slurm"), "-n", "-p"
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "torchrun --standalone --nproc_per_node=2 -m scicontrast.cli train" in output
+    train_job = output[output.index("rule train:") :]
+    assert "gpu=2" in train_job and "gpu_model=a100" in train_job
+    assert "cpus_per_gpu=8" in train_job
+
+
 @pytest.fixture(scope="module")
 def finished_run(dna_demo_run) -> tuple[Path, str, dict]:
     """The DNA demo's run folder, what Snakemake printed, and its experiment's config."""
@@ -187,43 +231,3 @@ def test_rerun_has_nothing_to_do(finished_run):
     result = run_snakemake(workdir, config, "--cores", "1", "-n", *DNA_DEMO_TARGETS)
     assert result.returncode == 0
     assert "Nothing to be done" in result.stdout + result.stderr
-
-
-def test_lint_is_clean(tmp_path):
-    result = run_snakemake(tmp_path, tiny_config(tmp_path), "--lint")
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-@pytest.mark.parametrize(
-    ("patch", "expected"),
-    [
-        (
-            {"adapter": {"name": "fastaa", "params": {}}},
-            "experiments.tiny.adapter: unknown adapter 'fastaa'",
-        ),
-        ({"training": {"epochs": "many"}}, "'many' is not of type 'integer'"),
-    ],
-)
-def test_bad_config_fails_before_any_job(tmp_path, patch, expected):
-    """The schema's check and the components' check (its other messages:
-    ``tests/test_workflow_helpers.py``) both run when the Snakefile is parsed."""
-    config = tiny_config(tmp_path)
-    config["experiments"]["tiny"].update(patch)
-    result = run_snakemake(tmp_path, config, "--cores", "1")
-    assert result.returncode != 0
-    assert expected in result.stdout + result.stderr
-    assert not (tmp_path / "results").exists()
-
-
-def test_slurm_profile_dry_run_launches_torchrun_for_several_gpus(tmp_path):
-    config = tiny_config(tmp_path)
-    config["experiments"]["tiny"]["training"].update({"gpus": 2, "gpu_model": "a100"})
-    result = run_snakemake(
-        tmp_path, config, "--workflow-profile", str(REPO / "profiles" / "slurm"), "-n", "-p"
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
-    assert "torchrun --standalone --nproc_per_node=2 -m scicontrast.cli train" in output
-    train_job = output[output.index("rule train:") :]
-    assert "gpu=2" in train_job and "gpu_model=a100" in train_job
-    assert "cpus_per_gpu=8" in train_job
