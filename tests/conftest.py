@@ -13,6 +13,13 @@ from types import ModuleType, SimpleNamespace
 
 import pytest
 
+# torch's CPU threads are OpenMP's, which spin on their core while they wait for work (libgomp's
+# default). The test command's two xdist workers each run torch on 2 threads on 2 cores, so a
+# waiting thread burns the core the other worker needs: 3 epochs of the Cora test's training
+# took 10.2 CPU s spinning, 4.0 waiting passively, with the same numbers (same threads, same
+# split of the work). Set here, before anything imports torch; Snakemake jobs inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -74,8 +81,9 @@ def minimal_experiment(**overrides) -> dict:
     return experiment
 
 
-# Each takes 35-100 s on 2 cores: the DNA demo run, the audio-image workflow and the tiny
-# workflow's module fixture.
+# In this order: the DNA demo run (``dna_demo_run``, ~140 CPU s), the audio-image workflow
+# (~65), and the workflow's checks (~30 of their own), which read the demo run: the other
+# xdist worker reaches them after the audio-image workflow, as the demo run ends.
 LONGEST_FILES = ("test_readme.py", "test_audio_image_workflow.py", "test_workflow.py")
 
 
@@ -90,12 +98,59 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     ]
     if unmarked:
         raise pytest.UsageError(f"tests using shared_data lack @pytest.mark.real_data: {unmarked}")
-    # The longest files first, then the other long runs (stable otherwise): the test command's
-    # pytest-xdist workers take whole files in this order (--no-loadscope-reorder), so the
-    # longest start at once instead of ending the run.
+    # The longest files first, in LONGEST_FILES's order, then the other long runs (stable
+    # otherwise): the test command's pytest-xdist workers take whole files in this order
+    # (--no-loadscope-reorder), so the longest start at once instead of ending the run.
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
     items.sort(
-        key=lambda item: (item.path.name not in LONGEST_FILES, not item.get_closest_marker("slow"))
+        key=lambda item: (
+            rank.get(item.path.name, len(LONGEST_FILES)),
+            not item.get_closest_marker("slow"),
+        )
     )
+
+
+DNA_DEMO_TARGETS = tuple(
+    f"results/dna_demo/{output}" for output in ("metrics/summary.txt", "export", "plots")
+)
+
+
+def run_dna_demo(workdir: Path) -> str:
+    """The shipped ``config.yaml``'s DNA demo, every output of the default target
+    (``DNA_DEMO_TARGETS``), run by Snakemake in ``workdir`` on 2 cores; what it printed."""
+    import subprocess
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
+         str(workdir), "--configfile", str(workdir / "config.yaml"), "--cores", "2",
+         *DNA_DEMO_TARGETS],
+        capture_output=True, text=True, check=False, env=workflow_env(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="session")
+def dna_demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The folder of one DNA demo run (:func:`run_dna_demo`) and what Snakemake printed.
+
+    The README's figures and the workflow's outputs are checked on this one run (~140 CPU s).
+    Under pytest-xdist the workers share it through their common temporary folder: the first
+    to ask runs it while holding a lock, the others wait for it and read it.
+    """
+    from filelock import FileLock
+
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        workdir = tmp_path_factory.mktemp("dna_demo")
+        return workdir, run_dna_demo(workdir)
+    workdir = tmp_path_factory.getbasetemp().parent / "dna_demo"
+    printed = workdir.with_name("dna_demo_printed.txt")
+    with FileLock(workdir.with_name("dna_demo.lock")):
+        if not printed.is_file():  # written last: a failed run is run again, not read
+            printed.write_text(run_dna_demo(workdir))
+    return workdir, printed.read_text()
 
 
 @pytest.fixture

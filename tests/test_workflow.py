@@ -1,4 +1,6 @@
-"""The Snakemake workflow, run for real on a tiny config in a temporary folder."""
+"""The Snakemake workflow: the shipped DNA demo, run for real in a temporary folder (the run
+the README's figures are checked on, ``dna_demo_run`` in conftest.py), and a tiny config
+planned, linted and refused."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, workflow_env
+from conftest import DNA_DEMO_TARGETS, REPO, workflow_env
 
 # Every test here runs Snakemake, whose jobs each start the CLI (seconds of imports).
 pytestmark = pytest.mark.slow
@@ -80,108 +82,8 @@ def run_snakemake(workdir: Path, config: dict, *args: str) -> subprocess.Complet
     )
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    workdir = tmp_path_factory.mktemp("workflow")
-    result = run_snakemake(workdir, tiny_config(workdir), "--cores", "2")
-    assert result.returncode == 0, result.stderr[-4000:]
-    return workdir, result
-
-
-def test_outputs_of_every_step(finished_run):
-    workdir, _ = finished_run
-    results = workdir / "results" / "tiny"
-    items = pd.read_parquet(results / "items" / "items.parquet")
-    # 2 sources x 20 sequences x 3 windows (120 nt, window 60, stride 30)
-    assert len(items) == 120
-    pairs = pd.read_parquet(results / "pairs.parquet")
-    assert pairs.groupby("group_id").size().eq(2).all()
-    embeddings = pd.read_parquet(results / "embeddings" / "embeddings.parquet")
-    assert list(embeddings["item_id"]) == list(items["item_id"])
-    assert len(embeddings["embedding"].iloc[0]) == 16
-    clusters = json.loads((results / "clusters" / "metrics.json").read_text())
-    assert -1 <= clusters["kmeans"]["ari"] <= 1
-    evaluation = json.loads((results / "metrics" / "evaluation.json").read_text())
-    assert 0 <= evaluation["probe"]["balanced_accuracy"]["mean"] <= 1
-    assert "score" in evaluation["invariance"]
-    assert (results / "model" / "checkpoint.pt").exists()
-    epochs = [
-        json.loads(line)
-        for line in (results / "model" / "metrics.jsonl").read_text().splitlines()
-        if json.loads(line)["kind"] == "epoch"
-    ]
-    assert [e["epoch"] for e in epochs] == [0, 1]
-
-
-def test_takeaway_outputs(finished_run):
-    """Diagnostics, exports and figures are written for every experiment."""
-    workdir, _ = finished_run
-    results = workdir / "results" / "tiny"
-    diagnostics = json.loads((results / "diagnostics" / "diagnostics.json").read_text())
-    assert diagnostics["trained"]["gaussianity"]["projections"] > 0
-    assert (results / "export" / "embeddings.h5ad").is_file()
-    assert (results / "export" / "encoder.torchscript.pt").is_file()
-    card = json.loads((results / "export" / "model_card.json").read_text())
-    assert card["torchscript"]["max_abs_difference_to_eager"] <= 1e-4
-    pngs = {p.name for p in (results / "plots").glob("*.png")}
-    assert {"training_curves.png", "map_label.png", "map_leiden.png", "diagnostics.png"} <= pngs
-    summary = (results / "metrics" / "summary.txt").read_text()
-    assert "Diagnostics" in summary and "leiden" in summary
-
-
-def test_summary_ends_with_a_verdict_against_classical_features(finished_run):
-    """The DNA run's summary compares the embedding with 4-mer frequencies and its
-    untrained encoder, and its last lines say per metric whether it beats them."""
-    workdir, _ = finished_run
-    results = workdir / "results" / "tiny"
-    evaluation = json.loads((results / "metrics" / "evaluation.json").read_text())
-    rows = {row["name"]: row["kind"] for row in evaluation["comparison"]["rows"]}
-    assert rows == {
-        "trained embedding": "trained",
-        "untrained encoder": "untrained",
-        "4-mer frequencies (canonical)": "classical",
-        "4-mer frequencies (strand-specific)": "classical",
-    }
-    verdict = (results / "metrics" / "summary.txt").read_text().strip().split("Verdict:")[-1]
-    lines = verdict.splitlines()[1:]
-    assert [line.split(" ")[2] for line in lines] == [
-        "probe", "probe", "kNN", "k-means"
-    ]  # fmt: skip
-    assert all("the best classical features, 4-mer frequencies" in line for line in lines)
-    assert all("its untrained encoder" in line for line in lines)
-
-
-def test_report_is_self_contained_html(finished_run):
-    workdir, _ = finished_run
-    config = yaml.safe_load((workdir / "config.yaml").read_text())
-    result = run_snakemake(workdir, config, "--report", str(workdir / "report.html"))
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    html = (workdir / "report.html").read_text()
-    assert "training_curves.png" in html and "map_label.png" in html
-    assert "summary.txt" in html  # the summary, verdict included, is in the report
-
-
-def test_every_rule_logs_and_benchmarks(finished_run):
-    workdir, _ = finished_run
-    results = workdir / "results" / "tiny"
-    for rule in RULES_PER_EXPERIMENT:
-        assert (results / "logs" / f"{rule}.log").exists(), rule
-        assert (results / "benchmarks" / f"{rule}.tsv").exists(), rule
-
-
-def test_summary_is_printed(finished_run):
-    workdir, result = finished_run
-    summary = (workdir / "results" / "tiny" / "metrics" / "summary.txt").read_text()
-    assert "ARI" in summary
-    assert summary.strip() in result.stdout + result.stderr
-
-
-def test_rerun_has_nothing_to_do(finished_run):
-    workdir, _ = finished_run
-    config = yaml.safe_load((workdir / "config.yaml").read_text())
-    result = run_snakemake(workdir, config, "--cores", "1", "-n")
-    assert result.returncode == 0
-    assert "Nothing to be done" in result.stdout + result.stderr
+# The checks that need no run come first: under pytest-xdist the demo run they would
+# otherwise wait for may still be running on the other worker.
 
 
 def test_lint_is_clean(tmp_path):
@@ -222,3 +124,110 @@ def test_slurm_profile_dry_run_launches_torchrun_for_several_gpus(tmp_path):
     train_job = output[output.index("rule train:") :]
     assert "gpu=2" in train_job and "gpu_model=a100" in train_job
     assert "cpus_per_gpu=8" in train_job
+
+
+@pytest.fixture(scope="module")
+def finished_run(dna_demo_run) -> tuple[Path, str, dict]:
+    """The DNA demo's run folder, what Snakemake printed, and its experiment's config."""
+    workdir, printed = dna_demo_run
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    return workdir, printed, config
+
+
+def test_outputs_of_every_step(finished_run):
+    workdir, _, config = finished_run
+    results = workdir / "results" / "dna_demo"
+    demo, experiment = config["demo_data"]["dna"], config["experiments"]["dna_demo"]
+    window, stride = (experiment["adapter"]["params"][key] for key in ("window", "stride"))
+    items = pd.read_parquet(results / "items" / "items.parquet")
+    windows = (demo["length"] - window) // stride + 1
+    assert len(items) == demo["sources"] * demo["sequences_per_source"] * windows
+    pairs = pd.read_parquet(results / "pairs.parquet")
+    # group_by record_id: a group is one record's windows, each on both strands
+    assert pairs.groupby("group_id").size().eq(2 * windows).all()
+    assert pairs["group_id"].nunique() == demo["sources"] * demo["sequences_per_source"]
+    embeddings = pd.read_parquet(results / "embeddings" / "embeddings.parquet")
+    assert list(embeddings["item_id"]) == list(items["item_id"])
+    assert len(embeddings["embedding"].iloc[0]) == experiment["encoder"]["params"]["embedding_dim"]
+    clusters = json.loads((results / "clusters" / "metrics.json").read_text())
+    assert -1 <= clusters["kmeans"]["ari"] <= 1
+    evaluation = json.loads((results / "metrics" / "evaluation.json").read_text())
+    assert 0 <= evaluation["probe"]["balanced_accuracy"]["mean"] <= 1
+    assert "score" in evaluation["invariance"]
+    assert (results / "model" / "checkpoint.pt").exists()
+    epochs = [
+        json.loads(line)
+        for line in (results / "model" / "metrics.jsonl").read_text().splitlines()
+        if json.loads(line)["kind"] == "epoch"
+    ]
+    assert [e["epoch"] for e in epochs] == list(range(experiment["training"]["epochs"]))
+
+
+def test_takeaway_outputs(finished_run):
+    """Diagnostics, exports and figures are written for every experiment."""
+    workdir, _, _ = finished_run
+    results = workdir / "results" / "dna_demo"
+    diagnostics = json.loads((results / "diagnostics" / "diagnostics.json").read_text())
+    assert diagnostics["trained"]["gaussianity"]["projections"] > 0
+    assert (results / "export" / "embeddings.h5ad").is_file()
+    assert (results / "export" / "encoder.torchscript.pt").is_file()
+    card = json.loads((results / "export" / "model_card.json").read_text())
+    assert card["torchscript"]["max_abs_difference_to_eager"] <= 1e-4
+    pngs = {p.name for p in (results / "plots").glob("*.png")}
+    assert {"training_curves.png", "map_label.png", "map_leiden.png", "diagnostics.png"} <= pngs
+    summary = (results / "metrics" / "summary.txt").read_text()
+    assert "Diagnostics" in summary and "leiden" in summary
+
+
+def test_summary_ends_with_a_verdict_against_classical_features(finished_run):
+    """The DNA run's summary compares the embedding with 4-mer frequencies and its
+    untrained encoder, and its last lines say per metric whether it beats them."""
+    workdir, _, _ = finished_run
+    results = workdir / "results" / "dna_demo"
+    evaluation = json.loads((results / "metrics" / "evaluation.json").read_text())
+    rows = {row["name"]: row["kind"] for row in evaluation["comparison"]["rows"]}
+    assert rows == {
+        "trained embedding": "trained",
+        "untrained encoder": "untrained",
+        "4-mer frequencies (canonical)": "classical",
+        "4-mer frequencies (strand-specific)": "classical",
+    }
+    verdict = (results / "metrics" / "summary.txt").read_text().strip().split("Verdict:")[-1]
+    lines = verdict.splitlines()[1:]
+    assert [line.split(" ")[2] for line in lines] == [
+        "probe", "probe", "kNN", "k-means"
+    ]  # fmt: skip
+    assert all("the best classical features, 4-mer frequencies" in line for line in lines)
+    assert all("its untrained encoder" in line for line in lines)
+
+
+def test_report_is_self_contained_html(finished_run):
+    workdir, _, config = finished_run
+    report = workdir / "report.html"
+    result = run_snakemake(workdir, config, "--report", str(report), *DNA_DEMO_TARGETS)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    html = report.read_text()
+    assert "training_curves.png" in html and "map_label.png" in html
+    assert "summary.txt" in html  # the summary, verdict included, is in the report
+
+
+def test_every_rule_logs_and_benchmarks(finished_run):
+    workdir, _, _ = finished_run
+    results = workdir / "results" / "dna_demo"
+    for rule in RULES_PER_EXPERIMENT:
+        assert (results / "logs" / f"{rule}.log").exists(), rule
+        assert (results / "benchmarks" / f"{rule}.tsv").exists(), rule
+
+
+def test_summary_is_printed(finished_run):
+    workdir, printed, _ = finished_run
+    summary = (workdir / "results" / "dna_demo" / "metrics" / "summary.txt").read_text()
+    assert "ARI" in summary
+    assert summary.strip() in printed
+
+
+def test_rerun_has_nothing_to_do(finished_run):
+    workdir, _, config = finished_run
+    result = run_snakemake(workdir, config, "--cores", "1", "-n", *DNA_DEMO_TARGETS)
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
