@@ -142,10 +142,11 @@ def sampled_leiden(
     and the fit's facts.
 
     ``fit`` maps the sample's ``[S, D]`` rows to their ``[S]`` communities (the exact Leiden of
-    their kNN graph) and its facts. Every other row gets the community most of its ``neighbors`` nearest
-    sampled rows are in (ties: the smallest label), found exactly, a batch of rows at a time:
-    ``O(N S D)`` work in ``O(S D + batch)`` memory. On unit vectors Euclidean order is cosine
-    order, and scikit-learn's Euclidean search never holds a batch's ``[B, S]`` distances.
+    their kNN graph) and its facts. Every other row gets the community most of its
+    ``neighbors`` nearest sampled rows are in (ties: the smallest label), found exactly, a
+    batch of rows at a time: ``O(N S D)`` work in ``O(S D + batch)`` memory. On unit vectors
+    Euclidean order is cosine order, and scikit-learn's Euclidean search reduces the
+    distances chunk by chunk, never holding a batch's ``[B, S]`` of them.
     """
     sample = seeded_sample(len(unit), sample_size, seed)
     fitted = unit[sample]

@@ -104,9 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     config = args.work / "config.yaml"
-    write_config(
-        config, args.methods, args.centres, args.exact_max_items, args.leiden_sample_items
-    )
+    write_config(config, args.methods, args.centres, args.exact_max_items, args.leiden_sample_items)
     print(f"methods {' + '.join(args.methods)}, {args.dim} dimensions, {args.centres} centres")
     print("| items | CPU s | peak MiB | clusters | ARI |")
     print("|---|---|---|---|---|")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import igraph
 import leidenalg
 import numpy as np
@@ -11,7 +13,12 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score
 from sklearn.neighbors import NearestNeighbors
 
-from scicontrast.analysis.cluster import cluster_embeddings, knn_graph_edges, leiden
+from scicontrast.analysis.cluster import (
+    cluster_embeddings,
+    igraph_leiden,
+    knn_graph_edges,
+    leiden,
+)
 from scicontrast.analysis.cluster_scale import sampled_hdbscan, sampled_leiden, seeded_sample
 
 
@@ -123,7 +130,7 @@ def test_sampled_leiden_keeps_the_fit_on_the_sample_and_gives_the_rest_their_nei
 
 def test_beyond_the_threshold_leiden_of_a_sample_recovers_blobs_deterministically():
     """The sample's communities are the exact Leiden of the sample's own kNN graph."""
-    x, labels = blobs(n_per=600)
+    x, labels = blobs(n_per=300)
     options = {"methods": ["leiden"], "exact_max_items": 500, "leiden_sample_items": 400}
     found, metrics = cluster_embeddings(x, labels, seed=1, **options)
     assert metrics["exact"] is False and metrics["leiden"]["fitted_on"] == 400
@@ -133,3 +140,17 @@ def test_beyond_the_threshold_leiden_of_a_sample_recovers_blobs_deterministicall
     np.testing.assert_array_equal(found["leiden"][sample], exact_on_sample)
     again, _ = cluster_embeddings(x, labels, seed=1, **options)
     np.testing.assert_array_equal(found["leiden"], again["leiden"])
+
+
+def test_igraph_leiden_is_seeded_finds_blobs_and_leaves_the_random_module_alone():
+    x, labels = blobs(n_per=100)
+    graph = igraph.Graph(n=len(x))
+    graph.add_edges(knn_graph_edges(unit(x), 10))
+    random.seed(5)
+    expected = random.random()
+    random.seed(5)
+    found = igraph_leiden(graph, resolution=1.0, seed=2)
+    assert random.random() == expected
+    assert adjusted_rand_score(labels, found) > 0.99
+    assert igraph_leiden(graph, resolution=1.0, seed=2) == found
+    assert len(set(igraph_leiden(graph, resolution=5.0, seed=2))) > len(set(found))
