@@ -4,7 +4,7 @@
 ``analysis.cluster_exact_max_items``); at or below it, the exact methods run and results are
 unchanged. Each replaces one exact step by a bounded-cost approximation of the same objective,
 and reads the ``[N, D]`` unit vectors only in batches of rows (a seeded uniform sample of
-``S = exact_max_items`` rows, or ``BATCH_ROWS`` at a time), so that they can be rows of a file
+``S`` rows, ``exact_max_items`` or Leiden's ``leiden_sample_items``, or ``BATCH_ROWS`` at a time), so that they can be rows of a file
 (:class:`~scicontrast.analysis.cluster_input.DiskRows`) and memory holds ``O(S D + batch)`` floats
 plus the ``[N]`` labels, whatever ``N``:
 
@@ -21,12 +21,12 @@ plus the ``[N]`` labels, whatever ``N``:
 * **Leiden** (default): the exact Leiden of the kNN graph of a seeded sample of ``S`` rows
   (``leiden_sample_items``); every other row joins the community most of its ``k`` nearest
   sampled rows are in, found exactly, batch by batch: ``O(S^2 D + N S D)`` work and
-  ``O(S k + batch)`` memory, as HDBSCAN's sample does for density.
+  ``O(S (D + k) + batch)`` memory, as HDBSCAN's sample does for density.
 * **Leiden's whole kNN graph** (``leiden_sample_items=None``): nearest neighbours by NN-descent
   (Dong et al. 2011, ``pynndescent``), about ``O(N^1.14)`` distance evaluations instead of the
   exact ``O(N^2)``. NN-descent visits rows in no fixed order, so it reads all of them
   (``4 N D`` bytes of file pages) and holds the ``[N, neighbors + 1]`` graph, and the graph of
-  every point and Leiden's working copies of it follow: about 10x the sample's memory at 10^6.
+  every point and Leiden's working copies of it follow: about 6x the sample's memory at 10^6.
 """
 
 from __future__ import annotations
