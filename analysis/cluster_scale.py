@@ -4,9 +4,10 @@
 ``analysis.cluster_exact_max_items``); at or below it, the exact methods run and results are
 unchanged. Each replaces one exact step by a bounded-cost approximation of the same objective,
 and reads the ``[N, D]`` unit vectors only in batches of rows (a seeded uniform sample of
-``S`` rows, ``exact_max_items`` or Leiden's ``leiden_sample_items``, or ``BATCH_ROWS`` at a time), so that they can be rows of a file
-(:class:`~scicontrast.analysis.cluster_input.DiskRows`) and memory holds ``O(S D + batch)`` floats
-plus the ``[N]`` labels, whatever ``N``:
+``S`` rows, ``exact_max_items`` or Leiden's ``leiden_sample_items``, or ``BATCH_ROWS`` at a
+time), so that they can be rows of a file
+(:class:`~scicontrast.analysis.cluster_input.DiskRows`) and memory holds ``O(S D + batch)``
+floats plus the ``[N]`` labels, whatever ``N`` (but for Leiden's whole graph, last below):
 
 * **k-means**: ``MiniBatchKMeans`` (Sculley 2010) minimises the same within-cluster sum of
   squares from batches of ``KMEANS_BATCH`` points. It is first fitted on the sample
