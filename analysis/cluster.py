@@ -181,11 +181,7 @@ def cluster_unit(
         noise), ``metrics`` as in the module docstring.
     """
     n_items = len(unit)
-    if n_items < 2:
-        raise ValueError(f"clustering needs at least 2 embeddings, got {n_items}")
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise ValueError(f"unknown clustering methods {unknown}; known: {list(METHODS)}")
+    _check_request(n_items, methods)
     if kmeans_clusters is None and codes is not None:
         kmeans_clusters = len(np.unique(codes[codes != MISSING])) or None
     exact = n_items <= exact_max_items
@@ -200,20 +196,23 @@ def cluster_unit(
                 unit, hdbscan_min_cluster_size, hdbscan_pca_components, seed, exact_max_items
             )
         else:
-            found[method], metrics[method] = leiden(
-                unit,
-                leiden_neighbors,
-                leiden_resolution,
-                seed,
-                exact_max_items,
-                leiden_sample_items,
-            )
+            graph = (leiden_neighbors, leiden_resolution, seed, exact_max_items)
+            found[method], metrics[method] = leiden(unit, *graph, leiden_sample_items)
         clustered = found[method] != NOISE
         metrics[method]["n_clusters"] = len(np.unique(found[method][clustered]))
         metrics[method]["silhouette"] = _silhouette(unit, found[method], seed)
     if codes is not None:
         _score_against_labels(metrics, found, codes)
     return found, metrics
+
+
+def _check_request(n_items: int, methods: Sequence[str]) -> None:
+    """``ValueError`` unless there are at least 2 items and ``methods`` are known ones."""
+    if n_items < 2:
+        raise ValueError(f"clustering needs at least 2 embeddings, got {n_items}")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"unknown clustering methods {unknown}; known: {list(METHODS)}")
 
 
 def _score_against_labels(
