@@ -28,8 +28,8 @@ point in the community most of its ``leiden_neighbors`` nearest sampled points a
 graph, about six times the memory. At or below the threshold nothing changes.
 The ``cluster`` step reads its folder as ``scicontrast.analysis.cluster_input`` describes
 (the unit vectors in a float32 file, read a batch of rows at a time), so beyond the threshold
-memory holds one integer per item and method, not the ``[N, D]`` embeddings: 371 MiB for
-k-means and HDBSCAN of 10^6 x 64 (docs/experiments/cluster_memory.md).
+memory holds one integer per item and method, not the ``[N, D]`` embeddings: 398 MiB for
+all three methods on 10^6 x 64 (docs/experiments/cluster_memory.md).
 
 ``methods`` chooses which run (config ``analysis.cluster_methods``). Metrics, per method:
 
