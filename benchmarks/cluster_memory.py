@@ -29,7 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import yaml
 
-from scicontrast.analysis.cluster import METHODS
+from scicontrast.analysis.cluster import LEIDEN_SAMPLE_ITEMS, METHODS
 from scicontrast.analysis.embed_stream import EmbeddingsWriter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,7 +71,9 @@ def run_cluster(embeddings: Path, config: Path, out: Path) -> tuple[float, float
     return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def write_config(path: Path, methods: list[str], centres: int, exact_max_items: int) -> None:
+def write_config(
+    path: Path, methods: list[str], centres: int, exact_max_items: int, leiden_sample: int | None
+) -> None:
     """A config whose experiment ``bench`` is ``dna_demo`` with this run's analysis keys."""
     demo = yaml.safe_load((REPO / "config.yaml").read_text())["experiments"]["dna_demo"]
     demo["analysis"] = {
@@ -79,6 +81,7 @@ def write_config(path: Path, methods: list[str], centres: int, exact_max_items: 
         "kmeans_clusters": centres,
         "cluster_methods": methods,
         "cluster_exact_max_items": exact_max_items,
+        "leiden_sample_items": leiden_sample,
     }
     path.write_text(yaml.safe_dump({"experiments": {"bench": demo}}))
 
@@ -91,11 +94,17 @@ def main() -> None:
     parser.add_argument("--rows-per-group", type=int, default=65_536)
     parser.add_argument("--methods", nargs="+", default=["kmeans", "hdbscan"], choices=METHODS)
     parser.add_argument("--exact-max-items", type=int, default=50_000)
+    parser.add_argument(
+        "--leiden-sample-items",
+        type=lambda value: None if value == "none" else int(value),
+        default=LEIDEN_SAMPLE_ITEMS,
+        help="Leiden's sample beyond the threshold; none: the whole approximate kNN graph",
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/cluster_memory"))
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     config = args.work / "config.yaml"
-    write_config(config, args.methods, args.centres, args.exact_max_items)
+    write_config(config, args.methods, args.centres, args.exact_max_items, args.leiden_sample_items)
     print(f"methods {' + '.join(args.methods)}, {args.dim} dimensions, {args.centres} centres")
     print("| items | CPU s | peak MiB | clusters | ARI |")
     print("|---|---|---|---|---|")

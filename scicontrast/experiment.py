@@ -92,6 +92,7 @@ class Analysis:
     leiden_neighbors: int
     embed_shards: int
     cluster_exact_max_items: int
+    leiden_sample_items: int | None
     hdbscan_min_cluster_size: int
     hdbscan_pca_components: int | None
     probe_test_fraction: float

@@ -130,16 +130,21 @@ class RowReader:
         raise AssertionError("the whole [N, D] array was read")
 
 
-def test_scalable_kmeans_and_hdbscan_read_the_unit_vectors_a_batch_at_a_time(monkeypatch):
+def test_scalable_methods_read_the_unit_vectors_a_batch_at_a_time(monkeypatch):
     monkeypatch.setattr(cluster_input, "BATCH_ROWS", 200)
     monkeypatch.setattr(cluster_scale, "KMEANS_BATCH", 128)
     monkeypatch.setattr(cluster_module, "SILHOUETTE_MAX_POINTS", 250)
     points, kinds = mixture(n_per=400)
     reader = RowReader(unit_vectors(points))
     codes = pd.factorize(kinds)[0]
-    _, metrics = cluster_unit(reader, codes, methods=["kmeans", "hdbscan"], exact_max_items=300)
-    assert reader.largest == 300  # the sample; every other read is a batch of at most 250
-    assert metrics["kmeans"]["ari"] > 0.95 and metrics["hdbscan"]["ari"] > 0.95
+    methods = ["kmeans", "hdbscan", "leiden"]
+    _, metrics = cluster_unit(
+        reader, codes, methods=methods, exact_max_items=300, leiden_sample_items=280
+    )
+    assert reader.largest == 300  # the sample; every other read is a batch of at most 280
+    assert metrics["leiden"]["fitted_on"] == 280
+    for method in methods:
+        assert metrics[method]["ari"] > 0.95, method
 
 
 def test_unit_vectors_on_disk_are_the_in_memory_ones_and_read_by_rows(tmp_path, monkeypatch):

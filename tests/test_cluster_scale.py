@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import igraph
 import leidenalg
 import numpy as np
@@ -11,8 +13,13 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score
 from sklearn.neighbors import NearestNeighbors
 
-from scicontrast.analysis.cluster import cluster_embeddings, knn_graph_edges
-from scicontrast.analysis.cluster_scale import sampled_hdbscan
+from scicontrast.analysis.cluster import (
+    cluster_embeddings,
+    igraph_leiden,
+    knn_graph_edges,
+    leiden,
+)
+from scicontrast.analysis.cluster_scale import sampled_hdbscan, sampled_leiden, seeded_sample
 
 
 def blobs(n_per: int, centres: int = 5, dim: int = 16, seed: int = 0):
@@ -73,9 +80,11 @@ def test_approximate_knn_graph_holds_nearly_every_exact_edge_and_leiden_finds_bl
     assert len(np.unique(approximate, axis=0)) == len(approximate)
     recall = len(exact & {tuple(e) for e in approximate}) / len(exact)
     assert recall > 0.95
-    found, _ = cluster_embeddings(x, labels, methods=["leiden"], exact_max_items=100)
+    whole_graph = {"methods": ["leiden"], "exact_max_items": 100, "leiden_sample_items": None}
+    found, metrics = cluster_embeddings(x, labels, **whole_graph)
+    assert metrics["leiden"]["fitted_on"] == len(x)
     assert adjusted_rand_score(labels, found["leiden"]) > 0.9
-    again, _ = cluster_embeddings(x, labels, methods=["leiden"], exact_max_items=100)
+    again, _ = cluster_embeddings(x, labels, **whole_graph)
     np.testing.assert_array_equal(found["leiden"], again["leiden"])
 
 
@@ -96,3 +105,52 @@ def test_tiny_inputs_beyond_a_tiny_threshold_still_cluster(size):
     x, _ = blobs(n_per=size, centres=2, dim=4)
     found, metrics = cluster_embeddings(x, methods=["kmeans", "hdbscan"], exact_max_items=2)
     assert len(found) == len(x) and metrics["exact"] is (len(x) <= 2)
+
+
+def test_sampled_leiden_keeps_the_fit_on_the_sample_and_gives_the_rest_their_neighbours_vote():
+    """Rows outside the sample get the most common fit label among their 5 nearest sampled
+    rows (ties: the smallest), as a brute-force search over the sample finds them."""
+    rng = np.random.default_rng(2)
+    u = unit(rng.standard_normal((700, 8)))
+    sample = seeded_sample(len(u), 200, seed=4)
+    fit_labels = np.arange(len(sample)) % 3
+
+    def fit(rows: np.ndarray):
+        np.testing.assert_array_equal(rows, u[sample])
+        return fit_labels, {"fitted_on": len(rows)}
+
+    found, facts = sampled_leiden(u, fit, neighbors=5, sample_size=200, seed=4)
+    assert facts == {"fitted_on": 200}
+    nearest = np.argsort(((u[:, None, :] - u[sample][None]) ** 2).sum(-1), axis=1)[:, :5]
+    votes = np.stack([np.bincount(row, minlength=3) for row in fit_labels[nearest]])
+    expected = votes.argmax(axis=1)
+    expected[sample] = fit_labels
+    np.testing.assert_array_equal(found, expected)
+
+
+def test_beyond_the_threshold_leiden_of_a_sample_recovers_blobs_deterministically():
+    """The sample's communities are the exact Leiden of the sample's own kNN graph."""
+    x, labels = blobs(n_per=300)
+    options = {"methods": ["leiden"], "exact_max_items": 500, "leiden_sample_items": 400}
+    found, metrics = cluster_embeddings(x, labels, seed=1, **options)
+    assert metrics["exact"] is False and metrics["leiden"]["fitted_on"] == 400
+    assert adjusted_rand_score(labels, found["leiden"]) > 0.99
+    sample = seeded_sample(len(x), 400, seed=1)
+    exact_on_sample, _ = leiden(unit(x)[sample], seed=1, exact_max_items=400)
+    np.testing.assert_array_equal(found["leiden"][sample], exact_on_sample)
+    again, _ = cluster_embeddings(x, labels, seed=1, **options)
+    np.testing.assert_array_equal(found["leiden"], again["leiden"])
+
+
+def test_igraph_leiden_is_seeded_finds_blobs_and_leaves_the_random_module_alone():
+    x, labels = blobs(n_per=100)
+    graph = igraph.Graph(n=len(x))
+    graph.add_edges(knn_graph_edges(unit(x), 10))
+    random.seed(5)
+    expected = random.random()
+    random.seed(5)
+    found = igraph_leiden(graph, resolution=1.0, seed=2)
+    assert random.random() == expected
+    assert adjusted_rand_score(labels, found) > 0.99
+    assert igraph_leiden(graph, resolution=1.0, seed=2) == found
+    assert len(set(igraph_leiden(graph, resolution=5.0, seed=2))) > len(set(found))

@@ -263,6 +263,7 @@ def cmd_cluster(args: argparse.Namespace) -> None:
         leiden_resolution=analysis.leiden_resolution,
         leiden_neighbors=analysis.leiden_neighbors,
         exact_max_items=analysis.cluster_exact_max_items,
+        leiden_sample_items=analysis.leiden_sample_items,
     )
     print(json.dumps(metrics, indent=2))
 
