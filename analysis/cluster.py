@@ -98,7 +98,7 @@ NOISE = -1
 METHODS = ("kmeans", "hdbscan", "leiden")
 COMPARISON_COLUMNS = ("method", "n_clusters", "silhouette", "ari", "nmi", "noise_fraction")
 EXACT_MAX_ITEMS = 50_000
-LEIDEN_SAMPLE_ITEMS = 20_000
+LEIDEN_SAMPLE_ITEMS = 50_000
 
 
 def cluster_embeddings(

@@ -9,7 +9,7 @@ dimensions (centres at distance about ``6 sqrt(2 D)``, unit noise), so the known
 component is a label the clusterings can be scored against. Each method runs alone through
 :func:`scicontrast.analysis.cluster.cluster_embeddings` (beyond ``--exact-max-items`` items
 its scalable form: mini-batch k-means, sampled HDBSCAN with ``approximate_predict``, Leiden
-of a 20,000-point sample with the rest voted by their nearest sampled points); the table gives
+of a 50,000-point sample with the rest voted by their nearest sampled points); the table gives
 wall seconds, clusters found, ARI against the mixture, and the process's peak resident memory
 after that method (cumulative, so it only grows).
 """
