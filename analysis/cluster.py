@@ -58,7 +58,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 import pandas as pd
@@ -101,25 +101,32 @@ EXACT_MAX_ITEMS = 50_000
 LEIDEN_SAMPLE_ITEMS = 50_000
 
 
+class ClusterSettings(TypedDict, total=False):
+    """The settings :func:`cluster_embeddings` and :func:`cluster` pass on to
+    :func:`cluster_unit`, whose signature holds their defaults and meanings."""
+
+    kmeans_clusters: int | None
+    hdbscan_min_cluster_size: int
+    hdbscan_pca_components: int | None
+    seed: int
+    methods: Sequence[str]
+    leiden_resolution: float
+    leiden_neighbors: int
+    exact_max_items: int
+    leiden_sample_items: int | None
+
+
 def cluster_embeddings(
     embeddings: np.ndarray,
     labels: pd.Series | np.ndarray | None = None,
-    kmeans_clusters: int | None = None,
-    hdbscan_min_cluster_size: int = 10,
-    hdbscan_pca_components: int | None = 5,
-    seed: int = 0,
-    methods: Sequence[str] = METHODS,
-    leiden_resolution: float = 1.0,
-    leiden_neighbors: int = 15,
-    exact_max_items: int = EXACT_MAX_ITEMS,
-    leiden_sample_items: int | None = LEIDEN_SAMPLE_ITEMS,
+    **settings: Unpack[ClusterSettings],
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Cluster ``[N, D]`` embeddings held in memory; return per-item assignments and metrics.
 
     Args:
         embeddings: ``[N, D]``, ``N >= 2``.
         labels: ``[N]`` known labels (any hashable values; missing ones are ``NaN``/``None``).
-        kmeans_clusters, ...: as :func:`cluster_unit`.
+        settings: :class:`ClusterSettings`, as :func:`cluster_unit` takes them.
 
     Returns:
         ``(assignments, metrics)``: assignments has one integer column per method
@@ -130,19 +137,7 @@ def cluster_embeddings(
         codes = pd.factorize(pd.Series(np.asarray(labels, dtype=object)))[0].astype(np.int64)
         if len(codes) != len(embeddings):
             raise ValueError(f"{len(codes)} labels for {len(embeddings)} embeddings")
-    found, metrics = cluster_unit(
-        unit_vectors(embeddings),
-        codes,
-        kmeans_clusters=kmeans_clusters,
-        hdbscan_min_cluster_size=hdbscan_min_cluster_size,
-        hdbscan_pca_components=hdbscan_pca_components,
-        seed=seed,
-        methods=methods,
-        leiden_resolution=leiden_resolution,
-        leiden_neighbors=leiden_neighbors,
-        exact_max_items=exact_max_items,
-        leiden_sample_items=leiden_sample_items,
-    )
+    found, metrics = cluster_unit(unit_vectors(embeddings), codes, **settings)
     return pd.DataFrame(found), metrics
 
 
@@ -416,15 +411,7 @@ def cluster(
     embeddings_dir: str | Path,
     out_dir: str | Path,
     label_column: str | None = None,
-    kmeans_clusters: int | None = None,
-    hdbscan_min_cluster_size: int = 10,
-    hdbscan_pca_components: int | None = 5,
-    seed: int = 0,
-    methods: Sequence[str] = METHODS,
-    leiden_resolution: float = 1.0,
-    leiden_neighbors: int = 15,
-    exact_max_items: int = EXACT_MAX_ITEMS,
-    leiden_sample_items: int | None = LEIDEN_SAMPLE_ITEMS,
+    **settings: Unpack[ClusterSettings],
 ) -> dict[str, Any]:
     """Cluster the embeddings in ``embeddings_dir``; write ``out_dir``; return the metrics.
 
@@ -443,23 +430,11 @@ def cluster(
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         unit: np.ndarray | DiskRows
-        if n_items <= exact_max_items:
+        if n_items <= settings.get("exact_max_items", EXACT_MAX_ITEMS):
             unit = unit_vectors(np.array(embeddings))
         else:
             unit = unit_vectors_on_disk(embeddings, tmp.parent / "unit_vectors.npy")
-        found, metrics = cluster_unit(
-            unit,
-            codes,
-            kmeans_clusters=kmeans_clusters,
-            hdbscan_min_cluster_size=hdbscan_min_cluster_size,
-            hdbscan_pca_components=hdbscan_pca_components,
-            seed=seed,
-            methods=methods,
-            leiden_resolution=leiden_resolution,
-            leiden_neighbors=leiden_neighbors,
-            exact_max_items=exact_max_items,
-            leiden_sample_items=leiden_sample_items,
-        )
+        found, metrics = cluster_unit(unit, codes, **settings)
         metrics["label_column"] = label_column
         write_assignments(tmp / "assignments.parquet", table_path, found, label_column)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
