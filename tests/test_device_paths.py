@@ -1,0 +1,138 @@
+"""The code paths a GPU takes, checked where a CPU can check them (docs/experiments/cudaaudit.md).
+
+The loop runs the network under bf16 autocast on CUDA only; the same autocast on the CPU
+raises on the same dtype mixes (a bf16 sparse product), so the CPU tests below run it there.
+The tests marked ``cuda`` run only where torch sees a GPU: a lent GPU machine runs them in
+seconds (``pytest tests/test_device_paths.py``) before ``benchmarks/gpu_check.sh``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import load_benchmark, small_dna_experiment
+from test_graph_views import graph_experiment, random_graph_items
+from torch import nn
+
+from scicontrast.analysis.embed import EmbeddingRun
+from scicontrast.config import experiment_as_config
+from scicontrast.data_adapters.graphs.views import GraphViews, graph_data
+from scicontrast.errors import InputDataError
+from scicontrast.experiment import Experiment
+from scicontrast.models.contrastive import load_model
+from scicontrast.models.gnn import PropagatedMLPEncoder
+from scicontrast.models.train import train
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+def test_precision_benchmark_steps_every_loss_form_under_bf16():
+    """precision.py's step is the loop's: the batch's declared loss (loss rows and graph
+    positives here), the network under bf16 autocast."""
+    precision = load_benchmark("precision")
+    items = random_graph_items(n_nodes=40, n_features=12, p=0.15)
+    builder = GraphViews(neighbours_as_positives=True)
+    pairs = builder.build(items)
+    pairs = pairs[pairs["group_id"] >= 4]  # 4 nodes out of the loss: loss_rows
+    batches = builder.training_batches(items, pairs, 0, 8)
+    batches.set_epoch(0)
+    batch = next(iter(batches))
+    assert batch.loss_rows is not None and batch.positive_pairs is not None
+    model = precision.sized_model(graph_experiment(), builder, items)
+    for bf16 in (False, True):
+        assert precision.views_per_second(model, batch, torch.device("cpu"), bf16, 1) > 0
+
+
+def test_precision_benchmark_runs_on_a_prepared_experiment(tmp_path, monkeypatch, capsys):
+    """The CPU part of gpu_check.sh runs precision.py on the prepared demos."""
+    precision = load_benchmark("precision")
+    folder = tmp_path / "small"
+    experiment, _ = small_dna_experiment(folder, sequences_per_source=3)
+    (folder / "config.json").write_text(json.dumps(experiment_as_config(experiment)))
+    argv = ["precision.py", "--device", "cpu", "--steps", "1", "--results", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--experiments", "small"])
+    precision.main()
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].split() == ["experiment", "fp32", "views/s"]
+    assert rows[1].split()[0] == "small" and float(rows[1].split()[1]) > 0
+
+
+@pytest.mark.parametrize("order", ["before", "after"])
+def test_propagated_mlp_steps_under_bf16_autocast(order):
+    """The propagation (a sparse product) stays float32 under autocast: bf16 sparse kernels
+    are missing on the CPU, and K repeated sums in bf16 would round away the features."""
+    data = graph_data(random_graph_items(n_nodes=30, n_features=6, p=0.2))
+    torch.manual_seed(0)
+    encoder = PropagatedMLPEncoder(8, hops=3, teleport=0.1, order=order, in_channels=6)
+    exact = encoder(data)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = encoder(data)
+    mixed.float().square().sum().backward()
+    assert all(p.grad is not None and p.grad.isfinite().all() for p in encoder.parameters())
+    # bf16 rounds the MLP's inputs and weights to 8 significant bits.
+    assert torch.allclose(mixed.float(), exact, atol=0.05, rtol=0.05)
+
+
+class _OutOfMemoryModel(nn.Module):
+    """A model whose forward pass runs out of device memory."""
+
+    encoder = SimpleNamespace(embedding_dim=2)
+
+    def __init__(self, error: RuntimeError) -> None:
+        super().__init__()
+        self.error = error
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        raise self.error
+
+
+class _OneBatch:
+    def embedding_batches(self, items, batch_size):
+        yield torch.zeros(1, 2)
+
+
+def test_embedding_out_of_memory_is_not_reported_as_misfit_data():
+    """A CUDA out-of-memory error says what it is (lower the batch size), not that the
+    data misfits the model; a shape error still names the data."""
+    oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
+    run = EmbeddingRun(_OutOfMemoryModel(oom), _OneBatch(), "model.pt", 4, "cpu", 0)
+    with pytest.raises(torch.OutOfMemoryError):
+        run.embed([0], "items")
+    with pytest.raises(torch.OutOfMemoryError):
+        list(run.chunks([0], "items"))
+    misfit = RuntimeError("mat1 and mat2 shapes cannot be multiplied (1x2 and 3x4)")
+    run = EmbeddingRun(_OutOfMemoryModel(misfit), _OneBatch(), "model.pt", 4, "cpu", 0)
+    with pytest.raises(InputDataError, match=r"does not fit the model model\.pt"):
+        run.embed([0], "items")
+
+
+@cuda
+def test_graph_views_with_a_diffusion_view_on_cuda():
+    """augment_on_device with MVGRL's diffusion view: both views' graphs on the GPU."""
+    data = graph_data(random_graph_items(n_nodes=30, n_features=6, p=0.2)).to("cuda")
+    batch, group_ids = GraphViews(diffusion_view="ppr").views(data, seed=0, epoch=0)
+    for key, value in batch.to_dict().items():
+        if isinstance(value, torch.Tensor):
+            assert value.is_cuda, key
+    assert group_ids.is_cuda
+
+
+@cuda
+@pytest.mark.parametrize("settings", [{"loader_workers": 1}, {"augment_on_device": True}])
+def test_cuda_training_resumes_and_its_model_embeds_on_the_cpu(tmp_path, settings):
+    """Two epochs on the GPU in two pieces (workers forked after CUDA is up, pinned batches;
+    or the views made on the GPU), then the GPU-written model read back on the CPU."""
+    training = {"epochs": 2, "device": "cuda", "batch_size": 4, **settings}
+    experiment, _ = small_dna_experiment(tmp_path, sequences_per_source=3, training=training)
+    typed = Experiment.from_dict(experiment)
+    inputs = (tmp_path / "items", tmp_path / "pairs.parquet")
+    train(typed, *inputs, tmp_path / "run", progress=False, stop_after_epochs=1)
+    model_path = train(typed, *inputs, tmp_path / "run", progress=False)
+    model, _ = load_model(model_path, map_location=torch.device("cpu"))
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [0, 1]
