@@ -213,9 +213,7 @@ class GraphViews(PairBuilder):
                 x, _ = mask_feature(data.x, p=feature_rate, mode="col")
             graph = Data(x=x, edge_index=edge_index, num_nodes=data.num_nodes)
             if self.diffusion_view is not None:
-                graph.edge_weight = (
-                    edge_weight if diffused else torch.ones(edge_index.shape[1], dtype=x.dtype)
-                )
+                graph.edge_weight = edge_weight if diffused else x.new_ones(edge_index.shape[1])
             graphs.append(graph)
         batch = Batch.from_data_list(graphs)
         n_nodes = data.num_nodes
@@ -260,7 +258,7 @@ class GraphViews(PairBuilder):
         diffused = gdc(
             Data(
                 edge_index=data.edge_index.clone(),
-                edge_attr=torch.ones(n_edges, dtype=torch.float64),
+                edge_attr=torch.ones(n_edges, dtype=torch.float64, device=data.edge_index.device),
                 num_nodes=data.num_nodes,
             )
         )
