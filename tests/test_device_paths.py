@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -121,18 +122,31 @@ def test_graph_views_with_a_diffusion_view_on_cuda():
     assert group_ids.is_cuda
 
 
+def epoch_lines(run: Path) -> list[dict]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+    return [record for record in records if record["kind"] == "epoch"]
+
+
 @cuda
 @pytest.mark.parametrize("settings", [{"loader_workers": 1}, {"augment_on_device": True}])
-def test_cuda_training_resumes_and_its_model_embeds_on_the_cpu(tmp_path, settings):
-    """Two epochs on the GPU in two pieces (workers forked after CUDA is up, pinned batches;
-    or the views made on the GPU), then the GPU-written model read back on the CPU."""
-    training = {"epochs": 2, "device": "cuda", "batch_size": 4, **settings}
+def test_cuda_training_resumes_on_the_cpu_and_its_model_embeds_there(
+    tmp_path, monkeypatch, settings
+):
+    """An epoch on the GPU (workers forked after CUDA is up and pinned batches, or the views
+    made on the GPU), its checkpoint resumed on the CPU (``device: auto`` without a GPU),
+    and the model read back to the CPU."""
+    training = {"epochs": 2, "device": "auto", "batch_size": 4, **settings}
     experiment, _ = small_dna_experiment(tmp_path, sequences_per_source=3, training=training)
     typed = Experiment.from_dict(experiment)
     inputs = (tmp_path / "items", tmp_path / "pairs.parquet")
     train(typed, *inputs, tmp_path / "run", progress=False, stop_after_epochs=1)
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert next(iter(checkpoint["model"].values())).is_cuda
+    first = epoch_lines(tmp_path / "run")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     model_path = train(typed, *inputs, tmp_path / "run", progress=False)
+    # Resumed, not started afresh: the GPU epoch's line (its seconds) is kept.
+    lines = epoch_lines(tmp_path / "run")
+    assert lines[0] == first[0] and [line["epoch"] for line in lines] == [0, 1]
     model, _ = load_model(model_path, map_location=torch.device("cpu"))
     assert all(p.device.type == "cpu" for p in model.parameters())
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
-    assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [0, 1]
