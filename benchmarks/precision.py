@@ -26,6 +26,7 @@ from torch.nn.parameter import UninitializedParameter
 from scicontrast.config import load_experiment
 from scicontrast.data_adapters.base import Items, PairBuilder
 from scicontrast.data_adapters.batch import ContrastiveBatch
+from scicontrast.device import seconds_since
 from scicontrast.experiment import Experiment
 from scicontrast.models.batch_loss import batch_loss
 from scicontrast.models.contrastive import ContrastiveModel, build_model
@@ -60,9 +61,7 @@ def views_per_second(
             z = model(batch.inputs).float()
         batch_loss(model.loss, z, batch).loss.backward()
         optimiser.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return steps * batch.n_views / (time.perf_counter() - started)
+    return steps * batch.n_views / seconds_since(started, device)
 
 
 def sized_model(experiment: Experiment, builder: PairBuilder, items: Items) -> ContrastiveModel:

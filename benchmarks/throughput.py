@@ -55,7 +55,7 @@ from torch.nn.parameter import UninitializedParameter
 from scicontrast.config import load_experiment
 from scicontrast.data_adapters.base import Items, held_out_groups
 from scicontrast.data_adapters.batch import ContrastiveBatch
-from scicontrast.device import resolve_device
+from scicontrast.device import resolve_device, seconds_since
 from scicontrast.experiment import Experiment
 from scicontrast.models.contrastive import build_model
 from scicontrast.models.train import train
@@ -181,9 +181,7 @@ def plain_run(
         batches.set_epoch(epoch)
         for batch in batches:
             plain_step(model, optimizer, batch.to(device), experiment["loss"]["temperature"])
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()  # the queued kernels belong to the time
-    return time.perf_counter() - started, time.process_time() - cpu
+    return seconds_since(started, torch.device(device)), time.process_time() - cpu
 
 
 def model_views_per_cpu_second(
