@@ -21,7 +21,10 @@ from torch import nn
 
 from scicontrast.analysis.embed import EmbeddingRun
 from scicontrast.config import experiment_as_config
+from scicontrast.data_adapters.audio_image.pairs import AudioImageBatch
+from scicontrast.data_adapters.batch import ContrastiveBatch
 from scicontrast.data_adapters.graphs.views import GraphViews, graph_data
+from scicontrast.data_adapters.images.patches import PatchBag
 from scicontrast.errors import InputDataError
 from scicontrast.experiment import Experiment
 from scicontrast.models.contrastive import load_model
@@ -150,3 +153,17 @@ def test_cuda_training_resumes_on_the_cpu_and_its_model_embeds_there(
     assert lines[0] == first[0] and [line["epoch"] for line in lines] == [0, 1]
     model, _ = load_model(model_path, map_location=torch.device("cpu"))
     assert all(p.device.type == "cpu" for p in model.parameters())
+
+
+@cuda
+def test_pinned_batches_pin_every_input_tensor():
+    """``DataLoader(pin_memory=True)`` pins what a batch's ``pin_memory`` pins: an audio-image
+    batch and a bag of patches were left pageable."""
+    audio_image = AudioImageBatch(
+        torch.zeros(2, 80), torch.zeros(1, 1, 8, 8), torch.tensor([True, False, True]), 8000
+    )
+    pinned = ContrastiveBatch(audio_image, torch.tensor([0, 0, 1])).pin_memory()
+    assert pinned.inputs.audio.is_pinned() and pinned.inputs.images.is_pinned()
+    assert pinned.inputs.is_audio.is_pinned() and pinned.group_ids.is_pinned()
+    bag = PatchBag(torch.zeros(3, 1, 4, 4), torch.tensor([0, 0, 1]), 2).pin_memory()
+    assert bag.patches.is_pinned() and bag.owner.is_pinned() and bag.images == 2
