@@ -25,6 +25,7 @@ from scicontrast.data_adapters.audio_image.pairs import AudioImageBatch
 from scicontrast.data_adapters.batch import ContrastiveBatch
 from scicontrast.data_adapters.graphs.views import GraphViews, graph_data
 from scicontrast.data_adapters.images.patches import PatchBag
+from scicontrast.data_adapters.loader import EpochLoader
 from scicontrast.errors import InputDataError
 from scicontrast.experiment import Experiment
 from scicontrast.models.contrastive import load_model
@@ -112,6 +113,28 @@ def test_embedding_out_of_memory_is_not_reported_as_misfit_data():
     run = EmbeddingRun(_OutOfMemoryModel(misfit), _OneBatch(), "model.pt", 4, "cpu", 0)
     with pytest.raises(InputDataError, match=r"does not fit the model model\.pt"):
         run.embed([0], "items")
+
+
+class _OutOfMemoryPlan:
+    """A batch plan whose views run out of device memory (``augment_on_device``)."""
+
+    n_groups = 2
+
+    def __len__(self) -> int:
+        return 1
+
+    def batch_keys(self, epoch: int) -> list[int]:
+        return [0]
+
+    def make_batch(self, epoch: int, key: int):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_training_batches_pass_out_of_memory_through():
+    """Views made on a GPU that run out of its memory: the error says so, rather than being
+    an input data error about the batch or a failed loader worker."""
+    with pytest.raises(torch.OutOfMemoryError):
+        list(EpochLoader(_OutOfMemoryPlan()))
 
 
 @cuda
