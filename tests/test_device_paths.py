@@ -33,11 +33,12 @@ from scicontrast.models.gnn import PropagatedMLPEncoder
 from scicontrast.models.train import train
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+DEVICES = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
 
 
 def test_precision_benchmark_steps_every_loss_form_under_bf16():
     """precision.py's step is the loop's: the batch's declared loss (loss rows and graph
-    positives here), the network under bf16 autocast."""
+    positives here), the network under bf16 autocast; on the GPU too where there is one."""
     precision = load_benchmark("precision")
     items = random_graph_items(n_nodes=40, n_features=12, p=0.15)
     builder = GraphViews(neighbours_as_positives=True)
@@ -47,9 +48,10 @@ def test_precision_benchmark_steps_every_loss_form_under_bf16():
     batches.set_epoch(0)
     batch = next(iter(batches))
     assert batch.loss_rows is not None and batch.positive_pairs is not None
-    model = precision.sized_model(graph_experiment(), builder, items)
-    for bf16 in (False, True):
-        assert precision.views_per_second(model, batch, torch.device("cpu"), bf16, 1) > 0
+    for device in DEVICES:
+        model = precision.sized_model(graph_experiment(), builder, items).to(device)
+        for bf16 in (False, True):
+            assert precision.views_per_second(model, batch, device, bf16, 1) > 0
 
 
 def test_precision_benchmark_runs_on_a_prepared_experiment(tmp_path, monkeypatch, capsys):
@@ -66,15 +68,17 @@ def test_precision_benchmark_runs_on_a_prepared_experiment(tmp_path, monkeypatch
     assert rows[1].split()[0] == "small" and float(rows[1].split()[1]) > 0
 
 
+@pytest.mark.parametrize("device", DEVICES, ids=str)
 @pytest.mark.parametrize("order", ["before", "after"])
-def test_propagated_mlp_steps_under_bf16_autocast(order):
+def test_propagated_mlp_steps_under_bf16_autocast(order, device):
     """The propagation (a sparse product) stays float32 under autocast: bf16 sparse kernels
     are missing on the CPU, and K repeated sums in bf16 would round away the features."""
-    data = graph_data(random_graph_items(n_nodes=30, n_features=6, p=0.2))
+    data = graph_data(random_graph_items(n_nodes=30, n_features=6, p=0.2)).to(device)
     torch.manual_seed(0)
     encoder = PropagatedMLPEncoder(8, hops=3, teleport=0.1, order=order, in_channels=6)
+    encoder = encoder.to(device)
     exact = encoder(data)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(device.type, dtype=torch.bfloat16):
         mixed = encoder(data)
     mixed.float().square().sum().backward()
     assert all(p.grad is not None and p.grad.isfinite().all() for p in encoder.parameters())
