@@ -215,6 +215,8 @@ class EmbeddingRun:
             return embed_items(
                 self.model, self.builder, items, self.batch_size, device, workers=self.workers
             )
+        except torch.OutOfMemoryError:
+            raise  # the device's memory, not the data: a smaller batch size is the cure
         except RuntimeError as exc:
             raise self._misfit(source, exc) from exc
 
@@ -226,6 +228,8 @@ class EmbeddingRun:
         )
         try:
             yield from batches
+        except torch.OutOfMemoryError:
+            raise  # as in embed
         except RuntimeError as exc:
             raise self._misfit(source, exc) from exc
 

@@ -21,23 +21,36 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from torch.nn.parameter import UninitializedParameter
 
 from scicontrast.config import load_experiment
-from scicontrast.data_adapters.base import Items
-from scicontrast.models.contrastive import build_model
+from scicontrast.data_adapters.base import Items, PairBuilder
+from scicontrast.data_adapters.batch import ContrastiveBatch
+from scicontrast.device import seconds_since
+from scicontrast.experiment import Experiment
+from scicontrast.models.batch_loss import batch_loss
+from scicontrast.models.contrastive import ContrastiveModel, build_model
 from scicontrast.registry import PAIR_BUILDERS
 
 DEFAULT_EXPERIMENTS = ("dna_demo", "grains_demo", "graph_demo", "audio_image_demo")
 
 
-def views_per_second(model, inputs, group_ids, device, bf16: bool, steps: int) -> float:
-    """Views per second of ``steps`` timed training steps on one batch (2 warm-up steps)."""
-    inputs, group_ids = inputs.to(device), group_ids.to(device)
-    with torch.no_grad():
-        model(inputs)  # sizes lazy layers (in_channels=-1) before the optimiser sees them
+def views_per_second(
+    model: ContrastiveModel,
+    batch: ContrastiveBatch,
+    device: torch.device,
+    bf16: bool,
+    steps: int,
+) -> float:
+    """Views per second of ``steps`` timed training steps on one batch (2 warm-up steps).
+
+    A step is the training loop's: the network under ``torch.autocast(bfloat16)`` when
+    ``bf16``, its output cast to float32, the batch's declared loss
+    (:func:`~scicontrast.models.batch_loss.batch_loss`), backward and an Adam step. The
+    model's lazy layers (``in_channels=-1``) must be sized before (:func:`sized_model`).
+    """
+    batch = batch.to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
-    rows = getattr(inputs, "loss_rows", None)
-    towers = getattr(inputs, "towers", None)
     for step in range(steps + 2):
         if step == 2:
             if device.type == "cuda":
@@ -45,17 +58,22 @@ def views_per_second(model, inputs, group_ids, device, bf16: bool, steps: int) -
             started = time.perf_counter()
         optimiser.zero_grad()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            z = model(inputs).float()
-        z = z if rows is None else z[rows]
-        if towers is not None:
-            loss = model.loss.symmetric(z[towers[0]], z[towers[1]], group_ids[towers[0]]).loss
-        else:
-            loss = model.loss(z, group_ids).loss
-        loss.backward()
+            z = model(batch.inputs).float()
+        batch_loss(model.loss, z, batch).loss.backward()
         optimiser.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return steps * len(group_ids) / (time.perf_counter() - started)
+    return steps * batch.n_views / seconds_since(started, device)
+
+
+def sized_model(experiment: Experiment, builder: PairBuilder, items: Items) -> ContrastiveModel:
+    """The experiment's model, seeded as training seeds it, its lazy layers sized on the CPU by
+    one item's canonical view, as the training loop sizes them."""
+    torch.manual_seed(experiment.training.seed)
+    model = build_model(experiment)
+    if any(isinstance(p, UninitializedParameter) for p in model.parameters()):
+        model.eval()
+        with torch.no_grad():
+            model.embed(next(iter(builder.embedding_batches(items, 1))))
+    return model.train()
 
 
 def main() -> None:
@@ -76,19 +94,18 @@ def main() -> None:
         builder = PAIR_BUILDERS.create(experiment["pairs"], where="pairs")
         items = Items.load(folder / "items")
         pairs = pd.read_parquet(folder / "pairs.parquet")
-        settings = experiment["training"]
-        batches = builder.training_batches(items, pairs, settings["seed"], settings["batch_size"])
+        typed = Experiment.from_dict(experiment)
+        settings = typed.training
+        batches = builder.training_batches(items, pairs, settings.seed, settings.batch_size)
+        batches.limit_steps(1)
         batches.set_epoch(0)
-        inputs, group_ids = next(iter(batches))
+        batch = next(iter(batches))
         row = {"experiment": name}
         for label, bf16 in (("fp32", False), ("bf16", True)):
             if bf16 and device.type != "cuda":
                 continue
-            torch.manual_seed(0)
-            model = build_model(experiment).to(device)
-            row[f"{label} views/s"] = views_per_second(
-                model, inputs, group_ids, device, bf16, args.steps
-            )
+            model = sized_model(typed, builder, items).to(device)
+            row[f"{label} views/s"] = views_per_second(model, batch, device, bf16, args.steps)
         if "bf16 views/s" in row:
             row["bf16 / fp32"] = row["bf16 views/s"] / row["fp32 views/s"]
         rows.append(row)

@@ -55,7 +55,7 @@ from torch.nn.parameter import UninitializedParameter
 from scicontrast.config import load_experiment
 from scicontrast.data_adapters.base import Items, held_out_groups
 from scicontrast.data_adapters.batch import ContrastiveBatch
-from scicontrast.device import resolve_device
+from scicontrast.device import resolve_device, seconds_since
 from scicontrast.experiment import Experiment
 from scicontrast.models.contrastive import build_model
 from scicontrast.models.train import train
@@ -161,8 +161,13 @@ def plain_setup(
 def plain_step(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: ContrastiveBatch, tau: float
 ) -> None:
+    """One step as the training loop takes it: on a GPU the network under bf16 autocast,
+    the loss in float32, so that the two loops compare the same arithmetic."""
+    device = next(model.parameters()).device
     optimizer.zero_grad()
-    plain_info_nce(model(batch.inputs).float(), batch, tau).backward()
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        z = model(batch.inputs).float()
+    plain_info_nce(z, batch, tau).backward()
     optimizer.step()
 
 
@@ -176,7 +181,7 @@ def plain_run(
         batches.set_epoch(epoch)
         for batch in batches:
             plain_step(model, optimizer, batch.to(device), experiment["loss"]["temperature"])
-    return time.perf_counter() - started, time.process_time() - cpu
+    return seconds_since(started, torch.device(device)), time.process_time() - cpu
 
 
 def model_views_per_cpu_second(
@@ -264,7 +269,11 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
         command += ["--epochs", str(args.epochs), "--threads", str(args.threads)]
         command += ["--repeats", str(args.repeats)]
         command += ["--device", args.device]
-        result = subprocess.run(command, capture_output=True, text=True, check=True)
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            # The child's traceback is the only account of what failed: show it.
+            sys.stderr.write(result.stderr)
+            raise SystemExit(f"throughput.py --one {name} failed (exit {result.returncode})")
         rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
     return rows
 

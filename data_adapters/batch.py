@@ -55,7 +55,7 @@ class ContrastiveBatch:
     def pin_memory(self) -> ContrastiveBatch:
         """The batch in page-locked memory; ``DataLoader(pin_memory=True)`` calls this.
 
-        Inputs without a ``pin_memory`` method (an audio-image batch) stay pageable.
+        Inputs without a ``pin_memory`` method stay pageable.
         """
         return self._map(lambda t: t.pin_memory() if hasattr(t, "pin_memory") else t)
 

@@ -64,8 +64,10 @@ class _PlanBatches(Dataset):
         epoch, position, key = index
         try:
             return self.plan.make_batch(epoch, key)
-        except ScicontrastError:
-            raise  # already names the file, item or record
+        except (ScicontrastError, torch.OutOfMemoryError):
+            # The first already names the file, item or record; the second is the device's
+            # memory (views made on a GPU), not the data.
+            raise
         except Exception as exc:
             raise InputDataError(
                 f"batch {position} of epoch {epoch}: {type(exc).__name__}: {exc}"
@@ -166,7 +168,7 @@ class EpochLoader:
         for position in range(self._start, self._start + len(keys)):
             try:
                 batch = next(iterator)
-            except ScicontrastError:
+            except (ScicontrastError, torch.OutOfMemoryError):
                 raise
             except RuntimeError as exc:  # a worker killed (out of memory, a segfault)
                 raise InputDataError(

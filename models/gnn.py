@@ -358,5 +358,12 @@ class PropagatedMLPEncoder(nn.Module):
         n_nodes = data.num_nodes
         adjacency = to_torch_csr_tensor(data.edge_index.flip(0), size=(n_nodes, n_nodes))
         if self.order == "before":
-            return self.mlp(self.propagation(data.x, adjacency))
-        return self.propagation(self.mlp(data.x), adjacency)
+            return self.mlp(self._propagate(data.x, adjacency))
+        return self._propagate(self.mlp(data.x), adjacency)
+
+    def _propagate(self, x: Tensor, adjacency: Tensor) -> Tensor:
+        """The power iteration in float32 even under bf16 autocast (the training loop's GPU
+        setting): autocast would cast the sparse product to bfloat16, which CPU sparse
+        kernels lack and which would round the K-fold repeated sums."""
+        with torch.autocast(x.device.type, enabled=False):
+            return self.propagation(x.float(), adjacency)

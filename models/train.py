@@ -80,7 +80,7 @@ from torch.optim.swa_utils import update_bn
 from tqdm.auto import tqdm
 
 from scicontrast.data_adapters.batch import ContrastiveBatch
-from scicontrast.device import resolve_device
+from scicontrast.device import resolve_device, seconds_since
 from scicontrast.errors import ConfigError, Preempted, ScicontrastError
 from scicontrast.experiment import Experiment, Training
 from scicontrast.io import atomic_path
@@ -280,7 +280,7 @@ def _train_epoch(
                 f"stopped by SIGTERM at epoch {epoch + 1}, batch {batch_index + 1}; "
                 f"checkpoint saved to {loop.checkpoint_path}: run again to resume"
             )
-    seconds = time.perf_counter() - started
+    seconds = seconds_since(started, group.device)
     means = {key: total / len(batches) for key, total in sums.items()}
     _end_epoch(loop, epoch, means, seconds, n_views)
     position = Position(epoch + 1, 0, step)

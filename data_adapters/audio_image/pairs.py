@@ -52,9 +52,14 @@ class AudioImageBatch:
     sample_rate: int
 
     def to(self, device: str | torch.device, non_blocking: bool = False) -> AudioImageBatch:
-        def move(t: torch.Tensor) -> torch.Tensor:
-            return t.to(device, non_blocking=non_blocking)
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
+    def pin_memory(self) -> AudioImageBatch:
+        """The batch in page-locked memory (``DataLoader(pin_memory=True)`` on a GPU), so that
+        its copy to the device overlaps the host's work."""
+        return self._map(torch.Tensor.pin_memory)
+
+    def _map(self, move) -> AudioImageBatch:
         return replace(
             self, audio=move(self.audio), images=move(self.images), is_audio=move(self.is_audio)
         )

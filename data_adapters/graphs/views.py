@@ -9,8 +9,10 @@ every other node of both views is a negative. With ``neighbours_as_positives`` t
 that ``i`` has an edge to in the other view count as positives too (multi-positive InfoNCE).
 The randomness of step ``(seed, epoch)`` and view ``k`` comes from a torch seed derived from
 ``(seed, epoch, k)`` inside ``torch.random.fork_rng``, so views are reproducible, a resumed
-run sees the same views, and the caller's random state is untouched. A training epoch is one
-optimisation step on the full graph (``training.batch_size`` is unused).
+run sees the same views, and the caller's random state is untouched (that of the CPU and, for
+views made on a GPU, of that GPU; views of CPU data made where CUDA is in use reseed the CUDA
+generators, which no encoder draws from). A training epoch is one optimisation step on the
+full graph (``training.batch_size`` is unused).
 
 Diffusion view (``diffusion_view: ppr``; MVGRL: Hassani & Khasahmadi, "Contrastive
 Multi-View Representation Learning on Graphs", ICML 2020; GDC: Klicpera, Weißenberger &
@@ -213,9 +215,7 @@ class GraphViews(PairBuilder):
                 x, _ = mask_feature(data.x, p=feature_rate, mode="col")
             graph = Data(x=x, edge_index=edge_index, num_nodes=data.num_nodes)
             if self.diffusion_view is not None:
-                graph.edge_weight = (
-                    edge_weight if diffused else torch.ones(edge_index.shape[1], dtype=x.dtype)
-                )
+                graph.edge_weight = edge_weight if diffused else x.new_ones(edge_index.shape[1])
             graphs.append(graph)
         batch = Batch.from_data_list(graphs)
         n_nodes = data.num_nodes
@@ -260,7 +260,7 @@ class GraphViews(PairBuilder):
         diffused = gdc(
             Data(
                 edge_index=data.edge_index.clone(),
-                edge_attr=torch.ones(n_edges, dtype=torch.float64),
+                edge_attr=torch.ones(n_edges, dtype=torch.float64, device=data.edge_index.device),
                 num_nodes=data.num_nodes,
             )
         )

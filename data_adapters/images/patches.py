@@ -151,6 +151,10 @@ class PatchBag:
             self.images,
         )
 
+    def pin_memory(self) -> PatchBag:
+        """The bag in page-locked memory (the embedding loader's, for a GPU)."""
+        return PatchBag(self.patches.pin_memory(), self.owner.pin_memory(), self.images)
+
     def __len__(self) -> int:
         return self.images
 
