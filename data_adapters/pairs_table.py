@@ -177,10 +177,10 @@ def read_pairs(path: str | Path, item_ids: pd.Series) -> pd.DataFrame:
         seen += len(part)
     if not parts:
         raise InputDataError(f"{path}: a pairs table without row groups")
-    pairs = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-    pairs["item_id"] = pd.Categorical.from_codes(np.concatenate(codes), dtype=_over(known))
     del index, part, ids  # the hashes and the Arrow buffers, so that their memory is released
     release_arrow_memory()
+    pairs = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    pairs["item_id"] = _categorical(np.concatenate(codes), known)
     return pairs[columns]
 
 
@@ -209,8 +209,11 @@ def _same_type(ids: pa.ChunkedArray, known: pa.DataType | None, path: Path) -> p
         ) from None
 
 
-def _over(ids: np.ndarray) -> pd.CategoricalDtype:
-    """The categorical type over ``ids`` (distinct, :class:`IdRows` checked them). Built
-    without pandas' check that the categories are unique, which would keep a hash table of
-    the ids' Python objects (32 MiB at 10^6) for the pairs' lifetime."""
-    return pd.CategoricalDtype._from_fastpath(pd.Index(ids, copy=False), ordered=False)
+def _categorical(codes: np.ndarray, ids: np.ndarray) -> pd.Categorical:
+    """The categorical of ``codes`` over the distinct ``ids``, without the hash table of
+    the ids' Python objects (32 MiB at 10^6) that pandas' check of the categories' uniqueness
+    builds and would keep for the pairs' lifetime: the check's answer is kept, so that the
+    categoricals derived from this one (a slice, a take) do not build it again."""
+    categorical = pd.Categorical.from_codes(codes, categories=pd.Index(ids, copy=False))
+    categorical.categories._cleanup()  # pandas' own release of an index's lookup table
+    return categorical

@@ -138,6 +138,10 @@ def test_read_pairs_equals_pandas_on_any_row_groups(tmp_path, monkeypatch):
     read = read_pairs(tmp_path / "p.parquet", ids)
     pd.testing.assert_frame_equal(read, reference_pairs(tmp_path / "p.parquet", ids))
     assert read["item_id"].cat.categories.equals(pd.Index(ids))
+    # No hash table over the ids stays behind (pandas counts it in memory_usage), not even
+    # after a slice makes a new categorical over the same categories.
+    for column in (read["item_id"], read["item_id"].iloc[::3]):
+        assert column.cat.categories.memory_usage() == 8 * len(ids)
 
 
 def test_read_pairs_names_the_row_of_an_unknown_id_and_matches_id_types(tmp_path):
