@@ -161,7 +161,7 @@ def test_read_pairs_names_the_row_of_an_unknown_id_and_matches_id_types(tmp_path
 
 def dna_demo(folder: Path) -> dict:
     """The DNA demo's FASTA, small, as items and a pairs table in ``folder``."""
-    experiment, _ = small_dna_experiment(folder, 6, {"epochs": 2, "batch_size": 8, "seed": 1})
+    experiment, _ = small_dna_experiment(folder, 6, {"epochs": 1, "batch_size": 8, "seed": 1})
     return experiment
 
 
@@ -179,7 +179,7 @@ def audio_image_demo(folder: Path) -> dict:
         "pairs": {"name": "synchronized_pairs"},
         "encoder": {"name": "two_tower", "params": encoder},
         "head": {"hidden_dim": 8, "output_dim": 8},
-        "training": {"epochs": 2, "batch_size": 8, "seed": 1, "device": "cpu"},
+        "training": {"epochs": 1, "batch_size": 8, "seed": 1, "device": "cpu"},
     }
     config = validate_config({"experiments": {"small": small}})
     experiment = {"name": "small", **config["experiments"]["small"]}
