@@ -10,8 +10,11 @@ Arrow copy in memory at once, it cost 340 MiB in ``pairs`` and ``train``.
 time where the builder can), in row groups of ``ROW_GROUP_ROWS`` rows; :func:`frame_parts`
 cuts a table built in memory into such parts. :func:`read_pairs` reads it one row group at a
 time and keeps ``item_id`` as a ``pandas.Categorical`` over the items' own ids: 4 bytes a row
-and no string copies, the same values as the file. A damaged row group and an id the items lack
-are :class:`~scicontrast.errors.InputDataError` naming the file and the row group or row.
+and no string copies, the same values as the file. The ids are matched by their 128-bit hashes
+(sorted, binary search), so only one row group's ids are ever Python strings, and no hash
+table of Python objects is built over the items' ids (it cost 80-90 MiB at 10^6 items). A
+damaged row group and an id the items lack are :class:`~scicontrast.errors.InputDataError`
+naming the file and the row group or row.
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from scicontrast.data_adapters.id_hashes import IdRows
 from scicontrast.data_adapters.items_store import arrow_row_groups, release_arrow_memory
 from scicontrast.errors import InputDataError
 from scicontrast.io import atomic_path
@@ -139,28 +142,30 @@ def _typed(schema: pa.Schema, pairs: pd.DataFrame, plain: dict) -> pa.Schema:
 
 def read_pairs(path: str | Path, item_ids: pd.Series) -> pd.DataFrame:
     """The pairs table at ``path``, ``item_id`` as a categorical over ``item_ids`` (the
-    items-table column, in table order: its codes are the items' rows)."""
+    items-table column, in table order: its codes are the items' rows).
+
+    Each row group's ids are matched to the items' rows by their 128-bit hashes
+    (:class:`~scicontrast.data_adapters.id_hashes.IdRows`: sorted keys and binary search,
+    each match confirmed on the ids), so that no hash table of Python strings is built
+    over the items' or the pairs' ids; the categories are ``item_ids``' values themselves.
+    """
     path = Path(path)
     if not path.exists():
         raise InputDataError(f"{path}: pairs table not found")
-    # Matched in Arrow: no Python string per pairs row, no hash table of Python objects.
-    known = pa.array(item_ids.to_numpy())
+    known = item_ids.to_numpy()
+    known_type = pa.array(known[:1]).type if len(known) else None
+    index: IdRows | None = None
     parts, codes, seen = [], [], 0
     columns: list[str] = []
     for number, part in enumerate(arrow_row_groups(path)):
         columns = part.column_names
         if "item_id" not in columns:
             raise InputDataError(f"{path}: pairs table lacks the column 'item_id'")
-        ids = part.column("item_id")
-        try:
-            value_set = known if known.type == ids.type else known.cast(ids.type)
-        except pa.ArrowException:
-            raise InputDataError(
-                f"{path}: item_id is {ids.type} in the pairs table, {known.type} in the items"
-            ) from None
-        rows = pc.index_in(ids, value_set=value_set).to_numpy(zero_copy_only=False)
-        # Nulls (ids not found) make the indices float with NaN.
-        unknown = np.flatnonzero(np.isnan(rows)) if rows.dtype.kind == "f" else np.zeros(0, int)
+        if index is None:  # once the file is known to be readable
+            index = _id_rows(known, path)
+        ids = _same_type(part.column("item_id"), known_type, path)
+        rows = index.rows(ids.to_numpy())
+        unknown = np.flatnonzero(rows < 0)
         if len(unknown):
             row = int(unknown[0])
             raise InputDataError(
@@ -172,9 +177,43 @@ def read_pairs(path: str | Path, item_ids: pd.Series) -> pd.DataFrame:
         seen += len(part)
     if not parts:
         raise InputDataError(f"{path}: a pairs table without row groups")
-    pairs = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-    categories = pd.Index(item_ids.to_numpy(), copy=False)
-    pairs["item_id"] = pd.Categorical.from_codes(np.concatenate(codes), categories=categories)
-    del known, part, ids, value_set  # the Arrow buffers, so that their memory can be released
+    del index, part, ids  # the hashes and the Arrow buffers, so that their memory is released
     release_arrow_memory()
+    pairs = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    pairs["item_id"] = _categorical(np.concatenate(codes), known)
     return pairs[columns]
+
+
+def _id_rows(known: np.ndarray, path: Path) -> IdRows:
+    """The lookup of the items' ids ``known``; ``InputDataError`` if two are the same."""
+    try:
+        return IdRows(known)
+    except ValueError as exc:
+        raise InputDataError(f"{path}: the items' ids cannot index the pairs: {exc}") from None
+
+
+def _same_type(ids: pa.ChunkedArray, known: pa.DataType | None, path: Path) -> pa.ChunkedArray:
+    """The pairs' ``ids`` as values of the items' id type ``known`` (strings of either
+    width stay as they are: they give the same Python strings; no items: no type to match)."""
+    if (
+        known is None
+        or ids.type == known
+        or all(pa.types.is_string(t) or pa.types.is_large_string(t) for t in (ids.type, known))
+    ):
+        return ids
+    try:
+        return ids.cast(known)
+    except pa.ArrowException:
+        raise InputDataError(
+            f"{path}: item_id is {ids.type} in the pairs table, {known} in the items"
+        ) from None
+
+
+def _categorical(codes: np.ndarray, ids: np.ndarray) -> pd.Categorical:
+    """The categorical of ``codes`` over the distinct ``ids``, without the hash table of
+    the ids' Python objects (32 MiB at 10^6) that pandas' check of the categories' uniqueness
+    builds and would keep for the pairs' lifetime: the check's answer is kept, so that the
+    categoricals derived from this one (a slice, a take) do not build it again."""
+    categorical = pd.Categorical.from_codes(codes, categories=pd.Index(ids, copy=False))
+    categorical.categories._cleanup()  # pandas' own release of an index's lookup table
+    return categorical
