@@ -215,5 +215,9 @@ def _categorical(codes: np.ndarray, ids: np.ndarray) -> pd.Categorical:
     builds and would keep for the pairs' lifetime: the check's answer is kept, so that the
     categoricals derived from this one (a slice, a take) do not build it again."""
     categorical = pd.Categorical.from_codes(codes, categories=pd.Index(ids, copy=False))
-    categorical.categories._cleanup()  # pandas' own release of an index's lookup table
+    # pandas' own (private) release of an index's lookup table; a pandas without it only
+    # keeps the 32 MiB, so its absence must not stop a run.
+    release_lookup = getattr(categorical.categories, "_cleanup", None)
+    if release_lookup is not None:
+        release_lookup()
     return categorical
