@@ -371,6 +371,12 @@ class ViewDataset(Dataset):
         self._rows = rows
         view_codes, self._view_names = pd.factorize(views)
         self._view_codes = view_codes.astype(np.int32)
+        self._mapped = list(items.arrays.values())
+
+    def release_pages(self) -> None:
+        """Hand back the resident pages of the memory-mapped item arrays (to the page cache)."""
+        for array in self._mapped:
+            drop_mapped_pages(array)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -454,22 +460,25 @@ class GroupBatches:
         full, rest = divmod(self.n_groups, size)
         return full + (rest >= 2 * self.world_size)
 
-    def batch_keys(self, epoch: int) -> list[list[int]]:
-        """This process's group indices for each batch of ``epoch``."""
+    def batch_keys(self, epoch: int) -> list[np.ndarray]:
+        """This process's group indices for each batch of ``epoch``: views of one int64 array."""
         generator = torch.Generator().manual_seed(epoch_seed(self.dataset.seed, epoch))
-        order = torch.randperm(self.n_groups, generator=generator)
+        order = torch.randperm(self.n_groups, generator=generator).numpy()
         size = self.batch_size * self.world_size
-        batches = list(order.split(size))
-        if batches and len(batches[-1]) < 2 * self.world_size:
-            batches.pop()
-        keys = []
-        for batch in batches:
-            share = -(-len(batch) // self.world_size)
-            keys.append(batch[self.rank * share : (self.rank + 1) * share].tolist())
-        return keys
+        starts = range(0, self.n_groups, size)
+        if starts and self.n_groups - starts[-1] < 2 * self.world_size:
+            starts = starts[:-1]
+        batches = [order[start : start + size] for start in starts]  # views, not copies
+        shares = [-(-len(batch) // self.world_size) for batch in batches]
+        return [
+            b[self.rank * s : (self.rank + 1) * s] for b, s in zip(batches, shares, strict=True)
+        ]
 
-    def make_batch(self, epoch: int, key: list[int]) -> ContrastiveBatch:
-        return collate_views([self.dataset.views(epoch, g) for g in key])
+    def make_batch(self, epoch: int, key: np.ndarray) -> ContrastiveBatch:
+        batch = collate_views([self.dataset.views(epoch, g) for g in key.tolist()])
+        # A view maps the folio around its row: 30 batches held all 10^6 windows' codes.
+        self.dataset.release_pages()
+        return batch
 
 
 def held_out_groups(pairs: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:

@@ -76,11 +76,11 @@ class DeviceDNABatches(GroupBatches):
         self._codes = torch.from_numpy(builder._codes).to(device)
         self._encoding = torch.from_numpy(np.ascontiguousarray(builder._encoding)).to(device)
 
-    def make_batch(self, epoch: int, key: list[int]) -> ContrastiveBatch:
+    def make_batch(self, epoch: int, key: np.ndarray) -> ContrastiveBatch:
         if self._codes is None or self._encoding is None:
             return super().make_batch(epoch, key)
         draws = _Draws()
-        for group in key:
+        for group in key.tolist():
             self._draw(epoch, group, draws)
         builder = self.builder
         device = self._codes.device

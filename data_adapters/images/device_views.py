@@ -141,7 +141,7 @@ class DeviceRotationBatches(GroupBatches):
         self._device = device
         self._disc = self.builder._disc.to(device)
 
-    def make_batch(self, epoch: int, key: list[int]) -> ContrastiveBatch:
+    def make_batch(self, epoch: int, key: np.ndarray) -> ContrastiveBatch:
         """The batch of groups ``key``; then the pages of the memory-mapped images that it
         read are handed back. A view reads one random item, but the kernel maps the file's
         page-cache folio around it (about 400 KiB an item measured): 30 steps of 256 groups
@@ -151,12 +151,12 @@ class DeviceRotationBatches(GroupBatches):
             drop_mapped_pages(array)
         return batch
 
-    def _make_batch(self, epoch: int, key: list[int]) -> ContrastiveBatch:
+    def _make_batch(self, epoch: int, key: np.ndarray) -> ContrastiveBatch:
         if self._device is None or self._disc is None:
             return super().make_batch(epoch, key)
         builder, dataset = self.builder, self.dataset
         rows, draws, group_ids = [], [], []
-        for group in key:
+        for group in key.tolist():
             rng = np.random.default_rng([dataset.seed, epoch, group])
             item_rows, view_names = dataset.group_views(group)
             for row, view in zip(item_rows, view_names, strict=True):
