@@ -24,8 +24,8 @@
 #   timeline.tsv      each part's and scale step's start and end (Unix s): the summary's
 #                     utilisation per training epoch comes from these two files
 #   gpu_check.log     everything printed
-# The scale run (inputs generated on the CPU first) starts beside the demos' parts; the steps
-# that use the GPU take turns through a lock file, so each has the GPU to itself. Each part
+# The scale run starts beside the demos' parts and makes its inputs on the CPU while they hold
+# the GPU; then its train and embed steps take the GPU one at a time (a lock file). Each part
 # runs under `timeout` within the budget; what does not fit is reported as cut, not hidden.
 # Without a GPU it runs the CPU part briefly (a small scale run included) and says that it
 # skipped the GPU.
@@ -48,11 +48,19 @@ mkdir -p "$WORK"
 exec > >(tee -a "$OUT/gpu_check.log") 2>&1
 # PYTHONSAFEPATH: the current folder (the repository root) never comes first on sys.path,
 # where its scicontrast/ would hide the installed package's subpackages (models/, ...).
-export PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1
+export PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1 DEMOS
 
 remaining() { echo $((BUDGET - ($(date +%s) - START))); }
 note() { echo "$*" | tee -a "$OUT/summary.txt"; }
 wanted() { [[ " $PARTS " == *" $1 "* ]]; }
+# per_demo COMMAND...: COMMAND --experiments DEMO for each demo in turn, so that a part cut by
+# its budget still returns the demos that finished (the scripts print their tables at the end).
+per_demo() {
+    local status=0 demo
+    for demo in $DEMOS; do "$@" --experiments "$demo" || status=$?; done
+    return $status
+}
+export -f per_demo
 
 # part NAME SECONDS FILE COMMAND...: COMMAND under timeout (at most what the budget has left,
 # 10 s kept for the summary), its output into OUT/FILE, its status into summary.txt.
@@ -66,7 +74,7 @@ part() {
         return
     fi
     began=$(date +%s.%N)
-    timeout -k 10 "$seconds" "$@" 2>&1 | tee "$OUT/$file"
+    timeout -k 10 "$seconds" bash -c '"$@"' part "$@" 2>&1 | tee "$OUT/$file"
     status=${PIPESTATUS[0]}
     printf '%s\t%s\t%s\t%s\t%s\n' part "$name" "$began" "$(date +%s.%N)" "$status" \
         >>"$OUT/timeline.tsv"
@@ -125,11 +133,11 @@ fi
 cuda_missing() { python3 -c "import torch, sys; sys.exit(torch.cuda.is_available())"; }
 if ! command -v nvidia-smi >/dev/null || { [ "$DEVICE" = cuda ] && cuda_missing; }; then
     note "no CUDA GPU here: running the CPU part only"
-    wanted precision && part precision 120 precision.txt \
-        python3 benchmarks/precision.py --results "$RESULTS" --device cpu --steps 2 --experiments $DEMOS
-    wanted throughput && part throughput 300 throughput.md \
+    wanted precision && part precision 120 precision.txt per_demo \
+        python3 benchmarks/precision.py --results "$RESULTS" --device cpu --steps 2
+    wanted throughput && part throughput 300 throughput.md per_demo \
         python3 benchmarks/throughput.py --results "$RESULTS" --device cpu --epochs 1 --repeats 1 \
-        --threads "$CORES" --markdown --experiments $DEMOS
+        --threads "$CORES" --markdown
     wanted views && part views 120 device_views.md \
         python3 benchmarks/device_views.py --device cpu --items 256 --epochs 1 --markdown
     wanted scale && part scale 600 scale.md \
@@ -144,26 +152,29 @@ nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,nohead
 SAMPLER=$!
 trap 'kill "$SAMPLER" 2>/dev/null' EXIT
 
-# The scale run beside the demos' parts: its inputs are made on the CPU while they use the
-# GPU; its train and embed steps take the lock in turn with them. Its own budget ends it 40 s
-# before the script's; the experiments are ranked (a cut hits the last).
+# The scale run beside the demos' parts: it makes its inputs on the CPU while they use the
+# GPU, which they hold (the lock, fd 9) until they end; then its train and embed steps take
+# the GPU in turn, in the experiments' rank (a cut hits the last). Its own budget stops its
+# steps 60 s before the script's end, leaving time to stop them and print its tables.
+exec 9>"$LOCK"
+flock 9
 if wanted scale; then
     scale_seconds=$(($(remaining) - 30))
     part scale "$scale_seconds" scale.md \
         python3 benchmarks/scale.py --sizes "$ITEMS" --device "$DEVICE" --runner cli \
-        --budget-s $((scale_seconds - 10)) --device-lock "$LOCK" --cores "$CORES" \
+        --budget-s $((scale_seconds - 30)) --device-lock "$LOCK" --cores "$CORES" \
         --only scale_images scale_dna scale_audio_image scale_graph --cluster-methods kmeans \
-        --loader-batches 10 --loader-workers 4 --genomes "$GENOMES" --out "$WORK/scale" &
+        --loader-batches 10 --loader-workers 4 --genomes "$GENOMES" --out "$WORK/scale" 9>&- &
     SCALE=$!
 fi
-wanted precision && part precision 60 precision.txt flock "$LOCK" \
-    python3 benchmarks/precision.py --results "$RESULTS" --device "$DEVICE" --steps 20 \
-    --experiments $DEMOS
-wanted throughput && part throughput 150 throughput.md flock "$LOCK" \
-    python3 benchmarks/throughput.py --results "$RESULTS" --device "$DEVICE" --epochs 2 --repeats 1 \
-    --threads 4 --markdown --experiments $DEMOS
-wanted views && part views 90 device_views.md flock "$LOCK" \
+wanted precision && part precision 45 precision.txt per_demo \
+    python3 benchmarks/precision.py --results "$RESULTS" --device "$DEVICE" --steps 20
+wanted throughput && part throughput 120 throughput.md per_demo \
+    python3 benchmarks/throughput.py --results "$RESULTS" --device "$DEVICE" --epochs 2 \
+    --repeats 1 --threads 4 --markdown
+wanted views && part views 60 device_views.md \
     python3 benchmarks/device_views.py --device "$DEVICE" --items 4096 --epochs 2 --markdown
+flock -u 9
 if [ -n "${SCALE:-}" ]; then
     wait "$SCALE"
     cat "$WORK"/scale/*/timeline.tsv >>"$OUT/timeline.tsv" 2>/dev/null

@@ -22,7 +22,7 @@ training device, ``train`` and ``embed``, run one at a time, the waiting step of
 named first going first, so that each has the GPU to itself; with a lock file also one at a
 time with other processes that hold it (``flock``: gpu_check.sh's other parts). No step
 starts after the deadline, and a running step is stopped at it (SIGTERM to its process group,
-SIGKILL 10 s later).
+SIGKILL 10 s later); so they do when this process gets SIGTERM (``timeout``).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from scicontrast.workflow import experiment_json
 CLI = [sys.executable, "-m", "scicontrast.cli"]
 DEVICE_STEPS = ("train", "embed")
 TRAIN_THREADS = 4  # the train rule's `threads:`, capped by the cores as Snakemake caps it
+STOP = threading.Event()  # set by SIGTERM: running steps stop as at the deadline
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ def run_step(run: Path, step: Step, log: Path, deadline: float) -> tuple[int, fl
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            process_group=0,  # its own group (loader workers too), in this session
         )
     stopped_at = None
     while True:
@@ -134,7 +135,7 @@ def run_step(run: Path, step: Step, log: Path, deadline: float) -> tuple[int, fl
         if pid:
             break
         now = time.time()
-        if now > deadline and stopped_at is None:
+        if (now > deadline or STOP.is_set()) and stopped_at is None:
             os.killpg(process.pid, signal.SIGTERM)
             stopped_at = now
         elif stopped_at is not None and now > stopped_at + 10:
@@ -197,7 +198,7 @@ class Runner:
                 return
 
     def one(self, step: Step, label: str) -> bool:
-        if time.time() > self.deadline:
+        if time.time() > self.deadline or STOP.is_set():
             self.failed.append(f"{label} {step.name}: not started (time budget spent)")
             return False
         output, benchmark = self.run / step.output, self.run / step.benchmark
@@ -235,9 +236,13 @@ def run_experiments(
         if config["experiments"][name]["adapter"]["name"] == "audio_image":
             steps = audio_image_steps(config) + steps
         threads.append(threading.Thread(target=runner.chain, args=(steps, name)))
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: STOP.set())
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     (run / "failed.json").write_text(json.dumps(runner.failed, indent=1))
     return runner.failed
