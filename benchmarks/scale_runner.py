@@ -38,10 +38,10 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from scicontrast.config import read_config_file
 from scicontrast.data_adapters.audio_image.synchronization import synchronization_options
@@ -146,9 +146,20 @@ def run_step(run: Path, step: Step, log: Path, deadline: float) -> tuple[int, fl
     return (code if stopped_at is None else -1), cpu, usage.ru_maxrss / 1024
 
 
+def locked(handle: IO[str]) -> bool:
+    """Whether an exclusive ``flock`` on ``handle`` was taken (without waiting)."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 class DeviceTurns:
     """One step at a time on the training device: the waiting step of the experiment ranked
-    first goes first; with ``lock_file``, each turn also holds an exclusive ``flock`` on it."""
+    first goes first; with ``lock_file``, a turn also needs an exclusive ``flock`` on it, asked
+    for by that step alone (every 0.5 s while another process holds it), so that the rank
+    holds when the other process lets go."""
 
     def __init__(self, ranks: list[str], lock_file: Path | None) -> None:
         self.ranks, self.lock_file = ranks, lock_file
@@ -157,23 +168,29 @@ class DeviceTurns:
 
     @contextmanager
     def turn(self, label: str) -> Iterator[None]:
-        rank = self.ranks.index(label)
-        with self.changed:
-            self.waiting.add(rank)
-            self.changed.wait_for(lambda: not self.busy and rank == min(self.waiting))
-            self.waiting.discard(rank)
-            self.busy = True
+        rank, mine = self.ranks.index(label), False
         try:
-            if self.lock_file is None:
+            with ExitStack() as stack:  # closing the lock file lets go of its flock
+                handle = (
+                    None
+                    if self.lock_file is None
+                    else stack.enter_context(self.lock_file.open("a"))
+                )
+                with self.changed:
+                    self.waiting.add(rank)
+                    while True:
+                        self.changed.wait_for(lambda: not self.busy and rank == min(self.waiting))
+                        if handle is None or locked(handle):
+                            break
+                        self.changed.wait(0.5)
+                    self.waiting.discard(rank)
+                    self.busy = mine = True
                 yield
-            else:
-                with self.lock_file.open("a") as lock:
-                    fcntl.flock(lock, fcntl.LOCK_EX)
-                    yield
         finally:
-            with self.changed:
-                self.busy = False
-                self.changed.notify_all()
+            if mine:
+                with self.changed:
+                    self.busy = False
+                    self.changed.notify_all()
 
 
 class Runner:

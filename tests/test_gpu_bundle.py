@@ -145,3 +145,29 @@ def test_utilisation_per_window():
     # Active span: the first to the last sample above 0 %: 50, 90, 100, (0, 50, 90, 100) x 4.
     assert row[">= 80 % (active)"] == pytest.approx(10 / 19)
     assert row["mean % (active)"] == pytest.approx(1200 / 19)
+
+
+def test_device_turns_keep_the_rank_behind_another_process_lock(runner, tmp_path):
+    """Steps waiting while another process (gpu_check.sh's demo parts) holds the lock file go
+    in the experiments' rank once it lets go, whichever came first."""
+    import fcntl
+    import threading
+
+    lock_file = tmp_path / "device.lock"
+    turns, order = runner.DeviceTurns(["images", "dna"], lock_file), []
+
+    def step(label):
+        with turns.turn(label):
+            order.append(label)
+            time.sleep(0.05)
+
+    with lock_file.open("a") as other:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        threads = [threading.Thread(target=step, args=(label,)) for label in ("dna", "images")]
+        for thread in threads:
+            thread.start()
+            time.sleep(0.2)
+        assert order == []
+    for thread in threads:
+        thread.join(timeout=10)
+    assert order == ["images", "dna"]
