@@ -6,8 +6,8 @@
 #
 # Environment: GPU_CHECK_BUDGET_S (default 420: the whole script's seconds), GPU_CHECK_PARTS
 # (default "precision throughput views scale": a rerun can name fewer), GPU_CHECK_WHEELS
-# (default .whl: the wheels of benchmarks/gpu_wheels.txt, installed when scicontrast does not
-# import), GPU_CHECK_INPUTS (default .gpu: the demos' inputs and genomes, from
+# (default .whl: the wheels of benchmarks/gpu_wheels.txt, installed when the parts' packages
+# do not import), GPU_CHECK_INPUTS (default .gpu: the demos' inputs and genomes, from
 # benchmarks/gpu_wheels.sh). Run from the repository root. A rehearsal of the GPU part on a CPU
 # machine (docs/experiments/gpuready.md): GPU_CHECK_DEVICE=cpu (default cuda) and
 # GPU_CHECK_SCALE_ITEMS (default 100000), with a stand-in nvidia-smi on the PATH.

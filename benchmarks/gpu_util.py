@@ -19,6 +19,7 @@ from __future__ import annotations
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 
 import pandas as pd
 
@@ -69,6 +70,9 @@ def summary(samples: pd.DataFrame, timeline: pd.DataFrame) -> pd.DataFrame:
 
 
 def main() -> None:
+    if not Path(sys.argv[1]).stat().st_size:
+        print(f"{sys.argv[1]}: no GPU samples (nvidia-smi wrote none)")
+        return
     samples = read_samples(sys.argv[1])
     timeline = pd.read_csv(
         sys.argv[2], sep="\t", header=None, names=["label", "step", "start", "end", "status"]
