@@ -289,7 +289,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
-    parser.add_argument("--only", nargs="+", help="experiment names to run (default: all)")
+    parser.add_argument("--only", nargs="+", help="experiment names to run, in rank (default: all)")
     parser.add_argument(
         "--max-steps",
         type=int,
@@ -333,7 +333,8 @@ def main() -> None:
             sys.path.insert(0, str(Path(__file__).parent))
             from scale_runner import run_experiments
 
-            for line in run_experiments(run, names, args.cores, deadline, args.device_lock):
+            ranked = [name for name in args.only or names if name in names]  # --only's order
+            for line in run_experiments(run, ranked, args.cores, deadline, args.device_lock):
                 print("not finished:", line, flush=True)
         else:
             targets = [f"results/{name}/clusters" for name in names]
