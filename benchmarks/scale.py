@@ -4,6 +4,8 @@
 
     python benchmarks/scale.py --sizes 10000 100000 --out /tmp/scale --cores 2
     python benchmarks/scale.py --sizes 100000 --device cuda --out /tmp/scale_gpu   # a GPU node
+    python benchmarks/scale.py --sizes 100000 --device cuda --runner cli --budget-s 240 \
+        --genomes DIR --out /tmp/scale_gpu     # no Snakemake there (benchmarks/scale_runner.py)
 
 For each size ``n`` this writes a run folder ``<out>/<n>`` with generated inputs and a
 ``config.yaml`` of four experiments, runs the real workflow (Snakemake, the repository's
@@ -41,6 +43,7 @@ import gzip
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -66,15 +69,15 @@ FLANK = 8  # bases either side of the read: room for dna_views' shifts
 AV_CLIP_SECONDS = 0.125  # audio-image clips at every size (module docstring)
 
 
-def dna_reads(folder: Path, n: int, seed: int) -> list[str] | None:
+def dna_reads(folder: Path, n: int, seed: int, genomes: Path = GENOMES) -> list[str] | None:
     """Write ``n`` reads cut from four genomes, one FASTA each; ``None`` without genomes."""
-    if not GENOMES.is_dir():
+    if not genomes.is_dir():
         return None
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for k, name in enumerate(GENOME_FILES):
-        with gzip.open(GENOMES / f"{name}.fa.gz", "rt") as handle:
+        with gzip.open(genomes / f"{name}.fa.gz", "rt") as handle:
             genome = "".join(line.strip() for line in handle if not line.startswith(">"))
         cut = READ_LENGTH + 2 * FLANK
         starts = rng.integers(0, len(genome) - cut, size=n // 4 + (k < n % 4))
@@ -132,17 +135,16 @@ def generated(folder: Path, make: Callable[[], Any]) -> Any:
     return result
 
 
-def experiments(
-    run: Path, n: int, device: str, only: list[str] | None, max_steps: int | None
-) -> dict:
+def experiments(run: Path, n: int, args: argparse.Namespace) -> dict:
     """The experiments of one run folder (``only`` these; inputs generated as a side effect)."""
-    training = {"epochs": 1, "seed": 0, "device": device, "max_steps_per_epoch": max_steps}
-    wanted = set(only or ("scale_dna", "scale_images", "scale_graph", "scale_audio_image"))
+    training = {"epochs": 1, "seed": 0, "device": args.device}
+    training["max_steps_per_epoch"] = args.max_steps
+    wanted = set(args.only or ("scale_dna", "scale_images", "scale_graph", "scale_audio_image"))
     inputs = run / "inputs"
     found: dict = {}
     reads = None
     if "scale_dna" in wanted:
-        reads = generated(inputs / "dna", lambda: dna_reads(inputs / "dna", n, 0))
+        reads = generated(inputs / "dna", lambda: dna_reads(inputs / "dna", n, 0, args.genomes))
     if reads is not None:
         found["scale_dna"] = {
             "adapter": {
@@ -212,7 +214,7 @@ def write_config(run: Path, n: int, args: argparse.Namespace) -> list[str]:
         "demo_data": demo_data,
         "segmentations": {},
         "synchronizations": {"audio_image_demo": demo["synchronizations"]["audio_image_demo"]},
-        "experiments": experiments(run, n, args.device, args.only, args.max_steps),
+        "experiments": experiments(run, n, args),
     }
     if args.cluster_methods:
         for experiment in config["experiments"].values():
@@ -281,13 +283,13 @@ def loader_rates(run: Path, name: str, batches: int, workers: int) -> dict:
     }
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
-    parser.add_argument("--only", nargs="+", help="experiment names to run (default: all)")
+    parser.add_argument("--only", nargs="+", help="experiment names to run, in rank (default: all)")
     parser.add_argument(
         "--max-steps",
         type=int,
@@ -303,22 +305,53 @@ def main() -> None:
         choices=["kmeans", "hdbscan", "leiden"],
         help="analysis.cluster_methods of every experiment (default: the schema's, all three)",
     )
-    args = parser.parse_args()
+    parser.add_argument("--genomes", type=Path, default=GENOMES, help="the four genomes' folder")
+    parser.add_argument(
+        "--runner",
+        choices=["snakemake", "cli"],
+        default="snakemake",
+        help="cli: the rules' commands without Snakemake (benchmarks/scale_runner.py)",
+    )
+    parser.add_argument(
+        "--budget-s", type=float, help="cli runner: stop every step at this many seconds"
+    )
+    parser.add_argument(
+        "--device-lock", type=Path, help="cli runner: flock this file around train and embed"
+    )
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = arguments()
+    deadline = time.time() + (args.budget_s or float("inf"))
     rows, rates = [], []
     for n in args.sizes:
         run = args.out / str(n)
         run.mkdir(parents=True, exist_ok=True)
         names = write_config(run, n, args)
-        targets = [f"results/{name}/clusters" for name in names]
-        command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
-        command += ["--directory", str(run), "--cores", str(args.cores), *targets]
-        subprocess.run(command, check=True, cwd=run)
+        if args.runner == "cli":
+            sys.path.insert(0, str(Path(__file__).parent))
+            from scale_runner import run_experiments
+
+            ranked = [name for name in args.only or names if name in names]  # --only's order
+            for line in run_experiments(run, ranked, args.cores, deadline, args.device_lock):
+                print("not finished:", line, flush=True)
+        else:
+            targets = [f"results/{name}/clusters" for name in names]
+            command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+            command += ["--directory", str(run), "--cores", str(args.cores), *targets]
+            subprocess.run(command, check=True, cwd=run)
         rows += step_table(run, names, n)
         print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3g"), flush=True)
         for name in names:
-            rates.append(
-                {"items": n, **loader_rates(run, name, args.loader_batches, args.loader_workers)}
-            )
+            trained = (run / "results" / name / "benchmarks" / "train.tsv").is_file()
+            if trained and args.loader_batches and time.time() < deadline:
+                rates.append(
+                    {
+                        "items": n,
+                        **loader_rates(run, name, args.loader_batches, args.loader_workers),
+                    }
+                )
         print(pd.DataFrame(rates).to_markdown(index=False, floatfmt=".3g"), flush=True)
 
 
