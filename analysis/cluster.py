@@ -385,20 +385,22 @@ def comparison_table(metrics: dict[str, Any]) -> pd.DataFrame:
 
 def _silhouette(unit: np.ndarray | DiskRows, assignment: np.ndarray, seed: int) -> float | None:
     """Cosine silhouette of the clustered (not noise) rows, or ``None`` where it is undefined
-    (needs 2 <= clusters < points).
+    (needs 2 <= clusters < points among the rows scored).
 
     Beyond ``SILHOUETTE_MAX_POINTS`` clustered rows, on the seeded subsample that
     ``silhouette_score(sample_size=...)`` draws (the same rows, so the same value); only those
     rows are read from ``unit``, and the distances are computed in blocks of
-    ``DISTANCE_BLOCK_MIB`` (the same values as in one block).
+    ``DISTANCE_BLOCK_MIB`` (the same values as in one block). The clusters are counted in the
+    subsample: one that holds nearly every point can be all it draws (HDBSCAN on real reads,
+    docs/experiments/cluster_fidelity.md), where scikit-learn raises.
     """
     rows = np.flatnonzero(assignment != NOISE)
-    n_clusters = len(np.unique(assignment[rows]))
-    if not 2 <= n_clusters < len(rows):
-        return None
     if len(rows) > SILHOUETTE_MAX_POINTS:
         drawn = np.random.RandomState(seed).permutation(len(rows))[:SILHOUETTE_MAX_POINTS]
         rows = rows[drawn]
+    n_clusters = len(np.unique(assignment[rows]))
+    if not 2 <= n_clusters < len(rows):
+        return None
     with config_context(working_memory=DISTANCE_BLOCK_MIB):
         return float(silhouette_score(unit[rows], assignment[rows], metric="cosine"))
 

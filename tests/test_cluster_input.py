@@ -70,6 +70,21 @@ def test_silhouette_is_scikit_learns_on_its_own_subsample(monkeypatch):
     assert metrics["kmeans"]["silhouette"] == expected
 
 
+def test_silhouette_is_undefined_when_its_subsample_draws_one_cluster(monkeypatch):
+    # Two clusters, one of a single row that the seeded subsample leaves out: scikit-learn
+    # would raise on the one label it is given (as on HDBSCAN of real reads).
+    monkeypatch.setattr(cluster_module, "SILHOUETTE_MAX_POINTS", 50)
+    unit = unit_vectors(np.random.default_rng(0).standard_normal((60, 4)))
+    drawn = np.random.RandomState(3).permutation(60)[:50]
+    assignment = np.zeros(60, dtype=np.int64)
+    assignment[np.setdiff1d(np.arange(60), drawn)[0]] = 1
+    assert cluster_module._silhouette(unit, assignment, seed=3) is None
+    assignment[drawn[0]] = 1
+    assert cluster_module._silhouette(unit, assignment, seed=3) == silhouette_score(
+        unit, assignment, metric="cosine", sample_size=50, random_state=3
+    )
+
+
 def test_the_exact_knn_graph_in_blocks_is_the_one_in_one_block():
     points, _ = mixture(n_per=500, dim=16)
     unit = unit_vectors(points)
