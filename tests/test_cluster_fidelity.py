@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import load_benchmark
+from conftest import REPO
 
-fidelity = load_benchmark("cluster_fidelity")
+# Imported by its own name from benchmarks/, so that the script's spawned children find it.
+sys.path.insert(0, str(REPO / "benchmarks"))
+import cluster_fidelity as fidelity
 
 
 def test_split_halves_partition_the_rows_and_follow_the_seed():
