@@ -48,6 +48,18 @@ MALLOC_REUSE = {
 }
 
 
+def resident_kib(path: Path) -> int:
+    """Resident KiB of this process's mappings of ``path`` (``/proc/self/smaps``)."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+            inside = fields[-1] == str(path)
+        elif inside and fields[0] == "Rss:":
+            total += int(fields[1])
+    return total
+
+
 def workflow_env() -> dict[str, str]:
     """The environment for a test's Snakemake run: this one, with ``MALLOC_REUSE``."""
     return {**os.environ, **MALLOC_REUSE}

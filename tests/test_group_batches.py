@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import resident_kib
 
 from scicontrast.data_adapters.base import GroupBatches, Items, epoch_seed
 from scicontrast.data_adapters.dna.views import DNAViews
@@ -62,18 +63,6 @@ def test_keys_are_views_of_one_permutation_not_python_ints():
     assert len(np.unique(np.concatenate([mine, other]))) == len(mine) + len(other) == 10_000
 
 
-def _resident_kib(path: Path) -> int:
-    """Resident KiB of this process's mappings of ``path`` (``/proc/self/smaps``)."""
-    total, inside = 0, False
-    for line in open("/proc/self/smaps"):
-        fields = line.split()
-        if "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
-            inside = fields[-1] == str(path)
-        elif inside and fields[0] == "Rss:":
-            total += int(fields[1])
-    return total
-
-
 @pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
 def test_training_batches_hand_back_the_mapped_codes(tmp_path):
     """Each batch reads random windows of the memory-mapped codes; after it none of the
@@ -90,7 +79,7 @@ def test_training_batches_hand_back_the_mapped_codes(tmp_path):
         batches.limit_steps(3)
         made.append([b.inputs for b in batches])
         if len(made) == 1:
-            assert _resident_kib(mapped) == 0
+            assert resident_kib(mapped) == 0
             np.asarray(items.arrays["codes"]).sum()  # the measure sees a mapping's pages
-            assert _resident_kib(mapped) >= codes.nbytes // 1024 - 8
+            assert resident_kib(mapped) >= codes.nbytes // 1024 - 8
     assert all(torch.equal(a, b) for a, b in zip(*made, strict=True)) and len(made[0]) == 3

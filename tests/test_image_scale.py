@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import tifffile
 import torch
+from conftest import resident_kib
 from PIL import Image
 from skimage import io as skio
 
@@ -116,18 +117,6 @@ def test_views_read_the_memory_mapped_images_without_a_copy(tmp_path):
     assert np.array_equal(source[1], masks[4] * np.uint8(255))
 
 
-def _resident_kib(path) -> int:
-    """Resident KiB of this process's mappings of ``path`` (``/proc/self/smaps``)."""
-    total, inside = 0, False
-    for line in open("/proc/self/smaps"):
-        fields = line.split()
-        if "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
-            inside = fields[-1] == str(path)
-        elif inside and fields[0] == "Rss:":
-            total += int(fields[1])
-    return total
-
-
 @pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
 def test_a_pass_of_embedding_batches_leaves_the_mapped_images_on_disk(tmp_path):
     """Embedding reads every image once; afterwards at most one batch of the memory-mapped
@@ -141,9 +130,9 @@ def test_a_pass_of_embedding_batches_leaves_the_mapped_images_on_disk(tmp_path):
     batches = list(RotationViews().embedding_batches(items, 32))
     in_memory = RotationViews().embedding_batches(Items(table, meta, {"images": images}), 32)
     assert torch.equal(torch.cat(batches), torch.cat(list(in_memory)))
-    assert _resident_kib(mapped) <= 32 * 64 * 64 // 1024 + 8  # one batch and a page
+    assert resident_kib(mapped) <= 32 * 64 * 64 // 1024 + 8  # one batch and a page
     np.asarray(items.arrays["images"]).sum()  # touching every page makes it all resident
-    assert _resident_kib(mapped) >= images.nbytes // 1024 - 8
+    assert resident_kib(mapped) >= images.nbytes // 1024 - 8
 
 
 @pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
@@ -165,7 +154,7 @@ def test_training_batches_hand_back_the_mapped_images(tmp_path, on_device):
         batches.limit_steps(3)
         made.append([b.inputs for b in batches])
         if len(made) == 1:
-            assert _resident_kib(mapped) == 0
+            assert resident_kib(mapped) == 0
     assert all(torch.equal(a, b) for a, b in zip(*made, strict=True)) and len(made[0]) == 3
 
 
