@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
-from test_image_scale import _resident_kib
+from conftest import resident_kib
 
 from scicontrast.data_adapters.audio_image import demo, synchronization
 from scicontrast.data_adapters.audio_image.pairs import SynchronizedPairs, _event_rows
@@ -112,7 +112,7 @@ def test_embedding_and_training_batches_leave_the_mapped_clips_and_images_on_dis
     batches = list(builder.embedding_batches(items, 8))
     mapped = {name: (tmp / "items" / f"{name}.extra.npy").resolve() for name in items.extras}
     for path in mapped.values():
-        assert _resident_kib(path) <= 8  # the batches hold copies; no page stays
+        assert resident_kib(path) <= 8  # the batches hold copies; no page stays
     extras = {name: np.array(array) for name, array in items.extras.items()}
     for got, want in zip(
         batches,
@@ -122,9 +122,9 @@ def test_embedding_and_training_batches_leave_the_mapped_clips_and_images_on_dis
         assert torch.equal(got.audio, want.audio) and torch.equal(got.images, want.images)
     for name, path in mapped.items():
         np.asarray(items.extras[name]).sum()  # touching every page makes it all resident
-        assert _resident_kib(path) >= items.extras[name].nbytes // 1024 - 8
+        assert resident_kib(path) >= items.extras[name].nbytes // 1024 - 8
     # An epoch of training batches (the held-out pass too) hands its pages back as well.
     pairs = builder.build(items)
     assert len(list(builder.training_batches(items, pairs, seed=0, batch_size=4))) == 9
     for path in mapped.values():
-        assert _resident_kib(path) <= 8
+        assert resident_kib(path) <= 8
