@@ -15,6 +15,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from scicontrast.analysis.cluster import (
     cluster_embeddings,
+    distinct_rows,
     igraph_leiden,
     knn_graph_edges,
     leiden,
@@ -86,6 +87,22 @@ def test_approximate_knn_graph_holds_nearly_every_exact_edge_and_leiden_finds_bl
     assert adjusted_rand_score(labels, found["leiden"]) > 0.9
     again, _ = cluster_embeddings(x, labels, **whole_graph)
     np.testing.assert_array_equal(found["leiden"], again["leiden"])
+
+
+def test_whole_graph_leiden_gives_copies_of_a_row_its_community_not_a_clique_of_their_own():
+    """20 copies of each of 150 rows: with 15 neighbours each copy's are all copies, so a
+    graph over every row is 150 cliques; over the distinct rows Leiden finds the 3 blobs."""
+    x, labels = blobs(n_per=50, centres=3, dim=8)
+    copies = np.tile(np.arange(len(x)), 20)
+    whole_graph = {"methods": ["leiden"], "exact_max_items": 1000, "leiden_sample_items": None}
+    found, metrics = cluster_embeddings(x[copies], labels[copies], **whole_graph)
+    assert metrics["leiden"]["fitted_on"] == len(x)
+    assert adjusted_rand_score(labels[copies], found["leiden"]) > 0.95
+    assignment = np.asarray(found["leiden"])
+    assert (assignment.reshape(20, -1) == assignment[: len(x)]).all()
+    distinct, copy_of = distinct_rows(x[copies])
+    np.testing.assert_array_equal(distinct, x)
+    np.testing.assert_array_equal(copy_of, copies)
 
 
 def test_sampled_hdbscan_keeps_the_fit_labels_on_the_sample_and_predicts_the_rest():
