@@ -21,15 +21,15 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torch.nn.parameter import UninitializedParameter
 
+from scicontrast.analysis.diagnostics import untrained_model
 from scicontrast.config import load_experiment
-from scicontrast.data_adapters.base import Items, PairBuilder
+from scicontrast.data_adapters.base import Items
 from scicontrast.data_adapters.batch import ContrastiveBatch
 from scicontrast.device import seconds_since
 from scicontrast.experiment import Experiment
 from scicontrast.models.batch_loss import batch_loss
-from scicontrast.models.contrastive import ContrastiveModel, build_model
+from scicontrast.models.contrastive import ContrastiveModel
 from scicontrast.registry import PAIR_BUILDERS
 
 DEFAULT_EXPERIMENTS = ("dna_demo", "grains_demo", "graph_demo", "audio_image_demo")
@@ -47,7 +47,8 @@ def views_per_second(
     A step is the training loop's: the network under ``torch.autocast(bfloat16)`` when
     ``bf16``, its output cast to float32, the batch's declared loss
     (:func:`~scicontrast.models.batch_loss.batch_loss`), backward and an Adam step. The
-    model's lazy layers (``in_channels=-1``) must be sized before (:func:`sized_model`).
+    model's lazy layers (``in_channels=-1``) must be sized before
+    (:func:`~scicontrast.analysis.diagnostics.untrained_model`).
     """
     batch = batch.to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -62,18 +63,6 @@ def views_per_second(
         batch_loss(model.loss, z, batch).loss.backward()
         optimiser.step()
     return steps * batch.n_views / seconds_since(started, device)
-
-
-def sized_model(experiment: Experiment, builder: PairBuilder, items: Items) -> ContrastiveModel:
-    """The experiment's model, seeded as training seeds it, its lazy layers sized on the CPU by
-    one item's canonical view, as the training loop sizes them."""
-    torch.manual_seed(experiment.training.seed)
-    model = build_model(experiment)
-    if any(isinstance(p, UninitializedParameter) for p in model.parameters()):
-        model.eval()
-        with torch.no_grad():
-            model.embed(next(iter(builder.embedding_batches(items, 1))))
-    return model.train()
 
 
 def main() -> None:
@@ -104,7 +93,7 @@ def main() -> None:
         for label, bf16 in (("fp32", False), ("bf16", True)):
             if bf16 and device.type != "cuda":
                 continue
-            model = sized_model(typed, builder, items).to(device)
+            model = untrained_model(typed, builder, items).train().to(device)
             row[f"{label} views/s"] = views_per_second(model, batch, device, bf16, args.steps)
         if "bf16 views/s" in row:
             row["bf16 / fp32"] = row["bf16 views/s"] / row["fp32 views/s"]

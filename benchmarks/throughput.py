@@ -50,14 +50,13 @@ from typing import Any
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch.nn.parameter import UninitializedParameter
 
+from scicontrast.analysis.diagnostics import untrained_model
 from scicontrast.config import load_experiment
 from scicontrast.data_adapters.base import Items, held_out_groups
 from scicontrast.data_adapters.batch import ContrastiveBatch
 from scicontrast.device import resolve_device, seconds_since
 from scicontrast.experiment import Experiment
-from scicontrast.models.contrastive import build_model
 from scicontrast.models.train import train
 from scicontrast.registry import PAIR_BUILDERS
 
@@ -146,11 +145,7 @@ def plain_setup(
     pairs = pairs[~pairs["group_id"].isin(held_out)]
     builder = PAIR_BUILDERS.create(experiment["pairs"], where="pairs")
     batches = builder.training_batches(items, pairs, settings["seed"], settings["batch_size"])
-    torch.manual_seed(settings["seed"])
-    model = build_model(Experiment.from_dict(experiment))
-    if any(isinstance(p, UninitializedParameter) for p in model.parameters()):
-        with torch.no_grad():
-            model.eval().embed(next(iter(builder.embedding_batches(items, 2))))
+    model = untrained_model(Experiment.from_dict(experiment), builder, items)
     model.to(device).train()
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"]

@@ -19,6 +19,7 @@ from conftest import load_benchmark, small_dna_experiment
 from test_graph_views import graph_experiment, random_graph_items
 from torch import nn
 
+from scicontrast.analysis.diagnostics import untrained_model
 from scicontrast.analysis.embed import EmbeddingRun
 from scicontrast.config import experiment_as_config
 from scicontrast.data_adapters.audio_image.pairs import AudioImageBatch
@@ -49,7 +50,7 @@ def test_precision_benchmark_steps_every_loss_form_under_bf16():
     batch = next(iter(batches))
     assert batch.loss_rows is not None and batch.positive_pairs is not None
     for device in DEVICES:
-        model = precision.sized_model(graph_experiment(), builder, items).to(device)
+        model = untrained_model(graph_experiment(), builder, items).train().to(device)
         for bf16 in (False, True):
             assert precision.views_per_second(model, batch, device, bf16, 1) > 0
 
