@@ -13,7 +13,7 @@ rows of the two sides of each pair, which the training loop hands to the symmetr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,7 @@ class AudioImageBatch:
         its copy to the device overlaps the host's work."""
         return self._map(torch.Tensor.pin_memory)
 
-    def _map(self, move) -> AudioImageBatch:
+    def _map(self, move: Callable[[torch.Tensor], torch.Tensor]) -> AudioImageBatch:
         return replace(
             self, audio=move(self.audio), images=move(self.images), is_audio=move(self.is_audio)
         )
