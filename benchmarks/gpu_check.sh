@@ -54,7 +54,8 @@ remaining() { echo $((BUDGET - ($(date +%s) - START))); }
 note() { echo "$*" | tee -a "$OUT/summary.txt"; }
 wanted() { [[ " $PARTS " == *" $1 "* ]]; }
 # per_demo COMMAND...: COMMAND --experiments DEMO for each demo in turn, so that a part cut by
-# its budget still returns the demos that finished (the scripts print their tables at the end).
+# its budget still returns the demos that finished (the scripts print their tables at the end)
+# and a demo that fails on the device does not cost the others; a start-up per demo is the price.
 per_demo() {
     local status=0 demo
     for demo in $DEMOS; do "$@" --experiments "$demo" || status=$?; done
