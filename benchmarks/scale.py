@@ -324,15 +324,15 @@ def arguments() -> argparse.Namespace:
 def main() -> None:
     args = arguments()
     deadline = time.time() + (args.budget_s or float("inf"))
+    if args.runner == "cli":
+        sys.path.insert(0, str(Path(__file__).parent))
+        from scale_runner import run_experiments
     rows, rates = [], []
     for n in args.sizes:
         run = args.out / str(n)
         run.mkdir(parents=True, exist_ok=True)
         names = write_config(run, n, args)
         if args.runner == "cli":
-            sys.path.insert(0, str(Path(__file__).parent))
-            from scale_runner import run_experiments
-
             ranked = [name for name in args.only or names if name in names]  # --only's order
             for line in run_experiments(run, ranked, args.cores, deadline, args.device_lock):
                 print("not finished:", line, flush=True)
